@@ -1,0 +1,243 @@
+//! The `skyglass` command line: subcommands, flags and their `SKYGLASS_*` environment
+//! variables (precedence: flag > environment > default). A bad flag, value or variable is
+//! refused with one line that says what to fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ingest::source::SourceSpec;
+
+use crate::serve;
+
+#[derive(Parser, Debug)]
+#[command(name = "skyglass", version, about = "A lakehouse of Bluesky posts with a GraphQL analytics API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the GraphQL API, with background ingest and flushing (by --role).
+    Serve(ServeArgs),
+    /// Ingest events from a source into the lake, without serving queries.
+    Ingest(IngestArgs),
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Inspect the lake.
+    Lake {
+        #[command(subcommand)]
+        command: LakeCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LakeCommand {
+    /// Print the lake's size and state as JSON.
+    Stats(LakeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LakeArgs {
+    /// The lake directory.
+    #[arg(long, env = "SKYGLASS_LAKE", default_value = "./data/lake")]
+    pub lake: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// The Redis server that buffers events (and later caches answers).
+    #[arg(long, env = "SKYGLASS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[arg(long, env = "SKYGLASS_REDIS_NAMESPACE", default_value = "skyglass")]
+    pub redis_namespace: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FlushArgs {
+    /// Flush the buffer into the lake when its oldest row is this old (e.g. 30s, 5m, 1h).
+    #[arg(long, env = "SKYGLASS_FLUSH_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// Flush when this many rows are waiting.
+    #[arg(long, env = "SKYGLASS_FLUSH_MAX_ROWS", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flush_max_rows: u32,
+    /// This worker's name in the flusher consumer group; keep it stable across restarts.
+    #[arg(long, env = "SKYGLASS_FLUSH_CONSUMER", default_value = "flusher-1")]
+    pub flush_consumer: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IngestArgs {
+    /// Where events come from: `file:PATH` (Jetstream JSON lines, plain, .gz or .zst) or
+    /// `synthetic[:EVENTS_PER_SEC]`.
+    #[arg(long, env = "SKYGLASS_SOURCE")]
+    pub source: SourceSpec,
+    /// Read a finite source to its end, flush everything into the lake and exit.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub flush: FlushArgs,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// API, ingest and flusher in one process.
+    All,
+    /// Answer queries only.
+    Api,
+    /// Ingest and flush only.
+    Ingest,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// What this process does.
+    #[arg(long, env = "SKYGLASS_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// Where events come from (roles `all` and `ingest`): `file:PATH` or `synthetic[:EVENTS_PER_SEC]`.
+    #[arg(long, env = "SKYGLASS_SOURCE")]
+    pub source: Option<SourceSpec>,
+    /// The address the HTTP server listens on.
+    #[arg(long, env = "SKYGLASS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// DuckDB threads per query (default: the machine's cores).
+    #[arg(long, env = "SKYGLASS_QUERY_THREADS")]
+    pub query_threads: Option<usize>,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub flush: FlushArgs,
+}
+
+/// Every environment variable the binary reads. Any other `SKYGLASS_*` variable is a typo.
+const KNOWN_VARIABLES: &[&str] = &[
+    "SKYGLASS_LAKE",
+    "SKYGLASS_REDIS_URL",
+    "SKYGLASS_REDIS_NAMESPACE",
+    "SKYGLASS_FLUSH_INTERVAL",
+    "SKYGLASS_FLUSH_MAX_ROWS",
+    "SKYGLASS_FLUSH_CONSUMER",
+    "SKYGLASS_SOURCE",
+    "SKYGLASS_ROLE",
+    "SKYGLASS_LISTEN",
+    "SKYGLASS_QUERY_THREADS",
+    "SKYGLASS_LOG_FORMAT",
+];
+
+fn check_environment() -> Result<(), String> {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("SKYGLASS_") && !KNOWN_VARIABLES.contains(&name.as_ref()) {
+            return Err(format!(
+                "unknown environment variable {name}: known ones are {}",
+                KNOWN_VARIABLES.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses durations like `500ms`, `30s`, `5m`, `1h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 30s, 5m or 1h"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}` has no known unit: use ms, s, m, h or d")),
+    };
+    Ok(Duration::from_secs(number * seconds))
+}
+
+pub fn main() -> ExitCode {
+    if let Err(message) = check_environment() {
+        eprintln!("skyglass: {message}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("skyglass: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "skyglass failed");
+            eprintln!("skyglass: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+        Command::Serve(args) => {
+            crate::telemetry::init();
+            serve::serve(args).await
+        }
+        Command::Ingest(args) => {
+            crate::telemetry::init();
+            serve::ingest(args).await
+        }
+        Command::Lake { command: LakeCommand::Stats(args) } => {
+            let lake = args.lake.clone();
+            let stats = tokio::task::spawn_blocking(move || {
+                let engine = lake::exec::Engine::open(&lake, &lake::exec::EngineConfig::default())?;
+                engine.stats()
+            })
+            .await
+            .context("stats task panicked")?
+            .with_context(|| format!("failed to read lake {}", args.lake.display()))?;
+            let json = serde_json::json!({
+                "posts": stats.posts, "files": stats.files, "partitions": stats.partitions, "bytes": stats.bytes,
+                "generation": stats.generation, "oldest_post_us": stats.oldest_post_us,
+                "newest_post_us": stats.newest_post_us, "last_flush_at_us": stats.last_flush_at_us,
+            });
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5").unwrap_err().contains("unit"));
+        assert!(parse_duration("fast").unwrap_err().contains("duration"));
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,27 @@
+//! The one place where failures become GraphQL errors. Clients get a message and an
+//! `extensions.code`; internal details are logged in the request span, never sent.
+
+use async_graphql::ErrorExtensions;
+
+/// Codes a client may see in `extensions.code`.
+pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
+
+/// An argument the client got wrong: the message says what to fix.
+pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", BAD_USER_INPUT))
+}
+
+/// A failure of ours: logged with its cause chain; the client sees a generic message.
+pub fn internal(error: &anyhow::Error) -> async_graphql::Error {
+    tracing::error!(error = format!("{error:#}"), "query failed");
+    async_graphql::Error::new("internal error; the server log has the details").extend_with(|_, e| e.set("code", INTERNAL))
+}
+
+/// Turns a lake error into a GraphQL error by its kind.
+pub fn from_lake(error: lake::Error) -> async_graphql::Error {
+    match error.kind() {
+        lake::ErrorKind::BadInput => bad_input(error.to_string()),
+        lake::ErrorKind::Internal => internal(&anyhow::Error::new(error)),
+    }
+}

@@ -1,0 +1,241 @@
+//! GraphQL types: thin newtypes over `lake` rows, enums mapped to `lake` enums, and input
+//! filters converted into `lake::plan::PostFilter`.
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use lake::model::{self, Post};
+use lake::plan;
+
+use super::Services;
+use crate::error;
+
+pub fn datetime(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "lake::model::EmbedType")]
+pub enum EmbedType {
+    None,
+    Images,
+    Video,
+    External,
+    Record,
+    RecordWithMedia,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+#[graphql(remote = "lake::plan::PostOrder")]
+pub enum PostOrder {
+    /// Newest `createdAt` first.
+    #[default]
+    Newest,
+    /// Oldest `createdAt` first.
+    Oldest,
+}
+
+/// Which posts to consider. Every list means "any of"; an empty or absent list does not
+/// constrain. All conditions must hold together.
+#[derive(InputObject, Default, Clone, Debug)]
+pub struct PostFilter {
+    /// `createdAt >= since`.
+    pub since: Option<DateTime<Utc>>,
+    /// `createdAt < until`.
+    pub until: Option<DateTime<Utc>>,
+    /// Author DIDs.
+    pub authors: Option<Vec<ID>>,
+    /// Any of the record's languages; `en` also matches `en-US`. Case-insensitive.
+    pub langs: Option<Vec<String>>,
+    /// Case-insensitive substring of the text (any script, emoji included).
+    pub text_contains: Option<String>,
+    /// Any of these hashtags, case-insensitive, without '#'.
+    pub hashtags: Option<Vec<String>>,
+    /// Posts mentioning any of these DIDs.
+    pub mentions: Option<Vec<ID>>,
+    /// Only replies (`true`) or only top-level posts (`false`).
+    pub is_reply: Option<bool>,
+    pub embed_types: Option<Vec<EmbedType>>,
+}
+
+impl PostFilter {
+    pub fn into_plan(self) -> async_graphql::Result<plan::PostFilter> {
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since > until
+        {
+            return Err(error::bad_input(format!("filter.since ({since}) is after filter.until ({until})")));
+        }
+        let ids = |ids: Option<Vec<ID>>| -> Vec<String> { ids.unwrap_or_default().into_iter().map(|id| id.0).collect() };
+        Ok(plan::PostFilter {
+            since_us: self.since.map(|t| t.timestamp_micros()),
+            until_us: self.until.map(|t| t.timestamp_micros()),
+            uris: Vec::new(),
+            authors: ids(self.authors),
+            langs: self.langs.unwrap_or_default(),
+            text_contains: self.text_contains,
+            hashtags: self.hashtags.unwrap_or_default(),
+            mentions: ids(self.mentions),
+            is_reply: self.is_reply,
+            embed_types: self.embed_types.unwrap_or_default().into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+/// A Bluesky post.
+pub struct PostNode(pub Post);
+
+#[Object(name = "Post")]
+impl PostNode {
+    /// `at://{did}/app.bsky.feed.post/{rkey}`
+    async fn uri(&self) -> ID {
+        ID(self.0.uri.clone())
+    }
+    async fn cid(&self) -> &str {
+        &self.0.cid
+    }
+    /// The author's DID.
+    async fn author_did(&self) -> ID {
+        ID(self.0.did.clone())
+    }
+    async fn text(&self) -> &str {
+        &self.0.text
+    }
+    /// From the record (the client's clock); clamped to `indexedAt` when absurd.
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.0.created_at_us)
+    }
+    /// When the firehose saw the post.
+    async fn indexed_at(&self) -> DateTime<Utc> {
+        datetime(self.0.indexed_at_us)
+    }
+    async fn langs(&self) -> &[String] {
+        &self.0.langs
+    }
+    /// Lower-cased, without '#'.
+    async fn hashtags(&self) -> &[String] {
+        &self.0.hashtags
+    }
+    /// Mentioned DIDs.
+    async fn mentions(&self) -> Vec<ID> {
+        self.0.mentions.iter().cloned().map(ID).collect()
+    }
+    async fn links(&self) -> &[String] {
+        &self.0.links
+    }
+    async fn reply_parent(&self) -> Option<ID> {
+        self.0.reply_parent.clone().map(ID)
+    }
+    async fn reply_root(&self) -> Option<ID> {
+        self.0.reply_root.clone().map(ID)
+    }
+    /// The quoted post, for record and record-with-media embeds.
+    async fn quote_uri(&self) -> Option<ID> {
+        self.0.quote_uri.clone().map(ID)
+    }
+    async fn embed_type(&self) -> EmbedType {
+        self.0.embed_type.into()
+    }
+    async fn image_count(&self) -> i32 {
+        self.0.image_count
+    }
+}
+
+/// Maps `Post` field names to the lake columns they read (projection pushdown).
+pub fn post_field_columns(field: &str) -> &'static [model::PostColumn] {
+    use model::PostColumn as C;
+    match field {
+        "uri" => &[C::Uri],
+        "cid" => &[C::Cid],
+        "authorDid" => &[C::Did],
+        "text" => &[C::Text],
+        "createdAt" => &[C::CreatedAt],
+        "indexedAt" => &[C::IndexedAt],
+        "langs" => &[C::Langs],
+        "hashtags" => &[C::Hashtags],
+        "mentions" => &[C::Mentions],
+        "links" => &[C::Links],
+        "replyParent" => &[C::ReplyParent],
+        "replyRoot" => &[C::ReplyRoot],
+        "quoteUri" => &[C::QuoteUri],
+        "embedType" => &[C::EmbedType],
+        "imageCount" => &[C::ImageCount],
+        _ => &[],
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    /// Pass as `after` to get the next page.
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct PostEdge {
+    pub cursor: String,
+    pub node: PostNode,
+}
+
+/// A page of posts, in keyset order: pages stay stable while new posts arrive.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct PostConnection {
+    pub edges: Vec<PostEdge>,
+    pub page_info: PageInfo,
+    #[graphql(skip)]
+    pub filter: Arc<plan::PostFilter>,
+}
+
+#[ComplexObject]
+impl PostConnection {
+    async fn nodes(&self) -> Vec<&PostNode> {
+        self.edges.iter().map(|e| &e.node).collect()
+    }
+
+    /// All posts matching the filter (not only this page); computed only when selected.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        let engine = ctx.data::<Services>()?.engine.clone();
+        let filter = self.filter.clone();
+        let summary = tokio::task::spawn_blocking(move || engine.summary(&filter))
+            .await
+            .map_err(|e| error::internal(&anyhow::Error::new(e)))?
+            .map_err(error::from_lake)?;
+        Ok(summary.n_posts)
+    }
+}
+
+/// The lake's size and state.
+pub struct LakeStats(pub lake::exec::LakeStats);
+
+#[Object]
+impl LakeStats {
+    /// Distinct posts in the Parquet files.
+    async fn posts(&self) -> u64 {
+        self.0.posts
+    }
+    async fn files(&self) -> u64 {
+        self.0.files
+    }
+    /// Day partitions holding at least one file.
+    async fn partitions(&self) -> u64 {
+        self.0.partitions
+    }
+    /// Parquet bytes on disk.
+    async fn bytes(&self) -> u64 {
+        self.0.bytes
+    }
+    async fn oldest_post(&self) -> Option<DateTime<Utc>> {
+        self.0.oldest_post_us.map(datetime)
+    }
+    async fn newest_post(&self) -> Option<DateTime<Utc>> {
+        self.0.newest_post_us.map(datetime)
+    }
+    /// Bumped by every flush; caches key on it.
+    async fn generation(&self) -> u64 {
+        self.0.generation
+    }
+    async fn last_flush_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_flush_at_us.map(datetime)
+    }
+}

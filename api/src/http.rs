@@ -1,0 +1,97 @@
+//! HTTP: the GraphQL endpoint, the playground, health, readiness and metrics, with the tower
+//! layers every request goes through (trace, timeout, body limit, compression, CORS).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Json};
+use axum::routing::get;
+use axum::Router;
+use lake::exec::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis::aio::ConnectionManager;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::CorsLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Instrument;
+
+use crate::graphql::{self, Services, SkyglassSchema};
+use crate::metrics as m;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest a request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: PrometheusHandle,
+    /// The Redis connection readiness checks; `None` when Redis was unreachable at start.
+    pub redis: Option<ConnectionManager>,
+    pub lake: PathBuf,
+}
+
+#[derive(Clone)]
+struct Shared {
+    schema: SkyglassSchema,
+    state: Arc<AppState>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let state = Arc::new(state);
+    let schema = graphql::build(Some(Services { engine: state.engine.clone() }));
+    let shared = Shared { schema, state };
+    Router::new()
+        .route("/", get(playground))
+        .route("/graphql", get(graphql_handler).post(graphql_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(CompressionLayer::new())
+        .layer(CorsLayer::permissive())
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn playground() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").title("Skyglass").finish())
+}
+
+async fn graphql_handler(State(shared): State<Shared>, request: GraphQLRequest) -> GraphQLResponse {
+    let request = request.into_inner();
+    let span = tracing::info_span!("graphql", operation = request.operation_name.as_deref().unwrap_or("-"));
+    let started = Instant::now();
+    let response = shared.schema.execute(request).instrument(span).await;
+    let outcome = if response.is_ok() { m::OUTCOME_OK } else { m::OUTCOME_ERROR };
+    metrics::counter!(m::GRAPHQL_REQUESTS, "outcome" => outcome).increment(1);
+    metrics::histogram!(m::GRAPHQL_DURATION).record(started.elapsed().as_secs_f64());
+    response.into()
+}
+
+async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], shared.state.metrics.render())
+}
+
+/// Ready when Redis answers and the lake's catalog reads.
+async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
+    let redis_ok = match shared.state.redis.clone() {
+        Some(mut conn) => {
+            let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+            pong.is_ok()
+        }
+        None => false,
+    };
+    let lake = shared.state.lake.clone();
+    let lake_ok = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake).is_ok()).await.unwrap_or(false);
+    let status = if redis_ok && lake_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({ "redis": redis_ok, "lake": lake_ok })))
+}

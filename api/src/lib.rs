@@ -1,0 +1,12 @@
+//! Skyglass API: the GraphQL schema and its resolvers (which build `lake` plans), HTTP serving,
+//! metrics, configuration and the `skyglass` binary's commands.
+//!
+//! Depends on `lake` and `ingest`; nothing depends on it.
+
+pub mod cli;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod metrics;
+pub mod serve;
+pub mod telemetry;

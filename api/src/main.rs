@@ -1,0 +1,5 @@
+//! The `skyglass` binary.
+
+fn main() -> std::process::ExitCode {
+    api::cli::main()
+}

@@ -1,0 +1,122 @@
+//! The long-running commands: `serve` (API, ingest and flusher by role) and `ingest`.
+//! Both stop gracefully on SIGTERM or Ctrl-C: the source stops, the buffer is flushed into the
+//! lake, in-flight requests finish, and the process exits 0.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use ingest::buffer::Keys;
+use ingest::flush::FlushConfig;
+use ingest::pipeline::{self, IngestConfig};
+use lake::exec::{Engine, EngineConfig};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::cli::{FlushArgs, IngestArgs, LakeArgs, RedisArgs, Role, ServeArgs};
+use crate::http::{self, AppState};
+
+fn ingest_config(lake: &LakeArgs, redis: &RedisArgs, flush: &FlushArgs) -> IngestConfig {
+    IngestConfig {
+        redis_url: redis.redis_url.clone(),
+        keys: Keys::new(&redis.redis_namespace),
+        lake: lake.lake.clone(),
+        flush: FlushConfig {
+            interval: flush.flush_interval,
+            max_rows: flush.flush_max_rows as usize,
+            consumer: flush.flush_consumer.clone(),
+        },
+    }
+}
+
+/// A watch flag that turns true on SIGTERM or Ctrl-C.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        ctrl_c.await.ok();
+        info!("shutdown requested");
+        tx.send(true).ok();
+    });
+    rx
+}
+
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if args.once && !args.source.is_finite() {
+        bail!("--once needs a source that ends (file:PATH); {:?} runs forever", args.source);
+    }
+    crate::metrics::install()?;
+    std::fs::create_dir_all(&args.lake.lake)
+        .with_context(|| format!("failed to create lake directory {}", args.lake.lake.display()))?;
+    let config = ingest_config(&args.lake, &args.redis, &args.flush);
+    let report = pipeline::run(args.source, config, shutdown_signal()).await?;
+    let stats = lake::catalog::table_files(&args.lake.lake, lake::layout::POSTS_TABLE)?;
+    info!(?report, files = stats.files, bytes = stats.bytes, "ingest finished");
+    println!(
+        "ingested {} events: {} posts, {} post deletes (not applied yet), {} other, {} dropped to the dead-letter stream; lake has {} files",
+        report.events, report.posts, report.post_deletes, report.other, report.dropped, stats.files
+    );
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = crate::metrics::install()?;
+    let lake = args.lake.lake.clone();
+    std::fs::create_dir_all(&lake).with_context(|| format!("failed to create lake directory {}", lake.display()))?;
+    let stop = shutdown_signal();
+
+    let ingest_task = match (args.role, args.source.clone()) {
+        (Role::Api, _) => None,
+        (_, None) => bail!("serve --role {:?} ingests, so it needs --source (file:PATH or synthetic[:EVENTS_PER_SEC])", args.role),
+        (_, Some(source)) => {
+            let config = ingest_config(&args.lake, &args.redis, &args.flush);
+            Some(tokio::spawn(pipeline::run(source, config, stop.clone())))
+        }
+    };
+
+    let server = if args.role == Role::Ingest {
+        None
+    } else {
+        let engine_config = EngineConfig { threads: args.query_threads.unwrap_or_else(|| EngineConfig::default().threads) };
+        let engine_lake = lake.clone();
+        let engine = tokio::task::spawn_blocking(move || Engine::open(&engine_lake, &engine_config))
+            .await
+            .context("engine task panicked")?
+            .with_context(|| format!("failed to open lake {}", lake.display()))?;
+        let redis = ingest::buffer::connect(&args.redis.redis_url, std::time::Duration::from_secs(2)).await.ok();
+        let state = AppState { engine: Arc::new(engine), metrics, redis, lake: lake.clone() };
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        info!(%address, "serving GraphQL");
+        println!("skyglass is serving: playground http://{address}/ , GraphQL http://{address}/graphql");
+        let mut stop = stop.clone();
+        Some(tokio::spawn(async move {
+            axum::serve(listener, http::router(state))
+                .with_graceful_shutdown(async move {
+                    stop.wait_for(|stopping| *stopping).await.ok();
+                })
+                .await
+                .context("http server failed")
+        }))
+    };
+
+    if let Some(task) = ingest_task {
+        let report = task.await.context("ingest task panicked")??;
+        info!(?report, "ingest stopped");
+    }
+    if let Some(task) = server {
+        task.await.context("http server task panicked")??;
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Decodes one Jetstream event (one JSON line) into what ingest does with it: a post row, a
+//! post deletion, an event of another kind (counted, not stored yet), or a [`Drop`] with a
+//! reason. Pure, and never panics on any input.
+
+use chrono::DateTime;
+use lake::model::{ENRICH_VERSION, EmbedType, Post};
+use serde_json::Value;
+
+use crate::text;
+
+pub const POST_COLLECTION: &str = "app.bsky.feed.post";
+/// The lexicon's limit on post text, in UTF-8 bytes (`maxLength: 3000`).
+pub const MAX_TEXT_BYTES: usize = 3000;
+/// Bluesky's first posts are from November 2022; earlier `createdAt` values are client clocks
+/// gone wrong.
+const EARLIEST_PLAUSIBLE_US: i64 = 1_667_260_800_000_000; // 2022-11-01T00:00:00Z
+/// How far in the future (relative to the event's `time_us`) a `createdAt` may be.
+const MAX_FUTURE_SKEW_US: i64 = 24 * 3600 * 1_000_000;
+
+/// What one event becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Post(Box<Post>),
+    /// A post was deleted on Bluesky.
+    PostDelete { uri: String, did: String, time_us: i64 },
+    /// A well-formed event that is not a post create or delete, by its kind label.
+    Other { kind: OtherKind, time_us: i64 },
+    Drop(Drop),
+}
+
+/// Events that are valid but not stored yet. A closed set, used as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OtherKind {
+    /// A commit to another collection (likes, reposts, follows, non-Bluesky lexicons…).
+    OtherCollection,
+    /// An update of a post record.
+    PostUpdate,
+    Identity,
+    Account,
+}
+
+impl OtherKind {
+    pub const ALL: [OtherKind; 4] =
+        [OtherKind::OtherCollection, OtherKind::PostUpdate, OtherKind::Identity, OtherKind::Account];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtherKind::OtherCollection => "other_collection",
+            OtherKind::PostUpdate => "post_update",
+            OtherKind::Identity => "identity",
+            OtherKind::Account => "account",
+        }
+    }
+}
+
+/// Why an event was not turned into a row. A closed set: each is a metric label and the reason
+/// recorded with the event in the dead-letter stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The line is not a JSON object.
+    InvalidJson,
+    /// `kind` is not one Jetstream sends (`commit`, `identity`, `account`).
+    UnknownKind,
+    /// A field the event or record needs is absent or of the wrong type.
+    MissingField,
+    /// The author is not a `did:` identifier.
+    BadDid,
+    /// The record key cannot form an AT-URI.
+    BadRkey,
+    /// The commit's operation is not `create`, `update` or `delete`.
+    UnknownOperation,
+    /// The post text is longer than the lexicon allows.
+    TextTooLong,
+    /// The embed's `$type` is not one of the known embed types.
+    UnknownEmbed,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::InvalidJson,
+        DropReason::UnknownKind,
+        DropReason::MissingField,
+        DropReason::BadDid,
+        DropReason::BadRkey,
+        DropReason::UnknownOperation,
+        DropReason::TextTooLong,
+        DropReason::UnknownEmbed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::InvalidJson => "invalid_json",
+            DropReason::UnknownKind => "unknown_kind",
+            DropReason::MissingField => "missing_field",
+            DropReason::BadDid => "bad_did",
+            DropReason::BadRkey => "bad_rkey",
+            DropReason::UnknownOperation => "unknown_operation",
+            DropReason::TextTooLong => "text_too_long",
+            DropReason::UnknownEmbed => "unknown_embed",
+        }
+    }
+}
+
+/// An event that was not turned into a row, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drop {
+    pub reason: DropReason,
+    pub detail: String,
+}
+
+fn drop(reason: DropReason, detail: impl Into<String>) -> Decoded {
+    Decoded::Drop(Drop { reason, detail: detail.into() })
+}
+
+fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+/// Decodes one Jetstream JSON line.
+pub fn decode(line: &[u8]) -> Decoded {
+    let event: Value = match serde_json::from_slice(line) {
+        Ok(value @ Value::Object(_)) => value,
+        Ok(_) => return drop(DropReason::InvalidJson, "the event is not a JSON object"),
+        Err(e) => return drop(DropReason::InvalidJson, e.to_string()),
+    };
+    let Some(did) = str_field(&event, "did") else {
+        return drop(DropReason::MissingField, "did");
+    };
+    if !is_did(did) {
+        return drop(DropReason::BadDid, format!("`{}` is not a DID", clip(did)));
+    }
+    let Some(time_us) = event.get("time_us").and_then(Value::as_i64) else {
+        return drop(DropReason::MissingField, "time_us");
+    };
+    match str_field(&event, "kind") {
+        Some("commit") => {}
+        Some("identity") => return Decoded::Other { kind: OtherKind::Identity, time_us },
+        Some("account") => return Decoded::Other { kind: OtherKind::Account, time_us },
+        Some(other) => return drop(DropReason::UnknownKind, format!("kind `{}`", clip(other))),
+        None => return drop(DropReason::MissingField, "kind"),
+    }
+    let Some(commit) = event.get("commit").filter(|c| c.is_object()) else {
+        return drop(DropReason::MissingField, "commit");
+    };
+    let Some(collection) = str_field(commit, "collection") else {
+        return drop(DropReason::MissingField, "commit.collection");
+    };
+    let Some(operation) = str_field(commit, "operation") else {
+        return drop(DropReason::MissingField, "commit.operation");
+    };
+    if !matches!(operation, "create" | "update" | "delete") {
+        return drop(DropReason::UnknownOperation, format!("operation `{}`", clip(operation)));
+    }
+    if collection != POST_COLLECTION {
+        return Decoded::Other { kind: OtherKind::OtherCollection, time_us };
+    }
+    let Some(rkey) = str_field(commit, "rkey") else {
+        return drop(DropReason::MissingField, "commit.rkey");
+    };
+    if !is_rkey(rkey) {
+        return drop(DropReason::BadRkey, format!("rkey `{}`", clip(rkey)));
+    }
+    let uri = format!("at://{did}/{POST_COLLECTION}/{rkey}");
+    match operation {
+        "delete" => Decoded::PostDelete { uri, did: did.to_owned(), time_us },
+        "update" => Decoded::Other { kind: OtherKind::PostUpdate, time_us },
+        _ => decode_post_record(commit, uri, did, rkey, time_us),
+    }
+}
+
+fn decode_post_record(commit: &Value, uri: String, did: &str, rkey: &str, time_us: i64) -> Decoded {
+    let Some(cid) = str_field(commit, "cid") else {
+        return drop(DropReason::MissingField, "commit.cid");
+    };
+    let Some(record) = commit.get("record").filter(|r| r.is_object()) else {
+        return drop(DropReason::MissingField, "commit.record");
+    };
+    let Some(text) = str_field(record, "text") else {
+        return drop(DropReason::MissingField, "record.text");
+    };
+    if text.len() > MAX_TEXT_BYTES {
+        return drop(DropReason::TextTooLong, format!("{} bytes", text.len()));
+    }
+    let (created_at_us, created_at_clamped) = created_at(str_field(record, "createdAt"), time_us);
+    let embed = match embed(record.get("embed")) {
+        Ok(embed) => embed,
+        Err(kind) => return drop(DropReason::UnknownEmbed, format!("embed `{}`", clip(&kind))),
+    };
+    let features = text::features(text, record.get("facets"));
+    let strings = |value: Option<&Value>| -> Vec<String> {
+        value.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+    };
+    let reply_uri = |which: &str| -> Option<String> {
+        record.get("reply").and_then(|r| r.get(which)).and_then(|r| str_field(r, "uri")).map(str::to_owned)
+    };
+    let labels = record
+        .get("labels")
+        .and_then(|l| l.get("values"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| str_field(v, "val"))
+        .map(str::to_owned)
+        .collect();
+
+    Decoded::Post(Box::new(Post {
+        uri,
+        cid: cid.to_owned(),
+        did: did.to_owned(),
+        rkey: rkey.to_owned(),
+        created_at_us,
+        indexed_at_us: time_us,
+        created_at_clamped,
+        text: text.to_owned(),
+        langs: strings(record.get("langs")),
+        detected_lang: None,
+        reply_root: reply_uri("root"),
+        reply_parent: reply_uri("parent"),
+        quote_uri: embed.quote_uri,
+        embed_type: embed.embed_type,
+        image_count: embed.image_count,
+        external_uri: embed.external_uri,
+        hashtags: features.hashtags,
+        mentions: features.mentions,
+        links: features.links,
+        labels,
+        text_len: i32::try_from(text.len()).unwrap_or(i32::MAX),
+        enrich_version: ENRICH_VERSION,
+    }))
+}
+
+/// The record's `createdAt` in UTC microseconds, or the event's `time_us` with the clamped flag
+/// when `createdAt` is missing, unparseable or absurd (before Bluesky existed, or more than a day
+/// after the firehose saw the post). A bad clock never costs a post.
+fn created_at(raw: Option<&str>, time_us: i64) -> (i64, bool) {
+    let parsed = raw.and_then(|raw| DateTime::parse_from_rfc3339(raw).ok()).map(|t| t.timestamp_micros());
+    match parsed {
+        Some(us) if us >= EARLIEST_PLAUSIBLE_US && us <= time_us.saturating_add(MAX_FUTURE_SKEW_US) => (us, false),
+        _ => (time_us, true),
+    }
+}
+
+#[derive(Default)]
+struct Embed {
+    embed_type: EmbedType,
+    image_count: i32,
+    external_uri: Option<String>,
+    quote_uri: Option<String>,
+}
+
+fn count_images(media: &Value) -> i32 {
+    media.get("images").and_then(Value::as_array).map_or(0, |images| i32::try_from(images.len()).unwrap_or(i32::MAX))
+}
+
+/// Classifies the record's embed; `Err` carries an unknown `$type`.
+fn embed(embed: Option<&Value>) -> Result<Embed, String> {
+    let Some(embed) = embed.filter(|e| e.is_object()) else {
+        return Ok(Embed::default());
+    };
+    let kind = str_field(embed, "$type").unwrap_or_default();
+    let external = |e: &Value| e.get("external").and_then(|x| str_field(x, "uri")).map(str::to_owned);
+    Ok(match kind {
+        "app.bsky.embed.images" => Embed { embed_type: EmbedType::Images, image_count: count_images(embed), ..Embed::default() },
+        "app.bsky.embed.video" => Embed { embed_type: EmbedType::Video, ..Embed::default() },
+        "app.bsky.embed.external" => Embed { embed_type: EmbedType::External, external_uri: external(embed), ..Embed::default() },
+        "app.bsky.embed.record" => Embed {
+            embed_type: EmbedType::Record,
+            quote_uri: embed.get("record").and_then(|r| str_field(r, "uri")).map(str::to_owned),
+            ..Embed::default()
+        },
+        "app.bsky.embed.recordWithMedia" => {
+            let media = embed.get("media").cloned().unwrap_or(Value::Null);
+            Embed {
+                embed_type: EmbedType::RecordWithMedia,
+                image_count: count_images(&media),
+                external_uri: external(&media),
+                quote_uri: embed
+                    .get("record")
+                    .and_then(|r| r.get("record"))
+                    .and_then(|r| str_field(r, "uri"))
+                    .map(str::to_owned),
+            }
+        }
+        other => return Err(other.to_owned()),
+    })
+}
+
+fn is_did(did: &str) -> bool {
+    let mut parts = did.splitn(3, ':');
+    matches!((parts.next(), parts.next(), parts.next()), (Some("did"), Some(method), Some(id))
+        if !method.is_empty() && method.bytes().all(|b| b.is_ascii_lowercase())
+            && !id.is_empty() && did.len() <= 2048
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:%".contains(&b)))
+}
+
+/// Record keys: 1–512 characters of `[A-Za-z0-9._:~-]`, not `.` or `..`.
+fn is_rkey(rkey: &str) -> bool {
+    (1..=512).contains(&rkey.len())
+        && rkey != "."
+        && rkey != ".."
+        && rkey.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b))
+}
+
+/// At most 200 characters of a value, for drop details.
+fn clip(value: &str) -> String {
+    value.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+use super::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+const TIME_US: i64 = 1_779_719_009_157_119; // 2026-05-25T14:23:29.157119Z
+
+fn post_event(record: Value) -> Vec<u8> {
+    json!({
+        "did": "did:plc:q235v55g5unth4zjjdpacfdr", "time_us": TIME_US, "kind": "commit",
+        "commit": {"rev": "3mmoojpaqkn2z", "operation": "create", "collection": "app.bsky.feed.post",
+                   "rkey": "3mmoojp4cd223", "record": record, "cid": "bafyreicl7rzkx"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn decode_post(line: &[u8]) -> Post {
+    match decode(line) {
+        Decoded::Post(post) => *post,
+        other => panic!("expected a post, got {other:?}"),
+    }
+}
+
+fn reason(line: &[u8]) -> DropReason {
+    match decode(line) {
+        Decoded::Drop(drop) => drop.reason,
+        other => panic!("expected a drop, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_reply_post_with_multibyte_text_and_facets_becomes_a_full_row() {
+    // "Ça va? 日本 #猫 @bob.test" — facet offsets below are UTF-8 byte offsets.
+    let text = "Ça va? 日本 #猫 @bob.test";
+    let tag_start = text.find("#猫").unwrap();
+    let mention_start = text.find("@bob").unwrap();
+    let line = post_event(json!({
+        "$type": "app.bsky.feed.post", "createdAt": "2026-05-25T14:23:28.757Z", "langs": ["fr", "ja"],
+        "text": text,
+        "facets": [
+            {"index": {"byteStart": tag_start, "byteEnd": tag_start + 4},
+             "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "猫"}]},
+            {"index": {"byteStart": mention_start, "byteEnd": text.len()},
+             "features": [{"$type": "app.bsky.richtext.facet#mention", "did": "did:plc:bob"}]}
+        ],
+        "reply": {"parent": {"cid": "c1", "uri": "at://did:plc:p/app.bsky.feed.post/parent"},
+                  "root": {"cid": "c2", "uri": "at://did:plc:r/app.bsky.feed.post/root"}},
+        "labels": {"$type": "com.atproto.label.defs#selfLabels", "values": [{"val": "nudity"}]}
+    }));
+    let post = decode_post(&line);
+    assert_eq!(post.uri, "at://did:plc:q235v55g5unth4zjjdpacfdr/app.bsky.feed.post/3mmoojp4cd223");
+    assert_eq!(post.did, "did:plc:q235v55g5unth4zjjdpacfdr");
+    assert_eq!(post.cid, "bafyreicl7rzkx");
+    assert_eq!(post.created_at_us, 1_779_719_008_757_000);
+    assert_eq!(post.indexed_at_us, TIME_US);
+    assert!(!post.created_at_clamped);
+    assert_eq!(post.langs, vec!["fr", "ja"]);
+    assert_eq!(post.hashtags, vec!["猫"]);
+    assert_eq!(post.mentions, vec!["did:plc:bob"]);
+    assert_eq!(post.reply_parent.as_deref(), Some("at://did:plc:p/app.bsky.feed.post/parent"));
+    assert_eq!(post.reply_root.as_deref(), Some("at://did:plc:r/app.bsky.feed.post/root"));
+    assert_eq!(post.labels, vec!["nudity"]);
+    assert_eq!(post.text_len as usize, text.len());
+    assert_eq!(post.embed_type, EmbedType::None);
+}
+
+#[test]
+fn embeds_are_classified_with_their_counts_and_targets() {
+    let images = post_event(json!({"text": "", "createdAt": "2026-05-25T14:23:28Z",
+        "embed": {"$type": "app.bsky.embed.images", "images": [{"alt": ""}, {"alt": ""}]}}));
+    let post = decode_post(&images);
+    assert_eq!((post.embed_type, post.image_count), (EmbedType::Images, 2));
+
+    let quote = post_event(json!({"text": "q", "createdAt": "2026-05-25T14:23:28Z",
+        "embed": {"$type": "app.bsky.embed.recordWithMedia",
+                  "record": {"$type": "app.bsky.embed.record", "record": {"uri": "at://did:plc:x/app.bsky.feed.post/q", "cid": "c"}},
+                  "media": {"$type": "app.bsky.embed.images", "images": [{"alt": ""}]}}}));
+    let post = decode_post(&quote);
+    assert_eq!(post.embed_type, EmbedType::RecordWithMedia);
+    assert_eq!(post.quote_uri.as_deref(), Some("at://did:plc:x/app.bsky.feed.post/q"));
+    assert_eq!(post.image_count, 1);
+
+    let link = post_event(json!({"text": "", "createdAt": "2026-05-25T14:23:28Z",
+        "embed": {"$type": "app.bsky.embed.external", "external": {"uri": "https://example.com", "title": "t"}}}));
+    assert_eq!(decode_post(&link).external_uri.as_deref(), Some("https://example.com"));
+
+    let unknown = post_event(json!({"text": "", "createdAt": "2026-05-25T14:23:28Z",
+        "embed": {"$type": "app.bsky.embed.hologram"}}));
+    assert_eq!(reason(&unknown), DropReason::UnknownEmbed);
+}
+
+#[test]
+fn a_malformed_line_is_dropped_as_invalid_json() {
+    assert_eq!(reason(b"{\"did\": \"did:plc:x\", \"time_us\": 1"), DropReason::InvalidJson);
+    assert_eq!(reason(b"[1,2,3]"), DropReason::InvalidJson);
+    assert_eq!(reason(b""), DropReason::InvalidJson);
+}
+
+#[test]
+fn events_missing_what_they_need_are_dropped_with_the_field_named() {
+    let no_text = post_event(json!({"createdAt": "2026-05-25T14:23:28Z"}));
+    match decode(&no_text) {
+        Decoded::Drop(drop) => assert_eq!((drop.reason, drop.detail.as_str()), (DropReason::MissingField, "record.text")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reason(br#"{"time_us": 1, "kind": "commit"}"#), DropReason::MissingField);
+    assert_eq!(reason(br#"{"did": "bob", "time_us": 1, "kind": "commit"}"#), DropReason::BadDid);
+    assert_eq!(reason(br#"{"did": "did:plc:a", "time_us": 1, "kind": "party"}"#), DropReason::UnknownKind);
+}
+
+#[test]
+fn a_non_post_collection_is_counted_as_other() {
+    let like = br#"{"did":"did:plc:mcc5","time_us":1779719009132431,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.like","rkey":"3mmoojp7etg2g","record":{"$type":"app.bsky.feed.like","subject":{"cid":"c","uri":"at://x"}},"cid":"c"}}"#;
+    assert_eq!(decode(like), Decoded::Other { kind: OtherKind::OtherCollection, time_us: 1_779_719_009_132_431 });
+    let identity = br#"{"did":"did:plc:mcc5","time_us":5,"kind":"identity","identity":{"did":"did:plc:mcc5","seq":1,"time":"t"}}"#;
+    assert_eq!(decode(identity), Decoded::Other { kind: OtherKind::Identity, time_us: 5 });
+}
+
+#[test]
+fn a_post_delete_names_the_deleted_uri() {
+    let delete = br#"{"did":"did:plc:abc","time_us":7,"kind":"commit","commit":{"rev":"r","operation":"delete","collection":"app.bsky.feed.post","rkey":"3k2"}}"#;
+    assert_eq!(
+        decode(delete),
+        Decoded::PostDelete { uri: "at://did:plc:abc/app.bsky.feed.post/3k2".into(), did: "did:plc:abc".into(), time_us: 7 }
+    );
+}
+
+#[test]
+fn text_over_the_lexicon_limit_is_dropped() {
+    let long = post_event(json!({"text": "a".repeat(MAX_TEXT_BYTES + 1), "createdAt": "2026-05-25T14:23:28Z"}));
+    assert_eq!(reason(&long), DropReason::TextTooLong);
+    let at_limit = post_event(json!({"text": "a".repeat(MAX_TEXT_BYTES), "createdAt": "2026-05-25T14:23:28Z"}));
+    decode_post(&at_limit);
+}
+
+#[test]
+fn an_absurd_or_unparseable_clock_is_clamped_to_the_event_time_not_dropped() {
+    for created_at in ["1970-01-01T00:00:00Z", "2099-01-01T00:00:00Z", "yesterday", ""] {
+        let post = decode_post(&post_event(json!({"text": "t", "createdAt": created_at})));
+        assert_eq!((post.created_at_us, post.created_at_clamped), (TIME_US, true), "{created_at}");
+    }
+    let with_offset = decode_post(&post_event(json!({"text": "t", "createdAt": "2026-05-25T16:23:28+02:00"})));
+    assert_eq!(with_offset.created_at_us, 1_779_719_008_000_000);
+}
+
+fn real_lines() -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/real");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "jsonl") {
+            let body = std::fs::read(entry.path()).unwrap();
+            lines.extend(body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        }
+    }
+    lines
+}
+
+proptest! {
+    #[test]
+    fn decode_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn decode_never_panics_on_mutated_events(index in any::<prop::sample::Index>(), position in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()) {
+        let mut lines = real_lines();
+        lines.push(post_event(json!({"text": "日本 #猫", "createdAt": "2026-05-25T14:23:28Z",
+            "facets": [{"index": {"byteStart": 1, "byteEnd": 99}, "features": [{"$type": "app.bsky.richtext.facet#tag"}]}]})));
+        let mut line = lines[index.index(lines.len())].clone();
+        let at = position.index(line.len());
+        if cut { line.truncate(at) } else { line[at] = byte }
+        let _ = decode(&line);
+    }
+}

@@ -1,0 +1,243 @@
+//! The flusher: reads buffered posts from the Redis stream through a consumer group and moves
+//! them into the lake.
+//!
+//! One flush, in this order, always (the durability invariant):
+//! write a temp file, fsync, rename into place (per day) → publish the new lake generation →
+//! advance the durable cursor → XACK and XDEL the entries. A crash anywhere before the XACK
+//! leaves the entries pending; they are read again and rewritten under the same file name
+//! (named from their stream-id range), and any duplicate row is removed by uri at query time.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lake::model::Post;
+use metrics::{counter, gauge, histogram};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, RedisError};
+use tokio::sync::watch;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::buffer::{self, Keys};
+use crate::decode::{Drop, DropReason};
+use crate::metrics as m;
+
+#[derive(Debug, Clone)]
+pub struct FlushConfig {
+    /// Flush when the oldest unflushed row is this old.
+    pub interval: Duration,
+    /// Flush when this many rows are waiting.
+    pub max_rows: usize,
+    /// The consumer name in the flusher group. Keep it stable across restarts of one worker,
+    /// so the worker finds its own pending entries again.
+    pub consumer: String,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        FlushConfig { interval: Duration::from_secs(300), max_rows: 200_000, consumer: "flusher-1".to_owned() }
+    }
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushReport {
+    pub rows: usize,
+    pub files: usize,
+    pub bytes: u64,
+    pub generation: u64,
+}
+
+/// Entries read per XREADGROUP call.
+const READ_COUNT: usize = 2_000;
+/// How long one read blocks when the stream is empty (below the connection's response timeout).
+const READ_BLOCK: Duration = Duration::from_millis(200);
+
+pub struct Flusher {
+    conn: ConnectionManager,
+    keys: Keys,
+    lake: PathBuf,
+    config: FlushConfig,
+    /// Entries read and not yet flushed: (stream id, post).
+    waiting: Vec<(String, Post)>,
+    oldest_waiting_since: Option<Instant>,
+    /// Whether this worker's own pending entries (from before a restart) were read back.
+    history_done: bool,
+    history_from: String,
+}
+
+impl Flusher {
+    pub async fn new(conn: ConnectionManager, keys: Keys, lake: PathBuf, config: FlushConfig) -> anyhow::Result<Flusher> {
+        let mut flusher = Flusher {
+            conn,
+            keys,
+            lake,
+            config,
+            waiting: Vec::new(),
+            oldest_waiting_since: None,
+            history_done: false,
+            history_from: "0".to_owned(),
+        };
+        flusher.ensure_group().await?;
+        Ok(flusher)
+    }
+
+    async fn ensure_group(&mut self) -> anyhow::Result<()> {
+        let created: Result<(), RedisError> =
+            self.conn.xgroup_create_mkstream(&self.keys.posts, &self.keys.flusher_group, "0").await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e).context("failed to create the flusher consumer group"),
+        }
+    }
+
+    /// Runs until `stop` turns true, then reads what is left in the stream, flushes it and
+    /// returns. Flushes whenever `max_rows` rows wait or the oldest has waited `interval`.
+    pub async fn run(mut self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        loop {
+            // Read the flag before reading the stream: when it is set, everything the writers
+            // will ever append is already in the stream, so an empty read means drained.
+            let stopping = *stop.borrow();
+            let n_read = self.read().await?;
+            let drained = stopping && n_read == 0;
+            let due = self.waiting.len() >= self.config.max_rows
+                || self.oldest_waiting_since.is_some_and(|t| t.elapsed() >= self.config.interval);
+            if due || drained {
+                self.flush().await?;
+            }
+            if drained {
+                info!("flusher drained the buffer and stops");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads the next entries (first this consumer's own pending ones, then new ones) into
+    /// `waiting`; returns how many were read.
+    async fn read(&mut self) -> anyhow::Result<usize> {
+        let from = if self.history_done { ">".to_owned() } else { self.history_from.clone() };
+        let mut options = StreamReadOptions::default()
+            .group(&self.keys.flusher_group, &self.config.consumer)
+            .count(READ_COUNT);
+        if self.history_done {
+            options = options.block(READ_BLOCK.as_millis() as usize);
+        }
+        let reply: Result<Option<StreamReadReply>, RedisError> =
+            self.conn.xread_options(&[&self.keys.posts], &[&from], &options).await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // Redis lost its data (restart): the group is gone. Recreate it and go on; the
+                // live source resumes from the durable cursor.
+                warn!("the flusher group vanished from redis; recreating it");
+                self.ensure_group().await?;
+                self.history_done = true;
+                return Ok(0);
+            }
+            Err(e) => return Err(e).context("failed to read the redis buffer stream"),
+        };
+        let entries: Vec<_> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+        if !self.history_done {
+            match entries.last() {
+                Some(last) => self.history_from = last.id.clone(),
+                None => self.history_done = true,
+            }
+        }
+        let mut corrupt = Vec::new();
+        for entry in &entries {
+            let decoded = match entry.get::<Vec<u8>>(buffer::POST_FIELD_V1) {
+                Some(bytes) => buffer::decode_post(&bytes),
+                None => Err(anyhow::anyhow!("entry has no `{}` field", buffer::POST_FIELD_V1)),
+            };
+            match decoded {
+                Ok(post) => {
+                    self.oldest_waiting_since.get_or_insert_with(Instant::now);
+                    self.waiting.push((entry.id.clone(), post));
+                }
+                Err(e) => corrupt.push((entry.id.clone(), format!("{e:#}"))),
+            }
+        }
+        if !corrupt.is_empty() {
+            self.dead_letter_corrupt(corrupt).await?;
+        }
+        gauge!(m::BUFFER_PENDING).set(self.waiting.len() as f64);
+        Ok(entries.len())
+    }
+
+    /// Entries that do not decode are not ours to fix: they go to the dead-letter stream.
+    async fn dead_letter_corrupt(&mut self, corrupt: Vec<(String, String)>) -> anyhow::Result<()> {
+        warn!(n_entries = corrupt.len(), "undecodable entries in the buffer stream go to the dead-letter stream");
+        let drops: Vec<(Drop, Vec<u8>)> = corrupt
+            .iter()
+            .map(|(id, detail)| {
+                let drop = Drop { reason: DropReason::InvalidJson, detail: format!("buffer entry {id}: {detail}") };
+                (drop, Vec::new())
+            })
+            .collect();
+        buffer::dead_letter(&mut self.conn, &self.keys, &drops).await?;
+        let ids: Vec<&str> = corrupt.iter().map(|(id, _)| id.as_str()).collect();
+        self.acknowledge(&ids).await
+    }
+
+    async fn acknowledge(&mut self, ids: &[&str]) -> anyhow::Result<()> {
+        for chunk in ids.chunks(5_000) {
+            let mut pipe = redis::pipe();
+            pipe.xack(&self.keys.posts, &self.keys.flusher_group, chunk).ignore();
+            pipe.cmd("XDEL").arg(&self.keys.posts).arg(chunk).ignore();
+            let () = pipe.query_async(&mut self.conn).await.context("failed to acknowledge flushed entries")?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything waiting into the lake, durably, then acknowledges it.
+    pub async fn flush(&mut self) -> anyhow::Result<Option<FlushReport>> {
+        let (Some(first), Some(last)) = (self.waiting.first(), self.waiting.last()) else {
+            return Ok(None);
+        };
+        let span = info_span!("flush", first_id = %first.0, last_id = %last.0, rows = self.waiting.len());
+        let started = Instant::now();
+        let result = self.flush_waiting().instrument(span).await;
+        match &result {
+            Ok(report) => {
+                histogram!(m::FLUSH_DURATION).record(started.elapsed().as_secs_f64());
+                counter!(m::FLUSH_ROWS).increment(report.rows as u64);
+                counter!(m::FLUSH_FILES).increment(report.files as u64);
+                counter!(m::FLUSH_BYTES).increment(report.bytes);
+                gauge!(m::LAKE_GENERATION).set(report.generation as f64);
+                gauge!(m::BUFFER_PENDING).set(0.0);
+            }
+            Err(_) => counter!(m::FLUSH_FAILURES).increment(1),
+        }
+        result.map(Some)
+    }
+
+    async fn flush_waiting(&mut self) -> anyhow::Result<FlushReport> {
+        let ids: Vec<String> = self.waiting.iter().map(|(id, _)| id.clone()).collect();
+        let file_name = lake::layout::data_file_name(&ids[0], &ids[ids.len() - 1]);
+        let posts: Vec<Post> = self.waiting.iter().map(|(_, post)| post.clone()).collect();
+        let newest_time_us = posts.iter().map(|p| p.indexed_at_us).max().unwrap_or_default();
+        let rows = posts.len();
+        let lake = self.lake.clone();
+
+        // Durability order: files (fsync + rename) → generation → cursor → XACK.
+        let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let files = lake::writer::write_posts(&lake, &file_name, posts)?;
+            let now_us = chrono::Utc::now().timestamp_micros();
+            let generation = lake::catalog::publish(&lake, now_us)?;
+            crate::cursor::advance(&lake, newest_time_us)?;
+            Ok((files, generation))
+        })
+        .await
+        .context("flush task panicked")??;
+
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.acknowledge(&id_refs).await?;
+        self.waiting.clear();
+        self.oldest_waiting_since = None;
+        let bytes = files.iter().map(|f| f.bytes).sum();
+        info!(rows, files = files.len(), bytes, generation, "flushed");
+        Ok(FlushReport { rows, files: files.len(), bytes, generation })
+    }
+}

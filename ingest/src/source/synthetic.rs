@@ -1,0 +1,296 @@
+//! The synthetic firehose: realistic Jetstream events generated locally, so Skyglass runs with
+//! no internet. Authors post at a skewed rate (a few are very active), languages follow a
+//! plausible mix, texts carry hashtags, mentions, links, emoji and non-Latin scripts with
+//! correct UTF-8 facet offsets, and posts reply to, quote and embed like real ones. About one
+//! event in ten is a like and one in a hundred deletes an earlier post, as on the real stream.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::RawEvent;
+
+const N_AUTHORS: usize = 20_000;
+const RECENT_POSTS: usize = 2_000;
+
+/// (language tag or none, weight, phrases). Phrases mix scripts, emoji and punctuation.
+const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
+    (Some("en"), 45, &["just shipped a new build", "coffee first, then the world", "what a game last night 🏀", "reading about lakehouses today", "the sky is so blue this morning ☀️", "anyone else watching the launch?", "hot take: tabs are fine"]),
+    (Some("ja"), 18, &["今日はいい天気ですね", "新しいカメラを買いました📷", "猫がかわいすぎる🐈", "ラーメン食べたい", "おはようございます！"]),
+    (Some("pt"), 10, &["bom dia pessoal", "que jogo incrível ontem ⚽", "café e código", "alguém mais acordado?"]),
+    (Some("de"), 6, &["Guten Morgen zusammen", "schönes Wetter heute", "Kaffee ist fertig ☕"]),
+    (Some("es"), 5, &["buenos días a todos", "qué partido tan bueno", "nuevo proyecto en marcha 🚀"]),
+    (Some("ko"), 4, &["오늘 날씨 좋네요", "커피 한 잔 ☕", "새 노래 나왔어요 🎵"]),
+    (Some("fr"), 3, &["bonjour tout le monde", "ça avance bien aujourd'hui", "quelle belle journée 🌸"]),
+    (Some("ru"), 3, &["доброе утро всем", "отличная погода сегодня", "новый проект 🚀"]),
+    (Some("en-US"), 3, &["heading to the game tonight", "fall colors are here 🍂"]),
+    (None, 3, &["🎉🎉🎉", "lol", "ok"]),
+];
+
+const HASHTAGS: &[&str] = &[
+    "art", "photography", "bluesky", "nba", "music", "gamedev", "rust", "猫", "wildlife", "news",
+    "science", "booksky", "futebol", "日本", "AI", "climate", "f1", "kpop", "knitting", "opensource",
+];
+
+const DOMAINS: &[&str] = &["example.com", "news.example.org", "blog.example.net", "video.example.io"];
+
+pub struct Generator {
+    rng: SmallRng,
+    authors: Vec<String>,
+    recent_posts: VecDeque<String>,
+    sequence: u64,
+}
+
+fn did_for(index: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut n = (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let id: String = (0..24)
+        .map(|_| {
+            let c = ALPHABET[(n % 32) as usize] as char;
+            n = n.rotate_right(5) ^ 0x5bd1_e995;
+            c
+        })
+        .collect();
+    format!("did:plc:{id}")
+}
+
+/// A record key in the TID style: base32-sortable microseconds and a counter.
+fn tid(time_us: i64, sequence: u64) -> String {
+    const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let value = ((time_us as u64) << 10) | (sequence & 0x3ff);
+    (0..13).rev().map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char).collect()
+}
+
+/// Builds a post text and its facets; facet offsets are UTF-8 byte offsets.
+struct TextBuilder {
+    text: String,
+    facets: Vec<Value>,
+}
+
+impl TextBuilder {
+    fn push(&mut self, plain: &str) {
+        self.text.push_str(plain);
+    }
+
+    fn push_facet(&mut self, shown: &str, feature: Value) {
+        let start = self.text.len();
+        self.text.push_str(shown);
+        self.facets.push(json!({"index": {"byteStart": start, "byteEnd": self.text.len()}, "features": [feature]}));
+    }
+}
+
+impl Generator {
+    pub fn new(seed: u64) -> Generator {
+        Generator {
+            rng: SmallRng::seed_from_u64(seed),
+            authors: (0..N_AUTHORS).map(did_for).collect(),
+            recent_posts: VecDeque::with_capacity(RECENT_POSTS),
+            sequence: 0,
+        }
+    }
+
+    /// A skewed pick: index 0 is the most likely, with a long tail.
+    fn skewed(&mut self, n: usize) -> usize {
+        let u: f64 = self.rng.random();
+        ((n as f64) * u.powi(3)) as usize % n
+    }
+
+    fn author(&mut self) -> String {
+        let index = self.skewed(self.authors.len());
+        self.authors[index].clone()
+    }
+
+    /// One Jetstream event seen at `time_us`, as a JSON line.
+    pub fn event(&mut self, time_us: i64) -> String {
+        self.sequence += 1;
+        let roll: u32 = self.rng.random_range(0..100);
+        let event = if roll < 10 {
+            self.like(time_us)
+        } else if roll < 11 && !self.recent_posts.is_empty() {
+            self.delete(time_us)
+        } else {
+            self.post(time_us)
+        };
+        event.to_string()
+    }
+
+    fn commit(did: &str, time_us: i64, commit: Value) -> Value {
+        json!({"did": did, "time_us": time_us, "kind": "commit", "commit": commit})
+    }
+
+    fn like(&mut self, time_us: i64) -> Value {
+        let did = self.author();
+        let rkey = tid(time_us, self.sequence);
+        let subject = self.recent_posts.front().cloned().unwrap_or_else(|| format!("at://{}/app.bsky.feed.post/3kaaaaaaaaaaa", did_for(1)));
+        Self::commit(&did, time_us, json!({
+            "rev": rkey, "operation": "create", "collection": "app.bsky.feed.like", "rkey": rkey,
+            "record": {"$type": "app.bsky.feed.like", "createdAt": rfc3339(time_us), "subject": {"cid": "bafyreisynthetic", "uri": subject}},
+            "cid": format!("bafyrei{}", rkey)
+        }))
+    }
+
+    fn delete(&mut self, time_us: i64) -> Value {
+        let index = self.rng.random_range(0..self.recent_posts.len());
+        let uri = self.recent_posts.remove(index).expect("index is in range");
+        let rest = uri.trim_start_matches("at://");
+        let (did, rkey) = rest.split_once("/app.bsky.feed.post/").expect("generated uris have this shape");
+        Self::commit(did, time_us, json!({
+            "rev": tid(time_us, self.sequence), "operation": "delete", "collection": "app.bsky.feed.post", "rkey": rkey
+        }))
+    }
+
+    fn post(&mut self, time_us: i64) -> Value {
+        let did = self.author();
+        let rkey = tid(time_us, self.sequence);
+        let uri = format!("at://{did}/app.bsky.feed.post/{rkey}");
+
+        let total: u32 = LANGUAGES.iter().map(|l| l.1).sum();
+        let mut pick = self.rng.random_range(0..total);
+        let (lang, _, phrases) = LANGUAGES.iter().find(|l| {
+            if pick < l.1 { true } else { pick -= l.1; false }
+        }).expect("weights cover the range");
+
+        let mut text = TextBuilder { text: String::new(), facets: Vec::new() };
+        text.push(phrases[self.rng.random_range(0..phrases.len())]);
+        if self.rng.random_bool(0.15) {
+            let mentioned = self.author();
+            let handle = format!("@{}.bsky.social", &mentioned[8..14]);
+            text.push(" ");
+            text.push_facet(&handle, json!({"$type": "app.bsky.richtext.facet#mention", "did": mentioned}));
+        }
+        if self.rng.random_bool(0.12) {
+            let link = format!("https://{}/p/{}", DOMAINS[self.rng.random_range(0..DOMAINS.len())], self.sequence);
+            text.push(" ");
+            text.push_facet(&link.clone(), json!({"$type": "app.bsky.richtext.facet#link", "uri": link}));
+        }
+        let n_tags = [0, 0, 0, 1, 1, 2][self.rng.random_range(0..6)];
+        for _ in 0..n_tags {
+            let tag = HASHTAGS[self.skewed(HASHTAGS.len())];
+            text.push(" ");
+            if self.rng.random_bool(0.8) {
+                text.push_facet(&format!("#{tag}"), json!({"$type": "app.bsky.richtext.facet#tag", "tag": tag}));
+            } else {
+                // Some clients write tags without a facet.
+                text.push(&format!("#{tag}"));
+            }
+        }
+
+        // The client's clock: usually a little before the firehose saw the post.
+        let created_us = time_us - self.rng.random_range(0..2_000_000);
+        let mut record = json!({"$type": "app.bsky.feed.post", "createdAt": rfc3339(created_us), "text": text.text});
+        if let Some(lang) = lang {
+            record["langs"] = json!([lang]);
+        }
+        if !text.facets.is_empty() {
+            record["facets"] = Value::Array(text.facets);
+        }
+        if !self.recent_posts.is_empty() && self.rng.random_bool(0.3) {
+            let parent = self.recent_posts[self.rng.random_range(0..self.recent_posts.len())].clone();
+            let root = self.recent_posts.back().cloned().unwrap_or_else(|| parent.clone());
+            record["reply"] = json!({"parent": {"uri": parent, "cid": "bafyreiparent"}, "root": {"uri": root, "cid": "bafyreiroot"}});
+        }
+        let embed_roll: u32 = self.rng.random_range(0..100);
+        let quoted = self.recent_posts.front().cloned();
+        let images = |n: usize| -> Value { Value::Array((0..n).map(|_| json!({"alt": "", "image": {"$type": "blob", "mimeType": "image/jpeg", "size": 1000}})).collect()) };
+        let embed = match (embed_roll, quoted) {
+            (0..20, _) => Some(json!({"$type": "app.bsky.embed.images", "images": images(self.rng.random_range(1..=4))})),
+            (20..28, _) => Some(json!({"$type": "app.bsky.embed.external", "external": {"uri": format!("https://{}/a/{}", DOMAINS[0], self.sequence), "title": "t", "description": ""}})),
+            (28..31, _) => Some(json!({"$type": "app.bsky.embed.video", "video": {"$type": "blob", "mimeType": "video/mp4", "size": 100000}})),
+            (31..36, Some(quoted)) => Some(json!({"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": "bafyreiquoted"}})),
+            (36..38, Some(quoted)) => Some(json!({"$type": "app.bsky.embed.recordWithMedia",
+                "record": {"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": "bafyreiquoted"}},
+                "media": {"$type": "app.bsky.embed.images", "images": images(1)}})),
+            _ => None,
+        };
+        if let Some(embed) = embed {
+            record["embed"] = embed;
+        }
+
+        if self.recent_posts.len() == RECENT_POSTS {
+            self.recent_posts.pop_front();
+        }
+        self.recent_posts.push_back(uri);
+        Self::commit(&did, time_us, json!({
+            "rev": rkey, "operation": "create", "collection": "app.bsky.feed.post", "rkey": rkey,
+            "record": record, "cid": format!("bafyrei{rkey}{}", self.sequence)
+        }))
+    }
+}
+
+fn rfc3339(time_us: i64) -> String {
+    DateTime::from_timestamp_micros(time_us).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Emits `events_per_sec` events per second, stamped with the current time, until stopped.
+pub async fn run(events_per_sec: u32, events: mpsc::Sender<RawEvent>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut generator = Generator::new(chrono::Utc::now().timestamp_micros() as u64);
+    let tick = Duration::from_millis(100);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut owed = 0.0_f64;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return Ok(());
+        }
+        owed += f64::from(events_per_sec) * tick.as_secs_f64();
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let line = generator.event(chrono::Utc::now().timestamp_micros());
+            if events.send(line.into_bytes()).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, decode};
+
+    #[test]
+    fn generated_events_decode_without_drops_and_look_like_the_firehose() {
+        let mut generator = Generator::new(7);
+        let (mut posts, mut langs, mut replies, mut tagged, mut images, mut non_latin) = (Vec::new(), std::collections::HashSet::new(), 0, 0, 0, 0);
+        let mut authors = std::collections::HashMap::<String, usize>::new();
+        for i in 0..5_000 {
+            match decode(generator.event(1_780_000_000_000_000 + i * 1000).as_bytes()) {
+                Decoded::Post(post) => posts.push(*post),
+                Decoded::Drop(drop) => panic!("synthetic event dropped: {drop:?}"),
+                _ => {}
+            }
+        }
+        for post in &posts {
+            langs.extend(post.langs.iter().cloned());
+            replies += usize::from(post.reply_parent.is_some());
+            tagged += usize::from(!post.hashtags.is_empty());
+            images += usize::from(post.image_count > 0);
+            non_latin += usize::from(post.text.chars().any(|c| c as u32 > 0x2000));
+            *authors.entry(post.did.clone()).or_default() += 1;
+        }
+        let n = posts.len();
+        assert!(n > 4_000, "{n} posts");
+        assert!(langs.len() >= 8, "{langs:?}");
+        assert!(replies * 100 / n >= 20 && tagged * 100 / n >= 20 && images * 100 / n >= 10, "{replies} {tagged} {images}");
+        assert!(non_latin * 100 / n >= 20);
+        let most_active = authors.values().max().copied().unwrap_or(0);
+        assert!(most_active >= 20, "author activity is not skewed: max {most_active}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_events() {
+        let (mut a, mut b) = (Generator::new(1), Generator::new(1));
+        for i in 0..100 {
+            assert_eq!(a.event(i), b.event(i));
+        }
+    }
+}

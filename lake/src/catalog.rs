@@ -1,0 +1,134 @@
+//! The catalog: which data files exist and the lake generation.
+//!
+//! The generation is a counter bumped after every change to the set of data files (a flush,
+//! later a compaction). Caches key on it, so an answer is never older than the files it was
+//! computed from. It lives in `_catalog/state.json`, written atomically (temp, fsync, rename).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::writer::sync_dir;
+
+/// A lake generation: bumped by every published change to the data files.
+pub type Generation = u64;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogState {
+    pub generation: Generation,
+    /// When the last flush was published, UTC microseconds.
+    pub last_flush_at_us: Option<i64>,
+}
+
+/// Reads the catalog state; a lake that was never written to is at generation 0.
+pub fn read_state(lake: &Path) -> Result<CatalogState> {
+    let path = layout::catalog_dir(lake).join("state.json");
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Catalog { path, detail: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CatalogState::default()),
+        Err(e) => Err(Error::Io { action: "read", path, source: e }),
+    }
+}
+
+/// Publishes a change to the data files: bumps the generation durably and returns the new one.
+/// Callers serialise publishes (one flusher per lake).
+pub fn publish(lake: &Path, now_us: i64) -> Result<Generation> {
+    let mut state = read_state(lake)?;
+    state.generation += 1;
+    state.last_flush_at_us = Some(now_us);
+    let dir = layout::catalog_dir(lake);
+    fs::create_dir_all(&dir).map_err(Error::io("create catalog directory", &dir))?;
+    let path = dir.join("state.json");
+    let tmp = layout::temp_path_for(&path);
+    let body = serde_json::to_vec_pretty(&state).expect("catalog state serialises");
+    let mut file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    file.write_all(&body).map_err(Error::io("write", &tmp))?;
+    file.sync_all().map_err(Error::io("fsync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
+    sync_dir(&dir)?;
+    Ok(state.generation)
+}
+
+/// What the data files of one table add up to, from a directory walk (no file is opened).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableFiles {
+    pub files: u64,
+    pub bytes: u64,
+    pub partitions: Vec<NaiveDate>,
+}
+
+/// Lists the data files of `table`: complete `*.parquet` files in `date=` partitions.
+pub fn table_files(lake: &Path, table: &str) -> Result<TableFiles> {
+    let dir = layout::table_dir(lake, table);
+    let mut out = TableFiles::default();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::Io { action: "list", path: dir, source: e }),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("list", &dir))?;
+        let Some(date) = entry.file_name().to_str().and_then(layout::parse_partition_name) else {
+            continue;
+        };
+        let partition = entry.path();
+        let mut n_files = 0;
+        for file in fs::read_dir(&partition).map_err(Error::io("list", &partition))? {
+            let file = file.map_err(Error::io("list", &partition))?;
+            let name = file.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".parquet") {
+                continue;
+            }
+            n_files += 1;
+            out.bytes += file.metadata().map_err(Error::io("stat", file.path()))?.len();
+        }
+        if n_files > 0 {
+            out.files += n_files;
+            out.partitions.push(date);
+        }
+    }
+    out.partitions.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Post;
+
+    #[test]
+    fn a_new_lake_is_at_generation_zero_and_each_publish_bumps_it() {
+        let lake = tempfile::tempdir().unwrap();
+        assert_eq!(read_state(lake.path()).unwrap(), CatalogState::default());
+        assert_eq!(publish(lake.path(), 10).unwrap(), 1);
+        assert_eq!(publish(lake.path(), 20).unwrap(), 2);
+        assert_eq!(
+            read_state(lake.path()).unwrap(),
+            CatalogState { generation: 2, last_flush_at_us: Some(20) }
+        );
+    }
+
+    #[test]
+    fn table_files_counts_complete_files_per_partition() {
+        let lake = tempfile::tempdir().unwrap();
+        let day = 86_400_000_000_i64;
+        let posts = vec![
+            Post { uri: "a".into(), created_at_us: day, ..Post::default() },
+            Post { uri: "b".into(), created_at_us: 3 * day, ..Post::default() },
+        ];
+        let written = crate::writer::write_posts(lake.path(), "f.parquet", posts).unwrap();
+        fs::write(written[0].path.with_file_name(".half.parquet.tmp"), b"x").unwrap();
+        let files = table_files(lake.path(), layout::POSTS_TABLE).unwrap();
+        assert_eq!(files.files, 2);
+        assert_eq!(files.partitions.len(), 2);
+        assert_eq!(files.bytes, written.iter().map(|w| w.bytes).sum::<u64>());
+        assert_eq!(table_files(lake.path(), "nothing").unwrap(), TableFiles::default());
+    }
+}

@@ -1,0 +1,338 @@
+//! The shared vocabulary: the row types of each table and their Arrow schemas.
+//!
+//! Timestamps are microseconds since the Unix epoch, UTC, stored zone-less
+//! (`Timestamp(Microsecond, None)`): the bundled DuckDB has no ICU, so `TIMESTAMPTZ` would make
+//! bucketing fail. This module knows nothing of where rows come from or how they are queried.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int32Builder, ListBuilder, StringBuilder, StringDictionaryBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::record_batch::RecordBatch;
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+/// The version of the enrichment that produced a row's derived columns. Bump it when
+/// decoding or enrichment changes what a row holds, so old rows can be found and redone.
+pub const ENRICH_VERSION: i32 = 1;
+
+/// One Bluesky post (`app.bsky.feed.post` record) as stored in the `posts` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Post {
+    /// `at://{did}/app.bsky.feed.post/{rkey}`
+    pub uri: String,
+    pub cid: String,
+    /// The author's DID.
+    pub did: String,
+    pub rkey: String,
+    /// From the record's `createdAt` (client clock), UTC microseconds.
+    pub created_at_us: i64,
+    /// The event's `time_us`: when the firehose saw the post, UTC microseconds.
+    pub indexed_at_us: i64,
+    /// Set when `createdAt` was absurd (unparseable offsets aside) and `created_at_us` was
+    /// clamped to `indexed_at_us`.
+    pub created_at_clamped: bool,
+    pub text: String,
+    pub langs: Vec<String>,
+    pub detected_lang: Option<String>,
+    pub reply_root: Option<String>,
+    pub reply_parent: Option<String>,
+    pub quote_uri: Option<String>,
+    pub embed_type: EmbedType,
+    pub image_count: i32,
+    pub external_uri: Option<String>,
+    /// Lower-cased, without '#', from tag facets and from the text, deduplicated in order.
+    pub hashtags: Vec<String>,
+    /// DIDs from mention facets.
+    pub mentions: Vec<String>,
+    /// URIs from link facets.
+    pub links: Vec<String>,
+    /// Self-labels (`com.atproto.label.defs#selfLabels`).
+    pub labels: Vec<String>,
+    /// Length of `text` in UTF-8 bytes.
+    pub text_len: i32,
+    pub enrich_version: i32,
+}
+
+/// What a post embeds. Stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedType {
+    #[default]
+    None,
+    Images,
+    Video,
+    External,
+    Record,
+    RecordWithMedia,
+}
+
+impl EmbedType {
+    pub const ALL: [EmbedType; 6] = [
+        EmbedType::None,
+        EmbedType::Images,
+        EmbedType::Video,
+        EmbedType::External,
+        EmbedType::Record,
+        EmbedType::RecordWithMedia,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmbedType::None => "none",
+            EmbedType::Images => "images",
+            EmbedType::Video => "video",
+            EmbedType::External => "external",
+            EmbedType::Record => "record",
+            EmbedType::RecordWithMedia => "record_with_media",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EmbedType> {
+        EmbedType::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
+/// The columns of the `posts` table, in schema order. Plans name columns with this enum, so
+/// no identifier in SQL ever comes from user text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PostColumn {
+    Uri,
+    Cid,
+    Did,
+    Rkey,
+    CreatedAt,
+    IndexedAt,
+    CreatedAtClamped,
+    Text,
+    Langs,
+    DetectedLang,
+    ReplyRoot,
+    ReplyParent,
+    QuoteUri,
+    EmbedType,
+    ImageCount,
+    ExternalUri,
+    Hashtags,
+    Mentions,
+    Links,
+    Labels,
+    TextLen,
+    EnrichVersion,
+}
+
+impl PostColumn {
+    pub const ALL: [PostColumn; 22] = [
+        PostColumn::Uri,
+        PostColumn::Cid,
+        PostColumn::Did,
+        PostColumn::Rkey,
+        PostColumn::CreatedAt,
+        PostColumn::IndexedAt,
+        PostColumn::CreatedAtClamped,
+        PostColumn::Text,
+        PostColumn::Langs,
+        PostColumn::DetectedLang,
+        PostColumn::ReplyRoot,
+        PostColumn::ReplyParent,
+        PostColumn::QuoteUri,
+        PostColumn::EmbedType,
+        PostColumn::ImageCount,
+        PostColumn::ExternalUri,
+        PostColumn::Hashtags,
+        PostColumn::Mentions,
+        PostColumn::Links,
+        PostColumn::Labels,
+        PostColumn::TextLen,
+        PostColumn::EnrichVersion,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PostColumn::Uri => "uri",
+            PostColumn::Cid => "cid",
+            PostColumn::Did => "did",
+            PostColumn::Rkey => "rkey",
+            PostColumn::CreatedAt => "created_at",
+            PostColumn::IndexedAt => "indexed_at",
+            PostColumn::CreatedAtClamped => "created_at_clamped",
+            PostColumn::Text => "text",
+            PostColumn::Langs => "langs",
+            PostColumn::DetectedLang => "detected_lang",
+            PostColumn::ReplyRoot => "reply_root",
+            PostColumn::ReplyParent => "reply_parent",
+            PostColumn::QuoteUri => "quote_uri",
+            PostColumn::EmbedType => "embed_type",
+            PostColumn::ImageCount => "image_count",
+            PostColumn::ExternalUri => "external_uri",
+            PostColumn::Hashtags => "hashtags",
+            PostColumn::Mentions => "mentions",
+            PostColumn::Links => "links",
+            PostColumn::Labels => "labels",
+            PostColumn::TextLen => "text_len",
+            PostColumn::EnrichVersion => "enrich_version",
+        }
+    }
+}
+
+fn string_list(name: &str) -> Field {
+    Field::new(name, DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false)
+}
+
+static POSTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    Arc::new(Schema::new(vec![
+        Field::new("uri", DataType::Utf8, false),
+        Field::new("cid", DataType::Utf8, false),
+        Field::new("did", DataType::Utf8, false),
+        Field::new("rkey", DataType::Utf8, false),
+        Field::new("created_at", ts.clone(), false),
+        Field::new("indexed_at", ts, false),
+        Field::new("created_at_clamped", DataType::Boolean, false),
+        Field::new("text", DataType::Utf8, false),
+        string_list("langs"),
+        Field::new("detected_lang", DataType::Utf8, true),
+        Field::new("reply_root", DataType::Utf8, true),
+        Field::new("reply_parent", DataType::Utf8, true),
+        Field::new("quote_uri", DataType::Utf8, true),
+        Field::new("embed_type", dict, false),
+        Field::new("image_count", DataType::Int32, false),
+        Field::new("external_uri", DataType::Utf8, true),
+        string_list("hashtags"),
+        string_list("mentions"),
+        string_list("links"),
+        string_list("labels"),
+        Field::new("text_len", DataType::Int32, false),
+        Field::new("enrich_version", DataType::Int32, false),
+    ]))
+});
+
+/// The Arrow schema of the `posts` table (without the hive `date` partition column).
+pub fn posts_schema() -> SchemaRef {
+    POSTS_SCHEMA.clone()
+}
+
+/// Builds one Arrow batch of `posts` rows, in the order given.
+pub fn posts_to_batch(posts: &[Post]) -> crate::Result<RecordBatch> {
+    let n = posts.len();
+    let mut uri = StringBuilder::with_capacity(n, n * 72);
+    let mut cid = StringBuilder::with_capacity(n, n * 60);
+    let mut did = StringBuilder::with_capacity(n, n * 32);
+    let mut rkey = StringBuilder::with_capacity(n, n * 13);
+    let mut created_at = TimestampMicrosecondBuilder::with_capacity(n);
+    let mut indexed_at = TimestampMicrosecondBuilder::with_capacity(n);
+    let mut created_at_clamped = BooleanBuilder::with_capacity(n);
+    let mut text = StringBuilder::with_capacity(n, n * 100);
+    let mut langs = ListBuilder::new(StringBuilder::new());
+    let mut detected_lang = StringBuilder::new();
+    let mut reply_root = StringBuilder::new();
+    let mut reply_parent = StringBuilder::new();
+    let mut quote_uri = StringBuilder::new();
+    let mut embed_type = StringDictionaryBuilder::<Int32Type>::new();
+    let mut image_count = Int32Builder::with_capacity(n);
+    let mut external_uri = StringBuilder::new();
+    let mut hashtags = ListBuilder::new(StringBuilder::new());
+    let mut mentions = ListBuilder::new(StringBuilder::new());
+    let mut links = ListBuilder::new(StringBuilder::new());
+    let mut labels = ListBuilder::new(StringBuilder::new());
+    let mut text_len = Int32Builder::with_capacity(n);
+    let mut enrich_version = Int32Builder::with_capacity(n);
+
+    fn push_list(builder: &mut ListBuilder<StringBuilder>, values: &[String]) {
+        for value in values {
+            builder.values().append_value(value);
+        }
+        builder.append(true);
+    }
+
+    for post in posts {
+        uri.append_value(&post.uri);
+        cid.append_value(&post.cid);
+        did.append_value(&post.did);
+        rkey.append_value(&post.rkey);
+        created_at.append_value(post.created_at_us);
+        indexed_at.append_value(post.indexed_at_us);
+        created_at_clamped.append_value(post.created_at_clamped);
+        text.append_value(&post.text);
+        push_list(&mut langs, &post.langs);
+        detected_lang.append_option(post.detected_lang.as_deref());
+        reply_root.append_option(post.reply_root.as_deref());
+        reply_parent.append_option(post.reply_parent.as_deref());
+        quote_uri.append_option(post.quote_uri.as_deref());
+        embed_type.append_value(post.embed_type.as_str());
+        image_count.append_value(post.image_count);
+        external_uri.append_option(post.external_uri.as_deref());
+        push_list(&mut hashtags, &post.hashtags);
+        push_list(&mut mentions, &post.mentions);
+        push_list(&mut links, &post.links);
+        push_list(&mut labels, &post.labels);
+        text_len.append_value(post.text_len);
+        enrich_version.append_value(post.enrich_version);
+    }
+
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(uri.finish()),
+        Arc::new(cid.finish()),
+        Arc::new(did.finish()),
+        Arc::new(rkey.finish()),
+        Arc::new(created_at.finish()),
+        Arc::new(indexed_at.finish()),
+        Arc::new(created_at_clamped.finish()),
+        Arc::new(text.finish()),
+        Arc::new(langs.finish()),
+        Arc::new(detected_lang.finish()),
+        Arc::new(reply_root.finish()),
+        Arc::new(reply_parent.finish()),
+        Arc::new(quote_uri.finish()),
+        Arc::new(embed_type.finish()),
+        Arc::new(image_count.finish()),
+        Arc::new(external_uri.finish()),
+        Arc::new(hashtags.finish()),
+        Arc::new(mentions.finish()),
+        Arc::new(links.finish()),
+        Arc::new(labels.finish()),
+        Arc::new(text_len.finish()),
+        Arc::new(enrich_version.finish()),
+    ];
+    Ok(RecordBatch::try_new(posts_schema(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Array;
+
+    #[test]
+    fn post_columns_are_the_schema_fields_in_order() {
+        let names: Vec<&str> = posts_schema().fields().iter().map(|f| f.name().as_str()).collect();
+        let columns: Vec<&str> = PostColumn::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names, columns);
+    }
+
+    #[test]
+    fn a_batch_has_one_row_per_post_and_keeps_list_values() {
+        let post = Post {
+            uri: "at://did:plc:a/app.bsky.feed.post/1".into(),
+            langs: vec!["en".into(), "ja".into()],
+            hashtags: vec!["rust".into()],
+            embed_type: EmbedType::Images,
+            ..Post::default()
+        };
+        let batch = posts_to_batch(&[post.clone(), Post::default()]).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let langs = batch.column(8).as_any().downcast_ref::<arrow::array::ListArray>().unwrap();
+        assert_eq!(langs.value(0).len(), 2);
+        assert_eq!(langs.value(1).len(), 0);
+    }
+
+    #[test]
+    fn embed_types_round_trip_through_their_names() {
+        for embed in EmbedType::ALL {
+            assert_eq!(EmbedType::parse(embed.as_str()), Some(embed));
+        }
+        assert_eq!(EmbedType::parse("gif"), None);
+    }
+}

@@ -1,0 +1,127 @@
+//! Writes rows into the lake as zstd Parquet files, durably: each file is written under a
+//! temporary name, fsynced, renamed into place and its directory fsynced. A file that exists
+//! under its final name is therefore complete.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::model::{Post, posts_schema, posts_to_batch};
+
+/// Rows per row group: small enough for min/max pruning on `created_at` inside a day,
+/// large enough for good compression.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// One file that is now durably in the lake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    pub path: PathBuf,
+    pub date: NaiveDate,
+    pub rows: usize,
+    pub bytes: u64,
+}
+
+fn writer_properties() -> WriterProperties {
+    // High-cardinality columns gain nothing from a dictionary; low-cardinality ones do.
+    let plain = ["uri", "cid", "rkey", "text"];
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for column in plain {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    builder.build()
+}
+
+/// Writes `posts` into their UTC-day partitions of the `posts` table, one file per day named
+/// `file_name` (see [`layout::data_file_name`]), each sorted by `created_at`. Rewriting the
+/// same name replaces the file atomically.
+pub fn write_posts(lake: &Path, file_name: &str, posts: Vec<Post>) -> Result<Vec<WrittenFile>> {
+    let mut by_day: BTreeMap<NaiveDate, Vec<Post>> = BTreeMap::new();
+    for post in posts {
+        by_day.entry(layout::date_of_micros(post.created_at_us)).or_default().push(post);
+    }
+    let mut written = Vec::with_capacity(by_day.len());
+    for (date, mut rows) in by_day {
+        rows.sort_by(|a, b| a.created_at_us.cmp(&b.created_at_us).then_with(|| a.uri.cmp(&b.uri)));
+        let dir = layout::partition_dir(lake, layout::POSTS_TABLE, date);
+        fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
+        let path = dir.join(file_name);
+        let bytes = write_file_atomically(&path, &rows)?;
+        written.push(WrittenFile { path, date, rows: rows.len(), bytes });
+    }
+    Ok(written)
+}
+
+fn write_file_atomically(path: &Path, rows: &[Post]) -> Result<u64> {
+    let tmp = layout::temp_path_for(path);
+    let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    let parquet_error = |source| Error::Parquet { path: tmp.clone(), source };
+    let mut writer = ArrowWriter::try_new(file, posts_schema(), Some(writer_properties())).map_err(parquet_error)?;
+    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        writer.write(&posts_to_batch(chunk)?).map_err(parquet_error)?;
+    }
+    let file = writer.into_inner().map_err(parquet_error)?;
+    file.sync_all().map_err(Error::io("fsync", &tmp))?;
+    let bytes = file.metadata().map_err(Error::io("stat", &tmp))?.len();
+    drop(file);
+    fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(bytes)
+}
+
+/// Fsyncs a directory so that a rename inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("fsync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn post(uri: &str, created_at_us: i64) -> Post {
+        Post { uri: uri.into(), created_at_us, indexed_at_us: created_at_us, ..Post::default() }
+    }
+
+    #[test]
+    fn posts_land_in_their_utc_day_sorted_and_nothing_temporary_remains() {
+        let lake = tempfile::tempdir().unwrap();
+        let day = 86_400_000_000_i64;
+        let posts = vec![post("c", 20_000 * day + 5), post("a", 20_000 * day + 9), post("b", 20_001 * day)];
+        let files = write_posts(lake.path(), "1-0_3-0.parquet", posts).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files.iter().map(|f| f.rows).sum::<usize>(), 3);
+        assert!(files[0].path.ends_with("posts/date=2024-10-04/1-0_3-0.parquet"), "{:?}", files[0].path);
+
+        let reader = SerializedFileReader::new(File::open(&files[0].path).unwrap()).unwrap();
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 2);
+        let leftovers: Vec<_> = fs::read_dir(files[0].path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn rewriting_the_same_name_replaces_the_file() {
+        let lake = tempfile::tempdir().unwrap();
+        let first = write_posts(lake.path(), "x.parquet", vec![post("a", 1), post("b", 2)]).unwrap();
+        let second = write_posts(lake.path(), "x.parquet", vec![post("a", 1), post("b", 2)]).unwrap();
+        assert_eq!(first[0].path, second[0].path);
+        assert_eq!(fs::read_dir(first[0].path.parent().unwrap()).unwrap().count(), 1);
+    }
+}

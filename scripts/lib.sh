@@ -1,0 +1,30 @@
+# Shared by scripts/run and scripts/test. Sourced, not run.
+
+# One build cache outside the checkout, shared by every clone (CI reuses it): DuckDB's C++
+# takes about 30 minutes to compile on 2 cores, once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/skyglass/target}"
+
+# One cargo profile for everything (binary, tests, clippy), so DuckDB is compiled only once.
+CARGO_PROFILE_FLAGS=(--release --workspace)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+# Installs redis-server from the system packages when it is missing.
+ensure_redis_server() {
+  if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then return 0; fi
+  echo "==> installing redis-server from the system packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
+}
+
+ensure_cargo_tools() {
+  for tool in rustfmt clippy-driver; do
+    if ! command -v "$tool" >/dev/null && ! [ -x "$HOME/.cargo/bin/$tool" ]; then
+      echo "$tool is missing: install it with 'rustup component add ${tool%-driver}'" >&2
+      return 1
+    fi
+  done
+}

@@ -1,0 +1,85 @@
+//! Independent answers: what a fixture file should produce, computed straight from its JSON
+//! with serde_json and plain Rust, never through Skyglass's decoder.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+/// A post as the fixture states it.
+#[derive(Debug, Clone)]
+pub struct ExpectedPost {
+    pub uri: String,
+    pub did: String,
+    pub created_at_us: i64,
+    pub text: String,
+    pub langs: Vec<String>,
+    pub tag_features: Vec<String>,
+}
+
+fn micros(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).expect("fixture times are RFC 3339").timestamp_micros()
+}
+
+/// Every distinct post created in the file (replays counted once).
+pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
+    let body = std::fs::read_to_string(file).expect("fixture reads");
+    let mut seen = BTreeMap::new();
+    for line in body.lines() {
+        let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+        let commit = &event["commit"];
+        if event["kind"] != "commit" || commit["collection"] != "app.bsky.feed.post" || commit["operation"] != "create" {
+            continue;
+        }
+        let record = &commit["record"];
+        let known_embeds = ["app.bsky.embed.images", "app.bsky.embed.external", "app.bsky.embed.record", "app.bsky.embed.recordWithMedia", "app.bsky.embed.video"];
+        if let Some(kind) = record["embed"]["$type"].as_str()
+            && !known_embeds.contains(&kind)
+        {
+            continue;
+        }
+        let did = event["did"].as_str().unwrap().to_owned();
+        let uri = format!("at://{did}/app.bsky.feed.post/{}", commit["rkey"].as_str().unwrap());
+        let tag_features = record["facets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f["features"].as_array().cloned().unwrap_or_default())
+            .filter(|f| f["$type"] == "app.bsky.richtext.facet#tag")
+            .map(|f| f["tag"].as_str().unwrap().to_lowercase())
+            .collect();
+        let post = ExpectedPost {
+            uri: uri.clone(),
+            did,
+            created_at_us: micros(record["createdAt"].as_str().unwrap()),
+            text: record["text"].as_str().unwrap().to_owned(),
+            langs: record["langs"].as_array().into_iter().flatten().map(|l| l.as_str().unwrap().to_owned()).collect(),
+            tag_features,
+        };
+        seen.entry(uri).or_insert(post);
+    }
+    seen.into_values().collect()
+}
+
+/// Posts sorted newest first by (createdAt, uri), as the API pages them.
+pub fn newest_first(posts: &[ExpectedPost]) -> Vec<String> {
+    let mut sorted: Vec<&ExpectedPost> = posts.iter().collect();
+    sorted.sort_by(|a, b| (b.created_at_us, &b.uri).cmp(&(a.created_at_us, &a.uri)));
+    sorted.into_iter().map(|p| p.uri.clone()).collect()
+}
+
+pub fn days(posts: &[ExpectedPost]) -> BTreeSet<chrono::NaiveDate> {
+    posts.iter().map(|p| chrono::DateTime::from_timestamp_micros(p.created_at_us).unwrap().date_naive()).collect()
+}
+
+/// `lang` (a bare language) matches `en`, `EN`, `en-US`...
+pub fn has_lang(post: &ExpectedPost, lang: &str) -> bool {
+    post.langs.iter().any(|l| {
+        let l = l.to_lowercase();
+        l == lang || l.starts_with(&format!("{lang}-"))
+    })
+}
+
+pub fn count(posts: &[ExpectedPost], keep: impl Fn(&ExpectedPost) -> bool) -> usize {
+    posts.iter().filter(|p| keep(p)).count()
+}
