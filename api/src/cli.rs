@@ -139,10 +139,7 @@ fn check_environment() -> Result<(), String> {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name.starts_with("SKYGLASS_") && !KNOWN_VARIABLES.contains(&name.as_ref()) {
-            return Err(format!(
-                "unknown environment variable {name}: known ones are {}",
-                KNOWN_VARIABLES.join(", ")
-            ));
+            return Err(format!("unknown environment variable {name}: known ones are {}", KNOWN_VARIABLES.join(", ")));
         }
     }
     Ok(())

@@ -15,7 +15,8 @@ pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
 /// A failure of ours: logged with its cause chain; the client sees a generic message.
 pub fn internal(error: &anyhow::Error) -> async_graphql::Error {
     tracing::error!(error = format!("{error:#}"), "query failed");
-    async_graphql::Error::new("internal error; the server log has the details").extend_with(|_, e| e.set("code", INTERNAL))
+    async_graphql::Error::new("internal error; the server log has the details")
+        .extend_with(|_, e| e.set("code", INTERNAL))
 }
 
 /// Turns a lake error into a GraphQL error by its kind.

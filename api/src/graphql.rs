@@ -7,11 +7,15 @@ use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use lake::exec::Engine;
 
 mod query;
+mod scalars;
 mod types;
 
 pub use query::Query;
 
 pub type SkyglassSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// Rows in a page when `first` is not given.
+pub const DEFAULT_PAGE_SIZE: i32 = 20;
 
 /// Most rows a page may ask for.
 pub const MAX_PAGE_SIZE: i32 = 1_000;

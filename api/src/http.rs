@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
-use axum::Router;
 use lake::exec::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;

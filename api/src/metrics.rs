@@ -24,7 +24,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(GRAPHQL_DURATION.to_owned()), LATENCY_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(ingest::metrics::FLUSH_DURATION.to_owned()), ingest::metrics::FLUSH_DURATION_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(ingest::metrics::FLUSH_DURATION.to_owned()),
+            ingest::metrics::FLUSH_DURATION_BUCKETS,
+        )?
         .install_recorder()
         .context("failed to install the metrics recorder")?;
     describe_counter!(GRAPHQL_REQUESTS, "GraphQL requests, by outcome");

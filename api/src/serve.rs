@@ -76,7 +76,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let ingest_task = match (args.role, args.source.clone()) {
         (Role::Api, _) => None,
-        (_, None) => bail!("serve --role {:?} ingests, so it needs --source (file:PATH or synthetic[:EVENTS_PER_SEC])", args.role),
+        (_, None) => bail!(
+            "serve --role {:?} ingests, so it needs --source (file:PATH or synthetic[:EVENTS_PER_SEC])",
+            args.role
+        ),
         (_, Some(source)) => {
             let config = ingest_config(&args.lake, &args.redis, &args.flush);
             Some(tokio::spawn(pipeline::run(source, config, stop.clone())))
@@ -86,7 +89,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = if args.role == Role::Ingest {
         None
     } else {
-        let engine_config = EngineConfig { threads: args.query_threads.unwrap_or_else(|| EngineConfig::default().threads) };
+        let engine_config =
+            EngineConfig { threads: args.query_threads.unwrap_or_else(|| EngineConfig::default().threads) };
         let engine_lake = lake.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::open(&engine_lake, &engine_config))
             .await

@@ -24,9 +24,9 @@ fn path(lake: &Path) -> PathBuf {
 pub fn load(lake: &Path) -> anyhow::Result<Option<Cursor>> {
     let path = path(lake);
     match fs::read(&path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).with_context(|| format!("corrupt cursor file {}", path.display()))?,
-        )),
+        Ok(bytes) => {
+            Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("corrupt cursor file {}", path.display()))?))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("failed to read cursor file {}", path.display())),
     }

@@ -22,9 +22,16 @@ const MAX_FUTURE_SKEW_US: i64 = 24 * 3600 * 1_000_000;
 pub enum Decoded {
     Post(Box<Post>),
     /// A post was deleted on Bluesky.
-    PostDelete { uri: String, did: String, time_us: i64 },
+    PostDelete {
+        uri: String,
+        did: String,
+        time_us: i64,
+    },
     /// A well-formed event that is not a post create or delete, by its kind label.
-    Other { kind: OtherKind, time_us: i64 },
+    Other {
+        kind: OtherKind,
+        time_us: i64,
+    },
     Drop(Drop),
 }
 
@@ -260,9 +267,13 @@ fn embed(embed: Option<&Value>) -> Result<Embed, String> {
     let kind = str_field(embed, "$type").unwrap_or_default();
     let external = |e: &Value| e.get("external").and_then(|x| str_field(x, "uri")).map(str::to_owned);
     Ok(match kind {
-        "app.bsky.embed.images" => Embed { embed_type: EmbedType::Images, image_count: count_images(embed), ..Embed::default() },
+        "app.bsky.embed.images" => {
+            Embed { embed_type: EmbedType::Images, image_count: count_images(embed), ..Embed::default() }
+        }
         "app.bsky.embed.video" => Embed { embed_type: EmbedType::Video, ..Embed::default() },
-        "app.bsky.embed.external" => Embed { embed_type: EmbedType::External, external_uri: external(embed), ..Embed::default() },
+        "app.bsky.embed.external" => {
+            Embed { embed_type: EmbedType::External, external_uri: external(embed), ..Embed::default() }
+        }
         "app.bsky.embed.record" => Embed {
             embed_type: EmbedType::Record,
             quote_uri: embed.get("record").and_then(|r| str_field(r, "uri")).map(str::to_owned),

@@ -68,7 +68,12 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    pub async fn new(conn: ConnectionManager, keys: Keys, lake: PathBuf, config: FlushConfig) -> anyhow::Result<Flusher> {
+    pub async fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        lake: PathBuf,
+        config: FlushConfig,
+    ) -> anyhow::Result<Flusher> {
         let mut flusher = Flusher {
             conn,
             keys,
@@ -118,9 +123,8 @@ impl Flusher {
     /// `waiting`; returns how many were read.
     async fn read(&mut self) -> anyhow::Result<usize> {
         let from = if self.history_done { ">".to_owned() } else { self.history_from.clone() };
-        let mut options = StreamReadOptions::default()
-            .group(&self.keys.flusher_group, &self.config.consumer)
-            .count(READ_COUNT);
+        let mut options =
+            StreamReadOptions::default().group(&self.keys.flusher_group, &self.config.consumer).count(READ_COUNT);
         if self.history_done {
             options = options.block(READ_BLOCK.as_millis() as usize);
         }

@@ -93,12 +93,17 @@ pub async fn buffer_events(
 
 /// Runs `source` into the buffer with a flusher beside it, until the source ends (a finite
 /// source) or `stop` turns true; then drains the buffer into the lake and returns.
-pub async fn run(source: SourceSpec, config: IngestConfig, stop: watch::Receiver<bool>) -> anyhow::Result<IngestReport> {
+pub async fn run(
+    source: SourceSpec,
+    config: IngestConfig,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<IngestReport> {
     let span = info_span!("ingest", source = ?source);
     async move {
         let mut writer = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
         let flusher_conn = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
-        let flusher = Flusher::new(flusher_conn, config.keys.clone(), config.lake.clone(), config.flush.clone()).await?;
+        let flusher =
+            Flusher::new(flusher_conn, config.keys.clone(), config.lake.clone(), config.flush.clone()).await?;
         let (drain_tx, drain_rx) = watch::channel(false);
         let mut flusher_task = tokio::spawn(flusher.run(drain_rx));
 

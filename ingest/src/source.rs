@@ -37,9 +37,7 @@ impl FromStr for SourceSpec {
                 Ok(events_per_sec) if events_per_sec > 0 => Ok(SourceSpec::Synthetic { events_per_sec }),
                 _ => Err(format!("source `{spec}`: the rate must be a whole number of events per second above 0")),
             },
-            ("jetstream", _) => Err(format!(
-                "source `{spec}`: the live Jetstream source is not built yet; {expected}"
-            )),
+            ("jetstream", _) => Err(format!("source `{spec}`: the live Jetstream source is not built yet; {expected}")),
             _ => Err(format!("unknown source `{spec}`: {expected}")),
         }
     }

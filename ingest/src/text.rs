@@ -100,7 +100,8 @@ pub fn hashtags_in_text(text: &str) -> Vec<String> {
             previous = Some(next);
             chars.next();
         }
-        let candidate = text[start..end].trim_end_matches(|ch: char| ch.is_ascii_punctuation() || is_closing_punctuation(ch));
+        let candidate =
+            text[start..end].trim_end_matches(|ch: char| ch.is_ascii_punctuation() || is_closing_punctuation(ch));
         let meaningful = candidate.chars().any(|ch| !ch.is_ascii_digit() && !ch.is_ascii_punctuation());
         if meaningful && !candidate.starts_with('\u{fe0f}') {
             tags.push(normalise_tag(candidate));

@@ -109,10 +109,7 @@ mod tests {
         assert_eq!(read_state(lake.path()).unwrap(), CatalogState::default());
         assert_eq!(publish(lake.path(), 10).unwrap(), 1);
         assert_eq!(publish(lake.path(), 20).unwrap(), 2);
-        assert_eq!(
-            read_state(lake.path()).unwrap(),
-            CatalogState { generation: 2, last_flush_at_us: Some(20) }
-        );
+        assert_eq!(read_state(lake.path()).unwrap(), CatalogState { generation: 2, last_flush_at_us: Some(20) });
     }
 
     #[test]

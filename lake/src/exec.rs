@@ -60,11 +60,8 @@ impl Engine {
             .threads(threads)?;
         let connection = Connection::open_in_memory_with_flags(duck_config)?;
         connection.execute_batch(EMPTY_POSTS_VIEW)?;
-        let engine = Engine {
-            lake: lake.to_path_buf(),
-            base: Mutex::new(connection),
-            reads_files: AtomicBool::new(false),
-        };
+        let engine =
+            Engine { lake: lake.to_path_buf(), base: Mutex::new(connection), reads_files: AtomicBool::new(false) };
         engine.refresh_view()?;
         Ok(engine)
     }
@@ -238,8 +235,8 @@ fn set_column(post: &mut Post, column: PostColumn, value: Value) -> Result<()> {
         PostColumn::QuoteUri => post.quote_uri = text(value),
         PostColumn::EmbedType => {
             let name = text(value).unwrap_or_default();
-            post.embed_type = EmbedType::parse(&name)
-                .ok_or_else(|| Error::Corrupt(format!("unknown embed type `{name}`")))?;
+            post.embed_type =
+                EmbedType::parse(&name).ok_or_else(|| Error::Corrupt(format!("unknown embed type `{name}`")))?;
         }
         PostColumn::ImageCount => post.image_count = to_i32(&value),
         PostColumn::ExternalUri => post.external_uri = text(value),

@@ -17,9 +17,7 @@ const PARTITION_PREFIX: &str = "date=";
 
 /// The UTC calendar day of a timestamp in microseconds.
 pub fn date_of_micros(micros: i64) -> NaiveDate {
-    DateTime::from_timestamp_micros(micros)
-        .unwrap_or(DateTime::UNIX_EPOCH)
-        .date_naive()
+    DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::UNIX_EPOCH).date_naive()
 }
 
 pub fn table_dir(lake: &Path, table: &str) -> PathBuf {
@@ -46,9 +44,7 @@ pub fn table_glob(lake: &Path, table: &str) -> String {
 /// like `1732867200000-0`; any character outside `[0-9A-Za-z-]` is replaced, to stay a safe name.
 pub fn data_file_name(first_id: &str, last_id: &str) -> String {
     let clean = |id: &str| -> String {
-        id.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-            .collect()
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
     };
     format!("{}_{}.parquet", clean(first_id), clean(last_id))
 }

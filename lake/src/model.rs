@@ -10,8 +10,8 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Int32Builder, ListBuilder, StringBuilder, StringDictionaryBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::record_batch::RecordBatch;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 /// The version of the enrichment that produced a row's derived columns. Bump it when
@@ -307,7 +307,8 @@ mod tests {
 
     #[test]
     fn post_columns_are_the_schema_fields_in_order() {
-        let names: Vec<&str> = posts_schema().fields().iter().map(|f| f.name().as_str()).collect();
+        let schema = posts_schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let columns: Vec<&str> = PostColumn::ALL.iter().map(|c| c.name()).collect();
         assert_eq!(names, columns);
     }

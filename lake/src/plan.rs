@@ -56,7 +56,8 @@ impl Keyset {
     }
 
     pub fn decode(cursor: &str) -> Result<Keyset> {
-        let invalid = || Error::InvalidCursor(format!("`{}` is not a cursor returned by this API", truncate(cursor, 64)));
+        let invalid =
+            || Error::InvalidCursor(format!("`{}` is not a cursor returned by this API", truncate(cursor, 64)));
         let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let mut parts = text.splitn(3, ':');
@@ -85,7 +86,12 @@ pub struct PostsPlan {
 }
 
 impl PostsPlan {
-    pub fn new(filter: PostFilter, order: PostOrder, limit: u32, columns: impl IntoIterator<Item = PostColumn>) -> Self {
+    pub fn new(
+        filter: PostFilter,
+        order: PostOrder,
+        limit: u32,
+        columns: impl IntoIterator<Item = PostColumn>,
+    ) -> Self {
         let mut columns: BTreeSet<PostColumn> = columns.into_iter().collect();
         columns.insert(PostColumn::Uri);
         columns.insert(PostColumn::CreatedAt);

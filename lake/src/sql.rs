@@ -169,9 +169,8 @@ impl Builder {
         }
         if !bare.is_empty() {
             let list = self.bind_list(bare.into_iter().map(Param::Text));
-            alternatives.push(format!(
-                "list_has_any(list_transform(langs, lambda l: lower(split_part(l, '-', 1))), [{list}])"
-            ));
+            alternatives
+                .push(format!("list_has_any(list_transform(langs, lambda l: lower(split_part(l, '-', 1))), [{list}])"));
         }
         format!("({})", alternatives.join(" OR "))
     }

@@ -28,11 +28,18 @@ pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
     for line in body.lines() {
         let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
         let commit = &event["commit"];
-        if event["kind"] != "commit" || commit["collection"] != "app.bsky.feed.post" || commit["operation"] != "create" {
+        if event["kind"] != "commit" || commit["collection"] != "app.bsky.feed.post" || commit["operation"] != "create"
+        {
             continue;
         }
         let record = &commit["record"];
-        let known_embeds = ["app.bsky.embed.images", "app.bsky.embed.external", "app.bsky.embed.record", "app.bsky.embed.recordWithMedia", "app.bsky.embed.video"];
+        let known_embeds = [
+            "app.bsky.embed.images",
+            "app.bsky.embed.external",
+            "app.bsky.embed.record",
+            "app.bsky.embed.recordWithMedia",
+            "app.bsky.embed.video",
+        ];
         if let Some(kind) = record["embed"]["$type"].as_str()
             && !known_embeds.contains(&kind)
         {

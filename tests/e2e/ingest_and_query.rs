@@ -54,7 +54,8 @@ fn a_fixture_file_ingested_once_answers_graphql_with_the_fixture_numbers() {
 
     // The malformed line and the unknown embed are in the dead-letter stream, with reasons.
     let mut conn = redis.connection();
-    let letters: redis::streams::StreamRangeReply = redis::cmd("XRANGE").arg("skyglass:dlq").arg("-").arg("+").query(&mut conn).unwrap();
+    let letters: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg("skyglass:dlq").arg("-").arg("+").query(&mut conn).unwrap();
     let mut reasons: Vec<String> = letters.ids.iter().map(|e| e.get::<String>("reason").unwrap()).collect();
     reasons.sort();
     assert_eq!(reasons, vec!["invalid_json", "unknown_embed"]);
@@ -65,7 +66,8 @@ fn a_fixture_file_ingested_once_answers_graphql_with_the_fixture_numbers() {
     let posts = expected::posts_in(&sample());
     let app = App::serve_api(lake.path(), &redis.url()).unwrap();
 
-    let stats = app.query("{ lake { posts files partitions bytes generation oldestPost newestPost lastFlushAt } }", json!({}));
+    let stats =
+        app.query("{ lake { posts files partitions bytes generation oldestPost newestPost lastFlushAt } }", json!({}));
     let days = expected::days(&posts);
     assert_eq!(stats["lake"]["posts"], json!(posts.len()), "{stats}");
     assert_eq!(stats["lake"]["partitions"], json!(days.len()));
@@ -98,8 +100,14 @@ fn check_filters(app: &App, posts: &[ExpectedPost]) {
         (json!({"authors": [alice]}), expected::count(posts, |p| p.did == alice)),
         (json!({"authors": [alice, bob]}), expected::count(posts, |p| p.did == alice || p.did == bob)),
         (json!({"langs": ["en"]}), expected::count(posts, |p| expected::has_lang(p, "en"))),
-        (json!({"langs": ["EN-us"]}), expected::count(posts, |p| p.langs.iter().any(|l| l.eq_ignore_ascii_case("en-US")))),
-        (json!({"langs": ["pt", "ko"]}), expected::count(posts, |p| expected::has_lang(p, "pt") || expected::has_lang(p, "ko"))),
+        (
+            json!({"langs": ["EN-us"]}),
+            expected::count(posts, |p| p.langs.iter().any(|l| l.eq_ignore_ascii_case("en-US"))),
+        ),
+        (
+            json!({"langs": ["pt", "ko"]}),
+            expected::count(posts, |p| expected::has_lang(p, "pt") || expected::has_lang(p, "ko")),
+        ),
         (json!({"textContains": "water"}), expected::count(posts, |p| p.text.to_lowercase().contains("water"))),
         (json!({"textContains": "水"}), expected::count(posts, |p| p.text.contains('水'))),
         (json!({"textContains": "%"}), expected::count(posts, |p| p.text.contains('%'))),
@@ -111,7 +119,9 @@ fn check_filters(app: &App, posts: &[ExpectedPost]) {
         ),
         (
             json!({"authors": [alice], "textContains": "WATER", "until": "2026-11-27T00:00:00Z"}),
-            expected::count(posts, |p| p.did == alice && p.text.to_lowercase().contains("water") && p.created_at_us < since),
+            expected::count(posts, |p| {
+                p.did == alice && p.text.to_lowercase().contains("water") && p.created_at_us < since
+            }),
         ),
         (json!({"hashtags": ["#PARQUET"]}), expected::count(posts, |p| p.text.to_lowercase().contains("#parquet"))),
         (json!({"isReply": true}), 1),
@@ -155,7 +165,8 @@ fn check_bad_input(app: &App) {
     let too_many = app.request(PAGE, json!({"first": 100_000}));
     assert!(too_many["errors"][0]["message"].as_str().unwrap().contains("first must be between"), "{too_many}");
 
-    let inverted = app.request(PAGE, json!({"filter": {"since": "2026-11-28T00:00:00Z", "until": "2026-11-27T00:00:00Z"}}));
+    let inverted =
+        app.request(PAGE, json!({"filter": {"since": "2026-11-28T00:00:00Z", "until": "2026-11-27T00:00:00Z"}}));
     assert!(inverted["errors"][0]["message"].as_str().unwrap().contains("after"), "{inverted}");
 
     let unknown_field = app.request("{ posts { nodes { nope } } }", json!({}));
@@ -165,7 +176,8 @@ fn check_bad_input(app: &App) {
 fn compress(source: &Path, into: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let raw = std::fs::read(source).unwrap();
     let gz = into.join("sample.jsonl.gz");
-    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
     encoder.write_all(&raw).unwrap();
     encoder.finish().unwrap();
     let zst = into.join("sample.jsonl.zst");
@@ -192,7 +204,11 @@ fn gzip_and_zstd_replay_files_ingest_the_same_posts_as_the_plain_file() {
 #[test]
 fn a_bad_flag_or_variable_is_refused_with_one_line_that_says_what_to_fix() {
     let lake = tempfile::tempdir().unwrap();
-    let typo = skyglass_tests::skyglass(lake.path(), "redis://127.0.0.1:1").env("SKYGLASS_LAKES", "x").arg("schema").output().unwrap();
+    let typo = skyglass_tests::skyglass(lake.path(), "redis://127.0.0.1:1")
+        .env("SKYGLASS_LAKES", "x")
+        .arg("schema")
+        .output()
+        .unwrap();
     assert_eq!(typo.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&typo.stderr);
     assert!(stderr.contains("unknown environment variable SKYGLASS_LAKES"), "{stderr}");

@@ -42,7 +42,18 @@ fn only_lake_links_duckdb_and_lake_knows_nothing_of_graphql_http_or_redis() {
 
 #[test]
 fn the_repository_has_the_layout_of_the_design() {
-    for path in ["Cargo.toml", "lake", "ingest", "api", "tests", "schema.graphql", "deploy", "README.md", "ARCHITECTURE.md", ".ci/run"] {
+    for path in [
+        "Cargo.toml",
+        "lake",
+        "ingest",
+        "api",
+        "tests",
+        "schema.graphql",
+        "deploy",
+        "README.md",
+        "ARCHITECTURE.md",
+        ".ci/run",
+    ] {
         assert!(repo().join(path).exists(), "{path} is missing");
     }
 }

@@ -5,3 +5,4 @@ mod expected;
 mod ingest_and_query;
 mod layout;
 mod real_data;
+mod serve_all;

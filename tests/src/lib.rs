@@ -143,7 +143,8 @@ impl App {
 
     /// Starts a prepared `serve` command; reads the listening address from its first line.
     pub fn serve(command: &mut Command) -> anyhow::Result<App> {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("failed to start skyglass")?;
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("failed to start skyglass")?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

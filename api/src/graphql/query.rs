@@ -8,8 +8,10 @@ use lake::exec::Engine;
 use lake::model::PostColumn;
 use lake::plan::{Keyset, PostsPlan};
 
-use super::types::{LakeStats, PageInfo, PostConnection, PostEdge, PostFilter, PostNode, PostOrder, post_field_columns};
-use super::{MAX_PAGE_SIZE, Services};
+use super::types::{
+    LakeStats, PageInfo, PostConnection, PostEdge, PostFilter, PostNode, PostOrder, post_field_columns,
+};
+use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Services};
 use crate::error;
 
 pub struct Query;
@@ -66,22 +68,21 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         filter: Option<PostFilter>,
-        #[graphql(default)] order: PostOrder,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default_with = "Some(PostOrder::Newest)")] order: Option<PostOrder>,
+        #[graphql(default_with = "Some(20)")] first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<PostConnection> {
+        // An explicit null means the default, as an absent argument does.
+        let order = order.unwrap_or_default();
+        let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(0..=MAX_PAGE_SIZE).contains(&first) {
             return Err(error::bad_input(format!("first must be between 0 and {MAX_PAGE_SIZE}, got {first}")));
         }
         let filter = Arc::new(filter.unwrap_or_default().into_plan()?);
         let after = after.map(|cursor| Keyset::decode(&cursor)).transpose().map_err(error::from_lake)?;
         let page_size = first as usize;
-        let mut plan = PostsPlan::new(
-            (*filter).clone(),
-            order.into(),
-            first as u32 + 1,
-            connection_post_columns(ctx.field()),
-        );
+        let mut plan =
+            PostsPlan::new((*filter).clone(), order.into(), first as u32 + 1, connection_post_columns(ctx.field()));
         plan.after = after;
         let engine = engine(ctx)?;
         let mut rows = if page_size == 0 { Vec::new() } else { blocking(move || engine.posts(&plan)).await? };

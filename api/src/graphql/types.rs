@@ -4,16 +4,12 @@
 use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 use lake::model::{self, Post};
 use lake::plan;
 
 use super::Services;
+use super::scalars::DateTime;
 use crate::error;
-
-pub fn datetime(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
-}
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "lake::model::EmbedType")]
@@ -41,9 +37,9 @@ pub enum PostOrder {
 #[derive(InputObject, Default, Clone, Debug)]
 pub struct PostFilter {
     /// `createdAt >= since`.
-    pub since: Option<DateTime<Utc>>,
+    pub since: Option<DateTime>,
     /// `createdAt < until`.
-    pub until: Option<DateTime<Utc>>,
+    pub until: Option<DateTime>,
     /// Author DIDs.
     pub authors: Option<Vec<ID>>,
     /// Any of the record's languages; `en` also matches `en-US`. Case-insensitive.
@@ -66,10 +62,11 @@ impl PostFilter {
         {
             return Err(error::bad_input(format!("filter.since ({since}) is after filter.until ({until})")));
         }
-        let ids = |ids: Option<Vec<ID>>| -> Vec<String> { ids.unwrap_or_default().into_iter().map(|id| id.0).collect() };
+        let ids =
+            |ids: Option<Vec<ID>>| -> Vec<String> { ids.unwrap_or_default().into_iter().map(|id| id.0).collect() };
         Ok(plan::PostFilter {
-            since_us: self.since.map(|t| t.timestamp_micros()),
-            until_us: self.until.map(|t| t.timestamp_micros()),
+            since_us: self.since.map(DateTime::micros),
+            until_us: self.until.map(DateTime::micros),
             uris: Vec::new(),
             authors: ids(self.authors),
             langs: self.langs.unwrap_or_default(),
@@ -102,12 +99,12 @@ impl PostNode {
         &self.0.text
     }
     /// From the record (the client's clock); clamped to `indexedAt` when absurd.
-    async fn created_at(&self) -> DateTime<Utc> {
-        datetime(self.0.created_at_us)
+    async fn created_at(&self) -> DateTime {
+        DateTime::from_micros(self.0.created_at_us)
     }
     /// When the firehose saw the post.
-    async fn indexed_at(&self) -> DateTime<Utc> {
-        datetime(self.0.indexed_at_us)
+    async fn indexed_at(&self) -> DateTime {
+        DateTime::from_micros(self.0.indexed_at_us)
     }
     async fn langs(&self) -> &[String] {
         &self.0.langs
@@ -225,17 +222,17 @@ impl LakeStats {
     async fn bytes(&self) -> u64 {
         self.0.bytes
     }
-    async fn oldest_post(&self) -> Option<DateTime<Utc>> {
-        self.0.oldest_post_us.map(datetime)
+    async fn oldest_post(&self) -> Option<DateTime> {
+        self.0.oldest_post_us.map(DateTime::from_micros)
     }
-    async fn newest_post(&self) -> Option<DateTime<Utc>> {
-        self.0.newest_post_us.map(datetime)
+    async fn newest_post(&self) -> Option<DateTime> {
+        self.0.newest_post_us.map(DateTime::from_micros)
     }
     /// Bumped by every flush; caches key on it.
     async fn generation(&self) -> u64 {
         self.0.generation
     }
-    async fn last_flush_at(&self) -> Option<DateTime<Utc>> {
-        self.0.last_flush_at_us.map(datetime)
+    async fn last_flush_at(&self) -> Option<DateTime> {
+        self.0.last_flush_at_us.map(DateTime::from_micros)
     }
 }

@@ -100,7 +100,9 @@ fn a_malformed_line_is_dropped_as_invalid_json() {
 fn events_missing_what_they_need_are_dropped_with_the_field_named() {
     let no_text = post_event(json!({"createdAt": "2026-05-25T14:23:28Z"}));
     match decode(&no_text) {
-        Decoded::Drop(drop) => assert_eq!((drop.reason, drop.detail.as_str()), (DropReason::MissingField, "record.text")),
+        Decoded::Drop(drop) => {
+            assert_eq!((drop.reason, drop.detail.as_str()), (DropReason::MissingField, "record.text"))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(reason(br#"{"time_us": 1, "kind": "commit"}"#), DropReason::MissingField);
@@ -112,7 +114,8 @@ fn events_missing_what_they_need_are_dropped_with_the_field_named() {
 fn a_non_post_collection_is_counted_as_other() {
     let like = br#"{"did":"did:plc:mcc5","time_us":1779719009132431,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.like","rkey":"3mmoojp7etg2g","record":{"$type":"app.bsky.feed.like","subject":{"cid":"c","uri":"at://x"}},"cid":"c"}}"#;
     assert_eq!(decode(like), Decoded::Other { kind: OtherKind::OtherCollection, time_us: 1_779_719_009_132_431 });
-    let identity = br#"{"did":"did:plc:mcc5","time_us":5,"kind":"identity","identity":{"did":"did:plc:mcc5","seq":1,"time":"t"}}"#;
+    let identity =
+        br#"{"did":"did:plc:mcc5","time_us":5,"kind":"identity","identity":{"did":"did:plc:mcc5","seq":1,"time":"t"}}"#;
     assert_eq!(decode(identity), Decoded::Other { kind: OtherKind::Identity, time_us: 5 });
 }
 
@@ -121,7 +124,11 @@ fn a_post_delete_names_the_deleted_uri() {
     let delete = br#"{"did":"did:plc:abc","time_us":7,"kind":"commit","commit":{"rev":"r","operation":"delete","collection":"app.bsky.feed.post","rkey":"3k2"}}"#;
     assert_eq!(
         decode(delete),
-        Decoded::PostDelete { uri: "at://did:plc:abc/app.bsky.feed.post/3k2".into(), did: "did:plc:abc".into(), time_us: 7 }
+        Decoded::PostDelete {
+            uri: "at://did:plc:abc/app.bsky.feed.post/3k2".into(),
+            did: "did:plc:abc".into(),
+            time_us: 7
+        }
     );
 }
 

@@ -20,8 +20,30 @@ const RECENT_POSTS: usize = 2_000;
 
 /// (language tag or none, weight, phrases). Phrases mix scripts, emoji and punctuation.
 const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
-    (Some("en"), 45, &["just shipped a new build", "coffee first, then the world", "what a game last night 🏀", "reading about lakehouses today", "the sky is so blue this morning ☀️", "anyone else watching the launch?", "hot take: tabs are fine"]),
-    (Some("ja"), 18, &["今日はいい天気ですね", "新しいカメラを買いました📷", "猫がかわいすぎる🐈", "ラーメン食べたい", "おはようございます！"]),
+    (
+        Some("en"),
+        45,
+        &[
+            "just shipped a new build",
+            "coffee first, then the world",
+            "what a game last night 🏀",
+            "reading about lakehouses today",
+            "the sky is so blue this morning ☀️",
+            "anyone else watching the launch?",
+            "hot take: tabs are fine",
+        ],
+    ),
+    (
+        Some("ja"),
+        18,
+        &[
+            "今日はいい天気ですね",
+            "新しいカメラを買いました📷",
+            "猫がかわいすぎる🐈",
+            "ラーメン食べたい",
+            "おはようございます！",
+        ],
+    ),
     (Some("pt"), 10, &["bom dia pessoal", "que jogo incrível ontem ⚽", "café e código", "alguém mais acordado?"]),
     (Some("de"), 6, &["Guten Morgen zusammen", "schönes Wetter heute", "Kaffee ist fertig ☕"]),
     (Some("es"), 5, &["buenos días a todos", "qué partido tan bueno", "nuevo proyecto en marcha 🚀"]),
@@ -33,8 +55,26 @@ const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
 ];
 
 const HASHTAGS: &[&str] = &[
-    "art", "photography", "bluesky", "nba", "music", "gamedev", "rust", "猫", "wildlife", "news",
-    "science", "booksky", "futebol", "日本", "AI", "climate", "f1", "kpop", "knitting", "opensource",
+    "art",
+    "photography",
+    "bluesky",
+    "nba",
+    "music",
+    "gamedev",
+    "rust",
+    "猫",
+    "wildlife",
+    "news",
+    "science",
+    "booksky",
+    "futebol",
+    "日本",
+    "AI",
+    "climate",
+    "f1",
+    "kpop",
+    "knitting",
+    "opensource",
 ];
 
 const DOMAINS: &[&str] = &["example.com", "news.example.org", "blog.example.net", "video.example.io"];
@@ -126,12 +166,20 @@ impl Generator {
     fn like(&mut self, time_us: i64) -> Value {
         let did = self.author();
         let rkey = tid(time_us, self.sequence);
-        let subject = self.recent_posts.front().cloned().unwrap_or_else(|| format!("at://{}/app.bsky.feed.post/3kaaaaaaaaaaa", did_for(1)));
-        Self::commit(&did, time_us, json!({
-            "rev": rkey, "operation": "create", "collection": "app.bsky.feed.like", "rkey": rkey,
-            "record": {"$type": "app.bsky.feed.like", "createdAt": rfc3339(time_us), "subject": {"cid": "bafyreisynthetic", "uri": subject}},
-            "cid": format!("bafyrei{}", rkey)
-        }))
+        let subject = self
+            .recent_posts
+            .front()
+            .cloned()
+            .unwrap_or_else(|| format!("at://{}/app.bsky.feed.post/3kaaaaaaaaaaa", did_for(1)));
+        Self::commit(
+            &did,
+            time_us,
+            json!({
+                "rev": rkey, "operation": "create", "collection": "app.bsky.feed.like", "rkey": rkey,
+                "record": {"$type": "app.bsky.feed.like", "createdAt": rfc3339(time_us), "subject": {"cid": "bafyreisynthetic", "uri": subject}},
+                "cid": format!("bafyrei{}", rkey)
+            }),
+        )
     }
 
     fn delete(&mut self, time_us: i64) -> Value {
@@ -139,9 +187,13 @@ impl Generator {
         let uri = self.recent_posts.remove(index).expect("index is in range");
         let rest = uri.trim_start_matches("at://");
         let (did, rkey) = rest.split_once("/app.bsky.feed.post/").expect("generated uris have this shape");
-        Self::commit(did, time_us, json!({
-            "rev": tid(time_us, self.sequence), "operation": "delete", "collection": "app.bsky.feed.post", "rkey": rkey
-        }))
+        Self::commit(
+            did,
+            time_us,
+            json!({
+                "rev": tid(time_us, self.sequence), "operation": "delete", "collection": "app.bsky.feed.post", "rkey": rkey
+            }),
+        )
     }
 
     fn post(&mut self, time_us: i64) -> Value {
@@ -151,9 +203,17 @@ impl Generator {
 
         let total: u32 = LANGUAGES.iter().map(|l| l.1).sum();
         let mut pick = self.rng.random_range(0..total);
-        let (lang, _, phrases) = LANGUAGES.iter().find(|l| {
-            if pick < l.1 { true } else { pick -= l.1; false }
-        }).expect("weights cover the range");
+        let (lang, _, phrases) = LANGUAGES
+            .iter()
+            .find(|l| {
+                if pick < l.1 {
+                    true
+                } else {
+                    pick -= l.1;
+                    false
+                }
+            })
+            .expect("weights cover the range");
 
         let mut text = TextBuilder { text: String::new(), facets: Vec::new() };
         text.push(phrases[self.rng.random_range(0..phrases.len())]);
@@ -192,16 +252,31 @@ impl Generator {
         if !self.recent_posts.is_empty() && self.rng.random_bool(0.3) {
             let parent = self.recent_posts[self.rng.random_range(0..self.recent_posts.len())].clone();
             let root = self.recent_posts.back().cloned().unwrap_or_else(|| parent.clone());
-            record["reply"] = json!({"parent": {"uri": parent, "cid": "bafyreiparent"}, "root": {"uri": root, "cid": "bafyreiroot"}});
+            record["reply"] =
+                json!({"parent": {"uri": parent, "cid": "bafyreiparent"}, "root": {"uri": root, "cid": "bafyreiroot"}});
         }
         let embed_roll: u32 = self.rng.random_range(0..100);
         let quoted = self.recent_posts.front().cloned();
-        let images = |n: usize| -> Value { Value::Array((0..n).map(|_| json!({"alt": "", "image": {"$type": "blob", "mimeType": "image/jpeg", "size": 1000}})).collect()) };
+        let images = |n: usize| -> Value {
+            Value::Array(
+                (0..n)
+                    .map(|_| json!({"alt": "", "image": {"$type": "blob", "mimeType": "image/jpeg", "size": 1000}}))
+                    .collect(),
+            )
+        };
         let embed = match (embed_roll, quoted) {
-            (0..20, _) => Some(json!({"$type": "app.bsky.embed.images", "images": images(self.rng.random_range(1..=4))})),
-            (20..28, _) => Some(json!({"$type": "app.bsky.embed.external", "external": {"uri": format!("https://{}/a/{}", DOMAINS[0], self.sequence), "title": "t", "description": ""}})),
-            (28..31, _) => Some(json!({"$type": "app.bsky.embed.video", "video": {"$type": "blob", "mimeType": "video/mp4", "size": 100000}})),
-            (31..36, Some(quoted)) => Some(json!({"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": "bafyreiquoted"}})),
+            (0..20, _) => {
+                Some(json!({"$type": "app.bsky.embed.images", "images": images(self.rng.random_range(1..=4))}))
+            }
+            (20..28, _) => Some(
+                json!({"$type": "app.bsky.embed.external", "external": {"uri": format!("https://{}/a/{}", DOMAINS[0], self.sequence), "title": "t", "description": ""}}),
+            ),
+            (28..31, _) => Some(
+                json!({"$type": "app.bsky.embed.video", "video": {"$type": "blob", "mimeType": "video/mp4", "size": 100000}}),
+            ),
+            (31..36, Some(quoted)) => {
+                Some(json!({"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": "bafyreiquoted"}}))
+            }
             (36..38, Some(quoted)) => Some(json!({"$type": "app.bsky.embed.recordWithMedia",
                 "record": {"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": "bafyreiquoted"}},
                 "media": {"$type": "app.bsky.embed.images", "images": images(1)}})),
@@ -215,10 +290,14 @@ impl Generator {
             self.recent_posts.pop_front();
         }
         self.recent_posts.push_back(uri);
-        Self::commit(&did, time_us, json!({
-            "rev": rkey, "operation": "create", "collection": "app.bsky.feed.post", "rkey": rkey,
-            "record": record, "cid": format!("bafyrei{rkey}{}", self.sequence)
-        }))
+        Self::commit(
+            &did,
+            time_us,
+            json!({
+                "rev": rkey, "operation": "create", "collection": "app.bsky.feed.post", "rkey": rkey,
+                "record": record, "cid": format!("bafyrei{rkey}{}", self.sequence)
+            }),
+        )
     }
 }
 
@@ -227,7 +306,11 @@ fn rfc3339(time_us: i64) -> String {
 }
 
 /// Emits `events_per_sec` events per second, stamped with the current time, until stopped.
-pub async fn run(events_per_sec: u32, events: mpsc::Sender<RawEvent>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    events_per_sec: u32,
+    events: mpsc::Sender<RawEvent>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let mut generator = Generator::new(chrono::Utc::now().timestamp_micros() as u64);
     let tick = Duration::from_millis(100);
     let mut interval = tokio::time::interval(tick);
@@ -260,7 +343,8 @@ mod tests {
     #[test]
     fn generated_events_decode_without_drops_and_look_like_the_firehose() {
         let mut generator = Generator::new(7);
-        let (mut posts, mut langs, mut replies, mut tagged, mut images, mut non_latin) = (Vec::new(), std::collections::HashSet::new(), 0, 0, 0, 0);
+        let (mut posts, mut langs, mut replies, mut tagged, mut images, mut non_latin) =
+            (Vec::new(), std::collections::HashSet::new(), 0, 0, 0, 0);
         let mut authors = std::collections::HashMap::<String, usize>::new();
         for i in 0..5_000 {
             match decode(generator.event(1_780_000_000_000_000 + i * 1000).as_bytes()) {
@@ -280,7 +364,10 @@ mod tests {
         let n = posts.len();
         assert!(n > 4_000, "{n} posts");
         assert!(langs.len() >= 8, "{langs:?}");
-        assert!(replies * 100 / n >= 20 && tagged * 100 / n >= 20 && images * 100 / n >= 10, "{replies} {tagged} {images}");
+        assert!(
+            replies * 100 / n >= 20 && tagged * 100 / n >= 20 && images * 100 / n >= 10,
+            "{replies} {tagged} {images}"
+        );
         assert!(non_latin * 100 / n >= 20);
         let most_active = authors.values().max().copied().unwrap_or(0);
         assert!(most_active >= 20, "author activity is not skewed: max {most_active}");

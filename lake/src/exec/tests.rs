@@ -68,7 +68,10 @@ fn all_pages(engine: &Engine, filter: &PostFilter, order: PostOrder, page: u32) 
 fn an_empty_lake_answers_with_zero_rows() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
-    assert_eq!(engine.summary(&PostFilter::default()).unwrap(), Summary { n_posts: 0, oldest_us: None, newest_us: None });
+    assert_eq!(
+        engine.summary(&PostFilter::default()).unwrap(),
+        Summary { n_posts: 0, oldest_us: None, newest_us: None }
+    );
     let plan = PostsPlan::new(PostFilter::default(), PostOrder::Newest, 10, PostColumn::ALL);
     assert!(engine.posts(&plan).unwrap().is_empty());
     // The first file appears later: the engine starts reading it.
@@ -107,7 +110,10 @@ fn filters_select_what_the_same_predicate_in_rust_selects() {
             PostFilter { langs: vec!["en".into()], ..Default::default() },
             Box::new(|p| p.langs.iter().any(|l| l == "en" || l.starts_with("en-"))),
         ),
-        (PostFilter { langs: vec!["en-gb".into()], ..Default::default() }, Box::new(|p| p.langs.iter().any(|l| l == "en-GB"))),
+        (
+            PostFilter { langs: vec!["en-gb".into()], ..Default::default() },
+            Box::new(|p| p.langs.iter().any(|l| l == "en-GB")),
+        ),
         (
             PostFilter { text_contains: Some("water".into()), ..Default::default() },
             Box::new(|p| p.text.to_lowercase().contains("water")),

@@ -1,0 +1,57 @@
+//! `serve` in its default role: the synthetic firehose feeds ingest, the flusher writes the lake,
+//! the API answers over it, the operational endpoints report it, and SIGTERM flushes the
+//! buffer before a clean exit.
+
+use std::time::Duration;
+
+use serde_json::json;
+use skyglass_tests::{App, RedisServer, poll, skyglass};
+
+fn metric(body: &str, name_and_labels: &str) -> f64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name_and_labels} is missing from:\n{body}"))
+}
+
+#[test]
+fn serve_with_a_synthetic_firehose_flushes_answers_and_drains_on_sigterm() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let app = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--source", "synthetic:400"])
+            .env("SKYGLASS_FLUSH_INTERVAL", "300ms"),
+    )
+    .unwrap();
+
+    // Posts reach the lake through Redis and the flusher, and the API sees them.
+    let flushed = poll(Duration::from_secs(30), || {
+        let data = app.query("{ lake { posts generation } }", json!({}));
+        (data["lake"]["generation"].as_u64()? >= 2 && data["lake"]["posts"].as_u64()? > 0).then_some(data)
+    });
+    assert!(flushed.is_some(), "nothing was flushed within 30 s");
+    let page = app.query("{ posts(first: 5) { nodes { uri text langs } } }", json!({}));
+    assert_eq!(page["posts"]["nodes"].as_array().unwrap().len(), 5);
+
+    assert_eq!(app.get("/healthz").status(), 200);
+    let ready = app.get("/readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<serde_json::Value>().unwrap(), json!({"redis": true, "lake": true}));
+    let get = app.get("/graphql?query=%7Blake%7Bposts%7D%7D");
+    assert_eq!(get.status(), 200);
+    assert!(get.json::<serde_json::Value>().unwrap()["data"]["lake"]["posts"].as_u64().unwrap() > 0);
+
+    let metrics = app.get("/metrics").text().unwrap();
+    assert!(metric(&metrics, "skyglass_ingest_events_total{kind=\"post\"}") > 0.0);
+    assert!(metric(&metrics, "skyglass_flush_rows_total") > 0.0);
+    assert_eq!(metric(&metrics, "skyglass_ingest_dropped_total{reason=\"invalid_json\"}"), 0.0);
+    assert!(metric(&metrics, "skyglass_graphql_requests_total{outcome=\"ok\"}") >= 2.0);
+
+    // SIGTERM: the source stops, the buffer is flushed, the process exits 0.
+    assert!(app.stop().success());
+    let mut conn = redis.connection();
+    let left: usize = redis::cmd("XLEN").arg("skyglass:buffer:posts").query(&mut conn).unwrap();
+    assert_eq!(left, 0, "posts were left in the buffer after shutdown");
+    let cursor = std::fs::read_to_string(lake.path().join("_ingest/cursor.json")).unwrap();
+    assert!(cursor.contains("time_us"), "{cursor}");
+}
