@@ -1,19 +1,21 @@
 //! The Redis stream buffer between ingest and the flusher, and the dead-letter stream.
 //!
-//! This is the one versioned codec of buffered rows: field `p1` holds a post as JSON
-//! (`lake::model::Post`). A reader that meets an unknown field name knows the entry came from
-//! a newer writer. Redis is volatile: nothing here is durable; the durable cursor is.
+//! This is the one versioned codec of buffered rows: an entry has one field, `p1` for a post
+//! as JSON (`lake::model::Post`) or `d1` for a post deletion as JSON (`lake::model::Delete`).
+//! A reader that meets an unknown field name knows the entry came from a newer writer. Redis is volatile: nothing here is durable; the durable cursor is.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use lake::model::Post;
+use lake::model::{Delete, Post};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::decode::Drop;
 
 /// The field holding a v1-encoded post in a buffer entry.
 pub const POST_FIELD_V1: &str = "p1";
+/// The field holding a v1-encoded post deletion in a buffer entry.
+pub const DELETE_FIELD_V1: &str = "d1";
 /// Raw event bytes kept with a dead letter, at most.
 pub const DEAD_LETTER_RAW_BYTES: usize = 16 * 1024;
 /// Dead letters kept, approximately (oldest trimmed first).
@@ -43,12 +45,32 @@ impl Default for Keys {
     }
 }
 
-pub fn encode_post(post: &Post) -> Vec<u8> {
-    serde_json::to_vec(post).expect("a post always serialises")
+/// One buffered row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Post(Post),
+    Delete(Delete),
 }
 
-pub fn decode_post(bytes: &[u8]) -> anyhow::Result<Post> {
-    serde_json::from_slice(bytes).context("failed to decode buffered post")
+impl Entry {
+    /// The entry's field name and encoded value.
+    pub fn encode(&self) -> (&'static str, Vec<u8>) {
+        match self {
+            Entry::Post(post) => (POST_FIELD_V1, serde_json::to_vec(post).expect("a post always serialises")),
+            Entry::Delete(delete) => (DELETE_FIELD_V1, serde_json::to_vec(delete).expect("a delete always serialises")),
+        }
+    }
+
+    /// Decodes an entry from its field name and value.
+    pub fn decode(field: &str, bytes: &[u8]) -> anyhow::Result<Entry> {
+        match field {
+            POST_FIELD_V1 => Ok(Entry::Post(serde_json::from_slice(bytes).context("failed to decode buffered post")?)),
+            DELETE_FIELD_V1 => {
+                Ok(Entry::Delete(serde_json::from_slice(bytes).context("failed to decode buffered delete")?))
+            }
+            other => anyhow::bail!("unknown buffer field `{other}` (written by a newer version?)"),
+        }
+    }
 }
 
 /// Opens a reconnecting connection to Redis. Operations time out after `response_timeout`.
@@ -62,17 +84,18 @@ pub async fn connect(url: &str, response_timeout: Duration) -> anyhow::Result<Co
         .with_context(|| format!("failed to connect to redis at {url}"))
 }
 
-/// Appends posts to the buffer stream in one pipeline; returns the entry ids.
-pub async fn append_posts(conn: &mut ConnectionManager, keys: &Keys, posts: &[Post]) -> anyhow::Result<Vec<String>> {
-    if posts.is_empty() {
+/// Appends entries to the buffer stream in one pipeline; returns the entry ids.
+pub async fn append(conn: &mut ConnectionManager, keys: &Keys, entries: &[Entry]) -> anyhow::Result<Vec<String>> {
+    if entries.is_empty() {
         return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
-    for post in posts {
-        pipe.cmd("XADD").arg(&keys.posts).arg("*").arg(POST_FIELD_V1).arg(encode_post(post));
+    for entry in entries {
+        let (field, value) = entry.encode();
+        pipe.cmd("XADD").arg(&keys.posts).arg("*").arg(field).arg(value);
     }
-    let ids: Vec<String> = pipe.query_async(conn).await.context("failed to append posts to the redis buffer")?;
-    metrics::counter!(crate::metrics::BUFFER_APPENDED).increment(posts.len() as u64);
+    let ids: Vec<String> = pipe.query_async(conn).await.context("failed to append to the redis buffer")?;
+    metrics::counter!(crate::metrics::BUFFER_APPENDED).increment(entries.len() as u64);
     Ok(ids)
 }
 
@@ -108,7 +131,7 @@ mod tests {
     use lake::model::EmbedType;
 
     #[test]
-    fn the_v1_codec_round_trips_every_field() {
+    fn the_v1_codec_round_trips_posts_and_deletes() {
         let post = Post {
             uri: "at://did:plc:a/app.bsky.feed.post/1".into(),
             text: "日本 🎉".into(),
@@ -120,7 +143,13 @@ mod tests {
             created_at_us: -5,
             ..Post::default()
         };
-        assert_eq!(decode_post(&encode_post(&post)).unwrap(), post);
-        assert!(decode_post(b"{not json").is_err());
+        let delete =
+            Delete { uri: "at://did:plc:a/app.bsky.feed.post/1".into(), did: "did:plc:a".into(), deleted_at_us: 9 };
+        for entry in [Entry::Post(post), Entry::Delete(delete)] {
+            let (field, bytes) = entry.encode();
+            assert_eq!(Entry::decode(field, &bytes).unwrap(), entry);
+        }
+        assert!(Entry::decode(POST_FIELD_V1, b"{not json").is_err());
+        assert!(Entry::decode("p9", b"{}").unwrap_err().to_string().contains("newer"));
     }
 }

@@ -3,7 +3,7 @@
 //! reason. Pure, and never panics on any input.
 
 use chrono::DateTime;
-use lake::model::{ENRICH_VERSION, EmbedType, Post};
+use lake::model::{Delete, ENRICH_VERSION, EmbedType, Post};
 use serde_json::Value;
 
 use crate::text;
@@ -22,11 +22,7 @@ const MAX_FUTURE_SKEW_US: i64 = 24 * 3600 * 1_000_000;
 pub enum Decoded {
     Post(Box<Post>),
     /// A post was deleted on Bluesky.
-    PostDelete {
-        uri: String,
-        did: String,
-        time_us: i64,
-    },
+    PostDelete(Delete),
     /// A well-formed event that is not a post create or delete, by its kind label.
     Other {
         kind: OtherKind,
@@ -169,7 +165,7 @@ pub fn decode(line: &[u8]) -> Decoded {
     }
     let uri = format!("at://{did}/{POST_COLLECTION}/{rkey}");
     match operation {
-        "delete" => Decoded::PostDelete { uri, did: did.to_owned(), time_us },
+        "delete" => Decoded::PostDelete(Delete { uri, did: did.to_owned(), deleted_at_us: time_us }),
         "update" => Decoded::Other { kind: OtherKind::PostUpdate, time_us },
         _ => decode_post_record(commit, uri, did, rkey, time_us),
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lake::model::Post;
+use lake::model::{Delete, Post};
 use metrics::{counter, gauge, histogram};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamReadOptions, StreamReadReply};
@@ -19,7 +19,7 @@ use redis::{AsyncCommands, RedisError};
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::buffer::{self, Keys};
+use crate::buffer::{self, Entry, Keys};
 use crate::decode::{Drop, DropReason};
 use crate::metrics as m;
 
@@ -59,8 +59,8 @@ pub struct Flusher {
     keys: Keys,
     lake: PathBuf,
     config: FlushConfig,
-    /// Entries read and not yet flushed: (stream id, post).
-    waiting: Vec<(String, Post)>,
+    /// Entries read and not yet flushed: (stream id, entry).
+    waiting: Vec<(String, Entry)>,
     oldest_waiting_since: Option<Instant>,
     /// Whether this worker's own pending entries (from before a restart) were read back.
     history_done: bool,
@@ -151,14 +151,16 @@ impl Flusher {
         }
         let mut corrupt = Vec::new();
         for entry in &entries {
-            let decoded = match entry.get::<Vec<u8>>(buffer::POST_FIELD_V1) {
-                Some(bytes) => buffer::decode_post(&bytes),
-                None => Err(anyhow::anyhow!("entry has no `{}` field", buffer::POST_FIELD_V1)),
+            let decoded = match entry.map.iter().next() {
+                Some((field, value)) => redis::from_redis_value_ref::<Vec<u8>>(value)
+                    .map_err(|e| anyhow::anyhow!("field `{field}` is not a string: {e}"))
+                    .and_then(|bytes| Entry::decode(field, &bytes)),
+                None => Err(anyhow::anyhow!("entry has no fields")),
             };
             match decoded {
-                Ok(post) => {
+                Ok(decoded) => {
                     self.oldest_waiting_since.get_or_insert_with(Instant::now);
-                    self.waiting.push((entry.id.clone(), post));
+                    self.waiting.push((entry.id.clone(), decoded));
                 }
                 Err(e) => corrupt.push((entry.id.clone(), format!("{e:#}"))),
             }
@@ -220,14 +222,27 @@ impl Flusher {
     async fn flush_waiting(&mut self) -> anyhow::Result<FlushReport> {
         let ids: Vec<String> = self.waiting.iter().map(|(id, _)| id.clone()).collect();
         let file_name = lake::layout::data_file_name(&ids[0], &ids[ids.len() - 1]);
-        let posts: Vec<Post> = self.waiting.iter().map(|(_, post)| post.clone()).collect();
-        let newest_time_us = posts.iter().map(|p| p.indexed_at_us).max().unwrap_or_default();
-        let rows = posts.len();
+        let mut posts: Vec<Post> = Vec::new();
+        let mut deletes: Vec<Delete> = Vec::new();
+        for (_, entry) in &self.waiting {
+            match entry {
+                Entry::Post(post) => posts.push(post.clone()),
+                Entry::Delete(delete) => deletes.push(delete.clone()),
+            }
+        }
+        let newest_time_us = posts
+            .iter()
+            .map(|p| p.indexed_at_us)
+            .chain(deletes.iter().map(|d| d.deleted_at_us))
+            .max()
+            .unwrap_or_default();
+        let rows = posts.len() + deletes.len();
         let lake = self.lake.clone();
 
         // Durability order: files (fsync + rename) → generation → cursor → XACK.
         let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let files = lake::writer::write_posts(&lake, &file_name, posts)?;
+            let mut files = lake::writer::write_rows(&lake, &file_name, posts)?;
+            files.extend(lake::writer::write_rows(&lake, &file_name, deletes)?);
             let now_us = chrono::Utc::now().timestamp_micros();
             let generation = lake::catalog::publish(&lake, now_us)?;
             crate::cursor::advance(&lake, newest_time_us)?;

@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use lake::model::Post;
 use metrics::counter;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span};
 
-use crate::buffer::{self, Keys};
+use crate::buffer::{self, Entry, Keys};
 use crate::decode::{Decoded, Drop, decode};
 use crate::flush::{FlushConfig, Flusher};
 use crate::metrics as m;
@@ -48,7 +47,7 @@ pub async fn buffer_events(
     mut events: mpsc::Receiver<RawEvent>,
 ) -> anyhow::Result<IngestReport> {
     let mut report = IngestReport::default();
-    let mut posts: Vec<Post> = Vec::with_capacity(APPEND_BATCH);
+    let mut entries: Vec<Entry> = Vec::with_capacity(APPEND_BATCH);
     let mut drops: Vec<(Drop, Vec<u8>)> = Vec::new();
     while let Some(first) = events.recv().await {
         let mut next = Some(first);
@@ -59,13 +58,12 @@ pub async fn buffer_events(
                 Decoded::Post(post) => {
                     report.posts += 1;
                     counter!(m::EVENTS, "kind" => m::KIND_POST).increment(1);
-                    posts.push(*post);
+                    entries.push(Entry::Post(*post));
                 }
-                Decoded::PostDelete { uri, .. } => {
-                    // Applying deletes (the `deletes` table) is not built yet: counted only.
+                Decoded::PostDelete(delete) => {
                     report.post_deletes += 1;
                     counter!(m::EVENTS, "kind" => m::KIND_POST_DELETE).increment(1);
-                    debug!(%uri, "post delete seen");
+                    entries.push(Entry::Delete(delete));
                 }
                 Decoded::Other { kind, .. } => {
                     report.other += 1;
@@ -79,13 +77,13 @@ pub async fn buffer_events(
                     drops.push((drop, line));
                 }
             }
-            if posts.len() + drops.len() < APPEND_BATCH {
+            if entries.len() + drops.len() < APPEND_BATCH {
                 next = events.try_recv().ok();
             }
         }
-        buffer::append_posts(conn, keys, &posts).await?;
+        buffer::append(conn, keys, &entries).await?;
         buffer::dead_letter(conn, keys, &drops).await?;
-        posts.clear();
+        entries.clear();
         drops.clear();
     }
     Ok(report)

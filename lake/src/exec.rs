@@ -29,26 +29,59 @@ impl Default for EngineConfig {
     }
 }
 
-/// A DuckDB database (in memory) whose `posts` view reads the lake's Parquet files.
+/// A DuckDB database (in memory) whose views read the lake's Parquet files:
+/// `post_files` and `deletes` (one per table), and `posts`, the live posts: every post in the
+/// files that was not deleted. Compiled statements read `posts`.
 pub struct Engine {
     lake: PathBuf,
     base: Mutex<Connection>,
-    /// Whether the `posts` view reads files yet. DuckDB fails on a glob that matches nothing,
-    /// so an empty lake gets an empty typed view until its first file appears.
+    tables: [TableView; 2],
+}
+
+/// One table's view. DuckDB fails on a glob that matches nothing, so a table with no files yet
+/// gets an empty typed view until its first file appears.
+struct TableView {
+    table: &'static str,
+    view: &'static str,
+    empty_columns: &'static str,
     reads_files: AtomicBool,
 }
 
-/// The `posts` view of a lake with no files yet: the same columns, no rows.
-const EMPTY_POSTS_VIEW: &str = "CREATE OR REPLACE VIEW posts AS SELECT
-  NULL::VARCHAR AS uri, NULL::VARCHAR AS cid, NULL::VARCHAR AS did, NULL::VARCHAR AS rkey,
+const POST_COLUMNS_EMPTY: &str =
+    "NULL::VARCHAR AS uri, NULL::VARCHAR AS cid, NULL::VARCHAR AS did, NULL::VARCHAR AS rkey,
   NULL::TIMESTAMP AS created_at, NULL::TIMESTAMP AS indexed_at, NULL::BOOLEAN AS created_at_clamped,
   NULL::VARCHAR AS text, NULL::VARCHAR[] AS langs, NULL::VARCHAR AS detected_lang,
   NULL::VARCHAR AS reply_root, NULL::VARCHAR AS reply_parent, NULL::VARCHAR AS quote_uri,
   NULL::VARCHAR AS embed_type, NULL::INTEGER AS image_count, NULL::VARCHAR AS external_uri,
   NULL::VARCHAR[] AS hashtags, NULL::VARCHAR[] AS mentions, NULL::VARCHAR[] AS links,
   NULL::VARCHAR[] AS labels, NULL::INTEGER AS text_len, NULL::INTEGER AS enrich_version,
-  NULL::DATE AS \"date\"
-WHERE false";
+  NULL::DATE AS \"date\"";
+
+const DELETE_COLUMNS_EMPTY: &str =
+    "NULL::VARCHAR AS uri, NULL::VARCHAR AS did, NULL::TIMESTAMP AS deleted_at, NULL::DATE AS \"date\"";
+
+/// Live posts: a deleted post disappears from every answer.
+const LIVE_POSTS_VIEW: &str = "CREATE OR REPLACE VIEW posts AS
+SELECT p.* FROM post_files AS p WHERE NOT EXISTS (SELECT 1 FROM deletes AS d WHERE d.uri = p.uri)";
+
+impl TableView {
+    fn new(table: &'static str, view: &'static str, empty_columns: &'static str) -> TableView {
+        TableView { table, view, empty_columns, reads_files: AtomicBool::new(false) }
+    }
+
+    fn empty_sql(&self) -> String {
+        format!("CREATE OR REPLACE VIEW {} AS SELECT {} WHERE false", self.view, self.empty_columns)
+    }
+
+    fn files_sql(&self, lake: &Path) -> String {
+        let glob = layout::table_glob(lake, self.table).replace('\'', "''");
+        format!(
+            "CREATE OR REPLACE VIEW {} AS SELECT * FROM read_parquet('{glob}', \
+             hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)",
+            self.view
+        )
+    }
+}
 
 impl Engine {
     pub fn open(lake: &Path, config: &EngineConfig) -> Result<Engine> {
@@ -59,10 +92,16 @@ impl Engine {
             .with("autoinstall_known_extensions", "false")?
             .threads(threads)?;
         let connection = Connection::open_in_memory_with_flags(duck_config)?;
-        connection.execute_batch(EMPTY_POSTS_VIEW)?;
-        let engine =
-            Engine { lake: lake.to_path_buf(), base: Mutex::new(connection), reads_files: AtomicBool::new(false) };
-        engine.refresh_view()?;
+        let tables = [
+            TableView::new(layout::POSTS_TABLE, "post_files", POST_COLUMNS_EMPTY),
+            TableView::new(layout::DELETES_TABLE, "deletes", DELETE_COLUMNS_EMPTY),
+        ];
+        for table in &tables {
+            connection.execute_batch(&table.empty_sql())?;
+        }
+        connection.execute_batch(LIVE_POSTS_VIEW)?;
+        let engine = Engine { lake: lake.to_path_buf(), base: Mutex::new(connection), tables };
+        engine.refresh_views()?;
         Ok(engine)
     }
 
@@ -70,26 +109,24 @@ impl Engine {
         &self.lake
     }
 
-    /// Points the `posts` view at the Parquet files once the first one exists.
-    fn refresh_view(&self) -> Result<()> {
-        if self.reads_files.load(Ordering::Acquire) {
-            return Ok(());
+    /// Points each table's view at its Parquet files once the first one exists.
+    fn refresh_views(&self) -> Result<()> {
+        for table in &self.tables {
+            if table.reads_files.load(Ordering::Acquire) {
+                continue;
+            }
+            if catalog::table_files(&self.lake, table.table)?.files == 0 {
+                continue;
+            }
+            let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
+            base.execute_batch(&table.files_sql(&self.lake))?;
+            table.reads_files.store(true, Ordering::Release);
         }
-        if catalog::table_files(&self.lake, layout::POSTS_TABLE)?.files == 0 {
-            return Ok(());
-        }
-        let glob = layout::table_glob(&self.lake, layout::POSTS_TABLE).replace('\'', "''");
-        let view = format!(
-            "CREATE OR REPLACE VIEW posts AS SELECT * FROM read_parquet('{glob}', \
-             hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)"
-        );
-        self.base.lock().unwrap_or_else(|p| p.into_inner()).execute_batch(&view)?;
-        self.reads_files.store(true, Ordering::Release);
         Ok(())
     }
 
     fn connection(&self) -> Result<Connection> {
-        self.refresh_view()?;
+        self.refresh_views()?;
         Ok(self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?)
     }
 

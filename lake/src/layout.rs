@@ -2,7 +2,8 @@
 //! touches the disk.
 //!
 //! ```text
-//! <lake>/posts/date=YYYY-MM-DD/<first-id>_<last-id>.parquet   rows of one UTC day
+//! <lake>/posts/date=YYYY-MM-DD/<first-id>_<last-id>.parquet   posts created that UTC day
+//! <lake>/deletes/date=YYYY-MM-DD/<first-id>_<last-id>.parquet deletions seen that UTC day
 //! <lake>/_catalog/state.json                                   generation, last flush
 //! <lake>/_ingest/                                              owned by ingest (durable cursor)
 //! ```
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate};
 
 pub const POSTS_TABLE: &str = "posts";
+pub const DELETES_TABLE: &str = "deletes";
 const PARTITION_PREFIX: &str = "date=";
 
 /// The UTC calendar day of a timestamp in microseconds.

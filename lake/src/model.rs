@@ -215,6 +215,86 @@ pub fn posts_schema() -> SchemaRef {
     POSTS_SCHEMA.clone()
 }
 
+/// A post deleted on Bluesky: it disappears from every answer (anti-join at query time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Delete {
+    pub uri: String,
+    /// The author's DID.
+    pub did: String,
+    /// The delete event's `time_us`, UTC microseconds.
+    pub deleted_at_us: i64,
+}
+
+static DELETES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("uri", DataType::Utf8, false),
+        Field::new("did", DataType::Utf8, false),
+        Field::new("deleted_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+    ]))
+});
+
+/// The Arrow schema of the `deletes` table (without the hive `date` partition column).
+pub fn deletes_schema() -> SchemaRef {
+    DELETES_SCHEMA.clone()
+}
+
+pub fn deletes_to_batch(deletes: &[Delete]) -> crate::Result<RecordBatch> {
+    let mut uri = StringBuilder::new();
+    let mut did = StringBuilder::new();
+    let mut deleted_at = TimestampMicrosecondBuilder::with_capacity(deletes.len());
+    for delete in deletes {
+        uri.append_value(&delete.uri);
+        did.append_value(&delete.did);
+        deleted_at.append_value(delete.deleted_at_us);
+    }
+    let columns: Vec<ArrayRef> = vec![Arc::new(uri.finish()), Arc::new(did.finish()), Arc::new(deleted_at.finish())];
+    Ok(RecordBatch::try_new(deletes_schema(), columns)?)
+}
+
+/// A row type stored in a lake table, partitioned by UTC day.
+pub trait TableRow: Sized {
+    /// The table's directory name under the lake.
+    const TABLE: &'static str;
+    /// The timestamp whose UTC day is the row's partition, and by which a file is sorted.
+    fn partition_micros(&self) -> i64;
+    /// Ties in `partition_micros` are broken by this, so files are deterministic.
+    fn tie_break(&self) -> &str;
+    fn schema() -> SchemaRef;
+    fn to_batch(rows: &[Self]) -> crate::Result<RecordBatch>;
+}
+
+impl TableRow for Post {
+    const TABLE: &'static str = crate::layout::POSTS_TABLE;
+    fn partition_micros(&self) -> i64 {
+        self.created_at_us
+    }
+    fn tie_break(&self) -> &str {
+        &self.uri
+    }
+    fn schema() -> SchemaRef {
+        posts_schema()
+    }
+    fn to_batch(rows: &[Self]) -> crate::Result<RecordBatch> {
+        posts_to_batch(rows)
+    }
+}
+
+impl TableRow for Delete {
+    const TABLE: &'static str = crate::layout::DELETES_TABLE;
+    fn partition_micros(&self) -> i64 {
+        self.deleted_at_us
+    }
+    fn tie_break(&self) -> &str {
+        &self.uri
+    }
+    fn schema() -> SchemaRef {
+        deletes_schema()
+    }
+    fn to_batch(rows: &[Self]) -> crate::Result<RecordBatch> {
+        deletes_to_batch(rows)
+    }
+}
+
 /// Builds one Arrow batch of `posts` rows, in the order given.
 pub fn posts_to_batch(posts: &[Post]) -> crate::Result<RecordBatch> {
     let n = posts.len();

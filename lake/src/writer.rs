@@ -14,7 +14,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::model::{Post, posts_schema, posts_to_batch};
+use crate::model::{Post, TableRow};
 
 /// Rows per row group: small enough for min/max pruning on `created_at` inside a day,
 /// large enough for good compression.
@@ -43,18 +43,20 @@ fn writer_properties() -> WriterProperties {
     builder.build()
 }
 
-/// Writes `posts` into their UTC-day partitions of the `posts` table, one file per day named
-/// `file_name` (see [`layout::data_file_name`]), each sorted by `created_at`. Rewriting the
-/// same name replaces the file atomically.
-pub fn write_posts(lake: &Path, file_name: &str, posts: Vec<Post>) -> Result<Vec<WrittenFile>> {
-    let mut by_day: BTreeMap<NaiveDate, Vec<Post>> = BTreeMap::new();
-    for post in posts {
-        by_day.entry(layout::date_of_micros(post.created_at_us)).or_default().push(post);
+/// Writes `rows` into their UTC-day partitions of their table, one file per day named
+/// `file_name` (see [`layout::data_file_name`]), each sorted by its partition timestamp.
+/// Rewriting the same name replaces the file atomically.
+pub fn write_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Result<Vec<WrittenFile>> {
+    let mut by_day: BTreeMap<NaiveDate, Vec<R>> = BTreeMap::new();
+    for row in rows {
+        by_day.entry(layout::date_of_micros(row.partition_micros())).or_default().push(row);
     }
     let mut written = Vec::with_capacity(by_day.len());
     for (date, mut rows) in by_day {
-        rows.sort_by(|a, b| a.created_at_us.cmp(&b.created_at_us).then_with(|| a.uri.cmp(&b.uri)));
-        let dir = layout::partition_dir(lake, layout::POSTS_TABLE, date);
+        rows.sort_by(|a, b| {
+            a.partition_micros().cmp(&b.partition_micros()).then_with(|| a.tie_break().cmp(b.tie_break()))
+        });
+        let dir = layout::partition_dir(lake, R::TABLE, date);
         fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
         let path = dir.join(file_name);
         let bytes = write_file_atomically(&path, &rows)?;
@@ -63,13 +65,18 @@ pub fn write_posts(lake: &Path, file_name: &str, posts: Vec<Post>) -> Result<Vec
     Ok(written)
 }
 
-fn write_file_atomically(path: &Path, rows: &[Post]) -> Result<u64> {
+/// [`write_rows`] for posts.
+pub fn write_posts(lake: &Path, file_name: &str, posts: Vec<Post>) -> Result<Vec<WrittenFile>> {
+    write_rows(lake, file_name, posts)
+}
+
+fn write_file_atomically<R: TableRow>(path: &Path, rows: &[R]) -> Result<u64> {
     let tmp = layout::temp_path_for(path);
     let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
     let parquet_error = |source| Error::Parquet { path: tmp.clone(), source };
-    let mut writer = ArrowWriter::try_new(file, posts_schema(), Some(writer_properties())).map_err(parquet_error)?;
+    let mut writer = ArrowWriter::try_new(file, R::schema(), Some(writer_properties())).map_err(parquet_error)?;
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
-        writer.write(&posts_to_batch(chunk)?).map_err(parquet_error)?;
+        writer.write(&R::to_batch(chunk)?).map_err(parquet_error)?;
     }
     let file = writer.into_inner().map_err(parquet_error)?;
     file.sync_all().map_err(Error::io("fsync", &tmp))?;

@@ -21,13 +21,22 @@ fn micros(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339).expect("fixture times are RFC 3339").timestamp_micros()
 }
 
-/// Every distinct post created in the file (replays counted once).
+/// Every distinct post created in the file (replays counted once) and not deleted in it.
 pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
     let body = std::fs::read_to_string(file).expect("fixture reads");
     let mut seen = BTreeMap::new();
+    let mut deleted = BTreeSet::new();
     for line in body.lines() {
         let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
         let commit = &event["commit"];
+        if event["kind"] == "commit" && commit["collection"] == "app.bsky.feed.post" && commit["operation"] == "delete"
+        {
+            deleted.insert(format!(
+                "at://{}/app.bsky.feed.post/{}",
+                event["did"].as_str().unwrap(),
+                commit["rkey"].as_str().unwrap()
+            ));
+        }
         if event["kind"] != "commit" || commit["collection"] != "app.bsky.feed.post" || commit["operation"] != "create"
         {
             continue;
@@ -65,7 +74,12 @@ pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
         };
         seen.entry(uri).or_insert(post);
     }
-    seen.into_values().collect()
+    seen.into_values().filter(|p| !deleted.contains(&p.uri)).collect()
+}
+
+/// An instant as the API writes it: RFC 3339 in UTC with `Z`.
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros).unwrap().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// Posts sorted newest first by (createdAt, uri), as the API pages them.

@@ -74,8 +74,15 @@ fn a_fixture_file_ingested_once_answers_graphql_with_the_fixture_numbers() {
     assert_eq!(stats["lake"]["files"], json!(days.len()), "one flush writes one file per day");
     assert!(stats["lake"]["bytes"].as_u64().unwrap() > 0);
     assert_eq!(stats["lake"]["generation"], json!(1));
-    assert_eq!(stats["lake"]["oldestPost"], json!("2026-11-26T07:15:00Z"));
-    assert_eq!(stats["lake"]["newestPost"], json!("2026-11-28T20:20:20.200Z"));
+    let oldest = posts.iter().map(|p| p.created_at_us).min().unwrap();
+    let newest = posts.iter().map(|p| p.created_at_us).max().unwrap();
+    assert_eq!(stats["lake"]["oldestPost"], json!(expected::rfc3339(oldest)));
+    assert_eq!(stats["lake"]["newestPost"], json!(expected::rfc3339(newest)));
+    // The fixture deletes one of its posts: it is in no answer.
+    let deleted = "at://did:plc:carolz6ppl2dxq7wrt5ku/app.bsky.feed.post/3kaa015";
+    assert!(!posts.iter().any(|p| p.uri == deleted));
+    let gone = app.query("query($uri: ID!) { post(uri: $uri) { uri } }", json!({"uri": deleted}));
+    assert_eq!(gone["post"], Value::Null);
 
     // Every post, newest first, across pages of 4: no duplicate (the replayed one), no gap.
     let newest = expected::newest_first(&posts);

@@ -124,11 +124,11 @@ fn a_post_delete_names_the_deleted_uri() {
     let delete = br#"{"did":"did:plc:abc","time_us":7,"kind":"commit","commit":{"rev":"r","operation":"delete","collection":"app.bsky.feed.post","rkey":"3k2"}}"#;
     assert_eq!(
         decode(delete),
-        Decoded::PostDelete {
+        Decoded::PostDelete(Delete {
             uri: "at://did:plc:abc/app.bsky.feed.post/3k2".into(),
             did: "did:plc:abc".into(),
-            time_us: 7
-        }
+            deleted_at_us: 7
+        })
     );
 }
 

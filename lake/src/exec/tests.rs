@@ -160,3 +160,23 @@ fn stats_count_files_partitions_and_distinct_posts() {
     assert_eq!(stats.last_flush_at_us, Some(77));
     assert_eq!(stats.oldest_post_us, rows.iter().map(|p| p.created_at_us).min());
 }
+
+#[test]
+fn deleted_posts_disappear_from_every_answer() {
+    let rows = rows();
+    let (dir, engine) = lake_with(&rows);
+    let deleted: Vec<&Post> = rows.iter().filter(|p| p.rkey.ends_with('7')).collect();
+    let deletes: Vec<crate::model::Delete> = deleted
+        .iter()
+        .map(|p| crate::model::Delete { uri: p.uri.clone(), did: p.did.clone(), deleted_at_us: 20_010 * DAY })
+        .collect();
+    crate::writer::write_rows(dir.path(), "d.parquet", deletes).unwrap();
+
+    let gone = |p: &Post| deleted.iter().any(|d| d.uri == p.uri);
+    let expected = newest_first(&rows, |p| !gone(p));
+    assert_eq!(engine.summary(&PostFilter::default()).unwrap().n_posts as usize, expected.len());
+    assert_eq!(all_pages(&engine, &PostFilter::default(), PostOrder::Newest, 100), expected);
+    let one = PostFilter { uris: vec![deleted[0].uri.clone()], ..Default::default() };
+    assert!(engine.posts(&PostsPlan::new(one, PostOrder::Newest, 1, [])).unwrap().is_empty());
+    assert_eq!(engine.stats().unwrap().posts as usize, expected.len());
+}
