@@ -16,6 +16,7 @@ pub const FLUSH_DURATION: &str = "skyglass_flush_duration_seconds";
 pub const FLUSH_FAILURES: &str = "skyglass_flush_failures_total";
 pub const LAKE_GENERATION: &str = "skyglass_lake_generation";
 pub const CURSOR_LAG: &str = "skyglass_ingest_cursor_lag_seconds";
+pub const SOURCE_RECONNECTS: &str = "skyglass_source_reconnects_total";
 
 /// Event kinds counted in [`EVENTS`].
 pub const KIND_POST: &str = "post";
@@ -37,6 +38,7 @@ pub fn describe() {
     describe_counter!(FLUSH_FAILURES, "Flushes that failed");
     describe_gauge!(LAKE_GENERATION, "The lake generation after the last flush");
     describe_gauge!(CURSOR_LAG, Unit::Seconds, "Now minus the durable cursor's event time");
+    describe_counter!(SOURCE_RECONNECTS, "Reconnections of a live source after a failure, close or stall");
     // Pre-register every label value at zero so dashboards and alerts see them from the start.
     for reason in DropReason::ALL {
         counter!(DROPPED, "reason" => reason.as_str()).increment(0);
@@ -45,5 +47,6 @@ pub fn describe() {
         counter!(EVENTS, "kind" => kind).increment(0);
     }
     counter!(FLUSH_FAILURES).increment(0);
+    counter!(SOURCE_RECONNECTS).increment(0);
     gauge!(BUFFER_PENDING).set(0.0);
 }

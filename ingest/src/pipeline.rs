@@ -16,7 +16,7 @@ use crate::buffer::{self, Entry, Keys};
 use crate::decode::{Decoded, Drop, decode};
 use crate::flush::{FlushConfig, Flusher};
 use crate::metrics as m;
-use crate::source::{RawEvent, SourceSpec};
+use crate::source::{RawEvent, SourceContext, SourceSpec};
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -105,8 +105,12 @@ pub async fn run(
         let (drain_tx, drain_rx) = watch::channel(false);
         let mut flusher_task = tokio::spawn(flusher.run(drain_rx));
 
+        let lake = config.lake.clone();
+        let cursor =
+            tokio::task::spawn_blocking(move || crate::cursor::load(&lake)).await.context("cursor task panicked")??;
+        let context = SourceContext { resume_from_us: cursor.map(|c| c.time_us) };
         let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let source_task = tokio::spawn(source.run(events_tx, stop));
+        let source_task = tokio::spawn(source.run(context, events_tx, stop));
 
         let report = tokio::select! {
             report = buffer_events(&mut writer, &config.keys, events_rx) => report?,

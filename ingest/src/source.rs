@@ -7,6 +7,7 @@ use std::str::FromStr;
 use tokio::sync::{mpsc, watch};
 
 pub mod file;
+pub mod jetstream;
 pub mod synthetic;
 
 /// One raw event as it arrived: a JSON line without its newline.
@@ -19,6 +20,15 @@ pub enum SourceSpec {
     File(PathBuf),
     /// `synthetic[:EVENTS_PER_SEC]`: a realistic generated firehose.
     Synthetic { events_per_sec: u32 },
+    /// `jetstream` (Bluesky's public instances) or `jetstream:URL[,URL…]`: the live firehose.
+    Jetstream { endpoints: Vec<String> },
+}
+
+/// What a source may need from the rest of ingest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceContext {
+    /// The durable cursor (a Jetstream `time_us`): a live source resumes from it.
+    pub resume_from_us: Option<i64>,
 }
 
 pub const DEFAULT_SYNTHETIC_RATE: u32 = 50;
@@ -27,7 +37,7 @@ impl FromStr for SourceSpec {
     type Err = String;
 
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        let expected = "expected `file:PATH` or `synthetic[:EVENTS_PER_SEC]`";
+        let expected = "expected `jetstream`, `jetstream:WSS_URL`, `file:PATH` or `synthetic[:EVENTS_PER_SEC]`";
         let (kind, rest) = spec.split_once(':').map_or((spec, None), |(k, r)| (k, Some(r)));
         match (kind, rest) {
             ("file", Some(path)) if !path.is_empty() => Ok(SourceSpec::File(PathBuf::from(path))),
@@ -51,10 +61,23 @@ impl SourceSpec {
 
     /// Sends every event of the source into `events` until it ends, `stop` turns true, or the
     /// receiver goes away.
-    pub async fn run(self, events: mpsc::Sender<RawEvent>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        context: SourceContext,
+        events: mpsc::Sender<RawEvent>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         match self {
             SourceSpec::File(path) => file::run(path, events, stop).await,
             SourceSpec::Synthetic { events_per_sec } => synthetic::run(events_per_sec, events, stop).await,
+            SourceSpec::Jetstream { endpoints } => {
+                let config = jetstream::JetstreamConfig {
+                    endpoints,
+                    start_cursor_us: context.resume_from_us,
+                    ..jetstream::JetstreamConfig::default()
+                };
+                jetstream::run(config, events, stop).await
+            }
         }
     }
 }
@@ -68,9 +91,15 @@ mod tests {
         assert_eq!("file:/tmp/a.jsonl".parse(), Ok(SourceSpec::File("/tmp/a.jsonl".into())));
         assert_eq!("synthetic".parse(), Ok(SourceSpec::Synthetic { events_per_sec: DEFAULT_SYNTHETIC_RATE }));
         assert_eq!("synthetic:500".parse(), Ok(SourceSpec::Synthetic { events_per_sec: 500 }));
-        for bad in ["file:", "synthetic:0", "synthetic:fast", "kafka:x", "jetstream"] {
+        assert_eq!(
+            "jetstream:ws://a/subscribe, wss://b/subscribe".parse(),
+            Ok(SourceSpec::Jetstream { endpoints: vec!["ws://a/subscribe".into(), "wss://b/subscribe".into()] })
+        );
+        let SourceSpec::Jetstream { endpoints } = "jetstream".parse().unwrap() else { panic!() };
+        assert!(endpoints.len() > 1 && endpoints.iter().all(|e| e.starts_with("wss://")));
+        for bad in ["file:", "synthetic:0", "synthetic:fast", "kafka:x", "jetstream:", "jetstream:http://x"] {
             let error = bad.parse::<SourceSpec>().unwrap_err();
-            assert!(error.contains("expected") || error.contains("rate"), "{bad}: {error}");
+            assert!(error.contains("expected") || error.contains("rate") || error.contains("URL"), "{bad}: {error}");
         }
     }
 }

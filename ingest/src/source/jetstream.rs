@@ -11,9 +11,8 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
-use anyhow::Context;
 use futures_util::StreamExt;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -136,8 +135,14 @@ enum Ended {
 }
 
 /// Streams events into `events` until `stop` turns true or the receiver goes away.
-pub async fn run(config: JetstreamConfig, events: mpsc::Sender<RawEvent>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    config: JetstreamConfig,
+    events: mpsc::Sender<RawEvent>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(!config.endpoints.is_empty(), "the jetstream source needs at least one endpoint");
+    // tokio-tungstenite's rustls has no crypto provider of its own: use ring (once per process).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut forwarded = Forwarded::new(config.rewind);
     let rewind_us = i64::try_from(config.rewind.as_micros()).unwrap_or(0);
     let mut resume_from = config.start_cursor_us.map(|c| c.saturating_sub(rewind_us));
@@ -149,7 +154,8 @@ pub async fn run(config: JetstreamConfig, events: mpsc::Sender<RawEvent>, mut st
         }
         let url = subscribe_url(&config.endpoints[endpoint_index], &config.wanted_collections, resume_from);
         let span = info_span!("jetstream", %url);
-        let (ended, delivered) = connect_and_stream(&config, &url, &events, &mut forwarded, &mut stop).instrument(span).await;
+        let (ended, delivered) =
+            connect_and_stream(&config, &url, &events, &mut forwarded, &mut stop).instrument(span).await;
         if delivered {
             attempt = 0;
         }
@@ -201,7 +207,9 @@ async fn connect_and_stream(
         let line: Vec<u8> = match message {
             Message::Text(text) => text.as_bytes().to_vec(),
             Message::Binary(bytes) => bytes.to_vec(),
-            Message::Close(frame) => return (Ended::Retry(format!("the server closed the connection: {frame:?}")), delivered),
+            Message::Close(frame) => {
+                return (Ended::Retry(format!("the server closed the connection: {frame:?}")), delivered);
+            }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
         // Unparseable lines are forwarded as they are: decode sends them to the dead letters.
@@ -220,7 +228,6 @@ async fn connect_and_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn the_subscribe_url_names_collections_and_the_cursor() {
@@ -229,7 +236,10 @@ mod tests {
             subscribe_url("ws://h/subscribe", &collections, Some(42)),
             "ws://h/subscribe?wantedCollections=app.bsky.feed.post&wantedCollections=app.bsky.feed.like&cursor=42"
         );
-        assert_eq!(subscribe_url("ws://h/subscribe?compress=false", &collections[..1], None), "ws://h/subscribe?compress=false&wantedCollections=app.bsky.feed.post");
+        assert_eq!(
+            subscribe_url("ws://h/subscribe?compress=false", &collections[..1], None),
+            "ws://h/subscribe?compress=false&wantedCollections=app.bsky.feed.post"
+        );
     }
 
     #[test]
@@ -253,5 +263,112 @@ mod tests {
         assert!(!seen.admit(10, b"a"), "a replay of an earlier event");
         assert!(seen.admit(15, b"c"), "an older event never seen");
         assert!(seen.admit(30, b"a-later"));
+    }
+
+    use futures_util::SinkExt;
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    fn event(second: i64) -> String {
+        format!(r#"{{"did":"did:plc:a","time_us":{},"kind":"identity"}}"#, second * 1_000_000)
+    }
+
+    fn test_config(address: std::net::SocketAddr, start_cursor_us: Option<i64>) -> JetstreamConfig {
+        JetstreamConfig {
+            endpoints: vec![format!("ws://{address}/subscribe")],
+            start_cursor_us,
+            rewind: Duration::from_secs(2),
+            stall_timeout: Duration::from_millis(300),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            ..JetstreamConfig::default()
+        }
+    }
+
+    /// Accepts one websocket connection and reports the URI it asked for.
+    async fn accept(
+        listener: &TcpListener,
+        uris: &mpsc::UnboundedSender<String>,
+    ) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let uris = uris.clone();
+        tokio_tungstenite::accept_hdr_async(tcp, move |request: &Request, response: Response| {
+            uris.send(request.uri().to_string()).unwrap();
+            Ok(response)
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_resumes_a_little_before_the_last_event_and_skips_the_replay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (uris_tx, mut uris) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // The first connection delivers seconds 100..=105, then drops mid-stream.
+            let mut first = accept(&listener, &uris_tx).await;
+            for second in 100..=105 {
+                first.send(Message::text(event(second))).await.unwrap();
+            }
+            drop(first);
+            // The second replays from the resume cursor (seconds 103..=105 again), then goes on.
+            let mut second = accept(&listener, &uris_tx).await;
+            for s in 103..=109 {
+                second.send(Message::text(event(s))).await.unwrap();
+            }
+            while second.next().await.is_some() {}
+        });
+
+        let (events_tx, mut events_rx) = mpsc::channel(100);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let source = tokio::spawn(run(test_config(address, Some(90_000_000)), events_tx, stop_rx));
+        let mut received = Vec::new();
+        while received.len() < 10 {
+            let line = tokio::time::timeout(Duration::from_secs(10), events_rx.recv()).await.unwrap().unwrap();
+            received.push(String::from_utf8(line).unwrap());
+        }
+        let expected: Vec<String> = (100..=109).map(event).collect();
+        assert_eq!(received, expected, "every event exactly once, in order");
+
+        let first_uri = uris.recv().await.unwrap();
+        let second_uri = uris.recv().await.unwrap();
+        assert_eq!(
+            first_uri, "/subscribe?wantedCollections=app.bsky.feed.post&cursor=88000000",
+            "durable cursor minus the rewind"
+        );
+        assert_eq!(
+            second_uri, "/subscribe?wantedCollections=app.bsky.feed.post&cursor=103000000",
+            "last event minus the rewind"
+        );
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), source).await.unwrap().unwrap().unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), events_rx.recv()).await.is_err_and(|_| true)
+                || events_rx.is_closed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_taken_for_stalled_and_replaced() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (uris_tx, mut uris) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                held.push(accept(&listener, &uris_tx).await); // accepted, and never a word
+            }
+        });
+        let (events_tx, _events_rx) = mpsc::channel(10);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let source = tokio::spawn(run(test_config(address, None), events_tx, stop_rx));
+        for _ in 0..3 {
+            let uri = tokio::time::timeout(Duration::from_secs(5), uris.recv()).await.expect("a reconnection").unwrap();
+            assert_eq!(uri, "/subscribe?wantedCollections=app.bsky.feed.post", "no cursor: nothing was ever seen");
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), source).await.unwrap().unwrap().unwrap();
     }
 }
