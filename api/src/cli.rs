@@ -73,9 +73,9 @@ pub struct FlushArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct IngestArgs {
-    /// Where events come from: `file:PATH` (Jetstream JSON lines, plain, .gz or .zst) or
-    /// `synthetic[:EVENTS_PER_SEC]`.
-    #[arg(long, env = "SKYGLASS_SOURCE")]
+    /// Where events come from: `jetstream` (Bluesky's public instances), `jetstream:WSS_URL[,URL…]`,
+    /// `file:PATH` (Jetstream JSON lines, plain, .gz or .zst) or `synthetic[:EVENTS_PER_SEC]`.
+    #[arg(long, env = "SKYGLASS_SOURCE", default_value = "jetstream")]
     pub source: SourceSpec,
     /// Read a finite source to its end, flush everything into the lake and exit.
     #[arg(long)]
@@ -103,9 +103,10 @@ pub struct ServeArgs {
     /// What this process does.
     #[arg(long, env = "SKYGLASS_ROLE", value_enum, default_value_t = Role::All)]
     pub role: Role,
-    /// Where events come from (roles `all` and `ingest`): `file:PATH` or `synthetic[:EVENTS_PER_SEC]`.
-    #[arg(long, env = "SKYGLASS_SOURCE")]
-    pub source: Option<SourceSpec>,
+    /// Where events come from (roles `all` and `ingest`): `jetstream`, `jetstream:WSS_URL[,URL…]`,
+    /// `file:PATH` or `synthetic[:EVENTS_PER_SEC]`.
+    #[arg(long, env = "SKYGLASS_SOURCE", default_value = "jetstream")]
+    pub source: SourceSpec,
     /// The address the HTTP server listens on.
     #[arg(long, env = "SKYGLASS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

@@ -74,16 +74,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&lake).with_context(|| format!("failed to create lake directory {}", lake.display()))?;
     let stop = shutdown_signal();
 
-    let ingest_task = match (args.role, args.source.clone()) {
-        (Role::Api, _) => None,
-        (_, None) => bail!(
-            "serve --role {:?} ingests, so it needs --source (file:PATH or synthetic[:EVENTS_PER_SEC])",
-            args.role
-        ),
-        (_, Some(source)) => {
-            let config = ingest_config(&args.lake, &args.redis, &args.flush);
-            Some(tokio::spawn(pipeline::run(source, config, stop.clone())))
-        }
+    let ingest_task = if args.role == Role::Api {
+        None
+    } else {
+        let config = ingest_config(&args.lake, &args.redis, &args.flush);
+        Some(tokio::spawn(pipeline::run(args.source.clone(), config, stop.clone())))
     };
 
     let server = if args.role == Role::Ingest {
