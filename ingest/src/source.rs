@@ -47,7 +47,20 @@ impl FromStr for SourceSpec {
                 Ok(events_per_sec) if events_per_sec > 0 => Ok(SourceSpec::Synthetic { events_per_sec }),
                 _ => Err(format!("source `{spec}`: the rate must be a whole number of events per second above 0")),
             },
-            ("jetstream", _) => Err(format!("source `{spec}`: the live Jetstream source is not built yet; {expected}")),
+            ("jetstream", None) => Ok(SourceSpec::Jetstream {
+                endpoints: jetstream::DEFAULT_ENDPOINTS.iter().map(|e| e.to_string()).collect(),
+            }),
+            ("jetstream", Some(urls)) => {
+                let endpoints: Vec<String> =
+                    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+                if endpoints.is_empty() {
+                    return Err(format!("source `{spec}` has no URL: {expected}"));
+                }
+                match endpoints.iter().find(|u| !(u.starts_with("ws://") || u.starts_with("wss://"))) {
+                    Some(bad) => Err(format!("source `{spec}`: `{bad}` is not a ws:// or wss:// URL")),
+                    None => Ok(SourceSpec::Jetstream { endpoints }),
+                }
+            }
             _ => Err(format!("unknown source `{spec}`: {expected}")),
         }
     }
