@@ -48,7 +48,7 @@ impl Default for Keys {
 /// One buffered row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    Post(Post),
+    Post(Box<Post>),
     Delete(Delete),
 }
 
@@ -64,7 +64,9 @@ impl Entry {
     /// Decodes an entry from its field name and value.
     pub fn decode(field: &str, bytes: &[u8]) -> anyhow::Result<Entry> {
         match field {
-            POST_FIELD_V1 => Ok(Entry::Post(serde_json::from_slice(bytes).context("failed to decode buffered post")?)),
+            POST_FIELD_V1 => {
+                Ok(Entry::Post(Box::new(serde_json::from_slice(bytes).context("failed to decode buffered post")?)))
+            }
             DELETE_FIELD_V1 => {
                 Ok(Entry::Delete(serde_json::from_slice(bytes).context("failed to decode buffered delete")?))
             }
@@ -145,7 +147,7 @@ mod tests {
         };
         let delete =
             Delete { uri: "at://did:plc:a/app.bsky.feed.post/1".into(), did: "did:plc:a".into(), deleted_at_us: 9 };
-        for entry in [Entry::Post(post), Entry::Delete(delete)] {
+        for entry in [Entry::Post(Box::new(post)), Entry::Delete(delete)] {
             let (field, bytes) = entry.encode();
             assert_eq!(Entry::decode(field, &bytes).unwrap(), entry);
         }

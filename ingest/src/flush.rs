@@ -226,7 +226,7 @@ impl Flusher {
         let mut deletes: Vec<Delete> = Vec::new();
         for (_, entry) in &self.waiting {
             match entry {
-                Entry::Post(post) => posts.push(post.clone()),
+                Entry::Post(post) => posts.push(Post::clone(post)),
                 Entry::Delete(delete) => deletes.push(delete.clone()),
             }
         }

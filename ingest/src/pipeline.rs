@@ -58,7 +58,7 @@ pub async fn buffer_events(
                 Decoded::Post(post) => {
                     report.posts += 1;
                     counter!(m::EVENTS, "kind" => m::KIND_POST).increment(1);
-                    entries.push(Entry::Post(*post));
+                    entries.push(Entry::Post(post));
                 }
                 Decoded::PostDelete(delete) => {
                     report.post_deletes += 1;

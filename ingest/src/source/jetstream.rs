@@ -286,6 +286,7 @@ mod tests {
     }
 
     /// Accepts one websocket connection and reports the URI it asked for.
+    #[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
     async fn accept(
         listener: &TcpListener,
         uris: &mpsc::UnboundedSender<String>,
