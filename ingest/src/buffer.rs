@@ -75,6 +75,17 @@ impl Entry {
     }
 }
 
+/// Whether a Redis error is an outage (connection refused, dropped, timed out) that a retry
+/// may outlive, rather than a bad command.
+pub fn is_outage(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() || error.is_timeout()
+}
+
+/// The delay before retry `attempt` (0-based) after an outage: 100 ms doubling to 5 s.
+pub fn outage_backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+}
+
 /// Opens a reconnecting connection to Redis. Operations time out after `response_timeout`.
 pub async fn connect(url: &str, response_timeout: Duration) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).with_context(|| format!("invalid redis url {url}"))?;
@@ -86,27 +97,22 @@ pub async fn connect(url: &str, response_timeout: Duration) -> anyhow::Result<Co
         .with_context(|| format!("failed to connect to redis at {url}"))
 }
 
-/// Appends entries to the buffer stream in one pipeline; returns the entry ids.
-pub async fn append(conn: &mut ConnectionManager, keys: &Keys, entries: &[Entry]) -> anyhow::Result<Vec<String>> {
-    if entries.is_empty() {
-        return Ok(Vec::new());
+/// Appends entries to the buffer stream, and dropped events to the dead-letter stream with
+/// their reason, detail and (capped) raw bytes, in one pipeline: one round trip, one outcome.
+pub async fn append(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    entries: &[Entry],
+    drops: &[(Drop, Vec<u8>)],
+) -> Result<(), redis::RedisError> {
+    if entries.is_empty() && drops.is_empty() {
+        return Ok(());
     }
     let mut pipe = redis::pipe();
     for entry in entries {
         let (field, value) = entry.encode();
-        pipe.cmd("XADD").arg(&keys.posts).arg("*").arg(field).arg(value);
+        pipe.cmd("XADD").arg(&keys.posts).arg("*").arg(field).arg(value).ignore();
     }
-    let ids: Vec<String> = pipe.query_async(conn).await.context("failed to append to the redis buffer")?;
-    metrics::counter!(crate::metrics::BUFFER_APPENDED).increment(entries.len() as u64);
-    Ok(ids)
-}
-
-/// Sends dropped events to the dead-letter stream with their reason, detail and (capped) raw bytes.
-pub async fn dead_letter(conn: &mut ConnectionManager, keys: &Keys, drops: &[(Drop, Vec<u8>)]) -> anyhow::Result<()> {
-    if drops.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
     for (drop, raw) in drops {
         let raw = &raw[..raw.len().min(DEAD_LETTER_RAW_BYTES)];
         pipe.cmd("XADD")
@@ -123,7 +129,8 @@ pub async fn dead_letter(conn: &mut ConnectionManager, keys: &Keys, drops: &[(Dr
             .arg(raw)
             .ignore();
     }
-    let () = pipe.query_async(conn).await.context("failed to write dead letters to redis")?;
+    let () = pipe.query_async(conn).await?;
+    metrics::counter!(crate::metrics::BUFFER_APPENDED).increment(entries.len() as u64);
     Ok(())
 }
 

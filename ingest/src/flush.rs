@@ -49,6 +49,16 @@ pub struct FlushReport {
     pub generation: u64,
 }
 
+/// How a flusher's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Asked to stop, it read the stream to its end and flushed everything.
+    Drained,
+    /// Redis came back without the buffer (restarted empty): what the flusher held is flushed,
+    /// the rest must be replayed from the durable cursor.
+    RedisLost,
+}
+
 /// Entries read per XREADGROUP call.
 const READ_COUNT: usize = 2_000;
 /// How long one read blocks when the stream is empty (below the connection's response timeout).
@@ -65,6 +75,10 @@ pub struct Flusher {
     /// Whether this worker's own pending entries (from before a restart) were read back.
     history_done: bool,
     history_from: String,
+    /// Set when the consumer group vanished: Redis lost the buffer.
+    lost: bool,
+    /// Consecutive failed reads during an outage.
+    outage_attempts: u32,
 }
 
 impl Flusher {
@@ -83,6 +97,8 @@ impl Flusher {
             oldest_waiting_since: None,
             history_done: false,
             history_from: "0".to_owned(),
+            lost: false,
+            outage_attempts: 0,
         };
         flusher.ensure_group().await?;
         Ok(flusher)
@@ -100,13 +116,18 @@ impl Flusher {
 
     /// Runs until `stop` turns true, then reads what is left in the stream, flushes it and
     /// returns. Flushes whenever `max_rows` rows wait or the oldest has waited `interval`.
-    pub async fn run(mut self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run(mut self, stop: watch::Receiver<bool>) -> anyhow::Result<Flushed> {
         loop {
             // Read the flag before reading the stream: when it is set, everything the writers
-            // will ever append is already in the stream, so an empty read means drained.
+            // will ever append is already in the stream, so an empty read means drained. A read
+            // that failed (Redis unreachable) means nothing of the kind.
             let stopping = *stop.borrow();
             let n_read = self.read().await?;
-            let drained = stopping && n_read == 0;
+            if self.lost {
+                self.flush().await?;
+                return Ok(Flushed::RedisLost);
+            }
+            let drained = stopping && n_read == Some(0);
             let due = self.waiting.len() >= self.config.max_rows
                 || self.oldest_waiting_since.is_some_and(|t| t.elapsed() >= self.config.interval);
             if due || drained {
@@ -114,14 +135,15 @@ impl Flusher {
             }
             if drained {
                 info!("flusher drained the buffer and stops");
-                return Ok(());
+                return Ok(Flushed::Drained);
             }
         }
     }
 
     /// Reads the next entries (first this consumer's own pending ones, then new ones) into
-    /// `waiting`; returns how many were read.
-    async fn read(&mut self) -> anyhow::Result<usize> {
+    /// `waiting`; returns how many were read, or `None` when Redis was unreachable (after
+    /// waiting a backoff) or has lost the buffer (`self.lost`).
+    async fn read(&mut self) -> anyhow::Result<Option<usize>> {
         let from = if self.history_done { ">".to_owned() } else { self.history_from.clone() };
         let mut options =
             StreamReadOptions::default().group(&self.keys.flusher_group, &self.config.consumer).count(READ_COUNT);
@@ -133,15 +155,19 @@ impl Flusher {
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) if e.code() == Some("NOGROUP") => {
-                // Redis lost its data (restart): the group is gone. Recreate it and go on; the
-                // live source resumes from the durable cursor.
-                warn!("the flusher group vanished from redis; recreating it");
-                self.ensure_group().await?;
-                self.history_done = true;
-                return Ok(0);
+                warn!("the flusher group vanished from redis: the buffer was lost");
+                self.lost = true;
+                return Ok(None);
+            }
+            Err(e) if buffer::is_outage(&e) => {
+                warn!(error = %e, attempt = self.outage_attempts, "redis is unreachable; the flusher waits");
+                tokio::time::sleep(buffer::outage_backoff(self.outage_attempts)).await;
+                self.outage_attempts += 1;
+                return Ok(None);
             }
             Err(e) => return Err(e).context("failed to read the redis buffer stream"),
         };
+        self.outage_attempts = 0;
         let entries: Vec<_> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
         if !self.history_done {
             match entries.last() {
@@ -169,7 +195,7 @@ impl Flusher {
             self.dead_letter_corrupt(corrupt).await?;
         }
         gauge!(m::BUFFER_PENDING).set(self.waiting.len() as f64);
-        Ok(entries.len())
+        Ok(Some(entries.len()))
     }
 
     /// Entries that do not decode are not ours to fix: they go to the dead-letter stream.
@@ -182,17 +208,32 @@ impl Flusher {
                 (drop, Vec::new())
             })
             .collect();
-        buffer::dead_letter(&mut self.conn, &self.keys, &drops).await?;
+        buffer::append(&mut self.conn, &self.keys, &[], &drops).await.context("failed to write dead letters")?;
         let ids: Vec<&str> = corrupt.iter().map(|(id, _)| id.as_str()).collect();
         self.acknowledge(&ids).await
     }
 
+    /// XACKs and XDELs entries. The rows are durable already, so an outage here is not fatal:
+    /// after a few tries the entries stay pending, and a restart rewrites the same file names.
     async fn acknowledge(&mut self, ids: &[&str]) -> anyhow::Result<()> {
         for chunk in ids.chunks(5_000) {
             let mut pipe = redis::pipe();
             pipe.xack(&self.keys.posts, &self.keys.flusher_group, chunk).ignore();
             pipe.cmd("XDEL").arg(&self.keys.posts).arg(chunk).ignore();
-            let () = pipe.query_async(&mut self.conn).await.context("failed to acknowledge flushed entries")?;
+            for attempt in 0.. {
+                let acknowledged: Result<(), RedisError> = pipe.query_async(&mut self.conn).await;
+                match acknowledged {
+                    Ok(()) => break,
+                    Err(e) if buffer::is_outage(&e) && attempt < 5 => {
+                        tokio::time::sleep(buffer::outage_backoff(attempt)).await;
+                    }
+                    Err(e) if buffer::is_outage(&e) => {
+                        warn!(error = %e, "could not acknowledge flushed entries; they stay pending");
+                        break;
+                    }
+                    Err(e) => return Err(e).context("failed to acknowledge flushed entries"),
+                }
+            }
         }
         Ok(())
     }

@@ -10,11 +10,11 @@ use anyhow::Context;
 use metrics::counter;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::buffer::{self, Entry, Keys};
 use crate::decode::{Decoded, Drop, decode};
-use crate::flush::{FlushConfig, Flusher};
+use crate::flush::{FlushConfig, Flushed, Flusher};
 use crate::metrics as m;
 use crate::source::{RawEvent, SourceContext, SourceSpec};
 
@@ -36,6 +36,16 @@ pub struct IngestReport {
     pub dropped: u64,
 }
 
+impl IngestReport {
+    fn add(&mut self, other: IngestReport) {
+        self.events += other.events;
+        self.posts += other.posts;
+        self.post_deletes += other.post_deletes;
+        self.other += other.other;
+        self.dropped += other.dropped;
+    }
+}
+
 /// Posts appended to Redis per pipeline round trip, at most.
 const APPEND_BATCH: usize = 1_000;
 const CHANNEL_CAPACITY: usize = 10_000;
@@ -45,6 +55,7 @@ pub async fn buffer_events(
     conn: &mut ConnectionManager,
     keys: &Keys,
     mut events: mpsc::Receiver<RawEvent>,
+    stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<IngestReport> {
     let mut report = IngestReport::default();
     let mut entries: Vec<Entry> = Vec::with_capacity(APPEND_BATCH);
@@ -81,8 +92,22 @@ pub async fn buffer_events(
                 next = events.try_recv().ok();
             }
         }
-        buffer::append(conn, keys, &entries).await?;
-        buffer::dead_letter(conn, keys, &drops).await?;
+        // During a Redis outage, hold the batch and retry: the bounded channel makes the source
+        // wait meanwhile, so memory stays bounded. When asked to stop, give the batch up: it is
+        // not durable yet, and the source replays it from the durable cursor.
+        let mut attempt = 0;
+        loop {
+            match buffer::append(conn, keys, &entries, &drops).await {
+                Ok(_) => break,
+                Err(e) if buffer::is_outage(&e) && !*stop.borrow() => {
+                    warn!(error = %e, attempt, "redis is unreachable; holding the batch and retrying");
+                    tokio::time::sleep(buffer::outage_backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) if buffer::is_outage(&e) => return Ok(report),
+                Err(e) => return Err(e).context("failed to append to the redis buffer"),
+            }
+        }
         entries.clear();
         drops.clear();
     }
@@ -91,6 +116,9 @@ pub async fn buffer_events(
 
 /// Runs `source` into the buffer with a flusher beside it, until the source ends (a finite
 /// source) or `stop` turns true; then drains the buffer into the lake and returns.
+///
+/// If Redis comes back empty after an outage (what was buffered is gone), the flusher writes
+/// what it holds, and the source starts again from the durable cursor: nothing is lost.
 pub async fn run(
     source: SourceSpec,
     config: IngestConfig,
@@ -98,34 +126,68 @@ pub async fn run(
 ) -> anyhow::Result<IngestReport> {
     let span = info_span!("ingest", source = ?source);
     async move {
-        let mut writer = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
-        let flusher_conn = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
-        let flusher =
-            Flusher::new(flusher_conn, config.keys.clone(), config.lake.clone(), config.flush.clone()).await?;
-        let (drain_tx, drain_rx) = watch::channel(false);
-        let mut flusher_task = tokio::spawn(flusher.run(drain_rx));
-
-        let lake = config.lake.clone();
-        let cursor =
-            tokio::task::spawn_blocking(move || crate::cursor::load(&lake)).await.context("cursor task panicked")??;
-        let context = SourceContext { resume_from_us: cursor.map(|c| c.time_us) };
-        let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let source_task = tokio::spawn(source.run(context, events_tx, stop));
-
-        let report = tokio::select! {
-            report = buffer_events(&mut writer, &config.keys, events_rx) => report?,
-            flushed = &mut flusher_task => {
-                // The flusher only returns early on a failure: stop everything loudly.
-                flushed.context("flusher task panicked")??;
-                anyhow::bail!("the flusher stopped before the source ended");
+        let mut total = IngestReport::default();
+        loop {
+            let (report, ended) = run_epoch(source.clone(), &config, stop.clone()).await?;
+            total.add(report);
+            match ended {
+                Flushed::Drained => return Ok(total),
+                Flushed::RedisLost => warn!("redis lost the buffer; replaying the source from the durable cursor"),
             }
-        };
-        source_task.await.context("source task panicked")??;
-        info!(?report, "source ended; draining the buffer into the lake");
-        drain_tx.send(true).ok();
-        flusher_task.await.context("flusher task panicked")??;
-        Ok(report)
+        }
     }
     .instrument(span)
     .await
+}
+
+/// One run of the source from the durable cursor.
+async fn run_epoch(
+    source: SourceSpec,
+    config: &IngestConfig,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(IngestReport, Flushed)> {
+    let mut writer = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
+    let flusher_conn = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
+    let flusher = Flusher::new(flusher_conn, config.keys.clone(), config.lake.clone(), config.flush.clone()).await?;
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut flusher_task = tokio::spawn(flusher.run(drain_rx));
+
+    // The epoch stops when the caller stops, or when the flusher finds the buffer lost.
+    let (epoch_stop_tx, epoch_stop) = watch::channel(false);
+    let epoch_stop_tx = std::sync::Arc::new(epoch_stop_tx);
+    let forward = {
+        let (mut stop, epoch_stop_tx) = (stop.clone(), epoch_stop_tx.clone());
+        tokio::spawn(async move {
+            if stop.wait_for(|s| *s).await.is_ok() {
+                epoch_stop_tx.send(true).ok();
+            }
+        })
+    };
+
+    let lake = config.lake.clone();
+    let cursor =
+        tokio::task::spawn_blocking(move || crate::cursor::load(&lake)).await.context("cursor task panicked")??;
+    let context = SourceContext { resume_from_us: cursor.map(|c| c.time_us) };
+    let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let source_task = tokio::spawn(source.run(context, events_tx, epoch_stop.clone()));
+
+    let buffering = buffer_events(&mut writer, &config.keys, events_rx, &epoch_stop);
+    tokio::pin!(buffering);
+    let (report, ended) = tokio::select! {
+        report = &mut buffering => {
+            let report = report?;
+            info!(?report, "source ended; draining the buffer into the lake");
+            drain_tx.send(true).ok();
+            (report, flusher_task.await.context("flusher task panicked")??)
+        }
+        flushed = &mut flusher_task => {
+            let ended = flushed.context("flusher task panicked")??;
+            // The buffer was lost: stop this epoch's source and start again.
+            epoch_stop_tx.send(true).ok();
+            (buffering.await?, ended)
+        }
+    };
+    source_task.await.context("source task panicked")??;
+    forward.abort();
+    Ok((report, ended))
 }

@@ -74,3 +74,38 @@ fn ingest_killed_at_random_moments_and_restarted_loses_nothing_and_counts_nothin
     }
     assert_eq!(listed, expected::newest_first(&posts));
 }
+
+#[test]
+fn redis_killed_and_restarted_empty_during_ingest_loses_nothing() {
+    // Slow by design: the ingest waits out a Redis outage, then replays from the durable cursor.
+    let mut redis = RedisServer::start().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let file = synthetic_file(scratch.path(), 40_000);
+    let child = skyglass(lake.path(), &redis.url())
+        .args(["ingest", "--once", "--flush-max-rows", "500", "--source"])
+        .arg(format!("file:{}", file.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill Redis once the first flush is durable, keep it down a while, bring it back empty.
+    let first_flush = skyglass_tests::poll(Duration::from_secs(30), || {
+        lake.path().join("_catalog/state.json").exists().then_some(())
+    });
+    assert!(first_flush.is_some(), "no flush within 30 s");
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(700));
+    redis.restart_empty().unwrap();
+
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ingest failed: {stderr}");
+    assert!(stderr.contains("replaying the source from the durable cursor"), "the outage was not noticed:\n{stderr}");
+
+    let posts = expected::posts_in(&file);
+    let app = App::serve_api(lake.path(), &redis.url()).unwrap();
+    let data = app.query("{ lake { posts } posts(first: 0) { totalCount } }", json!({}));
+    assert_eq!(data["lake"]["posts"], json!(posts.len()), "distinct live posts in the lake");
+    assert_eq!(data["posts"]["totalCount"], json!(posts.len()));
+}

@@ -34,33 +34,55 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> anyhow::Result<RedisServer> {
         let dir = tempfile::tempdir()?;
-        let socket = dir.path().join("redis.sock");
-        let log = dir.path().join("redis.log");
-        let child = Command::new("redis-server")
+        let child = Self::spawn(dir.path())?;
+        let mut server = RedisServer { child, dir };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Kills the server (SIGKILL) and starts a new, empty one on the same socket.
+    pub fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.child = Self::spawn(self.dir.path())?;
+        self.wait_ready()
+    }
+
+    /// Kills the server; clients see it unreachable until [`RedisServer::restart_empty`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(dir: &Path) -> anyhow::Result<Child> {
+        let socket = dir.join("redis.sock");
+        let log = dir.join("redis.log");
+        Command::new("redis-server")
             .args(["--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--unixsocket")
             .arg(&socket)
             .arg("--logfile")
             .arg(&log)
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("failed to start redis-server: is it installed? (apt-get install redis-server)")?;
-        let mut server = RedisServer { child, dir };
-        let url = server.url();
+            .context("failed to start redis-server: is it installed? (apt-get install redis-server)")
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let url = self.url();
         let ready = poll(Duration::from_secs(10), || {
             let client = redis::Client::open(url.as_str()).ok()?;
             let mut conn = client.get_connection().ok()?;
             redis::cmd("PING").query::<String>(&mut conn).ok()
         });
         if ready.is_none() {
-            let _ = server.child.kill();
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            self.kill();
+            let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
             bail!("redis-server did not become ready within 10 s; its log:\n{log}");
         }
-        Ok(server)
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -74,8 +96,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
