@@ -69,6 +69,10 @@ pub struct FlushArgs {
     /// This worker's name in the flusher consumer group; keep it stable across restarts.
     #[arg(long, env = "SKYGLASS_FLUSH_CONSUMER", default_value = "flusher-1")]
     pub flush_consumer: String,
+    /// Take over buffer entries that another flusher read and left unacknowledged this long
+    /// (it died). Default: twice the flush interval plus a minute.
+    #[arg(long, env = "SKYGLASS_FLUSH_CLAIM_AFTER", value_parser = parse_duration)]
+    pub flush_claim_after: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -129,6 +133,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "SKYGLASS_FLUSH_INTERVAL",
     "SKYGLASS_FLUSH_MAX_ROWS",
     "SKYGLASS_FLUSH_CONSUMER",
+    "SKYGLASS_FLUSH_CLAIM_AFTER",
     "SKYGLASS_SOURCE",
     "SKYGLASS_ROLE",
     "SKYGLASS_LISTEN",

@@ -24,6 +24,7 @@ fn ingest_config(lake: &LakeArgs, redis: &RedisArgs, flush: &FlushArgs) -> Inges
             interval: flush.flush_interval,
             max_rows: flush.flush_max_rows as usize,
             consumer: flush.flush_consumer.clone(),
+            claim_after: flush.flush_claim_after.unwrap_or_else(|| ingest::flush::claim_after(flush.flush_interval)),
         },
     }
 }

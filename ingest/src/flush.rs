@@ -7,6 +7,7 @@
 //! leaves the entries pending; they are read again and rewritten under the same file name
 //! (named from their stream-id range), and any duplicate row is removed by uri at query time.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use anyhow::Context;
 use lake::model::{Delete, Post};
 use metrics::{counter, gauge, histogram};
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisError};
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
@@ -32,11 +33,21 @@ pub struct FlushConfig {
     /// The consumer name in the flusher group. Keep it stable across restarts of one worker,
     /// so the worker finds its own pending entries again.
     pub consumer: String,
+    /// Entries another consumer of the group read and left unacknowledged this long are
+    /// claimed (XAUTOCLAIM): that flusher died. Must exceed `interval`, or live flushers'
+    /// waiting entries would be taken from them.
+    pub claim_after: Duration,
 }
 
 impl Default for FlushConfig {
     fn default() -> Self {
-        FlushConfig { interval: Duration::from_secs(300), max_rows: 200_000, consumer: "flusher-1".to_owned() }
+        let interval = Duration::from_secs(300);
+        FlushConfig {
+            interval,
+            max_rows: 200_000,
+            consumer: "flusher-1".to_owned(),
+            claim_after: claim_after(interval),
+        }
     }
 }
 
@@ -59,6 +70,14 @@ pub enum Flushed {
     RedisLost,
 }
 
+/// The default [`FlushConfig::claim_after`] for a flush interval: twice it, plus a minute.
+pub fn claim_after(interval: Duration) -> Duration {
+    interval.saturating_mul(2) + Duration::from_secs(60)
+}
+
+/// How often a flusher looks for entries abandoned by dead flushers.
+const CLAIM_EVERY: Duration = Duration::from_secs(30);
+
 /// Entries read per XREADGROUP call.
 const READ_COUNT: usize = 2_000;
 /// How long one read blocks when the stream is empty (below the connection's response timeout).
@@ -71,6 +90,9 @@ pub struct Flusher {
     config: FlushConfig,
     /// Entries read and not yet flushed: (stream id, entry).
     waiting: Vec<(String, Entry)>,
+    /// The stream ids in `waiting`, so a claimed entry is never taken twice.
+    waiting_ids: HashSet<String>,
+    last_claim: Option<Instant>,
     oldest_waiting_since: Option<Instant>,
     /// Whether this worker's own pending entries (from before a restart) were read back.
     history_done: bool,
@@ -94,6 +116,8 @@ impl Flusher {
             lake,
             config,
             waiting: Vec::new(),
+            waiting_ids: HashSet::new(),
+            last_claim: None,
             oldest_waiting_since: None,
             history_done: false,
             history_from: "0".to_owned(),
@@ -122,6 +146,9 @@ impl Flusher {
             // will ever append is already in the stream, so an empty read means drained. A read
             // that failed (Redis unreachable) means nothing of the kind.
             let stopping = *stop.borrow();
+            if self.last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY) {
+                self.claim_abandoned().await?;
+            }
             let n_read = self.read().await?;
             if self.lost {
                 self.flush().await?;
@@ -175,8 +202,18 @@ impl Flusher {
                 None => self.history_done = true,
             }
         }
+        self.accept(&entries).await?;
+        gauge!(m::BUFFER_PENDING).set(self.waiting.len() as f64);
+        Ok(Some(entries.len()))
+    }
+
+    /// Decodes entries into `waiting` (once each); undecodable ones go to the dead letters.
+    async fn accept(&mut self, entries: &[StreamId]) -> anyhow::Result<()> {
         let mut corrupt = Vec::new();
-        for entry in &entries {
+        for entry in entries {
+            if self.waiting_ids.contains(&entry.id) {
+                continue;
+            }
             let decoded = match entry.map.iter().next() {
                 Some((field, value)) => redis::from_redis_value_ref::<Vec<u8>>(value)
                     .map_err(|e| anyhow::anyhow!("field `{field}` is not a string: {e}"))
@@ -186,6 +223,7 @@ impl Flusher {
             match decoded {
                 Ok(decoded) => {
                     self.oldest_waiting_since.get_or_insert_with(Instant::now);
+                    self.waiting_ids.insert(entry.id.clone());
                     self.waiting.push((entry.id.clone(), decoded));
                 }
                 Err(e) => corrupt.push((entry.id.clone(), format!("{e:#}"))),
@@ -194,8 +232,41 @@ impl Flusher {
         if !corrupt.is_empty() {
             self.dead_letter_corrupt(corrupt).await?;
         }
-        gauge!(m::BUFFER_PENDING).set(self.waiting.len() as f64);
-        Ok(Some(entries.len()))
+        Ok(())
+    }
+
+    /// Takes over entries that other consumers read long ago and never acknowledged: their
+    /// flusher died. An outage skips this round.
+    async fn claim_abandoned(&mut self) -> anyhow::Result<()> {
+        self.last_claim = Some(Instant::now());
+        let min_idle_ms = u64::try_from(self.config.claim_after.as_millis()).unwrap_or(u64::MAX);
+        let mut start = "0-0".to_owned();
+        loop {
+            let reply: Result<StreamAutoClaimReply, RedisError> = self
+                .conn
+                .xautoclaim_options(
+                    &self.keys.posts,
+                    &self.keys.flusher_group,
+                    &self.config.consumer,
+                    min_idle_ms,
+                    &start,
+                    StreamAutoClaimOptions::default().count(READ_COUNT),
+                )
+                .await;
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e) if buffer::is_outage(&e) || e.code() == Some("NOGROUP") => return Ok(()),
+                Err(e) => return Err(e).context("failed to claim abandoned buffer entries"),
+            };
+            if !reply.claimed.is_empty() {
+                warn!(n_entries = reply.claimed.len(), "claimed entries abandoned by another flusher");
+                self.accept(&reply.claimed).await?;
+            }
+            if reply.next_stream_id == "0-0" {
+                return Ok(());
+            }
+            start = reply.next_stream_id;
+        }
     }
 
     /// Entries that do not decode are not ours to fix: they go to the dead-letter stream.
@@ -295,7 +366,10 @@ impl Flusher {
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         self.acknowledge(&id_refs).await?;
         self.waiting.clear();
+        self.waiting_ids.clear();
         self.oldest_waiting_since = None;
+        let lag_us = chrono::Utc::now().timestamp_micros().saturating_sub(newest_time_us);
+        gauge!(m::CURSOR_LAG).set(lag_us as f64 / 1e6);
         let bytes = files.iter().map(|f| f.bytes).sum();
         info!(rows, files = files.len(), bytes, generation, "flushed");
         Ok(FlushReport { rows, files: files.len(), bytes, generation })

@@ -109,3 +109,59 @@ fn redis_killed_and_restarted_empty_during_ingest_loses_nothing() {
     assert_eq!(data["lake"]["posts"], json!(posts.len()), "distinct live posts in the lake");
     assert_eq!(data["posts"]["totalCount"], json!(posts.len()));
 }
+
+#[test]
+fn entries_a_dead_flusher_left_pending_are_claimed_and_flushed_by_another() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let file = synthetic_file(scratch.path(), 300);
+    let posts = expected::posts_in(&file);
+
+    // Another flusher read every post from the buffer, then died without acknowledging.
+    let mut conn = redis.connection();
+    let key = "skyglass:buffer:posts";
+    let _: () =
+        redis::cmd("XGROUP").arg("CREATE").arg(key).arg("flushers").arg("0").arg("MKSTREAM").query(&mut conn).unwrap();
+    let body = std::fs::read_to_string(&file).unwrap();
+    for line in body.lines() {
+        let entry = match ingest::decode::decode(line.as_bytes()) {
+            ingest::decode::Decoded::Post(post) => ingest::buffer::Entry::Post(post),
+            ingest::decode::Decoded::PostDelete(delete) => ingest::buffer::Entry::Delete(delete),
+            _ => continue,
+        };
+        let (field, value) = entry.encode();
+        let _: String = redis::cmd("XADD").arg(key).arg("*").arg(field).arg(value).query(&mut conn).unwrap();
+    }
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("flushers")
+        .arg("dead-flusher")
+        .arg("COUNT")
+        .arg(100_000)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A live flusher with nothing new to read takes the abandoned entries over.
+    let empty = scratch.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let output = skyglass(lake.path(), &redis.url())
+        .args(["ingest", "--once", "--flush-consumer", "alive", "--flush-claim-after", "200ms", "--source"])
+        .arg(format!("file:{}", empty.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let pending: redis::Value = redis::cmd("XPENDING").arg(key).arg("flushers").query(&mut conn).unwrap();
+    assert!(
+        matches!(&pending, redis::Value::Array(parts) if parts.first() == Some(&redis::Value::Int(0))),
+        "{pending:?}"
+    );
+
+    let app = App::serve_api(lake.path(), &redis.url()).unwrap();
+    let data = app.query("{ lake { posts } }", json!({}));
+    assert_eq!(data["lake"]["posts"], json!(posts.len()));
+}
