@@ -33,8 +33,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: PrometheusHandle,
-    /// The Redis connection readiness checks; `None` when Redis was unreachable at start.
-    pub redis: Option<ConnectionManager>,
+    pub redis_url: String,
+    /// The connection readiness checks use, made on first need (Redis may start after us).
+    pub redis: tokio::sync::Mutex<Option<ConnectionManager>>,
     pub lake: PathBuf,
 }
 
@@ -83,12 +84,15 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
 
 /// Ready when Redis answers and the lake's catalog reads.
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    let redis_ok = match shared.state.redis.clone() {
-        Some(mut conn) => {
-            let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-            pong.is_ok()
+    let redis_ok = {
+        let mut slot = shared.state.redis.lock().await;
+        if slot.is_none() {
+            *slot = ingest::buffer::connect(&shared.state.redis_url, Duration::from_secs(1)).await.ok();
         }
-        None => false,
+        match slot.as_mut() {
+            Some(conn) => redis::cmd("PING").query_async::<String>(conn).await.is_ok(),
+            None => false,
+        }
     };
     let lake = shared.state.lake.clone();
     let lake_ok = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake).is_ok()).await.unwrap_or(false);

@@ -92,8 +92,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("engine task panicked")?
             .with_context(|| format!("failed to open lake {}", lake.display()))?;
-        let redis = ingest::buffer::connect(&args.redis.redis_url, std::time::Duration::from_secs(2)).await.ok();
-        let state = AppState { engine: Arc::new(engine), metrics, redis, lake: lake.clone() };
+        let state = AppState {
+            engine: Arc::new(engine),
+            metrics,
+            redis_url: args.redis.redis_url.clone(),
+            redis: tokio::sync::Mutex::new(None),
+            lake: lake.clone(),
+        };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;

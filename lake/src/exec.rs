@@ -105,10 +105,6 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn lake(&self) -> &Path {
-        &self.lake
-    }
-
     /// Points each table's view at its Parquet files once the first one exists.
     fn refresh_views(&self) -> Result<()> {
         for table in &self.tables {

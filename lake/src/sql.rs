@@ -2,7 +2,7 @@
 //!
 //! `compile` is pure and deterministic: the same plan gives the same text and parameters, so
 //! its output can be snapshot-tested and used as a cache key. Identifiers come only from enums
-//! ([`PostColumn`], orders); every value a user gave is a parameter. Queries read the `posts`
+//! ([`crate::model::PostColumn`], orders); every value a user gave is a parameter. Queries read the `posts`
 //! view that [`crate::exec`] defines over the Parquet files (hive column `date`).
 
 use std::fmt::Write as _;
@@ -11,7 +11,6 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::layout::date_of_micros;
-use crate::model::PostColumn;
 use crate::plan::{Plan, PostFilter, PostOrder, PostsPlan};
 
 /// A bound value of a statement.
@@ -188,15 +187,10 @@ fn escape_like(needle: &str) -> String {
     out
 }
 
-/// The columns every `posts` statement may name, for callers that need the full list.
-pub fn all_post_columns() -> impl Iterator<Item = PostColumn> {
-    PostColumn::ALL.into_iter()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::EmbedType;
+    use crate::model::{EmbedType, PostColumn};
     use crate::plan::Keyset;
 
     fn check(plan: Plan) -> String {
@@ -256,7 +250,7 @@ mod tests {
             uris: vec![hostile.into()],
             ..PostFilter::default()
         };
-        let mut plan = PostsPlan::new(filter, PostOrder::Newest, 5, all_post_columns());
+        let mut plan = PostsPlan::new(filter, PostOrder::Newest, 5, PostColumn::ALL);
         plan.after = Some(Keyset { created_at_us: 0, uri: hostile.into() });
         let sql = compile(&Plan::Posts(plan));
         assert!(!sql.text.contains("DROP"), "{}", sql.text);
