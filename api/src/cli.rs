@@ -165,7 +165,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("`{text}` has no known unit: use ms, s, m, h or d")),
     };
-    Ok(Duration::from_secs(number * seconds))
+    number.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("`{text}` is too long a duration"))
 }
 
 pub fn main() -> ExitCode {
@@ -236,6 +236,7 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("5").unwrap_err().contains("unit"));
         assert!(parse_duration("fast").unwrap_err().contains("duration"));
+        assert!(parse_duration("99999999999999999d").unwrap_err().contains("too long"));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::decode::Drop;
 pub const POST_FIELD_V1: &str = "p1";
 /// The field holding a v1-encoded post deletion in a buffer entry.
 pub const DELETE_FIELD_V1: &str = "d1";
+/// Every field this version reads; an entry with another field is from a newer writer.
+pub const KNOWN_FIELDS: [&str; 2] = [POST_FIELD_V1, DELETE_FIELD_V1];
 /// Raw event bytes kept with a dead letter, at most.
 pub const DEAD_LETTER_RAW_BYTES: usize = 16 * 1024;
 /// Dead letters kept, approximately (oldest trimmed first).
@@ -78,7 +80,17 @@ impl Entry {
 /// Whether a Redis error is an outage (connection refused, dropped, timed out) that a retry
 /// may outlive, rather than a bad command.
 pub fn is_outage(error: &redis::RedisError) -> bool {
-    error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() || error.is_timeout()
+    // LOADING: restarting with a dataset; READONLY: a replica after a failover; OOM: full
+    // (the flusher fell behind): all pass, so wait and retry (backpressure on the source).
+    // A reply cut short by a dying connection surfaces as a parse or type error with no server
+    // code: an outage too (a retry shows whether it lasts; warnings say so meanwhile).
+    let busy = matches!(error.code(), Some("LOADING" | "READONLY" | "OOM" | "BUSY" | "TRYAGAIN"));
+    let cut_short = error.code().is_none() && !error.is_unrecoverable_error();
+    busy || cut_short
+        || error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout()
 }
 
 /// The delay before retry `attempt` (0-based) after an outage: 100 ms doubling to 5 s.

@@ -75,6 +75,9 @@ pub fn claim_after(interval: Duration) -> Duration {
     interval.saturating_mul(2) + Duration::from_secs(60)
 }
 
+/// Failed reads (about 20 s of backoff) after which a flusher asked to stop gives up on Redis.
+const STOP_OUTAGE_ATTEMPTS: u32 = 8;
+
 /// How often a flusher looks for entries abandoned by dead flushers.
 const CLAIM_EVERY: Duration = Duration::from_secs(30);
 
@@ -149,12 +152,21 @@ impl Flusher {
             if self.last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY) {
                 self.claim_abandoned().await?;
             }
+            // Only an empty read of new entries (`>`) means drained, not the end of the history.
+            let reading_new = self.history_done;
             let n_read = self.read().await?;
             if self.lost {
                 self.flush().await?;
                 return Ok(Flushed::RedisLost);
             }
-            let drained = stopping && n_read == Some(0);
+            if stopping && n_read.is_none() && self.outage_attempts >= STOP_OUTAGE_ATTEMPTS {
+                // Asked to stop while Redis stays unreachable: write what is held and go. What
+                // Redis still holds stays pending for the next run; the cursor covers neither.
+                warn!("stopping during a redis outage: flushing what was read, the rest stays in redis");
+                self.flush().await?;
+                return Ok(Flushed::Drained);
+            }
+            let drained = stopping && reading_new && n_read == Some(0);
             let due = self.waiting.len() >= self.config.max_rows
                 || self.oldest_waiting_since.is_some_and(|t| t.elapsed() >= self.config.interval);
             if due || drained {
@@ -214,19 +226,25 @@ impl Flusher {
             if self.waiting_ids.contains(&entry.id) {
                 continue;
             }
-            let decoded = match entry.map.iter().next() {
-                Some((field, value)) => redis::from_redis_value_ref::<Vec<u8>>(value)
-                    .map_err(|e| anyhow::anyhow!("field `{field}` is not a string: {e}"))
-                    .and_then(|bytes| Entry::decode(field, &bytes)),
-                None => Err(anyhow::anyhow!("entry has no fields")),
+            let Some((field, value)) = entry.map.iter().next() else {
+                corrupt.push((entry.id.clone(), "entry has no fields".to_owned(), Vec::new()));
+                continue;
             };
+            if !buffer::KNOWN_FIELDS.contains(&field.as_str()) {
+                // Written by a newer version: not ours to read, and not ours to delete. It
+                // stays pending until a flusher that knows the field claims it.
+                warn!(id = %entry.id, %field, "buffer entry from a newer writer left pending");
+                continue;
+            }
+            let bytes = redis::from_redis_value_ref::<Vec<u8>>(value).unwrap_or_default();
+            let decoded = Entry::decode(field, &bytes);
             match decoded {
                 Ok(decoded) => {
                     self.oldest_waiting_since.get_or_insert_with(Instant::now);
                     self.waiting_ids.insert(entry.id.clone());
                     self.waiting.push((entry.id.clone(), decoded));
                 }
-                Err(e) => corrupt.push((entry.id.clone(), format!("{e:#}"))),
+                Err(e) => corrupt.push((entry.id.clone(), format!("{e:#}"), bytes)),
             }
         }
         if !corrupt.is_empty() {
@@ -262,7 +280,8 @@ impl Flusher {
                 warn!(n_entries = reply.claimed.len(), "claimed entries abandoned by another flusher");
                 self.accept(&reply.claimed).await?;
             }
-            if reply.next_stream_id == "0-0" {
+            // Bounded: the rest is claimed after the next flush.
+            if reply.next_stream_id == "0-0" || self.waiting.len() >= self.config.max_rows {
                 return Ok(());
             }
             start = reply.next_stream_id;
@@ -270,17 +289,17 @@ impl Flusher {
     }
 
     /// Entries that do not decode are not ours to fix: they go to the dead-letter stream.
-    async fn dead_letter_corrupt(&mut self, corrupt: Vec<(String, String)>) -> anyhow::Result<()> {
+    async fn dead_letter_corrupt(&mut self, corrupt: Vec<(String, String, Vec<u8>)>) -> anyhow::Result<()> {
         warn!(n_entries = corrupt.len(), "undecodable entries in the buffer stream go to the dead-letter stream");
         let drops: Vec<(Drop, Vec<u8>)> = corrupt
             .iter()
-            .map(|(id, detail)| {
+            .map(|(id, detail, bytes)| {
                 let drop = Drop { reason: DropReason::InvalidJson, detail: format!("buffer entry {id}: {detail}") };
-                (drop, Vec::new())
+                (drop, bytes.clone())
             })
             .collect();
         buffer::append(&mut self.conn, &self.keys, &[], &drops).await.context("failed to write dead letters")?;
-        let ids: Vec<&str> = corrupt.iter().map(|(id, _)| id.as_str()).collect();
+        let ids: Vec<&str> = corrupt.iter().map(|(id, _, _)| id.as_str()).collect();
         self.acknowledge(&ids).await
     }
 
@@ -332,8 +351,13 @@ impl Flusher {
     }
 
     async fn flush_waiting(&mut self) -> anyhow::Result<FlushReport> {
+        // In stream order (claimed entries may have come in late), and named from the whole id
+        // set: the same entries always make the same file, and a different set (a partial
+        // acknowledgement, a claim) never replaces a file holding other rows.
+        self.waiting.sort_by_key(|(id, _)| stream_id_order(id));
         let ids: Vec<String> = self.waiting.iter().map(|(id, _)| id.clone()).collect();
-        let file_name = lake::layout::data_file_name(&ids[0], &ids[ids.len() - 1]);
+        let file_name =
+            lake::layout::data_file_name(&ids[0], &format!("{}-{:016x}", ids[ids.len() - 1], id_set_digest(&ids)));
         let mut posts: Vec<Post> = Vec::new();
         let mut deletes: Vec<Delete> = Vec::new();
         for (_, entry) in &self.waiting {
@@ -373,5 +397,40 @@ impl Flusher {
         let bytes = files.iter().map(|f| f.bytes).sum();
         info!(rows, files = files.len(), bytes, generation, "flushed");
         Ok(FlushReport { rows, files: files.len(), bytes, generation })
+    }
+}
+
+/// A stream id (`<ms>-<seq>`) as a sortable pair.
+fn stream_id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(u64::MAX), seq.parse().unwrap_or(u64::MAX))
+}
+
+/// FNV-1a over the ids: stable across runs and versions (unlike `DefaultHasher`).
+fn id_set_digest(ids: &[String]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for byte in ids.iter().flat_map(|id| id.bytes().chain([b','])) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_sort_numerically_not_as_text() {
+        let mut ids = vec!["10-0", "9-5", "9-10", "9-9"];
+        ids.sort_by_key(|id| stream_id_order(id));
+        assert_eq!(ids, vec!["9-5", "9-9", "9-10", "10-0"]);
+    }
+
+    #[test]
+    fn the_same_id_set_names_the_same_file_and_another_set_another() {
+        let set = |ids: &[&str]| id_set_digest(&ids.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(set(&["1-0", "2-0", "3-0"]), set(&["1-0", "2-0", "3-0"]));
+        assert_ne!(set(&["1-0", "2-0", "3-0"]), set(&["1-0", "3-0"]));
+        assert_ne!(set(&["1-0", "23-0"]), set(&["1-0", "2-0", "3-0"]));
     }
 }

@@ -1,10 +1,8 @@
 //! Derived text features: hashtags, mentions and links from facets (UTF-8 byte ranges) and
 //! hashtags written in the text itself. Pure functions.
 
+use lake::model::normalise_tag;
 use serde_json::Value;
-
-/// Longest hashtag kept, in characters (Bluesky's limit is 64).
-const MAX_TAG_CHARS: usize = 64;
 
 /// What a post's facets and text say about tags, mentions and links.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -18,11 +16,6 @@ fn push_unique(list: &mut Vec<String>, value: String) {
     if !value.is_empty() && !list.contains(&value) {
         list.push(value);
     }
-}
-
-/// Normalises a tag: without leading '#', lower-cased, at most 64 characters.
-pub fn normalise_tag(tag: &str) -> String {
-    tag.trim_start_matches(['#', '＃']).chars().take(MAX_TAG_CHARS).collect::<String>().to_lowercase()
 }
 
 /// Slices `text` by a facet's UTF-8 byte range; `None` when the range is outside the text or

@@ -18,8 +18,14 @@ pub const DELETES_TABLE: &str = "deletes";
 const PARTITION_PREFIX: &str = "date=";
 
 /// The UTC calendar day of a timestamp in microseconds.
+/// Instants beyond what a calendar date can hold clamp to the first or last date, never to an
+/// unrelated one.
 pub fn date_of_micros(micros: i64) -> NaiveDate {
-    DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::UNIX_EPOCH).date_naive()
+    match DateTime::from_timestamp_micros(micros) {
+        Some(instant) => instant.date_naive(),
+        None if micros < 0 => NaiveDate::MIN,
+        None => NaiveDate::MAX,
+    }
 }
 
 pub fn table_dir(lake: &Path, table: &str) -> PathBuf {

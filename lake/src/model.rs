@@ -14,6 +14,15 @@ use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+/// Longest hashtag kept, in characters (Bluesky's limit is 64).
+pub const MAX_TAG_CHARS: usize = 64;
+
+/// Normalises a hashtag, the same way at ingest and in filters: without leading '#' (or the
+/// fullwidth '＃'), lower-cased, at most [`MAX_TAG_CHARS`] characters.
+pub fn normalise_tag(tag: &str) -> String {
+    tag.trim_start_matches(['#', '＃']).chars().take(MAX_TAG_CHARS).collect::<String>().to_lowercase()
+}
+
 /// The version of the enrichment that produced a row's derived columns. Bump it when
 /// decoding or enrichment changes what a row holds, so old rows can be found and redone.
 pub const ENRICH_VERSION: i32 = 1;

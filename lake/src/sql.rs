@@ -132,7 +132,7 @@ impl Builder {
             conditions.push(format!("text ILIKE {pattern} ESCAPE '\\'"));
         }
         if !filter.hashtags.is_empty() {
-            let tags = filter.hashtags.iter().map(|t| Param::Text(t.trim_start_matches('#').to_lowercase()));
+            let tags = filter.hashtags.iter().map(|t| Param::Text(crate::model::normalise_tag(t)));
             let list = self.bind_list(tags);
             conditions.push(format!("list_has_any(hashtags, [{list}])"));
         }
