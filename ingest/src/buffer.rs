@@ -85,7 +85,7 @@ pub fn is_outage(error: &redis::RedisError) -> bool {
     // A reply cut short by a dying connection surfaces as a parse or type error with no server
     // code: an outage too (a retry shows whether it lasts; warnings say so meanwhile).
     let busy = matches!(error.code(), Some("LOADING" | "READONLY" | "OOM" | "BUSY" | "TRYAGAIN"));
-    let cut_short = error.code().is_none() && !error.is_unrecoverable_error();
+    let cut_short = error.code().is_none();
     busy || cut_short
         || error.is_io_error()
         || error.is_connection_refusal()
