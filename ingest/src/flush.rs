@@ -88,6 +88,8 @@ const READ_BLOCK: Duration = Duration::from_millis(200);
 
 pub struct Flusher {
     conn: ConnectionManager,
+    /// Which durable cursor flushes advance: the kind of source feeding the buffer.
+    cursor: &'static str,
     keys: Keys,
     lake: PathBuf,
     config: FlushConfig,
@@ -107,14 +109,18 @@ pub struct Flusher {
 }
 
 impl Flusher {
+    /// A flusher for the buffer under `keys`; its flushes advance the durable cursor named
+    /// `cursor` (the kind of source feeding the buffer, see `SourceSpec::kind`).
     pub async fn new(
         conn: ConnectionManager,
         keys: Keys,
         lake: PathBuf,
         config: FlushConfig,
+        cursor: &'static str,
     ) -> anyhow::Result<Flusher> {
         let mut flusher = Flusher {
             conn,
+            cursor,
             keys,
             lake,
             config,
@@ -374,6 +380,7 @@ impl Flusher {
             .unwrap_or_default();
         let rows = posts.len() + deletes.len();
         let lake = self.lake.clone();
+        let cursor = self.cursor;
 
         // Durability order: files (fsync + rename) → generation → cursor → XACK.
         let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -381,7 +388,7 @@ impl Flusher {
             files.extend(lake::writer::write_rows(&lake, &file_name, deletes)?);
             let now_us = chrono::Utc::now().timestamp_micros();
             let generation = lake::catalog::publish(&lake, now_us)?;
-            crate::cursor::advance(&lake, newest_time_us)?;
+            crate::cursor::advance(&lake, cursor, newest_time_us)?;
             Ok((files, generation))
         })
         .await

@@ -148,7 +148,9 @@ async fn run_epoch(
 ) -> anyhow::Result<(IngestReport, Flushed)> {
     let mut writer = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
     let flusher_conn = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
-    let flusher = Flusher::new(flusher_conn, config.keys.clone(), config.lake.clone(), config.flush.clone()).await?;
+    let flusher =
+        Flusher::new(flusher_conn, config.keys.clone(), config.lake.clone(), config.flush.clone(), source.kind())
+            .await?;
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut flusher_task = tokio::spawn(flusher.run(drain_rx));
 
@@ -165,8 +167,10 @@ async fn run_epoch(
     };
 
     let lake = config.lake.clone();
-    let cursor =
-        tokio::task::spawn_blocking(move || crate::cursor::load(&lake)).await.context("cursor task panicked")??;
+    let kind = source.kind();
+    let cursor = tokio::task::spawn_blocking(move || crate::cursor::load(&lake, kind))
+        .await
+        .context("cursor task panicked")??;
     let context = SourceContext { resume_from_us: cursor.map(|c| c.time_us) };
     let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let source_task = tokio::spawn(source.run(context, events_tx, epoch_stop.clone()));

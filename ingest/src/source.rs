@@ -67,6 +67,15 @@ impl FromStr for SourceSpec {
 }
 
 impl SourceSpec {
+    /// The kind of source, which names its durable cursor.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::File(_) => "file",
+            SourceSpec::Synthetic { .. } => "synthetic",
+            SourceSpec::Jetstream { .. } => "jetstream",
+        }
+    }
+
     /// Whether the source ends by itself (required by `ingest --once`).
     pub fn is_finite(&self) -> bool {
         matches!(self, SourceSpec::File(_))

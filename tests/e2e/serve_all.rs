@@ -52,6 +52,6 @@ fn serve_with_a_synthetic_firehose_flushes_answers_and_drains_on_sigterm() {
     let mut conn = redis.connection();
     let left: usize = redis::cmd("XLEN").arg("skyglass:buffer:posts").query(&mut conn).unwrap();
     assert_eq!(left, 0, "posts were left in the buffer after shutdown");
-    let cursor = std::fs::read_to_string(lake.path().join("_ingest/cursor.json")).unwrap();
+    let cursor = std::fs::read_to_string(lake.path().join("_ingest/cursor-synthetic.json")).unwrap();
     assert!(cursor.contains("time_us"), "{cursor}");
 }
