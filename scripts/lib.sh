@@ -1,7 +1,7 @@
 # Shared by scripts/run and scripts/test. Sourced, not run.
 
 # One build cache outside the checkout, shared by every clone (CI reuses it): DuckDB's C++
-# takes about 30 minutes to compile on 2 cores, once.
+# takes 35 to 70 minutes to compile on 2 cores, once.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/skyglass/target}"
 
 # One cargo profile for everything (binary, tests, clippy), so DuckDB is compiled only once.
