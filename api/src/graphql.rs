@@ -33,6 +33,16 @@ pub fn build(services: Option<Services>) -> SkyglassSchema {
     }
 }
 
+/// Runs lake work off the async runtime, its errors turned into GraphQL errors.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> lake::Result<T> + Send + 'static,
+) -> async_graphql::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::error::internal(&anyhow::Error::new(e)))?
+        .map_err(crate::error::from_lake)
+}
+
 /// The schema's SDL, as checked in at `schema.graphql` and printed by `skyglass schema`.
 pub fn sdl() -> String {
     build(None).sdl()

@@ -366,10 +366,12 @@ impl Flusher {
             lake::layout::data_file_name(&ids[0], &format!("{}-{:016x}", ids[ids.len() - 1], id_set_digest(&ids)));
         let mut posts: Vec<Post> = Vec::new();
         let mut deletes: Vec<Delete> = Vec::new();
-        for (_, entry) in &self.waiting {
+        // Moved, not copied: a failed flush ends the flusher, and the entries stay pending in
+        // Redis for the next run, so nothing needs them here afterwards.
+        for (_, entry) in std::mem::take(&mut self.waiting) {
             match entry {
-                Entry::Post(post) => posts.push(Post::clone(post)),
-                Entry::Delete(delete) => deletes.push(delete.clone()),
+                Entry::Post(post) => posts.push(*post),
+                Entry::Delete(delete) => deletes.push(delete),
             }
         }
         let newest_time_us = posts
@@ -396,7 +398,6 @@ impl Flusher {
 
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         self.acknowledge(&id_refs).await?;
-        self.waiting.clear();
         self.waiting_ids.clear();
         self.oldest_waiting_since = None;
         let lag_us = chrono::Utc::now().timestamp_micros().saturating_sub(newest_time_us);

@@ -11,23 +11,13 @@ use lake::plan::{Keyset, PostsPlan};
 use super::types::{
     LakeStats, PageInfo, PostConnection, PostEdge, PostFilter, PostNode, PostOrder, post_field_columns,
 };
-use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Services};
+use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Services, blocking};
 use crate::error;
 
 pub struct Query;
 
 fn engine(ctx: &Context<'_>) -> async_graphql::Result<Arc<Engine>> {
     Ok(ctx.data::<Services>()?.engine.clone())
-}
-
-/// Runs lake work off the async runtime.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> lake::Result<T> + Send + 'static,
-) -> async_graphql::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| error::internal(&anyhow::Error::new(e)))?
-        .map_err(error::from_lake)
 }
 
 /// The lake columns that a selection of `Post` fields reads.

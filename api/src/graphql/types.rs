@@ -194,11 +194,7 @@ impl PostConnection {
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
         let engine = ctx.data::<Services>()?.engine.clone();
         let filter = self.filter.clone();
-        let summary = tokio::task::spawn_blocking(move || engine.summary(&filter))
-            .await
-            .map_err(|e| error::internal(&anyhow::Error::new(e)))?
-            .map_err(error::from_lake)?;
-        Ok(summary.n_posts)
+        Ok(super::blocking(move || engine.summary(&filter)).await?.n_posts)
     }
 }
 
