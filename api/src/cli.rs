@@ -117,6 +117,9 @@ pub struct ServeArgs {
     /// DuckDB threads per query (default: the machine's cores).
     #[arg(long, env = "SKYGLASS_QUERY_THREADS")]
     pub query_threads: Option<usize>,
+    /// Most rows one page (`first`) may ask for.
+    #[arg(long, env = "SKYGLASS_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub max_page_size: i32,
     #[command(flatten)]
     pub lake: LakeArgs,
     #[command(flatten)]
@@ -138,6 +141,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "SKYGLASS_ROLE",
     "SKYGLASS_LISTEN",
     "SKYGLASS_QUERY_THREADS",
+    "SKYGLASS_MAX_PAGE_SIZE",
     "SKYGLASS_LOG_FORMAT",
 ];
 

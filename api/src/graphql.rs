@@ -1,11 +1,16 @@
 //! The GraphQL schema: types over lake rows, input filters, and the query root whose resolvers
-//! build one `lake` plan per field. `schema.graphql` at the repository root is this schema's SDL.
+//! build one `lake` plan per field. Nested fields under many parents (a post's author, an
+//! author's posts) go through data loaders, one statement per level. `schema.graphql` at the
+//! repository root is this schema's SDL.
 
 use std::sync::Arc;
 
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use lake::exec::Engine;
 
+mod author;
+mod loaders;
 mod query;
 mod scalars;
 mod types;
@@ -17,18 +22,41 @@ pub type SkyglassSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 /// Rows in a page when `first` is not given.
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
 
-/// Most rows a page may ask for.
-pub const MAX_PAGE_SIZE: i32 = 1_000;
+/// The page size at which a list field's complexity stops growing. Complexity is checked before
+/// resolvers run and cannot see the configured cap; a larger `first` is refused by the resolver
+/// with a clear message instead of a bare "too complex".
+pub const COMPLEXITY_PAGE_CAP: i32 = 100;
+
+/// Limits on what one request may ask.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most rows a page (`first`) may ask for.
+    pub max_page_size: i32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_page_size: 100 }
+    }
+}
 
 /// What resolvers reach through the context.
 pub struct Services {
     pub engine: Arc<Engine>,
+    pub limits: Limits,
 }
 
 pub fn build(services: Option<Services>) -> SkyglassSchema {
-    let builder = Schema::build(Query, EmptyMutation, EmptySubscription).limit_depth(16).limit_complexity(5_000);
+    let builder = Schema::build(Query, EmptyMutation, EmptySubscription).limit_depth(16).limit_complexity(10_000);
     match services {
-        Some(services) => builder.data(services).finish(),
+        Some(services) => {
+            let engine = services.engine.clone();
+            builder
+                .data(DataLoader::new(loaders::AuthorSummaries(engine.clone()), tokio::spawn))
+                .data(DataLoader::new(loaders::AuthorPosts(engine), tokio::spawn))
+                .data(services)
+                .finish()
+        }
         None => builder.finish(),
     }
 }

@@ -37,6 +37,7 @@ pub struct AppState {
     /// The connection readiness checks use, made on first need (Redis may start after us).
     pub redis: tokio::sync::Mutex<Option<ConnectionManager>>,
     pub lake: PathBuf,
+    pub limits: graphql::Limits,
 }
 
 #[derive(Clone)]
@@ -47,7 +48,7 @@ struct Shared {
 
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
-    let schema = graphql::build(Some(Services { engine: state.engine.clone() }));
+    let schema = graphql::build(Some(Services { engine: state.engine.clone(), limits: state.limits.clone() }));
     let shared = Shared { schema, state };
     Router::new()
         .route("/", get(playground))

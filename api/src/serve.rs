@@ -98,6 +98,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             redis_url: args.redis.redis_url.clone(),
             redis: tokio::sync::Mutex::new(None),
             lake: lake.clone(),
+            limits: crate::graphql::Limits { max_page_size: args.max_page_size },
         };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -3,7 +3,7 @@
 //! reason. Pure, and never panics on any input.
 
 use chrono::DateTime;
-use lake::model::{Delete, ENRICH_VERSION, EmbedType, Post};
+use lake::model::{Delete, EARLIEST_PLAUSIBLE_US, ENRICH_VERSION, EmbedType, MAX_FUTURE_SKEW_US, Post};
 use serde_json::Value;
 
 use crate::text;
@@ -11,11 +11,6 @@ use crate::text;
 pub const POST_COLLECTION: &str = "app.bsky.feed.post";
 /// The lexicon's limit on post text, in UTF-8 bytes (`maxLength: 3000`).
 pub const MAX_TEXT_BYTES: usize = 3000;
-/// Bluesky's first posts are from November 2022; earlier `createdAt` values are client clocks
-/// gone wrong.
-const EARLIEST_PLAUSIBLE_US: i64 = 1_667_260_800_000_000; // 2022-11-01T00:00:00Z
-/// How far in the future (relative to the event's `time_us`) a `createdAt` may be.
-const MAX_FUTURE_SKEW_US: i64 = 24 * 3600 * 1_000_000;
 
 /// What one event becomes.
 #[derive(Debug, Clone, PartialEq)]

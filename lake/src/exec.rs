@@ -13,8 +13,14 @@ use crate::catalog::{self, Generation};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::{EmbedType, Post, PostColumn};
-use crate::plan::{Plan, PostFilter, PostsPlan};
+use crate::plan::{BucketsPlan, Dimension, Plan, PostFilter, PostsPlan, TopPlan};
 use crate::sql::{Param, Sql, compile};
+use crate::zone::{self, Interval};
+
+/// Most buckets one `time_buckets` answer may hold (buckets times groups).
+pub const MAX_BUCKET_ROWS: usize = 100_000;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// How the engine runs DuckDB.
 #[derive(Debug, Clone)]
@@ -126,37 +132,177 @@ impl Engine {
         Ok(self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?)
     }
 
-    /// Runs a posts plan; each returned post has the plan's columns filled, the others default.
-    pub fn posts(&self, plan: &PostsPlan) -> Result<Vec<Post>> {
-        let sql = compile(&Plan::Posts(plan.clone()));
+    /// Prepares and runs `plan`, handing each row to `read`.
+    fn run<T>(&self, plan: &Plan, mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
+        let sql = compile(plan)?;
         let connection = self.connection()?;
         let mut statement = connection.prepare(&sql.text)?;
-        let columns: Vec<PostColumn> = plan.columns.iter().copied().collect();
         let mut rows = statement.query(params_from_iter(bind(&sql)))?;
-        let mut posts = Vec::new();
+        let mut out = Vec::new();
         while let Some(row) = rows.next()? {
+            out.push(read(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs a posts plan; each returned post has the plan's columns filled, the others default.
+    pub fn posts(&self, plan: &PostsPlan) -> Result<Vec<Post>> {
+        self.read_posts(&Plan::Posts(plan.clone()), plan.columns.iter().copied().collect())
+    }
+
+    /// The first `plan.limit` posts of each author in `plan.filter.authors`, grouped by author
+    /// (each post's `did` is filled).
+    pub fn posts_per_author(&self, plan: &PostsPlan) -> Result<Vec<Post>> {
+        let mut columns: Vec<PostColumn> = plan.columns.iter().copied().collect();
+        if !columns.contains(&PostColumn::Did) {
+            columns.push(PostColumn::Did);
+        }
+        let mut plan = plan.clone();
+        plan.after = None;
+        self.read_posts(&Plan::PostsPerAuthor(plan), columns)
+    }
+
+    fn read_posts(&self, plan: &Plan, columns: Vec<PostColumn>) -> Result<Vec<Post>> {
+        self.run(plan, |row| {
             let mut post = Post::default();
             for (index, column) in columns.iter().enumerate() {
                 set_column(&mut post, *column, row.get::<_, Value>(index)?)?;
             }
-            posts.push(post);
-        }
-        Ok(posts)
+            Ok(post)
+        })
     }
 
     /// Counts distinct posts matching `filter`, with their oldest and newest `created_at`.
     pub fn summary(&self, filter: &PostFilter) -> Result<Summary> {
-        let sql = compile(&Plan::Summary(filter.clone()));
-        let connection = self.connection()?;
-        let mut statement = connection.prepare(&sql.text)?;
-        let summary = statement.query_row(params_from_iter(bind(&sql)), |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, Value>(1)?, row.get::<_, Value>(2)?))
+        let rows = self.run(&Plan::Summary(filter.clone()), |row| {
+            Ok(Summary {
+                n_posts: count(row, 0)?,
+                oldest_us: timestamp_micros(&row.get::<_, Value>(1)?),
+                newest_us: timestamp_micros(&row.get::<_, Value>(2)?),
+            })
         })?;
-        Ok(Summary {
-            n_posts: u64::try_from(summary.0).unwrap_or(0),
-            oldest_us: timestamp_micros(&summary.1),
-            newest_us: timestamp_micros(&summary.2),
+        Ok(rows.into_iter().next().unwrap_or(Summary { n_posts: 0, oldest_us: None, newest_us: None }))
+    }
+
+    /// A summary per author of `filter.authors`; authors without matching posts are absent.
+    pub fn author_summaries(&self, filter: &PostFilter) -> Result<Vec<(String, Summary)>> {
+        if filter.authors.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(&Plan::AuthorSummaries(filter.clone()), |row| {
+            let did: String = row.get(0)?;
+            let summary = Summary {
+                n_posts: count(row, 1)?,
+                oldest_us: timestamp_micros(&row.get::<_, Value>(2)?),
+                newest_us: timestamp_micros(&row.get::<_, Value>(3)?),
+            };
+            Ok((did, summary))
         })
+    }
+
+    /// Authors with the most matching posts, most first (ties by DID).
+    pub fn top_authors(&self, plan: &TopPlan) -> Result<Vec<(String, u64)>> {
+        self.run(&Plan::TopAuthors(plan.clone()), |row| Ok((row.get(0)?, count(row, 1)?)))
+    }
+
+    /// Hashtags on the most matching posts, most first (ties by tag).
+    pub fn top_hashtags(&self, plan: &TopPlan) -> Result<Vec<HashtagCount>> {
+        self.run(&Plan::TopHashtags(plan.clone()), |row| {
+            Ok(HashtagCount { tag: row.get(0)?, posts: count(row, 1)?, authors: count(row, 2)? })
+        })
+    }
+
+    /// Posts, authors and replies per bucket of `interval` in `zone`: every bucket from
+    /// `filter.since` (or the first post) to `filter.until` (or the last post), empty ones
+    /// with zeros, ordered by start; with a dimension, one row per bucket and group (every
+    /// group seen anywhere in the range), groups ordered by name with the null group last.
+    pub fn time_buckets(
+        &self,
+        filter: &PostFilter,
+        interval: Interval,
+        zone: chrono_tz::Tz,
+        group_by: Option<Dimension>,
+    ) -> Result<Vec<Bucket>> {
+        if let (Some(since), Some(until)) = (filter.since_us, filter.until_us)
+            && since >= until
+        {
+            return Ok(Vec::new());
+        }
+        // Offsets must cover every clock value bucketed: the filter's range, else every day
+        // that holds posts (with margin for indexed_at, which is near created_at).
+        let partitions = catalog::table_files(&self.lake, layout::POSTS_TABLE)?.partitions;
+        let day_us = |day: chrono::NaiveDate| day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros();
+        let lake_from = partitions.iter().min().map_or(0, |d| day_us(*d)) - 2 * MICROS_PER_DAY;
+        let lake_to = partitions.iter().max().map_or(0, |d| day_us(*d)).max(chrono::Utc::now().timestamp_micros())
+            + 2 * MICROS_PER_DAY;
+        let offsets_from = filter.since_us.unwrap_or(lake_from);
+        let offsets_to = filter.until_us.unwrap_or(lake_to).max(offsets_from);
+        let offsets = zone::offsets(zone, offsets_from, offsets_to);
+        let plan = BucketsPlan { filter: filter.clone(), interval, zone, offsets: offsets.clone(), group_by };
+        let calendar = interval.is_calendar();
+        let rows = self.run(&Plan::Buckets(plan), |row| {
+            let start = timestamp_micros(&row.get::<_, Value>(0)?)
+                .ok_or_else(|| Error::Corrupt("a bucket without a start".into()))?;
+            let start_us = if calendar {
+                let local = chrono::DateTime::from_timestamp_micros(start).unwrap_or_default().naive_utc();
+                zone::local_to_utc(zone, local)
+            } else {
+                start
+            };
+            Ok(Bucket {
+                start_us,
+                group: text(row.get::<_, Value>(1)?),
+                posts: count(row, 2)?,
+                authors: count(row, 3)?,
+                replies: count(row, 4)?,
+            })
+        })?;
+
+        // Zero-fill: every bucket of the range, times every group seen.
+        let from = filter.since_us.or_else(|| rows.first().map(|b| b.start_us));
+        let to = filter.until_us.or_else(|| rows.last().map(|b| b.start_us + 1));
+        let (Some(from), Some(to)) = (from, to) else { return Ok(Vec::new()) };
+        let starts = zone::bucket_starts(interval, zone, &offsets, from, to, MAX_BUCKET_ROWS)?;
+        let mut groups: Vec<Option<String>> = rows.iter().map(|b| b.group.clone()).collect();
+        groups.sort_by(|a, b| match (a, b) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (Some(a), Some(b)) => a.cmp(b),
+        });
+        groups.dedup();
+        if groups.is_empty() {
+            groups.push(None);
+        }
+        if starts.len().saturating_mul(groups.len()) > MAX_BUCKET_ROWS {
+            return Err(Error::InvalidArgument(format!(
+                "{} buckets times {} groups is more than {MAX_BUCKET_ROWS} rows; narrow the filter or the range",
+                starts.len(),
+                groups.len()
+            )));
+        }
+        let mut counted: std::collections::HashMap<(i64, Option<String>), Bucket> =
+            rows.into_iter().map(|b| ((b.start_us, b.group.clone()), b)).collect();
+        let mut out = Vec::with_capacity(starts.len() * groups.len());
+        for start_us in starts {
+            for group in &groups {
+                let bucket = counted.remove(&(start_us, group.clone())).unwrap_or(Bucket {
+                    start_us,
+                    group: group.clone(),
+                    posts: 0,
+                    authors: 0,
+                    replies: 0,
+                });
+                out.push(bucket);
+            }
+        }
+        if !counted.is_empty() {
+            // A counted bucket outside the listed range would be a bug; never drop its posts.
+            tracing::error!(buckets = counted.len(), "time buckets outside the computed range");
+            out.extend(counted.into_values());
+            out.sort_by_key(|b| b.start_us);
+        }
+        Ok(out)
     }
 
     /// The lake's size and state: files from a directory walk, posts from DuckDB.
@@ -182,6 +328,24 @@ pub struct Summary {
     pub n_posts: u64,
     pub oldest_us: Option<i64>,
     pub newest_us: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashtagCount {
+    pub tag: String,
+    pub posts: u64,
+    pub authors: u64,
+}
+
+/// One time bucket (and group) of [`Engine::time_buckets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    /// UTC microseconds.
+    pub start_us: i64,
+    pub group: Option<String>,
+    pub posts: u64,
+    pub authors: u64,
+    pub replies: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +375,10 @@ fn bind(sql: &Sql) -> Vec<Value> {
         .collect()
 }
 
+fn count(row: &duckdb::Row<'_>, index: usize) -> Result<u64> {
+    Ok(u64::try_from(int(&row.get::<_, Value>(index)?)).unwrap_or(0))
+}
+
 fn timestamp_micros(value: &Value) -> Option<i64> {
     match value {
         Value::Timestamp(unit, v) => Some(match unit {
@@ -236,6 +404,8 @@ fn int(value: &Value) -> i64 {
         Value::SmallInt(v) => i64::from(*v),
         Value::Int(v) => i64::from(*v),
         Value::BigInt(v) => *v,
+        Value::HugeInt(v) => i64::try_from(*v).unwrap_or(i64::MAX),
+        Value::UBigInt(v) => i64::try_from(*v).unwrap_or(i64::MAX),
         Value::UTinyInt(v) => i64::from(*v),
         Value::USmallInt(v) => i64::from(*v),
         Value::UInt(v) => i64::from(*v),

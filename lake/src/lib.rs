@@ -13,7 +13,9 @@ pub mod exec;
 pub mod layout;
 pub mod model;
 pub mod plan;
+pub mod search;
 pub mod sql;
 pub mod writer;
+pub mod zone;
 
 pub use error::{Error, ErrorKind, Result};

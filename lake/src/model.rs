@@ -27,6 +27,15 @@ pub fn normalise_tag(tag: &str) -> String {
 /// decoding or enrichment changes what a row holds, so old rows can be found and redone.
 pub const ENRICH_VERSION: i32 = 1;
 
+/// Bluesky's first posts are from November 2022; an earlier `createdAt` is a client clock gone
+/// wrong, and ingest clamps it to the event's `time_us`.
+pub const EARLIEST_PLAUSIBLE_US: i64 = 1_667_260_800_000_000; // 2022-11-01T00:00:00Z
+
+/// How far past the event's `time_us` a stored `created_at` may be; ingest clamps a later one.
+/// Queries rely on it: `indexed_at < t` implies `created_at < t + MAX_FUTURE_SKEW_US`, which
+/// lets an `indexedAt` filter prune date partitions (partitioned by `created_at`).
+pub const MAX_FUTURE_SKEW_US: i64 = 24 * 3600 * 1_000_000;
+
 /// One Bluesky post (`app.bsky.feed.post` record) as stored in the `posts` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Post {

@@ -9,21 +9,44 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::{Error, Result};
 use crate::model::{EmbedType, PostColumn};
+use crate::search::TextQuery;
+use crate::zone::{Interval, Offsets};
+
+/// Which of a post's two times a filter or a bucket reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Clock {
+    /// The record's `createdAt`: the author's client clock (backdated or ahead at times).
+    #[default]
+    CreatedAt,
+    /// When the firehose saw the post.
+    IndexedAt,
+}
+
+impl Clock {
+    pub fn column(self) -> &'static str {
+        match self {
+            Clock::CreatedAt => "created_at",
+            Clock::IndexedAt => "indexed_at",
+        }
+    }
+}
 
 /// Which posts a plan is about. Every list is "any of"; an empty list does not constrain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PostFilter {
-    /// `created_at >= since`, UTC microseconds.
+    /// `clock >= since`, UTC microseconds.
     pub since_us: Option<i64>,
-    /// `created_at < until`, UTC microseconds.
+    /// `clock < until`, UTC microseconds.
     pub until_us: Option<i64>,
+    /// The time `since` and `until` read.
+    pub clock: Clock,
     pub uris: Vec<String>,
     /// Author DIDs.
     pub authors: Vec<String>,
     /// Language tags; a tag without a region (`en`) also matches regional ones (`en-US`).
     pub langs: Vec<String>,
-    /// Case-insensitive substring of the text.
-    pub text_contains: Option<String>,
+    /// Text queries that must all match.
+    pub text: Vec<TextQuery>,
     /// Without '#', case-insensitive.
     pub hashtags: Vec<String>,
     pub mentions: Vec<String>,
@@ -102,13 +125,54 @@ impl PostsPlan {
     }
 }
 
+/// What `timeBuckets` groups posts by, besides time. A post counts in every group it belongs
+/// to: each of its languages (bare and lower-cased: `en-US` is `en`) or hashtags; a post with
+/// none counts in the null group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    Lang,
+    EmbedType,
+    IsReply,
+    Hashtag,
+}
+
+/// Posts counted per time bucket (and group).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BucketsPlan {
+    pub filter: PostFilter,
+    pub interval: Interval,
+    pub zone: chrono_tz::Tz,
+    /// The zone's offsets over every instant the plan may bucket.
+    pub offsets: Offsets,
+    pub group_by: Option<Dimension>,
+}
+
+/// The `limit` largest groups of the posts matching `filter`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopPlan {
+    pub filter: PostFilter,
+    pub limit: u32,
+}
+
 /// One question to the lake; compiled to one SQL statement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Plan {
     /// A page of posts in `(created_at, uri)` order.
     Posts(PostsPlan),
+    /// The first `limit` posts of each author in `filter.authors`, in the plan's order, for
+    /// nested `posts` under many authors in one statement. `after` must be `None`.
+    PostsPerAuthor(PostsPlan),
     /// How many distinct posts match a filter, and their oldest and newest `created_at`.
     Summary(PostFilter),
+    /// Per author in `filter.authors` (all of them must be listed): distinct posts matching the
+    /// filter and their oldest and newest `created_at`.
+    AuthorSummaries(PostFilter),
+    /// Authors with the most posts.
+    TopAuthors(TopPlan),
+    /// Hashtags on the most posts, with how many authors used them.
+    TopHashtags(TopPlan),
+    /// Posts, authors and replies per bucket.
+    Buckets(BucketsPlan),
 }
 
 #[cfg(test)]

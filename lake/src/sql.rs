@@ -10,8 +10,12 @@ use std::fmt::Write as _;
 use chrono::NaiveDate;
 use serde::Serialize;
 
+use crate::error::Result;
 use crate::layout::date_of_micros;
-use crate::plan::{Plan, PostFilter, PostOrder, PostsPlan};
+use crate::model::{MAX_FUTURE_SKEW_US, PostColumn};
+use crate::plan::{BucketsPlan, Clock, Dimension, Keyset, Plan, PostFilter, PostOrder, PostsPlan};
+use crate::search;
+use crate::zone::Offsets;
 
 /// A bound value of a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -33,18 +37,45 @@ pub struct Sql {
 /// Keeps each duplicate of a post (the same `uri`, ingested twice by a replay) only once.
 const DEDUP_BY_URI: &str = "QUALIFY row_number() OVER (PARTITION BY uri ORDER BY indexed_at, cid) = 1";
 
-pub fn compile(plan: &Plan) -> Sql {
+/// Compiles a plan; an error only for a filter no statement can express (a text query without
+/// words, say), which is the caller's to fix.
+pub fn compile(plan: &Plan) -> Result<Sql> {
     let mut builder = Builder::default();
     match plan {
-        Plan::Posts(posts) => builder.posts(posts),
+        Plan::Posts(posts) => builder.posts(posts)?,
+        Plan::PostsPerAuthor(posts) => builder.posts_per_author(posts)?,
         Plan::Summary(filter) => {
             builder.text.push_str(
                 "SELECT count(DISTINCT uri) AS n_posts, min(created_at) AS oldest, max(created_at) AS newest FROM posts",
             );
-            builder.filter_clause(filter, None);
+            builder.where_clause(filter, None)?;
         }
+        Plan::AuthorSummaries(filter) => {
+            builder.text.push_str(
+                "SELECT did, count(DISTINCT uri) AS n_posts, min(created_at) AS oldest, max(created_at) AS newest \
+                 FROM posts",
+            );
+            builder.where_clause(filter, None)?;
+            builder.text.push_str("\nGROUP BY did");
+        }
+        Plan::TopAuthors(top) => {
+            builder.text.push_str("SELECT did, count(DISTINCT uri) AS n_posts FROM posts");
+            builder.where_clause(&top.filter, None)?;
+            builder.text.push_str("\nGROUP BY did\nORDER BY n_posts DESC, did");
+            builder.limit(top.limit);
+        }
+        Plan::TopHashtags(top) => {
+            builder
+                .text
+                .push_str("SELECT tag, count(DISTINCT uri) AS n_posts, count(DISTINCT did) AS n_authors\nFROM (");
+            builder.text.push_str("SELECT unnest(list_distinct(hashtags)) AS tag, uri, did FROM posts");
+            builder.where_clause(&top.filter, None)?;
+            builder.text.push_str(")\nGROUP BY tag\nORDER BY n_posts DESC, tag");
+            builder.limit(top.limit);
+        }
+        Plan::Buckets(buckets) => builder.buckets(buckets)?,
     }
-    Sql { text: builder.text, params: builder.params }
+    Ok(Sql { text: builder.text, params: builder.params })
 }
 
 #[derive(Default)]
@@ -65,28 +96,133 @@ impl Builder {
         placeholders.join(", ")
     }
 
-    fn posts(&mut self, plan: &PostsPlan) {
-        let columns: Vec<&str> = plan.columns.iter().map(|c| c.name()).collect();
-        write!(self.text, "SELECT {} FROM posts", columns.join(", ")).unwrap();
-        let keyset = plan.after.as_ref().map(|k| (k, plan.order));
-        self.filter_clause(&plan.filter, keyset);
-        self.text.push('\n');
-        self.text.push_str(DEDUP_BY_URI);
-        let direction = match plan.order {
-            PostOrder::Newest => "DESC",
-            PostOrder::Oldest => "ASC",
-        };
-        write!(self.text, "\nORDER BY created_at {direction}, uri {direction}").unwrap();
-        let limit = self.bind(Param::Int(i64::from(plan.limit)));
+    fn limit(&mut self, limit: u32) {
+        let limit = self.bind(Param::Int(i64::from(limit)));
         write!(self.text, "\nLIMIT {limit}").unwrap();
     }
 
-    fn filter_clause(&mut self, filter: &PostFilter, keyset: Option<(&crate::plan::Keyset, PostOrder)>) {
+    fn direction(order: PostOrder) -> &'static str {
+        match order {
+            PostOrder::Newest => "DESC",
+            PostOrder::Oldest => "ASC",
+        }
+    }
+
+    fn posts(&mut self, plan: &PostsPlan) -> Result<()> {
+        let columns: Vec<&str> = plan.columns.iter().map(|c| c.name()).collect();
+        write!(self.text, "SELECT {} FROM posts", columns.join(", ")).unwrap();
+        let keyset = plan.after.as_ref().map(|k| (k, plan.order));
+        self.where_clause(&plan.filter, keyset)?;
+        self.text.push('\n');
+        self.text.push_str(DEDUP_BY_URI);
+        let direction = Self::direction(plan.order);
+        write!(self.text, "\nORDER BY created_at {direction}, uri {direction}").unwrap();
+        self.limit(plan.limit);
+        Ok(())
+    }
+
+    /// Deduplicates first, then keeps each author's first `limit` rows.
+    fn posts_per_author(&mut self, plan: &PostsPlan) -> Result<()> {
+        let mut columns: Vec<&str> = plan.columns.iter().map(|c| c.name()).collect();
+        if !plan.columns.contains(&PostColumn::Did) {
+            columns.push(PostColumn::Did.name());
+        }
+        let columns = columns.join(", ");
+        write!(self.text, "SELECT {columns} FROM (\nSELECT {columns} FROM posts").unwrap();
+        self.where_clause(&plan.filter, None)?;
+        self.text.push('\n');
+        self.text.push_str(DEDUP_BY_URI);
+        let direction = Self::direction(plan.order);
+        let limit = self.bind(Param::Int(i64::from(plan.limit)));
+        write!(
+            self.text,
+            ")\nQUALIFY row_number() OVER (PARTITION BY did ORDER BY created_at {direction}, uri {direction}) <= {limit}\n\
+             ORDER BY did, created_at {direction}, uri {direction}"
+        )
+        .unwrap();
+        Ok(())
+    }
+
+    /// Counts per (bucket, group). The bucket is computed from the clock shifted by the zone's
+    /// offset at that instant (see [`crate::zone`]): a local calendar start (zone-less) for
+    /// DAY, WEEK and MONTH, the UTC start for MINUTE and HOUR.
+    fn buckets(&mut self, plan: &BucketsPlan) -> Result<()> {
+        let clock = plan.filter.clock.column();
+        let unit = plan.interval.unit();
+        let offset = self.offset_expression(clock, &plan.offsets);
+        let group = match plan.group_by {
+            None => "NULL::VARCHAR",
+            Some(Dimension::Lang) => {
+                "unnest(CASE WHEN len(langs) = 0 THEN [NULL::VARCHAR] \
+                 ELSE list_distinct(list_transform(langs, lambda l: lower(split_part(l, '-', 1)))) END)"
+            }
+            Some(Dimension::Hashtag) => {
+                "unnest(CASE WHEN len(hashtags) = 0 THEN [NULL::VARCHAR] ELSE list_distinct(hashtags) END)"
+            }
+            Some(Dimension::EmbedType) => "embed_type",
+            Some(Dimension::IsReply) => "CASE WHEN reply_parent IS NULL THEN 'false' ELSE 'true' END",
+        };
+        let bucket = if plan.interval.is_calendar() {
+            format!("date_trunc('{unit}', t + to_seconds(off))")
+        } else {
+            format!("date_trunc('{unit}', t + to_seconds(off)) - to_seconds(off)")
+        };
+        write!(
+            self.text,
+            "SELECT bucket, grp, count(DISTINCT uri) AS n_posts, count(DISTINCT did) AS n_authors,\n  \
+             count(DISTINCT uri) FILTER (WHERE is_reply) AS n_replies\n\
+             FROM (\nSELECT {bucket} AS bucket, grp, uri, did, is_reply FROM (\n\
+             SELECT {clock} AS t, {offset} AS off, {group} AS grp, uri, did, reply_parent IS NOT NULL AS is_reply \
+             FROM posts"
+        )
+        .unwrap();
+        self.where_clause(&plan.filter, None)?;
+        self.text.push_str("))\nGROUP BY bucket, grp\nORDER BY bucket, grp NULLS LAST");
+        Ok(())
+    }
+
+    /// The zone's offset in seconds at `clock`, as a `CASE` over its changes.
+    fn offset_expression(&mut self, clock: &str, offsets: &Offsets) -> String {
+        if offsets.changes.is_empty() {
+            return format!("{}::BIGINT", self.bind(Param::Int(i64::from(offsets.initial_s))));
+        }
+        let mut expression = String::from("CASE");
+        let mut before = offsets.initial_s;
+        for (at_us, offset_s) in &offsets.changes {
+            let at = self.bind(Param::Timestamp(*at_us));
+            let value = self.bind(Param::Int(i64::from(before)));
+            write!(expression, " WHEN {clock} < {at} THEN {value}::BIGINT").unwrap();
+            before = *offset_s;
+        }
+        let last = self.bind(Param::Int(i64::from(before)));
+        write!(expression, " ELSE {last}::BIGINT END").unwrap();
+        expression
+    }
+
+    fn where_clause(&mut self, filter: &PostFilter, keyset: Option<(&Keyset, PostOrder)>) -> Result<()> {
+        let conditions = self.conditions(filter, keyset)?;
+        if !conditions.is_empty() {
+            write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();
+        }
+        Ok(())
+    }
+
+    fn conditions(&mut self, filter: &PostFilter, keyset: Option<(&Keyset, PostOrder)>) -> Result<Vec<String>> {
         let mut conditions: Vec<String> = Vec::new();
 
-        // Partition pruning first: the hive `date` column is the UTC day of created_at.
-        let mut first_day = filter.since_us.map(date_of_micros);
-        let mut last_day = filter.until_us.map(|until| date_of_micros(until.saturating_sub(1)));
+        // Partition pruning first: the hive `date` column is the UTC day of created_at. An
+        // indexed_at bound prunes only from above: created_at is at most MAX_FUTURE_SKEW_US past
+        // indexed_at, but may be long before it.
+        let (mut first_day, mut last_day) = match filter.clock {
+            Clock::CreatedAt => (
+                filter.since_us.map(date_of_micros),
+                filter.until_us.map(|until| date_of_micros(until.saturating_sub(1))),
+            ),
+            Clock::IndexedAt => (
+                None,
+                filter.until_us.map(|until| date_of_micros(until.saturating_sub(1).saturating_add(MAX_FUTURE_SKEW_US))),
+            ),
+        };
         if let Some((keyset, order)) = keyset {
             let day = date_of_micros(keyset.created_at_us);
             match order {
@@ -100,11 +236,12 @@ impl Builder {
         if let Some(day) = last_day {
             conditions.push(format!("\"date\" <= {}", self.bind(Param::Date(day))));
         }
+        let clock = filter.clock.column();
         if let Some(since) = filter.since_us {
-            conditions.push(format!("created_at >= {}", self.bind(Param::Timestamp(since))));
+            conditions.push(format!("{clock} >= {}", self.bind(Param::Timestamp(since))));
         }
         if let Some(until) = filter.until_us {
-            conditions.push(format!("created_at < {}", self.bind(Param::Timestamp(until))));
+            conditions.push(format!("{clock} < {}", self.bind(Param::Timestamp(until))));
         }
         if let Some((keyset, order)) = keyset {
             let op = match order {
@@ -127,9 +264,16 @@ impl Builder {
         if !filter.langs.is_empty() {
             conditions.push(self.langs_condition(&filter.langs));
         }
-        if let Some(needle) = filter.text_contains.as_deref().filter(|n| !n.is_empty()) {
-            let pattern = self.bind(Param::Text(format!("%{}%", escape_like(needle))));
-            conditions.push(format!("text ILIKE {pattern} ESCAPE '\\'"));
+        for query in &filter.text {
+            let Some(compiled) = search::compile(query)? else { continue };
+            for literal in &compiled.literals {
+                let pattern = self.bind(Param::Text(format!("%{}%", escape_like(literal))));
+                conditions.push(format!("text ILIKE {pattern} ESCAPE '\\'"));
+            }
+            for pattern in &compiled.patterns {
+                let pattern = self.bind(Param::Text(pattern.clone()));
+                conditions.push(format!("regexp_matches(text, {pattern}, 'i')"));
+            }
         }
         if !filter.hashtags.is_empty() {
             let tags = filter.hashtags.iter().map(|t| Param::Text(crate::model::normalise_tag(t)));
@@ -150,10 +294,7 @@ impl Builder {
             let list = self.bind_list(names);
             conditions.push(format!("embed_type IN ({list})"));
         }
-
-        if !conditions.is_empty() {
-            write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();
-        }
+        Ok(conditions)
     }
 
     /// A tag with a region or script (`en-US`) matches exactly; a bare language (`en`) matches
@@ -191,10 +332,12 @@ fn escape_like(needle: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::{EmbedType, PostColumn};
-    use crate::plan::Keyset;
+    use crate::plan::{Keyset, TopPlan};
+    use crate::search::{TextMode, TextQuery};
+    use crate::zone::{Interval, parse_zone};
 
     fn check(plan: Plan) -> String {
-        let sql = compile(&plan);
+        let sql = compile(&plan).unwrap();
         assert_eq!(sql.text.matches('?').count(), sql.params.len(), "placeholders and params differ");
         format!("{}\n-- params: {:?}", sql.text, sql.params)
     }
@@ -215,7 +358,8 @@ mod tests {
             uris: vec![],
             authors: vec!["did:plc:a".into(), "did:plc:b".into()],
             langs: vec!["EN".into(), "pt-BR".into()],
-            text_contains: Some("50%_off\\".into()),
+            text: vec![TextQuery { query: "50%_off\\".into(), mode: TextMode::Substring }],
+            clock: Clock::CreatedAt,
             hashtags: vec!["#Rust".into()],
             mentions: vec!["did:plc:m".into()],
             is_reply: Some(false),
@@ -234,7 +378,71 @@ mod tests {
 
     #[test]
     fn a_summary_counts_each_uri_once() {
-        let filter = PostFilter { text_contains: Some("猫".into()), ..PostFilter::default() };
+        let filter = PostFilter {
+            text: vec![TextQuery { query: "猫".into(), mode: TextMode::Substring }],
+            ..PostFilter::default()
+        };
+        insta::assert_snapshot!(check(Plan::Summary(filter)));
+    }
+
+    #[test]
+    fn top_authors_and_hashtags_count_each_uri_once() {
+        let filter = PostFilter { langs: vec!["ja".into()], ..PostFilter::default() };
+        let top = TopPlan { filter, limit: 10 };
+        insta::assert_snapshot!(check(Plan::TopAuthors(top.clone())));
+        insta::assert_snapshot!(check(Plan::TopHashtags(top)));
+    }
+
+    #[test]
+    fn nested_author_fields_take_one_statement_for_many_authors() {
+        let filter = PostFilter { authors: vec!["did:plc:a".into(), "did:plc:b".into()], ..PostFilter::default() };
+        insta::assert_snapshot!(check(Plan::AuthorSummaries(filter.clone())));
+        let plan = PostsPlan::new(filter, PostOrder::Newest, 5, [PostColumn::Text]);
+        insta::assert_snapshot!(check(Plan::PostsPerAuthor(plan)));
+    }
+
+    #[test]
+    fn local_days_by_indexed_at_shift_by_the_offset_in_force() {
+        let zone = parse_zone("America/New_York").unwrap();
+        let (since, until) = (19_783 * DAY, 19_785 * DAY); // 2024-03-01 .. 2024-03-03 UTC
+        let filter = PostFilter {
+            since_us: Some(since),
+            until_us: Some(until),
+            clock: Clock::IndexedAt,
+            ..PostFilter::default()
+        };
+        let plan = BucketsPlan {
+            filter,
+            interval: Interval::Day,
+            zone,
+            offsets: crate::zone::Offsets { initial_s: -18_000, changes: vec![(19_784 * DAY, -14_400)] },
+            group_by: Some(Dimension::Lang),
+        };
+        insta::assert_snapshot!(check(Plan::Buckets(plan)));
+    }
+
+    #[test]
+    fn utc_hours_need_no_offset_changes() {
+        let zone = parse_zone("UTC").unwrap();
+        let plan = BucketsPlan {
+            filter: PostFilter::default(),
+            interval: Interval::Hour,
+            zone,
+            offsets: crate::zone::Offsets::fixed(0),
+            group_by: Some(Dimension::Hashtag),
+        };
+        insta::assert_snapshot!(check(Plan::Buckets(plan)));
+    }
+
+    #[test]
+    fn word_and_phrase_searches_prefilter_with_ilike() {
+        let filter = PostFilter {
+            text: vec![
+                TextQuery { query: "Rust lang".into(), mode: TextMode::Words },
+                TextQuery { query: "東京 tower".into(), mode: TextMode::Phrase },
+            ],
+            ..PostFilter::default()
+        };
         insta::assert_snapshot!(check(Plan::Summary(filter)));
     }
 
@@ -244,7 +452,10 @@ mod tests {
         let filter = PostFilter {
             authors: vec![hostile.into()],
             langs: vec![hostile.into()],
-            text_contains: Some(hostile.into()),
+            text: vec![
+                TextQuery { query: hostile.into(), mode: TextMode::Substring },
+                TextQuery { query: hostile.into(), mode: TextMode::Phrase },
+            ],
             hashtags: vec![hostile.into()],
             mentions: vec![hostile.into()],
             uris: vec![hostile.into()],
@@ -252,7 +463,7 @@ mod tests {
         };
         let mut plan = PostsPlan::new(filter, PostOrder::Newest, 5, PostColumn::ALL);
         plan.after = Some(Keyset { created_at_us: 0, uri: hostile.into() });
-        let sql = compile(&Plan::Posts(plan));
+        let sql = compile(&Plan::Posts(plan)).unwrap();
         assert!(!sql.text.contains("DROP"), "{}", sql.text);
     }
 

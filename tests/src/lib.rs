@@ -159,7 +159,15 @@ pub struct App {
 impl App {
     /// Starts `skyglass serve --role api` on a free port and waits until it answers.
     pub fn serve_api(lake: &Path, redis_url: &str) -> anyhow::Result<App> {
-        Self::serve(skyglass(lake, redis_url).args(["serve", "--role", "api", "--listen", "127.0.0.1:0"]))
+        Self::serve(skyglass(lake, redis_url).args([
+            "serve",
+            "--role",
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-page-size",
+            "1000",
+        ]))
     }
 
     /// Starts a prepared `serve` command; reads the listening address from its first line.

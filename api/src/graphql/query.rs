@@ -5,19 +5,35 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, SelectionField};
 use lake::exec::Engine;
-use lake::model::PostColumn;
-use lake::plan::{Keyset, PostsPlan};
+use lake::model::{Post, PostColumn};
+use lake::plan::{Keyset, PostsPlan, TopPlan};
 
+use super::author::{Author, AuthorCount, validate_did};
 use super::types::{
-    LakeStats, PageInfo, PostConnection, PostEdge, PostFilter, PostNode, PostOrder, post_field_columns,
+    Clock, Dimension, HashtagCount, Interval, LakeStats, PageInfo, PostConnection, PostEdge, PostFilter, PostNode,
+    PostOrder, TimeBucket, post_field_columns,
 };
-use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Services, blocking};
+use super::{COMPLEXITY_PAGE_CAP, DEFAULT_PAGE_SIZE, Services, blocking};
 use crate::error;
 
 pub struct Query;
 
-fn engine(ctx: &Context<'_>) -> async_graphql::Result<Arc<Engine>> {
-    Ok(ctx.data::<Services>()?.engine.clone())
+pub(super) fn services<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Services> {
+    ctx.data::<Services>()
+}
+
+pub(super) fn engine(ctx: &Context<'_>) -> async_graphql::Result<Arc<Engine>> {
+    Ok(services(ctx)?.engine.clone())
+}
+
+/// `first` checked against the configured page-size cap.
+pub(super) fn page_size(ctx: &Context<'_>, argument: &str, first: Option<i32>) -> async_graphql::Result<u32> {
+    let max = services(ctx)?.limits.max_page_size;
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(0..=max).contains(&first) {
+        return Err(error::bad_input(format!("{argument} must be between 0 and {max}, got {first}")));
+    }
+    Ok(first as u32)
 }
 
 /// The lake columns that a selection of `Post` fields reads.
@@ -26,7 +42,7 @@ fn post_columns<'a>(fields: impl Iterator<Item = SelectionField<'a>>) -> Vec<Pos
 }
 
 /// The `Post` fields selected under a connection's `nodes` and `edges { node }`.
-fn connection_post_columns(connection: SelectionField<'_>) -> Vec<PostColumn> {
+pub(super) fn connection_post_columns(connection: SelectionField<'_>) -> Vec<PostColumn> {
     let mut columns = Vec::new();
     for field in connection.selection_set() {
         match field.name() {
@@ -42,9 +58,46 @@ fn connection_post_columns(connection: SelectionField<'_>) -> Vec<PostColumn> {
     columns
 }
 
+/// A page from rows fetched with one extra row (which only tells that a next page exists).
+pub(super) fn connection(mut rows: Vec<Post>, page_size: u32, filter: Arc<lake::plan::PostFilter>) -> PostConnection {
+    let page_size = page_size as usize;
+    let has_next_page = rows.len() > page_size;
+    rows.truncate(page_size);
+    let edges: Vec<PostEdge> = rows
+        .into_iter()
+        .map(|post| {
+            let cursor = Keyset { created_at_us: post.created_at_us, uri: post.uri.clone() }.encode();
+            PostEdge { cursor, node: PostNode(post) }
+        })
+        .collect();
+    let end_cursor = edges.last().map(|e| e.cursor.clone());
+    PostConnection { edges, page_info: PageInfo { has_next_page, end_cursor }, filter }
+}
+
+/// Decodes an `after` cursor.
+pub(super) fn keyset(after: Option<String>) -> async_graphql::Result<Option<Keyset>> {
+    after.map(|cursor| Keyset::decode(&cursor)).transpose().map_err(error::from_lake)
+}
+
+/// Counts per time bucket, shared by `timeBuckets` and `Author.activity`.
+pub(super) async fn time_buckets(
+    ctx: &Context<'_>,
+    interval: Interval,
+    filter: lake::plan::PostFilter,
+    time_zone: Option<String>,
+    group_by: Option<Dimension>,
+) -> async_graphql::Result<Vec<TimeBucket>> {
+    let zone_name = time_zone.unwrap_or_else(|| "UTC".to_owned());
+    let zone = lake::zone::parse_zone(&zone_name).map_err(error::from_lake)?;
+    let engine = engine(ctx)?;
+    let buckets =
+        blocking(move || engine.time_buckets(&filter, interval.into(), zone, group_by.map(Into::into))).await?;
+    Ok(buckets.into_iter().map(TimeBucket).collect())
+}
+
 #[Object]
 impl Query {
-    /// One post by its AT-URI, or null when the lake does not have it.
+    /// One post by its AT-URI, or null when the lake does not have it (or it was deleted).
     async fn post(&self, ctx: &Context<'_>, uri: ID) -> async_graphql::Result<Option<PostNode>> {
         let engine = engine(ctx)?;
         let filter = lake::plan::PostFilter { uris: vec![uri.0], ..Default::default() };
@@ -54,6 +107,9 @@ impl Query {
     }
 
     /// Posts matching `filter`, a page at a time: pass `pageInfo.endCursor` as `after`.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, COMPLEXITY_PAGE_CAP) as usize * child_complexity"
+    )]
     async fn posts(
         &self,
         ctx: &Context<'_>,
@@ -64,29 +120,75 @@ impl Query {
     ) -> async_graphql::Result<PostConnection> {
         // An explicit null means the default, as an absent argument does.
         let order = order.unwrap_or_default();
-        let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(0..=MAX_PAGE_SIZE).contains(&first) {
-            return Err(error::bad_input(format!("first must be between 0 and {MAX_PAGE_SIZE}, got {first}")));
-        }
+        let page_size = page_size(ctx, "first", first)?;
         let filter = Arc::new(filter.unwrap_or_default().into_plan()?);
-        let after = after.map(|cursor| Keyset::decode(&cursor)).transpose().map_err(error::from_lake)?;
-        let page_size = first as usize;
         let mut plan =
-            PostsPlan::new((*filter).clone(), order.into(), first as u32 + 1, connection_post_columns(ctx.field()));
-        plan.after = after;
+            PostsPlan::new((*filter).clone(), order.into(), page_size + 1, connection_post_columns(ctx.field()));
+        plan.after = keyset(after)?;
         let engine = engine(ctx)?;
-        let mut rows = if page_size == 0 { Vec::new() } else { blocking(move || engine.posts(&plan)).await? };
-        let has_next_page = rows.len() > page_size;
-        rows.truncate(page_size);
-        let edges: Vec<PostEdge> = rows
-            .into_iter()
-            .map(|post| {
-                let cursor = Keyset { created_at_us: post.created_at_us, uri: post.uri.clone() }.encode();
-                PostEdge { cursor, node: PostNode(post) }
-            })
-            .collect();
-        let end_cursor = edges.last().map(|e| e.cursor.clone());
-        Ok(PostConnection { edges, page_info: PageInfo { has_next_page, end_cursor }, filter })
+        let rows = if page_size == 0 { Vec::new() } else { blocking(move || engine.posts(&plan)).await? };
+        Ok(connection(rows, page_size, filter))
+    }
+
+    /// An author by DID, or null when the lake holds no post of theirs.
+    async fn author(&self, ctx: &Context<'_>, did: ID) -> async_graphql::Result<Option<Author>> {
+        validate_did(&did)?;
+        let author = Author { did: did.0 };
+        Ok(author.summary(ctx, lake::plan::PostFilter::default()).await?.map(|_| author))
+    }
+
+    /// Authors with the most posts matching `filter`, most first.
+    #[graphql(complexity = "first.unwrap_or(10).clamp(1, COMPLEXITY_PAGE_CAP) as usize * child_complexity")]
+    async fn top_authors(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<PostFilter>,
+        #[graphql(default_with = "Some(10)")] first: Option<i32>,
+    ) -> async_graphql::Result<Vec<AuthorCount>> {
+        let limit = page_size(ctx, "first", first.or(Some(10)))?;
+        let plan = TopPlan { filter: filter.unwrap_or_default().into_plan()?, limit };
+        let engine = engine(ctx)?;
+        let rows = blocking(move || engine.top_authors(&plan)).await?;
+        Ok(rows.into_iter().map(|(did, posts)| AuthorCount { author: Author { did }, posts }).collect())
+    }
+
+    /// Every bucket of `interval` in `timeZone` over the filter's range (from the first to the
+    /// last matching post when `since` or `until` is absent), empty ones with zeros, ordered by
+    /// start; with `groupBy`, one row per bucket and group. `clock` picks the time bucketed
+    /// (and the one `since`/`until` compare with).
+    async fn time_buckets(
+        &self,
+        ctx: &Context<'_>,
+        interval: Interval,
+        filter: Option<PostFilter>,
+        #[graphql(default_with = "Some(\"UTC\".to_owned())")] time_zone: Option<String>,
+        group_by: Option<Dimension>,
+        clock: Option<Clock>,
+    ) -> async_graphql::Result<Vec<TimeBucket>> {
+        let filter = filter.unwrap_or_default();
+        if let (Some(a), Some(b)) = (clock, filter.clock)
+            && a != b
+        {
+            return Err(error::bad_input("clock and filter.clock differ; give one of them"));
+        }
+        let explicit = clock.or(filter.clock);
+        let mut plan_filter = filter.into_plan()?;
+        plan_filter.clock = explicit.unwrap_or_default().into();
+        time_buckets(ctx, interval, plan_filter, time_zone, group_by).await
+    }
+
+    /// Hashtags on the most posts matching `filter`, most first.
+    #[graphql(complexity = "first.unwrap_or(10).clamp(1, COMPLEXITY_PAGE_CAP) as usize * child_complexity")]
+    async fn top_hashtags(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<PostFilter>,
+        #[graphql(default_with = "Some(10)")] first: Option<i32>,
+    ) -> async_graphql::Result<Vec<HashtagCount>> {
+        let limit = page_size(ctx, "first", first.or(Some(10)))?;
+        let plan = TopPlan { filter: filter.unwrap_or_default().into_plan()?, limit };
+        let engine = engine(ctx)?;
+        Ok(blocking(move || engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
     }
 
     /// The lake's size and state.

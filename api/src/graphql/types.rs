@@ -6,8 +6,10 @@ use std::sync::Arc;
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use lake::model::{self, Post};
 use lake::plan;
+use lake::search::TextQuery;
 
 use super::Services;
+use super::author::Author;
 use super::scalars::DateTime;
 use crate::error;
 
@@ -32,20 +34,86 @@ pub enum PostOrder {
     Oldest,
 }
 
+/// Which of a post's two times a filter or a bucket reads.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+#[graphql(remote = "lake::plan::Clock")]
+pub enum Clock {
+    /// The record's `createdAt`, written by the author's client: usually right, sometimes
+    /// backdated or ahead (clamped to `indexedAt` when absurd).
+    #[default]
+    CreatedAt,
+    /// When the firehose saw the post.
+    IndexedAt,
+}
+
+/// How `text` matches. Words are runs of letters, digits and `_`; each Chinese or Japanese
+/// character is a word of its own. Case-insensitive.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+#[graphql(remote = "lake::search::TextMode")]
+pub enum TextMode {
+    /// The query anywhere in the text, as typed (any script, emoji, punctuation).
+    #[default]
+    Substring,
+    /// Every word of the query as a whole word, in any order.
+    Words,
+    /// The words of the query in this order, separated only by spaces or punctuation.
+    Phrase,
+    /// Every word of the query begins a word of the text (`rus` finds Rust and Russia).
+    Prefix,
+}
+
+/// A text search.
+#[derive(InputObject, Clone, Debug)]
+pub struct TextSearch {
+    pub query: String,
+    #[graphql(default_with = "TextMode::Substring")]
+    pub mode: TextMode,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "lake::zone::Interval")]
+pub enum Interval {
+    Minute,
+    Hour,
+    /// A local calendar day: 23 or 25 hours across a DST change.
+    Day,
+    /// From Monday, local.
+    Week,
+    Month,
+}
+
+/// What `timeBuckets` groups by, besides time. A post counts in every group it belongs to:
+/// each of its languages (bare, lower-case: `en-US` counts as `en`) or hashtags; a post with
+/// none counts in the null group.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "lake::plan::Dimension")]
+pub enum Dimension {
+    Lang,
+    EmbedType,
+    /// Groups `true` and `false`.
+    IsReply,
+    Hashtag,
+}
+
 /// Which posts to consider. Every list means "any of"; an empty or absent list does not
 /// constrain. All conditions must hold together.
 #[derive(InputObject, Default, Clone, Debug)]
 pub struct PostFilter {
-    /// `createdAt >= since`.
+    /// `clock >= since`.
     pub since: Option<DateTime>,
-    /// `createdAt < until`.
+    /// `clock < until`.
     pub until: Option<DateTime>,
+    /// The time `since` and `until` compare with; `CREATED_AT` when absent.
+    pub clock: Option<Clock>,
     /// Author DIDs.
     pub authors: Option<Vec<ID>>,
     /// Any of the record's languages; `en` also matches `en-US`. Case-insensitive.
     pub langs: Option<Vec<String>>,
-    /// Case-insensitive substring of the text (any script, emoji included).
+    /// Case-insensitive substring of the text (any script, emoji included); the same as
+    /// `text: { query, mode: SUBSTRING }`.
     pub text_contains: Option<String>,
+    /// A text search in the mode of your choice; with `textContains`, both must match.
+    pub text: Option<TextSearch>,
     /// Any of these hashtags, case-insensitive, without '#'.
     pub hashtags: Option<Vec<String>>,
     /// Posts mentioning any of these DIDs.
@@ -67,10 +135,16 @@ impl PostFilter {
         Ok(plan::PostFilter {
             since_us: self.since.map(DateTime::micros),
             until_us: self.until.map(DateTime::micros),
+            clock: self.clock.unwrap_or_default().into(),
             uris: Vec::new(),
             authors: ids(self.authors),
             langs: self.langs.unwrap_or_default(),
-            text_contains: self.text_contains,
+            text: self
+                .text_contains
+                .map(|query| TextQuery { query, mode: lake::search::TextMode::Substring })
+                .into_iter()
+                .chain(self.text.map(|t| TextQuery { query: t.query, mode: t.mode.into() }))
+                .collect(),
             hashtags: self.hashtags.unwrap_or_default(),
             mentions: ids(self.mentions),
             is_reply: self.is_reply,
@@ -94,6 +168,9 @@ impl PostNode {
     /// The author's DID.
     async fn author_did(&self) -> ID {
         ID(self.0.did.clone())
+    }
+    async fn author(&self) -> Author {
+        Author { did: self.0.did.clone() }
     }
     async fn text(&self) -> &str {
         &self.0.text
@@ -144,7 +221,7 @@ pub fn post_field_columns(field: &str) -> &'static [model::PostColumn] {
     match field {
         "uri" => &[C::Uri],
         "cid" => &[C::Cid],
-        "authorDid" => &[C::Did],
+        "authorDid" | "author" => &[C::Did],
         "text" => &[C::Text],
         "createdAt" => &[C::CreatedAt],
         "indexedAt" => &[C::IndexedAt],
@@ -230,5 +307,50 @@ impl LakeStats {
     }
     async fn last_flush_at(&self) -> Option<DateTime> {
         self.0.last_flush_at_us.map(DateTime::from_micros)
+    }
+}
+
+/// A hashtag and how many posts and authors used it.
+pub struct HashtagCount(pub lake::exec::HashtagCount);
+
+#[Object]
+impl HashtagCount {
+    /// Lower-case, without '#'.
+    async fn tag(&self) -> &str {
+        &self.0.tag
+    }
+    async fn posts(&self) -> u64 {
+        self.0.posts
+    }
+    /// Distinct authors of those posts.
+    async fn authors(&self) -> u64 {
+        self.0.authors
+    }
+}
+
+/// Counts for one time bucket (and group).
+pub struct TimeBucket(pub lake::exec::Bucket);
+
+#[Object]
+impl TimeBucket {
+    /// The bucket's first instant.
+    async fn start(&self) -> DateTime {
+        DateTime::from_micros(self.0.start_us)
+    }
+    /// The group, with `groupBy`; null for posts without a value (or without `groupBy`).
+    async fn group(&self) -> Option<&str> {
+        self.0.group.as_deref()
+    }
+    /// Distinct posts.
+    async fn posts(&self) -> u64 {
+        self.0.posts
+    }
+    /// Distinct authors of those posts.
+    async fn authors(&self) -> u64 {
+        self.0.authors
+    }
+    /// How many of those posts are replies.
+    async fn replies(&self) -> u64 {
+        self.0.replies
     }
 }

@@ -4,6 +4,7 @@
 use super::*;
 use crate::model::EmbedType;
 use crate::plan::{Keyset, PostOrder};
+use crate::search::{TextMode, TextQuery};
 use crate::writer::write_posts;
 
 const DAY: i64 = 86_400_000_000;
@@ -115,11 +116,26 @@ fn filters_select_what_the_same_predicate_in_rust_selects() {
             Box::new(|p| p.langs.iter().any(|l| l == "en-GB")),
         ),
         (
-            PostFilter { text_contains: Some("water".into()), ..Default::default() },
+            PostFilter {
+                text: vec![TextQuery { query: "water".into(), mode: TextMode::Substring }],
+                ..Default::default()
+            },
             Box::new(|p| p.text.to_lowercase().contains("water")),
         ),
-        (PostFilter { text_contains: Some("水".into()), ..Default::default() }, Box::new(|p| p.text.contains('水'))),
-        (PostFilter { text_contains: Some("0%".into()), ..Default::default() }, Box::new(|p| p.text.contains("0%"))),
+        (
+            PostFilter {
+                text: vec![TextQuery { query: "水".into(), mode: TextMode::Substring }],
+                ..Default::default()
+            },
+            Box::new(|p| p.text.contains('水')),
+        ),
+        (
+            PostFilter {
+                text: vec![TextQuery { query: "0%".into(), mode: TextMode::Substring }],
+                ..Default::default()
+            },
+            Box::new(|p| p.text.contains("0%")),
+        ),
         (PostFilter { hashtags: vec!["#RUST".into()], ..Default::default() }, Box::new(|p| !p.hashtags.is_empty())),
         (PostFilter { is_reply: Some(false), ..Default::default() }, Box::new(|p| p.reply_parent.is_none())),
         (

@@ -1,0 +1,180 @@
+//! Authors: resolved lazily from their DID, each field through a data loader so that many
+//! authors in one answer (a page of posts, `topAuthors`) cost one statement per field.
+
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, ID, Object, SimpleObject};
+use lake::exec::Summary;
+use lake::plan::{PostsPlan, TopPlan};
+
+use super::loaders::{AuthorKey, AuthorPosts, AuthorPostsKey, AuthorSummaries, PageShape};
+use super::query::{connection, connection_post_columns, engine, keyset, page_size, time_buckets};
+use super::scalars::DateTime;
+use super::types::{HashtagCount, Interval, PostConnection, PostFilter, PostOrder, TimeBucket};
+use super::{COMPLEXITY_PAGE_CAP, blocking};
+use crate::error;
+
+/// Longest DID accepted (the DID spec's limit).
+const MAX_DID_LEN: usize = 2048;
+
+/// A DID is `did:METHOD:ID` with a lower-case method and an ID of URL-safe characters.
+pub fn validate_did(did: &str) -> async_graphql::Result<()> {
+    let valid = did.len() <= MAX_DID_LEN
+        && did.strip_prefix("did:").and_then(|rest| rest.split_once(':')).is_some_and(|(method, id)| {
+            !method.is_empty()
+                && method.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && !id.is_empty()
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:%".contains(&b))
+                && !id.ends_with(':')
+        });
+    if valid {
+        Ok(())
+    } else {
+        let shown: String = did.chars().take(64).collect();
+        Err(error::bad_input(format!("`{shown}` is not a DID (such as did:plc:z72i7hdynmk6r22z27h6tvur)")))
+    }
+}
+
+/// A Bluesky account, known by its DID.
+pub struct Author {
+    pub did: String,
+}
+
+impl Author {
+    /// This author's posts matching `filter`, summarised; `None` when there are none.
+    pub async fn summary(
+        &self,
+        ctx: &Context<'_>,
+        filter: lake::plan::PostFilter,
+    ) -> async_graphql::Result<Option<Summary>> {
+        let loader = ctx.data::<DataLoader<AuthorSummaries>>()?;
+        let filter = lake::plan::PostFilter { authors: Vec::new(), ..filter };
+        loader.load_one(AuthorKey { did: self.did.clone(), filter }).await
+    }
+
+    fn own(&self, filter: Option<PostFilter>) -> async_graphql::Result<lake::plan::PostFilter> {
+        let mut filter = filter.unwrap_or_default().into_plan()?;
+        filter.authors = vec![self.did.clone()];
+        Ok(filter)
+    }
+}
+
+#[Object]
+impl Author {
+    async fn did(&self) -> ID {
+        ID(self.did.clone())
+    }
+
+    /// The account's current handle, once the lake has seen an identity event for it.
+    async fn handle(&self) -> Option<String> {
+        None
+    }
+
+    /// Posts of this author matching `filter`.
+    async fn post_count(&self, ctx: &Context<'_>, filter: Option<PostFilter>) -> async_graphql::Result<u64> {
+        let filter = filter.unwrap_or_default().into_plan()?;
+        Ok(self.summary(ctx, filter).await?.map_or(0, |s| s.n_posts))
+    }
+
+    async fn first_post_at(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DateTime>> {
+        let summary = self.summary(ctx, lake::plan::PostFilter::default()).await?;
+        Ok(summary.and_then(|s| s.oldest_us).map(DateTime::from_micros))
+    }
+
+    async fn last_post_at(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DateTime>> {
+        let summary = self.summary(ctx, lake::plan::PostFilter::default()).await?;
+        Ok(summary.and_then(|s| s.newest_us).map(DateTime::from_micros))
+    }
+
+    /// This author's posts, a page at a time.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, COMPLEXITY_PAGE_CAP) as usize * child_complexity")]
+    async fn posts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(20)")] first: Option<i32>,
+        after: Option<String>,
+        #[graphql(default_with = "Some(PostOrder::Newest)")] order: Option<PostOrder>,
+        filter: Option<PostFilter>,
+    ) -> async_graphql::Result<PostConnection> {
+        let page_size = page_size(ctx, "first", first)?;
+        let order: lake::plan::PostOrder = order.unwrap_or_default().into();
+        let filter = Arc::new(self.own(filter)?);
+        let columns = connection_post_columns(ctx.field());
+        let after = keyset(after)?;
+        if page_size == 0 {
+            return Ok(connection(Vec::new(), 0, filter));
+        }
+        let rows = match after {
+            // A first page: batched with the other authors' first pages.
+            None => {
+                let mut shape_filter = (*filter).clone();
+                shape_filter.authors.clear();
+                let mut plan = PostsPlan::new(shape_filter, order, page_size + 1, columns);
+                let page = PageShape {
+                    filter: std::mem::take(&mut plan.filter),
+                    order,
+                    limit: plan.limit,
+                    columns: plan.columns,
+                };
+                let loader = ctx.data::<DataLoader<AuthorPosts>>()?;
+                let key = AuthorPostsKey { did: self.did.clone(), page };
+                loader.load_one(key).await?.map(|rows| rows.as_ref().clone()).unwrap_or_default()
+            }
+            Some(after) => {
+                let mut plan = PostsPlan::new((*filter).clone(), order, page_size + 1, columns);
+                plan.after = Some(after);
+                let engine = engine(ctx)?;
+                blocking(move || engine.posts(&plan)).await?
+            }
+        };
+        Ok(connection(rows, page_size, filter))
+    }
+
+    /// This author's posts per time bucket, as `timeBuckets` counts them.
+    async fn activity(
+        &self,
+        ctx: &Context<'_>,
+        interval: Interval,
+        filter: Option<PostFilter>,
+        #[graphql(default_with = "Some(\"UTC\".to_owned())")] time_zone: Option<String>,
+    ) -> async_graphql::Result<Vec<TimeBucket>> {
+        time_buckets(ctx, interval, self.own(filter)?, time_zone, None).await
+    }
+
+    /// The hashtags this author used on the most posts.
+    #[graphql(complexity = "first.unwrap_or(10).clamp(1, COMPLEXITY_PAGE_CAP) as usize * child_complexity")]
+    async fn top_hashtags(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(10)")] first: Option<i32>,
+        filter: Option<PostFilter>,
+    ) -> async_graphql::Result<Vec<HashtagCount>> {
+        let limit = page_size(ctx, "first", first.or(Some(10)))?;
+        let plan = TopPlan { filter: self.own(filter)?, limit };
+        let engine = engine(ctx)?;
+        Ok(blocking(move || engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct AuthorCount {
+    pub author: Author,
+    /// Posts matching the filter.
+    pub posts: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dids_are_checked_before_any_query() {
+        for good in ["did:plc:z72i7hdynmk6r22z27h6tvur", "did:web:example.com", "did:web:localhost%3A8080"] {
+            assert!(validate_did(good).is_ok(), "{good}");
+        }
+        for bad in ["", "did:", "did:plc:", "plc:abc", "did:PLC:abc", "did:plc:a b", "did:plc:abc:", "did:plc:'--"] {
+            assert!(validate_did(bad).is_err(), "{bad}");
+        }
+    }
+}
