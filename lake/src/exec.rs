@@ -454,4 +454,6 @@ fn set_column(post: &mut Post, column: PostColumn, value: Value) -> Result<()> {
 }
 
 #[cfg(test)]
+mod analytics_tests;
+#[cfg(test)]
 mod tests;
