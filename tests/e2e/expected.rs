@@ -15,6 +15,7 @@ pub struct ExpectedPost {
     pub text: String,
     pub langs: Vec<String>,
     pub tag_features: Vec<String>,
+    pub is_reply: bool,
 }
 
 fn micros(rfc3339: &str) -> i64 {
@@ -71,6 +72,7 @@ pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
             text: record["text"].as_str().unwrap().to_owned(),
             langs: record["langs"].as_array().into_iter().flatten().map(|l| l.as_str().unwrap().to_owned()).collect(),
             tag_features,
+            is_reply: record.get("reply").is_some(),
         };
         seen.entry(uri).or_insert(post);
     }

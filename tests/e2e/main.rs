@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, a private redis-server, real Parquet and DuckDB.
 //! One test binary, so the harness is compiled once.
 
+mod analytics;
 mod crash;
 mod expected;
 mod ingest_and_query;
