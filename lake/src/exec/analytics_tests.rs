@@ -163,7 +163,9 @@ fn check_buckets(engine: &Engine, rows: &[Post], zone_name: &str, interval: Inte
         let bare: BTreeSet<String> = p.langs.iter().map(|l| l.split('-').next().unwrap().to_lowercase()).collect();
         if bare.is_empty() { vec![None] } else { bare.into_iter().map(Some).collect() }
     };
-    let mut expected: BTreeMap<(i64, Option<String>), (u64, BTreeSet<&str>, u64)> = BTreeMap::new();
+    // (bucket start, group) -> (posts, authors, replies)
+    type Counts<'a> = BTreeMap<(i64, Option<String>), (u64, BTreeSet<&'a str>, u64)>;
+    let mut expected: Counts = BTreeMap::new();
     for post in rows.iter().filter(|p| (since..until).contains(&clock_of(p))) {
         let start = expected_start(zone, interval, clock_of(post));
         for g in group_of(post) {
