@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// DuckDB threads per query (default: the machine's cores).
     #[arg(long, env = "SKYGLASS_QUERY_THREADS")]
     pub query_threads: Option<usize>,
+    /// Longest a query may run (queueing included) before DuckDB is interrupted.
+    #[arg(long, env = "SKYGLASS_QUERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub query_timeout: Duration,
+    /// Most lake statements running at once; the others wait in a queue.
+    #[arg(long, env = "SKYGLASS_MAX_CONCURRENT_QUERIES", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_queries: u32,
     /// Most rows one page (`first`) may ask for.
     #[arg(long, env = "SKYGLASS_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub max_page_size: i32,
@@ -142,6 +148,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "SKYGLASS_LISTEN",
     "SKYGLASS_QUERY_THREADS",
     "SKYGLASS_MAX_PAGE_SIZE",
+    "SKYGLASS_QUERY_TIMEOUT",
+    "SKYGLASS_MAX_CONCURRENT_QUERIES",
     "SKYGLASS_LOG_FORMAT",
 ];
 

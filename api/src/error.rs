@@ -6,6 +6,8 @@ use async_graphql::ErrorExtensions;
 /// Codes a client may see in `extensions.code`.
 pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
+pub const TIMEOUT: &str = "TIMEOUT";
+pub const OVERLOADED: &str = "OVERLOADED";
 
 /// An argument the client got wrong: the message says what to fix.
 pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
@@ -19,10 +21,31 @@ pub fn internal(error: &anyhow::Error) -> async_graphql::Error {
         .extend_with(|_, e| e.set("code", INTERNAL))
 }
 
+/// The query ran longer than the server allows and was stopped.
+pub fn timed_out(limit: std::time::Duration) -> async_graphql::Error {
+    async_graphql::Error::new(format!(
+        "the query ran longer than {} s and was stopped; narrow the filter or the time range",
+        limit.as_secs_f64()
+    ))
+    .extend_with(|_, e| e.set("code", TIMEOUT))
+}
+
+/// Every query slot stayed busy for as long as a query may run.
+pub fn overloaded(waited: std::time::Duration) -> async_graphql::Error {
+    async_graphql::Error::new(format!(
+        "the server is busy: no query slot freed up within {} s; retry later",
+        waited.as_secs_f64()
+    ))
+    .extend_with(|_, e| e.set("code", OVERLOADED))
+}
+
 /// Turns a lake error into a GraphQL error by its kind.
 pub fn from_lake(error: lake::Error) -> async_graphql::Error {
     match error.kind() {
         lake::ErrorKind::BadInput => bad_input(error.to_string()),
+        lake::ErrorKind::Interrupted => {
+            async_graphql::Error::new(error.to_string()).extend_with(|_, e| e.set("code", TIMEOUT))
+        }
         lake::ErrorKind::Internal => internal(&anyhow::Error::new(error)),
     }
 }

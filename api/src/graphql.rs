@@ -4,10 +4,15 @@
 //! repository root is this schema's SDL.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
-use lake::exec::Engine;
+use lake::exec::{Engine, Interrupt, with_interrupt};
+use tokio::sync::Semaphore;
+
+use crate::error;
+use crate::metrics as m;
 
 mod author;
 mod loaders;
@@ -42,7 +47,7 @@ impl Default for Limits {
 
 /// What resolvers reach through the context.
 pub struct Services {
-    pub engine: Arc<Engine>,
+    pub runner: QueryRunner,
     pub limits: Limits,
 }
 
@@ -50,10 +55,10 @@ pub fn build(services: Option<Services>) -> SkyglassSchema {
     let builder = Schema::build(Query, EmptyMutation, EmptySubscription).limit_depth(16).limit_complexity(10_000);
     match services {
         Some(services) => {
-            let engine = services.engine.clone();
+            let runner = services.runner.clone();
             builder
-                .data(DataLoader::new(loaders::AuthorSummaries(engine.clone()), tokio::spawn))
-                .data(DataLoader::new(loaders::AuthorPosts(engine), tokio::spawn))
+                .data(DataLoader::new(loaders::AuthorSummaries(runner.clone()), tokio::spawn))
+                .data(DataLoader::new(loaders::AuthorPosts(runner), tokio::spawn))
                 .data(services)
                 .finish()
         }
@@ -61,14 +66,69 @@ pub fn build(services: Option<Services>) -> SkyglassSchema {
     }
 }
 
-/// Runs lake work off the async runtime, its errors turned into GraphQL errors.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> lake::Result<T> + Send + 'static,
-) -> async_graphql::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| crate::error::internal(&anyhow::Error::new(e)))?
-        .map_err(crate::error::from_lake)
+/// How the API runs lake work: on a blocking thread, at most `max_concurrent` statements at
+/// once (the others queue), each interrupted in DuckDB when the request outlives `timeout`
+/// (queueing included), or when the request goes away.
+#[derive(Clone)]
+pub struct QueryRunner {
+    engine: Arc<Engine>,
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl QueryRunner {
+    pub fn new(engine: Arc<Engine>, max_concurrent: usize, timeout: Duration) -> QueryRunner {
+        QueryRunner { engine, permits: Arc::new(Semaphore::new(max_concurrent.max(1))), timeout }
+    }
+
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Engine) -> lake::Result<T> + Send + 'static,
+    ) -> async_graphql::Result<T> {
+        let started = Instant::now();
+        let permit = match tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                metrics::counter!(m::QUERY_REJECTED).increment(1);
+                return Err(error::overloaded(self.timeout));
+            }
+        };
+        metrics::histogram!(m::QUERY_QUEUE_WAIT).record(started.elapsed().as_secs_f64());
+        let interrupt = InterruptOnDrop(Interrupt::new());
+        let engine = self.engine.clone();
+        let task_interrupt = interrupt.0.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            // The permit is held until DuckDB has really stopped.
+            let _permit = permit;
+            let began = Instant::now();
+            let result = with_interrupt(&task_interrupt, || work(&engine));
+            metrics::histogram!(m::QUERY_DURATION).record(began.elapsed().as_secs_f64());
+            result
+        });
+        let remaining = self.timeout.saturating_sub(started.elapsed());
+        let joined = match tokio::time::timeout(remaining, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                interrupt.0.interrupt();
+                metrics::counter!(m::QUERY_TIMEOUTS).increment(1);
+                task.await
+            }
+        };
+        match joined.map_err(|e| error::internal(&anyhow::Error::new(e)))? {
+            Ok(value) => Ok(value),
+            Err(lake::Error::Interrupted) => Err(error::timed_out(self.timeout)),
+            Err(other) => Err(error::from_lake(other)),
+        }
+    }
+}
+
+/// Interrupts the work when the request's future is dropped before it finished.
+struct InterruptOnDrop(Interrupt);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.interrupt();
+    }
 }
 
 /// The schema's SDL, as checked in at `schema.graphql` and printed by `skyglass schema`.

@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
-use lake::exec::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;
 use tower_http::compression::CompressionLayer;
@@ -31,7 +30,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    pub runner: graphql::QueryRunner,
     pub metrics: PrometheusHandle,
     pub redis_url: String,
     /// The connection readiness checks use, made on first need (Redis may start after us).
@@ -48,7 +47,7 @@ struct Shared {
 
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
-    let schema = graphql::build(Some(Services { engine: state.engine.clone(), limits: state.limits.clone() }));
+    let schema = graphql::build(Some(Services { runner: state.runner.clone(), limits: state.limits.clone() }));
     let shared = Shared { schema, state };
     Router::new()
         .route("/", get(playground))

@@ -9,6 +9,15 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const GRAPHQL_REQUESTS: &str = "skyglass_graphql_requests_total";
 pub const GRAPHQL_DURATION: &str = "skyglass_graphql_request_duration_seconds";
 
+/// Time DuckDB spent on one lake statement (or a resolver's few), queueing excluded.
+pub const QUERY_DURATION: &str = "skyglass_query_duckdb_seconds";
+/// Time a resolver waited for a query slot.
+pub const QUERY_QUEUE_WAIT: &str = "skyglass_query_queue_wait_seconds";
+/// Lake work interrupted because its request ran out of time.
+pub const QUERY_TIMEOUTS: &str = "skyglass_query_timeouts_total";
+/// Lake work refused because no query slot freed up in time.
+pub const QUERY_REJECTED: &str = "skyglass_query_rejected_total";
+
 /// Outcomes of a GraphQL request, the label of [`GRAPHQL_REQUESTS`].
 pub const OUTCOME_OK: &str = "ok";
 pub const OUTCOME_ERROR: &str = "error";
@@ -24,6 +33,8 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(GRAPHQL_DURATION.to_owned()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(QUERY_DURATION.to_owned()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(QUERY_QUEUE_WAIT.to_owned()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full(ingest::metrics::FLUSH_DURATION.to_owned()),
             ingest::metrics::FLUSH_DURATION_BUCKETS,
@@ -32,6 +43,12 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .context("failed to install the metrics recorder")?;
     describe_counter!(GRAPHQL_REQUESTS, "GraphQL requests, by outcome");
     describe_histogram!(GRAPHQL_DURATION, Unit::Seconds, "GraphQL request time, from parse to response");
+    describe_histogram!(QUERY_DURATION, Unit::Seconds, "DuckDB time per resolver's lake work");
+    describe_histogram!(QUERY_QUEUE_WAIT, Unit::Seconds, "Wait for a query slot (the concurrency cap)");
+    describe_counter!(QUERY_TIMEOUTS, "Lake work interrupted at the query timeout");
+    describe_counter!(QUERY_REJECTED, "Lake work refused: no query slot within the timeout");
+    metrics::counter!(QUERY_TIMEOUTS).increment(0);
+    metrics::counter!(QUERY_REJECTED).increment(0);
     for outcome in [OUTCOME_OK, OUTCOME_ERROR] {
         metrics::counter!(GRAPHQL_REQUESTS, "outcome" => outcome).increment(0);
     }

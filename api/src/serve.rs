@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::cli::{FlushArgs, IngestArgs, LakeArgs, RedisArgs, Role, ServeArgs};
+use crate::graphql::QueryRunner;
 use crate::http::{self, AppState};
 
 fn ingest_config(lake: &LakeArgs, redis: &RedisArgs, flush: &FlushArgs) -> IngestConfig {
@@ -93,7 +94,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("engine task panicked")?
             .with_context(|| format!("failed to open lake {}", lake.display()))?;
         let state = AppState {
-            engine: Arc::new(engine),
+            runner: QueryRunner::new(Arc::new(engine), args.max_concurrent_queries as usize, args.query_timeout),
             metrics,
             redis_url: args.redis.redis_url.clone(),
             redis: tokio::sync::Mutex::new(None),

@@ -27,6 +27,8 @@ pub enum Error {
     InvalidCursor(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("the query was interrupted")]
+    Interrupted,
     #[error("unexpected data in the lake: {0}")]
     Corrupt(String),
     #[error("corrupt catalog file {path}: {detail}")]
@@ -40,12 +42,15 @@ pub enum ErrorKind {
     BadInput,
     /// Storage or engine failure: ours.
     Internal,
+    /// The caller interrupted the query (it ran out of time).
+    Interrupted,
 }
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidCursor(_) | Error::InvalidArgument(_) => ErrorKind::BadInput,
+            Error::Interrupted => ErrorKind::Interrupted,
             _ => ErrorKind::Internal,
         }
     }

@@ -3,8 +3,8 @@
 //! base one; async callers run these functions inside `spawn_blocking`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use duckdb::types::{TimeUnit, Value};
 use duckdb::{Config, Connection, params_from_iter};
@@ -132,17 +132,20 @@ impl Engine {
         Ok(self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?)
     }
 
-    /// Prepares and runs `plan`, handing each row to `read`.
-    fn run<T>(&self, plan: &Plan, mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
+    /// Prepares and runs `plan`, handing each row to `read`. Interruptible through the
+    /// thread's [`Interrupt`], if [`with_interrupt`] set one.
+    fn run<T>(&self, plan: &Plan, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         let sql = compile(plan)?;
         let connection = self.connection()?;
-        let mut statement = connection.prepare(&sql.text)?;
-        let mut rows = statement.query(params_from_iter(bind(&sql)))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(read(row)?);
+        let interrupt = CURRENT_INTERRUPT.with(|current| current.borrow().clone());
+        let Some(interrupt) = interrupt else { return run_statement(&connection, &sql, read) };
+        interrupt.register(connection.interrupt_handle())?;
+        let result = run_statement(&connection, &sql, read);
+        let interrupted = interrupt.unregister();
+        match result {
+            Err(Error::Query(_)) if interrupted => Err(Error::Interrupted),
+            other => other,
         }
-        Ok(out)
     }
 
     /// Runs a posts plan; each returned post has the plan's columns filled, the others default.
@@ -320,6 +323,75 @@ impl Engine {
             generation: state.generation,
             last_flush_at_us: state.last_flush_at_us,
         })
+    }
+}
+
+fn run_statement<T>(
+    connection: &Connection,
+    sql: &Sql,
+    mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = connection.prepare(&sql.text)?;
+    let mut rows = statement.query(params_from_iter(bind(sql)))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(read(row)?);
+    }
+    Ok(out)
+}
+
+thread_local! {
+    static CURRENT_INTERRUPT: std::cell::RefCell<Option<Interrupt>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `work` (engine calls on this thread) so that `interrupt` can stop its DuckDB
+/// statements from another thread: a running statement fails at once with
+/// [`Error::Interrupted`], and so does every later one.
+pub fn with_interrupt<T>(interrupt: &Interrupt, work: impl FnOnce() -> T) -> T {
+    let previous = CURRENT_INTERRUPT.with(|current| current.replace(Some(interrupt.clone())));
+    let result = work();
+    CURRENT_INTERRUPT.with(|current| current.replace(previous));
+    result
+}
+
+/// Stops the DuckDB statements of one unit of work (see [`with_interrupt`]).
+#[derive(Clone, Default)]
+pub struct Interrupt(Arc<Mutex<InterruptState>>);
+
+#[derive(Default)]
+struct InterruptState {
+    interrupted: bool,
+    running: Option<Arc<duckdb::InterruptHandle>>,
+}
+
+impl Interrupt {
+    pub fn new() -> Interrupt {
+        Interrupt::default()
+    }
+
+    /// Stops the running statement, if any, and every later one.
+    pub fn interrupt(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.interrupted = true;
+        if let Some(handle) = &state.running {
+            handle.interrupt();
+        }
+    }
+
+    fn register(&self, handle: Arc<duckdb::InterruptHandle>) -> Result<()> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if state.interrupted {
+            return Err(Error::Interrupted);
+        }
+        state.running = Some(handle);
+        Ok(())
+    }
+
+    /// Forgets the finished statement; whether the work was interrupted.
+    fn unregister(&self) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.running = None;
+        state.interrupted
     }
 }
 

@@ -6,5 +6,6 @@ mod crash;
 mod expected;
 mod ingest_and_query;
 mod layout;
+mod limits;
 mod real_data;
 mod serve_all;

@@ -8,11 +8,11 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use lake::exec::Summary;
 use lake::plan::{PostsPlan, TopPlan};
 
+use super::COMPLEXITY_PAGE_CAP;
 use super::loaders::{AuthorKey, AuthorPosts, AuthorPostsKey, AuthorSummaries, PageShape};
-use super::query::{connection, connection_post_columns, engine, keyset, page_size, time_buckets};
+use super::query::{connection, connection_post_columns, keyset, page_size, runner, time_buckets};
 use super::scalars::DateTime;
 use super::types::{HashtagCount, Interval, PostConnection, PostFilter, PostOrder, TimeBucket};
-use super::{COMPLEXITY_PAGE_CAP, blocking};
 use crate::error;
 
 /// Longest DID accepted (the DID spec's limit).
@@ -124,8 +124,7 @@ impl Author {
             Some(after) => {
                 let mut plan = PostsPlan::new((*filter).clone(), order, page_size + 1, columns);
                 plan.after = Some(after);
-                let engine = engine(ctx)?;
-                blocking(move || engine.posts(&plan)).await?
+                runner(ctx)?.run(move |engine| engine.posts(&plan)).await?
             }
         };
         Ok(connection(rows, page_size, filter))
@@ -152,8 +151,7 @@ impl Author {
     ) -> async_graphql::Result<Vec<HashtagCount>> {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
         let plan = TopPlan { filter: self.own(filter)?, limit };
-        let engine = engine(ctx)?;
-        Ok(blocking(move || engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
+        Ok(runner(ctx)?.run(move |engine| engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
     }
 }
 

@@ -5,11 +5,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use lake::exec::{Engine, Summary};
+use lake::exec::Summary;
 use lake::model::{Post, PostColumn};
 use lake::plan::{PostFilter, PostOrder, PostsPlan};
 
-use super::blocking;
+use super::QueryRunner;
 
 /// Most authors one statement asks about.
 const MAX_AUTHORS_PER_STATEMENT: usize = 1_000;
@@ -22,7 +22,7 @@ pub struct AuthorKey {
 }
 
 /// Per author: how many posts match, and the oldest and newest. Absent when none match.
-pub struct AuthorSummaries(pub Arc<Engine>);
+pub struct AuthorSummaries(pub QueryRunner);
 
 impl Loader<AuthorKey> for AuthorSummaries {
     type Value = Summary;
@@ -32,9 +32,8 @@ impl Loader<AuthorKey> for AuthorSummaries {
         let mut found = HashMap::new();
         for (filter, dids) in group(keys.iter().map(|k| (k.filter.clone(), k.did.clone()))) {
             for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
-                let engine = self.0.clone();
                 let question = PostFilter { authors: chunk.to_vec(), ..filter.clone() };
-                let summaries = blocking(move || engine.author_summaries(&question)).await?;
+                let summaries = self.0.run(move |engine| engine.author_summaries(&question)).await?;
                 for (did, summary) in summaries {
                     found.insert(AuthorKey { did, filter: filter.clone() }, summary);
                 }
@@ -60,7 +59,7 @@ pub struct PageShape {
     pub columns: BTreeSet<PostColumn>,
 }
 
-pub struct AuthorPosts(pub Arc<Engine>);
+pub struct AuthorPosts(pub QueryRunner);
 
 impl Loader<AuthorPostsKey> for AuthorPosts {
     type Value = Arc<Vec<Post>>;
@@ -70,10 +69,9 @@ impl Loader<AuthorPostsKey> for AuthorPosts {
         let mut found = HashMap::new();
         for (page, dids) in group(keys.iter().map(|k| (k.page.clone(), k.did.clone()))) {
             for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
-                let engine = self.0.clone();
                 let filter = PostFilter { authors: chunk.to_vec(), ..page.filter.clone() };
                 let plan = PostsPlan::new(filter, page.order, page.limit, page.columns.iter().copied());
-                let rows = blocking(move || engine.posts_per_author(&plan)).await?;
+                let rows = self.0.run(move |engine| engine.posts_per_author(&plan)).await?;
                 let mut by_author: HashMap<String, Vec<Post>> = chunk.iter().map(|d| (d.clone(), Vec::new())).collect();
                 for post in rows {
                     by_author.entry(post.did.clone()).or_default().push(post);

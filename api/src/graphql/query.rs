@@ -1,10 +1,10 @@
 //! The query root. Each resolver turns its arguments and selection set into one `lake` plan,
-//! runs it on a blocking thread, and wraps the rows in GraphQL types.
+//! runs it through the [`QueryRunner`] (a blocking thread, a concurrency cap and a timeout),
+//! and wraps the rows in GraphQL types.
 
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, SelectionField};
-use lake::exec::Engine;
 use lake::model::{Post, PostColumn};
 use lake::plan::{Keyset, PostsPlan, TopPlan};
 
@@ -13,7 +13,7 @@ use super::types::{
     Clock, Dimension, HashtagCount, Interval, LakeStats, PageInfo, PostConnection, PostEdge, PostFilter, PostNode,
     PostOrder, TimeBucket, post_field_columns,
 };
-use super::{COMPLEXITY_PAGE_CAP, DEFAULT_PAGE_SIZE, Services, blocking};
+use super::{COMPLEXITY_PAGE_CAP, DEFAULT_PAGE_SIZE, QueryRunner, Services};
 use crate::error;
 
 pub struct Query;
@@ -22,8 +22,8 @@ pub(super) fn services<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Servi
     ctx.data::<Services>()
 }
 
-pub(super) fn engine(ctx: &Context<'_>) -> async_graphql::Result<Arc<Engine>> {
-    Ok(services(ctx)?.engine.clone())
+pub(super) fn runner<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a QueryRunner> {
+    Ok(&services(ctx)?.runner)
 }
 
 /// `first` checked against the configured page-size cap.
@@ -89,9 +89,9 @@ pub(super) async fn time_buckets(
 ) -> async_graphql::Result<Vec<TimeBucket>> {
     let zone_name = time_zone.unwrap_or_else(|| "UTC".to_owned());
     let zone = lake::zone::parse_zone(&zone_name).map_err(error::from_lake)?;
-    let engine = engine(ctx)?;
-    let buckets =
-        blocking(move || engine.time_buckets(&filter, interval.into(), zone, group_by.map(Into::into))).await?;
+    let buckets = runner(ctx)?
+        .run(move |engine| engine.time_buckets(&filter, interval.into(), zone, group_by.map(Into::into)))
+        .await?;
     Ok(buckets.into_iter().map(TimeBucket).collect())
 }
 
@@ -99,10 +99,9 @@ pub(super) async fn time_buckets(
 impl Query {
     /// One post by its AT-URI, or null when the lake does not have it (or it was deleted).
     async fn post(&self, ctx: &Context<'_>, uri: ID) -> async_graphql::Result<Option<PostNode>> {
-        let engine = engine(ctx)?;
         let filter = lake::plan::PostFilter { uris: vec![uri.0], ..Default::default() };
         let plan = PostsPlan::new(filter, lake::plan::PostOrder::Newest, 1, post_columns(ctx.field().selection_set()));
-        let rows = blocking(move || engine.posts(&plan)).await?;
+        let rows = runner(ctx)?.run(move |engine| engine.posts(&plan)).await?;
         Ok(rows.into_iter().next().map(PostNode))
     }
 
@@ -125,8 +124,8 @@ impl Query {
         let mut plan =
             PostsPlan::new((*filter).clone(), order.into(), page_size + 1, connection_post_columns(ctx.field()));
         plan.after = keyset(after)?;
-        let engine = engine(ctx)?;
-        let rows = if page_size == 0 { Vec::new() } else { blocking(move || engine.posts(&plan)).await? };
+        let rows =
+            if page_size == 0 { Vec::new() } else { runner(ctx)?.run(move |engine| engine.posts(&plan)).await? };
         Ok(connection(rows, page_size, filter))
     }
 
@@ -147,8 +146,7 @@ impl Query {
     ) -> async_graphql::Result<Vec<AuthorCount>> {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
         let plan = TopPlan { filter: filter.unwrap_or_default().into_plan()?, limit };
-        let engine = engine(ctx)?;
-        let rows = blocking(move || engine.top_authors(&plan)).await?;
+        let rows = runner(ctx)?.run(move |engine| engine.top_authors(&plan)).await?;
         Ok(rows.into_iter().map(|(did, posts)| AuthorCount { author: Author { did }, posts }).collect())
     }
 
@@ -187,13 +185,11 @@ impl Query {
     ) -> async_graphql::Result<Vec<HashtagCount>> {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
         let plan = TopPlan { filter: filter.unwrap_or_default().into_plan()?, limit };
-        let engine = engine(ctx)?;
-        Ok(blocking(move || engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
+        Ok(runner(ctx)?.run(move |engine| engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
     }
 
     /// The lake's size and state.
     async fn lake(&self, ctx: &Context<'_>) -> async_graphql::Result<LakeStats> {
-        let engine = engine(ctx)?;
-        Ok(LakeStats(blocking(move || engine.stats()).await?))
+        Ok(LakeStats(runner(ctx)?.run(|engine| engine.stats()).await?))
     }
 }

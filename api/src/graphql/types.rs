@@ -269,9 +269,8 @@ impl PostConnection {
 
     /// All posts matching the filter (not only this page); computed only when selected.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
-        let engine = ctx.data::<Services>()?.engine.clone();
         let filter = self.filter.clone();
-        Ok(super::blocking(move || engine.summary(&filter)).await?.n_posts)
+        Ok(ctx.data::<Services>()?.runner.run(move |engine| engine.summary(&filter)).await?.n_posts)
     }
 }
 

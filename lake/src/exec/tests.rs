@@ -196,3 +196,32 @@ fn deleted_posts_disappear_from_every_answer() {
     assert!(engine.posts(&PostsPlan::new(one, PostOrder::Newest, 1, [])).unwrap().is_empty());
     assert_eq!(engine.stats().unwrap().posts as usize, expected.len());
 }
+
+#[test]
+fn an_interrupt_stops_the_running_statement_and_every_later_one() {
+    let rows = rows();
+    let (_dir, engine) = lake_with(&rows);
+    let engine = std::sync::Arc::new(engine);
+    let interrupt = Interrupt::new();
+    let filter =
+        PostFilter { text: vec![TextQuery { query: "water".into(), mode: TextMode::Words }], ..Default::default() };
+    let worker = {
+        let (engine, interrupt) = (engine.clone(), interrupt.clone());
+        std::thread::spawn(move || {
+            with_interrupt(&interrupt, || {
+                for _ in 0..100_000 {
+                    if let Err(error) = engine.summary(&filter) {
+                        return Some(error);
+                    }
+                }
+                None
+            })
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    interrupt.interrupt();
+    let error = worker.join().unwrap().expect("the loop was stopped");
+    assert!(matches!(error, Error::Interrupted), "{error:?}");
+    // Other work on the engine is unaffected.
+    assert_eq!(engine.summary(&PostFilter::default()).unwrap().n_posts, 600);
+}
