@@ -58,7 +58,8 @@ pub fn build(services: Option<Services>) -> SkyglassSchema {
             let runner = services.runner.clone();
             builder
                 .data(DataLoader::new(loaders::AuthorSummaries(runner.clone()), tokio::spawn))
-                .data(DataLoader::new(loaders::AuthorPosts(runner), tokio::spawn))
+                .data(DataLoader::new(loaders::AuthorPosts(runner.clone()), tokio::spawn))
+                .data(DataLoader::new(loaders::Accounts(runner), tokio::spawn))
                 .data(services)
                 .finish()
         }

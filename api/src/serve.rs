@@ -64,8 +64,8 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let stats = lake::catalog::table_files(&args.lake.lake, lake::layout::POSTS_TABLE)?;
     info!(?report, files = stats.files, bytes = stats.bytes, "ingest finished");
     println!(
-        "ingested {} events: {} posts, {} post deletes, {} other, {} dropped to the dead-letter stream; lake has {} files",
-        report.events, report.posts, report.post_deletes, report.other, report.dropped, stats.files
+        "ingested {} events: {} posts, {} post deletes, {} identity and account events, {} other, {} dropped to the dead-letter stream; lake has {} files",
+        report.events, report.posts, report.post_deletes, report.accounts, report.other, report.dropped, stats.files
     );
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! The Redis stream buffer between ingest and the flusher, and the dead-letter stream.
 //!
 //! This is the one versioned codec of buffered rows: an entry has one field, `p1` for a post
-//! as JSON (`lake::model::Post`) or `d1` for a post deletion as JSON (`lake::model::Delete`).
+//! as JSON (`lake::model::Post`), `d1` for a post deletion as JSON (`lake::model::Delete`) or
+//! `a1` for an identity or account event as JSON (`lake::model::AccountEvent`).
 //! A reader that meets an unknown field name knows the entry came from a newer writer. Redis is volatile: nothing here is durable; the durable cursor is.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use lake::model::{Delete, Post};
+use lake::model::{AccountEvent, Delete, Post};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::decode::Drop;
@@ -16,8 +17,10 @@ use crate::decode::Drop;
 pub const POST_FIELD_V1: &str = "p1";
 /// The field holding a v1-encoded post deletion in a buffer entry.
 pub const DELETE_FIELD_V1: &str = "d1";
+/// The field holding a v1-encoded identity or account event in a buffer entry.
+pub const ACCOUNT_FIELD_V1: &str = "a1";
 /// Every field this version reads; an entry with another field is from a newer writer.
-pub const KNOWN_FIELDS: [&str; 2] = [POST_FIELD_V1, DELETE_FIELD_V1];
+pub const KNOWN_FIELDS: [&str; 3] = [POST_FIELD_V1, DELETE_FIELD_V1, ACCOUNT_FIELD_V1];
 /// Raw event bytes kept with a dead letter, at most.
 pub const DEAD_LETTER_RAW_BYTES: usize = 16 * 1024;
 /// Dead letters kept, approximately (oldest trimmed first).
@@ -52,6 +55,7 @@ impl Default for Keys {
 pub enum Entry {
     Post(Box<Post>),
     Delete(Delete),
+    Account(AccountEvent),
 }
 
 impl Entry {
@@ -60,6 +64,9 @@ impl Entry {
         match self {
             Entry::Post(post) => (POST_FIELD_V1, serde_json::to_vec(post).expect("a post always serialises")),
             Entry::Delete(delete) => (DELETE_FIELD_V1, serde_json::to_vec(delete).expect("a delete always serialises")),
+            Entry::Account(event) => {
+                (ACCOUNT_FIELD_V1, serde_json::to_vec(event).expect("an account event always serialises"))
+            }
         }
     }
 
@@ -71,6 +78,9 @@ impl Entry {
             }
             DELETE_FIELD_V1 => {
                 Ok(Entry::Delete(serde_json::from_slice(bytes).context("failed to decode buffered delete")?))
+            }
+            ACCOUNT_FIELD_V1 => {
+                Ok(Entry::Account(serde_json::from_slice(bytes).context("failed to decode buffered account event")?))
             }
             other => anyhow::bail!("unknown buffer field `{other}` (written by a newer version?)"),
         }
@@ -166,7 +176,14 @@ mod tests {
         };
         let delete =
             Delete { uri: "at://did:plc:a/app.bsky.feed.post/1".into(), did: "did:plc:a".into(), deleted_at_us: 9 };
-        for entry in [Entry::Post(Box::new(post)), Entry::Delete(delete)] {
+        let account = AccountEvent {
+            did: "did:plc:a".into(),
+            seen_at_us: 3,
+            handle: Some("a.test".into()),
+            active: Some(false),
+            status: Some("takendown".into()),
+        };
+        for entry in [Entry::Post(Box::new(post)), Entry::Delete(delete), Entry::Account(account)] {
             let (field, bytes) = entry.encode();
             assert_eq!(Entry::decode(field, &bytes).unwrap(), entry);
         }

@@ -1,9 +1,9 @@
 //! Decodes one Jetstream event (one JSON line) into what ingest does with it: a post row, a
-//! post deletion, an event of another kind (counted, not stored yet), or a [`Drop`] with a
-//! reason. Pure, and never panics on any input.
+//! post deletion, an identity or account event, an event of another kind (counted, not stored
+//! yet), or a [`Drop`] with a reason. Pure, and never panics on any input.
 
 use chrono::DateTime;
-use lake::model::{Delete, EARLIEST_PLAUSIBLE_US, ENRICH_VERSION, EmbedType, MAX_FUTURE_SKEW_US, Post};
+use lake::model::{AccountEvent, Delete, EARLIEST_PLAUSIBLE_US, ENRICH_VERSION, EmbedType, MAX_FUTURE_SKEW_US, Post};
 use serde_json::Value;
 
 use crate::text;
@@ -18,6 +18,8 @@ pub enum Decoded {
     Post(Box<Post>),
     /// A post was deleted on Bluesky.
     PostDelete(Delete),
+    /// An identity event (a handle) or an account event (active or not).
+    Account(AccountEvent),
     /// A well-formed event that is not a post create or delete, by its kind label.
     Other {
         kind: OtherKind,
@@ -33,20 +35,15 @@ pub enum OtherKind {
     OtherCollection,
     /// An update of a post record.
     PostUpdate,
-    Identity,
-    Account,
 }
 
 impl OtherKind {
-    pub const ALL: [OtherKind; 4] =
-        [OtherKind::OtherCollection, OtherKind::PostUpdate, OtherKind::Identity, OtherKind::Account];
+    pub const ALL: [OtherKind; 2] = [OtherKind::OtherCollection, OtherKind::PostUpdate];
 
     pub fn as_str(self) -> &'static str {
         match self {
             OtherKind::OtherCollection => "other_collection",
             OtherKind::PostUpdate => "post_update",
-            OtherKind::Identity => "identity",
-            OtherKind::Account => "account",
         }
     }
 }
@@ -71,10 +68,12 @@ pub enum DropReason {
     TextTooLong,
     /// The embed's `$type` is not one of the known embed types.
     UnknownEmbed,
+    /// An identity event's handle is not a domain name.
+    BadHandle,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::InvalidJson,
         DropReason::UnknownKind,
         DropReason::MissingField,
@@ -83,6 +82,7 @@ impl DropReason {
         DropReason::UnknownOperation,
         DropReason::TextTooLong,
         DropReason::UnknownEmbed,
+        DropReason::BadHandle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +95,7 @@ impl DropReason {
             DropReason::UnknownOperation => "unknown_operation",
             DropReason::TextTooLong => "text_too_long",
             DropReason::UnknownEmbed => "unknown_embed",
+            DropReason::BadHandle => "bad_handle",
         }
     }
 }
@@ -132,8 +133,8 @@ pub fn decode(line: &[u8]) -> Decoded {
     };
     match str_field(&event, "kind") {
         Some("commit") => {}
-        Some("identity") => return Decoded::Other { kind: OtherKind::Identity, time_us },
-        Some("account") => return Decoded::Other { kind: OtherKind::Account, time_us },
+        Some("identity") => return decode_identity(&event, did, time_us),
+        Some("account") => return decode_account(&event, did, time_us),
         Some(other) => return drop(DropReason::UnknownKind, format!("kind `{}`", clip(other))),
         None => return drop(DropReason::MissingField, "kind"),
     }
@@ -164,6 +165,54 @@ pub fn decode(line: &[u8]) -> Decoded {
         "update" => Decoded::Other { kind: OtherKind::PostUpdate, time_us },
         _ => decode_post_record(commit, uri, did, rkey, time_us),
     }
+}
+
+/// Longest handle accepted (a domain name's limit).
+const MAX_HANDLE_LEN: usize = 253;
+
+/// `{"kind":"identity","identity":{"handle":"alice.bsky.social",…}}`; an event without a
+/// handle keeps the one known before.
+fn decode_identity(event: &Value, did: &str, time_us: i64) -> Decoded {
+    let Some(identity) = event.get("identity").filter(|i| i.is_object()) else {
+        return drop(DropReason::MissingField, "identity");
+    };
+    let handle = match identity.get("handle") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(handle)) if is_handle(handle) => Some(handle.to_ascii_lowercase()),
+        Some(other) => return drop(DropReason::BadHandle, format!("handle {}", clip(&other.to_string()))),
+    };
+    Decoded::Account(AccountEvent { did: did.to_owned(), seen_at_us: time_us, handle, active: None, status: None })
+}
+
+/// `{"kind":"account","account":{"active":false,"status":"takendown",…}}`.
+fn decode_account(event: &Value, did: &str, time_us: i64) -> Decoded {
+    let Some(account) = event.get("account").filter(|a| a.is_object()) else {
+        return drop(DropReason::MissingField, "account");
+    };
+    let Some(active) = account.get("active").and_then(Value::as_bool) else {
+        return drop(DropReason::MissingField, "account.active");
+    };
+    let status = if active { None } else { str_field(account, "status").map(|s| clip(s).to_ascii_lowercase()) };
+    Decoded::Account(AccountEvent {
+        did: did.to_owned(),
+        seen_at_us: time_us,
+        handle: None,
+        active: Some(active),
+        status,
+    })
+}
+
+/// A handle is a domain name: dot-separated labels of ASCII letters, digits and hyphens.
+fn is_handle(handle: &str) -> bool {
+    handle.len() <= MAX_HANDLE_LEN
+        && handle.contains('.')
+        && handle.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 fn decode_post_record(commit: &Value, uri: String, did: &str, rkey: &str, time_us: i64) -> Decoded {

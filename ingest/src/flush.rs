@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lake::model::{Delete, Post};
+use lake::model::{AccountEvent, Delete, Post};
 use metrics::{counter, gauge, histogram};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
@@ -366,21 +366,24 @@ impl Flusher {
             lake::layout::data_file_name(&ids[0], &format!("{}-{:016x}", ids[ids.len() - 1], id_set_digest(&ids)));
         let mut posts: Vec<Post> = Vec::new();
         let mut deletes: Vec<Delete> = Vec::new();
+        let mut accounts: Vec<AccountEvent> = Vec::new();
         // Moved, not copied: a failed flush ends the flusher, and the entries stay pending in
         // Redis for the next run, so nothing needs them here afterwards.
         for (_, entry) in std::mem::take(&mut self.waiting) {
             match entry {
                 Entry::Post(post) => posts.push(*post),
                 Entry::Delete(delete) => deletes.push(delete),
+                Entry::Account(event) => accounts.push(event),
             }
         }
         let newest_time_us = posts
             .iter()
             .map(|p| p.indexed_at_us)
             .chain(deletes.iter().map(|d| d.deleted_at_us))
+            .chain(accounts.iter().map(|a| a.seen_at_us))
             .max()
             .unwrap_or_default();
-        let rows = posts.len() + deletes.len();
+        let rows = posts.len() + deletes.len() + accounts.len();
         let lake = self.lake.clone();
         let cursor = self.cursor;
 
@@ -388,6 +391,7 @@ impl Flusher {
         let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let mut files = lake::writer::write_rows(&lake, &file_name, posts)?;
             files.extend(lake::writer::write_rows(&lake, &file_name, deletes)?);
+            files.extend(lake::writer::write_rows(&lake, &file_name, accounts)?);
             let now_us = chrono::Utc::now().timestamp_micros();
             let generation = lake::catalog::publish(&lake, now_us)?;
             crate::cursor::advance(&lake, cursor, newest_time_us)?;

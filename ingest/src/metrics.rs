@@ -21,6 +21,8 @@ pub const SOURCE_RECONNECTS: &str = "skyglass_source_reconnects_total";
 /// Event kinds counted in [`EVENTS`].
 pub const KIND_POST: &str = "post";
 pub const KIND_POST_DELETE: &str = "post_delete";
+pub const KIND_IDENTITY: &str = "identity";
+pub const KIND_ACCOUNT: &str = "account";
 pub const KIND_DROPPED: &str = "dropped";
 
 /// Histogram buckets of [`FLUSH_DURATION`], in seconds.
@@ -43,7 +45,13 @@ pub fn describe() {
     for reason in DropReason::ALL {
         counter!(DROPPED, "reason" => reason.as_str()).increment(0);
     }
-    for kind in OtherKind::ALL.iter().map(|k| k.as_str()).chain([KIND_POST, KIND_POST_DELETE, KIND_DROPPED]) {
+    for kind in OtherKind::ALL.iter().map(|k| k.as_str()).chain([
+        KIND_POST,
+        KIND_POST_DELETE,
+        KIND_IDENTITY,
+        KIND_ACCOUNT,
+        KIND_DROPPED,
+    ]) {
         counter!(EVENTS, "kind" => kind).increment(0);
     }
     counter!(FLUSH_FAILURES).increment(0);

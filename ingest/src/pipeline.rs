@@ -32,6 +32,8 @@ pub struct IngestReport {
     pub events: u64,
     pub posts: u64,
     pub post_deletes: u64,
+    /// Identity and account events.
+    pub accounts: u64,
     pub other: u64,
     pub dropped: u64,
 }
@@ -41,6 +43,7 @@ impl IngestReport {
         self.events += other.events;
         self.posts += other.posts;
         self.post_deletes += other.post_deletes;
+        self.accounts += other.accounts;
         self.other += other.other;
         self.dropped += other.dropped;
     }
@@ -75,6 +78,12 @@ pub async fn buffer_events(
                     report.post_deletes += 1;
                     counter!(m::EVENTS, "kind" => m::KIND_POST_DELETE).increment(1);
                     entries.push(Entry::Delete(delete));
+                }
+                Decoded::Account(event) => {
+                    report.accounts += 1;
+                    let kind = if event.active.is_some() { m::KIND_ACCOUNT } else { m::KIND_IDENTITY };
+                    counter!(m::EVENTS, "kind" => kind).increment(1);
+                    entries.push(Entry::Account(event));
                 }
                 Decoded::Other { kind, .. } => {
                     report.other += 1;

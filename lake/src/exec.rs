@@ -36,12 +36,13 @@ impl Default for EngineConfig {
 }
 
 /// A DuckDB database (in memory) whose views read the lake's Parquet files:
-/// `post_files` and `deletes` (one per table), and `posts`, the live posts: every post in the
-/// files that was not deleted. Compiled statements read `posts`.
+/// `post_files`, `deletes` and `account_files` (one per table); `account_state`, each DID's
+/// latest handle and activity; and `posts`, the live posts: every post in the files that was
+/// neither deleted nor written by a hidden account. Compiled statements read `posts`.
 pub struct Engine {
     lake: PathBuf,
     base: Mutex<Connection>,
-    tables: [TableView; 2],
+    tables: [TableView; 3],
 }
 
 /// One table's view. DuckDB fails on a glob that matches nothing, so a table with no files yet
@@ -66,9 +67,25 @@ const POST_COLUMNS_EMPTY: &str =
 const DELETE_COLUMNS_EMPTY: &str =
     "NULL::VARCHAR AS uri, NULL::VARCHAR AS did, NULL::TIMESTAMP AS deleted_at, NULL::DATE AS \"date\"";
 
-/// Live posts: a deleted post disappears from every answer.
-const LIVE_POSTS_VIEW: &str = "CREATE OR REPLACE VIEW posts AS
-SELECT p.* FROM post_files AS p WHERE NOT EXISTS (SELECT 1 FROM deletes AS d WHERE d.uri = p.uri)";
+const ACCOUNT_COLUMNS_EMPTY: &str = "NULL::VARCHAR AS did, NULL::TIMESTAMP AS seen_at, NULL::VARCHAR AS handle,
+  NULL::BOOLEAN AS active, NULL::VARCHAR AS status, NULL::DATE AS \"date\"";
+
+/// Each DID's latest handle (from identity events) and activity (from account events); then
+/// the live posts: a deleted post, or one by an account that is deactivated, taken down,
+/// suspended or deleted (see `lake::model::AccountEvent`), disappears from every answer.
+const DERIVED_VIEWS: &str = "CREATE OR REPLACE VIEW account_state AS
+SELECT did,
+  arg_max(handle, seen_at) FILTER (WHERE handle IS NOT NULL) AS handle,
+  arg_max(active, seen_at) FILTER (WHERE active IS NOT NULL) AS active,
+  arg_max(status, seen_at) FILTER (WHERE active IS NOT NULL) AS status
+FROM account_files GROUP BY did;
+CREATE OR REPLACE VIEW hidden_authors AS
+SELECT did FROM account_state
+WHERE active = false AND coalesce(status, '') NOT IN ('desynchronized', 'throttled');
+CREATE OR REPLACE VIEW posts AS
+SELECT p.* FROM post_files AS p
+WHERE NOT EXISTS (SELECT 1 FROM deletes AS d WHERE d.uri = p.uri)
+  AND NOT EXISTS (SELECT 1 FROM hidden_authors AS h WHERE h.did = p.did);";
 
 impl TableView {
     fn new(table: &'static str, view: &'static str, empty_columns: &'static str) -> TableView {
@@ -101,11 +118,12 @@ impl Engine {
         let tables = [
             TableView::new(layout::POSTS_TABLE, "post_files", POST_COLUMNS_EMPTY),
             TableView::new(layout::DELETES_TABLE, "deletes", DELETE_COLUMNS_EMPTY),
+            TableView::new(layout::ACCOUNTS_TABLE, "account_files", ACCOUNT_COLUMNS_EMPTY),
         ];
         for table in &tables {
             connection.execute_batch(&table.empty_sql())?;
         }
-        connection.execute_batch(LIVE_POSTS_VIEW)?;
+        connection.execute_batch(DERIVED_VIEWS)?;
         let engine = Engine { lake: lake.to_path_buf(), base: Mutex::new(connection), tables };
         engine.refresh_views()?;
         Ok(engine)
@@ -200,6 +218,25 @@ impl Engine {
                 newest_us: timestamp_micros(&row.get::<_, Value>(3)?),
             };
             Ok((did, summary))
+        })
+    }
+
+    /// The latest handle and activity of each of `dids` the lake has identity or account
+    /// events for; the others are absent.
+    pub fn accounts(&self, dids: &[String]) -> Result<Vec<AccountState>> {
+        if dids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(&Plan::Accounts(dids.to_vec()), |row| {
+            Ok(AccountState {
+                did: row.get(0)?,
+                handle: text(row.get::<_, Value>(1)?),
+                active: match row.get::<_, Value>(2)? {
+                    Value::Boolean(active) => Some(active),
+                    _ => None,
+                },
+                status: text(row.get::<_, Value>(3)?),
+            })
         })
     }
 
@@ -400,6 +437,16 @@ pub struct Summary {
     pub n_posts: u64,
     pub oldest_us: Option<i64>,
     pub newest_us: Option<i64>,
+}
+
+/// What the lake knows of an account from identity and account events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    pub did: String,
+    pub handle: Option<String>,
+    /// `None` until an account event was seen.
+    pub active: Option<bool>,
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

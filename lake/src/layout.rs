@@ -4,6 +4,7 @@
 //! ```text
 //! <lake>/posts/date=YYYY-MM-DD/<first-id>_<last-id>.parquet   posts created that UTC day
 //! <lake>/deletes/date=YYYY-MM-DD/<first-id>_<last-id>.parquet deletions seen that UTC day
+//! <lake>/accounts/date=YYYY-MM-DD/<first-id>_<last-id>.parquet identity and account events seen that day
 //! <lake>/_catalog/state.json                                   generation, last flush
 //! <lake>/_ingest/                                              owned by ingest (durable cursor)
 //! ```
@@ -15,6 +16,7 @@ use chrono::{DateTime, NaiveDate};
 
 pub const POSTS_TABLE: &str = "posts";
 pub const DELETES_TABLE: &str = "deletes";
+pub const ACCOUNTS_TABLE: &str = "accounts";
 const PARTITION_PREFIX: &str = "date=";
 
 /// The UTC calendar day of a timestamp in microseconds.

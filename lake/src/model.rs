@@ -269,6 +269,72 @@ pub fn deletes_to_batch(deletes: &[Delete]) -> crate::Result<RecordBatch> {
     Ok(RecordBatch::try_new(deletes_schema(), columns)?)
 }
 
+/// Account statuses whose posts stay visible: the relay's own states, not the account's.
+pub const VISIBLE_INACTIVE_STATUSES: [&str; 2] = ["desynchronized", "throttled"];
+
+/// An identity event (the DID's current handle) or an account event (whether the account is
+/// active, and if not, why: `deactivated`, `takendown`, `suspended`, `deleted`…), as stored in
+/// the `accounts` table. An account's state is its latest event of each kind. Posts of an
+/// account that is inactive for any status but [`VISIBLE_INACTIVE_STATUSES`] disappear from
+/// every answer until it is active again, as they do on Bluesky.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AccountEvent {
+    pub did: String,
+    /// The event's `time_us`, UTC microseconds.
+    pub seen_at_us: i64,
+    /// From an identity event: the handle, when the event carries one.
+    pub handle: Option<String>,
+    /// From an account event.
+    pub active: Option<bool>,
+    /// From an account event that is not active.
+    pub status: Option<String>,
+}
+
+static ACCOUNTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("did", DataType::Utf8, false),
+        Field::new("seen_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new("handle", DataType::Utf8, true),
+        Field::new("active", DataType::Boolean, true),
+        Field::new("status", DataType::Utf8, true),
+    ]))
+});
+
+impl TableRow for AccountEvent {
+    const TABLE: &'static str = crate::layout::ACCOUNTS_TABLE;
+    fn partition_micros(&self) -> i64 {
+        self.seen_at_us
+    }
+    fn tie_break(&self) -> &str {
+        &self.did
+    }
+    fn schema() -> SchemaRef {
+        ACCOUNTS_SCHEMA.clone()
+    }
+    fn to_batch(rows: &[Self]) -> crate::Result<RecordBatch> {
+        let mut did = StringBuilder::new();
+        let mut seen_at = TimestampMicrosecondBuilder::with_capacity(rows.len());
+        let mut handle = StringBuilder::new();
+        let mut active = BooleanBuilder::with_capacity(rows.len());
+        let mut status = StringBuilder::new();
+        for row in rows {
+            did.append_value(&row.did);
+            seen_at.append_value(row.seen_at_us);
+            handle.append_option(row.handle.as_deref());
+            active.append_option(row.active);
+            status.append_option(row.status.as_deref());
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(did.finish()),
+            Arc::new(seen_at.finish()),
+            Arc::new(handle.finish()),
+            Arc::new(active.finish()),
+            Arc::new(status.finish()),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
+    }
+}
+
 /// A row type stored in a lake table, partitioned by UTC day.
 pub trait TableRow: Sized {
     /// The table's directory name under the lake.

@@ -173,6 +173,8 @@ pub enum Plan {
     TopHashtags(TopPlan),
     /// Posts, authors and replies per bucket.
     Buckets(BucketsPlan),
+    /// The latest handle and activity of these DIDs.
+    Accounts(Vec<String>),
 }
 
 #[cfg(test)]

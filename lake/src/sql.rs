@@ -74,6 +74,11 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
             builder.limit(top.limit);
         }
         Plan::Buckets(buckets) => builder.buckets(buckets)?,
+        Plan::Accounts(dids) => {
+            let list = builder.bind_list(dids.iter().cloned().map(Param::Text));
+            write!(builder.text, "SELECT did, handle, active, status FROM account_state WHERE did IN ({list})")
+                .unwrap();
+        }
     }
     Ok(Sql { text: builder.text, params: builder.params })
 }

@@ -150,6 +150,40 @@ fn aggregates_buckets_and_authors_match_the_fixture() {
 }
 
 #[test]
+fn handles_come_from_identity_events_and_hidden_accounts_leave_every_answer() {
+    let (_redis, _lake, app, posts) = serve_sample();
+    let sample = fixtures_dir().join("jetstream_sample.jsonl");
+    let handles = expected::handles_in(&sample);
+    let hidden = expected::hidden_in(&sample);
+    assert!(!handles.is_empty() && !hidden.is_empty(), "the fixture has identity and takedown events");
+
+    // Each author on a page of posts carries its latest handle (or null).
+    let data = app.query("{ posts(first: 100) { nodes { authorDid author { handle active status } } } }", json!({}));
+    for node in data["posts"]["nodes"].as_array().unwrap() {
+        let did = node["authorDid"].as_str().unwrap();
+        assert_eq!(node["author"]["handle"], json!(handles.get(did)), "{did}");
+        assert_eq!(node["author"]["active"], json!(true), "{did}");
+        assert!(!hidden.contains(did), "a hidden author's post is listed: {did}");
+    }
+
+    // A taken-down account: known, inactive with its status, and none of its posts counted.
+    for did in &hidden {
+        let data = app.query("query($did: ID!) { author(did: $did) { active status postCount } }", json!({"did": did}));
+        assert_eq!(data["author"], json!({"active": false, "status": "takendown", "postCount": 0}), "{did}");
+    }
+    let data = app.query(
+        "{ posts(first: 0) { totalCount } topHashtags(first: 100) { tag posts } topAuthors(first: 100) { author { did } } }",
+        json!({}),
+    );
+    assert_eq!(data["posts"]["totalCount"], json!(posts.len()));
+    let hidden_tags = data["topHashtags"].as_array().unwrap().iter().filter(|t| t["tag"] == "water").count();
+    assert_eq!(hidden_tags, 0, "the taken-down account's hashtag is not counted");
+    for row in data["topAuthors"].as_array().unwrap() {
+        assert!(!hidden.contains(row["author"]["did"].as_str().unwrap()));
+    }
+}
+
+#[test]
 fn bad_arguments_are_user_errors_with_a_path() {
     let (_redis, _lake, app, _posts) = serve_sample();
     let cases = [

@@ -22,13 +22,51 @@ fn micros(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339).expect("fixture times are RFC 3339").timestamp_micros()
 }
 
-/// Every distinct post created in the file (replays counted once) and not deleted in it.
-pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
+/// Every DID's latest (time_us, handle) from identity events that name one, lower-cased.
+pub fn handles_in(file: &Path) -> BTreeMap<String, String> {
+    let mut latest: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for event in events(file).filter(|e| e["kind"] == "identity") {
+        let Some(handle) = event["identity"]["handle"].as_str() else { continue };
+        let did = event["did"].as_str().unwrap().to_owned();
+        let time = event["time_us"].as_i64().unwrap();
+        if latest.get(&did).is_none_or(|(t, _)| *t < time) {
+            latest.insert(did, (time, handle.to_lowercase()));
+        }
+    }
+    latest.into_iter().map(|(did, (_, handle))| (did, handle)).collect()
+}
+
+/// DIDs whose latest account event says inactive for a reason that hides their posts.
+pub fn hidden_in(file: &Path) -> BTreeSet<String> {
+    let mut latest: BTreeMap<String, (i64, bool, String)> = BTreeMap::new();
+    for event in events(file).filter(|e| e["kind"] == "account") {
+        let did = event["did"].as_str().unwrap().to_owned();
+        let time = event["time_us"].as_i64().unwrap();
+        let active = event["account"]["active"].as_bool().unwrap();
+        let status = event["account"]["status"].as_str().unwrap_or_default().to_owned();
+        if latest.get(&did).is_none_or(|(t, _, _)| *t < time) {
+            latest.insert(did, (time, active, status));
+        }
+    }
+    latest
+        .into_iter()
+        .filter(|(_, (_, active, status))| !active && status != "desynchronized" && status != "throttled")
+        .map(|(did, _)| did)
+        .collect()
+}
+
+fn events(file: &Path) -> impl Iterator<Item = Value> {
     let body = std::fs::read_to_string(file).expect("fixture reads");
+    body.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).collect::<Vec<_>>().into_iter()
+}
+
+/// Every distinct post created in the file (replays counted once), not deleted in it and not
+/// by an account hidden at its end.
+pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
+    let hidden = hidden_in(file);
     let mut seen = BTreeMap::new();
     let mut deleted = BTreeSet::new();
-    for line in body.lines() {
-        let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+    for event in events(file) {
         let commit = &event["commit"];
         if event["kind"] == "commit" && commit["collection"] == "app.bsky.feed.post" && commit["operation"] == "delete"
         {
@@ -76,7 +114,7 @@ pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
         };
         seen.entry(uri).or_insert(post);
     }
-    seen.into_values().filter(|p| !deleted.contains(&p.uri)).collect()
+    seen.into_values().filter(|p| !deleted.contains(&p.uri) && !hidden.contains(&p.did)).collect()
 }
 
 /// An instant as the API writes it: RFC 3339 in UTC with `Z`.

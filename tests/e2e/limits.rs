@@ -43,7 +43,7 @@ fn a_query_past_its_timeout_is_interrupted_and_frees_its_slot() {
         "--listen",
         "127.0.0.1:0",
         "--query-timeout",
-        "20ms",
+        "100ms",
         "--max-concurrent-queries",
         "1",
     ]))

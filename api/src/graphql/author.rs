@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, SimpleObject};
-use lake::exec::Summary;
+use lake::exec::{AccountState, Summary};
 use lake::plan::{PostsPlan, TopPlan};
 
 use super::COMPLEXITY_PAGE_CAP;
-use super::loaders::{AuthorKey, AuthorPosts, AuthorPostsKey, AuthorSummaries, PageShape};
+use super::loaders::{Accounts, AuthorKey, AuthorPosts, AuthorPostsKey, AuthorSummaries, PageShape};
 use super::query::{connection, connection_post_columns, keyset, page_size, runner, time_buckets};
 use super::scalars::DateTime;
 use super::types::{HashtagCount, Interval, PostConnection, PostFilter, PostOrder, TimeBucket};
@@ -53,6 +53,11 @@ impl Author {
         loader.load_one(AuthorKey { did: self.did.clone(), filter }).await
     }
 
+    /// What identity and account events said last about this author.
+    pub async fn account(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Arc<AccountState>>> {
+        ctx.data::<DataLoader<Accounts>>()?.load_one(self.did.clone()).await
+    }
+
     fn own(&self, filter: Option<PostFilter>) -> async_graphql::Result<lake::plan::PostFilter> {
         let mut filter = filter.unwrap_or_default().into_plan()?;
         filter.authors = vec![self.did.clone()];
@@ -66,9 +71,23 @@ impl Author {
         ID(self.did.clone())
     }
 
-    /// The account's current handle, once the lake has seen an identity event for it.
-    async fn handle(&self) -> Option<String> {
-        None
+    /// The account's current handle, from the latest identity event that named one; null
+    /// until the lake has seen one.
+    async fn handle(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(self.account(ctx).await?.and_then(|a| a.handle.clone()))
+    }
+
+    /// Whether the account is active, from the latest account event (true until one says
+    /// otherwise). The posts of a deactivated, taken-down, suspended or deleted account are
+    /// left out of every answer while it stays so.
+    async fn active(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        Ok(self.account(ctx).await?.and_then(|a| a.active).unwrap_or(true))
+    }
+
+    /// Why the account is not active (`deactivated`, `takendown`, `suspended`, `deleted`…);
+    /// null while active.
+    async fn status(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(self.account(ctx).await?.filter(|a| a.active == Some(false)).and_then(|a| a.status.clone()))
     }
 
     /// Posts of this author matching `filter`.

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use lake::exec::Summary;
+use lake::exec::{AccountState, Summary};
 use lake::model::{Post, PostColumn};
 use lake::plan::{PostFilter, PostOrder, PostsPlan};
 
@@ -37,6 +37,25 @@ impl Loader<AuthorKey> for AuthorSummaries {
                 for (did, summary) in summaries {
                     found.insert(AuthorKey { did, filter: filter.clone() }, summary);
                 }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What identity and account events said last about a DID. Absent when none was seen.
+pub struct Accounts(pub QueryRunner);
+
+impl Loader<String> for Accounts {
+    type Value = Arc<AccountState>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, dids: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        let mut found = HashMap::new();
+        for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
+            let chunk = chunk.to_vec();
+            for state in self.0.run(move |engine| engine.accounts(&chunk)).await? {
+                found.insert(state.did.clone(), Arc::new(state));
             }
         }
         Ok(found)

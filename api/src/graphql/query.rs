@@ -129,11 +129,14 @@ impl Query {
         Ok(connection(rows, page_size, filter))
     }
 
-    /// An author by DID, or null when the lake holds no post of theirs.
+    /// An author by DID, or null when the lake has neither a post nor an identity or account
+    /// event of theirs.
     async fn author(&self, ctx: &Context<'_>, did: ID) -> async_graphql::Result<Option<Author>> {
         validate_did(&did)?;
         let author = Author { did: did.0 };
-        Ok(author.summary(ctx, lake::plan::PostFilter::default()).await?.map(|_| author))
+        let (summary, account) =
+            futures_util::try_join!(author.summary(ctx, lake::plan::PostFilter::default()), author.account(ctx))?;
+        Ok((summary.is_some() || account.is_some()).then_some(author))
     }
 
     /// Authors with the most posts matching `filter`, most first.

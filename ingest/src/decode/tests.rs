@@ -114,9 +114,34 @@ fn events_missing_what_they_need_are_dropped_with_the_field_named() {
 fn a_non_post_collection_is_counted_as_other() {
     let like = br#"{"did":"did:plc:mcc5","time_us":1779719009132431,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.like","rkey":"3mmoojp7etg2g","record":{"$type":"app.bsky.feed.like","subject":{"cid":"c","uri":"at://x"}},"cid":"c"}}"#;
     assert_eq!(decode(like), Decoded::Other { kind: OtherKind::OtherCollection, time_us: 1_779_719_009_132_431 });
-    let identity =
+}
+
+#[test]
+fn identity_and_account_events_become_account_rows() {
+    let event = |handle: Option<&str>, active: Option<bool>, status: Option<&str>| {
+        Decoded::Account(AccountEvent {
+            did: "did:plc:mcc5".into(),
+            seen_at_us: 5,
+            handle: handle.map(str::to_owned),
+            active,
+            status: status.map(str::to_owned),
+        })
+    };
+    let identity = br#"{"did":"did:plc:mcc5","time_us":5,"kind":"identity","identity":{"did":"did:plc:mcc5","handle":"Alice.Bsky.Social","seq":1,"time":"t"}}"#;
+    assert_eq!(decode(identity), event(Some("alice.bsky.social"), None, None));
+    let no_handle =
         br#"{"did":"did:plc:mcc5","time_us":5,"kind":"identity","identity":{"did":"did:plc:mcc5","seq":1,"time":"t"}}"#;
-    assert_eq!(decode(identity), Decoded::Other { kind: OtherKind::Identity, time_us: 5 });
+    assert_eq!(decode(no_handle), event(None, None, None));
+    let takedown = br#"{"did":"did:plc:mcc5","time_us":5,"kind":"account","account":{"active":false,"did":"did:plc:mcc5","seq":2,"status":"takendown","time":"t"}}"#;
+    assert_eq!(decode(takedown), event(None, Some(false), Some("takendown")));
+    let back = br#"{"did":"did:plc:mcc5","time_us":5,"kind":"account","account":{"active":true,"did":"did:plc:mcc5","seq":3,"time":"t"}}"#;
+    assert_eq!(decode(back), event(None, Some(true), None));
+
+    let bad_handle = br#"{"did":"did:plc:mcc5","time_us":5,"kind":"identity","identity":{"handle":"no spaces.test"}}"#;
+    assert_eq!(reason(bad_handle), DropReason::BadHandle);
+    let no_active = br#"{"did":"did:plc:mcc5","time_us":5,"kind":"account","account":{"status":"deleted"}}"#;
+    assert_eq!(reason(no_active), DropReason::MissingField);
+    assert_eq!(reason(br#"{"did":"did:plc:mcc5","time_us":5,"kind":"identity"}"#), DropReason::MissingField);
 }
 
 #[test]

@@ -225,3 +225,38 @@ fn an_interrupt_stops_the_running_statement_and_every_later_one() {
     // Other work on the engine is unaffected.
     assert_eq!(engine.summary(&PostFilter::default()).unwrap().n_posts, 600);
 }
+
+#[test]
+fn accounts_carry_the_latest_handle_and_hide_posts_while_inactive() {
+    use crate::model::AccountEvent;
+    let rows = rows();
+    let (dir, engine) = lake_with(&rows);
+    let count_of = |did: &str| rows.iter().filter(|p| p.did == did).count() as u64;
+    let event = |did: &str, seen_at_us: i64| AccountEvent { did: did.into(), seen_at_us, ..AccountEvent::default() };
+    let events = vec![
+        AccountEvent { handle: Some("old.test".into()), ..event("did:plc:a1", DAY) },
+        AccountEvent { handle: Some("new.test".into()), ..event("did:plc:a1", 2 * DAY) },
+        // An identity event without a handle keeps the last one known.
+        event("did:plc:a1", 3 * DAY),
+        AccountEvent { active: Some(false), status: Some("takendown".into()), ..event("did:plc:a2", DAY) },
+        AccountEvent { active: Some(false), status: Some("deactivated".into()), ..event("did:plc:a3", DAY) },
+        AccountEvent { active: Some(true), ..event("did:plc:a3", 2 * DAY) },
+        AccountEvent { active: Some(false), status: Some("throttled".into()), ..event("did:plc:a4", DAY) },
+    ];
+    crate::writer::write_rows(dir.path(), "accounts.parquet", events).unwrap();
+
+    let states = engine.accounts(&["did:plc:a1".into(), "did:plc:a2".into(), "did:plc:none".into()]).unwrap();
+    let a1 = states.iter().find(|s| s.did == "did:plc:a1").unwrap();
+    assert_eq!((a1.handle.as_deref(), a1.active), (Some("new.test"), None));
+    let a2 = states.iter().find(|s| s.did == "did:plc:a2").unwrap();
+    assert_eq!((a2.active, a2.status.as_deref()), (Some(false), Some("takendown")));
+    assert_eq!(states.len(), 2);
+
+    let authors = |did: &str| PostFilter { authors: vec![did.into()], ..Default::default() };
+    assert_eq!(engine.summary(&authors("did:plc:a2")).unwrap().n_posts, 0, "taken down: hidden");
+    assert_eq!(engine.summary(&authors("did:plc:a3")).unwrap().n_posts, count_of("did:plc:a3"), "reactivated");
+    assert_eq!(engine.summary(&authors("did:plc:a4")).unwrap().n_posts, count_of("did:plc:a4"), "throttled");
+    let expected = 600 - count_of("did:plc:a2");
+    assert_eq!(engine.summary(&PostFilter::default()).unwrap().n_posts, expected);
+    assert_eq!(all_pages(&engine, &PostFilter::default(), PostOrder::Newest, 97).len() as u64, expected);
+}
