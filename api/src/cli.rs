@@ -28,6 +28,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Write a synthetic lake straight through the lake writer (scale tiers, benchmarks).
+    Generate(GenerateArgs),
     /// Inspect the lake.
     Lake {
         #[command(subcommand)]
@@ -46,6 +48,25 @@ pub struct LakeArgs {
     /// The lake directory.
     #[arg(long, env = "SKYGLASS_LAKE", default_value = "./data/lake")]
     pub lake: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// Days of posts, from --first-day.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3660))]
+    pub days: u32,
+    /// Posts per day (Bluesky has about 3 million).
+    #[arg(long, default_value_t = 3_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub posts_per_day: u64,
+    /// The first day, UTC (YYYY-MM-DD).
+    #[arg(long, default_value = "2026-01-01")]
+    pub first_day: chrono::NaiveDate,
+    /// The same seed writes the same lake.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The lake directory to write; it must be empty or absent.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -216,6 +237,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => {
             crate::telemetry::init();
             serve::ingest(args).await
+        }
+        Command::Generate(args) => {
+            let out = args.out.clone();
+            if std::fs::read_dir(&out).is_ok_and(|mut entries| entries.next().is_some()) {
+                anyhow::bail!("{} is not empty; generate writes a new lake", out.display());
+            }
+            let config = ingest::generate::GenerateConfig {
+                first_day: args.first_day,
+                days: args.days,
+                posts_per_day: args.posts_per_day,
+                seed: args.seed,
+                threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            };
+            let report = tokio::task::spawn_blocking(move || ingest::generate::generate(&out, &config))
+                .await
+                .context("generate task panicked")??;
+            println!(
+                "generated {} posts in {} files ({} bytes) in {:.1} s: {:.0} posts/s",
+                report.posts,
+                report.files,
+                report.bytes,
+                report.seconds,
+                report.posts as f64 / report.seconds.max(1e-9)
+            );
+            Ok(())
         }
         Command::Lake { command: LakeCommand::Stats(args) } => {
             let lake = args.lake.clone();

@@ -8,6 +8,7 @@ pub mod buffer;
 pub mod cursor;
 pub mod decode;
 pub mod flush;
+pub mod generate;
 pub mod metrics;
 pub mod pipeline;
 pub mod source;

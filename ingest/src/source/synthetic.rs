@@ -19,7 +19,7 @@ const N_AUTHORS: usize = 20_000;
 const RECENT_POSTS: usize = 2_000;
 
 /// (language tag or none, weight, phrases). Phrases mix scripts, emoji and punctuation.
-const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
+pub(crate) const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
     (
         Some("en"),
         45,
@@ -54,7 +54,7 @@ const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
     (None, 3, &["🎉🎉🎉", "lol", "ok"]),
 ];
 
-const HASHTAGS: &[&str] = &[
+pub(crate) const HASHTAGS: &[&str] = &[
     "art",
     "photography",
     "bluesky",
@@ -77,7 +77,7 @@ const HASHTAGS: &[&str] = &[
     "opensource",
 ];
 
-const DOMAINS: &[&str] = &["example.com", "news.example.org", "blog.example.net", "video.example.io"];
+pub(crate) const DOMAINS: &[&str] = &["example.com", "news.example.org", "blog.example.net", "video.example.io"];
 
 pub struct Generator {
     rng: SmallRng,
@@ -86,7 +86,7 @@ pub struct Generator {
     sequence: u64,
 }
 
-fn did_for(index: usize) -> String {
+pub(crate) fn did_for(index: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut n = (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let id: String = (0..24)
@@ -100,7 +100,7 @@ fn did_for(index: usize) -> String {
 }
 
 /// A record key in the TID style: base32-sortable microseconds and a counter.
-fn tid(time_us: i64, sequence: u64) -> String {
+pub(crate) fn tid(time_us: i64, sequence: u64) -> String {
     const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
     let value = ((time_us as u64) << 10) | (sequence & 0x3ff);
     (0..13).rev().map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char).collect()
