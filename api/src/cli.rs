@@ -30,6 +30,8 @@ pub enum Command {
     Schema,
     /// Write a synthetic lake straight through the lake writer (scale tiers, benchmarks).
     Generate(GenerateArgs),
+    /// Measure ingest, storage and queries against same-run baselines; write BENCHMARKS.md.
+    Bench(BenchArgs),
     /// Inspect the lake.
     Lake {
         #[command(subcommand)]
@@ -67,6 +69,25 @@ pub struct GenerateArgs {
     /// The lake directory to write; it must be empty or absent.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A lake to query (make one with `skyglass generate`).
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// Where the report goes.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+    /// A scratch directory (the ingest benchmark's file, lake and Redis socket).
+    #[arg(long)]
+    pub work: PathBuf,
+    /// Warm runs per query class (after one cold run).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+    /// Synthetic Jetstream events for the ingest benchmark.
+    #[arg(long, default_value_t = 300_000)]
+    pub ingest_events: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -238,6 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init();
             serve::ingest(args).await
         }
+        Command::Bench(args) => crate::bench::bench(args).await,
         Command::Generate(args) => {
             let out = args.out.clone();
             if std::fs::read_dir(&out).is_ok_and(|mut entries| entries.next().is_some()) {

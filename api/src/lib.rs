@@ -3,6 +3,7 @@
 //!
 //! Depends on `lake` and `ingest`; nothing depends on it.
 
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod graphql;

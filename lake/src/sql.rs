@@ -118,8 +118,7 @@ impl Builder {
         write!(self.text, "SELECT {} FROM posts", columns.join(", ")).unwrap();
         let keyset = plan.after.as_ref().map(|k| (k, plan.order));
         self.where_clause(&plan.filter, keyset)?;
-        self.text.push('\n');
-        self.text.push_str(DEDUP_BY_URI);
+        // Copies of a post are neighbours in this order; `exec` skips them.
         let direction = Self::direction(plan.order);
         write!(self.text, "\nORDER BY created_at {direction}, uri {direction}").unwrap();
         self.limit(plan.limit);

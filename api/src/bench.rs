@@ -1,0 +1,483 @@
+//! `skyglass bench`: measures, in one run, what the issues set goals for, each against a
+//! baseline measured in the same run, and writes `BENCHMARKS.md`.
+//!
+//! - Ingest: a synthetic Jetstream file through `skyglass ingest --once` (file → Redis →
+//!   Parquet, pinned to one core) against reading and decoding the same file in-process.
+//! - Storage: Parquet bytes per post against the raw JSON bytes of the post events.
+//! - Queries: for each query class, the GraphQL request over HTTP (this binary's router on a
+//!   loopback port) against the same plans run directly on DuckDB over the same files, cold
+//!   (first run) and warm (median of the runs).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lake::exec::{Engine, EngineConfig};
+use lake::model::PostColumn;
+use lake::plan::{BucketsPlan, Clock, Dimension, Keyset, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
+use lake::search::{TextMode, TextQuery};
+use lake::zone::{self, Interval};
+use serde_json::{Value, json};
+
+use crate::cli::BenchArgs;
+use crate::graphql::{Limits, QueryRunner};
+use crate::http::{self, AppState};
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.work).with_context(|| format!("failed to create {}", args.work.display()))?;
+    let mut report = String::new();
+    writeln!(report, "# Benchmarks\n")?;
+    writeln!(
+        report,
+        "Measured by `scripts/bench` (which runs `skyglass bench`) on {}. Every figure is compared \
+         with a baseline measured in the same run; the ratios are what to watch across machines.\n",
+        chrono::Utc::now().format("%Y-%m-%d")
+    )?;
+    writeln!(report, "## Machine\n\n{}\n", machine())?;
+
+    eprintln!("bench: ingest ({} events)…", args.ingest_events);
+    let ingest = ingest_bench(&args).await?;
+    report.push_str(&ingest);
+
+    eprintln!("bench: queries on {}…", args.lake.display());
+    let queries = query_bench(&args).await?;
+    report.push_str(&queries);
+
+    std::fs::write(&args.out, &report).with_context(|| format!("failed to write {}", args.out.display()))?;
+    eprintln!("bench: wrote {}", args.out.display());
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| info.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores ({cpu}), {memory_gib:.0} GiB of memory, Linux; release build.")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+async fn ingest_bench(args: &BenchArgs) -> anyhow::Result<String> {
+    let file = args.work.join("events.jsonl");
+    let (events, post_events, post_json_bytes) = write_events(&file, args.ingest_events)?;
+
+    // Baseline: read and decode the same file, one thread, nothing written.
+    let started = Instant::now();
+    let mut decoded_posts = 0_u64;
+    for line in BufReader::new(std::fs::File::open(&file)?).split(b'\n') {
+        if let ingest::decode::Decoded::Post(_) = ingest::decode::decode(&line?) {
+            decoded_posts += 1;
+        }
+    }
+    let parse_seconds = started.elapsed().as_secs_f64();
+
+    // End to end: `skyglass ingest --once` into a fresh lake through a private Redis.
+    let lake = args.work.join("ingest-lake");
+    let _ = std::fs::remove_dir_all(&lake);
+    let redis = PrivateRedis::start(&args.work)?;
+    let pinned = which("taskset");
+    let mut command = if pinned { Command::new("taskset") } else { Command::new(std::env::current_exe()?) };
+    if pinned {
+        command.args(["-c", "0"]).arg(std::env::current_exe()?);
+    }
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SKYGLASS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(["ingest", "--once", "--source"])
+        .arg(format!("file:{}", file.display()))
+        .arg("--lake")
+        .arg(&lake)
+        .arg("--redis-url")
+        .arg(redis.url())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    let started = Instant::now();
+    let status = command.status().context("failed to run skyglass ingest")?;
+    let ingest_seconds = started.elapsed().as_secs_f64();
+    drop(redis);
+    if !status.success() {
+        bail!("skyglass ingest --once failed: {status}");
+    }
+    let files = lake::catalog::table_files(&lake, lake::layout::POSTS_TABLE)?;
+    let stored = Engine::open(&lake, &EngineConfig::default())?.stats()?.posts;
+
+    let parse_rate = decoded_posts as f64 / parse_seconds;
+    let ingest_rate = post_events as f64 / ingest_seconds;
+    let mut out = String::new();
+    writeln!(out, "## Ingest (issue 3)\n")?;
+    writeln!(
+        out,
+        "{events} synthetic Jetstream events ({post_events} post creates, the rest likes and deletes) in one \
+         file, `skyglass ingest --once --source file:…` into a fresh lake through a private `redis-server`{}. \
+         The baseline reads and decodes the same file in-process on one thread, writing nothing. The lake ends \
+         with {stored} posts (deletes applied).\n",
+        if pinned { ", the ingest process pinned to one core with `taskset -c 0`" } else { "" }
+    )?;
+    writeln!(out, "| | seconds | posts/s | vs baseline |\n|---|---:|---:|---:|")?;
+    writeln!(out, "| read + decode (baseline) | {parse_seconds:.2} | {parse_rate:.0} | 1.00 |")?;
+    writeln!(
+        out,
+        "| file → Redis → Parquet (`ingest --once`) | {ingest_seconds:.2} | {ingest_rate:.0} | {:.2} |\n",
+        ingest_rate / parse_rate
+    )?;
+    writeln!(out, "Goal: 50,000 posts/s end to end. {}\n", verdict(ingest_rate >= 50_000.0))?;
+    writeln!(out, "### Storage\n")?;
+    writeln!(out, "| | bytes | bytes per post |\n|---|---:|---:|")?;
+    writeln!(
+        out,
+        "| Jetstream JSON of the post events | {post_json_bytes} | {:.0} |",
+        post_json_bytes as f64 / post_events as f64
+    )?;
+    let ratio = files.bytes as f64 / post_json_bytes as f64;
+    writeln!(
+        out,
+        "| Parquet (`posts`, zstd) | {} | {:.0} |\n\nParquet is {:.1}% of the raw JSON (goal: at most 10%). {}\n",
+        files.bytes,
+        files.bytes as f64 / stored.max(1) as f64,
+        ratio * 100.0,
+        verdict(ratio <= 0.10)
+    )?;
+    Ok(out)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "**Met.**" } else { "**Not met yet.**" }
+}
+
+/// Writes `n` synthetic events a millisecond apart; returns (events, post creates, their bytes).
+fn write_events(path: &Path, n: usize) -> anyhow::Result<(usize, u64, u64)> {
+    let mut generator = ingest::source::synthetic::Generator::new(7);
+    let start_us = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.timestamp_micros();
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
+    let (mut posts, mut bytes) = (0_u64, 0_u64);
+    for i in 0..n {
+        let line = generator.event(start_us + i as i64 * 1_000);
+        if line.contains("\"operation\":\"create\"") && line.contains("\"collection\":\"app.bsky.feed.post\"") {
+            posts += 1;
+            bytes += line.len() as u64 + 1;
+        }
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok((n, posts, bytes))
+}
+
+fn which(program: &str) -> bool {
+    Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// A `redis-server` on a unix socket in a work directory, killed on drop.
+struct PrivateRedis {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl PrivateRedis {
+    fn start(work: &Path) -> anyhow::Result<PrivateRedis> {
+        let socket = work.join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("failed to start redis-server (scripts/bench installs it)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not open {}", socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(PrivateRedis { child, socket })
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+/// One query class: the GraphQL request and the plans that answer it.
+struct QueryClass {
+    name: &'static str,
+    graphql: String,
+    plans: Vec<Plan>,
+}
+
+async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
+    let threads = EngineConfig::default().threads;
+    let open = |lake: PathBuf| async move {
+        anyhow::Ok(tokio::task::spawn_blocking(move || Engine::open(&lake, &EngineConfig { threads })).await??)
+    };
+    let direct = Arc::new(open(args.lake.clone()).await?);
+    let served = Arc::new(open(args.lake.clone()).await?);
+    let stats = {
+        let direct = direct.clone();
+        tokio::task::spawn_blocking(move || direct.stats()).await??
+    };
+    if stats.posts == 0 {
+        bail!("{} holds no posts; make one with `skyglass generate`", args.lake.display());
+    }
+    let classes = {
+        let direct = direct.clone();
+        tokio::task::spawn_blocking(move || query_classes(&direct)).await??
+    };
+
+    // The real router on a loopback port, one query slot per core, no timeout to speak of.
+    let state = AppState {
+        runner: QueryRunner::new(served, threads.max(1), Duration::from_secs(600)),
+        metrics: crate::metrics::install()?,
+        redis_url: "redis://127.0.0.1:1".into(),
+        redis: tokio::sync::Mutex::new(None),
+        lake: args.lake.clone(),
+        limits: Limits { max_page_size: 1_000 },
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/graphql");
+
+    let mut rows = Vec::new();
+    for class in &classes {
+        let mut api = Vec::new();
+        let mut raw = Vec::new();
+        for _ in 0..=args.runs as usize {
+            let started = Instant::now();
+            let response: Value = client.post(&url).json(&json!({"query": class.graphql})).send().await?.json().await?;
+            api.push(started.elapsed().as_secs_f64());
+            if let Some(errors) = response.get("errors") {
+                bail!("query class `{}` failed: {errors}", class.name);
+            }
+            let plans = class.plans.clone();
+            let direct = direct.clone();
+            raw.push(
+                tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+                    let started = Instant::now();
+                    for plan in &plans {
+                        direct.count_rows(plan)?;
+                    }
+                    Ok(started.elapsed().as_secs_f64())
+                })
+                .await??,
+            );
+        }
+        let (api_cold, raw_cold) = (api[0], raw[0]);
+        let (api_warm, raw_warm) = (median(&api[1..]), median(&raw[1..]));
+        eprintln!("bench: {:<28} api {:>8.1} ms  duckdb {:>8.1} ms", class.name, api_warm * 1e3, raw_warm * 1e3);
+        rows.push((class, api_cold, raw_cold, api_warm, raw_warm));
+    }
+    server.abort();
+
+    let mut out = String::new();
+    writeln!(out, "## Queries: the API against DuckDB (issue 4)\n")?;
+    writeln!(
+        out,
+        "A synthetic lake of {} posts over {} days (`skyglass generate`), {} Parquet bytes. Each class is one \
+         GraphQL request over HTTP on loopback, answered by this binary's router, against the same plans \
+         (the same SQL, `lake::sql::compile`) run directly on a separate DuckDB over the same files, fetching \
+         every row. Cold is the first run in the process; warm is the median of the next {}. DuckDB uses {} \
+         threads.\n",
+        stats.posts, stats.partitions, stats.bytes, args.runs, threads
+    )?;
+    writeln!(
+        out,
+        "| class | statements | API cold ms | DuckDB cold ms | API warm ms | DuckDB warm ms | API overhead | goal |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|")?;
+    let mut all_met = true;
+    for (class, api_cold, raw_cold, api_warm, raw_warm) in &rows {
+        let overhead = api_warm - raw_warm;
+        let (goal, met) =
+            if *raw_warm > 0.050 { ("≤ 15%", overhead / raw_warm <= 0.15) } else { ("≤ 2 ms", overhead <= 0.002) };
+        all_met &= met;
+        writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} ms ({:+.0}%) | {goal} {} |",
+            class.name,
+            class.plans.len(),
+            api_cold * 1e3,
+            raw_cold * 1e3,
+            api_warm * 1e3,
+            raw_warm * 1e3,
+            overhead * 1e3,
+            overhead / raw_warm * 100.0,
+            if met { "✓" } else { "✗" }
+        )?;
+    }
+    writeln!(
+        out,
+        "\nGoal: the API adds at most 15% over DuckDB for queries over 50 ms, at most 2 ms for the others. {}\n",
+        verdict(all_met)
+    )?;
+    writeln!(out, "The GraphQL of each class:\n")?;
+    for class in &classes {
+        writeln!(out, "- {}: `{}`", class.name, class.graphql)?;
+    }
+    writeln!(out)?;
+    Ok(out)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The query classes, with arguments taken from the lake itself (a real uri, a busy author, a
+/// cursor deep in the newest posts).
+fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
+    let all = PostFilter::default();
+    let newest = PostsPlan::new(all.clone(), PostOrder::Newest, 5_001, [PostColumn::Uri]);
+    let deep = engine.posts(&newest)?;
+    let Some(anchor) = deep.last() else { bail!("the lake is empty") };
+    let cursor = Keyset { created_at_us: anchor.created_at_us, uri: anchor.uri.clone() };
+    let uri = deep[deep.len() / 2].uri.clone();
+    let top = engine.top_authors(&TopPlan { filter: all.clone(), limit: 1 })?;
+    let busy = top.first().map(|(did, _)| did.clone()).unwrap_or_default();
+    let stats = engine.stats()?;
+    let newest_us = stats.newest_post_us.unwrap_or_default();
+    let day_start = newest_us - newest_us.rem_euclid(86_400_000_000);
+
+    let page_columns = [PostColumn::Uri, PostColumn::Text, PostColumn::CreatedAt, PostColumn::Did];
+    let page =
+        |filter: PostFilter, limit: u32| Plan::Posts(PostsPlan::new(filter, PostOrder::Newest, limit, page_columns));
+    let fields = "nodes { uri text createdAt authorDid } pageInfo { endCursor }";
+    let zone_offsets = |zone: chrono_tz::Tz, filter: &PostFilter| {
+        let from = filter.since_us.or(stats.oldest_post_us).unwrap_or_default() - 2 * 86_400_000_000;
+        let to = filter.until_us.or(stats.newest_post_us).unwrap_or_default() + 2 * 86_400_000_000;
+        zone::offsets(zone, from, to)
+    };
+    let buckets = |filter: PostFilter, interval, zone: chrono_tz::Tz, group_by| {
+        Plan::Buckets(BucketsPlan { offsets: zone_offsets(zone, &filter), filter, interval, zone, group_by })
+    };
+    let day = PostFilter { since_us: Some(day_start), until_us: Some(day_start + 86_400_000_000), ..all.clone() };
+    let rfc3339 = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    };
+    let day_json = json!({"since": rfc3339(day_start), "until": rfc3339(day_start + 86_400_000_000)});
+    let ja_cats = PostFilter { langs: vec!["ja".into()], hashtags: vec!["猫".into()], ..all.clone() };
+    let coffee =
+        PostFilter { text: vec![TextQuery { query: "coffee".into(), mode: TextMode::Substring }], ..all.clone() };
+    let phrase =
+        PostFilter { text: vec![TextQuery { query: "the sky is".into(), mode: TextMode::Phrase }], ..all.clone() };
+    let replies = PostFilter { is_reply: Some(true), ..all.clone() };
+    let author = PostFilter { authors: vec![busy.clone()], ..all.clone() };
+    let new_york: chrono_tz::Tz = "America/New_York".parse().expect("a known zone");
+    let utc: chrono_tz::Tz = "UTC".parse().expect("a known zone");
+    let mut deep_plan = PostsPlan::new(all.clone(), PostOrder::Newest, 101, page_columns);
+    deep_plan.after = Some(cursor.clone());
+
+    Ok(vec![
+        QueryClass {
+            name: "lookup by uri",
+            graphql: format!("{{ post(uri: {}) {{ uri text createdAt authorDid }} }}", json!(uri)),
+            plans: vec![Plan::Posts(PostsPlan::new(
+                PostFilter { uris: vec![uri.clone()], ..all.clone() },
+                PostOrder::Newest,
+                1,
+                page_columns,
+            ))],
+        },
+        QueryClass {
+            name: "newest page",
+            graphql: format!("{{ posts(first: 20) {{ {fields} }} }}"),
+            plans: vec![page(all.clone(), 21)],
+        },
+        QueryClass {
+            name: "filtered list (lang + tag)",
+            graphql: format!("{{ posts(first: 20, filter: {{langs: [\"ja\"], hashtags: [\"猫\"]}}) {{ {fields} }} }}"),
+            plans: vec![page(ja_cats, 21)],
+        },
+        QueryClass {
+            name: "deep page (after 5,000)",
+            graphql: format!("{{ posts(first: 100, after: {}) {{ {fields} }} }}", json!(cursor.encode())),
+            plans: vec![Plan::Posts(deep_plan)],
+        },
+        QueryClass {
+            name: "substring search + count",
+            graphql: format!("{{ posts(first: 20, filter: {{textContains: \"coffee\"}}) {{ totalCount {fields} }} }}"),
+            plans: vec![page(coffee.clone(), 21), Plan::Summary(coffee)],
+        },
+        QueryClass {
+            name: "phrase search",
+            graphql: format!(
+                "{{ posts(first: 20, filter: {{text: {{query: \"the sky is\", mode: PHRASE}}}}) {{ {fields} }} }}"
+            ),
+            plans: vec![page(phrase, 21)],
+        },
+        QueryClass {
+            name: "count of replies",
+            graphql: "{ posts(first: 0, filter: {isReply: true}) { totalCount } }".into(),
+            plans: vec![Plan::Summary(replies)],
+        },
+        QueryClass {
+            name: "hourly buckets, one day",
+            graphql: format!(
+                "{{ timeBuckets(interval: HOUR, filter: {{since: {}, until: {}}}) {{ start posts authors replies }} }}",
+                day_json["since"], day_json["until"]
+            ),
+            plans: vec![buckets(day, Interval::Hour, utc, None)],
+        },
+        QueryClass {
+            name: "daily buckets by lang, New York",
+            graphql:
+                "{ timeBuckets(interval: DAY, timeZone: \"America/New_York\", groupBy: LANG) { start group posts } }"
+                    .into(),
+            plans: vec![buckets(all.clone(), Interval::Day, new_york, Some(Dimension::Lang))],
+        },
+        QueryClass {
+            name: "top authors",
+            graphql: "{ topAuthors(first: 10) { posts author { did } } }".into(),
+            plans: vec![Plan::TopAuthors(TopPlan { filter: all.clone(), limit: 10 })],
+        },
+        QueryClass {
+            name: "top hashtags",
+            graphql: "{ topHashtags(first: 10) { tag posts authors } }".into(),
+            plans: vec![Plan::TopHashtags(TopPlan { filter: all.clone(), limit: 10 })],
+        },
+        QueryClass {
+            name: "author activity",
+            graphql: format!(
+                "{{ author(did: {}) {{ postCount activity(interval: DAY) {{ start posts }} }} }}",
+                json!(busy)
+            ),
+            plans: vec![
+                Plan::AuthorSummaries(author.clone()),
+                Plan::Accounts(vec![busy.clone()]),
+                buckets(PostFilter { clock: Clock::CreatedAt, ..author }, Interval::Day, utc, None),
+            ],
+        },
+    ])
+}
