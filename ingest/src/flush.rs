@@ -387,8 +387,11 @@ impl Flusher {
         let lake = self.lake.clone();
         let cursor = self.cursor;
 
-        // Durability order: files (fsync + rename) → generation → cursor → XACK.
+        // Durability order: files (fsync + rename) → generation → cursor → XACK. Under the
+        // lake's flush lock, so that the copies check and the publish see the same lake.
         let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let _lock = lake::unique::FlushLock::acquire(&lake)?;
+            let posts = without_copies(&lake, &file_name, posts)?;
             let mut files = lake::writer::write_rows(&lake, &file_name, posts)?;
             files.extend(lake::writer::write_rows(&lake, &file_name, deletes)?);
             files.extend(lake::writer::write_rows(&lake, &file_name, accounts)?);
@@ -425,6 +428,35 @@ fn id_set_digest(ids: &[String]) -> u64 {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
     hash
+}
+
+/// Leaves out the posts the lake already has (a replay brings them back) and repeats within
+/// the batch, so a uri is in at most one row of the lake (see `lake::unique`).
+fn without_copies(lake: &std::path::Path, file_name: &str, posts: Vec<Post>) -> anyhow::Result<Vec<Post>> {
+    let mut seen = HashSet::with_capacity(posts.len());
+    let mut by_day: std::collections::BTreeMap<chrono::NaiveDate, Vec<(&str, i64)>> = Default::default();
+    for post in &posts {
+        if seen.insert(post.uri.as_str()) {
+            by_day
+                .entry(lake::layout::date_of_micros(post.created_at_us))
+                .or_default()
+                .push((post.uri.as_str(), post.created_at_us));
+        }
+    }
+    let mut known = HashSet::new();
+    for (day, candidates) in by_day {
+        known.extend(lake::unique::known_uris(lake, day, file_name, &candidates)?);
+    }
+    let before = posts.len();
+    let mut kept_uris = HashSet::with_capacity(posts.len());
+    let kept: Vec<Post> =
+        posts.into_iter().filter(|post| !known.contains(&post.uri) && kept_uris.insert(post.uri.clone())).collect();
+    let copies = before - kept.len();
+    if copies > 0 {
+        counter!(crate::metrics::FLUSH_COPIES).increment(copies as u64);
+        tracing::info!(copies, "left out posts the lake already has");
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub const FLUSH_FILES: &str = "skyglass_flush_files_total";
 pub const FLUSH_BYTES: &str = "skyglass_flush_bytes_total";
 pub const FLUSH_DURATION: &str = "skyglass_flush_duration_seconds";
 pub const FLUSH_FAILURES: &str = "skyglass_flush_failures_total";
+pub const FLUSH_COPIES: &str = "skyglass_flush_copies_skipped_total";
 pub const LAKE_GENERATION: &str = "skyglass_lake_generation";
 pub const CURSOR_LAG: &str = "skyglass_ingest_cursor_lag_seconds";
 pub const SOURCE_RECONNECTS: &str = "skyglass_source_reconnects_total";
@@ -38,6 +39,7 @@ pub fn describe() {
     describe_counter!(FLUSH_BYTES, Unit::Bytes, "Parquet bytes written by the flusher");
     describe_histogram!(FLUSH_DURATION, Unit::Seconds, "Time to write, publish and acknowledge one flush");
     describe_counter!(FLUSH_FAILURES, "Flushes that failed");
+    describe_counter!(FLUSH_COPIES, "Posts a flush left out because the lake already had them (replays)");
     describe_gauge!(LAKE_GENERATION, "The lake generation after the last flush");
     describe_gauge!(CURSOR_LAG, Unit::Seconds, "Now minus the durable cursor's event time");
     describe_counter!(SOURCE_RECONNECTS, "Reconnections of a live source after a failure, close or stall");
@@ -55,6 +57,7 @@ pub fn describe() {
         counter!(EVENTS, "kind" => kind).increment(0);
     }
     counter!(FLUSH_FAILURES).increment(0);
+    counter!(FLUSH_COPIES).increment(0);
     counter!(SOURCE_RECONNECTS).increment(0);
     gauge!(BUFFER_PENDING).set(0.0);
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod plan;
 pub mod search;
 pub mod sql;
+pub mod unique;
 pub mod writer;
 pub mod zone;
 

@@ -3,7 +3,8 @@
 //! `compile` is pure and deterministic: the same plan gives the same text and parameters, so
 //! its output can be snapshot-tested and used as a cache key. Identifiers come only from enums
 //! ([`crate::model::PostColumn`], orders); every value a user gave is a parameter. Queries read the `posts`
-//! view that [`crate::exec`] defines over the Parquet files (hive column `date`).
+//! view that [`crate::exec`] defines over the Parquet files (hive column `date`). A uri is in
+//! at most one row (see [`crate::unique`]), so posts are counted with `count(*)`.
 
 use std::fmt::Write as _;
 
@@ -34,9 +35,6 @@ pub struct Sql {
     pub params: Vec<Param>,
 }
 
-/// Keeps each duplicate of a post (the same `uri`, ingested twice by a replay) only once.
-const DEDUP_BY_URI: &str = "QUALIFY row_number() OVER (PARTITION BY uri ORDER BY indexed_at, cid) = 1";
-
 /// Compiles a plan; an error only for a filter no statement can express (a text query without
 /// words, say), which is the caller's to fix.
 pub fn compile(plan: &Plan) -> Result<Sql> {
@@ -46,28 +44,26 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
         Plan::PostsPerAuthor(posts) => builder.posts_per_author(posts)?,
         Plan::Summary(filter) => {
             builder.text.push_str(
-                "SELECT count(DISTINCT uri) AS n_posts, min(created_at) AS oldest, max(created_at) AS newest FROM posts",
+                "SELECT count(*) AS n_posts, min(created_at) AS oldest, max(created_at) AS newest FROM posts",
             );
             builder.where_clause(filter, None)?;
         }
         Plan::AuthorSummaries(filter) => {
             builder.text.push_str(
-                "SELECT did, count(DISTINCT uri) AS n_posts, min(created_at) AS oldest, max(created_at) AS newest \
+                "SELECT did, count(*) AS n_posts, min(created_at) AS oldest, max(created_at) AS newest \
                  FROM posts",
             );
             builder.where_clause(filter, None)?;
             builder.text.push_str("\nGROUP BY did");
         }
         Plan::TopAuthors(top) => {
-            builder.text.push_str("SELECT did, count(DISTINCT uri) AS n_posts FROM posts");
+            builder.text.push_str("SELECT did, count(*) AS n_posts FROM posts");
             builder.where_clause(&top.filter, None)?;
             builder.text.push_str("\nGROUP BY did\nORDER BY n_posts DESC, did");
             builder.limit(top.limit);
         }
         Plan::TopHashtags(top) => {
-            builder
-                .text
-                .push_str("SELECT tag, count(DISTINCT uri) AS n_posts, count(DISTINCT did) AS n_authors\nFROM (");
+            builder.text.push_str("SELECT tag, count(*) AS n_posts, count(DISTINCT did) AS n_authors\nFROM (");
             builder.text.push_str("SELECT unnest(list_distinct(hashtags)) AS tag, uri, did FROM posts");
             builder.where_clause(&top.filter, None)?;
             builder.text.push_str(")\nGROUP BY tag\nORDER BY n_posts DESC, tag");
@@ -125,22 +121,20 @@ impl Builder {
         Ok(())
     }
 
-    /// Deduplicates first, then keeps each author's first `limit` rows.
+    /// Each author's first `limit` rows.
     fn posts_per_author(&mut self, plan: &PostsPlan) -> Result<()> {
         let mut columns: Vec<&str> = plan.columns.iter().map(|c| c.name()).collect();
         if !plan.columns.contains(&PostColumn::Did) {
             columns.push(PostColumn::Did.name());
         }
         let columns = columns.join(", ");
-        write!(self.text, "SELECT {columns} FROM (\nSELECT {columns} FROM posts").unwrap();
+        write!(self.text, "SELECT {columns} FROM posts").unwrap();
         self.where_clause(&plan.filter, None)?;
-        self.text.push('\n');
-        self.text.push_str(DEDUP_BY_URI);
         let direction = Self::direction(plan.order);
         let limit = self.bind(Param::Int(i64::from(plan.limit)));
         write!(
             self.text,
-            ")\nQUALIFY row_number() OVER (PARTITION BY did ORDER BY created_at {direction}, uri {direction}) <= {limit}\n\
+            "\nQUALIFY row_number() OVER (PARTITION BY did ORDER BY created_at {direction}, uri {direction}) <= {limit}\n\
              ORDER BY did, created_at {direction}, uri {direction}"
         )
         .unwrap();
@@ -173,8 +167,8 @@ impl Builder {
         };
         write!(
             self.text,
-            "SELECT bucket, grp, count(DISTINCT uri) AS n_posts, count(DISTINCT did) AS n_authors,\n  \
-             count(DISTINCT uri) FILTER (WHERE is_reply) AS n_replies\n\
+            "SELECT bucket, grp, count(*) AS n_posts, count(DISTINCT did) AS n_authors,\n  \
+             count(*) FILTER (WHERE is_reply) AS n_replies\n\
              FROM (\nSELECT {bucket} AS bucket, grp, uri, did, is_reply FROM (\n\
              SELECT {clock} AS t, {offset} AS off, {group} AS grp, uri, did, reply_parent IS NOT NULL AS is_reply \
              FROM posts"

@@ -58,12 +58,12 @@ fn rows() -> Vec<Post> {
         .collect()
 }
 
-/// The rows in two files, rows 1000..1200 in both (a replay).
+/// The rows in two files.
 fn lake() -> (tempfile::TempDir, Engine, Vec<Post>) {
     let rows = rows();
     let dir = tempfile::tempdir().unwrap();
     write_posts(dir.path(), "a.parquet", rows[..1200].to_vec()).unwrap();
-    write_posts(dir.path(), "b.parquet", rows[1000..].to_vec()).unwrap();
+    write_posts(dir.path(), "b.parquet", rows[1200..].to_vec()).unwrap();
     let engine = Engine::open(dir.path(), &EngineConfig { threads: 2 }).unwrap();
     (dir, engine, rows)
 }
