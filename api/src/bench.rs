@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use lake::exec::{Engine, EngineConfig};
 use lake::model::PostColumn;
-use lake::plan::{BucketsPlan, Clock, Dimension, Keyset, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
+use lake::plan::{BucketsPlan, Clock, Dimension, Keyset, Measures, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
 use lake::search::{TextMode, TextQuery};
 use lake::zone::{self, Interval};
 use serde_json::{Value, json};
@@ -362,7 +362,7 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
     let Some(anchor) = deep.last() else { bail!("the lake is empty") };
     let cursor = Keyset { created_at_us: anchor.created_at_us, uri: anchor.uri.clone() };
     let uri = deep[deep.len() / 2].uri.clone();
-    let top = engine.top_authors(&TopPlan { filter: all.clone(), limit: 1 })?;
+    let top = engine.top_authors(&TopPlan::new(all.clone(), 1))?;
     let busy = top.first().map(|(did, _)| did.clone()).unwrap_or_default();
     let stats = engine.stats()?;
     let newest_us = stats.newest_post_us.unwrap_or_default();
@@ -377,9 +377,10 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
         let to = filter.until_us.or(stats.newest_post_us).unwrap_or_default() + 2 * 86_400_000_000;
         zone::offsets(zone, from, to)
     };
-    let buckets = |filter: PostFilter, interval, zone: chrono_tz::Tz, group_by| {
-        Plan::Buckets(BucketsPlan { offsets: zone_offsets(zone, &filter), filter, interval, zone, group_by })
+    let buckets = |filter: PostFilter, interval, zone: chrono_tz::Tz, group_by, measures| {
+        Plan::Buckets(BucketsPlan { offsets: zone_offsets(zone, &filter), filter, interval, zone, group_by, measures })
     };
+    let posts_only = Measures { authors: false, replies: false };
     let day = PostFilter { since_us: Some(day_start), until_us: Some(day_start + 86_400_000_000), ..all.clone() };
     let rfc3339 = |us: i64| {
         chrono::DateTime::from_timestamp_micros(us)
@@ -448,24 +449,24 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
                 "{{ timeBuckets(interval: HOUR, filter: {{since: {}, until: {}}}) {{ start posts authors replies }} }}",
                 day_json["since"], day_json["until"]
             ),
-            plans: vec![buckets(day, Interval::Hour, utc, None)],
+            plans: vec![buckets(day, Interval::Hour, utc, None, Measures::ALL)],
         },
         QueryClass {
             name: "daily buckets by lang, New York",
             graphql:
                 "{ timeBuckets(interval: DAY, timeZone: \"America/New_York\", groupBy: LANG) { start group posts } }"
                     .into(),
-            plans: vec![buckets(all.clone(), Interval::Day, new_york, Some(Dimension::Lang))],
+            plans: vec![buckets(all.clone(), Interval::Day, new_york, Some(Dimension::Lang), posts_only)],
         },
         QueryClass {
             name: "top authors",
             graphql: "{ topAuthors(first: 10) { posts author { did } } }".into(),
-            plans: vec![Plan::TopAuthors(TopPlan { filter: all.clone(), limit: 10 })],
+            plans: vec![Plan::TopAuthors(TopPlan::new(all.clone(), 10))],
         },
         QueryClass {
             name: "top hashtags",
             graphql: "{ topHashtags(first: 10) { tag posts authors } }".into(),
-            plans: vec![Plan::TopHashtags(TopPlan { filter: all.clone(), limit: 10 })],
+            plans: vec![Plan::TopHashtags(TopPlan::new(all.clone(), 10))],
         },
         QueryClass {
             name: "author activity",
@@ -476,7 +477,7 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
             plans: vec![
                 Plan::AuthorSummaries(author.clone()),
                 Plan::Accounts(vec![busy.clone()]),
-                buckets(PostFilter { clock: Clock::CreatedAt, ..author }, Interval::Day, utc, None),
+                buckets(PostFilter { clock: Clock::CreatedAt, ..author }, Interval::Day, utc, None, posts_only),
             ],
         },
     ])

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use lake::exec::{Engine, Interrupt, with_interrupt};
 use tokio::sync::Semaphore;
@@ -54,17 +54,21 @@ pub struct Services {
 pub fn build(services: Option<Services>) -> SkyglassSchema {
     let builder = Schema::build(Query, EmptyMutation, EmptySubscription).limit_depth(16).limit_complexity(10_000);
     match services {
-        Some(services) => {
-            let runner = services.runner.clone();
-            builder
-                .data(DataLoader::new(loaders::AuthorSummaries(runner.clone()), tokio::spawn))
-                .data(DataLoader::new(loaders::AuthorPosts(runner.clone()), tokio::spawn))
-                .data(DataLoader::new(loaders::Accounts(runner), tokio::spawn))
-                .data(services)
-                .finish()
-        }
+        Some(services) => builder.data(services).finish(),
         None => builder.finish(),
     }
+}
+
+/// A data loader of one request, caching what it loaded for that request.
+pub type RequestLoader<T> = DataLoader<T, HashMapCache>;
+
+/// Gives a request its own data loaders: keys asked within the request are batched, and each
+/// is answered once per request (cached for the request only, so never staler than it).
+pub fn with_loaders(request: async_graphql::Request, runner: &QueryRunner) -> async_graphql::Request {
+    request
+        .data(DataLoader::with_cache(loaders::AuthorSummaries(runner.clone()), tokio::spawn, HashMapCache::default()))
+        .data(DataLoader::with_cache(loaders::AuthorPosts(runner.clone()), tokio::spawn, HashMapCache::default()))
+        .data(DataLoader::with_cache(loaders::Accounts(runner.clone()), tokio::spawn, HashMapCache::default()))
 }
 
 /// How the API runs lake work: on a blocking thread, at most `max_concurrent` statements at

@@ -68,7 +68,7 @@ async fn playground() -> Html<String> {
 }
 
 async fn graphql_handler(State(shared): State<Shared>, request: GraphQLRequest) -> GraphQLResponse {
-    let request = request.into_inner();
+    let request = graphql::with_loaders(request.into_inner(), &shared.state.runner);
     let span = tracing::info_span!("graphql", operation = request.operation_name.as_deref().unwrap_or("-"));
     let started = Instant::now();
     let response = shared.schema.execute(request).instrument(span).await;

@@ -263,7 +263,7 @@ mod tests {
         let engine = lake::exec::Engine::open(a.path(), &lake::exec::EngineConfig { threads: 2 }).unwrap();
         let stats = engine.stats().unwrap();
         assert_eq!((stats.posts, stats.partitions, stats.generation), (6_000, 2, 1));
-        let top = engine.top_authors(&lake::plan::TopPlan { filter: Default::default(), limit: 1 }).unwrap();
+        let top = engine.top_authors(&lake::plan::TopPlan::new(Default::default(), 1)).unwrap();
         assert!(top[0].1 > 6_000 / 1_000, "the most active author posts far more than the average");
         let bytes = |dir: &Path| std::fs::read(dir.join("posts/date=2024-03-01/gen-2024-03-01-0000.parquet")).unwrap();
         assert_eq!(bytes(a.path()), bytes(b.path()), "the same seed writes the same file");

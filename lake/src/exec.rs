@@ -13,7 +13,7 @@ use crate::catalog::{self, Generation};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::{EmbedType, Post, PostColumn};
-use crate::plan::{BucketsPlan, Dimension, Keyset, Plan, PostFilter, PostsPlan, TopPlan};
+use crate::plan::{BucketsPlan, Dimension, Keyset, Measures, Plan, PostFilter, PostsPlan, TopPlan};
 use crate::sql::{Param, Sql, compile};
 use crate::zone::{self, Interval};
 
@@ -312,6 +312,7 @@ impl Engine {
         interval: Interval,
         zone: chrono_tz::Tz,
         group_by: Option<Dimension>,
+        measures: Measures,
     ) -> Result<Vec<Bucket>> {
         if let (Some(since), Some(until)) = (filter.since_us, filter.until_us)
             && since >= until
@@ -328,7 +329,7 @@ impl Engine {
         let offsets_from = filter.since_us.unwrap_or(lake_from);
         let offsets_to = filter.until_us.unwrap_or(lake_to).max(offsets_from);
         let offsets = zone::offsets(zone, offsets_from, offsets_to);
-        let plan = BucketsPlan { filter: filter.clone(), interval, zone, offsets: offsets.clone(), group_by };
+        let plan = BucketsPlan { filter: filter.clone(), interval, zone, offsets: offsets.clone(), group_by, measures };
         let calendar = interval.is_calendar();
         let rows = self.run(&Plan::Buckets(plan), |row| {
             let start = timestamp_micros(&row.get::<_, Value>(0)?)

@@ -136,6 +136,18 @@ pub enum Dimension {
     Hashtag,
 }
 
+/// The counts a bucket carries besides posts, computed only when asked for: distinct counts
+/// cost more than the rest of the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Measures {
+    pub authors: bool,
+    pub replies: bool,
+}
+
+impl Measures {
+    pub const ALL: Measures = Measures { authors: true, replies: true };
+}
+
 /// Posts counted per time bucket (and group).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BucketsPlan {
@@ -145,6 +157,7 @@ pub struct BucketsPlan {
     /// The zone's offsets over every instant the plan may bucket.
     pub offsets: Offsets,
     pub group_by: Option<Dimension>,
+    pub measures: Measures,
 }
 
 /// The `limit` largest groups of the posts matching `filter`.
@@ -152,6 +165,14 @@ pub struct BucketsPlan {
 pub struct TopPlan {
     pub filter: PostFilter,
     pub limit: u32,
+    /// Top hashtags only: also count each tag's distinct authors.
+    pub count_authors: bool,
+}
+
+impl TopPlan {
+    pub fn new(filter: PostFilter, limit: u32) -> TopPlan {
+        TopPlan { filter, limit, count_authors: true }
+    }
 }
 
 /// One question to the lake; compiled to one SQL statement.

@@ -14,6 +14,8 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::layout::date_of_micros;
 use crate::model::{MAX_FUTURE_SKEW_US, PostColumn};
+#[cfg(test)]
+use crate::plan::Measures;
 use crate::plan::{BucketsPlan, Clock, Dimension, Keyset, Plan, PostFilter, PostOrder, PostsPlan};
 use crate::search;
 use crate::zone::Offsets;
@@ -63,7 +65,8 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
             builder.limit(top.limit);
         }
         Plan::TopHashtags(top) => {
-            builder.text.push_str("SELECT tag, count(*) AS n_posts, count(DISTINCT did) AS n_authors\nFROM (");
+            let authors = if top.count_authors { "count(DISTINCT did)" } else { "0::BIGINT" };
+            write!(builder.text, "SELECT tag, count(*) AS n_posts, {authors} AS n_authors\nFROM (").unwrap();
             builder.text.push_str("SELECT unnest(list_distinct(hashtags)) AS tag, uri, did FROM posts");
             builder.where_clause(&top.filter, None)?;
             builder.text.push_str(")\nGROUP BY tag\nORDER BY n_posts DESC, tag");
@@ -165,10 +168,12 @@ impl Builder {
         } else {
             format!("date_trunc('{unit}', t + to_seconds(off)) - to_seconds(off)")
         };
+        let authors = if plan.measures.authors { "count(DISTINCT did)" } else { "0::BIGINT" };
+        let replies = if plan.measures.replies { "count(*) FILTER (WHERE is_reply)" } else { "0::BIGINT" };
         write!(
             self.text,
-            "SELECT bucket, grp, count(*) AS n_posts, count(DISTINCT did) AS n_authors,\n  \
-             count(*) FILTER (WHERE is_reply) AS n_replies\n\
+            "SELECT bucket, grp, count(*) AS n_posts, {authors} AS n_authors,\n  \
+             {replies} AS n_replies\n\
              FROM (\nSELECT {bucket} AS bucket, grp, uri, did, is_reply FROM (\n\
              SELECT {clock} AS t, {offset} AS off, {group} AS grp, uri, did, reply_parent IS NOT NULL AS is_reply \
              FROM posts"
@@ -386,7 +391,7 @@ mod tests {
     #[test]
     fn top_authors_and_hashtags_count_each_uri_once() {
         let filter = PostFilter { langs: vec!["ja".into()], ..PostFilter::default() };
-        let top = TopPlan { filter, limit: 10 };
+        let top = TopPlan::new(filter, 10);
         insta::assert_snapshot!(check(Plan::TopAuthors(top.clone())));
         insta::assert_snapshot!(check(Plan::TopHashtags(top)));
     }
@@ -415,6 +420,7 @@ mod tests {
             zone,
             offsets: crate::zone::Offsets { initial_s: -18_000, changes: vec![(19_784 * DAY, -14_400)] },
             group_by: Some(Dimension::Lang),
+            measures: Measures::ALL,
         };
         insta::assert_snapshot!(check(Plan::Buckets(plan)));
     }
@@ -428,6 +434,7 @@ mod tests {
             zone,
             offsets: crate::zone::Offsets::fixed(0),
             group_by: Some(Dimension::Hashtag),
+            measures: Measures { authors: false, replies: true },
         };
         insta::assert_snapshot!(check(Plan::Buckets(plan)));
     }

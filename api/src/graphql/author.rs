@@ -3,16 +3,15 @@
 
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, SimpleObject};
 use lake::exec::{AccountState, Summary};
 use lake::plan::{PostsPlan, TopPlan};
 
-use super::COMPLEXITY_PAGE_CAP;
 use super::loaders::{Accounts, AuthorKey, AuthorPosts, AuthorPostsKey, AuthorSummaries, PageShape};
 use super::query::{connection, connection_post_columns, keyset, page_size, runner, time_buckets};
 use super::scalars::DateTime;
 use super::types::{HashtagCount, Interval, PostConnection, PostFilter, PostOrder, TimeBucket};
+use super::{COMPLEXITY_PAGE_CAP, RequestLoader};
 use crate::error;
 
 /// Longest DID accepted (the DID spec's limit).
@@ -48,14 +47,14 @@ impl Author {
         ctx: &Context<'_>,
         filter: lake::plan::PostFilter,
     ) -> async_graphql::Result<Option<Summary>> {
-        let loader = ctx.data::<DataLoader<AuthorSummaries>>()?;
+        let loader = ctx.data::<RequestLoader<AuthorSummaries>>()?;
         let filter = lake::plan::PostFilter { authors: Vec::new(), ..filter };
         loader.load_one(AuthorKey { did: self.did.clone(), filter }).await
     }
 
     /// What identity and account events said last about this author.
     pub async fn account(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Arc<AccountState>>> {
-        ctx.data::<DataLoader<Accounts>>()?.load_one(self.did.clone()).await
+        ctx.data::<RequestLoader<Accounts>>()?.load_one(self.did.clone()).await
     }
 
     fn own(&self, filter: Option<PostFilter>) -> async_graphql::Result<lake::plan::PostFilter> {
@@ -136,7 +135,7 @@ impl Author {
                     limit: plan.limit,
                     columns: plan.columns,
                 };
-                let loader = ctx.data::<DataLoader<AuthorPosts>>()?;
+                let loader = ctx.data::<RequestLoader<AuthorPosts>>()?;
                 let key = AuthorPostsKey { did: self.did.clone(), page };
                 loader.load_one(key).await?.map(|rows| rows.as_ref().clone()).unwrap_or_default()
             }
@@ -169,7 +168,8 @@ impl Author {
         filter: Option<PostFilter>,
     ) -> async_graphql::Result<Vec<HashtagCount>> {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
-        let plan = TopPlan { filter: self.own(filter)?, limit };
+        let mut plan = TopPlan::new(self.own(filter)?, limit);
+        plan.count_authors = super::query::selects(ctx, "authors");
         Ok(runner(ctx)?.run(move |engine| engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
     }
 }

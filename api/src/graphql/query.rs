@@ -79,6 +79,11 @@ pub(super) fn keyset(after: Option<String>) -> async_graphql::Result<Option<Keys
     after.map(|cursor| Keyset::decode(&cursor)).transpose().map_err(error::from_lake)
 }
 
+/// Whether the current field's selection set asks for `name`.
+pub(super) fn selects(ctx: &Context<'_>, name: &str) -> bool {
+    ctx.field().selection_set().any(|f| f.name() == name)
+}
+
 /// Counts per time bucket, shared by `timeBuckets` and `Author.activity`.
 pub(super) async fn time_buckets(
     ctx: &Context<'_>,
@@ -89,8 +94,10 @@ pub(super) async fn time_buckets(
 ) -> async_graphql::Result<Vec<TimeBucket>> {
     let zone_name = time_zone.unwrap_or_else(|| "UTC".to_owned());
     let zone = lake::zone::parse_zone(&zone_name).map_err(error::from_lake)?;
+    // Distinct authors cost more than the rest of the query: only when asked for.
+    let measures = lake::plan::Measures { authors: selects(ctx, "authors"), replies: selects(ctx, "replies") };
     let buckets = runner(ctx)?
-        .run(move |engine| engine.time_buckets(&filter, interval.into(), zone, group_by.map(Into::into)))
+        .run(move |engine| engine.time_buckets(&filter, interval.into(), zone, group_by.map(Into::into), measures))
         .await?;
     Ok(buckets.into_iter().map(TimeBucket).collect())
 }
@@ -148,7 +155,7 @@ impl Query {
         #[graphql(default_with = "Some(10)")] first: Option<i32>,
     ) -> async_graphql::Result<Vec<AuthorCount>> {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
-        let plan = TopPlan { filter: filter.unwrap_or_default().into_plan()?, limit };
+        let plan = TopPlan::new(filter.unwrap_or_default().into_plan()?, limit);
         let rows = runner(ctx)?.run(move |engine| engine.top_authors(&plan)).await?;
         Ok(rows.into_iter().map(|(did, posts)| AuthorCount { author: Author { did }, posts }).collect())
     }
@@ -187,7 +194,8 @@ impl Query {
         #[graphql(default_with = "Some(10)")] first: Option<i32>,
     ) -> async_graphql::Result<Vec<HashtagCount>> {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
-        let plan = TopPlan { filter: filter.unwrap_or_default().into_plan()?, limit };
+        let mut plan = TopPlan::new(filter.unwrap_or_default().into_plan()?, limit);
+        plan.count_authors = selects(ctx, "authors");
         Ok(runner(ctx)?.run(move |engine| engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
     }
 

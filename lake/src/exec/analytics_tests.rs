@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Timelike};
 use chrono_tz::Tz;
 
 use super::*;
-use crate::plan::{Clock, Dimension, PostOrder, TopPlan};
+use crate::plan::{Clock, Dimension, Measures, PostOrder, TopPlan};
 use crate::search::{TextMode, TextQuery};
 use crate::writer::write_posts;
 use crate::zone::Interval;
@@ -85,7 +85,7 @@ fn top_authors_and_hashtags_match_counts_in_rust() {
     let mut expected: Vec<(String, u64)> = per_author.into_iter().map(|(d, n)| (d.to_owned(), n)).collect();
     expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     expected.truncate(5);
-    assert_eq!(engine.top_authors(&TopPlan { filter: filter.clone(), limit: 5 }).unwrap(), expected);
+    assert_eq!(engine.top_authors(&TopPlan::new(filter.clone(), 5)).unwrap(), expected);
 
     let mut per_tag: BTreeMap<&str, (u64, BTreeSet<&str>)> = BTreeMap::new();
     for post in rows.iter().filter(keep) {
@@ -100,7 +100,7 @@ fn top_authors_and_hashtags_match_counts_in_rust() {
         .map(|(tag, (posts, authors))| HashtagCount { tag: tag.to_owned(), posts, authors: authors.len() as u64 })
         .collect();
     expected.sort_by(|a, b| b.posts.cmp(&a.posts).then(a.tag.cmp(&b.tag)));
-    assert_eq!(engine.top_hashtags(&TopPlan { filter, limit: 10 }).unwrap(), expected);
+    assert_eq!(engine.top_hashtags(&TopPlan::new(filter, 10)).unwrap(), expected);
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn check_buckets(engine: &Engine, rows: &[Post], zone_name: &str, interval: Inte
         }
     }
     let dimension = group.then_some(Dimension::Lang);
-    let buckets = engine.time_buckets(&filter, interval, zone, dimension).unwrap();
+    let buckets = engine.time_buckets(&filter, interval, zone, dimension, Measures::ALL).unwrap();
     let context = format!("{zone_name} {interval:?} {clock:?} grouped={group}");
 
     let non_empty: BTreeMap<(i64, Option<String>), (u64, u64, u64)> = buckets
@@ -233,7 +233,7 @@ fn local_days_across_dst_last_23_and_25_hours() {
         until_us: Some(at("2024-10-29T00:00:00+01:00")),
         ..PostFilter::default()
     };
-    let buckets = engine.time_buckets(&filter, Interval::Day, zone, None).unwrap();
+    let buckets = engine.time_buckets(&filter, Interval::Day, zone, None, Measures::ALL).unwrap();
     let lengths: Vec<i64> = buckets.windows(2).map(|w| (w[1].start_us - w[0].start_us) / HOUR).collect();
     assert_eq!(lengths, [24, 25], "Oct 26, Oct 27 (25 h), Oct 28");
     assert_eq!(buckets.len(), 3);
@@ -243,7 +243,7 @@ fn local_days_across_dst_last_23_and_25_hours() {
 fn a_range_without_bounds_runs_from_the_first_to_the_last_post() {
     let (_dir, engine, rows) = lake();
     let zone: Tz = "UTC".parse().unwrap();
-    let buckets = engine.time_buckets(&PostFilter::default(), Interval::Day, zone, None).unwrap();
+    let buckets = engine.time_buckets(&PostFilter::default(), Interval::Day, zone, None, Measures::ALL).unwrap();
     let first_day = |us: i64| DateTime::from_timestamp_micros(us).unwrap().date_naive();
     let days: Vec<NaiveDate> = buckets.iter().map(|b| first_day(b.start_us)).collect();
     let oldest = rows.iter().map(|p| first_day(p.created_at_us)).min().unwrap();
