@@ -452,6 +452,11 @@ mod tests {
     }
 
     #[test]
+    fn account_states_are_looked_up_by_did() {
+        insta::assert_snapshot!(check(Plan::Accounts(vec!["did:plc:a".into(), "did:web:b.example".into()])));
+    }
+
+    #[test]
     fn user_text_never_reaches_the_sql_text() {
         let hostile = "x'); DROP TABLE posts; --";
         let filter = PostFilter {
