@@ -69,6 +69,8 @@ pub fn with_loaders(request: async_graphql::Request, runner: &QueryRunner) -> as
         .data(DataLoader::with_cache(loaders::AuthorSummaries(runner.clone()), tokio::spawn, HashMapCache::default()))
         .data(DataLoader::with_cache(loaders::AuthorPosts(runner.clone()), tokio::spawn, HashMapCache::default()))
         .data(DataLoader::with_cache(loaders::Accounts(runner.clone()), tokio::spawn, HashMapCache::default()))
+        .data(DataLoader::with_cache(loaders::AuthorActivity(runner.clone()), tokio::spawn, HashMapCache::default()))
+        .data(DataLoader::with_cache(loaders::AuthorHashtags(runner.clone()), tokio::spawn, HashMapCache::default()))
 }
 
 /// How the API runs lake work: on a blocking thread, at most `max_concurrent` statements at

@@ -134,6 +134,8 @@ pub enum Dimension {
     EmbedType,
     IsReply,
     Hashtag,
+    /// The author's DID.
+    Author,
 }
 
 /// The counts a bucket carries besides posts, computed only when asked for: distinct counts
@@ -192,6 +194,8 @@ pub enum Plan {
     TopAuthors(TopPlan),
     /// Hashtags on the most posts, with how many authors used them.
     TopHashtags(TopPlan),
+    /// Each author's (of `filter.authors`) `limit` most used hashtags, in one statement.
+    TopHashtagsPerAuthor(TopPlan),
     /// Posts, authors and replies per bucket.
     Buckets(BucketsPlan),
     /// The latest handle and activity of these DIDs.

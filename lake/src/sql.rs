@@ -72,6 +72,19 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
             builder.text.push_str(")\nGROUP BY tag\nORDER BY n_posts DESC, tag");
             builder.limit(top.limit);
         }
+        Plan::TopHashtagsPerAuthor(top) => {
+            builder.text.push_str(
+                "SELECT did, tag, count(*) AS n_posts\nFROM (SELECT did, unnest(list_distinct(hashtags)) AS tag FROM posts",
+            );
+            builder.where_clause(&top.filter, None)?;
+            let limit = builder.bind(Param::Int(i64::from(top.limit)));
+            write!(
+                builder.text,
+                ")\nGROUP BY did, tag\nQUALIFY row_number() OVER (PARTITION BY did ORDER BY n_posts DESC, tag) <= {limit}\n\
+                 ORDER BY did, n_posts DESC, tag"
+            )
+            .unwrap();
+        }
         Plan::Buckets(buckets) => builder.buckets(buckets)?,
         Plan::Accounts(dids) => {
             let list = builder.bind_list(dids.iter().cloned().map(Param::Text));
@@ -161,6 +174,7 @@ impl Builder {
                 "unnest(CASE WHEN len(hashtags) = 0 THEN [NULL::VARCHAR] ELSE list_distinct(hashtags) END)"
             }
             Some(Dimension::EmbedType) => "embed_type",
+            Some(Dimension::Author) => "did",
             Some(Dimension::IsReply) => "CASE WHEN reply_parent IS NULL THEN 'false' ELSE 'true' END",
         };
         let bucket = if plan.interval.is_calendar() {
@@ -400,6 +414,7 @@ mod tests {
     fn nested_author_fields_take_one_statement_for_many_authors() {
         let filter = PostFilter { authors: vec!["did:plc:a".into(), "did:plc:b".into()], ..PostFilter::default() };
         insta::assert_snapshot!(check(Plan::AuthorSummaries(filter.clone())));
+        insta::assert_snapshot!(check(Plan::TopHashtagsPerAuthor(TopPlan::new(filter.clone(), 3))));
         let plan = PostsPlan::new(filter, PostOrder::Newest, 5, [PostColumn::Text]);
         insta::assert_snapshot!(check(Plan::PostsPerAuthor(plan)));
     }

@@ -145,6 +145,19 @@ fn aggregates_buckets_and_authors_match_the_fixture() {
         assert_eq!(node["author"]["posts"]["nodes"][0]["authorDid"], json!(did));
     }
 
+    // Activity and hashtags under many authors (batched) equal each author asked alone, and
+    // an author's daily posts add up to their count.
+    let fields = "did postCount activity(interval: DAY, timeZone: \"Asia/Tokyo\") { start posts } topHashtags(first: 2) { tag posts }";
+    let many = app.query(&format!("{{ topAuthors(first: 10) {{ author {{ {fields} }} }} }}"), json!({}));
+    for row in many["topAuthors"].as_array().unwrap() {
+        let did = row["author"]["did"].as_str().unwrap();
+        let alone = app.query(&format!("query($did: ID!) {{ author(did: $did) {{ {fields} }} }}"), json!({"did": did}));
+        assert_eq!(row["author"], alone["author"], "{did}");
+        let days: u64 =
+            alone["author"]["activity"].as_array().unwrap().iter().map(|b| b["posts"].as_u64().unwrap()).sum();
+        assert_eq!(days, per_author[did], "{did}");
+    }
+
     let nobody = app.query("{ author(did: \"did:plc:nobodyhere\") { did } }", json!({}));
     assert_eq!(nobody["author"], Value::Null);
 }

@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, SimpleObject};
 use lake::exec::{AccountState, Summary};
-use lake::plan::{PostsPlan, TopPlan};
+use lake::plan::PostsPlan;
 
-use super::loaders::{Accounts, AuthorKey, AuthorPosts, AuthorPostsKey, AuthorSummaries, PageShape};
-use super::query::{connection, connection_post_columns, keyset, page_size, runner, time_buckets};
+use super::loaders::{
+    Accounts, ActivityShape, AuthorActivity, AuthorHashtags, AuthorKey, AuthorPosts, AuthorPostsKey, AuthorSummaries,
+    PageShape,
+};
+use super::query::{connection, connection_post_columns, keyset, page_size, runner, selects};
 use super::scalars::DateTime;
 use super::types::{HashtagCount, Interval, PostConnection, PostFilter, PostOrder, TimeBucket};
 use super::{COMPLEXITY_PAGE_CAP, RequestLoader};
@@ -156,7 +159,15 @@ impl Author {
         filter: Option<PostFilter>,
         #[graphql(default_with = "Some(\"UTC\".to_owned())")] time_zone: Option<String>,
     ) -> async_graphql::Result<Vec<TimeBucket>> {
-        time_buckets(ctx, interval, self.own(filter)?, time_zone, None).await
+        let zone_name = time_zone.unwrap_or_else(|| "UTC".to_owned());
+        let zone = lake::zone::parse_zone(&zone_name).map_err(error::from_lake)?;
+        let measures = lake::plan::Measures { authors: selects(ctx, "authors"), replies: selects(ctx, "replies") };
+        // The loader asks for many authors at once; the filter's own authors do not apply.
+        let filter = lake::plan::PostFilter { authors: Vec::new(), ..filter.unwrap_or_default().into_plan()? };
+        let shape = ActivityShape { filter, interval: interval.into(), zone, measures };
+        let loader = ctx.data::<RequestLoader<AuthorActivity>>()?;
+        let buckets = loader.load_one((self.did.clone(), shape)).await?.unwrap_or_default();
+        Ok(buckets.iter().cloned().map(TimeBucket).collect())
     }
 
     /// The hashtags this author used on the most posts.
@@ -168,9 +179,10 @@ impl Author {
         filter: Option<PostFilter>,
     ) -> async_graphql::Result<Vec<HashtagCount>> {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
-        let mut plan = TopPlan::new(self.own(filter)?, limit);
-        plan.count_authors = super::query::selects(ctx, "authors");
-        Ok(runner(ctx)?.run(move |engine| engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
+        let filter = lake::plan::PostFilter { authors: Vec::new(), ..filter.unwrap_or_default().into_plan()? };
+        let loader = ctx.data::<RequestLoader<AuthorHashtags>>()?;
+        let tags = loader.load_one((self.did.clone(), filter, limit)).await?.unwrap_or_default();
+        Ok(tags.iter().cloned().map(HashtagCount).collect())
     }
 }
 

@@ -5,9 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use lake::exec::{AccountState, Summary};
+use lake::exec::{AccountState, Bucket, HashtagCount, Summary};
 use lake::model::{Post, PostColumn};
-use lake::plan::{PostFilter, PostOrder, PostsPlan};
+use lake::plan::{Measures, PostFilter, PostOrder, PostsPlan, TopPlan};
+use lake::zone::Interval;
 
 use super::QueryRunner;
 
@@ -56,6 +57,84 @@ impl Loader<String> for Accounts {
             let chunk = chunk.to_vec();
             for state in self.0.run(move |engine| engine.accounts(&chunk)).await? {
                 found.insert(state.did.clone(), Arc::new(state));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// One author's time buckets: everything about the question but the author.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActivityShape {
+    /// Its `authors` list is empty.
+    pub filter: PostFilter,
+    pub interval: Interval,
+    pub zone: chrono_tz::Tz,
+    pub measures: Measures,
+}
+
+pub struct AuthorActivity(pub QueryRunner);
+
+impl Loader<(String, ActivityShape)> for AuthorActivity {
+    type Value = Arc<Vec<Bucket>>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[(String, ActivityShape)],
+    ) -> Result<HashMap<(String, ActivityShape), Self::Value>, Self::Error> {
+        let mut found = HashMap::new();
+        for (shape, dids) in group(keys.iter().map(|(did, shape)| (shape.clone(), did.clone()))) {
+            for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
+                let question = ActivityShape {
+                    filter: PostFilter { authors: chunk.to_vec(), ..shape.filter.clone() },
+                    ..shape.clone()
+                };
+                let mut by_author = self
+                    .0
+                    .run(move |engine| {
+                        engine.time_buckets_per_author(
+                            &question.filter,
+                            question.interval,
+                            question.zone,
+                            question.measures,
+                        )
+                    })
+                    .await?;
+                for did in chunk {
+                    let buckets = by_author.remove(did).unwrap_or_default();
+                    found.insert((did.clone(), shape.clone()), Arc::new(buckets));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// One author's most used hashtags: the filter (with an empty `authors` list) and how many.
+pub struct AuthorHashtags(pub QueryRunner);
+
+impl Loader<(String, PostFilter, u32)> for AuthorHashtags {
+    type Value = Arc<Vec<HashtagCount>>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[(String, PostFilter, u32)],
+    ) -> Result<HashMap<(String, PostFilter, u32), Self::Value>, Self::Error> {
+        let mut found = HashMap::new();
+        for ((filter, limit), dids) in group(keys.iter().map(|(did, f, n)| ((f.clone(), *n), did.clone()))) {
+            for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
+                let plan = TopPlan::new(PostFilter { authors: chunk.to_vec(), ..filter.clone() }, limit);
+                let rows = self.0.run(move |engine| engine.top_hashtags_per_author(&plan)).await?;
+                let mut by_author: HashMap<String, Vec<HashtagCount>> = HashMap::new();
+                for (did, tag) in rows {
+                    by_author.entry(did).or_default().push(tag);
+                }
+                for did in chunk {
+                    let tags = by_author.remove(did).unwrap_or_default();
+                    found.insert((did.clone(), filter.clone(), limit), Arc::new(tags));
+                }
             }
         }
         Ok(found)

@@ -93,6 +93,8 @@ pub enum Dimension {
     /// Groups `true` and `false`.
     IsReply,
     Hashtag,
+    /// The author's DID (narrow with `filter.authors`: every author seen gets a row per bucket).
+    Author,
 }
 
 /// Which posts to consider. Every list means "any of"; an empty or absent list does not
