@@ -256,8 +256,7 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
     let state = AppState {
         runner: QueryRunner::new(served, threads.max(1), Duration::from_secs(600)),
         metrics: crate::metrics::install()?,
-        redis_url: "redis://127.0.0.1:1".into(),
-        redis: tokio::sync::Mutex::new(None),
+        redis: Arc::new(crate::redis_link::RedisLink::new("redis://127.0.0.1:1", ingest::buffer::Keys::default())),
         lake: args.lake.clone(),
         limits: Limits { max_page_size: 1_000 },
     };

@@ -49,6 +49,8 @@ impl Default for Limits {
 pub struct Services {
     pub runner: QueryRunner,
     pub limits: Limits,
+    /// The buffer's Redis, for `lake.bufferedPosts`; `None` when the API has none.
+    pub redis: Option<Arc<crate::redis_link::RedisLink>>,
 }
 
 pub fn build(services: Option<Services>) -> SkyglassSchema {

@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use redis::aio::ConnectionManager;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -23,6 +22,7 @@ use tracing::Instrument;
 
 use crate::graphql::{self, Services, SkyglassSchema};
 use crate::metrics as m;
+use crate::redis_link::RedisLink;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -32,9 +32,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub runner: graphql::QueryRunner,
     pub metrics: PrometheusHandle,
-    pub redis_url: String,
-    /// The connection readiness checks use, made on first need (Redis may start after us).
-    pub redis: tokio::sync::Mutex<Option<ConnectionManager>>,
+    pub redis: Arc<RedisLink>,
     pub lake: PathBuf,
     pub limits: graphql::Limits,
 }
@@ -47,7 +45,11 @@ struct Shared {
 
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
-    let schema = graphql::build(Some(Services { runner: state.runner.clone(), limits: state.limits.clone() }));
+    let schema = graphql::build(Some(Services {
+        runner: state.runner.clone(),
+        limits: state.limits.clone(),
+        redis: Some(state.redis.clone()),
+    }));
     let shared = Shared { schema, state };
     Router::new()
         .route("/", get(playground))
@@ -84,16 +86,7 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
 
 /// Ready when Redis answers and the lake's catalog reads.
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    let redis_ok = {
-        let mut slot = shared.state.redis.lock().await;
-        if slot.is_none() {
-            *slot = ingest::buffer::connect(&shared.state.redis_url, Duration::from_secs(1)).await.ok();
-        }
-        match slot.as_mut() {
-            Some(conn) => redis::cmd("PING").query_async::<String>(conn).await.is_ok(),
-            None => false,
-        }
-    };
+    let redis_ok = shared.state.redis.ping().await;
     let lake = shared.state.lake.clone();
     let lake_ok = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake).is_ok()).await.unwrap_or(false);
     let status = if redis_ok && lake_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

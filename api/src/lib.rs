@@ -9,5 +9,6 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod redis_link;
 pub mod serve;
 pub mod telemetry;

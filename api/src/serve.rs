@@ -15,6 +15,7 @@ use tracing::info;
 use crate::cli::{FlushArgs, IngestArgs, LakeArgs, RedisArgs, Role, ServeArgs};
 use crate::graphql::QueryRunner;
 use crate::http::{self, AppState};
+use crate::redis_link::RedisLink;
 
 fn ingest_config(lake: &LakeArgs, redis: &RedisArgs, flush: &FlushArgs) -> IngestConfig {
     IngestConfig {
@@ -96,8 +97,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let state = AppState {
             runner: QueryRunner::new(Arc::new(engine), args.max_concurrent_queries as usize, args.query_timeout),
             metrics,
-            redis_url: args.redis.redis_url.clone(),
-            redis: tokio::sync::Mutex::new(None),
+            redis: Arc::new(RedisLink::new(&args.redis.redis_url, Keys::new(&args.redis.redis_namespace))),
             lake: lake.clone(),
             limits: crate::graphql::Limits { max_page_size: args.max_page_size },
         };

@@ -164,7 +164,7 @@ fn aggregates_buckets_and_authors_match_the_fixture() {
 
 #[test]
 fn handles_come_from_identity_events_and_hidden_accounts_leave_every_answer() {
-    let (_redis, _lake, app, posts) = serve_sample();
+    let (mut redis, _lake, app, posts) = serve_sample();
     let sample = fixtures_dir().join("jetstream_sample.jsonl");
     let handles = expected::handles_in(&sample);
     let hidden = expected::hidden_in(&sample);
@@ -194,6 +194,14 @@ fn handles_come_from_identity_events_and_hidden_accounts_leave_every_answer() {
     for row in data["topAuthors"].as_array().unwrap() {
         assert!(!hidden.contains(row["author"]["did"].as_str().unwrap()));
     }
+
+    // Everything was flushed: nothing waits in the buffer. Without Redis the lake still
+    // answers, and says it cannot tell what is buffered.
+    let data = app.query("{ lake { posts bufferedPosts } }", json!({}));
+    assert_eq!(data["lake"], json!({"posts": posts.len(), "bufferedPosts": 0}));
+    redis.kill();
+    let data = app.query("{ lake { posts bufferedPosts } }", json!({}));
+    assert_eq!(data["lake"], json!({"posts": posts.len(), "bufferedPosts": null}));
 }
 
 #[test]

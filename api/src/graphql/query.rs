@@ -201,6 +201,14 @@ impl Query {
 
     /// The lake's size and state.
     async fn lake(&self, ctx: &Context<'_>) -> async_graphql::Result<LakeStats> {
-        Ok(LakeStats(runner(ctx)?.run(|engine| engine.stats()).await?))
+        let redis = services(ctx)?.redis.clone();
+        let buffered = async move {
+            match redis {
+                Some(redis) => redis.buffered_rows().await,
+                None => None,
+            }
+        };
+        let (stats, buffered) = futures_util::join!(runner(ctx)?.run(|engine| engine.stats()), buffered);
+        Ok(LakeStats(stats?, buffered))
     }
 }

@@ -277,7 +277,7 @@ impl PostConnection {
 }
 
 /// The lake's size and state.
-pub struct LakeStats(pub lake::exec::LakeStats);
+pub struct LakeStats(pub lake::exec::LakeStats, pub Option<u64>);
 
 #[Object]
 impl LakeStats {
@@ -305,6 +305,11 @@ impl LakeStats {
     /// Bumped by every flush; caches key on it.
     async fn generation(&self) -> u64 {
         self.0.generation
+    }
+    /// Rows waiting in the Redis buffer for the next flush (posts, deletes and account
+    /// events); null while Redis cannot be reached.
+    async fn buffered_posts(&self) -> Option<u64> {
+        self.1
     }
     async fn last_flush_at(&self) -> Option<DateTime> {
         self.0.last_flush_at_us.map(DateTime::from_micros)

@@ -1,0 +1,44 @@
+//! The API's connection to Redis, made on first need and kept: Redis may start after the API,
+//! or go away and come back, and the API answers from the lake meanwhile.
+
+use std::time::Duration;
+
+use ingest::buffer::Keys;
+use redis::aio::ConnectionManager;
+
+/// How long the API waits for Redis before answering without it.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct RedisLink {
+    url: String,
+    keys: Keys,
+    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+}
+
+impl RedisLink {
+    pub fn new(url: &str, keys: Keys) -> RedisLink {
+        RedisLink { url: url.to_owned(), keys, connection: tokio::sync::Mutex::new(None) }
+    }
+
+    /// A connection, or `None` while Redis cannot be reached.
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let mut slot = self.connection.lock().await;
+        if slot.is_none() {
+            *slot = ingest::buffer::connect(&self.url, REDIS_TIMEOUT).await.ok();
+        }
+        slot.clone()
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> bool {
+        let Some(mut connection) = self.connection().await else { return false };
+        redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
+    }
+
+    /// Rows waiting in the buffer stream for the flusher (posts, deletes and account events);
+    /// `None` while Redis cannot be reached.
+    pub async fn buffered_rows(&self) -> Option<u64> {
+        let mut connection = self.connection().await?;
+        redis::cmd("XLEN").arg(&self.keys.posts).query_async::<u64>(&mut connection).await.ok()
+    }
+}
