@@ -260,6 +260,7 @@ fn decode_post_record(commit: &Value, uri: String, did: &str, rkey: &str, time_u
         created_at_clamped,
         text: text.to_owned(),
         langs: strings(record.get("langs")),
+        // Set by the flusher (`language::detect_all`), in parallel, off the ingest path.
         detected_lang: None,
         reply_root: reply_uri("root"),
         reply_parent: reply_uri("parent"),

@@ -391,7 +391,8 @@ impl Flusher {
         // lake's flush lock, so that the copies check and the publish see the same lake.
         let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let _lock = lake::unique::FlushLock::acquire(&lake)?;
-            let posts = without_copies(&lake, &file_name, posts)?;
+            let mut posts = without_copies(&lake, &file_name, posts)?;
+            crate::language::detect_all(&mut posts);
             let mut files = lake::writer::write_rows(&lake, &file_name, posts)?;
             files.extend(lake::writer::write_rows(&lake, &file_name, deletes)?);
             files.extend(lake::writer::write_rows(&lake, &file_name, accounts)?);

@@ -227,7 +227,8 @@ impl Iterator for DayPosts {
             text_len: i32::try_from(text.len()).unwrap_or(i32::MAX),
             text,
             langs: lang.map(|l| vec![l.to_owned()]).unwrap_or_default(),
-            detected_lang: None,
+            // The generator knows each text's language; detecting it again would only be slow.
+            detected_lang: lang.map(|l| l.split('-').next().unwrap_or(l).to_owned()),
             reply_root,
             reply_parent,
             quote_uri,

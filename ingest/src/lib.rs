@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod decode;
 pub mod flush;
 pub mod generate;
+pub mod language;
 pub mod metrics;
 pub mod pipeline;
 pub mod source;

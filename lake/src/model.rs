@@ -25,7 +25,8 @@ pub fn normalise_tag(tag: &str) -> String {
 
 /// The version of the enrichment that produced a row's derived columns. Bump it when
 /// decoding or enrichment changes what a row holds, so old rows can be found and redone.
-pub const ENRICH_VERSION: i32 = 1;
+/// 2: `detected_lang`.
+pub const ENRICH_VERSION: i32 = 2;
 
 /// Bluesky's first posts are from November 2022; an earlier `createdAt` is a client clock gone
 /// wrong, and ingest clamps it to the event's `time_us`.

@@ -45,6 +45,8 @@ pub struct PostFilter {
     pub authors: Vec<String>,
     /// Language tags; a tag without a region (`en`) also matches regional ones (`en-US`).
     pub langs: Vec<String>,
+    /// Detected languages (`detected_lang`), case-insensitive.
+    pub detected_langs: Vec<String>,
     /// Text queries that must all match.
     pub text: Vec<TextQuery>,
     /// Without '#', case-insensitive.

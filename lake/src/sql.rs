@@ -281,6 +281,10 @@ impl Builder {
         if !filter.langs.is_empty() {
             conditions.push(self.langs_condition(&filter.langs));
         }
+        if !filter.detected_langs.is_empty() {
+            let list = self.bind_list(filter.detected_langs.iter().map(|l| Param::Text(l.trim().to_lowercase())));
+            conditions.push(format!("detected_lang IN ({list})"));
+        }
         for query in &filter.text {
             let Some(compiled) = search::compile(query)? else { continue };
             for literal in &compiled.literals {
@@ -375,6 +379,7 @@ mod tests {
             uris: vec![],
             authors: vec!["did:plc:a".into(), "did:plc:b".into()],
             langs: vec!["EN".into(), "pt-BR".into()],
+            detected_langs: vec!["JA".into()],
             text: vec![TextQuery { query: "50%_off\\".into(), mode: TextMode::Substring }],
             clock: Clock::CreatedAt,
             hashtags: vec!["#Rust".into()],

@@ -111,6 +111,8 @@ pub struct PostFilter {
     pub authors: Option<Vec<ID>>,
     /// Any of the record's languages; `en` also matches `en-US`. Case-insensitive.
     pub langs: Option<Vec<String>>,
+    /// Any of these detected languages (`detectedLang`), case-insensitive.
+    pub detected_langs: Option<Vec<String>>,
     /// Case-insensitive substring of the text (any script, emoji included); the same as
     /// `text: { query, mode: SUBSTRING }`.
     pub text_contains: Option<String>,
@@ -141,6 +143,7 @@ impl PostFilter {
             uris: Vec::new(),
             authors: ids(self.authors),
             langs: self.langs.unwrap_or_default(),
+            detected_langs: self.detected_langs.unwrap_or_default(),
             text: self
                 .text_contains
                 .map(|query| TextQuery { query, mode: lake::search::TextMode::Substring })
@@ -185,8 +188,14 @@ impl PostNode {
     async fn indexed_at(&self) -> DateTime {
         DateTime::from_micros(self.0.indexed_at_us)
     }
+    /// The languages the author's client declared.
     async fn langs(&self) -> &[String] {
         &self.0.langs
+    }
+    /// The language detected from the text (`en`, `ja`…), or null when the text is too short
+    /// or the detector is not confident. Often differs from `langs`.
+    async fn detected_lang(&self) -> Option<&str> {
+        self.0.detected_lang.as_deref()
     }
     /// Lower-cased, without '#'.
     async fn hashtags(&self) -> &[String] {
@@ -228,6 +237,7 @@ pub fn post_field_columns(field: &str) -> &'static [model::PostColumn] {
         "createdAt" => &[C::CreatedAt],
         "indexedAt" => &[C::IndexedAt],
         "langs" => &[C::Langs],
+        "detectedLang" => &[C::DetectedLang],
         "hashtags" => &[C::Hashtags],
         "mentions" => &[C::Mentions],
         "links" => &[C::Links],
