@@ -12,13 +12,25 @@ use lake::exec::{Engine, EngineConfig};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::cli::{FlushArgs, IngestArgs, LakeArgs, RedisArgs, Role, ServeArgs};
+use crate::cli::{FlushArgs, IngestArgs, JetstreamArgs, LakeArgs, RedisArgs, Role, ServeArgs};
 use crate::graphql::QueryRunner;
 use crate::http::{self, AppState};
 use crate::redis_link::RedisLink;
 
-fn ingest_config(lake: &LakeArgs, redis: &RedisArgs, flush: &FlushArgs) -> IngestConfig {
-    IngestConfig {
+fn ingest_config(
+    lake: &LakeArgs,
+    redis: &RedisArgs,
+    flush: &FlushArgs,
+    jetstream: &JetstreamArgs,
+) -> anyhow::Result<IngestConfig> {
+    let zstd_dictionary = match &jetstream.jetstream_zstd_dictionary {
+        None => None,
+        Some(path) => Some(std::sync::Arc::from(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the Jetstream zstd dictionary {}", path.display()))?,
+        )),
+    };
+    Ok(IngestConfig {
         redis_url: redis.redis_url.clone(),
         keys: Keys::new(&redis.redis_namespace),
         lake: lake.lake.clone(),
@@ -28,7 +40,8 @@ fn ingest_config(lake: &LakeArgs, redis: &RedisArgs, flush: &FlushArgs) -> Inges
             consumer: flush.flush_consumer.clone(),
             claim_after: flush.flush_claim_after.unwrap_or_else(|| ingest::flush::claim_after(flush.flush_interval)),
         },
-    }
+        zstd_dictionary,
+    })
 }
 
 /// A watch flag that turns true on SIGTERM or Ctrl-C.
@@ -60,7 +73,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     crate::metrics::install()?;
     std::fs::create_dir_all(&args.lake.lake)
         .with_context(|| format!("failed to create lake directory {}", args.lake.lake.display()))?;
-    let config = ingest_config(&args.lake, &args.redis, &args.flush);
+    let config = ingest_config(&args.lake, &args.redis, &args.flush, &args.jetstream)?;
     let report = pipeline::run(args.source, config, shutdown_signal()).await?;
     let stats = lake::catalog::table_files(&args.lake.lake, lake::layout::POSTS_TABLE)?;
     info!(?report, files = stats.files, bytes = stats.bytes, "ingest finished");
@@ -80,7 +93,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ingest_task = if args.role == Role::Api {
         None
     } else {
-        let config = ingest_config(&args.lake, &args.redis, &args.flush);
+        let config = ingest_config(&args.lake, &args.redis, &args.flush, &args.jetstream)?;
         Some(tokio::spawn(pipeline::run(args.source.clone(), config, stop.clone())))
     };
 

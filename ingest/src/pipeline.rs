@@ -24,6 +24,8 @@ pub struct IngestConfig {
     pub keys: Keys,
     pub lake: PathBuf,
     pub flush: FlushConfig,
+    /// Jetstream's zstd dictionary, to receive compressed events (about a third of the bytes).
+    pub zstd_dictionary: Option<std::sync::Arc<[u8]>>,
 }
 
 /// What one ingest run saw.
@@ -180,7 +182,8 @@ async fn run_epoch(
     let cursor = tokio::task::spawn_blocking(move || crate::cursor::load(&lake, kind))
         .await
         .context("cursor task panicked")??;
-    let context = SourceContext { resume_from_us: cursor.map(|c| c.time_us) };
+    let context =
+        SourceContext { resume_from_us: cursor.map(|c| c.time_us), zstd_dictionary: config.zstd_dictionary.clone() };
     let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let source_task = tokio::spawn(source.run(context, events_tx, epoch_stop.clone()));
 

@@ -25,10 +25,12 @@ pub enum SourceSpec {
 }
 
 /// What a source may need from the rest of ingest.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceContext {
     /// The durable cursor (a Jetstream `time_us`): a live source resumes from it.
     pub resume_from_us: Option<i64>,
+    /// Jetstream's zstd dictionary: with it, Jetstream is asked for compressed events.
+    pub zstd_dictionary: Option<std::sync::Arc<[u8]>>,
 }
 
 pub const DEFAULT_SYNTHETIC_RATE: u32 = 50;
@@ -96,6 +98,7 @@ impl SourceSpec {
                 let config = jetstream::JetstreamConfig {
                     endpoints,
                     start_cursor_us: context.resume_from_us,
+                    zstd_dictionary: context.zstd_dictionary,
                     ..jetstream::JetstreamConfig::default()
                 };
                 jetstream::run(config, events, stop).await

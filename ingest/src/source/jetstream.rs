@@ -28,6 +28,9 @@ pub const DEFAULT_ENDPOINTS: &[&str] = &[
     "wss://jetstream2.us-west.bsky.network/subscribe",
 ];
 
+/// The largest event a compressed frame may decompress to.
+const MAX_EVENT_BYTES: usize = 4 << 20;
+
 /// The collections Skyglass asks for.
 pub const WANTED_COLLECTIONS: &[&str] = &["app.bsky.feed.post"];
 
@@ -45,6 +48,8 @@ pub struct JetstreamConfig {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// With Jetstream's zstd dictionary, events are asked for compressed (`compress=true`).
+    pub zstd_dictionary: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Default for JetstreamConfig {
@@ -58,6 +63,7 @@ impl Default for JetstreamConfig {
             connect_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
+            zstd_dictionary: None,
         }
     }
 }
@@ -152,7 +158,10 @@ pub async fn run(
         if *stop.borrow() {
             return Ok(());
         }
-        let url = subscribe_url(&config.endpoints[endpoint_index], &config.wanted_collections, resume_from);
+        let mut url = subscribe_url(&config.endpoints[endpoint_index], &config.wanted_collections, resume_from);
+        if config.zstd_dictionary.is_some() {
+            url.push_str(if url.contains('?') { "&compress=true" } else { "?compress=true" });
+        }
         let span = info_span!("jetstream", %url);
         let (ended, delivered) =
             connect_and_stream(&config, &url, &events, &mut forwarded, &mut stop).instrument(span).await;
@@ -193,6 +202,11 @@ async fn connect_and_stream(
     };
     info!("connected");
     let mut delivered = false;
+    let mut decompressor = match config.zstd_dictionary.as_deref().map(zstd::bulk::Decompressor::with_dictionary) {
+        None => None,
+        Some(Ok(decompressor)) => Some(decompressor),
+        Some(Err(e)) => return (Ended::Retry(format!("the zstd dictionary is unusable: {e}")), false),
+    };
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout(config.stall_timeout, socket.next()) => next,
@@ -206,7 +220,15 @@ async fn connect_and_stream(
         };
         let line: Vec<u8> = match message {
             Message::Text(text) => text.as_bytes().to_vec(),
-            Message::Binary(bytes) => bytes.to_vec(),
+            Message::Binary(bytes) => match decompressor.as_mut() {
+                // A frame that does not decompress is forwarded as it is: decode sends it to
+                // the dead letters with the bytes.
+                Some(decompressor) => decompressor.decompress(&bytes, MAX_EVENT_BYTES).unwrap_or_else(|e| {
+                    warn!(error = %e, "a compressed event did not decompress");
+                    bytes.to_vec()
+                }),
+                None => bytes.to_vec(),
+            },
             Message::Close(frame) => {
                 return (Ended::Retry(format!("the server closed the connection: {frame:?}")), delivered);
             }
@@ -366,6 +388,51 @@ mod tests {
             let uri = tokio::time::timeout(Duration::from_secs(5), uris.recv()).await.expect("a reconnection").unwrap();
             assert_eq!(uri, "/subscribe?wantedCollections=app.bsky.feed.post", "no cursor: nothing was ever seen");
         }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), source).await.unwrap().unwrap().unwrap();
+    }
+
+    /// Jetstream's real dictionary when `../shared` has it, else a raw-content dictionary:
+    /// zstd takes either.
+    fn dictionary() -> Vec<u8> {
+        let shared =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/jetstream/zstd_dictionary");
+        std::fs::read(shared).unwrap_or_else(|_| (0..50).map(event).collect::<String>().into_bytes())
+    }
+
+    #[tokio::test]
+    async fn compressed_events_are_asked_for_and_decompressed_with_the_dictionary() {
+        let dictionary = dictionary();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (uris_tx, mut uris) = mpsc::unbounded_channel();
+        let server_dictionary = dictionary.clone();
+        tokio::spawn(async move {
+            let mut socket = accept(&listener, &uris_tx).await;
+            let mut compressor = zstd::bulk::Compressor::with_dictionary(3, &server_dictionary).unwrap();
+            for second in 1..=3 {
+                let frame = compressor.compress(event(second).as_bytes()).unwrap();
+                socket.send(Message::binary(frame)).await.unwrap();
+            }
+            // A frame that is not zstd at all goes on as it is (to the dead letters).
+            socket.send(Message::binary(b"not zstd".to_vec())).await.unwrap();
+            while socket.next().await.is_some() {}
+        });
+
+        let config = JetstreamConfig { zstd_dictionary: Some(dictionary.into()), ..test_config(address, None) };
+        let (events_tx, mut events_rx) = mpsc::channel(10);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let source = tokio::spawn(run(config, events_tx, stop_rx));
+        let mut received = Vec::new();
+        while received.len() < 4 {
+            let line = tokio::time::timeout(Duration::from_secs(10), events_rx.recv()).await.unwrap().unwrap();
+            received.push(String::from_utf8(line).unwrap());
+        }
+        let mut expected: Vec<String> = (1..=3).map(event).collect();
+        expected.push("not zstd".into());
+        assert_eq!(received, expected);
+        let uri = uris.recv().await.unwrap();
+        assert_eq!(uri, "/subscribe?wantedCollections=app.bsky.feed.post&compress=true");
         stop_tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), source).await.unwrap().unwrap().unwrap();
     }
