@@ -40,6 +40,13 @@ fn writer_properties() -> WriterProperties {
     for column in plain {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
+    // A bloom filter on `uri` lets a lookup by uri skip the row groups that lack it. Measured on
+    // 1 M posts: `uri = ?` 77 → 20 ms in DuckDB, for about 1.5% more bytes at this rate.
+    let uri = || ColumnPath::from("uri");
+    builder = builder
+        .set_column_bloom_filter_enabled(uri(), true)
+        .set_column_bloom_filter_fpp(uri(), 0.05)
+        .set_column_bloom_filter_max_ndv(uri(), ROW_GROUP_ROWS as u64);
     builder.build()
 }
 
