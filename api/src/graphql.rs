@@ -75,9 +75,10 @@ pub fn with_loaders(request: async_graphql::Request, runner: &QueryRunner) -> as
         .data(DataLoader::with_cache(loaders::AuthorHashtags(runner.clone()), tokio::spawn, HashMapCache::default()))
 }
 
-/// How the API runs lake work: on a blocking thread, at most `max_concurrent` statements at
-/// once (the others queue), each interrupted in DuckDB when the request outlives `timeout`
-/// (queueing included), or when the request goes away.
+/// How the API runs lake work: on a blocking thread, at most `max_concurrent` pieces of work
+/// at once (the others queue), each interrupted in DuckDB when it outlives `timeout` (its
+/// queueing included) or when its request goes away. A request with several lake statements
+/// (nested fields) gives each its own `timeout`.
 #[derive(Clone)]
 pub struct QueryRunner {
     engine: Arc<Engine>,
