@@ -390,9 +390,10 @@ impl Flusher {
         // Durability order: files (fsync + rename) → generation → cursor → XACK. Under the
         // lake's flush lock, so that the copies check and the publish see the same lake.
         let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut posts = posts;
+            crate::language::detect_all(&mut posts); // the slow part, before taking the lock
             let _lock = lake::unique::FlushLock::acquire(&lake)?;
-            let mut posts = without_copies(&lake, &file_name, posts)?;
-            crate::language::detect_all(&mut posts);
+            let posts = without_copies(&lake, &file_name, posts)?;
             let mut files = lake::writer::write_rows(&lake, &file_name, posts)?;
             files.extend(lake::writer::write_rows(&lake, &file_name, deletes)?);
             files.extend(lake::writer::write_rows(&lake, &file_name, accounts)?);
