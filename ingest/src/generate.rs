@@ -13,7 +13,7 @@ use lake::model::{ENRICH_VERSION, EmbedType, Post};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::source::synthetic::{DOMAINS, HASHTAGS, LANGUAGES, did_for, tid};
+use crate::source::synthetic::{DOMAINS, HASHTAGS, did_for, pick_language, tid};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Rows per written file; a day holds several.
@@ -108,7 +108,6 @@ struct DayPosts {
     /// Earlier posts of the day, for replies and quotes.
     recent: Vec<String>,
     hour_total: u32,
-    lang_total: u32,
 }
 
 impl DayPosts {
@@ -122,7 +121,6 @@ impl DayPosts {
             n_authors: usize::try_from(posts / 3).unwrap_or(usize::MAX).max(1_000),
             recent: Vec::with_capacity(4_096),
             hour_total: HOURLY_WEIGHTS.iter().sum(),
-            lang_total: LANGUAGES.iter().map(|l| l.1).sum(),
         }
     }
 
@@ -158,18 +156,7 @@ impl Iterator for DayPosts {
         let rkey = tid(created_at_us, self.sequence);
         let uri = format!("at://{did}/app.bsky.feed.post/{rkey}");
 
-        let mut pick = self.rng.random_range(0..self.lang_total);
-        let (lang, _, phrases) = LANGUAGES
-            .iter()
-            .find(|l| {
-                if pick < l.1 {
-                    true
-                } else {
-                    pick -= l.1;
-                    false
-                }
-            })
-            .expect("weights cover the range");
+        let (lang, phrases) = pick_language(&mut self.rng);
         let mut text = phrases[self.rng.random_range(0..phrases.len())].to_owned();
         let mut mentions = Vec::new();
         if self.rng.random_bool(0.15) {

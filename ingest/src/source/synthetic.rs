@@ -86,6 +86,19 @@ pub struct Generator {
     sequence: u64,
 }
 
+/// A language of [`LANGUAGES`] by its weight: its tag (if any) and its phrases.
+pub(crate) fn pick_language(rng: &mut SmallRng) -> (Option<&'static str>, &'static [&'static str]) {
+    let total: u32 = LANGUAGES.iter().map(|l| l.1).sum();
+    let mut pick = rng.random_range(0..total);
+    for (lang, weight, phrases) in LANGUAGES {
+        if pick < *weight {
+            return (*lang, phrases);
+        }
+        pick -= weight;
+    }
+    unreachable!("the weights cover the range")
+}
+
 pub(crate) fn did_for(index: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut n = (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -201,19 +214,7 @@ impl Generator {
         let rkey = tid(time_us, self.sequence);
         let uri = format!("at://{did}/app.bsky.feed.post/{rkey}");
 
-        let total: u32 = LANGUAGES.iter().map(|l| l.1).sum();
-        let mut pick = self.rng.random_range(0..total);
-        let (lang, _, phrases) = LANGUAGES
-            .iter()
-            .find(|l| {
-                if pick < l.1 {
-                    true
-                } else {
-                    pick -= l.1;
-                    false
-                }
-            })
-            .expect("weights cover the range");
+        let (lang, phrases) = pick_language(&mut self.rng);
 
         let mut text = TextBuilder { text: String::new(), facets: Vec::new() };
         text.push(phrases[self.rng.random_range(0..phrases.len())]);
