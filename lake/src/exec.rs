@@ -14,7 +14,7 @@ use crate::catalog::{self, Generation};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::{EmbedType, Post, PostColumn};
-use crate::plan::{BucketsPlan, Dimension, Keyset, Measures, Plan, PostFilter, PostsPlan, TopPlan};
+use crate::plan::{BucketsPlan, Clock, Dimension, Keyset, Measures, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
 use crate::sql::{Param, Sql, compile};
 use crate::zone::{self, Interval};
 
@@ -200,6 +200,65 @@ impl Engine {
     /// for it continues after its last row. Cheaper by far than deduplicating every matching
     /// row in SQL before the top-N.
     pub fn posts(&self, plan: &PostsPlan) -> Result<Vec<Post>> {
+        // The page's first day (the newest for NEWEST) holds its first rows: when that one
+        // partition fills the page, the page is read from it alone.
+        if let Some(first_day) = self.first_day_only(plan)? {
+            let rows = self.page(&first_day)?;
+            if rows.len() == plan.limit as usize {
+                return Ok(rows);
+            }
+        }
+        self.page(plan)
+    }
+
+    /// `plan` narrowed to the one day partition its page starts in, when there are others.
+    fn first_day_only(&self, plan: &PostsPlan) -> Result<Option<PostsPlan>> {
+        if plan.filter.clock != Clock::CreatedAt || plan.limit == 0 {
+            return Ok(None);
+        }
+        let partitions = catalog::table_files(&self.lake, layout::POSTS_TABLE)?.partitions;
+        if partitions.len() < 2 {
+            return Ok(None);
+        }
+        let day_start = |day: chrono::NaiveDate| day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros();
+        let filter = &plan.filter;
+        let mut narrowed = plan.clone();
+        match plan.order {
+            PostOrder::Newest => {
+                let mut latest = filter.until_us.map(|until| layout::date_of_micros(until.saturating_sub(1)));
+                if let Some(after) = &plan.after {
+                    let day = layout::date_of_micros(after.created_at_us);
+                    latest = Some(latest.map_or(day, |d| d.min(day)));
+                }
+                let Some(day) = partitions.iter().copied().filter(|d| latest.is_none_or(|l| *d <= l)).max() else {
+                    return Ok(None);
+                };
+                if filter.since_us.is_some_and(|since| since >= day_start(day)) {
+                    return Ok(None);
+                }
+                narrowed.filter.since_us = Some(day_start(day));
+            }
+            PostOrder::Oldest => {
+                let mut earliest = filter.since_us.map(layout::date_of_micros);
+                if let Some(after) = &plan.after {
+                    let day = layout::date_of_micros(after.created_at_us);
+                    earliest = Some(earliest.map_or(day, |d| d.max(day)));
+                }
+                let Some(day) = partitions.iter().copied().filter(|d| earliest.is_none_or(|e| *d >= e)).min() else {
+                    return Ok(None);
+                };
+                let end = day_start(day) + MICROS_PER_DAY;
+                if filter.until_us.is_some_and(|until| until <= end) {
+                    return Ok(None);
+                }
+                narrowed.filter.until_us = Some(end);
+            }
+        }
+        Ok(Some(narrowed))
+    }
+
+    /// A page of `plan`, skipping neighbouring copies (see [`Engine::posts`]).
+    fn page(&self, plan: &PostsPlan) -> Result<Vec<Post>> {
         let wanted = plan.limit as usize;
         let mut out: Vec<Post> = Vec::with_capacity(wanted);
         let mut page = plan.clone();
