@@ -46,6 +46,8 @@ pub struct Engine {
     tables: [TableView; 3],
     /// The generation the derived tables and the `posts` view were built for.
     built_for: Mutex<Option<Generation>>,
+    /// The `posts` day partitions at that generation (a directory walk, not redone per query).
+    partitions: Mutex<Vec<chrono::NaiveDate>>,
 }
 
 /// One table's view. DuckDB fails on a glob that matches nothing, so a table with no files yet
@@ -122,8 +124,13 @@ impl Engine {
         for table in &tables {
             connection.execute_batch(&table.empty_sql())?;
         }
-        let engine =
-            Engine { lake: lake.to_path_buf(), base: Mutex::new(connection), tables, built_for: Mutex::new(None) };
+        let engine = Engine {
+            lake: lake.to_path_buf(),
+            base: Mutex::new(connection),
+            tables,
+            built_for: Mutex::new(None),
+            partitions: Mutex::new(Vec::new()),
+        };
         engine.refresh_views()?;
         Ok(engine)
     }
@@ -162,8 +169,16 @@ impl Engine {
             view.push_str(" ANTI JOIN hidden_authors AS h ON h.did = p.did");
         }
         base.execute_batch(&view)?;
+        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) =
+            catalog::table_files(&self.lake, layout::POSTS_TABLE)?.partitions;
         *built_for = Some(generation);
         Ok(())
+    }
+
+    /// The `posts` day partitions, as of the lake's current generation.
+    fn post_partitions(&self) -> Result<Vec<chrono::NaiveDate>> {
+        self.refresh_views()?;
+        Ok(self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     fn connection(&self) -> Result<Connection> {
@@ -211,12 +226,14 @@ impl Engine {
         self.page(plan)
     }
 
-    /// `plan` narrowed to the one day partition its page starts in, when there are others.
+    /// `plan` narrowed to the one day partition its page starts in, when there are others. The
+    /// partition list is the one of the current generation: writers publish a new generation
+    /// after every file they add (`catalog::publish`), so it is never missing a day.
     fn first_day_only(&self, plan: &PostsPlan) -> Result<Option<PostsPlan>> {
         if plan.filter.clock != Clock::CreatedAt || plan.limit == 0 {
             return Ok(None);
         }
-        let partitions = catalog::table_files(&self.lake, layout::POSTS_TABLE)?.partitions;
+        let partitions = self.post_partitions()?;
         if partitions.len() < 2 {
             return Ok(None);
         }
@@ -431,7 +448,7 @@ impl Engine {
         }
         // Offsets must cover every clock value bucketed: the filter's range, else every day
         // that holds posts (with margin for indexed_at, which is near created_at).
-        let partitions = catalog::table_files(&self.lake, layout::POSTS_TABLE)?.partitions;
+        let partitions = self.post_partitions()?;
         let day_us = |day: chrono::NaiveDate| day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros();
         let lake_from = partitions.iter().min().map_or(0, |d| day_us(*d)) - 2 * MICROS_PER_DAY;
         let lake_to = partitions.iter().max().map_or(0, |d| day_us(*d)).max(chrono::Utc::now().timestamp_micros())
