@@ -23,7 +23,7 @@ use lake::search::{TextMode, TextQuery};
 use lake::zone::{self, Interval};
 use serde_json::{Value, json};
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchPart};
 use crate::graphql::{Limits, QueryRunner};
 use crate::http::{self, AppState};
 
@@ -39,13 +39,14 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     writeln!(report, "## Machine\n\n{}\n", machine())?;
 
-    eprintln!("bench: ingest ({} events)…", args.ingest_events);
-    let ingest = ingest_bench(&args).await?;
-    report.push_str(&ingest);
-
-    eprintln!("bench: queries on {}…", args.lake.display());
-    let queries = query_bench(&args).await?;
-    report.push_str(&queries);
+    if args.only.is_none_or(|part| part == BenchPart::Ingest) {
+        eprintln!("bench: ingest ({} events)…", args.ingest_events);
+        report.push_str(&ingest_bench(&args).await?);
+    }
+    if args.only.is_none_or(|part| part == BenchPart::Queries) {
+        eprintln!("bench: queries on {}…", args.lake.display());
+        report.push_str(&query_bench(&args).await?);
+    }
 
     std::fs::write(&args.out, &report).with_context(|| format!("failed to write {}", args.out.display()))?;
     eprintln!("bench: wrote {}", args.out.display());

@@ -88,6 +88,15 @@ pub struct BenchArgs {
     /// Synthetic Jetstream events for the ingest benchmark.
     #[arg(long, default_value_t = 300_000)]
     pub ingest_events: usize,
+    /// Measure one part only (for working on it); the report then holds that part alone.
+    #[arg(long, value_enum)]
+    pub only: Option<BenchPart>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchPart {
+    Ingest,
+    Queries,
 }
 
 #[derive(Args, Debug, Clone)]

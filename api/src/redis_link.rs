@@ -39,6 +39,7 @@ impl RedisLink {
     /// `None` while Redis cannot be reached.
     pub async fn buffered_rows(&self) -> Option<u64> {
         let mut connection = self.connection().await?;
-        redis::cmd("XLEN").arg(&self.keys.posts).query_async::<u64>(&mut connection).await.ok()
+        let rows = redis::cmd("GET").arg(&self.keys.rows).query_async::<Option<i64>>(&mut connection).await.ok()?;
+        Some(rows.unwrap_or(0).max(0) as u64)
     }
 }

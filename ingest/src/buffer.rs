@@ -1,26 +1,39 @@
 //! The Redis stream buffer between ingest and the flusher, and the dead-letter stream.
 //!
-//! This is the one versioned codec of buffered rows: an entry has one field, `p1` for a post
-//! as JSON (`lake::model::Post`), `d1` for a post deletion as JSON (`lake::model::Delete`) or
-//! `a1` for an identity or account event as JSON (`lake::model::AccountEvent`).
-//! A reader that meets an unknown field name knows the entry came from a newer writer. Redis is volatile: nothing here is durable; the durable cursor is.
+//! This is the one versioned codec of buffered rows. A stream entry holds a batch of rows:
+//! field `b2` is the batch (postcard, a compact positional binary encoding of `Vec<Entry>`)
+//! and field `n` its number of rows. One entry per batch keeps Redis's per-entry costs (on
+//! both sides of the socket) off the per-post path. Entries of version 1 (one row each, as
+//! JSON, in `p1`, `d1` or `a1`) are still read, so an upgrade never strands buffered rows.
+//! A reader that meets an unknown field name knows the entry came from a newer writer.
+//!
+//! Beside the stream, `{namespace}:buffer:rows` counts the rows of version-2 entries not yet
+//! flushed: appended and acknowledged in the same transactions as the entries themselves.
+//!
+//! Redis is volatile: nothing here is durable; the durable cursor is.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use lake::model::{AccountEvent, Delete, Post};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
 
 use crate::decode::Drop;
 
+/// The field holding a batch of rows (version 2).
+pub const BATCH_FIELD_V2: &str = "b2";
+/// The field holding a batch's number of rows.
+pub const ROWS_FIELD: &str = "n";
 /// The field holding a v1-encoded post in a buffer entry.
 pub const POST_FIELD_V1: &str = "p1";
 /// The field holding a v1-encoded post deletion in a buffer entry.
 pub const DELETE_FIELD_V1: &str = "d1";
 /// The field holding a v1-encoded identity or account event in a buffer entry.
 pub const ACCOUNT_FIELD_V1: &str = "a1";
-/// Every field this version reads; an entry with another field is from a newer writer.
-pub const KNOWN_FIELDS: [&str; 3] = [POST_FIELD_V1, DELETE_FIELD_V1, ACCOUNT_FIELD_V1];
+/// Every field holding rows that this version reads; an entry with another is from a newer
+/// writer.
+pub const KNOWN_FIELDS: [&str; 4] = [BATCH_FIELD_V2, POST_FIELD_V1, DELETE_FIELD_V1, ACCOUNT_FIELD_V1];
 /// Raw event bytes kept with a dead letter, at most.
 pub const DEAD_LETTER_RAW_BYTES: usize = 16 * 1024;
 /// Dead letters kept, approximately (oldest trimmed first).
@@ -29,7 +42,10 @@ pub const DEAD_LETTER_MAX_LEN: usize = 100_000;
 /// The Redis keys of one Skyglass deployment, under a namespace prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
+    /// The stream of buffered batches.
     pub posts: String,
+    /// The number of rows in the stream's version-2 batches.
+    pub rows: String,
     pub dead_letters: String,
     pub flusher_group: String,
 }
@@ -38,6 +54,7 @@ impl Keys {
     pub fn new(namespace: &str) -> Keys {
         Keys {
             posts: format!("{namespace}:buffer:posts"),
+            rows: format!("{namespace}:buffer:rows"),
             dead_letters: format!("{namespace}:dlq"),
             flusher_group: "flushers".to_owned(),
         }
@@ -51,39 +68,31 @@ impl Default for Keys {
 }
 
 /// One buffered row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entry {
     Post(Box<Post>),
     Delete(Delete),
     Account(AccountEvent),
 }
 
-impl Entry {
-    /// The entry's field name and encoded value.
-    pub fn encode(&self) -> (&'static str, Vec<u8>) {
-        match self {
-            Entry::Post(post) => (POST_FIELD_V1, serde_json::to_vec(post).expect("a post always serialises")),
-            Entry::Delete(delete) => (DELETE_FIELD_V1, serde_json::to_vec(delete).expect("a delete always serialises")),
-            Entry::Account(event) => {
-                (ACCOUNT_FIELD_V1, serde_json::to_vec(event).expect("an account event always serialises"))
-            }
-        }
-    }
+/// Encodes a batch of rows as the value of [`BATCH_FIELD_V2`].
+pub fn encode_batch(entries: &[Entry]) -> Vec<u8> {
+    postcard::to_allocvec(entries).expect("rows always serialise")
+}
 
-    /// Decodes an entry from its field name and value.
-    pub fn decode(field: &str, bytes: &[u8]) -> anyhow::Result<Entry> {
-        match field {
-            POST_FIELD_V1 => {
-                Ok(Entry::Post(Box::new(serde_json::from_slice(bytes).context("failed to decode buffered post")?)))
-            }
-            DELETE_FIELD_V1 => {
-                Ok(Entry::Delete(serde_json::from_slice(bytes).context("failed to decode buffered delete")?))
-            }
-            ACCOUNT_FIELD_V1 => {
-                Ok(Entry::Account(serde_json::from_slice(bytes).context("failed to decode buffered account event")?))
-            }
-            other => anyhow::bail!("unknown buffer field `{other}` (written by a newer version?)"),
+/// Decodes the rows of one stream entry from its field name and value.
+pub fn decode_entry(field: &str, bytes: &[u8]) -> anyhow::Result<Vec<Entry>> {
+    let one = |entry| Ok(vec![entry]);
+    match field {
+        BATCH_FIELD_V2 => postcard::from_bytes(bytes).context("failed to decode a buffered batch"),
+        POST_FIELD_V1 => one(Entry::Post(serde_json::from_slice(bytes).context("failed to decode buffered post")?)),
+        DELETE_FIELD_V1 => {
+            one(Entry::Delete(serde_json::from_slice(bytes).context("failed to decode buffered delete")?))
         }
+        ACCOUNT_FIELD_V1 => {
+            one(Entry::Account(serde_json::from_slice(bytes).context("failed to decode buffered account event")?))
+        }
+        other => anyhow::bail!("unknown buffer field `{other}` (written by a newer version?)"),
     }
 }
 
@@ -119,8 +128,9 @@ pub async fn connect(url: &str, response_timeout: Duration) -> anyhow::Result<Co
         .with_context(|| format!("failed to connect to redis at {url}"))
 }
 
-/// Appends entries to the buffer stream, and dropped events to the dead-letter stream with
-/// their reason, detail and (capped) raw bytes, in one pipeline: one round trip, one outcome.
+/// Appends entries to the buffer stream as one batch (and counts its rows), and dropped events
+/// to the dead-letter stream with their reason, detail and (capped) raw bytes, in one
+/// transaction: one round trip, one outcome.
 pub async fn append(
     conn: &mut ConnectionManager,
     keys: &Keys,
@@ -131,9 +141,17 @@ pub async fn append(
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for entry in entries {
-        let (field, value) = entry.encode();
-        pipe.cmd("XADD").arg(&keys.posts).arg("*").arg(field).arg(value).ignore();
+    pipe.atomic();
+    if !entries.is_empty() {
+        pipe.cmd("XADD")
+            .arg(&keys.posts)
+            .arg("*")
+            .arg(ROWS_FIELD)
+            .arg(entries.len())
+            .arg(BATCH_FIELD_V2)
+            .arg(encode_batch(entries))
+            .ignore();
+        pipe.cmd("INCRBY").arg(&keys.rows).arg(entries.len()).ignore();
     }
     for (drop, raw) in drops {
         let raw = &raw[..raw.len().min(DEAD_LETTER_RAW_BYTES)];
@@ -162,7 +180,7 @@ mod tests {
     use lake::model::EmbedType;
 
     #[test]
-    fn the_v1_codec_round_trips_posts_and_deletes() {
+    fn batches_round_trip_and_version_1_entries_still_decode() {
         let post = Post {
             uri: "at://did:plc:a/app.bsky.feed.post/1".into(),
             text: "日本 🎉".into(),
@@ -183,11 +201,17 @@ mod tests {
             active: Some(false),
             status: Some("takendown".into()),
         };
-        for entry in [Entry::Post(Box::new(post)), Entry::Delete(delete), Entry::Account(account)] {
-            let (field, bytes) = entry.encode();
-            assert_eq!(Entry::decode(field, &bytes).unwrap(), entry);
-        }
-        assert!(Entry::decode(POST_FIELD_V1, b"{not json").is_err());
-        assert!(Entry::decode("p9", b"{}").unwrap_err().to_string().contains("newer"));
+        let entries = vec![Entry::Post(Box::new(post.clone())), Entry::Delete(delete.clone()), Entry::Account(account)];
+        assert_eq!(decode_entry(BATCH_FIELD_V2, &encode_batch(&entries)).unwrap(), entries);
+        assert_eq!(decode_entry(BATCH_FIELD_V2, &encode_batch(&[])).unwrap(), vec![]);
+        // Version 1, one row per entry, as JSON: still read.
+        let v1 = decode_entry(POST_FIELD_V1, &serde_json::to_vec(&post).unwrap()).unwrap();
+        assert_eq!(v1, vec![Entry::Post(Box::new(post))]);
+        let v1 = decode_entry(DELETE_FIELD_V1, &serde_json::to_vec(&delete).unwrap()).unwrap();
+        assert_eq!(v1, vec![Entry::Delete(delete)]);
+
+        assert!(decode_entry(POST_FIELD_V1, b"{not json").is_err());
+        assert!(decode_entry(BATCH_FIELD_V2, b"\x05\xff").is_err());
+        assert!(decode_entry("p9", b"{}").unwrap_err().to_string().contains("newer"));
     }
 }

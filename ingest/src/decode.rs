@@ -260,8 +260,7 @@ fn decode_post_record(commit: &Value, uri: String, did: &str, rkey: &str, time_u
         created_at_clamped,
         text: text.to_owned(),
         langs: strings(record.get("langs")),
-        // Set by the flusher (`language::detect_all`), in parallel, off the ingest path.
-        detected_lang: None,
+        detected_lang: crate::language::detect(text).map(str::to_owned),
         reply_root: reply_uri("root"),
         reply_parent: reply_uri("parent"),
         quote_uri: embed.quote_uri,

@@ -81,10 +81,18 @@ const STOP_OUTAGE_ATTEMPTS: u32 = 8;
 /// How often a flusher looks for entries abandoned by dead flushers.
 const CLAIM_EVERY: Duration = Duration::from_secs(30);
 
-/// Entries read per XREADGROUP call.
-const READ_COUNT: usize = 2_000;
+/// Stream entries read per XREADGROUP call (an entry is a batch of up to a thousand rows).
+const READ_COUNT: usize = 50;
 /// How long one read blocks when the stream is empty (below the connection's response timeout).
 const READ_BLOCK: Duration = Duration::from_millis(200);
+
+/// One stream entry read and not yet flushed.
+struct Waiting {
+    id: String,
+    rows: Vec<Entry>,
+    /// Its rows counted in `Keys::rows` (version-2 batches only).
+    counted: usize,
+}
 
 pub struct Flusher {
     conn: ConnectionManager,
@@ -93,8 +101,10 @@ pub struct Flusher {
     keys: Keys,
     lake: PathBuf,
     config: FlushConfig,
-    /// Entries read and not yet flushed: (stream id, entry).
-    waiting: Vec<(String, Entry)>,
+    /// Stream entries read and not yet flushed.
+    waiting: Vec<Waiting>,
+    /// The rows in `waiting`.
+    waiting_rows: usize,
     /// The stream ids in `waiting`, so a claimed entry is never taken twice.
     waiting_ids: HashSet<String>,
     last_claim: Option<Instant>,
@@ -125,6 +135,7 @@ impl Flusher {
             lake,
             config,
             waiting: Vec::new(),
+            waiting_rows: 0,
             waiting_ids: HashSet::new(),
             last_claim: None,
             oldest_waiting_since: None,
@@ -173,7 +184,7 @@ impl Flusher {
                 return Ok(Flushed::Drained);
             }
             let drained = stopping && reading_new && n_read == Some(0);
-            let due = self.waiting.len() >= self.config.max_rows
+            let due = self.waiting_rows >= self.config.max_rows
                 || self.oldest_waiting_since.is_some_and(|t| t.elapsed() >= self.config.interval);
             if due || drained {
                 self.flush().await?;
@@ -221,7 +232,7 @@ impl Flusher {
             }
         }
         self.accept(&entries).await?;
-        gauge!(m::BUFFER_PENDING).set(self.waiting.len() as f64);
+        gauge!(m::BUFFER_PENDING).set(self.waiting_rows as f64);
         Ok(Some(entries.len()))
     }
 
@@ -232,8 +243,9 @@ impl Flusher {
             if self.waiting_ids.contains(&entry.id) {
                 continue;
             }
-            let Some((field, value)) = entry.map.iter().next() else {
-                corrupt.push((entry.id.clone(), "entry has no fields".to_owned(), Vec::new()));
+            let counted = entry.get::<usize>(buffer::ROWS_FIELD).unwrap_or(0);
+            let Some((field, value)) = entry.map.iter().find(|(field, _)| field.as_str() != buffer::ROWS_FIELD) else {
+                corrupt.push((entry.id.clone(), "entry has no rows field".to_owned(), Vec::new(), counted));
                 continue;
             };
             if !buffer::KNOWN_FIELDS.contains(&field.as_str()) {
@@ -243,14 +255,23 @@ impl Flusher {
                 continue;
             }
             let bytes = redis::from_redis_value_ref::<Vec<u8>>(value).unwrap_or_default();
-            let decoded = Entry::decode(field, &bytes);
-            match decoded {
-                Ok(decoded) => {
+            match buffer::decode_entry(field, &bytes) {
+                Ok(mut rows) => {
+                    if field != buffer::BATCH_FIELD_V2 {
+                        // Version 1 rows were buffered before language detection moved into
+                        // decoding, and were never counted.
+                        crate::language::detect_all(rows.iter_mut().filter_map(|row| match row {
+                            Entry::Post(post) => Some(&mut **post),
+                            _ => None,
+                        }));
+                    }
                     self.oldest_waiting_since.get_or_insert_with(Instant::now);
                     self.waiting_ids.insert(entry.id.clone());
-                    self.waiting.push((entry.id.clone(), decoded));
+                    self.waiting_rows += rows.len();
+                    let counted = if field == buffer::BATCH_FIELD_V2 { counted } else { 0 };
+                    self.waiting.push(Waiting { id: entry.id.clone(), rows, counted });
                 }
-                Err(e) => corrupt.push((entry.id.clone(), format!("{e:#}"), bytes)),
+                Err(e) => corrupt.push((entry.id.clone(), format!("{e:#}"), bytes, counted)),
             }
         }
         if !corrupt.is_empty() {
@@ -287,7 +308,7 @@ impl Flusher {
                 self.accept(&reply.claimed).await?;
             }
             // Bounded: the rest is claimed after the next flush.
-            if reply.next_stream_id == "0-0" || self.waiting.len() >= self.config.max_rows {
+            if reply.next_stream_id == "0-0" || self.waiting_rows >= self.config.max_rows {
                 return Ok(());
             }
             start = reply.next_stream_id;
@@ -295,40 +316,47 @@ impl Flusher {
     }
 
     /// Entries that do not decode are not ours to fix: they go to the dead-letter stream.
-    async fn dead_letter_corrupt(&mut self, corrupt: Vec<(String, String, Vec<u8>)>) -> anyhow::Result<()> {
+    /// Each is (stream id, why, bytes, rows counted for it).
+    async fn dead_letter_corrupt(&mut self, corrupt: Vec<(String, String, Vec<u8>, usize)>) -> anyhow::Result<()> {
         warn!(n_entries = corrupt.len(), "undecodable entries in the buffer stream go to the dead-letter stream");
         let drops: Vec<(Drop, Vec<u8>)> = corrupt
             .iter()
-            .map(|(id, detail, bytes)| {
+            .map(|(id, detail, bytes, _)| {
                 let drop = Drop { reason: DropReason::InvalidJson, detail: format!("buffer entry {id}: {detail}") };
                 (drop, bytes.clone())
             })
             .collect();
         buffer::append(&mut self.conn, &self.keys, &[], &drops).await.context("failed to write dead letters")?;
-        let ids: Vec<&str> = corrupt.iter().map(|(id, _, _)| id.as_str()).collect();
-        self.acknowledge(&ids).await
+        let ids: Vec<&str> = corrupt.iter().map(|(id, ..)| id.as_str()).collect();
+        let counted = corrupt.iter().map(|(.., counted)| counted).sum();
+        self.acknowledge(&ids, counted).await
     }
 
-    /// XACKs and XDELs entries. The rows are durable already, so an outage here is not fatal:
-    /// after a few tries the entries stay pending, and a restart rewrites the same file names.
-    async fn acknowledge(&mut self, ids: &[&str]) -> anyhow::Result<()> {
+    /// XACKs and XDELs entries and uncounts their rows (`counted`), in one transaction. The
+    /// rows are durable already, so an outage here is not fatal: after a few tries the entries
+    /// stay pending, and a restart rewrites the same file names.
+    async fn acknowledge(&mut self, ids: &[&str], counted: usize) -> anyhow::Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
         for chunk in ids.chunks(5_000) {
-            let mut pipe = redis::pipe();
             pipe.xack(&self.keys.posts, &self.keys.flusher_group, chunk).ignore();
             pipe.cmd("XDEL").arg(&self.keys.posts).arg(chunk).ignore();
-            for attempt in 0.. {
-                let acknowledged: Result<(), RedisError> = pipe.query_async(&mut self.conn).await;
-                match acknowledged {
-                    Ok(()) => break,
-                    Err(e) if buffer::is_outage(&e) && attempt < 5 => {
-                        tokio::time::sleep(buffer::outage_backoff(attempt)).await;
-                    }
-                    Err(e) if buffer::is_outage(&e) => {
-                        warn!(error = %e, "could not acknowledge flushed entries; they stay pending");
-                        break;
-                    }
-                    Err(e) => return Err(e).context("failed to acknowledge flushed entries"),
+        }
+        if counted > 0 {
+            pipe.cmd("DECRBY").arg(&self.keys.rows).arg(counted).ignore();
+        }
+        for attempt in 0.. {
+            let acknowledged: Result<(), RedisError> = pipe.query_async(&mut self.conn).await;
+            match acknowledged {
+                Ok(()) => break,
+                Err(e) if buffer::is_outage(&e) && attempt < 5 => {
+                    tokio::time::sleep(buffer::outage_backoff(attempt)).await;
                 }
+                Err(e) if buffer::is_outage(&e) => {
+                    warn!(error = %e, "could not acknowledge flushed entries; they stay pending");
+                    break;
+                }
+                Err(e) => return Err(e).context("failed to acknowledge flushed entries"),
             }
         }
         Ok(())
@@ -339,7 +367,7 @@ impl Flusher {
         let (Some(first), Some(last)) = (self.waiting.first(), self.waiting.last()) else {
             return Ok(None);
         };
-        let span = info_span!("flush", first_id = %first.0, last_id = %last.0, rows = self.waiting.len());
+        let span = info_span!("flush", first_id = %first.id, last_id = %last.id, rows = self.waiting_rows);
         let started = Instant::now();
         let result = self.flush_waiting().instrument(span).await;
         match &result {
@@ -360,8 +388,9 @@ impl Flusher {
         // In stream order (claimed entries may have come in late), and named from the whole id
         // set: the same entries always make the same file, and a different set (a partial
         // acknowledgement, a claim) never replaces a file holding other rows.
-        self.waiting.sort_by_key(|(id, _)| stream_id_order(id));
-        let ids: Vec<String> = self.waiting.iter().map(|(id, _)| id.clone()).collect();
+        self.waiting.sort_by_key(|w| stream_id_order(&w.id));
+        let ids: Vec<String> = self.waiting.iter().map(|w| w.id.clone()).collect();
+        let counted = self.waiting.iter().map(|w| w.counted).sum();
         let file_name =
             lake::layout::data_file_name(&ids[0], &format!("{}-{:016x}", ids[ids.len() - 1], id_set_digest(&ids)));
         let mut posts: Vec<Post> = Vec::new();
@@ -369,7 +398,7 @@ impl Flusher {
         let mut accounts: Vec<AccountEvent> = Vec::new();
         // Moved, not copied: a failed flush ends the flusher, and the entries stay pending in
         // Redis for the next run, so nothing needs them here afterwards.
-        for (_, entry) in std::mem::take(&mut self.waiting) {
+        for entry in std::mem::take(&mut self.waiting).into_iter().flat_map(|w| w.rows) {
             match entry {
                 Entry::Post(post) => posts.push(*post),
                 Entry::Delete(delete) => deletes.push(delete),
@@ -390,8 +419,6 @@ impl Flusher {
         // Durability order: files (fsync + rename) → generation → cursor → XACK. Under the
         // lake's flush lock, so that the copies check and the publish see the same lake.
         let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut posts = posts;
-            crate::language::detect_all(&mut posts); // the slow part, before taking the lock
             let _lock = lake::unique::FlushLock::acquire(&lake)?;
             let posts = without_copies(&lake, &file_name, posts)?;
             let mut files = lake::writer::write_rows(&lake, &file_name, posts)?;
@@ -406,7 +433,8 @@ impl Flusher {
         .context("flush task panicked")??;
 
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        self.acknowledge(&id_refs).await?;
+        self.acknowledge(&id_refs, counted).await?;
+        self.waiting_rows = 0;
         self.waiting_ids.clear();
         self.oldest_waiting_since = None;
         let lag_us = chrono::Utc::now().timestamp_micros().saturating_sub(newest_time_us);

@@ -131,8 +131,9 @@ fn entries_a_dead_flusher_left_pending_are_claimed_and_flushed_by_another() {
             ingest::decode::Decoded::PostDelete(delete) => ingest::buffer::Entry::Delete(delete),
             _ => continue,
         };
-        let (field, value) = entry.encode();
-        let _: String = redis::cmd("XADD").arg(key).arg("*").arg(field).arg(value).query(&mut conn).unwrap();
+        let batch = ingest::buffer::encode_batch(&[entry]);
+        let _: String =
+            redis::cmd("XADD").arg(key).arg("*").arg("n").arg(1).arg("b2").arg(batch).query(&mut conn).unwrap();
     }
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
