@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
-use lake::model::Post;
 use whatlang::Script;
 
 /// Fewer letters than this carry too little signal to classify. A Han, kana or Hangul
@@ -43,13 +42,6 @@ const BOUNDARY_IN_FILE: char = '_';
 /// vocabulary of `VOCABULARY` trigrams per script.
 const ALPHA: f64 = 0.1;
 const VOCABULARY: f64 = 50_000.0;
-
-/// Fills `detected_lang` of every post that has none.
-pub fn detect_all<'a>(posts: impl IntoIterator<Item = &'a mut Post>) {
-    for post in posts.into_iter().filter(|p| p.detected_lang.is_none()) {
-        post.detected_lang = detect(&post.text).map(str::to_owned);
-    }
-}
 
 /// The language of `text`, if it can be told with confidence.
 pub fn detect(text: &str) -> Option<&'static str> {
