@@ -58,24 +58,17 @@ pub fn detect(text: &str) -> Option<&'static str> {
         cleaned.push_str(word);
         cleaned.push(' ');
     }
-    let family = match whatlang::detect_script(&cleaned)? {
-        Script::Latin => Family::Latin,
-        Script::Cyrillic => Family::Cyrillic,
-        Script::Arabic => Family::Arabic,
-        Script::Devanagari => Family::Devanagari,
-        Script::Hebrew => Family::Hebrew,
+    // A script written in one language names it; the shared ones go to the classifier.
+    let tag = match whatlang::detect_script(&cleaned)? {
+        Script::Latin => return MODEL.classify(&cleaned, Family::Latin),
+        Script::Cyrillic => return MODEL.classify(&cleaned, Family::Cyrillic),
+        Script::Arabic => return MODEL.classify(&cleaned, Family::Arabic),
+        Script::Devanagari => return MODEL.classify(&cleaned, Family::Devanagari),
+        Script::Hebrew => return MODEL.classify(&cleaned, Family::Hebrew),
         // Kanji alone is Chinese unless kana shows it is Japanese.
-        Script::Mandarin if cleaned.chars().any(is_kana) => return Some("ja"),
-        single => return Some(single_language_script(single)),
-    };
-    MODEL.classify(&cleaned, family)
-}
-
-/// The language of a script that one language writes (on Bluesky).
-fn single_language_script(script: Script) -> &'static str {
-    match script {
-        Script::Hiragana | Script::Katakana => "ja",
+        Script::Mandarin if cleaned.chars().any(is_kana) => "ja",
         Script::Mandarin => "zh",
+        Script::Hiragana | Script::Katakana => "ja",
         Script::Hangul => "ko",
         Script::Greek => "el",
         Script::Georgian => "ka",
@@ -93,9 +86,8 @@ fn single_language_script(script: Script) -> &'static str {
         Script::Khmer => "km",
         Script::Myanmar => "my",
         Script::Ethiopic => "am",
-        // Shared scripts are classified by trigrams (see `detect`).
-        Script::Latin | Script::Cyrillic | Script::Arabic | Script::Devanagari | Script::Hebrew => "und",
-    }
+    };
+    Some(tag)
 }
 
 /// How much a character counts towards [`MIN_LETTERS`].
@@ -187,6 +179,9 @@ fn parse_trigram(text: &str) -> Option<u64> {
     chars.next().is_none().then_some(trigram)
 }
 
+/// Languages the classifier holds at most (scores live in a fixed array on the stack).
+const MAX_LANGUAGES: usize = 64;
+
 /// The classifier, built from [`PROFILES`] on first use.
 static MODEL: LazyLock<Model> = LazyLock::new(|| Model::parse(PROFILES).expect("language/profiles.tsv is well-formed"));
 
@@ -219,7 +214,10 @@ impl Model {
             let family = Family::parse(family).ok_or_else(|| format!("unknown script `{family}`"))?;
             let total: f64 = total.parse().map_err(|_| format!("bad total for {tag}"))?;
             let denominator = total + ALPHA * VOCABULARY;
-            let lang = u16::try_from(langs.len()).map_err(|_| "too many languages".to_owned())?;
+            if langs.len() == MAX_LANGUAGES {
+                return Err(format!("more than {MAX_LANGUAGES} languages"));
+            }
+            let lang = langs.len() as u16;
             langs.push(LangModel { tag, family, floor: (ALPHA / denominator).ln() as f32 });
             for pair in counts.split(' ') {
                 let (trigram, count) = pair.rsplit_once(':').ok_or_else(|| format!("bad pair `{pair}` for {tag}"))?;
@@ -248,7 +246,7 @@ impl Model {
 
     /// The best language and its margin over the runner-up, per trigram.
     fn rank(&self, text: &str, family: Family) -> Option<(&'static str, f32)> {
-        let mut above_floor = vec![0f32; self.langs.len()];
+        let mut above_floor = [0f32; MAX_LANGUAGES];
         let mut n = 0u32;
         trigrams(text, |trigram| {
             n += 1;
