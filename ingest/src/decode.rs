@@ -462,7 +462,10 @@ mod fast {
     }
 
     pub(super) fn decode_post_create(line: &[u8]) -> Option<Decoded> {
-        let event: Event<'_> = serde_json::from_slice(line).ok()?;
+        // serde_json does not check the strings it skips for valid UTF-8 or lone surrogates,
+        // as the `Value` path does: such a line must be judged there.
+        let line = std::str::from_utf8(line).ok().filter(|line| !escapes_a_surrogate(line))?;
+        let event: Event<'_> = serde_json::from_str(line).ok()?;
         let commit = event
             .commit
             .filter(|c| event.kind == "commit" && c.collection == POST_COLLECTION && c.operation == "create")?;
@@ -486,6 +489,14 @@ mod fast {
             labels: record.labels.as_ref(),
         };
         Some(post_row(fields))
+    }
+
+    /// Whether `line` may escape a UTF-16 surrogate (`\uD800` to `\uDFFF`). Erring towards
+    /// yes (an escaped backslash before `u`) only sends the line down the slower path.
+    fn escapes_a_surrogate(line: &str) -> bool {
+        line.match_indices("\\u").any(|(at, _)| {
+            matches!(line.as_bytes().get(at + 2..at + 4), Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F']))
+        })
     }
 }
 
