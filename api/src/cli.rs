@@ -43,6 +43,22 @@ pub enum Command {
 pub enum LakeCommand {
     /// Print the lake's size and state as JSON.
     Stats(LakeArgs),
+    /// Bring stored posts up to the current enrichment version (detected language, text
+    /// hashtags, text length), one day partition at a time, each swapped in atomically. Safe
+    /// while `serve` runs: flushes wait for the partition being rewritten.
+    Reenrich(ReenrichArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReenrichArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// The first UTC day partition to redo (YYYY-MM-DD).
+    #[arg(long)]
+    pub since: chrono::NaiveDate,
+    /// The last UTC day partition to redo (YYYY-MM-DD); every later one without it.
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -304,6 +320,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.bytes,
                 report.seconds,
                 report.posts as f64 / report.seconds.max(1e-9)
+            );
+            Ok(())
+        }
+        Command::Lake { command: LakeCommand::Reenrich(args) } => {
+            if let Some(until) = args.until.filter(|until| *until < args.since) {
+                anyhow::bail!("--until {until} is before --since {}: give a range that runs forward", args.since);
+            }
+            let lake = args.lake.lake.clone();
+            let reports = tokio::task::spawn_blocking(move || {
+                ingest::reenrich::reenrich(&lake, args.since, args.until, |r| {
+                    println!(
+                        "{}: {} of {} posts redone in {} of {} files",
+                        r.date.map(|d| d.to_string()).unwrap_or_default(),
+                        r.rewritten_rows,
+                        r.rows,
+                        r.rewritten_files,
+                        r.files
+                    );
+                })
+            })
+            .await
+            .context("reenrich task panicked")?
+            .with_context(|| format!("failed to re-enrich lake {}", args.lake.lake.display()))?;
+            let redone: u64 = reports.iter().map(|r| r.rewritten_rows).sum();
+            println!(
+                "re-enriched {redone} posts in {} partitions (enrichment version {})",
+                reports.len(),
+                lake::model::ENRICH_VERSION
             );
             Ok(())
         }

@@ -259,16 +259,12 @@ impl Flusher {
                 Ok(mut rows) => {
                     if field != buffer::BATCH_FIELD_V2 {
                         // Version 1 rows were buffered before language detection moved into
-                        // decoding (the rest of their enrichment is the same), and were never
-                        // counted.
+                        // decoding, and were never counted.
                         let posts = rows.iter_mut().filter_map(|row| match row {
                             Entry::Post(post) => Some(&mut **post),
                             _ => None,
                         });
-                        for post in posts {
-                            post.detected_lang = crate::language::detect(&post.text).map(str::to_owned);
-                            post.enrich_version = lake::model::ENRICH_VERSION;
-                        }
+                        posts.for_each(crate::reenrich::redo_enrichment);
                     }
                     self.oldest_waiting_since.get_or_insert_with(Instant::now);
                     self.waiting_ids.insert(entry.id.clone());

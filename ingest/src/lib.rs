@@ -12,5 +12,6 @@ pub mod generate;
 pub mod language;
 pub mod metrics;
 pub mod pipeline;
+pub mod reenrich;
 pub mod source;
 pub mod text;

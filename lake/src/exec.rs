@@ -728,7 +728,7 @@ fn text_list(value: Value) -> Vec<String> {
     }
 }
 
-fn set_column(post: &mut Post, column: PostColumn, value: Value) -> Result<()> {
+pub(crate) fn set_column(post: &mut Post, column: PostColumn, value: Value) -> Result<()> {
     let to_i32 = |v: &Value| i32::try_from(int(v)).unwrap_or(i32::MAX);
     match column {
         PostColumn::Uri => post.uri = text(value).unwrap_or_default(),

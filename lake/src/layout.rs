@@ -5,6 +5,7 @@
 //! <lake>/posts/date=YYYY-MM-DD/<first-id>_<last-id>.parquet   posts created that UTC day
 //! <lake>/deletes/date=YYYY-MM-DD/<first-id>_<last-id>.parquet deletions seen that UTC day
 //! <lake>/accounts/date=YYYY-MM-DD/<first-id>_<last-id>.parquet identity and account events seen that day
+//! <lake>/posts/.date=YYYY-MM-DD.staging/                     a partition being rewritten (hidden)
 //! <lake>/_catalog/state.json                                   generation, last flush
 //! <lake>/_ingest/                                              owned by ingest (durable cursor)
 //! ```
@@ -36,6 +37,12 @@ pub fn table_dir(lake: &Path, table: &str) -> PathBuf {
 
 pub fn partition_dir(lake: &Path, table: &str, date: NaiveDate) -> PathBuf {
     table_dir(lake, table).join(format!("{PARTITION_PREFIX}{}", date.format("%Y-%m-%d")))
+}
+
+/// Where a partition's replacement is assembled before it is swapped in whole
+/// ([`crate::rewrite`]): a hidden sibling (`.date=2026-11-29.staging`), which no glob reads.
+pub fn staging_partition_dir(lake: &Path, table: &str, date: NaiveDate) -> PathBuf {
+    table_dir(lake, table).join(format!(".{PARTITION_PREFIX}{}.staging", date.format("%Y-%m-%d")))
 }
 
 /// Parses a partition directory name (`date=2026-11-29`) back into its day.

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod layout;
 pub mod model;
 pub mod plan;
+pub mod rewrite;
 pub mod search;
 pub mod sql;
 pub mod unique;

@@ -73,7 +73,7 @@ pub fn write_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Re
 /// `rows` by partition timestamp, then tie-break. The rows move once: sorting them in place
 /// moved each (a post is some 400 bytes) about log₂ n times, a quarter of a flush's copying
 /// (counted with callgrind).
-fn sorted<R: TableRow>(rows: Vec<R>) -> Vec<R> {
+pub(crate) fn sorted<R: TableRow>(rows: Vec<R>) -> Vec<R> {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by(|&a, &b| {
         let (a, b) = (&rows[a], &rows[b]);
@@ -88,7 +88,8 @@ pub fn write_posts(lake: &Path, file_name: &str, posts: Vec<Post>) -> Result<Vec
     write_rows(lake, file_name, posts)
 }
 
-fn write_file_atomically<R: TableRow>(path: &Path, rows: &[R]) -> Result<u64> {
+/// Writes `rows` (sorted already) to `path`: temp, fsync, rename, fsync the directory.
+pub(crate) fn write_file_atomically<R: TableRow>(path: &Path, rows: &[R]) -> Result<u64> {
     let tmp = layout::temp_path_for(path);
     let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
     let parquet_error = |source| Error::Parquet { path: tmp.clone(), source };

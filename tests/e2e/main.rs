@@ -8,4 +8,5 @@ mod ingest_and_query;
 mod layout;
 mod limits;
 mod real_data;
+mod reenrich;
 mod serve_all;
