@@ -2,11 +2,15 @@
 //! post deletion, an identity or account event, an event of another kind (counted, not stored
 //! yet), or a [`Drop`] with a reason. Pure, and never panics on any input.
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
 use lake::model::{AccountEvent, Delete, EARLIEST_PLAUSIBLE_US, ENRICH_VERSION, EmbedType, MAX_FUTURE_SKEW_US, Post};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
-use crate::text;
+use crate::text::{self, Facet};
 
 pub const POST_COLLECTION: &str = "app.bsky.feed.post";
 /// The lexicon's limit on post text, in UTF-8 bytes (`maxLength: 3000`).
@@ -242,10 +246,10 @@ fn decode_post_record(commit: &Value, uri: String, did: &str, rkey: &str, time_u
         text,
         created_at: str_field(record, "createdAt"),
         langs: langs.map(str::to_owned).collect(),
-        reply: record.get("reply"),
-        embed: record.get("embed"),
-        facets: record.get("facets"),
-        labels: record.get("labels"),
+        reply: record.get("reply").map(Reply::from_value),
+        embed: record.get("embed").filter(|e| e.is_object()).map(EmbedParts::from_value),
+        facets: Facet::list_from_value(record.get("facets")),
+        labels: record.get("labels").map(Labels::from_value),
     };
     post_row(fields)
 }
@@ -260,10 +264,114 @@ struct PostFields<'a> {
     text: &'a str,
     created_at: Option<&'a str>,
     langs: Vec<String>,
-    reply: Option<&'a Value>,
-    embed: Option<&'a Value>,
-    facets: Option<&'a Value>,
-    labels: Option<&'a Value>,
+    reply: Option<Reply<'a>>,
+    embed: Option<EmbedParts<'a>>,
+    facets: Vec<Facet<'a>>,
+    labels: Option<Labels<'a>>,
+}
+
+// The parts of a record's reply, embed and labels that a post row reads. Like
+// [`text::Facet`], the fast path fills them straight from the JSON, strictly (another shape
+// fails it, and the `Value` path decides), and the `Value` path leniently (`from_value`: a part
+// of the wrong type counts as absent). What a row holds is then computed once, from these.
+
+fn borrowed<'a>(value: &'a Value, key: &str) -> Option<Cow<'a, str>> {
+    str_field(value, key).map(Cow::Borrowed)
+}
+
+/// `{"uri": …}`, as in a reply's root and parent, an external link, a quoted record.
+#[derive(Debug, Default, Deserialize)]
+struct UriRef<'a> {
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+}
+
+impl<'a> UriRef<'a> {
+    fn from_value(value: &'a Value) -> UriRef<'a> {
+        UriRef { uri: borrowed(value, "uri") }
+    }
+}
+
+fn uri_of(reference: Option<&UriRef<'_>>) -> Option<String> {
+    reference.and_then(|r| r.uri.as_deref()).map(str::to_owned)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Reply<'a> {
+    #[serde(borrow)]
+    root: Option<UriRef<'a>>,
+    #[serde(borrow)]
+    parent: Option<UriRef<'a>>,
+}
+
+impl<'a> Reply<'a> {
+    fn from_value(reply: &'a Value) -> Reply<'a> {
+        Reply { root: reply.get("root").map(UriRef::from_value), parent: reply.get("parent").map(UriRef::from_value) }
+    }
+}
+
+/// `app.bsky.embed.*`: `images`, `external`, `record` (`{uri}`, or `{record: {uri}}` with
+/// media), and the `media` of a record with media.
+#[derive(Debug, Default, Deserialize)]
+struct EmbedParts<'a> {
+    #[serde(rename = "$type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    images: Option<Vec<IgnoredAny>>,
+    #[serde(borrow)]
+    external: Option<UriRef<'a>>,
+    #[serde(borrow)]
+    record: Option<EmbeddedRecord<'a>>,
+    #[serde(borrow)]
+    media: Option<Box<EmbedParts<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EmbeddedRecord<'a> {
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    record: Option<UriRef<'a>>,
+}
+
+impl<'a> EmbedParts<'a> {
+    fn from_value(embed: &'a Value) -> EmbedParts<'a> {
+        let record = embed.get("record").map(|record| EmbeddedRecord {
+            uri: borrowed(record, "uri"),
+            record: record.get("record").map(UriRef::from_value),
+        });
+        EmbedParts {
+            kind: borrowed(embed, "$type"),
+            // Zero-sized items: a count, not an allocation.
+            images: embed.get("images").and_then(Value::as_array).map(|images| vec![IgnoredAny; images.len()]),
+            external: embed.get("external").map(UriRef::from_value),
+            record,
+            media: embed.get("media").map(|media| Box::new(EmbedParts::from_value(media))),
+        }
+    }
+
+    fn image_count(&self) -> i32 {
+        self.images.as_ref().map_or(0, |images| i32::try_from(images.len()).unwrap_or(i32::MAX))
+    }
+}
+
+/// Self-labels: `{"values": [{"val": …}]}`.
+#[derive(Debug, Default, Deserialize)]
+struct Labels<'a> {
+    #[serde(borrow)]
+    values: Option<Vec<Label<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Label<'a> {
+    #[serde(borrow)]
+    val: Option<Cow<'a, str>>,
+}
+
+impl<'a> Labels<'a> {
+    fn from_value(labels: &'a Value) -> Labels<'a> {
+        let values = labels.get("values").and_then(Value::as_array);
+        Labels { values: values.map(|values| values.iter().map(|v| Label { val: borrowed(v, "val") }).collect()) }
+    }
 }
 
 /// The post row (enriched), or the drop of a post that breaks the lexicon.
@@ -286,21 +394,17 @@ fn post_row(fields: PostFields<'_>) -> Decoded {
         return drop(DropReason::TextTooLong, format!("{} bytes", text.len()));
     }
     let (created_at_us, created_at_clamped) = created_at(raw_created_at, time_us);
-    let embed = match embed(raw_embed) {
+    let embed = match embed(raw_embed.as_ref()) {
         Ok(embed) => embed,
         Err(kind) => return drop(DropReason::UnknownEmbed, format!("embed `{}`", clip(&kind))),
     };
-    let features = text::features(text, facets);
-    let reply_uri = |which: &str| -> Option<String> {
-        reply.and_then(|r| r.get(which)).and_then(|r| str_field(r, "uri")).map(str::to_owned)
-    };
+    let features = text::features(text, &facets);
     let labels = labels
-        .and_then(|l| l.get("values"))
-        .and_then(Value::as_array)
+        .and_then(|l| l.values)
         .into_iter()
         .flatten()
-        .filter_map(|v| str_field(v, "val"))
-        .map(str::to_owned)
+        .filter_map(|label| label.val)
+        .map(Cow::into_owned)
         .collect();
 
     Decoded::Post(Box::new(Post {
@@ -314,8 +418,8 @@ fn post_row(fields: PostFields<'_>) -> Decoded {
         text: text.to_owned(),
         langs,
         detected_lang: crate::language::detect(text).map(str::to_owned),
-        reply_root: reply_uri("root"),
-        reply_parent: reply_uri("parent"),
+        reply_root: uri_of(reply.as_ref().and_then(|r| r.root.as_ref())),
+        reply_parent: uri_of(reply.as_ref().and_then(|r| r.parent.as_ref())),
         quote_uri: embed.quote_uri,
         embed_type: embed.embed_type,
         image_count: embed.image_count,
@@ -348,20 +452,15 @@ struct Embed {
     quote_uri: Option<String>,
 }
 
-fn count_images(media: &Value) -> i32 {
-    media.get("images").and_then(Value::as_array).map_or(0, |images| i32::try_from(images.len()).unwrap_or(i32::MAX))
-}
-
 /// Classifies the record's embed; `Err` carries an unknown `$type`.
-fn embed(embed: Option<&Value>) -> Result<Embed, String> {
-    let Some(embed) = embed.filter(|e| e.is_object()) else {
+fn embed(embed: Option<&EmbedParts<'_>>) -> Result<Embed, String> {
+    let Some(embed) = embed else {
         return Ok(Embed::default());
     };
-    let kind = str_field(embed, "$type").unwrap_or_default();
-    let external = |e: &Value| e.get("external").and_then(|x| str_field(x, "uri")).map(str::to_owned);
-    Ok(match kind {
+    let external = |e: &EmbedParts<'_>| uri_of(e.external.as_ref());
+    Ok(match embed.kind.as_deref().unwrap_or_default() {
         "app.bsky.embed.images" => {
-            Embed { embed_type: EmbedType::Images, image_count: count_images(embed), ..Embed::default() }
+            Embed { embed_type: EmbedType::Images, image_count: embed.image_count(), ..Embed::default() }
         }
         "app.bsky.embed.video" => Embed { embed_type: EmbedType::Video, ..Embed::default() },
         "app.bsky.embed.external" => {
@@ -369,20 +468,16 @@ fn embed(embed: Option<&Value>) -> Result<Embed, String> {
         }
         "app.bsky.embed.record" => Embed {
             embed_type: EmbedType::Record,
-            quote_uri: embed.get("record").and_then(|r| str_field(r, "uri")).map(str::to_owned),
+            quote_uri: embed.record.as_ref().and_then(|r| r.uri.as_deref()).map(str::to_owned),
             ..Embed::default()
         },
         "app.bsky.embed.recordWithMedia" => {
-            let media = embed.get("media").cloned().unwrap_or(Value::Null);
+            let media = embed.media.as_deref();
             Embed {
                 embed_type: EmbedType::RecordWithMedia,
-                image_count: count_images(&media),
-                external_uri: external(&media),
-                quote_uri: embed
-                    .get("record")
-                    .and_then(|r| r.get("record"))
-                    .and_then(|r| str_field(r, "uri"))
-                    .map(str::to_owned),
+                image_count: media.map_or(0, EmbedParts::image_count),
+                external_uri: media.and_then(external),
+                quote_uri: uri_of(embed.record.as_ref().and_then(|r| r.record.as_ref())),
             }
         }
         other => return Err(other.to_owned()),
@@ -418,9 +513,9 @@ mod fast {
     use std::borrow::Cow;
 
     use serde::Deserialize;
-    use serde_json::Value;
 
-    use super::{Decoded, POST_COLLECTION, PostFields, is_did, is_rkey, post_row};
+    use super::{Decoded, EmbedParts, Labels, POST_COLLECTION, PostFields, Reply, is_did, is_rkey, post_row};
+    use crate::text::Facet;
 
     #[derive(Deserialize)]
     struct Event<'a> {
@@ -455,10 +550,14 @@ mod fast {
         created_at: Option<Cow<'a, str>>,
         #[serde(borrow)]
         langs: Option<Vec<Cow<'a, str>>>,
-        reply: Option<Value>,
-        embed: Option<Value>,
-        facets: Option<Value>,
-        labels: Option<Value>,
+        #[serde(borrow)]
+        reply: Option<Reply<'a>>,
+        #[serde(borrow)]
+        embed: Option<EmbedParts<'a>>,
+        #[serde(borrow)]
+        facets: Option<Vec<Facet<'a>>>,
+        #[serde(borrow)]
+        labels: Option<Labels<'a>>,
     }
 
     pub(super) fn decode_post_create(line: &[u8]) -> Option<Decoded> {
@@ -483,10 +582,10 @@ mod fast {
             text: &record.text,
             created_at: record.created_at.as_deref(),
             langs: record.langs.into_iter().flatten().map(Cow::into_owned).collect(),
-            reply: record.reply.as_ref(),
-            embed: record.embed.as_ref(),
-            facets: record.facets.as_ref(),
-            labels: record.labels.as_ref(),
+            reply: record.reply,
+            embed: record.embed,
+            facets: record.facets.unwrap_or_default(),
+            labels: record.labels,
         };
         Some(post_row(fields))
     }

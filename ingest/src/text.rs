@@ -1,7 +1,10 @@
 //! Derived text features: hashtags, mentions and links from facets (UTF-8 byte ranges) and
 //! hashtags written in the text itself. Pure functions.
 
+use std::borrow::Cow;
+
 use lake::model::normalise_tag;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// What a post's facets and text say about tags, mentions and links.
@@ -29,34 +32,88 @@ pub fn facet_slice(text: &str, byte_start: u64, byte_end: u64) -> Option<&str> {
     text.get(start..end)
 }
 
-/// Extracts features from the record's `facets` and from `#tags` in the text.
-pub fn features(text: &str, facets: Option<&Value>) -> Features {
+/// One facet of a record (`app.bsky.richtext.facet`), the parts features are read from.
+/// Decoding fills it either straight from the JSON, strictly (any other shape fails, and the
+/// event goes the lenient way), or leniently from a `Value` ([`Facet::from_value`]), where a
+/// part of the wrong type counts as absent.
+#[derive(Debug, Default, Deserialize)]
+pub struct Facet<'a> {
+    index: Option<FacetIndex>,
+    #[serde(borrow)]
+    features: Option<Vec<FacetFeature<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FacetIndex {
+    #[serde(rename = "byteStart")]
+    byte_start: Option<u64>,
+    #[serde(rename = "byteEnd")]
+    byte_end: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FacetFeature<'a> {
+    #[serde(rename = "$type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tag: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    did: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+}
+
+impl<'a> Facet<'a> {
+    /// The record's `facets`, leniently: anything not an array is no facets, and a facet or a
+    /// part of one of the wrong type is skipped.
+    pub fn list_from_value(facets: Option<&'a Value>) -> Vec<Facet<'a>> {
+        facets.and_then(Value::as_array).into_iter().flatten().map(Facet::from_value).collect()
+    }
+
+    fn from_value(facet: &'a Value) -> Facet<'a> {
+        let text = |value: &'a Value, key: &str| value.get(key).and_then(Value::as_str).map(Cow::Borrowed);
+        let index = facet.get("index").map(|index| FacetIndex {
+            byte_start: index.get("byteStart").and_then(Value::as_u64),
+            byte_end: index.get("byteEnd").and_then(Value::as_u64),
+        });
+        let features = facet.get("features").and_then(Value::as_array).map(|features| {
+            features
+                .iter()
+                .map(|f| FacetFeature {
+                    kind: text(f, "$type"),
+                    tag: text(f, "tag"),
+                    did: text(f, "did"),
+                    uri: text(f, "uri"),
+                })
+                .collect()
+        });
+        Facet { index, features }
+    }
+}
+
+/// Extracts features from the record's facets and from `#tags` in the text.
+pub fn features(text: &str, facets: &[Facet<'_>]) -> Features {
     let mut out = Features::default();
-    for facet in facets.and_then(Value::as_array).into_iter().flatten() {
-        let index = facet.get("index");
-        let byte_start = index.and_then(|i| i.get("byteStart")).and_then(Value::as_u64);
-        let byte_end = index.and_then(|i| i.get("byteEnd")).and_then(Value::as_u64);
-        let slice = match (byte_start, byte_end) {
-            (Some(start), Some(end)) => facet_slice(text, start, end),
+    for facet in facets {
+        let slice = match facet.index.as_ref().map(|i| (i.byte_start, i.byte_end)) {
+            Some((Some(start), Some(end))) => facet_slice(text, start, end),
             _ => None,
         };
-        for feature in facet.get("features").and_then(Value::as_array).into_iter().flatten() {
-            let kind = feature.get("$type").and_then(Value::as_str).unwrap_or_default();
-            match kind {
+        for feature in facet.features.iter().flatten() {
+            match feature.kind.as_deref().unwrap_or_default() {
                 "app.bsky.richtext.facet#tag" => {
                     // The feature's own `tag` is authoritative; the sliced text is the fallback.
-                    let tag = feature.get("tag").and_then(Value::as_str).or(slice);
-                    if let Some(tag) = tag {
+                    if let Some(tag) = feature.tag.as_deref().or(slice) {
                         push_unique(&mut out.hashtags, normalise_tag(tag));
                     }
                 }
                 "app.bsky.richtext.facet#mention" => {
-                    if let Some(did) = feature.get("did").and_then(Value::as_str).filter(|d| d.starts_with("did:")) {
+                    if let Some(did) = feature.did.as_deref().filter(|d| d.starts_with("did:")) {
                         push_unique(&mut out.mentions, did.to_owned());
                     }
                 }
                 "app.bsky.richtext.facet#link" => {
-                    if let Some(uri) = feature.get("uri").and_then(Value::as_str) {
+                    if let Some(uri) = feature.uri.as_deref() {
                         push_unique(&mut out.links, uri.to_owned());
                     }
                 }
@@ -136,7 +193,7 @@ mod tests {
              "features": [{"$type": "app.bsky.richtext.facet#tag"}]},
             {"features": [{"$type": "app.bsky.richtext.facet#weird"}]}
         ]);
-        let got = features(text, Some(&facets));
+        let got = features(text, &Facet::list_from_value(Some(&facets)));
         assert_eq!(got.mentions, vec!["did:plc:al"]);
         assert_eq!(got.links, vec!["https://ex.com/a"]);
         assert_eq!(got.hashtags, vec!["rust", "duckdb", "日本語"]);

@@ -188,6 +188,26 @@ fn real_lines() -> Vec<Vec<u8>> {
     lines
 }
 
+#[test]
+fn parts_of_the_wrong_type_count_as_absent_on_either_path() {
+    let record = json!({"text": "hi #there", "createdAt": "2026-05-25T14:23:28Z",
+        "reply": {"root": {"uri": "at://a/b/c"}, "parent": {"uri": 5}},
+        "labels": {"values": [{"val": "porn"}, "nsfw", {"val": ["x"]}]},
+        "embed": {"$type": "app.bsky.embed.recordWithMedia", "record": {"record": {"uri": 7}},
+                  "media": {"$type": "app.bsky.embed.images", "images": "three"}},
+        "facets": [{"index": {"byteStart": "0", "byteEnd": 3}, "features": [{"$type": "app.bsky.richtext.facet#tag"}]},
+                   {"index": {"byteStart": 0, "byteEnd": 2}, "features": [{"$type": "app.bsky.richtext.facet#link", "uri": "https://x.org"}, 3]},
+                   "junk"]});
+    let line = post_event(record);
+    assert!(fast::decode_post_create(&line).is_none(), "the strict path leaves such an event to the lenient one");
+    let post = decode_post(&line);
+    assert_eq!(decode_value(&line), Decoded::Post(Box::new(post.clone())));
+    assert_eq!((post.reply_root.as_deref(), post.reply_parent.as_deref()), (Some("at://a/b/c"), None));
+    assert_eq!(post.labels, vec!["porn"]);
+    assert_eq!((post.embed_type, post.image_count, post.quote_uri.as_deref()), (EmbedType::RecordWithMedia, 0, None));
+    assert_eq!((post.hashtags, post.links), (vec!["there".to_owned()], vec!["https://x.org".to_owned()]));
+}
+
 proptest! {
     #[test]
     fn decode_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -215,7 +235,7 @@ proptest! {
         let mut record = json!({"text": text, "facets": [{"index": {"byteStart": 0, "byteEnd": 3}, "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "x"}]}]});
         if let Some(created) = created { record["createdAt"] = json!(created); }
         if let Some(langs) = langs { record["langs"] = json!(langs); }
-        if reply { record["reply"] = json!({"root": {"uri": "at://a/b/c"}, "parent": {"uri": 5}}); }
+        if reply { record["reply"] = json!({"root": {"uri": "at://a/b/c"}, "parent": {"uri": "at://a/b/d", "cid": "x"}}); }
         if labels { record["labels"] = json!({"values": [{"val": "porn"}, {"x": 1}]}); }
         let mut line: Value = serde_json::from_slice(&post_event(record)).unwrap();
         if null_cid { line["commit"]["cid"] = Value::Null; }

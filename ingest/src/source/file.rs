@@ -47,6 +47,17 @@ fn read_chunk(reader: &mut dyn Read, buffer: &mut Vec<u8>) -> std::io::Result<us
     Ok(filled - start)
 }
 
+/// The lines of `bytes`, split at each `\n` (found with SIMD: a byte-at-a-time split was a
+/// twentieth of ingest's instructions).
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', bytes).map(Some).chain([None]).map_while(move |end| {
+        let line = bytes.get(start..end.unwrap_or(bytes.len()))?;
+        start = end.map_or(usize::MAX, |e| e + 1);
+        Some(line)
+    })
+}
+
 pub async fn run(path: PathBuf, events: mpsc::Sender<RawEvent>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut reader = open(&path)?;
     // Bytes read and not sent yet: the start of a line that the next chunk completes.
@@ -61,9 +72,8 @@ pub async fn run(path: PathBuf, events: mpsc::Sender<RawEvent>, stop: watch::Rec
         (reader, buffer) = (back, chunk);
         let at_end = read.with_context(|| format!("failed to read source file {}", path.display()))? == 0;
         // Every complete line; at the end, the last one even without its newline.
-        let complete =
-            if at_end { buffer.len() } else { buffer.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
-        for line in buffer[..complete].split(|b| *b == b'\n') {
+        let complete = if at_end { buffer.len() } else { memchr::memrchr(b'\n', &buffer).map_or(0, |i| i + 1) };
+        for line in lines(&buffer[..complete]) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -75,6 +85,20 @@ pub async fn run(path: PathBuf, events: mpsc::Sender<RawEvent>, stop: watch::Rec
         buffer.drain(..complete);
         if at_end {
             return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_exactly_like_slice_split() {
+        for text in ["", "\n", "a", "a\n", "a\nb", "\n\na\n\nbc\n", "{\"x\":1}\n{\"y\":2}"] {
+            let bytes = text.as_bytes();
+            let want: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+            assert_eq!(lines(bytes).collect::<Vec<_>>(), want, "{text:?}");
         }
     }
 }
