@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,7 +21,7 @@ use redis::{AsyncCommands, RedisError};
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::buffer::{self, Entry, Keys};
+use crate::buffer::{self, Entry, Handoff, Keys};
 use crate::decode::{Drop, DropReason};
 use crate::metrics as m;
 
@@ -90,8 +91,25 @@ const READ_BLOCK: Duration = Duration::from_millis(200);
 struct Waiting {
     id: String,
     rows: Vec<Entry>,
-    /// Its rows counted in `Keys::rows` (version-2 batches only).
+    /// Its rows counted in `Keys::rows` (version-2 and -3 batches).
     counted: usize,
+    /// The name of its version-3 batch, whose key goes when the entry does.
+    batch: Option<String>,
+}
+
+/// A stream entry whose rows cannot be read: it goes to the dead-letter stream.
+struct Corrupt {
+    id: String,
+    detail: String,
+    bytes: Vec<u8>,
+    counted: usize,
+    batch: Option<String>,
+}
+
+impl Corrupt {
+    fn new(id: &str, detail: &str, bytes: Vec<u8>, counted: usize, batch: Option<String>) -> Corrupt {
+        Corrupt { id: id.to_owned(), detail: detail.to_owned(), bytes, counted, batch }
+    }
 }
 
 pub struct Flusher {
@@ -99,6 +117,8 @@ pub struct Flusher {
     /// Which durable cursor flushes advance: the kind of source feeding the buffer.
     cursor: &'static str,
     keys: Keys,
+    /// Batches this process appended, taken instead of reading them back from Redis.
+    handoff: Arc<Handoff>,
     lake: PathBuf,
     config: FlushConfig,
     /// Stream entries read and not yet flushed.
@@ -124,6 +144,7 @@ impl Flusher {
     pub async fn new(
         conn: ConnectionManager,
         keys: Keys,
+        handoff: Arc<Handoff>,
         lake: PathBuf,
         config: FlushConfig,
         cursor: &'static str,
@@ -132,6 +153,7 @@ impl Flusher {
             conn,
             cursor,
             keys,
+            handoff,
             lake,
             config,
             waiting: Vec::new(),
@@ -236,16 +258,19 @@ impl Flusher {
         Ok(Some(entries.len()))
     }
 
-    /// Decodes entries into `waiting` (once each); undecodable ones go to the dead letters.
+    /// Takes entries into `waiting` (once each): a version-3 batch from this process's
+    /// [`Handoff`] or else from its Redis key, older versions decoded from the entry. What does
+    /// not decode goes to the dead letters.
     async fn accept(&mut self, entries: &[StreamId]) -> anyhow::Result<()> {
         let mut corrupt = Vec::new();
+        let mut fetch = Vec::new();
         for entry in entries {
             if self.waiting_ids.contains(&entry.id) {
                 continue;
             }
             let counted = entry.get::<usize>(buffer::ROWS_FIELD).unwrap_or(0);
             let Some((field, value)) = entry.map.iter().find(|(field, _)| field.as_str() != buffer::ROWS_FIELD) else {
-                corrupt.push((entry.id.clone(), "entry has no rows field".to_owned(), Vec::new(), counted));
+                corrupt.push(Corrupt::new(&entry.id, "entry has no rows field", Vec::new(), counted, None));
                 continue;
             };
             if !buffer::KNOWN_FIELDS.contains(&field.as_str()) {
@@ -255,28 +280,85 @@ impl Flusher {
                 continue;
             }
             let bytes = redis::from_redis_value_ref::<Vec<u8>>(value).unwrap_or_default();
+            if field == buffer::BATCH_NAME_FIELD_V3 {
+                let name = String::from_utf8_lossy(&bytes).into_owned();
+                match self.handoff.take(&name) {
+                    Some(rows) => {
+                        counter!(m::BUFFER_BATCHES_READ, "from" => m::FROM_MEMORY).increment(1);
+                        self.hold(&entry.id, rows, counted, Some(name));
+                    }
+                    None => fetch.push((entry.id.clone(), name, counted)),
+                }
+                continue;
+            }
             match buffer::decode_entry(field, &bytes) {
                 Ok(mut rows) => {
-                    if field != buffer::BATCH_FIELD_V2 {
-                        // Version 1 rows were buffered before language detection moved into
-                        // decoding, and were never counted.
-                        let posts = rows.iter_mut().filter_map(|row| match row {
-                            Entry::Post(post) => Some(&mut **post),
-                            _ => None,
-                        });
-                        posts.for_each(crate::reenrich::redo_enrichment);
+                    if field == buffer::BATCH_FIELD_V2 {
+                        self.hold(&entry.id, rows, counted, None);
+                        continue;
                     }
-                    self.oldest_waiting_since.get_or_insert_with(Instant::now);
-                    self.waiting_ids.insert(entry.id.clone());
-                    self.waiting_rows += rows.len();
-                    let counted = if field == buffer::BATCH_FIELD_V2 { counted } else { 0 };
-                    self.waiting.push(Waiting { id: entry.id.clone(), rows, counted });
+                    // Version 1 rows were buffered before language detection moved into
+                    // decoding, and were never counted.
+                    let posts = rows.iter_mut().filter_map(|row| match row {
+                        Entry::Post(post) => Some(&mut **post),
+                        _ => None,
+                    });
+                    posts.for_each(crate::reenrich::redo_enrichment);
+                    self.hold(&entry.id, rows, 0, None);
                 }
-                Err(e) => corrupt.push((entry.id.clone(), format!("{e:#}"), bytes, counted)),
+                Err(e) => corrupt.push(Corrupt::new(&entry.id, &format!("{e:#}"), bytes, counted, None)),
             }
+        }
+        if !fetch.is_empty() {
+            self.fetch_batches(fetch, &mut corrupt).await?;
         }
         if !corrupt.is_empty() {
             self.dead_letter_corrupt(corrupt).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds one entry's rows to `waiting`.
+    fn hold(&mut self, id: &str, rows: Vec<Entry>, counted: usize, batch: Option<String>) {
+        self.oldest_waiting_since.get_or_insert_with(Instant::now);
+        self.waiting_ids.insert(id.to_owned());
+        self.waiting_rows += rows.len();
+        self.waiting.push(Waiting { id: id.to_owned(), rows, counted, batch });
+    }
+
+    /// Reads version-3 batches (stream id, batch name, rows counted) from their Redis keys. During
+    /// an outage, the entries (pending for this consumer) are read again later from this
+    /// consumer's history.
+    async fn fetch_batches(
+        &mut self,
+        fetch: Vec<(String, String, usize)>,
+        corrupt: &mut Vec<Corrupt>,
+    ) -> anyhow::Result<()> {
+        let keys: Vec<String> = fetch.iter().map(|(_, name, _)| self.keys.batch(name)).collect();
+        let values: Result<Vec<Option<Vec<u8>>>, RedisError> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut self.conn).await;
+        let values = match values {
+            Ok(values) => values,
+            Err(e) if buffer::is_outage(&e) => {
+                warn!(error = %e, "redis is unreachable while reading batches; they are read again later");
+                (self.history_done, self.history_from) = (false, "0".to_owned());
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("failed to read buffered batches"),
+        };
+        for ((id, name, counted), value) in fetch.into_iter().zip(values) {
+            let Some(bytes) = value else {
+                let detail = format!("batch {name}: its rows are missing from redis");
+                corrupt.push(Corrupt::new(&id, &detail, Vec::new(), counted, Some(name)));
+                continue;
+            };
+            match buffer::decode_entry(buffer::BATCH_NAME_FIELD_V3, &bytes) {
+                Ok(rows) => {
+                    counter!(m::BUFFER_BATCHES_READ, "from" => m::FROM_REDIS).increment(1);
+                    self.hold(&id, rows, counted, Some(name));
+                }
+                Err(e) => corrupt.push(Corrupt::new(&id, &format!("batch {name}: {e:#}"), bytes, counted, Some(name))),
+            }
         }
         Ok(())
     }
@@ -317,31 +399,37 @@ impl Flusher {
     }
 
     /// Entries that do not decode are not ours to fix: they go to the dead-letter stream.
-    /// Each is (stream id, why, bytes, rows counted for it).
-    async fn dead_letter_corrupt(&mut self, corrupt: Vec<(String, String, Vec<u8>, usize)>) -> anyhow::Result<()> {
+    async fn dead_letter_corrupt(&mut self, corrupt: Vec<Corrupt>) -> anyhow::Result<()> {
         warn!(n_entries = corrupt.len(), "undecodable entries in the buffer stream go to the dead-letter stream");
         let drops: Vec<(Drop, Vec<u8>)> = corrupt
             .iter()
-            .map(|(id, detail, bytes, _)| {
-                let drop = Drop { reason: DropReason::InvalidJson, detail: format!("buffer entry {id}: {detail}") };
-                (drop, bytes.clone())
+            .map(|c| {
+                let drop =
+                    Drop { reason: DropReason::InvalidJson, detail: format!("buffer entry {}: {}", c.id, c.detail) };
+                (drop, c.bytes.clone())
             })
             .collect();
-        buffer::append(&mut self.conn, &self.keys, &[], &drops).await.context("failed to write dead letters")?;
-        let ids: Vec<&str> = corrupt.iter().map(|(id, ..)| id.as_str()).collect();
-        let counted = corrupt.iter().map(|(.., counted)| counted).sum();
-        self.acknowledge(&ids, counted).await
+        buffer::append(&mut self.conn, &self.keys, None, &drops).await.context("failed to write dead letters")?;
+        let ids: Vec<&str> = corrupt.iter().map(|c| c.id.as_str()).collect();
+        let counted = corrupt.iter().map(|c| c.counted).sum();
+        let batches: Vec<&str> = corrupt.iter().filter_map(|c| c.batch.as_deref()).collect();
+        self.acknowledge(&ids, counted, &batches).await
     }
 
-    /// XACKs and XDELs entries and uncounts their rows (`counted`), in one transaction. The
-    /// rows are durable already, so an outage here is not fatal: after a few tries the entries
-    /// stay pending, and a restart rewrites the same file names.
-    async fn acknowledge(&mut self, ids: &[&str], counted: usize) -> anyhow::Result<()> {
+    /// XACKs and XDELs entries, deletes their batches' keys and uncounts their rows
+    /// (`counted`), in one transaction. The rows are durable already, so an outage here is not
+    /// fatal: after a few tries the entries stay pending, and a restart rewrites the same file
+    /// names.
+    async fn acknowledge(&mut self, ids: &[&str], counted: usize, batches: &[&str]) -> anyhow::Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for chunk in ids.chunks(5_000) {
             pipe.xack(&self.keys.posts, &self.keys.flusher_group, chunk).ignore();
             pipe.cmd("XDEL").arg(&self.keys.posts).arg(chunk).ignore();
+        }
+        for chunk in batches.chunks(5_000) {
+            let keys: Vec<String> = chunk.iter().map(|name| self.keys.batch(name)).collect();
+            pipe.cmd("DEL").arg(keys).ignore();
         }
         if counted > 0 {
             pipe.cmd("DECRBY").arg(&self.keys.rows).arg(counted).ignore();
@@ -392,6 +480,7 @@ impl Flusher {
         self.waiting.sort_by_key(|w| stream_id_order(&w.id));
         let ids: Vec<String> = self.waiting.iter().map(|w| w.id.clone()).collect();
         let counted = self.waiting.iter().map(|w| w.counted).sum();
+        let batches: Vec<String> = self.waiting.iter().filter_map(|w| w.batch.clone()).collect();
         let file_name =
             lake::layout::data_file_name(&ids[0], &format!("{}-{:016x}", ids[ids.len() - 1], id_set_digest(&ids)));
         let mut posts: Vec<Post> = Vec::new();
@@ -434,7 +523,8 @@ impl Flusher {
         .context("flush task panicked")??;
 
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        self.acknowledge(&id_refs, counted).await?;
+        let batch_refs: Vec<&str> = batches.iter().map(String::as_str).collect();
+        self.acknowledge(&id_refs, counted, &batch_refs).await?;
         self.waiting_rows = 0;
         self.waiting_ids.clear();
         self.oldest_waiting_since = None;

@@ -45,21 +45,27 @@ const VOCABULARY: f64 = 50_000.0;
 
 /// The language of `text`, if it can be told with confidence.
 pub fn detect(text: &str) -> Option<&'static str> {
-    let words = || {
-        text.split_whitespace()
-            .filter(|w| !(w.starts_with('#') || w.starts_with('@') || w.starts_with("http") || w.contains("://")))
-    };
-    let letters: usize = words().flat_map(str::chars).map(letter_weight).sum();
-    if letters < MIN_LETTERS {
-        return None;
-    }
-    let mut cleaned = String::with_capacity(text.len());
-    for word in words() {
+    let words = text
+        .split_whitespace()
+        .filter(|w| !(w.starts_with('#') || w.starts_with('@') || w.starts_with("http") || w.contains("://")));
+    // One pass: the words, how many letters they hold, and whether every letter is Latin (then
+    // the script is known without asking whatlang, which walks every character again).
+    let (mut cleaned, mut letters, mut all_latin) = (String::with_capacity(text.len()), 0, true);
+    for word in words {
+        for c in word.chars() {
+            let weight = letter_weight(c);
+            letters += weight;
+            all_latin &= weight == 0 || is_latin_letter(c);
+        }
         cleaned.push_str(word);
         cleaned.push(' ');
     }
+    if letters < MIN_LETTERS {
+        return None;
+    }
+    let script = if all_latin { Script::Latin } else { whatlang::detect_script(&cleaned)? };
     // A script written in one language names it; the shared ones go to the classifier.
-    let tag = match whatlang::detect_script(&cleaned)? {
+    let tag = match script {
         Script::Latin => return MODEL.classify(&cleaned, Family::Latin),
         Script::Cyrillic => return MODEL.classify(&cleaned, Family::Cyrillic),
         Script::Arabic => return MODEL.classify(&cleaned, Family::Arabic),
@@ -92,11 +98,20 @@ pub fn detect(text: &str) -> Option<&'static str> {
 
 /// How much a character counts towards [`MIN_LETTERS`].
 fn letter_weight(c: char) -> usize {
+    if c.is_ascii() {
+        return usize::from(c.is_ascii_alphabetic());
+    }
     match c {
         '\u{1100}'..='\u{11ff}' | '\u{3040}'..='\u{30ff}' | '\u{3400}'..='\u{9fff}' | '\u{ac00}'..='\u{d7af}' => 3,
         c if c.is_alphabetic() => 1,
         _ => 0,
     }
+}
+
+/// Basic Latin, Latin-1 and Latin Extended-A and -B letters: whatlang calls a text made of
+/// these alone Latin.
+fn is_latin_letter(c: char) -> bool {
+    c.is_ascii_alphabetic() || matches!(c, '\u{c0}'..='\u{24f}')
 }
 
 fn is_kana(c: char) -> bool {
@@ -138,23 +153,32 @@ pub fn trigrams(text: &str, mut emit: impl FnMut(u64)) -> usize {
     // The last two characters, and how many letters of the current word came so far.
     let (mut a, mut b, mut in_word) = (BOUNDARY, BOUNDARY, 0_usize);
     let mut letters = 0;
-    for c in text.chars() {
-        if c.is_alphabetic() {
-            letters += 1;
-            for c in c.to_lowercase() {
-                if in_word > 0 {
-                    emit(pack(a, b, c));
-                }
-                (a, b, in_word) = (b, c, in_word + 1);
+    // A letter (lowercased) extends the word; `None` (anything else) ends it.
+    let mut step = |c: Option<char>| match c {
+        Some(c) => {
+            if in_word > 0 {
+                emit(pack(a, b, c));
             }
-        } else if in_word > 0 {
+            (a, b, in_word) = (b, c, in_word + 1);
+        }
+        None if in_word > 0 => {
             emit(pack(a, b, BOUNDARY));
             (a, b, in_word) = (BOUNDARY, BOUNDARY, 0);
         }
+        None => {}
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphabetic() {
+            letters += 1;
+            step(Some(c.to_ascii_lowercase()));
+        } else if !c.is_ascii() && c.is_alphabetic() {
+            letters += 1;
+            c.to_lowercase().for_each(|lower| step(Some(lower)));
+        } else {
+            step(None);
+        }
     }
-    if in_word > 0 {
-        emit(pack(a, b, BOUNDARY));
-    }
+    step(None);
     letters
 }
 
@@ -316,6 +340,15 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(detect(text), expected, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn text_whose_letters_are_all_latin_is_latin_to_whatlang_too(text in "[a-zA-Z\u{c0}-\u{24f}0-9 .,!?'’😀\u{d7}]{12,80}") {
+            let letters: Vec<char> = text.chars().filter(|c| letter_weight(*c) > 0).collect();
+            proptest::prop_assume!(!letters.is_empty() && letters.iter().all(|c| is_latin_letter(*c)));
+            proptest::prop_assert_eq!(whatlang::detect_script(&text), Some(Script::Latin));
         }
     }
 

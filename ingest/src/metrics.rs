@@ -9,6 +9,7 @@ pub const EVENTS: &str = "skyglass_ingest_events_total";
 pub const DROPPED: &str = "skyglass_ingest_dropped_total";
 pub const BUFFER_APPENDED: &str = "skyglass_buffer_appended_total";
 pub const BUFFER_PENDING: &str = "skyglass_buffer_pending_rows";
+pub const BUFFER_BATCHES_READ: &str = "skyglass_buffer_batches_read_total";
 pub const FLUSH_ROWS: &str = "skyglass_flush_rows_total";
 pub const FLUSH_FILES: &str = "skyglass_flush_files_total";
 pub const FLUSH_BYTES: &str = "skyglass_flush_bytes_total";
@@ -26,6 +27,11 @@ pub const KIND_IDENTITY: &str = "identity";
 pub const KIND_ACCOUNT: &str = "account";
 pub const KIND_DROPPED: &str = "dropped";
 
+/// Where the flusher got a batch's rows, in [`BUFFER_BATCHES_READ`]: handed over in memory by
+/// this process's ingest, or read from Redis.
+pub const FROM_MEMORY: &str = "memory";
+pub const FROM_REDIS: &str = "redis";
+
 /// Histogram buckets of [`FLUSH_DURATION`], in seconds.
 pub const FLUSH_DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -34,6 +40,10 @@ pub fn describe() {
     describe_counter!(DROPPED, "Events dropped to the dead-letter stream, by reason");
     describe_counter!(BUFFER_APPENDED, "Post rows appended to the Redis buffer stream");
     describe_gauge!(BUFFER_PENDING, "Rows read by the flusher and not yet written to the lake");
+    describe_counter!(
+        BUFFER_BATCHES_READ,
+        "Buffered batches the flusher took, by where from: handed over in memory, or read from Redis"
+    );
     describe_counter!(FLUSH_ROWS, "Rows written to the lake by the flusher");
     describe_counter!(FLUSH_FILES, "Parquet files written by the flusher");
     describe_counter!(FLUSH_BYTES, Unit::Bytes, "Parquet bytes written by the flusher");
@@ -55,6 +65,9 @@ pub fn describe() {
         KIND_DROPPED,
     ]) {
         counter!(EVENTS, "kind" => kind).increment(0);
+    }
+    for from in [FROM_MEMORY, FROM_REDIS] {
+        counter!(BUFFER_BATCHES_READ, "from" => from).increment(0);
     }
     counter!(FLUSH_FAILURES).increment(0);
     counter!(FLUSH_COPIES).increment(0);

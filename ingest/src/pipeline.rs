@@ -4,6 +4,7 @@
 //! buffered, then the flusher drains the buffer into the lake.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,7 +13,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::buffer::{self, Entry, Keys};
+use crate::buffer::{self, Batch, Entry, Handoff, Keys};
 use crate::decode::{Decoded, Drop, decode};
 use crate::flush::{FlushConfig, Flushed, Flusher};
 use crate::metrics as m;
@@ -59,6 +60,7 @@ const CHANNEL_CAPACITY: usize = 10_000;
 pub async fn buffer_events(
     conn: &mut ConnectionManager,
     keys: &Keys,
+    handoff: &Handoff,
     mut events: mpsc::Receiver<RawEvent>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<IngestReport> {
@@ -103,21 +105,35 @@ pub async fn buffer_events(
                 next = events.try_recv().ok();
             }
         }
+        // The rows go to this process's flusher in memory, before the append: its read of the
+        // entry may come before the append's reply does.
+        let mut batch = (!entries.is_empty()).then(|| Batch::new(&entries));
+        if let Some(batch) = &batch {
+            handoff.put(batch.name().to_owned(), std::mem::replace(&mut entries, Vec::with_capacity(APPEND_BATCH)));
+        }
         // During a Redis outage, hold the batch and retry: the bounded channel makes the source
         // wait meanwhile, so memory stays bounded. When asked to stop, give the batch up: it is
         // not durable yet, and the source replays it from the durable cursor.
         let mut attempt = 0;
         loop {
-            match buffer::append(conn, keys, &entries, &drops).await {
-                Ok(_) => break,
-                Err(e) if buffer::is_outage(&e) && !*stop.borrow() => {
-                    warn!(error = %e, attempt, "redis is unreachable; holding the batch and retrying");
-                    tokio::time::sleep(buffer::outage_backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) if buffer::is_outage(&e) => return Ok(report),
-                Err(e) => return Err(e).context("failed to append to the redis buffer"),
+            let failed = match buffer::append(conn, keys, batch.as_ref(), &drops).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            let rows = batch.as_ref().and_then(|b| handoff.take(b.name()));
+            if !buffer::is_outage(&failed) {
+                return Err(failed).context("failed to append to the redis buffer");
             }
+            if *stop.borrow() {
+                return Ok(report);
+            }
+            warn!(error = %failed, attempt, "redis is unreachable; holding the batch and retrying");
+            if let (Some(batch), Some(rows)) = (&mut batch, rows) {
+                batch.rename();
+                handoff.put(batch.name().to_owned(), rows);
+            }
+            tokio::time::sleep(buffer::outage_backoff(attempt)).await;
+            attempt += 1;
         }
         entries.clear();
         drops.clear();
@@ -159,9 +175,16 @@ async fn run_epoch(
 ) -> anyhow::Result<(IngestReport, Flushed)> {
     let mut writer = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
     let flusher_conn = buffer::connect(&config.redis_url, Duration::from_secs(5)).await?;
-    let flusher =
-        Flusher::new(flusher_conn, config.keys.clone(), config.lake.clone(), config.flush.clone(), source.kind())
-            .await?;
+    let handoff = Arc::new(Handoff::default());
+    let flusher = Flusher::new(
+        flusher_conn,
+        config.keys.clone(),
+        handoff.clone(),
+        config.lake.clone(),
+        config.flush.clone(),
+        source.kind(),
+    )
+    .await?;
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut flusher_task = tokio::spawn(flusher.run(drain_rx));
 
@@ -191,7 +214,8 @@ async fn run_epoch(
     // cost no switch between threads (the caller may be a runtime's main thread, and on one
     // core a switch per event was a fifth of ingest's time).
     let (keys, buffer_stop) = (config.keys.clone(), epoch_stop.clone());
-    let mut buffering = tokio::spawn(async move { buffer_events(&mut writer, &keys, events_rx, &buffer_stop).await });
+    let mut buffering =
+        tokio::spawn(async move { buffer_events(&mut writer, &keys, &handoff, events_rx, &buffer_stop).await });
     let (report, ended) = tokio::select! {
         report = &mut buffering => {
             let report = report.context("buffering task panicked")??;

@@ -124,17 +124,29 @@ fn entries_a_dead_flusher_left_pending_are_claimed_and_flushed_by_another() {
     let key = "skyglass:buffer:posts";
     let _: () =
         redis::cmd("XGROUP").arg("CREATE").arg(key).arg("flushers").arg("0").arg("MKSTREAM").query(&mut conn).unwrap();
+    // Its entries are of the current version (rows under a batch key) and of version 2 (rows
+    // inline), as an upgrade finds them; one names a batch whose key is gone.
     let body = std::fs::read_to_string(&file).unwrap();
-    for line in body.lines() {
+    for (n, line) in body.lines().enumerate() {
         let entry = match ingest::decode::decode(line.as_bytes()) {
             ingest::decode::Decoded::Post(post) => ingest::buffer::Entry::Post(post),
             ingest::decode::Decoded::PostDelete(delete) => ingest::buffer::Entry::Delete(delete),
             _ => continue,
         };
         let batch = ingest::buffer::encode_batch(&[entry]);
-        let _: String =
-            redis::cmd("XADD").arg(key).arg("*").arg("n").arg(1).arg("b2").arg(batch).query(&mut conn).unwrap();
+        let mut add = redis::cmd("XADD");
+        add.arg(key).arg("*").arg("n").arg(1);
+        if n % 2 == 0 {
+            add.arg("b2").arg(batch);
+        } else {
+            let name = format!("dead-{n}");
+            let _: () = redis::cmd("SET").arg(format!("skyglass:buffer:batch:{name}")).arg(batch).query(&mut conn).unwrap();
+            add.arg("k3").arg(name);
+        }
+        let _: String = add.query(&mut conn).unwrap();
+        let _: i64 = redis::cmd("INCRBY").arg("skyglass:buffer:rows").arg(1).query(&mut conn).unwrap();
     }
+    let _: String = redis::cmd("XADD").arg(key).arg("*").arg("n").arg(0).arg("k3").arg("gone").query(&mut conn).unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("flushers")
@@ -162,6 +174,17 @@ fn entries_a_dead_flusher_left_pending_are_claimed_and_flushed_by_another() {
         matches!(&pending, redis::Value::Array(parts) if parts.first() == Some(&redis::Value::Int(0))),
         "{pending:?}"
     );
+    // Every batch key went with its entry, the row count is back to zero, and the entry whose
+    // batch was gone is a dead letter that says so.
+    let left: Vec<String> = redis::cmd("KEYS").arg("skyglass:buffer:batch:*").query(&mut conn).unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let rows: i64 = redis::cmd("GET").arg("skyglass:buffer:rows").query(&mut conn).unwrap();
+    assert_eq!(rows, 0);
+    let letters: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg("skyglass:dlq").arg("-").arg("+").query(&mut conn).unwrap();
+    let details: Vec<String> = letters.ids.iter().map(|e| e.get::<String>("detail").unwrap()).collect();
+    assert_eq!(details.len(), 1, "{details:?}");
+    assert!(details[0].contains("batch gone: its rows are missing from redis"), "{details:?}");
 
     let app = App::serve_api(lake.path(), &redis.url()).unwrap();
     let data = app.query("{ lake { posts } }", json!({}));
