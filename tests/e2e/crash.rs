@@ -140,13 +140,15 @@ fn entries_a_dead_flusher_left_pending_are_claimed_and_flushed_by_another() {
             add.arg("b2").arg(batch);
         } else {
             let name = format!("dead-{n}");
-            let _: () = redis::cmd("SET").arg(format!("skyglass:buffer:batch:{name}")).arg(batch).query(&mut conn).unwrap();
+            let _: () =
+                redis::cmd("SET").arg(format!("skyglass:buffer:batch:{name}")).arg(batch).query(&mut conn).unwrap();
             add.arg("k3").arg(name);
         }
         let _: String = add.query(&mut conn).unwrap();
         let _: i64 = redis::cmd("INCRBY").arg("skyglass:buffer:rows").arg(1).query(&mut conn).unwrap();
     }
-    let _: String = redis::cmd("XADD").arg(key).arg("*").arg("n").arg(0).arg("k3").arg("gone").query(&mut conn).unwrap();
+    let _: String =
+        redis::cmd("XADD").arg(key).arg("*").arg("n").arg(0).arg("k3").arg("gone").query(&mut conn).unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("flushers")
