@@ -199,13 +199,53 @@ fn parts_of_the_wrong_type_count_as_absent_on_either_path() {
                    {"index": {"byteStart": 0, "byteEnd": 2}, "features": [{"$type": "app.bsky.richtext.facet#link", "uri": "https://x.org"}, 3]},
                    "junk"]});
     let line = post_event(record);
-    assert!(fast::decode_post_create(&line).is_none(), "the strict path leaves such an event to the lenient one");
+    assert!(fast::decode_commit(&line).is_none(), "the strict path leaves such an event to the lenient one");
     let post = decode_post(&line);
     assert_eq!(decode_value(&line), Decoded::Post(Box::new(post.clone())));
     assert_eq!((post.reply_root.as_deref(), post.reply_parent.as_deref()), (Some("at://a/b/c"), None));
     assert_eq!(post.labels, vec!["porn"]);
     assert_eq!((post.embed_type, post.image_count, post.quote_uri.as_deref()), (EmbedType::RecordWithMedia, 0, None));
     assert_eq!((post.hashtags, post.links), (vec!["there".to_owned()], vec!["https://x.org".to_owned()]));
+}
+
+#[test]
+fn commits_of_every_kind_take_the_fast_path_and_decode_as_the_value_path_does() {
+    let commit = |operation: &str, collection: &str, rkey: Value, record: Option<Value>| {
+        let mut line = json!({"did": "did:plc:q235v55g5unth4zjjdpacfdr", "time_us": TIME_US, "kind": "commit",
+            "commit": {"rev": "3m", "operation": operation, "collection": collection, "rkey": rkey, "cid": "bafy"}});
+        if let Some(record) = record {
+            line["commit"]["record"] = record;
+        }
+        line.to_string().into_bytes()
+    };
+    let like = json!({"$type": "app.bsky.feed.like", "subject": {"uri": "at://x", "cid": "y"}, "createdAt": "2026-05-25T14:23:28Z"});
+    let profile = json!({"displayName": "A", "labels": {"values": [{"val": "x"}]}, "embed": 5});
+    let post = json!({"text": "hi"});
+    let fast = [
+        (commit("create", "app.bsky.feed.like", json!("3k"), Some(like.clone())), "other_collection"),
+        (commit("delete", "app.bsky.feed.like", json!("3k"), None), "other_collection"),
+        (commit("delete", POST_COLLECTION, json!("3k"), None), "delete"),
+        (commit("update", POST_COLLECTION, json!("3k"), Some(post.clone())), "post_update"),
+        (commit("create", POST_COLLECTION, json!("3k"), Some(post.clone())), "post"),
+    ];
+    for (line, what) in fast {
+        let decoded = fast::decode_commit(&line).unwrap_or_else(|| panic!("{what} took the slow path"));
+        assert_eq!(decoded, decode_value(&line), "{what}");
+    }
+    // Odd shapes go the lenient way, which decides as before.
+    let slow = [
+        commit("create", "app.bsky.actor.profile", json!("self"), Some(profile)),
+        commit("delete", POST_COLLECTION, json!("../x"), None),
+        commit("create", POST_COLLECTION, json!("3k"), Some(json!({"langs": ["en"]}))),
+        commit("erase", "app.bsky.feed.like", json!("3k"), Some(like)),
+    ];
+    for line in slow {
+        assert!(fast::decode_commit(&line).is_none());
+        assert_eq!(decode(&line), decode_value(&line));
+    }
+    assert!(
+        matches!(decode(&commit("delete", POST_COLLECTION, json!("../x"), None)), Decoded::Drop(d) if d.reason == DropReason::BadRkey)
+    );
 }
 
 proptest! {
@@ -224,7 +264,7 @@ proptest! {
         if cut { line.truncate(at) } else { line[at] = byte }
         let decoded = decode(&line);
         // Where the fast path decodes, the Value path says the same.
-        if let Some(fast) = fast::decode_post_create(&line) {
+        if let Some(fast) = fast::decode_commit(&line) {
             prop_assert_eq!(&fast, &decode_value(&line));
             prop_assert_eq!(&fast, &decoded);
         }
@@ -241,7 +281,7 @@ proptest! {
         if null_cid { line["commit"]["cid"] = Value::Null; }
         let line = line.to_string().into_bytes();
         let value = decode_value(&line);
-        match fast::decode_post_create(&line) {
+        match fast::decode_commit(&line) {
             Some(fast) => prop_assert_eq!(fast, value),
             None => prop_assert!(null_cid, "a well-formed post create took the slow path: {value:?}"),
         }
