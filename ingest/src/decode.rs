@@ -117,7 +117,7 @@ fn drop(reason: DropReason, detail: impl Into<String>) -> Decoded {
 
 /// `at://{did}/app.bsky.feed.post/{rkey}` (built by hand: `format!` was a fiftieth of ingest).
 fn post_uri(did: &str, rkey: &str) -> String {
-    let mut uri = String::with_capacity(6 + did.len() + POST_COLLECTION.len() + rkey.len());
+    let mut uri = String::with_capacity(7 + did.len() + POST_COLLECTION.len() + rkey.len());
     for part in ["at://", did, "/", POST_COLLECTION, "/", rkey] {
         uri.push_str(part);
     }
