@@ -193,7 +193,7 @@ impl Flusher {
             }
             // Only an empty read of new entries (`>`) means drained, not the end of the history.
             let reading_new = self.history_done;
-            let n_read = self.read().await?;
+            let n_read = self.read(!stopping).await?;
             if self.lost {
                 self.flush().await?;
                 return Ok(Flushed::RedisLost);
@@ -219,13 +219,14 @@ impl Flusher {
     }
 
     /// Reads the next entries (first this consumer's own pending ones, then new ones) into
-    /// `waiting`; returns how many were read, or `None` when Redis was unreachable (after
-    /// waiting a backoff) or has lost the buffer (`self.lost`).
-    async fn read(&mut self) -> anyhow::Result<Option<usize>> {
+    /// `waiting`, waiting a little for new ones if `block`; returns how many were read, or
+    /// `None` when Redis was unreachable (after waiting a backoff) or has lost the buffer
+    /// (`self.lost`). A flusher asked to stop does not block: everything is in the stream.
+    async fn read(&mut self, block: bool) -> anyhow::Result<Option<usize>> {
         let from = if self.history_done { ">".to_owned() } else { self.history_from.clone() };
         let mut options =
             StreamReadOptions::default().group(&self.keys.flusher_group, &self.config.consumer).count(READ_COUNT);
-        if self.history_done {
+        if self.history_done && block {
             options = options.block(READ_BLOCK.as_millis() as usize);
         }
         let reply: Result<Option<StreamReadReply>, RedisError> =
@@ -554,10 +555,14 @@ fn id_set_digest(ids: &[String]) -> u64 {
 /// Leaves out the posts the lake already has (a replay brings them back) and repeats within
 /// the batch, so a uri is in at most one row of the lake (see `lake::unique`).
 fn without_copies(lake: &std::path::Path, file_name: &str, posts: Vec<Post>) -> anyhow::Result<Vec<Post>> {
+    // The first row of each uri is a candidate; later ones in the batch are copies.
     let mut seen = HashSet::with_capacity(posts.len());
+    let mut first = Vec::with_capacity(posts.len());
     let mut by_day: std::collections::BTreeMap<chrono::NaiveDate, Vec<(&str, i64)>> = Default::default();
     for post in &posts {
-        if seen.insert(post.uri.as_str()) {
+        let is_first = seen.insert(post.uri.as_str());
+        first.push(is_first);
+        if is_first {
             by_day
                 .entry(lake::layout::date_of_micros(post.created_at_us))
                 .or_default()
@@ -568,10 +573,14 @@ fn without_copies(lake: &std::path::Path, file_name: &str, posts: Vec<Post>) -> 
     for (day, candidates) in by_day {
         known.extend(lake::unique::known_uris(lake, day, file_name, &candidates)?);
     }
+    drop(seen);
     let before = posts.len();
-    let mut kept_uris = HashSet::with_capacity(posts.len());
-    let kept: Vec<Post> =
-        posts.into_iter().filter(|post| !known.contains(&post.uri) && kept_uris.insert(post.uri.clone())).collect();
+    let kept: Vec<Post> = posts
+        .into_iter()
+        .zip(first)
+        .filter(|(post, first)| *first && !known.contains(&post.uri))
+        .map(|(p, _)| p)
+        .collect();
     let copies = before - kept.len();
     if copies > 0 {
         counter!(crate::metrics::FLUSH_COPIES).increment(copies as u64);
@@ -583,6 +592,24 @@ fn without_copies(lake: &std::path::Path, file_name: &str, posts: Vec<Post>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_keeps_the_first_row_of_each_uri_and_leaves_out_what_the_lake_has() {
+        let lake = tempfile::tempdir().unwrap();
+        let post = |n: u32, text: &str| Post {
+            uri: format!("at://did:plc:a/app.bsky.feed.post/{n}"),
+            created_at_us: 1_700_000_000_000_000 + i64::from(n),
+            text: text.to_owned(),
+            ..Post::default()
+        };
+        lake::writer::write_posts(lake.path(), "old.parquet", vec![post(9, "stored")]).unwrap();
+        let batch = vec![post(1, "first"), post(2, "x"), post(1, "again"), post(9, "replayed"), post(3, "y")];
+        let kept = without_copies(lake.path(), "new.parquet", batch).unwrap();
+        let kept: Vec<(String, String)> = kept.into_iter().map(|p| (p.uri, p.text)).collect();
+        let want: Vec<(String, String)> =
+            [(1, "first"), (2, "x"), (3, "y")].iter().map(|(n, t)| (post(*n, t).uri, t.to_string())).collect();
+        assert_eq!(kept, want);
+    }
 
     #[test]
     fn stream_ids_sort_numerically_not_as_text() {
