@@ -80,22 +80,24 @@ async fn ingest_bench(args: &BenchArgs) -> anyhow::Result<String> {
     // Each side runs INGEST_RUNS times, alternating, and reports its median: on a shared
     // machine single runs varied by a quarter.
     let (mut parse_runs, mut ingest_runs) = (Vec::new(), Vec::new());
-    let mut decoded_posts = 0_u64;
+    let (mut decoded_posts, mut text_bytes) = (0_u64, 0_u64);
     let lake = args.work.join("ingest-lake");
     let pinned = which("taskset");
     for _ in 0..INGEST_RUNS {
         // Baseline: read and decode the same file, one thread, nothing written.
         let started = Instant::now();
-        decoded_posts = 0;
+        (decoded_posts, text_bytes) = (0, 0);
         for line in BufReader::new(std::fs::File::open(&file)?).split(b'\n') {
-            if let ingest::decode::Decoded::Post(_) = ingest::decode::decode(&line?) {
+            if let ingest::decode::Decoded::Post(post) = ingest::decode::decode(&line?) {
                 decoded_posts += 1;
+                text_bytes += post.text.len() as u64;
             }
         }
         parse_runs.push(started.elapsed().as_secs_f64());
         ingest_runs.push(ingest_once(&file, &lake, &args.work, pinned)?);
     }
     let (parse_seconds, ingest_seconds) = (median(&parse_runs), median(&ingest_runs));
+    let slowest_ingest_seconds = ingest_runs.iter().copied().fold(0.0, f64::max);
     let files = lake::catalog::table_files(&lake, lake::layout::POSTS_TABLE)?;
     let stored = Engine::open(&lake, &EngineConfig::default())?.stats()?.posts;
     report_ingest(IngestFigures {
@@ -103,8 +105,10 @@ async fn ingest_bench(args: &BenchArgs) -> anyhow::Result<String> {
         post_events,
         post_json_bytes,
         decoded_posts,
+        text_bytes,
         parse_seconds,
         ingest_seconds,
+        slowest_ingest_seconds,
         pinned,
         stored,
         parquet_bytes: files.bytes,
@@ -153,8 +157,11 @@ struct IngestFigures {
     post_events: u64,
     post_json_bytes: u64,
     decoded_posts: u64,
+    /// UTF-8 bytes of the decoded posts' texts.
+    text_bytes: u64,
     parse_seconds: f64,
     ingest_seconds: f64,
+    slowest_ingest_seconds: f64,
     pinned: bool,
     stored: u64,
     parquet_bytes: u64,
@@ -166,8 +173,10 @@ fn report_ingest(figures: IngestFigures) -> anyhow::Result<String> {
         post_events,
         post_json_bytes,
         decoded_posts,
+        text_bytes,
         parse_seconds,
         ingest_seconds,
+        slowest_ingest_seconds,
         pinned,
         stored,
         parquet_bytes,
@@ -192,7 +201,24 @@ fn report_ingest(figures: IngestFigures) -> anyhow::Result<String> {
         "| file → Redis → Parquet (`ingest --once`) | {ingest_seconds:.2} | {ingest_rate:.0} | {:.2} |\n",
         ingest_rate / parse_rate
     )?;
-    writeln!(out, "Goal: 50,000 posts/s end to end. {}\n", verdict(ingest_rate >= 50_000.0))?;
+    // Met only if the slowest run meets it: a median just over the line on a noisy machine is
+    // not a goal that holds.
+    let slowest_rate = post_events as f64 / slowest_ingest_seconds;
+    let goal = if slowest_rate >= 50_000.0 {
+        "**Met** (by every run).".to_owned()
+    } else if ingest_rate >= 50_000.0 {
+        format!("**Not met by every run** (the median meets it; the slowest run made {slowest_rate:.0} posts/s).")
+    } else {
+        format!("**Not met yet** (the slowest run made {slowest_rate:.0} posts/s).")
+    };
+    writeln!(out, "Goal: 50,000 posts/s end to end. {goal}\n")?;
+    writeln!(
+        out,
+        "The synthetic post texts average {:.0} bytes; real posts run longer (the real events in \
+         `../shared/data/real` average over 100), and decoding, language detection and storage cost more \
+         per post as texts grow.\n",
+        text_bytes as f64 / decoded_posts.max(1) as f64
+    )?;
     writeln!(out, "### Storage\n")?;
     writeln!(out, "| | bytes | bytes per post |\n|---|---:|---:|")?;
     writeln!(
