@@ -158,7 +158,8 @@ async fn append_durably(
         if !buffer::is_outage(&failed) {
             return Err(failed).context("failed to append to the redis buffer");
         }
-        if *stop.borrow() {
+        // Asked to stop, or the epoch is gone (its stop sender with it).
+        if *stop.borrow() || stop.has_changed().is_err() {
             return Ok(false);
         }
         warn!(error = %failed, attempt, "redis is unreachable; holding the batch and retrying");
@@ -168,6 +169,16 @@ async fn append_durably(
         }
         tokio::time::sleep(buffer::outage_backoff(attempt)).await;
         attempt += 1;
+    }
+}
+
+/// Aborts the tasks it holds when dropped, so an epoch that ends early (an error, a panic)
+/// leaves none of its tasks running. Aborting a finished task does nothing.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl std::ops::Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::AbortHandle::abort);
     }
 }
 
@@ -217,6 +228,7 @@ async fn run_epoch(
     .await?;
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut flusher_task = tokio::spawn(flusher.run(drain_rx));
+    let mut tasks = AbortOnDrop(vec![flusher_task.abort_handle()]);
 
     // The epoch stops when the caller stops, or when the flusher finds the buffer lost.
     let (epoch_stop_tx, epoch_stop) = watch::channel(false);
@@ -229,6 +241,7 @@ async fn run_epoch(
             }
         })
     };
+    tasks.0.push(forward.abort_handle());
 
     let lake = config.lake.clone();
     let kind = source.kind();
@@ -239,12 +252,14 @@ async fn run_epoch(
         SourceContext { resume_from_us: cursor.map(|c| c.time_us), zstd_dictionary: config.zstd_dictionary.clone() };
     let (events_tx, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let source_task = tokio::spawn(source.run(context, events_tx, epoch_stop.clone()));
+    tasks.0.push(source_task.abort_handle());
 
     // A task of its own, like the source's: events handed between tasks of one worker thread
     // cost no switch between threads (the caller may be a runtime's main thread, and on one
     // core a switch per event was a fifth of ingest's time).
     let (keys, buffer_stop) = (config.keys.clone(), epoch_stop.clone());
     let mut buffering = tokio::spawn(buffer_events(writer, keys, handoff, events_rx, buffer_stop));
+    tasks.0.push(buffering.abort_handle());
     let (report, ended) = tokio::select! {
         report = &mut buffering => {
             let report = report.context("buffering task panicked")??;
@@ -260,6 +275,7 @@ async fn run_epoch(
         }
     };
     source_task.await.context("source task panicked")??;
-    forward.abort();
+    // Ends `forward`, which waits for a stop that may never come.
+    drop(tasks);
     Ok((report, ended))
 }
