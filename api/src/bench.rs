@@ -100,87 +100,7 @@ async fn ingest_bench(args: &BenchArgs) -> anyhow::Result<String> {
     let slowest_ingest_seconds = ingest_runs.iter().copied().fold(0.0, f64::max);
     let files = lake::catalog::table_files(&lake, lake::layout::POSTS_TABLE)?;
     let stored = Engine::open(&lake, &EngineConfig::default())?.stats()?.posts;
-    report_ingest(IngestFigures {
-        events,
-        post_events,
-        post_json_bytes,
-        decoded_posts,
-        text_bytes,
-        parse_seconds,
-        ingest_seconds,
-        slowest_ingest_seconds,
-        pinned,
-        stored,
-        parquet_bytes: files.bytes,
-    })
-}
-
-/// Runs of each side of the ingest benchmark.
-const INGEST_RUNS: usize = 3;
-
-/// End to end: `skyglass ingest --once` of `file` into a fresh `lake` through a private Redis;
-/// returns the seconds it took.
-fn ingest_once(file: &Path, lake: &Path, work: &Path, pinned: bool) -> anyhow::Result<f64> {
-    let _ = std::fs::remove_dir_all(lake);
-    let redis = PrivateRedis::start(work)?;
-    let mut command = if pinned { Command::new("taskset") } else { Command::new(std::env::current_exe()?) };
-    if pinned {
-        command.args(["-c", "0"]).arg(std::env::current_exe()?);
-    }
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SKYGLASS_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .args(["ingest", "--once", "--source"])
-        .arg(format!("file:{}", file.display()))
-        .arg("--lake")
-        .arg(lake)
-        .arg("--redis-url")
-        .arg(redis.url())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    let started = Instant::now();
-    let status = command.status().context("failed to run skyglass ingest")?;
-    let ingest_seconds = started.elapsed().as_secs_f64();
-    drop(redis);
-    if !status.success() {
-        bail!("skyglass ingest --once failed: {status}");
-    }
-    Ok(ingest_seconds)
-}
-
-/// What the ingest benchmark measured.
-struct IngestFigures {
-    events: usize,
-    post_events: u64,
-    post_json_bytes: u64,
-    decoded_posts: u64,
-    /// UTF-8 bytes of the decoded posts' texts.
-    text_bytes: u64,
-    parse_seconds: f64,
-    ingest_seconds: f64,
-    slowest_ingest_seconds: f64,
-    pinned: bool,
-    stored: u64,
-    parquet_bytes: u64,
-}
-
-fn report_ingest(figures: IngestFigures) -> anyhow::Result<String> {
-    let IngestFigures {
-        events,
-        post_events,
-        post_json_bytes,
-        decoded_posts,
-        text_bytes,
-        parse_seconds,
-        ingest_seconds,
-        slowest_ingest_seconds,
-        pinned,
-        stored,
-        parquet_bytes,
-    } = figures;
+    let parquet_bytes = files.bytes;
     let parse_rate = decoded_posts as f64 / parse_seconds;
     let ingest_rate = post_events as f64 / ingest_seconds;
     let mut out = String::new();
@@ -236,6 +156,42 @@ fn report_ingest(figures: IngestFigures) -> anyhow::Result<String> {
         verdict(ratio <= 0.10)
     )?;
     Ok(out)
+}
+
+/// Runs of each side of the ingest benchmark.
+const INGEST_RUNS: usize = 3;
+
+/// End to end: `skyglass ingest --once` of `file` into a fresh `lake` through a private Redis;
+/// returns the seconds it took.
+fn ingest_once(file: &Path, lake: &Path, work: &Path, pinned: bool) -> anyhow::Result<f64> {
+    let _ = std::fs::remove_dir_all(lake);
+    let redis = PrivateRedis::start(work)?;
+    let mut command = if pinned { Command::new("taskset") } else { Command::new(std::env::current_exe()?) };
+    if pinned {
+        command.args(["-c", "0"]).arg(std::env::current_exe()?);
+    }
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SKYGLASS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(["ingest", "--once", "--source"])
+        .arg(format!("file:{}", file.display()))
+        .arg("--lake")
+        .arg(lake)
+        .arg("--redis-url")
+        .arg(redis.url())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    let started = Instant::now();
+    let status = command.status().context("failed to run skyglass ingest")?;
+    let ingest_seconds = started.elapsed().as_secs_f64();
+    drop(redis);
+    if !status.success() {
+        bail!("skyglass ingest --once failed: {status}");
+    }
+    Ok(ingest_seconds)
 }
 
 fn verdict(met: bool) -> &'static str {
