@@ -55,6 +55,24 @@ pub fn publish(lake: &Path, now_us: i64) -> Result<Generation> {
     Ok(state.generation)
 }
 
+/// The complete data files of a partition directory, by name, sorted; none if it is absent.
+pub fn data_file_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::Io { action: "list", path: dir.to_path_buf(), source: e }),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(Error::io("list", dir))?.file_name().to_string_lossy().into_owned();
+        if layout::is_data_file(&name) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// What the data files of one table add up to, from a directory walk (no file is opened).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableFiles {
@@ -83,7 +101,7 @@ pub fn table_files(lake: &Path, table: &str) -> Result<TableFiles> {
             let file = file.map_err(Error::io("list", &partition))?;
             let name = file.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') || !name.ends_with(".parquet") {
+            if !layout::is_data_file(&name) {
                 continue;
             }
             n_files += 1;

@@ -66,6 +66,11 @@ pub fn data_file_name(first_id: &str, last_id: &str) -> String {
     format!("{}_{}.parquet", clean(first_id), clean(last_id))
 }
 
+/// Whether a file name in a partition is a complete data file (temporary files start with '.').
+pub fn is_data_file(name: &str) -> bool {
+    name.ends_with(".parquet") && !name.starts_with('.')
+}
+
 /// The temporary name a data file is written under before its rename into place.
 pub fn temp_path_for(final_path: &Path) -> PathBuf {
     let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -87,7 +87,7 @@ fn stage(
     redo: &mut impl FnMut(&mut Post),
 ) -> Result<Rewritten> {
     let mut report = Rewritten { date: Some(date), ..Rewritten::default() };
-    let names = data_file_names(live)?;
+    let names = catalog::data_file_names(live)?;
     if !names.is_empty() {
         fs::create_dir(staging).map_err(Error::io("create staging directory", staging))?;
     }
@@ -140,24 +140,6 @@ fn remove_leftover(staging: &Path) -> Result<bool> {
             Err(Error::Io { action: "remove leftover staging directory", path: staging.to_path_buf(), source: e })
         }
     }
-}
-
-/// The complete data files of a partition directory, by name.
-fn data_file_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::Io { action: "list", path: dir.to_path_buf(), source: e }),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let name = entry.map_err(Error::io("list", dir))?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".parquet") && !name.starts_with('.') {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
 }
 
 fn parquet_source(path: &Path) -> String {
@@ -223,7 +205,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        names.extend(data_file_names(&layout::partition_dir(lake, layout::POSTS_TABLE, date)).unwrap());
+        names.extend(catalog::data_file_names(&layout::partition_dir(lake, layout::POSTS_TABLE, date)).unwrap());
         names.sort();
         names
     }

@@ -48,15 +48,11 @@ pub fn known_uris(
     candidates: &[(&str, i64)],
 ) -> Result<HashSet<String>> {
     let dir = layout::partition_dir(lake, layout::POSTS_TABLE, date);
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(HashSet::new()) };
-    let mut files: Vec<String> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(Error::io("list", &dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".parquet") && !name.starts_with('.') && name != rewriting {
-            files.push(entry.path().to_string_lossy().replace('\'', "''"));
-        }
-    }
+    let files: Vec<String> = crate::catalog::data_file_names(&dir)?
+        .into_iter()
+        .filter(|name| name != rewriting)
+        .map(|name| dir.join(name).to_string_lossy().replace('\'', "''"))
+        .collect();
     if files.is_empty() || candidates.is_empty() {
         return Ok(HashSet::new());
     }
