@@ -13,7 +13,7 @@ use lake::model::{ENRICH_VERSION, EmbedType, Post};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::source::synthetic::{DOMAINS, HASHTAGS, did_for, pick_language, tid};
+use crate::source::synthetic::{DOMAINS, HASHTAGS, body, cid, did_for, pick_language, tid};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Rows per written file; a day holds several.
@@ -157,7 +157,7 @@ impl Iterator for DayPosts {
         let uri = format!("at://{did}/app.bsky.feed.post/{rkey}");
 
         let (lang, phrases) = pick_language(&mut self.rng);
-        let mut text = phrases[self.rng.random_range(0..phrases.len())].to_owned();
+        let mut text = body(&mut self.rng, phrases);
         let mut mentions = Vec::new();
         if self.rng.random_bool(0.15) {
             let mentioned = did_for(self.skewed(self.n_authors));
@@ -204,7 +204,7 @@ impl Iterator for DayPosts {
             self.recent[slot] = uri.clone();
         }
         Some(Post {
-            cid: format!("bafyrei{rkey}"),
+            cid: cid(&mut self.rng, "bafyrei"),
             rkey,
             did,
             uri,

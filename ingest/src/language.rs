@@ -29,6 +29,9 @@ pub const MIN_LETTERS: usize = 12;
 /// the text), no language is recorded. Measured on `language/eval.tsv` (see the tests): it
 /// leaves out the near ties between close relatives and keeps nearly every clear text.
 pub const MIN_MARGIN: f32 = 0.05;
+/// Only the words up to this many letters are read: a longer post says no more about its
+/// language than its first sentence or two, and the detector's cost grows with every letter.
+pub const SAMPLE_LETTERS: usize = 96;
 
 /// The profiles: one line per language, `tag<TAB>script<TAB>total<TAB>trigram:count …`, where
 /// `total` counts every trigram of the language's text and `_` stands for a word boundary.
@@ -52,10 +55,17 @@ pub fn detect(text: &str) -> Option<&'static str> {
     // the script is known without asking whatlang, which walks every character again).
     let (mut cleaned, mut letters, mut all_latin) = (String::with_capacity(text.len()), 0, true);
     for word in words {
-        for c in word.chars() {
-            let weight = letter_weight(c);
-            letters += weight;
-            all_latin &= weight == 0 || is_latin_letter(c);
+        if letters >= SAMPLE_LETTERS {
+            break;
+        }
+        if word.is_ascii() {
+            letters += word.bytes().filter(u8::is_ascii_alphabetic).count();
+        } else {
+            for c in word.chars() {
+                let weight = letter_weight(c);
+                letters += weight;
+                all_latin &= weight == 0 || is_latin_letter(c);
+            }
         }
         cleaned.push_str(word);
         cleaned.push(' ');
@@ -129,6 +139,9 @@ pub enum Family {
 }
 
 impl Family {
+    /// Every family, in declaration order (`family as usize` indexes it).
+    pub const ALL: [Family; 5] = [Family::Latin, Family::Cyrillic, Family::Arabic, Family::Devanagari, Family::Hebrew];
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Latin => "latin",
@@ -140,9 +153,7 @@ impl Family {
     }
 
     fn parse(name: &str) -> Option<Family> {
-        [Family::Latin, Family::Cyrillic, Family::Arabic, Family::Devanagari, Family::Hebrew]
-            .into_iter()
-            .find(|f| f.name() == name)
+        Family::ALL.into_iter().find(|f| f.name() == name)
     }
 }
 
@@ -203,31 +214,49 @@ fn parse_trigram(text: &str) -> Option<u64> {
     chars.next().is_none().then_some(trigram)
 }
 
-/// Languages the classifier holds at most (scores live in a fixed array on the stack).
+/// Languages one script family holds at most (scores live in a fixed array on the stack).
 const MAX_LANGUAGES: usize = 64;
+const _: () = assert!(MAX_LANGUAGES.is_multiple_of(8), "rows are padded to whole vectors of 8");
 
 /// The classifier, built from [`PROFILES`] on first use.
 static MODEL: LazyLock<Model> = LazyLock::new(|| Model::parse(PROFILES).expect("language/profiles.tsv is well-formed"));
 
-struct LangModel {
-    tag: &'static str,
-    family: Family,
-    /// The log-probability of a trigram the language's profile lacks.
-    floor: f32,
+/// One classifier per script family, in [`Family::ALL`] order.
+struct Model {
+    families: Vec<FamilyModel>,
 }
 
-struct Model {
-    langs: Vec<LangModel>,
-    /// Trigram → the range of `postings` holding the languages that use it.
-    index: HashMap<u64, (u32, u32), BuildHasherDefault<TrigramHasher>>,
-    /// (language, log-probability of the trigram above the language's floor).
-    postings: Vec<(u16, f32)>,
+/// A script family's languages, and for every trigram any of them uses a dense row of weights,
+/// one per language: the log-probability of the trigram above the language's floor (0 where the
+/// language's profile lacks it). A trigram of a post then costs one lookup and one row added
+/// to the scores, which the compiler vectorises; sparse per-language postings cost several
+/// times more on the common trigrams that most languages of a script share.
+struct FamilyModel {
+    tags: Vec<&'static str>,
+    /// The log-probability of a trigram the language's profile lacks.
+    floors: Vec<f32>,
+    /// Trigram → its row in `rows`.
+    index: HashMap<u64, u32, BuildHasherDefault<TrigramHasher>>,
+    /// Row-major, [`FamilyModel::width`] weights per row.
+    rows: Vec<f32>,
+}
+
+impl FamilyModel {
+    /// The length of a row: one weight per language, padded with zeros to whole vectors of 8
+    /// so the row sum has no scalar tail.
+    fn width(&self) -> usize {
+        self.tags.len().next_multiple_of(8)
+    }
 }
 
 impl Model {
     fn parse(profiles: &'static str) -> Result<Model, String> {
-        let mut langs = Vec::new();
-        let mut by_trigram: HashMap<u64, Vec<(u16, f32)>> = HashMap::new();
+        let mut families: Vec<FamilyModel> = Family::ALL
+            .iter()
+            .map(|_| FamilyModel { tags: Vec::new(), floors: Vec::new(), index: HashMap::default(), rows: Vec::new() })
+            .collect();
+        // (family, language within it, trigram, weight), gathered before the rows' width is known.
+        let mut weights = Vec::new();
         for line in profiles.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let mut fields = line.split('\t');
             let (Some(tag), Some(family), Some(total), Some(counts)) =
@@ -238,27 +267,32 @@ impl Model {
             let family = Family::parse(family).ok_or_else(|| format!("unknown script `{family}`"))?;
             let total: f64 = total.parse().map_err(|_| format!("bad total for {tag}"))?;
             let denominator = total + ALPHA * VOCABULARY;
-            if langs.len() == MAX_LANGUAGES {
-                return Err(format!("more than {MAX_LANGUAGES} languages"));
+            let model = &mut families[family as usize];
+            if model.tags.len() == MAX_LANGUAGES {
+                return Err(format!("more than {MAX_LANGUAGES} languages of {}", family.name()));
             }
-            let lang = langs.len() as u16;
-            langs.push(LangModel { tag, family, floor: (ALPHA / denominator).ln() as f32 });
+            let lang = model.tags.len();
+            model.tags.push(tag);
+            model.floors.push((ALPHA / denominator).ln() as f32);
             for pair in counts.split(' ') {
                 let (trigram, count) = pair.rsplit_once(':').ok_or_else(|| format!("bad pair `{pair}` for {tag}"))?;
                 let trigram = parse_trigram(trigram).ok_or_else(|| format!("bad trigram `{trigram}` for {tag}"))?;
                 let count: f64 = count.parse().map_err(|_| format!("bad count `{pair}` for {tag}"))?;
                 // log((count + α) / d) − log(α / d)
-                by_trigram.entry(trigram).or_default().push((lang, ((count + ALPHA) / ALPHA).ln() as f32));
+                weights.push((family, lang, trigram, ((count + ALPHA) / ALPHA).ln() as f32));
             }
         }
-        let mut index = HashMap::with_capacity_and_hasher(by_trigram.len(), Default::default());
-        let mut postings = Vec::new();
-        for (trigram, list) in by_trigram {
-            let start = postings.len() as u32;
-            postings.extend(list);
-            index.insert(trigram, (start, postings.len() as u32));
+        for (family, lang, trigram, weight) in weights {
+            let model = &mut families[family as usize];
+            let width = model.width();
+            let next_row = model.index.len() as u32;
+            let row = *model.index.entry(trigram).or_insert(next_row);
+            if row == next_row {
+                model.rows.resize(model.rows.len() + width, 0.0);
+            }
+            model.rows[row as usize * width + lang] = weight;
         }
-        Ok(Model { langs, index, postings })
+        Ok(Model { families })
     }
 
     /// The most likely language of `family` for `text`, if it beats the runner-up by
@@ -270,13 +304,17 @@ impl Model {
 
     /// The best language and its margin over the runner-up, per trigram.
     fn rank(&self, text: &str, family: Family) -> Option<(&'static str, f32)> {
+        let model = &self.families[family as usize];
+        let width = model.width();
         let mut above_floor = [0f32; MAX_LANGUAGES];
+        let above_floor = &mut above_floor[..width];
         let mut n = 0u32;
         trigrams(text, |trigram| {
             n += 1;
-            if let Some(&(start, end)) = self.index.get(&trigram) {
-                for &(lang, weight) in &self.postings[start as usize..end as usize] {
-                    above_floor[usize::from(lang)] += weight;
+            if let Some(&row) = model.index.get(&trigram) {
+                let row = &model.rows[row as usize * width..][..width];
+                for (score, weight) in above_floor.iter_mut().zip(row) {
+                    *score += weight;
                 }
             }
         });
@@ -284,11 +322,11 @@ impl Model {
             return None;
         }
         let (mut best, mut second) = ((f32::NEG_INFINITY, None), f32::NEG_INFINITY);
-        for (lang, model) in self.langs.iter().enumerate().filter(|(_, m)| m.family == family) {
-            let score = n as f32 * model.floor + above_floor[lang];
+        for ((tag, floor), above) in model.tags.iter().zip(&model.floors).zip(above_floor.iter()) {
+            let score = n as f32 * floor + above;
             if score > best.0 {
                 second = best.0;
-                best = (score, Some(model.tag));
+                best = (score, Some(*tag));
             } else if score > second {
                 second = score;
             }
@@ -362,12 +400,12 @@ mod tests {
 
     #[test]
     fn the_profiles_parse_and_cover_every_family() {
-        let model = &*MODEL;
-        for family in [Family::Latin, Family::Cyrillic, Family::Arabic, Family::Devanagari, Family::Hebrew] {
-            assert!(model.langs.iter().filter(|l| l.family == family).count() >= 2, "{family:?}");
-        }
-        for lang in &model.langs {
-            assert!((2..=3).contains(&lang.tag.len()) && lang.tag.bytes().all(|b| b.is_ascii_lowercase()));
+        for (family, model) in Family::ALL.into_iter().zip(&MODEL.families) {
+            assert!(model.tags.len() >= 2, "{family:?}");
+            assert_eq!(model.rows.len(), model.index.len() * model.width(), "{family:?}");
+            for tag in &model.tags {
+                assert!((2..=3).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_lowercase()), "{tag}");
+            }
         }
     }
 

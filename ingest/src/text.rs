@@ -2,8 +2,10 @@
 //! hashtags written in the text itself. Pure functions.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use lake::model::normalise_tag;
+use memchr::memmem;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -131,9 +133,16 @@ pub fn features(text: &str, facets: &[Facet<'_>]) -> Features {
 /// then non-space characters, trailing punctuation removed; a tag must hold something other
 /// than digits and punctuation (so `#1` is not a tag).
 pub fn hashtags_in_text(text: &str) -> Vec<String> {
+    // Most texts hold no '#' at all: two vectorised searches settle that, and otherwise the
+    // walk starts at the first one.
+    static FULLWIDTH: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("＃"));
+    let first = match (memchr::memchr(b'#', text.as_bytes()), FULLWIDTH.find(text.as_bytes())) {
+        (None, None) => return Vec::new(),
+        (ascii, fullwidth) => ascii.unwrap_or(usize::MAX).min(fullwidth.unwrap_or(usize::MAX)),
+    };
     let mut tags = Vec::new();
-    let mut previous: Option<char> = None;
-    let mut chars = text.char_indices().peekable();
+    let mut previous: Option<char> = text[..first].chars().next_back();
+    let mut chars = text[first..].char_indices().map(|(i, c)| (first + i, c)).peekable();
     while let Some((index, c)) = chars.next() {
         let at_boundary = previous.is_none_or(char::is_whitespace);
         previous = Some(c);
@@ -204,6 +213,8 @@ mod tests {
         assert_eq!(hashtags_in_text("C# and a#b https://x.org/#frag"), Vec::<String>::new());
         assert_eq!(hashtags_in_text("#a#b"), vec!["a"]);
         assert_eq!(hashtags_in_text("＃全角 #emoji🎉"), vec!["全角", "emoji🎉"]);
+        assert_eq!(hashtags_in_text("x＃no a#no 日本 ＃yes #also"), vec!["yes", "also"]);
+        assert_eq!(hashtags_in_text("🎉 #party"), vec!["party"]);
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub fn normalise_tag(tag: &str) -> String {
 /// The version of the enrichment that produced a row's derived columns. Bump it when
 /// decoding or enrichment changes what a row holds, so old rows can be found and redone.
 /// 2: `detected_lang` (whatlang). 3: `detected_lang` from ingest's own trigram classifier.
-pub const ENRICH_VERSION: i32 = 3;
+/// 4: `detected_lang` from the first 96 letters of the words only.
+pub const ENRICH_VERSION: i32 = 4;
 
 /// Bluesky's first posts are from November 2022; an earlier `createdAt` is a client clock gone
 /// wrong, and ingest clamps it to the event's `time_us`.

@@ -18,7 +18,8 @@ use super::RawEvent;
 const N_AUTHORS: usize = 20_000;
 const RECENT_POSTS: usize = 2_000;
 
-/// (language tag or none, weight, phrases). Phrases mix scripts, emoji and punctuation.
+/// (language tag or none, weight, phrases). Phrases mix scripts, emoji and punctuation; a post
+/// strings one to six of them together (see [`body`]), short quips and longer sentences alike.
 pub(crate) const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
     (
         Some("en"),
@@ -31,6 +32,10 @@ pub(crate) const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
             "the sky is so blue this morning ☀️",
             "anyone else watching the launch?",
             "hot take: tabs are fine",
+            "I have been thinking about this all week and I still do not know what the right answer is.",
+            "Finally finished the garden fence, and of course it started raining the minute I put the tools away.",
+            "Thread on why the new transit plan matters more than people think, especially for the night shifts.",
+            "my cat knocked the plant off the shelf again and then looked at me like it was my fault",
         ],
     ),
     (
@@ -42,17 +47,139 @@ pub(crate) const LANGUAGES: &[(Option<&str>, u32, &[&str])] = &[
             "猫がかわいすぎる🐈",
             "ラーメン食べたい",
             "おはようございます！",
+            "仕事が終わったので、これから友達と駅前の新しいカフェに行ってきます。",
+            "昨日の配信を見てくれた皆さん、本当にありがとうございました！次回もよろしくお願いします。",
+            "週末は久しぶりに実家に帰って、家族みんなでのんびり過ごしました。",
         ],
     ),
-    (Some("pt"), 10, &["bom dia pessoal", "que jogo incrível ontem ⚽", "café e código", "alguém mais acordado?"]),
-    (Some("de"), 6, &["Guten Morgen zusammen", "schönes Wetter heute", "Kaffee ist fertig ☕"]),
-    (Some("es"), 5, &["buenos días a todos", "qué partido tan bueno", "nuevo proyecto en marcha 🚀"]),
-    (Some("ko"), 4, &["오늘 날씨 좋네요", "커피 한 잔 ☕", "새 노래 나왔어요 🎵"]),
-    (Some("fr"), 3, &["bonjour tout le monde", "ça avance bien aujourd'hui", "quelle belle journée 🌸"]),
-    (Some("ru"), 3, &["доброе утро всем", "отличная погода сегодня", "новый проект 🚀"]),
-    (Some("en-US"), 3, &["heading to the game tonight", "fall colors are here 🍂"]),
+    (
+        Some("pt"),
+        10,
+        &[
+            "bom dia pessoal",
+            "que jogo incrível ontem ⚽",
+            "café e código",
+            "alguém mais acordado?",
+            "Hoje finalmente consegui terminar aquele projeto que estava parado há meses, que alívio.",
+            "Alguém sabe se o show de sábado ainda tem ingressos? Queria muito ir com a minha irmã.",
+        ],
+    ),
+    (
+        Some("de"),
+        6,
+        &[
+            "Guten Morgen zusammen",
+            "schönes Wetter heute",
+            "Kaffee ist fertig ☕",
+            "Heute habe ich endlich die Steuererklärung abgeschickt und fühle mich wie ein neuer Mensch.",
+            "Die Bahn hat wieder einmal Verspätung, aber wenigstens scheint die Sonne am Bahnsteig.",
+        ],
+    ),
+    (
+        Some("es"),
+        5,
+        &[
+            "buenos días a todos",
+            "qué partido tan bueno",
+            "nuevo proyecto en marcha 🚀",
+            "Ayer fuimos al concierto en el parque y la verdad es que fue una de las mejores noches del año.",
+        ],
+    ),
+    (
+        Some("ko"),
+        4,
+        &[
+            "오늘 날씨 좋네요",
+            "커피 한 잔 ☕",
+            "새 노래 나왔어요 🎵",
+            "오늘 퇴근하고 친구들이랑 오랜만에 맛있는 저녁 먹었어요. 정말 즐거운 하루였습니다.",
+        ],
+    ),
+    (
+        Some("fr"),
+        3,
+        &[
+            "bonjour tout le monde",
+            "ça avance bien aujourd'hui",
+            "quelle belle journée 🌸",
+            "Je viens de finir ce livre et je ne sais pas quoi penser de la fin, quelqu'un l'a déjà lu ?",
+        ],
+    ),
+    (
+        Some("ru"),
+        3,
+        &[
+            "доброе утро всем",
+            "отличная погода сегодня",
+            "новый проект 🚀",
+            "Сегодня наконец-то закончил ремонт на кухне, теперь можно спокойно пить чай у окна.",
+        ],
+    ),
+    (
+        Some("en-US"),
+        3,
+        &[
+            "heading to the game tonight",
+            "fall colors are here 🍂",
+            "Drove three hours to see the leaves and it was worth every single minute of traffic.",
+        ],
+    ),
     (None, 3, &["🎉🎉🎉", "lol", "ok"]),
 ];
+
+/// How many phrases a post strings together, by weight: most posts are a line or two, a
+/// quarter run long. With the phrases above this averages about 120 bytes of text, as on the
+/// real firehose (`../shared/data/real`).
+const PHRASES_PER_POST: [(usize, u32); 6] = [(1, 26), (2, 24), (3, 20), (4, 12), (5, 10), (6, 8)];
+
+/// A post's text in one language: one to six of its phrases.
+pub(crate) fn body(rng: &mut SmallRng, phrases: &[&str]) -> String {
+    let total: u32 = PHRASES_PER_POST.iter().map(|(_, weight)| weight).sum();
+    let mut pick = rng.random_range(0..total);
+    let mut count = 1;
+    for (n, weight) in PHRASES_PER_POST {
+        if pick < weight {
+            count = n;
+            break;
+        }
+        pick -= weight;
+    }
+    // Room is left for the mention, link and hashtags added after, within the 300-grapheme
+    // limit of the lexicon (counted here in chars, which is never fewer).
+    const MAX_CHARS: usize = 200;
+    let mut text = String::new();
+    let mut chars = 0;
+    for i in 0..count {
+        let phrase = phrases[rng.random_range(0..phrases.len())];
+        let more = phrase.chars().count() + usize::from(i > 0);
+        if i > 0 && chars + more > MAX_CHARS {
+            break;
+        }
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str(phrase);
+        chars += more;
+    }
+    text
+}
+
+/// A content identifier shaped like the firehose's: `bafyrei` (records) or `bafkrei` (blobs)
+/// and 52 base32 characters, random, so it compresses as badly as a real one.
+pub(crate) fn cid(rng: &mut SmallRng, prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut cid = String::with_capacity(prefix.len() + 52);
+    cid.push_str(prefix);
+    let mut bits = 0_u64;
+    for i in 0..52 {
+        if i % 12 == 0 {
+            bits = rng.random();
+        }
+        cid.push(ALPHABET[(bits & 31) as usize] as char);
+        bits >>= 5;
+    }
+    cid
+}
 
 pub(crate) const HASHTAGS: &[&str] = &[
     "art",
@@ -189,8 +316,8 @@ impl Generator {
             time_us,
             json!({
                 "rev": rkey, "operation": "create", "collection": "app.bsky.feed.like", "rkey": rkey,
-                "record": {"$type": "app.bsky.feed.like", "createdAt": rfc3339(time_us), "subject": {"cid": "bafyreisynthetic", "uri": subject}},
-                "cid": format!("bafyrei{}", rkey)
+                "record": {"$type": "app.bsky.feed.like", "createdAt": rfc3339(time_us), "subject": {"cid": cid(&mut self.rng, "bafyrei"), "uri": subject}},
+                "cid": cid(&mut self.rng, "bafyrei")
             }),
         )
     }
@@ -216,8 +343,7 @@ impl Generator {
 
         let (lang, phrases) = pick_language(&mut self.rng);
 
-        let mut text = TextBuilder { text: String::new(), facets: Vec::new() };
-        text.push(phrases[self.rng.random_range(0..phrases.len())]);
+        let mut text = TextBuilder { text: body(&mut self.rng, phrases), facets: Vec::new() };
         if self.rng.random_bool(0.15) {
             let mentioned = self.author();
             let handle = format!("@{}.bsky.social", &mentioned[8..14]);
@@ -253,34 +379,42 @@ impl Generator {
         if !self.recent_posts.is_empty() && self.rng.random_bool(0.3) {
             let parent = self.recent_posts[self.rng.random_range(0..self.recent_posts.len())].clone();
             let root = self.recent_posts.back().cloned().unwrap_or_else(|| parent.clone());
+            let (parent_cid, root_cid) = (cid(&mut self.rng, "bafyrei"), cid(&mut self.rng, "bafyrei"));
             record["reply"] =
-                json!({"parent": {"uri": parent, "cid": "bafyreiparent"}, "root": {"uri": root, "cid": "bafyreiroot"}});
+                json!({"parent": {"uri": parent, "cid": parent_cid}, "root": {"uri": root, "cid": root_cid}});
         }
         let embed_roll: u32 = self.rng.random_range(0..100);
         let quoted = self.recent_posts.front().cloned();
-        let images = |n: usize| -> Value {
+        let blob = |rng: &mut SmallRng, mime: &str| json!({"$type": "blob", "ref": {"$link": cid(rng, "bafkrei")}, "mimeType": mime, "size": rng.random_range(20_000..900_000)});
+        let images = |rng: &mut SmallRng, n: usize| -> Value {
             Value::Array(
                 (0..n)
-                    .map(|_| json!({"alt": "", "image": {"$type": "blob", "mimeType": "image/jpeg", "size": 1000}}))
+                    .map(|_| {
+                        json!({"alt": "", "aspectRatio": {"height": 1536, "width": 2048}, "image": blob(rng, "image/jpeg")})
+                    })
                     .collect(),
             )
         };
+        let quoted_cid = cid(&mut self.rng, "bafyrei");
         let embed = match (embed_roll, quoted) {
             (0..20, _) => {
-                Some(json!({"$type": "app.bsky.embed.images", "images": images(self.rng.random_range(1..=4))}))
+                let n = self.rng.random_range(1..=4);
+                Some(json!({"$type": "app.bsky.embed.images", "images": images(&mut self.rng, n)}))
             }
             (20..28, _) => Some(
-                json!({"$type": "app.bsky.embed.external", "external": {"uri": format!("https://{}/a/{}", DOMAINS[0], self.sequence), "title": "t", "description": ""}}),
+                json!({"$type": "app.bsky.embed.external", "external": {"uri": format!("https://{}/a/{}", DOMAINS[0], self.sequence),
+                    "title": "What the new transit plan means for the night shifts", "description": "A look at the city's plan.",
+                    "thumb": blob(&mut self.rng, "image/jpeg")}}),
             ),
             (28..31, _) => Some(
-                json!({"$type": "app.bsky.embed.video", "video": {"$type": "blob", "mimeType": "video/mp4", "size": 100000}}),
+                json!({"$type": "app.bsky.embed.video", "video": blob(&mut self.rng, "video/mp4"), "aspectRatio": {"height": 1920, "width": 1080}}),
             ),
             (31..36, Some(quoted)) => {
-                Some(json!({"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": "bafyreiquoted"}}))
+                Some(json!({"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": quoted_cid}}))
             }
             (36..38, Some(quoted)) => Some(json!({"$type": "app.bsky.embed.recordWithMedia",
-                "record": {"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": "bafyreiquoted"}},
-                "media": {"$type": "app.bsky.embed.images", "images": images(1)}})),
+                "record": {"$type": "app.bsky.embed.record", "record": {"uri": quoted, "cid": quoted_cid}},
+                "media": {"$type": "app.bsky.embed.images", "images": images(&mut self.rng, 1)}})),
             _ => None,
         };
         if let Some(embed) = embed {
@@ -296,7 +430,7 @@ impl Generator {
             time_us,
             json!({
                 "rev": rkey, "operation": "create", "collection": "app.bsky.feed.post", "rkey": rkey,
-                "record": record, "cid": format!("bafyrei{rkey}{}", self.sequence)
+                "record": record, "cid": cid(&mut self.rng, "bafyrei")
             }),
         )
     }
@@ -372,6 +506,28 @@ mod tests {
         assert!(non_latin * 100 / n >= 20);
         let most_active = authors.values().max().copied().unwrap_or(0);
         assert!(most_active >= 20, "author activity is not skewed: max {most_active}");
+    }
+
+    /// Real posts average well over 100 bytes of text and about 800 bytes of event
+    /// (`../shared/data/real`); decoding, language detection and storage all grow with both, so
+    /// the benchmarks are only honest if the synthetic firehose matches.
+    #[test]
+    fn texts_and_events_are_as_long_as_real_ones() {
+        let mut generator = Generator::new(3);
+        let (mut posts, mut text_bytes, mut event_bytes, mut longest) = (0, 0, 0, 0);
+        for i in 0..5_000 {
+            let line = generator.event(1_780_000_000_000_000 + i * 1000);
+            if let Decoded::Post(post) = decode(line.as_bytes()) {
+                posts += 1;
+                text_bytes += post.text.len();
+                event_bytes += line.len();
+                longest = longest.max(post.text.chars().count());
+            }
+        }
+        let (text_mean, event_mean) = (text_bytes / posts, event_bytes / posts);
+        assert!((100..=180).contains(&text_mean), "mean text {text_mean} bytes");
+        assert!((650..=1_000).contains(&event_mean), "mean post event {event_mean} bytes");
+        assert!(longest <= 300, "a text of {longest} graphemes is over the lexicon limit");
     }
 
     #[test]
