@@ -1,6 +1,7 @@
-//! The `skyglass` command line: subcommands, flags and their `SKYGLASS_*` environment
-//! variables (precedence: flag > environment > default). A bad flag, value or variable is
-//! refused with one line that says what to fix.
+//! The `skyglass` command line: subcommands, flags, their `SKYGLASS_*` environment variables
+//! and their config file keys (precedence: flag > environment > file > default; see
+//! [`crate::config`]). A bad flag, value, variable or key is refused with one line that says
+//! what to fix.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,13 +12,32 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ingest::source::SourceSpec;
 
+use crate::config::{self, ConfigError};
 use crate::serve;
 
 #[derive(Parser, Debug)]
 #[command(name = "skyglass", version, about = "A lakehouse of Bluesky posts with a GraphQL analytics API")]
 pub struct Cli {
+    /// A TOML file of settings: each key is a `SKYGLASS_*` variable in lower case without the
+    /// prefix (`flush_interval = "1m"`); flags and variables override it. See
+    /// `deploy/skyglass.example.toml`.
+    #[arg(long, global = true, env = "SKYGLASS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log lines for people (`pretty`) or JSON lines for machines (`json`).
+    #[arg(long, global = true, env = "SKYGLASS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    /// Print the settings this command would run with, each with where it came from (flag,
+    /// environment, config file, default), and exit.
+    #[arg(long, global = true)]
+    pub print_config: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,36 +233,6 @@ pub struct ServeArgs {
     pub flush: FlushArgs,
 }
 
-/// Every environment variable the binary reads. Any other `SKYGLASS_*` variable is a typo.
-const KNOWN_VARIABLES: &[&str] = &[
-    "SKYGLASS_LAKE",
-    "SKYGLASS_REDIS_URL",
-    "SKYGLASS_REDIS_NAMESPACE",
-    "SKYGLASS_FLUSH_INTERVAL",
-    "SKYGLASS_FLUSH_MAX_ROWS",
-    "SKYGLASS_FLUSH_CONSUMER",
-    "SKYGLASS_FLUSH_CLAIM_AFTER",
-    "SKYGLASS_SOURCE",
-    "SKYGLASS_ROLE",
-    "SKYGLASS_LISTEN",
-    "SKYGLASS_QUERY_THREADS",
-    "SKYGLASS_MAX_PAGE_SIZE",
-    "SKYGLASS_JETSTREAM_ZSTD_DICTIONARY",
-    "SKYGLASS_QUERY_TIMEOUT",
-    "SKYGLASS_MAX_CONCURRENT_QUERIES",
-    "SKYGLASS_LOG_FORMAT",
-];
-
-fn check_environment() -> Result<(), String> {
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("SKYGLASS_") && !KNOWN_VARIABLES.contains(&name.as_ref()) {
-            return Err(format!("unknown environment variable {name}: known ones are {}", KNOWN_VARIABLES.join(", ")));
-        }
-    }
-    Ok(())
-}
-
 /// Parses durations like `500ms`, `30s`, `5m`, `1h`, `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -261,11 +251,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn main() -> ExitCode {
-    if let Err(message) = check_environment() {
+    if let Err(message) = config::check_environment(std::env::vars_os().map(|(name, _)| name)) {
         eprintln!("skyglass: {message}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let resolved = match config::resolve(std::env::args_os().collect()) {
+        Ok(resolved) => resolved,
+        Err(ConfigError::Cli(error)) => error.exit(),
+        Err(ConfigError::Message(message)) => {
+            eprintln!("skyglass: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if resolved.cli.print_config {
+        print!("{}", config::render(&resolved.settings));
+        return ExitCode::SUCCESS;
+    }
+    let cli = resolved.cli;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -290,11 +292,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            crate::telemetry::init();
+            crate::telemetry::init(cli.log_format);
             serve::serve(args).await
         }
         Command::Ingest(args) => {
-            crate::telemetry::init();
+            crate::telemetry::init(cli.log_format);
             serve::ingest(args).await
         }
         Command::Bench(args) => crate::bench::bench(args).await,

@@ -1,13 +1,15 @@
-//! Logging: pretty lines for people, JSON lines (`SKYGLASS_LOG_FORMAT=json`) for machines.
+//! Logging: pretty lines for people, JSON lines (`--log-format json`) for machines.
 //! The level comes from `RUST_LOG` (default `info`).
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+use crate::cli::LogFormat;
+
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("SKYGLASS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let json = format == LogFormat::Json;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
