@@ -67,6 +67,37 @@ pub enum LakeCommand {
     /// hashtags, text length), one day partition at a time, each swapped in atomically. Safe
     /// while `serve` runs: flushes wait for the partition being rewritten.
     Reenrich(ReenrichArgs),
+    /// Merge each day's small posts files into sorted files of about the target size, leaving
+    /// out deleted posts and copies; each partition swapped in atomically. Safe while `serve`
+    /// runs (flushes wait for the partition being compacted) and safe to kill at any moment.
+    Compact(CompactArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// The first UTC day partition to compact (YYYY-MM-DD); default: the oldest.
+    #[arg(long)]
+    pub since: Option<chrono::NaiveDate>,
+    /// The last UTC day partition to compact (YYYY-MM-DD); default: the newest.
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
+    #[command(flatten)]
+    pub target: CompactTargetArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompactTargetArgs {
+    /// The size compaction aims for per file, in MiB; files of half of it or more are kept.
+    #[arg(long, env = "SKYGLASS_COMPACT_TARGET_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub compact_target_mb: u64,
+}
+
+impl CompactTargetArgs {
+    pub fn bytes(&self) -> u64 {
+        self.compact_target_mb * 1024 * 1024
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -222,6 +253,11 @@ pub struct ServeArgs {
     pub max_concurrent_queries: u32,
     #[command(flatten)]
     pub jetstream: JetstreamArgs,
+    /// Compact the lake this often (roles `all` and `ingest`); 0s turns it off.
+    #[arg(long, env = "SKYGLASS_COMPACT_EVERY", default_value = "1h", value_parser = parse_duration)]
+    pub compact_every: Duration,
+    #[command(flatten)]
+    pub compact_target: CompactTargetArgs,
     /// Most rows one page (`first`) may ask for.
     #[arg(long, env = "SKYGLASS_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub max_page_size: i32,
@@ -275,7 +311,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Work still running on a blocking thread (a scheduled compaction, safe to cut off) does
+    // not hold the exit up for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "skyglass failed");
@@ -351,6 +391,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 reports.len(),
                 lake::model::ENRICH_VERSION
             );
+            Ok(())
+        }
+        Command::Lake { command: LakeCommand::Compact(args) } => {
+            if let (Some(since), Some(until)) = (args.since, args.until)
+                && until < since
+            {
+                anyhow::bail!("--until {until} is before --since {since}: give a range that runs forward");
+            }
+            let lake = args.lake.lake.clone();
+            let reports = tokio::task::spawn_blocking(move || {
+                crate::compaction::compact_lake(&lake, args.since, args.until, args.target.bytes(), |r| {
+                    let date = r.date.map(|d| d.to_string()).unwrap_or_default();
+                    if r.changed() {
+                        println!(
+                            "{date}: {} files ({} posts, {} bytes) → {} files ({} posts, {} bytes); left out {} deleted and {} copies",
+                            r.files_before, r.rows_before, r.bytes_before, r.files_after, r.rows_after, r.bytes_after,
+                            r.deleted_removed, r.copies_removed
+                        );
+                    } else {
+                        println!("{date}: {} files, nothing to compact", r.files_before);
+                    }
+                })
+            })
+            .await
+            .context("compact task panicked")??;
+            let changed = reports.iter().filter(|r| r.changed()).count();
+            println!("compacted {changed} of {} partitions", reports.len());
             Ok(())
         }
         Command::Lake { command: LakeCommand::Stats(args) } => {

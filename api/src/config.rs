@@ -352,6 +352,21 @@ mod tests {
         assert!(error.contains("unknown environment variable SKYGLASS_LISTN"), "{error}");
     }
 
+    #[test]
+    fn every_flag_with_a_variable_is_named_like_it() {
+        let mut command = Cli::command();
+        command.build();
+        let mut stack = vec![&command];
+        while let Some(command) = stack.pop() {
+            for arg in command.get_arguments() {
+                let Some(env) = arg.get_env() else { continue };
+                let key = key_of_variable(&env.to_string_lossy()).unwrap();
+                assert_eq!(arg.get_long().map(|l| l.replace('-', "_")), Some(key), "{env:?}");
+            }
+            stack.extend(command.get_subcommands());
+        }
+    }
+
     /// `deploy/skyglass.example.toml` documents every key: each appears, set to its default
     /// where it has one (and the file then resolves to exactly the defaults) or commented out.
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod graphql;

@@ -96,6 +96,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let config = ingest_config(&args.lake, &args.redis, &args.flush, &args.jetstream)?;
         Some(tokio::spawn(pipeline::run(args.source.clone(), config, stop.clone())))
     };
+    // The writers compact; API replicas only read.
+    if args.role != Role::Api && !args.compact_every.is_zero() {
+        let schedule = crate::compaction::run_schedule(
+            lake.clone(),
+            args.compact_every,
+            args.compact_target.bytes(),
+            stop.clone(),
+        );
+        tokio::spawn(schedule);
+    }
 
     let server = if args.role == Role::Ingest {
         None

@@ -188,13 +188,26 @@ impl Engine {
 
     /// Prepares and runs `plan`, handing each row to `read`. Interruptible through the
     /// thread's [`Interrupt`], if [`with_interrupt`] set one.
-    fn run<T>(&self, plan: &Plan, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
+    ///
+    /// A statement that lost a file it had listed (a compaction swapped the partition between
+    /// the listing and the read: `crate::compact`) runs once more, on the new files.
+    fn run<T>(&self, plan: &Plan, mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         let sql = compile(plan)?;
+        match self.run_sql(&sql, &mut read) {
+            Err(Error::Query(error)) if lost_a_file(&error) => {
+                tracing::debug!(%error, "a data file went away under a query (compaction); running it again");
+                self.run_sql(&sql, &mut read)
+            }
+            other => other,
+        }
+    }
+
+    fn run_sql<T>(&self, sql: &Sql, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         let connection = self.connection()?;
         let interrupt = CURRENT_INTERRUPT.with(|current| current.borrow().clone());
-        let Some(interrupt) = interrupt else { return run_statement(&connection, &sql, read) };
+        let Some(interrupt) = interrupt else { return run_statement(&connection, sql, read) };
         interrupt.register(connection.interrupt_handle())?;
-        let result = run_statement(&connection, &sql, read);
+        let result = run_statement(&connection, sql, read);
         let interrupted = interrupt.unregister();
         match result {
             Err(Error::Query(_)) if interrupted => Err(Error::Interrupted),
@@ -550,6 +563,12 @@ fn zero_filled(
         out.sort_by_key(|b| b.start_us);
     }
     Ok(out)
+}
+
+/// Whether DuckDB failed because a file it listed was gone when it came to read it.
+pub(crate) fn lost_a_file(error: &duckdb::Error) -> bool {
+    let message = error.to_string();
+    message.contains("No such file or directory") || message.contains("No files found")
 }
 
 fn run_statement<T>(

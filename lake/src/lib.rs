@@ -8,6 +8,7 @@
 pub use {arrow, duckdb, parquet};
 
 pub mod catalog;
+pub mod compact;
 pub mod error;
 pub mod exec;
 pub mod layout;

@@ -1,5 +1,5 @@
-//! Rewrites a `posts` partition and swaps it in whole: `skyglass lake reenrich` now,
-//! compaction later.
+//! Rewrites a `posts` partition and swaps it in whole: `skyglass lake reenrich` here, and
+//! compaction ([`crate::compact`]).
 //!
 //! The partition's replacement is assembled in a hidden sibling directory
 //! ([`layout::staging_partition_dir`]), which no glob reads. Files that need no change are
@@ -48,23 +48,36 @@ pub fn redo_stale_posts(
     now_us: i64,
     mut redo: impl FnMut(&mut Post),
 ) -> Result<Rewritten> {
+    swap_partition(lake, date, now_us, |live, staging| {
+        let report = stage(live, staging, date, version, &mut redo)?;
+        let changed = report.rewritten_files > 0;
+        Ok((report, changed))
+    })
+}
+
+/// The frame of every partition rewrite: under the [`FlushLock`], removes what a run cut short
+/// left, lets `stage` fill the staging directory from the live one (saying whether anything
+/// changed), and if so exchanges the two, publishes a generation and removes the old files.
+pub(crate) fn swap_partition<T>(
+    lake: &Path,
+    date: NaiveDate,
+    now_us: i64,
+    stage: impl FnOnce(&Path, &Path) -> Result<(T, bool)>,
+) -> Result<T> {
     let _lock = FlushLock::acquire(lake)?;
     let live = layout::partition_dir(lake, layout::POSTS_TABLE, date);
     let staging = layout::staging_partition_dir(lake, layout::POSTS_TABLE, date);
     let cut_short = remove_leftover(&staging)?;
-    let report = stage(&live, &staging, date, version, &mut redo);
-    let report = match report {
-        Ok(report) => report,
+    let (report, changed) = match stage(&live, &staging) {
+        Ok(staged) => staged,
         Err(e) => {
             // Best effort: what is left is removed by the next run anyway.
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
     };
-    if report.rewritten_files == 0 {
-        if report.files > 0 {
-            fs::remove_dir_all(&staging).map_err(Error::io("remove staging directory", &staging))?;
-        }
+    if !changed {
+        remove_leftover_quietly(&staging)?;
         if cut_short {
             catalog::publish(lake, now_us)?;
         }
@@ -76,6 +89,15 @@ pub fn redo_stale_posts(
     catalog::publish(lake, now_us)?;
     fs::remove_dir_all(&staging).map_err(Error::io("remove the replaced files", &staging))?;
     Ok(report)
+}
+
+fn remove_leftover_quietly(staging: &Path) -> Result<()> {
+    match fs::remove_dir_all(staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::Io { action: "remove staging directory", path: staging.to_path_buf(), source: e })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Fills `staging` with the partition's files, the stale ones redone.
@@ -142,7 +164,7 @@ fn remove_leftover(staging: &Path) -> Result<bool> {
     }
 }
 
-fn parquet_source(path: &Path) -> String {
+pub(crate) fn parquet_source(path: &Path) -> String {
     format!("read_parquet('{}')", path.to_string_lossy().replace('\'', "''"))
 }
 
@@ -154,7 +176,7 @@ fn count_stale(connection: &Connection, path: &Path, version: i32) -> Result<(u6
 }
 
 /// Every column of every row of one `posts` file.
-fn read_posts(connection: &Connection, path: &Path) -> Result<Vec<Post>> {
+pub(crate) fn read_posts(connection: &Connection, path: &Path) -> Result<Vec<Post>> {
     let names: Vec<&str> = PostColumn::ALL.iter().map(|c| c.name()).collect();
     let sql = format!("SELECT {} FROM {}", names.join(", "), parquet_source(path));
     let mut statement = connection.prepare(&sql)?;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -92,20 +94,52 @@ pub fn write_posts(lake: &Path, file_name: &str, posts: Vec<Post>) -> Result<Vec
 
 /// Writes `rows` (sorted already) to `path`: temp, fsync, rename, fsync the directory.
 pub(crate) fn write_file_atomically<R: TableRow>(path: &Path, rows: &[R]) -> Result<u64> {
-    let tmp = layout::temp_path_for(path);
-    let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-    let parquet_error = |source| Error::Parquet { path: tmp.clone(), source };
-    let mut writer = ArrowWriter::try_new(file, R::schema(), Some(writer_properties())).map_err(parquet_error)?;
+    let mut file = PendingFile::create(path, R::schema())?;
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
-        writer.write(&R::to_batch(chunk)?).map_err(parquet_error)?;
+        file.write(&R::to_batch(chunk)?)?;
     }
-    let file = writer.into_inner().map_err(parquet_error)?;
-    file.sync_all().map_err(Error::io("fsync", &tmp))?;
-    let bytes = file.metadata().map_err(Error::io("stat", &tmp))?.len();
-    drop(file);
-    fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    Ok(bytes)
+    file.finish()
+}
+
+/// A Parquet data file being written under its temporary name, batch by batch; nothing reads it
+/// until [`PendingFile::finish`] makes it durable and renames it into place.
+pub(crate) struct PendingFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: usize,
+}
+
+impl PendingFile {
+    pub(crate) fn create(path: &Path, schema: SchemaRef) -> Result<PendingFile> {
+        let tmp = layout::temp_path_for(path);
+        let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        let writer = ArrowWriter::try_new(file, schema, Some(writer_properties()))
+            .map_err(|source| Error::Parquet { path: tmp.clone(), source })?;
+        Ok(PendingFile { path: path.to_path_buf(), tmp, writer, rows: 0 })
+    }
+
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).map_err(|source| Error::Parquet { path: self.tmp.clone(), source })?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Closes, fsyncs and renames the file into place, and fsyncs its directory; its bytes.
+    pub(crate) fn finish(self) -> Result<u64> {
+        let PendingFile { path, tmp, writer, .. } = self;
+        let file = writer.into_inner().map_err(|source| Error::Parquet { path: tmp.clone(), source })?;
+        file.sync_all().map_err(Error::io("fsync", &tmp))?;
+        let bytes = file.metadata().map_err(Error::io("stat", &tmp))?.len();
+        drop(file);
+        fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(bytes)
+    }
 }
 
 /// Fsyncs a directory so that a rename inside it survives a crash.

@@ -1,0 +1,124 @@
+//! `skyglass lake compact` on a lake that several ingest runs left in many small files: a
+//! running server answers exactly as before, from one file per day.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+use skyglass_tests::{App, RedisServer, fixtures_dir, ingest_once, skyglass};
+
+use crate::expected;
+
+const EVERYTHING: &str = "{ posts(first: 1000) { nodes { uri text hashtags } totalCount }
+  timeBuckets(interval: DAY, filter: {}) { start posts }
+  topHashtags(first: 50) { tag posts } }";
+
+#[test]
+fn compaction_merges_small_files_and_a_running_server_answers_the_same() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let sample = fixtures_dir().join("jetstream_sample.jsonl");
+    // Ingest the fixture four lines at a time: many flushes, many small files per day.
+    let text = std::fs::read_to_string(&sample).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, chunk) in lines.chunks(4).enumerate() {
+        let path = lake.path().join(format!("part-{n}.jsonl"));
+        let mut file = std::fs::File::create(&path).unwrap();
+        for line in chunk {
+            writeln!(file, "{line}").unwrap();
+        }
+        ingest_once(lake.path(), &redis.url(), &path);
+    }
+    let posts = expected::posts_in(&sample);
+    let days = expected::days(&posts).len();
+
+    let app = App::serve_api(lake.path(), &redis.url()).unwrap();
+    let stats = |app: &App| app.query("{ lake { files generation } }", json!({}))["lake"].clone();
+    let before_stats = stats(&app);
+    assert!(before_stats["files"].as_u64().unwrap() > days as u64, "{before_stats}");
+    let before: Value = app.query(EVERYTHING, json!({}));
+    assert_eq!(before["posts"]["totalCount"], json!(posts.len()));
+
+    let output = skyglass(lake.path(), &redis.url()).args(["lake", "compact"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("of {days} partitions")), "{stdout}");
+
+    let after_stats = stats(&app);
+    assert_eq!(after_stats["files"], json!(days), "one file per day: {after_stats}");
+    assert!(after_stats["generation"].as_u64() > before_stats["generation"].as_u64());
+    assert_eq!(app.query(EVERYTHING, json!({})), before, "the same answers from the compacted lake");
+
+    // Nothing left to do: a second run changes nothing.
+    let output = skyglass(lake.path(), &redis.url()).args(["lake", "compact"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("compacted 0 of {days} partitions")));
+    assert!(app.stop().success());
+}
+
+/// Twenty small files of 20,000 posts in one day partition, written straight through the
+/// lake writer.
+fn many_small_files(lake: &std::path::Path) {
+    const DAY: i64 = 86_400_000_000;
+    for file in 0..20_i64 {
+        let posts = (file * 20_000..(file + 1) * 20_000)
+            .map(|i| {
+                let did = format!("did:plc:author{}", i % 997);
+                lake::model::Post {
+                    uri: format!("at://{did}/app.bsky.feed.post/{i:08}"),
+                    cid: format!("bafy{i}"),
+                    rkey: format!("{i:08}"),
+                    created_at_us: 20_400 * DAY + (i * 7_919) % DAY,
+                    indexed_at_us: 20_400 * DAY + i,
+                    text: format!("post {i} about #topic{}", i % 13),
+                    langs: vec!["en".into()],
+                    hashtags: vec![format!("topic{}", i % 13)],
+                    did,
+                    ..lake::model::Post::default()
+                }
+            })
+            .collect();
+        lake::writer::write_posts(lake, &format!("small-{file:02}.parquet"), posts).unwrap();
+    }
+}
+
+/// (rows, distinct uris, data files) of the lake's posts, read straight from the files.
+fn census(lake: &std::path::Path) -> (i64, i64, usize) {
+    let glob = lake::layout::table_glob(lake, lake::layout::POSTS_TABLE);
+    let connection = lake::duckdb::Connection::open_in_memory().unwrap();
+    let sql = format!(
+        "SELECT count(*), count(DISTINCT uri), count(DISTINCT filename) FROM read_parquet('{glob}', filename = true)"
+    );
+    connection.query_row(&sql, [], |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as usize))).unwrap()
+}
+
+#[test]
+fn compaction_killed_at_any_moment_leaves_every_post_once_and_finishes_next_time() {
+    let lake = tempfile::tempdir().unwrap();
+    many_small_files(lake.path());
+    assert_eq!(census(lake.path()), (400_000, 400_000, 20));
+    let staging = lake::layout::table_dir(lake.path(), lake::layout::POSTS_TABLE);
+    let leftover =
+        || std::fs::read_dir(&staging).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with('.'));
+    let mut cut_mid_run = 0;
+    for delay_ms in [0_u64, 40, 120, 250, 400, 700] {
+        let mut child = skyglass(lake.path(), "redis://127.0.0.1:1")
+            .args(["lake", "compact"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        cut_mid_run += usize::from(leftover());
+        let (rows, uris, files) = census(lake.path());
+        assert_eq!((rows, uris), (400_000, 400_000), "after a kill at {delay_ms} ms ({files} files)");
+        assert!(files == 20 || files == 1, "a half state of {files} files after a kill at {delay_ms} ms");
+        if files == 1 {
+            break;
+        }
+    }
+    assert!(cut_mid_run > 0, "no kill landed while a compaction was staging");
+    let output = skyglass(lake.path(), "redis://127.0.0.1:1").args(["lake", "compact"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(census(lake.path()), (400_000, 400_000, 1));
+    assert!(!leftover(), "the last run left its staging directory");
+}
