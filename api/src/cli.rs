@@ -71,6 +71,18 @@ pub enum LakeCommand {
     /// out deleted posts and copies; each partition swapped in atomically. Safe while `serve`
     /// runs (flushes wait for the partition being compacted) and safe to kill at any moment.
     Compact(CompactArgs),
+    /// Check every data file from its footer (row counts, schema, partition placement) and
+    /// report what is wrong, changing nothing. Exits 1 if it finds an error.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -418,6 +430,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .context("compact task panicked")??;
             let changed = reports.iter().filter(|r| r.changed()).count();
             println!("compacted {changed} of {} partitions", reports.len());
+            Ok(())
+        }
+        Command::Lake { command: LakeCommand::Verify(args) } => {
+            let lake = args.lake.lake.clone();
+            let report = tokio::task::spawn_blocking(move || lake::verify::verify(&lake))
+                .await
+                .context("verify task panicked")?
+                .with_context(|| format!("failed to verify lake {}", args.lake.lake.display()))?;
+            let severity = |s: lake::verify::Severity| match s {
+                lake::verify::Severity::Error => "error",
+                lake::verify::Severity::Warning => "warning",
+            };
+            if args.json {
+                let findings: Vec<_> = report
+                    .findings
+                    .iter()
+                    .map(|f| serde_json::json!({"severity": severity(f.severity), "path": f.path, "what": f.what}))
+                    .collect();
+                let json = serde_json::json!({
+                    "tables": report.tables, "partitions": report.partitions, "files": report.files,
+                    "rows": report.rows, "bytes": report.bytes, "errors": report.errors(), "findings": findings,
+                });
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                for finding in &report.findings {
+                    println!("{}: {}: {}", severity(finding.severity), finding.path.display(), finding.what);
+                }
+                println!(
+                    "verified {} files ({} rows, {} bytes) in {} partitions of {} tables: {} errors, {} warnings",
+                    report.files,
+                    report.rows,
+                    report.bytes,
+                    report.partitions,
+                    report.tables,
+                    report.errors(),
+                    report.findings.len() - report.errors()
+                );
+            }
+            if report.errors() > 0 {
+                anyhow::bail!("lake {} has {} damaged files (listed above)", args.lake.lake.display(), report.errors());
+            }
             Ok(())
         }
         Command::Lake { command: LakeCommand::Stats(args) } => {

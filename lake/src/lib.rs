@@ -18,6 +18,7 @@ pub mod rewrite;
 pub mod search;
 pub mod sql;
 pub mod unique;
+pub mod verify;
 pub mod writer;
 pub mod zone;
 

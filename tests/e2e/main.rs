@@ -12,3 +12,4 @@ mod limits;
 mod real_data;
 mod reenrich;
 mod serve_all;
+mod verify;

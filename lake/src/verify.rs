@@ -1,0 +1,276 @@
+//! `skyglass lake verify`: checks every data file of every table from its footer alone, and
+//! reports what is wrong without changing anything.
+//!
+//! For each file: the footer reads, the row groups add up to the file's row count, the schema
+//! is the table's (every column, by name and type), and the row-group statistics of the
+//! partition timestamp put every row in the file's day. Around the files: partition
+//! directories that are not a day, files that are not data files (a temporary file a crash
+//! left, a stray), staging directories of a rewrite cut short, and the catalog.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::SchemaRef;
+use chrono::NaiveDate;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::file::statistics::Statistics;
+
+use crate::error::{Error, Result};
+use crate::model::{AccountEvent, Delete, Post, TableRow};
+use crate::{catalog, layout};
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Harmless but worth knowing (left by a crash; the next write or rewrite cleans it).
+    Warning,
+    /// Wrong data: queries may fail or answer wrongly until it is repaired.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    pub path: PathBuf,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    pub tables: usize,
+    pub partitions: usize,
+    pub files: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub findings: Vec<Finding>,
+}
+
+impl Verified {
+    pub fn errors(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
+    }
+}
+
+/// A table: its directory, schema and the column whose UTC day is a row's partition.
+struct Table {
+    name: &'static str,
+    schema: SchemaRef,
+    time_column: &'static str,
+}
+
+fn tables() -> [Table; 3] {
+    fn table<R: TableRow>(time_column: &'static str) -> Table {
+        Table { name: R::TABLE, schema: R::schema(), time_column }
+    }
+    [table::<Post>("created_at"), table::<Delete>("deleted_at"), table::<AccountEvent>("seen_at")]
+}
+
+/// Verifies the whole lake. Only a lake that cannot be listed at all is an `Err`; everything
+/// else wrong is a finding.
+pub fn verify(lake: &Path) -> Result<Verified> {
+    let mut report = Verified::default();
+    if let Err(e) = catalog::read_state(lake) {
+        report.findings.push(Finding {
+            severity: Severity::Error,
+            path: layout::catalog_dir(lake),
+            what: format!("the catalog does not read: {e}"),
+        });
+    }
+    for table in tables() {
+        let dir = layout::table_dir(lake, table.name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::Io { action: "list", path: dir, source: e }),
+        };
+        report.tables += 1;
+        let mut entries: Vec<_> = entries.collect::<std::io::Result<_>>().map_err(Error::io("list", &dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let (name, path) = (entry.file_name().to_string_lossy().into_owned(), entry.path());
+            match layout::parse_partition_name(&name) {
+                Some(date) if path.is_dir() => {
+                    report.partitions += 1;
+                    verify_partition(&table, &path, date, &mut report)?;
+                }
+                _ if name.starts_with('.') && name.ends_with(".staging") => report.findings.push(Finding {
+                    severity: Severity::Warning,
+                    path,
+                    what: "the staging directory of a rewrite or compaction cut short (the next one removes it)"
+                        .to_owned(),
+                }),
+                _ => report.findings.push(Finding {
+                    severity: Severity::Warning,
+                    path,
+                    what: "not a day partition (date=YYYY-MM-DD): no query reads it".to_owned(),
+                }),
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn verify_partition(table: &Table, dir: &Path, date: NaiveDate, report: &mut Verified) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(Error::io("list", dir))?
+        .collect::<std::io::Result<_>>()
+        .map_err(Error::io("list", dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let (name, path) = (entry.file_name().to_string_lossy().into_owned(), entry.path());
+        if !layout::is_data_file(&name) {
+            let what = if name.starts_with('.') && name.ends_with(".tmp") {
+                "a temporary file a crash left (no query reads it)"
+            } else {
+                "not a data file: no query reads it"
+            };
+            report.findings.push(Finding { severity: Severity::Warning, path, what: what.to_owned() });
+            continue;
+        }
+        report.files += 1;
+        report.bytes += entry.metadata().map_err(Error::io("stat", &path))?.len();
+        match verify_file(table, &path, date) {
+            Ok(rows) => report.rows += rows,
+            Err(what) => report.findings.push(Finding { severity: Severity::Error, path, what }),
+        }
+    }
+    Ok(())
+}
+
+/// Checks one data file from its footer; its row count, or what is wrong.
+fn verify_file(table: &Table, path: &Path, date: NaiveDate) -> std::result::Result<u64, String> {
+    let file = File::open(path).map_err(|e| format!("does not open: {e}"))?;
+    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+        .map_err(|e| format!("the Parquet footer does not read: {e}"))?;
+    let parquet = metadata.metadata();
+    let rows = parquet.file_metadata().num_rows();
+    let group_rows: i64 = parquet.row_groups().iter().map(|g| g.num_rows()).sum();
+    if rows != group_rows {
+        return Err(format!("the footer counts {rows} rows but its row groups hold {group_rows}"));
+    }
+
+    let schema = metadata.schema();
+    for expected in table.schema.fields() {
+        match schema.field_with_name(expected.name()) {
+            Err(_) => return Err(format!("column `{}` is missing", expected.name())),
+            Ok(found) if found.data_type() != expected.data_type() => {
+                return Err(format!(
+                    "column `{}` is {} where the {} table has {}",
+                    expected.name(),
+                    found.data_type(),
+                    table.name,
+                    expected.data_type()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    if schema.fields().len() != table.schema.fields().len() {
+        let extra: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| table.schema.field_with_name(name).is_err())
+            .collect();
+        return Err(format!("columns the {} table does not have: {}", table.name, extra.join(", ")));
+    }
+
+    for (index, group) in parquet.row_groups().iter().enumerate() {
+        let column = group.columns().iter().find(|c| c.column_path().string() == table.time_column);
+        let Some(Statistics::Int64(stats)) = column.and_then(|c| c.statistics()) else {
+            return Err(format!("row group {index} has no statistics for `{}`", table.time_column));
+        };
+        let (Some(min), Some(max)) = (stats.min_opt(), stats.max_opt()) else {
+            if group.num_rows() == 0 {
+                continue;
+            }
+            return Err(format!("row group {index} has no min and max for `{}`", table.time_column));
+        };
+        let (first, last) = (layout::date_of_micros(*min), layout::date_of_micros(*max));
+        if first != date || last != date {
+            return Err(format!(
+                "row group {index} holds `{}` from {first} to {last}, outside its partition's day {date}",
+                table.time_column
+            ));
+        }
+    }
+    Ok(u64::try_from(rows).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer;
+
+    const DAY: i64 = 86_400_000_000;
+
+    fn post(n: i64) -> Post {
+        Post {
+            uri: format!("at://did:plc:a/app.bsky.feed.post/{n}"),
+            created_at_us: 20_000 * DAY + n,
+            ..Post::default()
+        }
+    }
+
+    #[test]
+    fn a_healthy_lake_verifies_clean_with_its_counts() {
+        let lake = tempfile::tempdir().unwrap();
+        writer::write_posts(lake.path(), "a.parquet", (0..10).map(post).collect()).unwrap();
+        writer::write_posts(lake.path(), "b.parquet", (0..5).map(|n| post(n + DAY)).collect()).unwrap();
+        let delete = Delete { uri: post(1).uri, did: "did:plc:a".into(), deleted_at_us: 20_001 * DAY };
+        writer::write_rows(lake.path(), "d.parquet", vec![delete]).unwrap();
+        let report = verify(lake.path()).unwrap();
+        assert_eq!(report.findings, vec![]);
+        assert_eq!((report.tables, report.partitions, report.files, report.rows), (2, 3, 3, 16));
+        assert!(report.bytes > 0);
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_found_and_nothing_is_changed() {
+        let lake = tempfile::tempdir().unwrap();
+        writer::write_posts(lake.path(), "good.parquet", (0..10).map(post).collect()).unwrap();
+        let day = layout::partition_dir(lake.path(), layout::POSTS_TABLE, layout::date_of_micros(20_000 * DAY));
+        // A file moved into the wrong day.
+        writer::write_posts(lake.path(), "moved.parquet", (0..3).map(|n| post(n + 3 * DAY)).collect()).unwrap();
+        let moved_from = layout::partition_dir(lake.path(), layout::POSTS_TABLE, layout::date_of_micros(20_003 * DAY));
+        fs::rename(moved_from.join("moved.parquet"), day.join("moved.parquet")).unwrap();
+        fs::remove_dir(&moved_from).unwrap();
+        // A truncated file, a deletes file among the posts, a temporary file and a stray.
+        let good = fs::read(day.join("good.parquet")).unwrap();
+        fs::write(day.join("cut.parquet"), &good[..good.len() / 2]).unwrap();
+        let delete = Delete { uri: "at://x".into(), did: "did:plc:a".into(), deleted_at_us: 20_000 * DAY };
+        writer::write_rows(lake.path(), "d.parquet", vec![delete]).unwrap();
+        let deletes_day =
+            layout::partition_dir(lake.path(), layout::DELETES_TABLE, layout::date_of_micros(20_000 * DAY));
+        fs::copy(deletes_day.join("d.parquet"), day.join("wrong-table.parquet")).unwrap();
+        fs::write(day.join(".half.parquet.tmp"), b"half").unwrap();
+        fs::create_dir(lake.path().join("posts/.date=2024-10-04.staging")).unwrap();
+        fs::create_dir(lake.path().join("posts/backup")).unwrap();
+
+        let listing = |dir: &Path| {
+            let mut names: Vec<String> =
+                fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            names.sort();
+            names
+        };
+        let before = listing(&day);
+        let report = verify(lake.path()).unwrap();
+        assert_eq!(listing(&day), before, "verify changed the partition");
+
+        let found = |name: &str| {
+            report
+                .findings
+                .iter()
+                .find(|f| f.path.file_name().is_some_and(|n| n == name))
+                .unwrap_or_else(|| panic!("nothing found for {name}: {:#?}", report.findings))
+        };
+        assert!(found("moved.parquet").what.contains("outside its partition's day"), "{:?}", found("moved.parquet"));
+        assert!(found("cut.parquet").what.contains("footer"), "{:?}", found("cut.parquet"));
+        assert!(found("wrong-table.parquet").what.contains("missing"), "{:?}", found("wrong-table.parquet"));
+        assert_eq!(found(".half.parquet.tmp").severity, Severity::Warning);
+        assert_eq!(found(".date=2024-10-04.staging").severity, Severity::Warning);
+        assert_eq!(found("backup").severity, Severity::Warning);
+        assert_eq!(report.errors(), 3, "{:#?}", report.findings);
+        assert!(report.findings.iter().all(|f| f.path.file_name() != Some("good.parquet".as_ref())));
+    }
+}
