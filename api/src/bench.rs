@@ -292,10 +292,12 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
     // The real router on a loopback port, one query slot per core, no timeout to speak of.
     let state = AppState {
         runner: QueryRunner::new(served, threads.max(1), Duration::from_secs(600)),
-        metrics: crate::metrics::install()?,
-        redis: Arc::new(crate::redis_link::RedisLink::new("redis://127.0.0.1:1", ingest::buffer::Keys::default())),
-        lake: args.lake.clone(),
         limits: Limits { max_page_size: 1_000 },
+        ops: crate::http::Ops {
+            metrics: crate::metrics::install()?,
+            redis: Arc::new(crate::redis_link::RedisLink::new("redis://127.0.0.1:1", ingest::buffer::Keys::default())),
+            lake: args.lake.clone(),
+        },
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

@@ -31,10 +31,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct AppState {
     pub runner: graphql::QueryRunner,
+    pub limits: graphql::Limits,
+    pub ops: Ops,
+}
+
+/// What the operations endpoints (`/metrics`, `/healthz`, `/readyz`) need: every role serves
+/// them, `ingest` workers only them.
+#[derive(Clone)]
+pub struct Ops {
     pub metrics: PrometheusHandle,
     pub redis: Arc<RedisLink>,
     pub lake: PathBuf,
-    pub limits: graphql::Limits,
 }
 
 #[derive(Clone)]
@@ -43,21 +50,38 @@ struct Shared {
     state: Arc<AppState>,
 }
 
+/// The API: GraphQL, the playground and the operations endpoints.
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
     let schema = graphql::build(Some(Services {
         runner: state.runner.clone(),
         limits: state.limits.clone(),
-        redis: Some(state.redis.clone()),
+        redis: Some(state.ops.redis.clone()),
     }));
+    let ops = state.ops.clone();
     let shared = Shared { schema, state };
-    Router::new()
+    let api = Router::new()
         .route("/", get(playground))
         .route("/graphql", get(graphql_handler).post(graphql_handler))
+        .with_state(shared);
+    layered(api.merge(ops_routes(ops)))
+}
+
+/// The operations endpoints alone, for the `ingest` role.
+pub fn ops_router(ops: Ops) -> Router {
+    layered(ops_routes(ops))
+}
+
+fn ops_routes(ops: Ops) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(shared)
+        .with_state(ops)
+}
+
+fn layered(router: Router) -> Router {
+    router
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(CompressionLayer::new())
@@ -71,23 +95,25 @@ async fn playground() -> Html<String> {
 
 async fn graphql_handler(State(shared): State<Shared>, request: GraphQLRequest) -> GraphQLResponse {
     let request = graphql::with_loaders(request.into_inner(), &shared.state.runner);
-    let span = tracing::info_span!("graphql", operation = request.operation_name.as_deref().unwrap_or("-"));
+    let name = request.operation_name.as_deref().or_else(|| m::first_operation_name(&request.query));
+    let operation = m::operation_label(name);
+    let span = tracing::info_span!("graphql", operation = %operation);
     let started = Instant::now();
     let response = shared.schema.execute(request).instrument(span).await;
     let outcome = if response.is_ok() { m::OUTCOME_OK } else { m::OUTCOME_ERROR };
-    metrics::counter!(m::GRAPHQL_REQUESTS, "outcome" => outcome).increment(1);
-    metrics::histogram!(m::GRAPHQL_DURATION).record(started.elapsed().as_secs_f64());
+    metrics::counter!(m::GRAPHQL_REQUESTS, "operation" => operation.clone(), "outcome" => outcome).increment(1);
+    metrics::histogram!(m::GRAPHQL_DURATION, "operation" => operation).record(started.elapsed().as_secs_f64());
     response.into()
 }
 
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], shared.state.metrics.render())
+async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], ops.metrics.render())
 }
 
 /// Ready when Redis answers and the lake's catalog reads.
-async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    let redis_ok = shared.state.redis.ping().await;
-    let lake = shared.state.lake.clone();
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    let redis_ok = ops.redis.ping().await;
+    let lake = ops.lake.clone();
     let lake_ok = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake).is_ok()).await.unwrap_or(false);
     let status = if redis_ok && lake_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(serde_json::json!({ "redis": redis_ok, "lake": lake_ok })))

@@ -1,9 +1,11 @@
 //! Every metric the API records, and the Prometheus recorder the whole process reports through.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use anyhow::Context;
-use metrics::{Unit, describe_counter, describe_histogram};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const GRAPHQL_REQUESTS: &str = "skyglass_graphql_requests_total";
@@ -17,6 +19,11 @@ pub const QUERY_QUEUE_WAIT: &str = "skyglass_query_queue_wait_seconds";
 pub const QUERY_TIMEOUTS: &str = "skyglass_query_timeouts_total";
 /// Lake work refused because no query slot freed up in time.
 pub const QUERY_REJECTED: &str = "skyglass_query_rejected_total";
+
+/// The lake's `posts` files, bytes and day partitions, refreshed every few seconds.
+pub const LAKE_FILES: &str = "skyglass_lake_files";
+pub const LAKE_BYTES: &str = "skyglass_lake_bytes";
+pub const LAKE_PARTITIONS: &str = "skyglass_lake_partitions";
 
 /// Compaction runs over a partition that changed it, by outcome.
 pub const COMPACTIONS: &str = "skyglass_compactions_total";
@@ -54,8 +61,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()
         .context("failed to install the metrics recorder")?;
-    describe_counter!(GRAPHQL_REQUESTS, "GraphQL requests, by outcome");
-    describe_histogram!(GRAPHQL_DURATION, Unit::Seconds, "GraphQL request time, from parse to response");
+    describe_counter!(GRAPHQL_REQUESTS, "GraphQL requests, by operation name and outcome");
+    describe_histogram!(GRAPHQL_DURATION, Unit::Seconds, "GraphQL request time, from parse to response, by operation");
+    describe_gauge!(LAKE_FILES, "Data files of the lake's posts table");
+    describe_gauge!(LAKE_BYTES, "Bytes of the lake's posts files");
+    describe_gauge!(LAKE_PARTITIONS, "Day partitions of the lake's posts table");
     describe_histogram!(QUERY_DURATION, Unit::Seconds, "DuckDB time per resolver's lake work");
     describe_histogram!(QUERY_QUEUE_WAIT, Unit::Seconds, "Wait for a query slot (the concurrency cap)");
     describe_counter!(QUERY_TIMEOUTS, "Lake work interrupted at the query timeout");
@@ -63,7 +73,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::counter!(QUERY_TIMEOUTS).increment(0);
     metrics::counter!(QUERY_REJECTED).increment(0);
     for outcome in [OUTCOME_OK, OUTCOME_ERROR] {
-        metrics::counter!(GRAPHQL_REQUESTS, "outcome" => outcome).increment(0);
+        metrics::counter!(GRAPHQL_REQUESTS, "operation" => ANONYMOUS, "outcome" => outcome).increment(0);
     }
     describe_counter!(COMPACTIONS, "Partition compactions that changed the partition, by outcome");
     describe_counter!(COMPACTION_FILES_MERGED, "Small posts files merged by compaction");
@@ -74,4 +84,97 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     }
     ingest::metrics::describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// The `operation` label of a request: its operation name when it is a plain identifier and one
+/// of the first [`MAX_OPERATIONS`] seen, so a client cannot blow up the metric's series;
+/// [`ANONYMOUS`] without a name and [`OTHER_OPERATION`] otherwise.
+pub fn operation_label(name: Option<&str>) -> String {
+    static SEEN: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let Some(name) = name else { return ANONYMOUS.to_owned() };
+    let plain = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !plain {
+        return OTHER_OPERATION.to_owned();
+    }
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(name) || seen.len() < MAX_OPERATIONS {
+        seen.insert(name.to_owned());
+        name.to_owned()
+    } else {
+        OTHER_OPERATION.to_owned()
+    }
+}
+
+/// The name of a document's first operation (`query Latest { … }` → `Latest`), for requests
+/// that do not send `operationName`; comments and whitespace before it are skipped.
+pub fn first_operation_name(document: &str) -> Option<&str> {
+    let mut rest = document.trim_start_matches('\u{feff}');
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        match rest.strip_prefix('#') {
+            Some(comment) => rest = comment.split_once('\n').map_or("", |(_, after)| after),
+            None => break,
+        }
+    }
+    let rest = ["query", "mutation", "subscription"].iter().find_map(|keyword| rest.strip_prefix(keyword))?;
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let rest = rest.trim_start();
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+    (end > 0 && !rest.starts_with(|c: char| c.is_ascii_digit())).then(|| &rest[..end])
+}
+
+pub const MAX_OPERATIONS: usize = 200;
+pub const ANONYMOUS: &str = "anonymous";
+pub const OTHER_OPERATION: &str = "other";
+
+/// Keeps the lake gauges current (files, bytes, partitions, generation) until `stop`.
+pub async fn watch_lake(lake: PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let dir = lake.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let files = lake::catalog::table_files(&dir, lake::layout::POSTS_TABLE)?;
+            let state = lake::catalog::read_state(&dir)?;
+            Ok::<_, lake::Error>((files, state))
+        });
+        if let Ok(Ok((files, state))) = read.await {
+            metrics::gauge!(LAKE_FILES).set(files.files as f64);
+            metrics::gauge!(LAKE_BYTES).set(files.bytes as f64);
+            metrics::gauge!(LAKE_PARTITIONS).set(files.partitions.len() as f64);
+            metrics::gauge!(ingest::metrics::LAKE_GENERATION).set(state.generation as f64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LAKE_WATCH_EVERY) => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+    }
+}
+
+const LAKE_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_labels_stay_few_and_plain() {
+        assert_eq!(operation_label(None), ANONYMOUS);
+        assert_eq!(operation_label(Some("Search_1")), "Search_1");
+        assert_eq!(operation_label(Some("drop table; --")), OTHER_OPERATION);
+        for n in 0..MAX_OPERATIONS + 10 {
+            operation_label(Some(&format!("op{n}")));
+        }
+        assert_eq!(operation_label(Some("Search_1")), "Search_1", "a name seen before keeps its label");
+        assert_eq!(operation_label(Some("brand_new")), OTHER_OPERATION);
+    }
+
+    #[test]
+    fn a_document_names_its_first_operation() {
+        assert_eq!(first_operation_name("query Latest { posts { nodes { uri } } }"), Some("Latest"));
+        assert_eq!(first_operation_name("# top\n  mutation Run($x: Int) { a }"), Some("Run"));
+        assert_eq!(first_operation_name("{ posts { totalCount } }"), None);
+        assert_eq!(first_operation_name("query { lake { posts } }"), None);
+        assert_eq!(first_operation_name("queryX { a }"), None);
+    }
 }

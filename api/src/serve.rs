@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::cli::{FlushArgs, IngestArgs, JetstreamArgs, LakeArgs, RedisArgs, Role, ServeArgs};
 use crate::graphql::QueryRunner;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Ops};
 use crate::redis_link::RedisLink;
 
 fn ingest_config(
@@ -107,8 +107,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(schedule);
     }
 
-    let server = if args.role == Role::Ingest {
-        None
+    tokio::spawn(crate::metrics::watch_lake(lake.clone(), stop.clone()));
+
+    // Every role serves HTTP: the API roles GraphQL and the operations endpoints, `ingest`
+    // the operations endpoints alone (for Prometheus and the orchestrator's probes).
+    let ops = Ops {
+        metrics,
+        redis: Arc::new(RedisLink::new(&args.redis.redis_url, Keys::new(&args.redis.redis_namespace))),
+        lake: lake.clone(),
+    };
+    let router = if args.role == Role::Ingest {
+        http::ops_router(ops)
     } else {
         let engine_config =
             EngineConfig { threads: args.query_threads.unwrap_or_else(|| EngineConfig::default().threads) };
@@ -117,36 +126,51 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("engine task panicked")?
             .with_context(|| format!("failed to open lake {}", lake.display()))?;
-        let state = AppState {
+        http::router(AppState {
             runner: QueryRunner::new(Arc::new(engine), args.max_concurrent_queries as usize, args.query_timeout),
-            metrics,
-            redis: Arc::new(RedisLink::new(&args.redis.redis_url, Keys::new(&args.redis.redis_namespace))),
-            lake: lake.clone(),
             limits: crate::graphql::Limits { max_page_size: args.max_page_size },
-        };
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", args.listen))?;
-        let address = listener.local_addr()?;
-        info!(%address, "serving GraphQL");
-        println!("skyglass is serving: playground http://{address}/ , GraphQL http://{address}/graphql");
-        let mut stop = stop.clone();
-        Some(tokio::spawn(async move {
-            axum::serve(listener, http::router(state))
-                .with_graceful_shutdown(async move {
-                    stop.wait_for(|stopping| *stopping).await.ok();
-                })
-                .await
-                .context("http server failed")
-        }))
+            ops,
+        })
     };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    info!(%address, role = ?args.role, "serving HTTP");
+    if args.role == Role::Ingest {
+        println!("skyglass is ingesting: metrics http://{address}/metrics , readiness http://{address}/readyz");
+    } else {
+        println!("skyglass is serving: playground http://{address}/ , GraphQL http://{address}/graphql");
+    }
+    let server = tokio::spawn(serve_http(listener, router, stop.clone()));
 
     if let Some(task) = ingest_task {
         let report = task.await.context("ingest task panicked")??;
         info!(?report, "ingest stopped");
     }
-    if let Some(task) = server {
-        task.await.context("http server task panicked")??;
-    }
+    server.await.context("http server task panicked")??;
     Ok(())
+}
+
+/// How long in-flight requests may run on after a shutdown signal.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `stop`; then stops accepting and lets in-flight requests finish, for at most
+/// [`DRAIN_TIMEOUT`].
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        stop.wait_for(|stopping| *stopping).await.ok();
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop.clone()));
+    tokio::select! {
+        result = server => result.context("http server failed"),
+        () = async { stopped(stop).await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            tracing::warn!(seconds = DRAIN_TIMEOUT.as_secs(), "requests still running after the drain timeout; closing them");
+            Ok(())
+        }
+    }
 }

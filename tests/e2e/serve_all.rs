@@ -8,9 +8,11 @@ use serde_json::json;
 use skyglass_tests::{App, RedisServer, poll, skyglass};
 
 fn metric(body: &str, name_and_labels: &str) -> f64 {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name_and_labels} is missing from:\n{body}"))
+    metric_if_any(body, name_and_labels).unwrap_or_else(|| panic!("metric {name_and_labels} is missing from:\n{body}"))
+}
+
+fn metric_if_any(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
 
 #[test]
@@ -45,7 +47,12 @@ fn serve_with_a_synthetic_firehose_flushes_answers_and_drains_on_sigterm() {
     assert!(metric(&metrics, "skyglass_ingest_events_total{kind=\"post\"}") > 0.0);
     assert!(metric(&metrics, "skyglass_flush_rows_total") > 0.0);
     assert_eq!(metric(&metrics, "skyglass_ingest_dropped_total{reason=\"invalid_json\"}"), 0.0);
-    assert!(metric(&metrics, "skyglass_graphql_requests_total{outcome=\"ok\"}") >= 2.0);
+    assert!(metric(&metrics, "skyglass_graphql_requests_total{operation=\"anonymous\",outcome=\"ok\"}") >= 2.0);
+    assert!(metric(&metrics, "skyglass_lake_files") >= 0.0);
+    let named = app.request("query Latest { posts(first: 1) { nodes { uri } } }", json!({}));
+    assert!(named.get("errors").is_none(), "{named}");
+    let metrics = app.get("/metrics").text().unwrap();
+    assert_eq!(metric(&metrics, "skyglass_graphql_requests_total{operation=\"Latest\",outcome=\"ok\"}"), 1.0);
 
     // SIGTERM: the source stops, the buffer is flushed, the process exits 0.
     assert!(app.stop().success());
@@ -54,4 +61,26 @@ fn serve_with_a_synthetic_firehose_flushes_answers_and_drains_on_sigterm() {
     assert_eq!(left, 0, "posts were left in the buffer after shutdown");
     let cursor = std::fs::read_to_string(lake.path().join("_ingest/cursor-synthetic.json")).unwrap();
     assert!(cursor.contains("time_us"), "{cursor}");
+}
+
+#[test]
+fn an_ingest_worker_serves_only_its_metrics_and_probes() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let worker = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--role", "ingest", "--listen", "127.0.0.1:0", "--source", "synthetic:400"])
+            .env("SKYGLASS_FLUSH_INTERVAL", "300ms"),
+    )
+    .unwrap();
+    let flushed = poll(Duration::from_secs(30), || {
+        let metrics = worker.get("/metrics").text().ok()?;
+        (metric_if_any(&metrics, "skyglass_flush_rows_total")? > 0.0).then_some(metrics)
+    });
+    let metrics = flushed.expect("the worker flushed nothing within 30 s");
+    assert!(metric(&metrics, "skyglass_ingest_events_total{kind=\"post\"}") > 0.0);
+    assert_eq!(worker.get("/healthz").status(), 200);
+    assert_eq!(worker.get("/readyz").status(), 200);
+    assert_eq!(worker.get("/graphql?query=%7Blake%7Bposts%7D%7D").status(), 404, "a worker answers no queries");
+    assert!(worker.stop().success());
 }
