@@ -20,6 +20,14 @@ ensure_redis_server() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
 }
 
+# Installs promtool (Debian's prometheus package) when it is missing, to check deploy/.
+ensure_promtool() {
+  if command -v promtool >/dev/null; then return 0; fi
+  echo "==> installing promtool (the prometheus package) from the system packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 ensure_cargo_tools() {
   for tool in rustfmt clippy-driver; do
     if ! command -v "$tool" >/dev/null && ! [ -x "$HOME/.cargo/bin/$tool" ]; then

@@ -82,6 +82,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     for outcome in [OUTCOME_OK, OUTCOME_ERROR] {
         metrics::counter!(COMPACTIONS, "outcome" => outcome).increment(0);
     }
+    metrics::counter!(COMPACTION_FILES_MERGED).increment(0);
+    for reason in ["deleted", "copy"] {
+        metrics::counter!(COMPACTION_ROWS_LEFT_OUT, "reason" => reason).increment(0);
+    }
     ingest::metrics::describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }

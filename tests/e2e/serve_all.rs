@@ -84,3 +84,51 @@ fn an_ingest_worker_serves_only_its_metrics_and_probes() {
     assert_eq!(worker.get("/graphql?query=%7Blake%7Bposts%7D%7D").status(), 404, "a worker answers no queries");
     assert!(worker.stop().success());
 }
+
+/// Every `skyglass_*` metric that the deployment's alert rules and dashboard name is one a
+/// running server really exposes (once it has flushed, answered and compacted).
+#[test]
+fn deploy_names_only_exposed_metrics() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let app = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--source", "synthetic:400", "--compact-every", "1s"])
+            .env("SKYGLASS_FLUSH_INTERVAL", "300ms"),
+    )
+    .unwrap();
+    let histograms = [
+        "skyglass_flush_duration_seconds_bucket",
+        "skyglass_compaction_duration_seconds_bucket",
+        "skyglass_graphql_request_duration_seconds_bucket",
+        "skyglass_query_duckdb_seconds_bucket",
+        "skyglass_query_queue_wait_seconds_bucket",
+    ];
+    let exposed = poll(Duration::from_secs(30), || {
+        app.query("{ posts(first: 1) { nodes { uri } } }", json!({}));
+        let body = app.get("/metrics").text().ok()?;
+        histograms.iter().all(|h| body.contains(h)).then_some(body)
+    })
+    .expect("the server did not flush, answer and compact within 30 s");
+    let names: std::collections::BTreeSet<&str> = exposed
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut checked = 0;
+    for file in ["prometheus/alerts.yml", "grafana/dashboards/skyglass.json"] {
+        let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("skyglass_") {
+            let name: String =
+                rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+            assert!(names.contains(name.as_str()), "{file} names {name}, which /metrics does not expose");
+            checked += 1;
+            rest = &rest[at + name.len()..];
+        }
+    }
+    assert!(checked > 20, "only {checked} metric names found in deploy/");
+    assert!(app.stop().success());
+}
