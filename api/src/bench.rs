@@ -297,6 +297,7 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
             metrics: crate::metrics::install()?,
             redis: Arc::new(crate::redis_link::RedisLink::new("redis://127.0.0.1:1", ingest::buffer::Keys::default())),
             lake: args.lake.clone(),
+            ingest: None,
         },
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -265,6 +265,10 @@ pub struct ServeArgs {
     pub max_concurrent_queries: u32,
     #[command(flatten)]
     pub jetstream: JetstreamArgs,
+    /// Roles `all` and `ingest`: /readyz fails while the lake is more than this far behind the
+    /// source (now minus the durable cursor); 0s leaves ingest lag out of readiness.
+    #[arg(long, env = "SKYGLASS_READY_MAX_LAG", default_value = "15m", value_parser = parse_duration)]
+    pub ready_max_lag: Duration,
     /// Compact the lake this often (roles `all` and `ingest`); 0s turns it off.
     #[arg(long, env = "SKYGLASS_COMPACT_EVERY", default_value = "1h", value_parser = parse_duration)]
     pub compact_every: Duration,

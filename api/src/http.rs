@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument;
@@ -23,6 +24,8 @@ use tracing::Instrument;
 use crate::graphql::{self, Services, SkyglassSchema};
 use crate::metrics as m;
 use crate::redis_link::RedisLink;
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -42,6 +45,15 @@ pub struct Ops {
     pub metrics: PrometheusHandle,
     pub redis: Arc<RedisLink>,
     pub lake: PathBuf,
+    /// For the roles that ingest: readiness also needs the lake to be this close behind the
+    /// source (now minus the durable cursor of this kind of source).
+    pub ingest: Option<IngestReadiness>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct IngestReadiness {
+    pub source_kind: &'static str,
+    pub max_lag: Duration,
 }
 
 #[derive(Clone)]
@@ -86,7 +98,14 @@ fn layered(router: Router) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(CompressionLayer::new())
         .layer(CorsLayer::permissive())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %id)
+        }))
+        // Outermost: every request gets an id (a client's own `x-request-id` is kept), its log
+        // lines carry it, and the response returns it.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 async fn playground() -> Html<String> {
@@ -110,11 +129,26 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], ops.metrics.render())
 }
 
-/// Ready when Redis answers and the lake's catalog reads.
+/// Ready when Redis answers, the lake's catalog reads and, where this process ingests, the lake
+/// is at most `max_lag` behind the source (a process that has flushed nothing yet is not behind).
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     let redis_ok = ops.redis.ping().await;
     let lake = ops.lake.clone();
-    let lake_ok = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake).is_ok()).await.unwrap_or(false);
-    let status = if redis_ok && lake_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({ "redis": redis_ok, "lake": lake_ok })))
+    let kind = ops.ingest.map(|i| i.source_kind);
+    let (lake_ok, cursor) = tokio::task::spawn_blocking(move || {
+        let lake_ok = lake::catalog::read_state(&lake).is_ok();
+        let cursor = kind.and_then(|kind| ingest::cursor::load(&lake, kind).ok().flatten());
+        (lake_ok, cursor)
+    })
+    .await
+    .unwrap_or((false, None));
+    let mut body = serde_json::json!({ "redis": redis_ok, "lake": lake_ok });
+    let mut ready = redis_ok && lake_ok;
+    if let Some(ingest) = ops.ingest {
+        let lag = cursor.map(|c| (chrono::Utc::now().timestamp_micros() - c.time_us).max(0) as f64 / 1e6);
+        body["ingestLagSeconds"] = serde_json::json!(lag);
+        ready &= ingest.max_lag.is_zero() || lag.is_none_or(|lag| lag <= ingest.max_lag.as_secs_f64());
+    }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
 }

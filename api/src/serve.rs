@@ -115,6 +115,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         redis: Arc::new(RedisLink::new(&args.redis.redis_url, Keys::new(&args.redis.redis_namespace))),
         lake: lake.clone(),
+        ingest: (args.role != Role::Api)
+            .then(|| http::IngestReadiness { source_kind: args.source.kind(), max_lag: args.ready_max_lag }),
     };
     let router = if args.role == Role::Ingest {
         http::ops_router(ops)

@@ -38,7 +38,11 @@ fn serve_with_a_synthetic_firehose_flushes_answers_and_drains_on_sigterm() {
     assert_eq!(app.get("/healthz").status(), 200);
     let ready = app.get("/readyz");
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<serde_json::Value>().unwrap(), json!({"redis": true, "lake": true}));
+    assert!(ready.headers().get("x-request-id").is_some_and(|id| id.len() >= 32), "every response has a request id");
+    let ready = ready.json::<serde_json::Value>().unwrap();
+    assert_eq!((&ready["redis"], &ready["lake"]), (&json!(true), &json!(true)), "{ready}");
+    let lag = ready["ingestLagSeconds"].as_f64().expect("a flushed cursor gives a lag");
+    assert!((0.0..60.0).contains(&lag), "{ready}");
     let get = app.get("/graphql?query=%7Blake%7Bposts%7D%7D");
     assert_eq!(get.status(), 200);
     assert!(get.json::<serde_json::Value>().unwrap()["data"]["lake"]["posts"].as_u64().unwrap() > 0);
@@ -131,4 +135,31 @@ fn deploy_names_only_exposed_metrics() {
     }
     assert!(checked > 20, "only {checked} metric names found in deploy/");
     assert!(app.stop().success());
+}
+
+/// A node whose lake is an hour behind its source is not ready (unless told to leave lag out),
+/// while it goes on answering queries.
+#[test]
+fn readiness_fails_while_the_lake_lags_far_behind_the_source() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let ingest_dir = lake.path().join("_ingest");
+    std::fs::create_dir_all(&ingest_dir).unwrap();
+    for (max_lag, ready) in [("15m", false), ("0s", true)] {
+        // The shutdown flush of a run moves the cursor to now: set it back each time.
+        let hour_ago = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+        std::fs::write(ingest_dir.join("cursor-synthetic.json"), format!("{{\"time_us\": {hour_ago}}}")).unwrap();
+        let app = App::serve(
+            skyglass(lake.path(), &redis.url())
+                .args(["serve", "--listen", "127.0.0.1:0", "--source", "synthetic:10", "--ready-max-lag", max_lag])
+                .env("SKYGLASS_FLUSH_INTERVAL", "1h"),
+        )
+        .unwrap();
+        let response = app.get("/readyz");
+        assert_eq!(response.status() == 200, ready, "--ready-max-lag {max_lag}");
+        let body = response.json::<serde_json::Value>().unwrap();
+        assert!(body["ingestLagSeconds"].as_f64().unwrap() >= 3_600.0, "{body}");
+        assert!(app.request("{ lake { posts } }", json!({})).get("errors").is_none());
+        assert!(app.stop().success());
+    }
 }
