@@ -81,6 +81,8 @@ const STOP_OUTAGE_ATTEMPTS: u32 = 8;
 
 /// How often a flusher looks for entries abandoned by dead flushers.
 const CLAIM_EVERY: Duration = Duration::from_secs(30);
+/// How often the buffer's depth is sampled for [`m::BUFFER_DEPTH`].
+const DEPTH_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// Stream entries read per XREADGROUP call (an entry is a batch of up to a thousand rows).
 const READ_COUNT: usize = 50;
@@ -128,6 +130,7 @@ pub struct Flusher {
     /// The stream ids in `waiting`, so a claimed entry is never taken twice.
     waiting_ids: HashSet<String>,
     last_claim: Option<Instant>,
+    last_depth_sample: Option<Instant>,
     oldest_waiting_since: Option<Instant>,
     /// Whether this worker's own pending entries (from before a restart) were read back.
     history_done: bool,
@@ -160,6 +163,7 @@ impl Flusher {
             waiting_rows: 0,
             waiting_ids: HashSet::new(),
             last_claim: None,
+            last_depth_sample: None,
             oldest_waiting_since: None,
             history_done: false,
             history_from: "0".to_owned(),
@@ -190,6 +194,9 @@ impl Flusher {
             let stopping = *stop.borrow();
             if self.last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY) {
                 self.claim_abandoned().await?;
+            }
+            if self.last_depth_sample.is_none_or(|t| t.elapsed() >= DEPTH_SAMPLE_EVERY) {
+                self.sample_depth().await;
             }
             // Only an empty read of new entries (`>`) means drained, not the end of the history.
             let reading_new = self.history_done;
@@ -366,6 +373,16 @@ impl Flusher {
 
     /// Takes over entries that other consumers read long ago and never acknowledged: their
     /// flusher died. An outage skips this round.
+    /// The buffer stream's length: entries appended and not yet flushed (flushed ones are
+    /// deleted). A failed read (Redis unreachable) leaves the gauge as it was.
+    async fn sample_depth(&mut self) {
+        self.last_depth_sample = Some(Instant::now());
+        let depth: Result<u64, RedisError> = self.conn.xlen(&self.keys.posts).await;
+        if let Ok(depth) = depth {
+            gauge!(m::BUFFER_DEPTH).set(depth as f64);
+        }
+    }
+
     async fn claim_abandoned(&mut self) -> anyhow::Result<()> {
         self.last_claim = Some(Instant::now());
         let min_idle_ms = u64::try_from(self.config.claim_after.as_millis()).unwrap_or(u64::MAX);

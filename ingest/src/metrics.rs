@@ -9,6 +9,7 @@ pub const EVENTS: &str = "skyglass_ingest_events_total";
 pub const DROPPED: &str = "skyglass_ingest_dropped_total";
 pub const BUFFER_APPENDED: &str = "skyglass_buffer_appended_total";
 pub const BUFFER_PENDING: &str = "skyglass_buffer_pending_rows";
+pub const BUFFER_DEPTH: &str = "skyglass_buffer_stream_entries";
 pub const BUFFER_BATCHES_READ: &str = "skyglass_buffer_batches_read_total";
 pub const FLUSH_ROWS: &str = "skyglass_flush_rows_total";
 pub const FLUSH_FILES: &str = "skyglass_flush_files_total";
@@ -40,6 +41,7 @@ pub fn describe() {
     describe_counter!(DROPPED, "Events dropped to the dead-letter stream, by reason");
     describe_counter!(BUFFER_APPENDED, "Post rows appended to the Redis buffer stream");
     describe_gauge!(BUFFER_PENDING, "Rows read by the flusher and not yet written to the lake");
+    describe_gauge!(BUFFER_DEPTH, "Entries (batches of rows) in the Redis buffer stream, appended and not yet flushed");
     describe_counter!(
         BUFFER_BATCHES_READ,
         "Buffered batches the flusher took, by where from: handed over in memory, or read from Redis"
@@ -73,4 +75,5 @@ pub fn describe() {
     counter!(FLUSH_COPIES).increment(0);
     counter!(SOURCE_RECONNECTS).increment(0);
     gauge!(BUFFER_PENDING).set(0.0);
+    gauge!(BUFFER_DEPTH).set(0.0);
 }
