@@ -70,6 +70,12 @@ pub async fn buffer_events(
     let mut entries: Vec<Entry> = Vec::with_capacity(APPEND_BATCH);
     let mut drops: Vec<(Drop, Vec<u8>)> = Vec::new();
     let mut in_flight: Option<tokio::task::JoinHandle<anyhow::Result<bool>>> = None;
+    // The per-event counters, looked up once (a lookup per event was a percent of ingest).
+    let (posts_in, deletes_in, dropped_in) = (
+        counter!(m::EVENTS, "kind" => m::KIND_POST),
+        counter!(m::EVENTS, "kind" => m::KIND_POST_DELETE),
+        counter!(m::EVENTS, "kind" => m::KIND_DROPPED),
+    );
     while let Some(first) = events.recv().await {
         let mut next = Some(first);
         // Take what is already waiting, up to a batch, then write it in one round trip.
@@ -78,12 +84,12 @@ pub async fn buffer_events(
             match decode(&line) {
                 Decoded::Post(post) => {
                     report.posts += 1;
-                    counter!(m::EVENTS, "kind" => m::KIND_POST).increment(1);
+                    posts_in.increment(1);
                     entries.push(Entry::Post(post));
                 }
                 Decoded::PostDelete(delete) => {
                     report.post_deletes += 1;
-                    counter!(m::EVENTS, "kind" => m::KIND_POST_DELETE).increment(1);
+                    deletes_in.increment(1);
                     entries.push(Entry::Delete(delete));
                 }
                 Decoded::Account(event) => {
@@ -98,7 +104,7 @@ pub async fn buffer_events(
                 }
                 Decoded::Drop(drop) => {
                     report.dropped += 1;
-                    counter!(m::EVENTS, "kind" => m::KIND_DROPPED).increment(1);
+                    dropped_in.increment(1);
                     counter!(m::DROPPED, "reason" => drop.reason.as_str()).increment(1);
                     debug!(reason = drop.reason.as_str(), detail = %drop.detail, "event dropped");
                     drops.push((drop, line));
