@@ -29,7 +29,7 @@ use duckdb::Connection;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::posts_schema;
-use crate::rewrite::{parquet_source, swap_partition};
+use crate::rewrite::swap_partition;
 use crate::writer::{PendingFile, ROW_GROUP_ROWS};
 
 /// The size compaction aims for, per file.
@@ -166,26 +166,33 @@ fn stage(
     Ok(report)
 }
 
-/// Each file's rows, deleted posts and bytes.
+/// Each file's rows, deleted posts and bytes, in one statement over the partition.
 fn survey(connection: &Connection, live: &Path, names: &[String], deletes: Option<&str>) -> Result<Vec<Found>> {
-    let mut found = Vec::with_capacity(names.len());
-    for name in names {
-        let path = live.join(name);
-        let deleted = match deletes {
-            Some(deletes) => format!("count(*) FILTER (WHERE uri IN (SELECT uri FROM {deletes}))"),
-            None => "0".to_owned(),
-        };
-        let sql = format!("SELECT count(*), {deleted} FROM {}", parquet_source(&path));
-        let (rows, deleted): (i64, i64) = connection.query_row(&sql, [], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        let bytes = fs::metadata(&path).map_err(Error::io("stat", &path))?.len();
-        found.push(Found {
-            name: name.clone(),
-            rows: u64::try_from(rows).unwrap_or(0),
-            deleted: u64::try_from(deleted).unwrap_or(0),
-            bytes,
-        });
+    let sources: Vec<String> = names.iter().map(|name| sql_string(&live.join(name))).collect();
+    let (join, deleted) = match deletes {
+        Some(deletes) => (format!("LEFT JOIN {deletes} AS d ON d.uri = p.uri"), "count(d.uri)"),
+        None => (String::new(), "0"),
+    };
+    let sql = format!(
+        "SELECT p.filename, count(*), {deleted} FROM read_parquet([{}], filename = true) AS p {join} GROUP BY p.filename",
+        sources.join(", ")
+    );
+    let mut counts = std::collections::HashMap::new();
+    let mut statement = connection.prepare(&sql)?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let (file, rows, deleted): (String, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        counts.insert(file, (u64::try_from(rows).unwrap_or(0), u64::try_from(deleted).unwrap_or(0)));
     }
-    Ok(found)
+    names
+        .iter()
+        .map(|name| {
+            let path = live.join(name);
+            let bytes = fs::metadata(&path).map_err(Error::io("stat", &path))?.len();
+            let (rows, deleted) = counts.get(path.to_string_lossy().as_ref()).copied().unwrap_or((0, 0));
+            Ok(Found { name: name.clone(), rows, deleted, bytes })
+        })
+        .collect()
 }
 
 /// Rows of the partition beyond the first of each uri.

@@ -164,7 +164,7 @@ fn remove_leftover(staging: &Path) -> Result<bool> {
     }
 }
 
-pub(crate) fn parquet_source(path: &Path) -> String {
+fn parquet_source(path: &Path) -> String {
     format!("read_parquet('{}')", path.to_string_lossy().replace('\'', "''"))
 }
 

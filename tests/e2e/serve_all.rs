@@ -15,16 +15,22 @@ fn metric_if_any(body: &str, name_and_labels: &str) -> Option<f64> {
     body.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
 
+/// `serve` on a free port fed by a fast synthetic firehose, flushing every 300 ms, with `args`.
+fn serve_synthetic(lake: &std::path::Path, redis: &RedisServer, args: &[&str]) -> App {
+    App::serve(
+        skyglass(lake, &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--source", "synthetic:400"])
+            .args(args)
+            .env("SKYGLASS_FLUSH_INTERVAL", "300ms"),
+    )
+    .unwrap()
+}
+
 #[test]
 fn serve_with_a_synthetic_firehose_flushes_answers_and_drains_on_sigterm() {
     let redis = RedisServer::start().unwrap();
     let lake = tempfile::tempdir().unwrap();
-    let app = App::serve(
-        skyglass(lake.path(), &redis.url())
-            .args(["serve", "--listen", "127.0.0.1:0", "--source", "synthetic:400"])
-            .env("SKYGLASS_FLUSH_INTERVAL", "300ms"),
-    )
-    .unwrap();
+    let app = serve_synthetic(lake.path(), &redis, &[]);
 
     // Posts reach the lake through Redis and the flusher, and the API sees them.
     let flushed = poll(Duration::from_secs(30), || {
@@ -71,12 +77,7 @@ fn serve_with_a_synthetic_firehose_flushes_answers_and_drains_on_sigterm() {
 fn an_ingest_worker_serves_only_its_metrics_and_probes() {
     let redis = RedisServer::start().unwrap();
     let lake = tempfile::tempdir().unwrap();
-    let worker = App::serve(
-        skyglass(lake.path(), &redis.url())
-            .args(["serve", "--role", "ingest", "--listen", "127.0.0.1:0", "--source", "synthetic:400"])
-            .env("SKYGLASS_FLUSH_INTERVAL", "300ms"),
-    )
-    .unwrap();
+    let worker = serve_synthetic(lake.path(), &redis, &["--role", "ingest"]);
     let flushed = poll(Duration::from_secs(30), || {
         let metrics = worker.get("/metrics").text().ok()?;
         (metric_if_any(&metrics, "skyglass_flush_rows_total")? > 0.0).then_some(metrics)
@@ -95,12 +96,7 @@ fn an_ingest_worker_serves_only_its_metrics_and_probes() {
 fn deploy_names_only_exposed_metrics() {
     let redis = RedisServer::start().unwrap();
     let lake = tempfile::tempdir().unwrap();
-    let app = App::serve(
-        skyglass(lake.path(), &redis.url())
-            .args(["serve", "--listen", "127.0.0.1:0", "--source", "synthetic:400", "--compact-every", "1s"])
-            .env("SKYGLASS_FLUSH_INTERVAL", "300ms"),
-    )
-    .unwrap();
+    let app = serve_synthetic(lake.path(), &redis, &["--compact-every", "1s"]);
     let histograms = [
         "skyglass_flush_duration_seconds_bucket",
         "skyglass_compaction_duration_seconds_bucket",
