@@ -274,6 +274,10 @@ pub struct ServeArgs {
     pub compact_every: Duration,
     #[command(flatten)]
     pub compact_target: CompactTargetArgs,
+    /// Longest an unused answer stays in the result cache (answers are keyed by the lake
+    /// generation, so none is ever older than its data); 0s turns the cache off.
+    #[arg(long, env = "SKYGLASS_CACHE_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
     /// Most rows one page (`first`) may ask for.
     #[arg(long, env = "SKYGLASS_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub max_page_size: i32,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,6 +21,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 
+use crate::cache;
 use crate::graphql::{self, Services, SkyglassSchema};
 use crate::metrics as m;
 use crate::redis_link::RedisLink;
@@ -34,6 +35,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct AppState {
     pub runner: graphql::QueryRunner,
+    pub cache: cache::ResultCache,
     pub limits: graphql::Limits,
     pub ops: Ops,
 }
@@ -112,17 +114,98 @@ async fn playground() -> Html<String> {
     Html(GraphiQLSource::build().endpoint("/graphql").title("Skyglass").finish())
 }
 
-async fn graphql_handler(State(shared): State<Shared>, request: GraphQLRequest) -> GraphQLResponse {
-    let request = graphql::with_loaders(request.into_inner(), &shared.state.runner);
+async fn graphql_handler(
+    State(shared): State<Shared>,
+    headers: axum::http::HeaderMap,
+    request: GraphQLRequest,
+) -> axum::response::Response {
+    let request = request.into_inner();
     let name = request.operation_name.as_deref().or_else(|| m::first_operation_name(&request.query));
     let operation = m::operation_label(name);
     let span = tracing::info_span!("graphql", operation = %operation);
     let started = Instant::now();
-    let response = shared.schema.execute(request).instrument(span).await;
-    let outcome = if response.is_ok() { m::OUTCOME_OK } else { m::OUTCOME_ERROR };
+    let answer = cached_answer(&shared, &headers, request).instrument(span).await;
+    let outcome = if answer.ok { m::OUTCOME_OK } else { m::OUTCOME_ERROR };
     metrics::counter!(m::GRAPHQL_REQUESTS, "operation" => operation.clone(), "outcome" => outcome).increment(1);
     metrics::histogram!(m::GRAPHQL_DURATION, "operation" => operation).record(started.elapsed().as_secs_f64());
-    response.into()
+    metrics::counter!(m::CACHE_REQUESTS, "status" => answer.status.as_str()).increment(1);
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], answer.body).into_response()
+}
+
+/// A GraphQL answer as sent: its JSON body (with `extensions.cache`), and whether it is free of
+/// errors.
+struct Answer {
+    body: String,
+    ok: bool,
+    status: cache::Status,
+}
+
+/// Answers from the result cache when it can ([`crate::cache`]), from the lake otherwise.
+/// `Cache-Control: no-cache` computes afresh (and keeps the new answer), `no-store` also keeps
+/// nothing.
+async fn cached_answer(shared: &Shared, headers: &axum::http::HeaderMap, request: async_graphql::Request) -> Answer {
+    let directives = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (no_cache, no_store) = (directives.contains("no-cache"), directives.contains("no-store"));
+    let cache = &shared.state.cache;
+    if !cache.enabled() || no_store {
+        return execute(shared, request, cache::Status::Bypass).await.0;
+    }
+    let lake = shared.state.ops.lake.clone();
+    let generation = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake).map(|s| s.generation))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let Some(key) = generation.map(|generation| cache.key(generation, &request)) else {
+        return execute(shared, request, cache::Status::Bypass).await.0;
+    };
+    if no_cache {
+        let (answer, data) = execute(shared, request, cache::Status::Bypass).await;
+        if let Some(data) = data {
+            cache.put(&key, &data).await;
+        }
+        return answer;
+    }
+    match cache.get(&key).await {
+        Ok(Some(data)) => {
+            return Answer { body: body_of(&data, cache::Status::Hit), ok: true, status: cache::Status::Hit };
+        }
+        Ok(None) => {}
+        Err(()) => return execute(shared, request, cache::Status::Bypass).await.0,
+    }
+    match cache.join(&key).await {
+        cache::Flight::Follower(Some(data)) => {
+            Answer { body: body_of(&data, cache::Status::Hit), ok: true, status: cache::Status::Hit }
+        }
+        cache::Flight::Follower(None) => execute(shared, request, cache::Status::Miss).await.0,
+        cache::Flight::Leader(leader) => {
+            let (answer, data) = execute(shared, request, cache::Status::Miss).await;
+            if let Some(data) = &data {
+                cache.put(&key, data).await;
+            }
+            cache.finish(leader, data.map(Arc::new));
+            answer
+        }
+    }
+}
+
+/// Runs a request on the lake. Also returns the answer's `data` as JSON when it has no errors
+/// (what the cache keeps).
+async fn execute(shared: &Shared, request: async_graphql::Request, status: cache::Status) -> (Answer, Option<String>) {
+    let request = graphql::with_loaders(request, &shared.state.runner);
+    let mut response = shared.schema.execute(request).await;
+    if response.is_ok() && response.extensions.is_empty() {
+        let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
+        return (Answer { body: body_of(&data, status), ok: true, status }, Some(data));
+    }
+    let ok = response.is_ok();
+    response.extensions.insert("cache".to_owned(), async_graphql::Value::from(status.as_str()));
+    let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned());
+    (Answer { body, ok, status }, None)
+}
+
+/// The body of an answer without errors, from its `data` JSON.
+fn body_of(data: &str, status: cache::Status) -> String {
+    format!("{{\"data\":{data},\"extensions\":{{\"cache\":\"{}\"}}}}", status.as_str())
 }
 
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {

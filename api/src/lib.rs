@@ -4,6 +4,7 @@
 //! Depends on `lake` and `ingest`; nothing depends on it.
 
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod compaction;
 pub mod config;

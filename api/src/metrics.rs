@@ -25,6 +25,11 @@ pub const LAKE_FILES: &str = "skyglass_lake_files";
 pub const LAKE_BYTES: &str = "skyglass_lake_bytes";
 pub const LAKE_PARTITIONS: &str = "skyglass_lake_partitions";
 
+/// GraphQL answers by how the result cache served them (`HIT`, `MISS`, `BYPASS`).
+pub const CACHE_REQUESTS: &str = "skyglass_cache_requests_total";
+/// Result cache operations that failed (Redis unreachable or slow); the answer came uncached.
+pub const CACHE_ERRORS: &str = "skyglass_cache_errors_total";
+
 /// Compaction runs over a partition that changed it, by outcome.
 pub const COMPACTIONS: &str = "skyglass_compactions_total";
 /// Small files merged into bigger ones by compaction.
@@ -83,6 +88,12 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         metrics::counter!(COMPACTIONS, "outcome" => outcome).increment(0);
     }
     metrics::counter!(COMPACTION_FILES_MERGED).increment(0);
+    describe_counter!(CACHE_REQUESTS, "GraphQL answers by how the result cache served them (HIT, MISS, BYPASS)");
+    describe_counter!(CACHE_ERRORS, "Result cache operations that failed; those answers came uncached");
+    for status in ["HIT", "MISS", "BYPASS"] {
+        metrics::counter!(CACHE_REQUESTS, "status" => status).increment(0);
+    }
+    metrics::counter!(CACHE_ERRORS).increment(0);
     for reason in ["deleted", "copy"] {
         metrics::counter!(COMPACTION_ROWS_LEFT_OUT, "reason" => reason).increment(0);
     }

@@ -21,7 +21,7 @@ impl RedisLink {
     }
 
     /// A connection, or `None` while Redis cannot be reached.
-    async fn connection(&self) -> Option<ConnectionManager> {
+    pub(crate) async fn connection(&self) -> Option<ConnectionManager> {
         let mut slot = self.connection.lock().await;
         if slot.is_none() {
             *slot = ingest::buffer::connect(&self.url, REDIS_TIMEOUT).await.ok();

@@ -130,6 +130,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("failed to open lake {}", lake.display()))?;
         http::router(AppState {
             runner: QueryRunner::new(Arc::new(engine), args.max_concurrent_queries as usize, args.query_timeout),
+            cache: crate::cache::ResultCache::new(ops.redis.clone(), &args.redis.redis_namespace, args.cache_ttl),
             limits: crate::graphql::Limits { max_page_size: args.max_page_size },
             ops,
         })

@@ -1,0 +1,180 @@
+//! The result cache: whole GraphQL answers in Redis, keyed by what they depend on.
+//!
+//! The key hashes the lake generation with the request (its document, operation name and
+//! variables). Every change to the lake's files publishes a new generation, so a cached answer
+//! is never older than the data it was computed from: no TTL guesses; the TTL only bounds how
+//! long an unused answer takes room. Only answers without errors are kept.
+//!
+//! Identical requests that miss at the same time in one process compute once: the first runs,
+//! the others wait for its answer (single flight). If Redis is unreachable, every request is
+//! answered from the lake, uncached (`BYPASS`), and the cache tries Redis again a little later.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::redis_link::RedisLink;
+
+/// How an answer was served, as `extensions.cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Hit,
+    Miss,
+    /// Not looked up: the client asked (`Cache-Control: no-cache`) or Redis is unreachable.
+    Bypass,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Hit => "HIT",
+            Status::Miss => "MISS",
+            Status::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// How long Redis may take to answer the cache before the request goes on without it.
+const REDIS_BUDGET: Duration = Duration::from_millis(250);
+/// After Redis failed, how long the cache leaves it alone.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+pub struct ResultCache {
+    redis: Arc<RedisLink>,
+    prefix: String,
+    ttl: Duration,
+    /// Requests being computed now, by key: followers wait on the leader's answer.
+    in_flight: Mutex<HashMap<String, watch::Receiver<Option<Arc<String>>>>>,
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// Who computes a missed answer.
+pub enum Flight {
+    /// This request computes it and must call [`Leader::finish`].
+    Leader(Leader),
+    /// Another request computed it (the answer), or failed to (`None`: compute it yourself).
+    Follower(Option<Arc<String>>),
+}
+
+pub struct Leader {
+    key: String,
+    sender: watch::Sender<Option<Arc<String>>>,
+}
+
+impl ResultCache {
+    pub fn new(redis: Arc<RedisLink>, namespace: &str, ttl: Duration) -> ResultCache {
+        ResultCache {
+            redis,
+            prefix: format!("{namespace}:cache:"),
+            ttl,
+            in_flight: Mutex::new(HashMap::new()),
+            down_until: Mutex::new(None),
+        }
+    }
+
+    /// Whether answers are cached at all (a TTL of zero turns the cache off).
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    /// The key of a request at a lake generation.
+    pub fn key(&self, generation: u64, request: &async_graphql::Request) -> String {
+        let mut hash = Sha256::new();
+        hash.update(generation.to_be_bytes());
+        for part in [
+            request.query.as_bytes(),
+            request.operation_name.as_deref().unwrap_or_default().as_bytes(),
+            serde_json::to_string(&request.variables).unwrap_or_default().as_bytes(),
+        ] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        let digest = hash.finalize();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}{hex}", self.prefix)
+    }
+
+    /// The cached answer: `Ok(None)` on a miss, `Err(())` when Redis cannot be asked.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, ()> {
+        if self.resting() {
+            return Err(());
+        }
+        let lookup = async {
+            let mut connection = self.redis.connection().await.ok_or(())?;
+            redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut connection).await.map_err(|_| ())
+        };
+        let result = tokio::time::timeout(REDIS_BUDGET, lookup).await.unwrap_or(Err(()));
+        if result.is_err() {
+            self.rest();
+        }
+        result
+    }
+
+    /// Keeps an answer; a failure only costs the next request a miss.
+    pub async fn put(&self, key: &str, body: &str) {
+        if self.resting() {
+            return;
+        }
+        let store = async {
+            let mut connection = self.redis.connection().await.ok_or(())?;
+            redis::cmd("SET")
+                .arg(key)
+                .arg(body)
+                .arg("PX")
+                .arg(self.ttl.as_millis() as u64)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(|_| ())
+        };
+        if tokio::time::timeout(REDIS_BUDGET, store).await.unwrap_or(Err(())).is_err() {
+            self.rest();
+        }
+    }
+
+    /// Joins the computation of `key`: the first caller leads, the others follow.
+    pub async fn join(&self, key: &str) -> Flight {
+        let receiver = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            match in_flight.get(key) {
+                Some(receiver) => receiver.clone(),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    in_flight.insert(key.to_owned(), receiver);
+                    return Flight::Leader(Leader { key: key.to_owned(), sender });
+                }
+            }
+        };
+        let mut receiver = receiver;
+        // The leader sends its answer, or drops its sender (failed or gone): then compute.
+        let answer = receiver.wait_for(Option::is_some).await.ok().and_then(|answer| answer.clone());
+        Flight::Follower(answer)
+    }
+
+    /// Ends a computation: followers get `answer` (none if it failed or is not to be shared).
+    pub fn finish(&self, leader: Leader, answer: Option<Arc<String>>) {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&leader.key);
+        if let Some(answer) = answer {
+            leader.sender.send_replace(Some(answer));
+        }
+    }
+
+    fn resting(&self) -> bool {
+        let mut down = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *down {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                *down = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn rest(&self) {
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RETRY_AFTER);
+        metrics::counter!(crate::metrics::CACHE_ERRORS).increment(1);
+    }
+}

@@ -1,0 +1,87 @@
+//! The result cache through the real server and a real Redis: a repeated query is a HIT with
+//! the same answer, a flush makes it a MISS that shows the new posts, concurrent identical
+//! misses compute once, a client may bypass, and with Redis gone the API answers uncached.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+use skyglass_tests::{App, RedisServer, fixtures_dir, ingest_once, poll};
+
+const QUERY: &str = "{ posts(first: 100) { totalCount nodes { uri text } } }";
+
+fn post(app: &App, query: &str, cache_control: Option<&str>) -> Value {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client.post(format!("{}/graphql", app.base_url)).json(&json!({"query": query}));
+    if let Some(directives) = cache_control {
+        request = request.header("cache-control", directives);
+    }
+    request.send().unwrap().json().unwrap()
+}
+
+fn cache_status(answer: &Value) -> &str {
+    answer["extensions"]["cache"].as_str().unwrap_or_else(|| panic!("no extensions.cache in {answer}"))
+}
+
+fn metric(app: &App, name_and_labels: &str) -> f64 {
+    let body = app.get("/metrics").text().unwrap();
+    body.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[test]
+fn answers_are_cached_per_lake_generation_and_survive_redis_going_away() {
+    let mut redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let sample = fixtures_dir().join("jetstream_sample.jsonl");
+    let text = std::fs::read_to_string(&sample).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first_half, second_half) = lines.split_at(8);
+    let write = |name: &str, lines: &[&str]| {
+        let path = lake.path().join(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        lines.iter().for_each(|line| writeln!(file, "{line}").unwrap());
+        path
+    };
+    let first = write("a.jsonl", first_half);
+    ingest_once(lake.path(), &redis.url(), &first);
+    let app = App::serve_api(lake.path(), &redis.url()).unwrap();
+
+    let miss = post(&app, QUERY, None);
+    assert_eq!(cache_status(&miss), "MISS");
+    assert_eq!(miss["data"]["posts"]["totalCount"], json!(crate::expected::posts_in(&first).len()));
+    let hit = post(&app, QUERY, None);
+    assert_eq!(cache_status(&hit), "HIT");
+    assert_eq!(hit["data"], miss["data"], "a hit answers exactly what the miss did");
+    let fresh = post(&app, QUERY, Some("no-cache"));
+    assert_eq!((cache_status(&fresh), &fresh["data"]), ("BYPASS", &miss["data"]));
+
+    // A flush publishes a new generation: the same query misses and sees the new posts.
+    ingest_once(lake.path(), &redis.url(), &write("b.jsonl", second_half));
+    let after = post(&app, QUERY, None);
+    assert_eq!(cache_status(&after), "MISS");
+    assert_eq!(after["data"]["posts"]["totalCount"], json!(crate::expected::posts_in(&sample).len()), "{after}");
+    assert_ne!(after["data"], miss["data"]);
+
+    // Concurrent identical misses compute once: one MISS, the others served its answer.
+    let query = "{ topHashtags(first: 5) { tag posts } }";
+    let misses_before = metric(&app, "skyglass_cache_requests_total{status=\"MISS\"}");
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| post(&app, query, None))).collect();
+        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|a| a["data"] == answers[0]["data"]));
+    assert_eq!(metric(&app, "skyglass_cache_requests_total{status=\"MISS\"}") - misses_before, 1.0);
+
+    // Redis gone: answers keep coming, uncached, and say so; errors are counted.
+    redis.kill();
+    let uncached = post(&app, QUERY, None);
+    assert_eq!((cache_status(&uncached), &uncached["data"]), ("BYPASS", &after["data"]));
+    assert!(metric(&app, "skyglass_cache_errors_total") >= 1.0);
+    // Back (empty): the cache recovers by itself.
+    redis.restart_empty().unwrap();
+    let recovered = poll(std::time::Duration::from_secs(15), || {
+        let answer = post(&app, QUERY, None);
+        (cache_status(&answer) == "HIT").then_some(answer)
+    });
+    assert_eq!(recovered.expect("the cache did not recover within 15 s")["data"], after["data"]);
+    assert!(app.stop().success());
+}
