@@ -18,6 +18,41 @@ use tokio::sync::watch;
 
 use crate::redis_link::RedisLink;
 
+/// How long a persisted query document is kept after it was last sent whole.
+const PERSISTED_SECONDS: u64 = 30 * 86_400;
+
+/// Why a persisted query could not be used (Apollo's error messages, which clients act on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persisted {
+    /// Not stored (or Redis is away): the client sends the document again, with its hash.
+    NotFound,
+    /// The document does not hash to the hash sent with it.
+    Mismatch,
+    /// `persistedQuery` is not an object with a SHA-256 hex `sha256Hash`.
+    Invalid,
+}
+
+impl Persisted {
+    pub fn message(self) -> &'static str {
+        match self {
+            Persisted::NotFound => "PersistedQueryNotFound",
+            Persisted::Mismatch => "provided sha does not match query",
+            Persisted::Invalid => "persistedQuery must be an object with a SHA-256 hex sha256Hash",
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Persisted::NotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Persisted::Mismatch | Persisted::Invalid => "BAD_USER_INPUT",
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// How an answer was served, as `extensions.cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -45,6 +80,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 pub struct ResultCache {
     redis: Arc<RedisLink>,
     prefix: String,
+    /// Where persisted query documents live, by their SHA-256.
+    persisted_prefix: String,
     ttl: Duration,
     /// Requests being computed now, by key: followers wait on the leader's answer.
     in_flight: Mutex<HashMap<String, watch::Receiver<Option<Arc<String>>>>>,
@@ -69,6 +106,7 @@ impl ResultCache {
         ResultCache {
             redis,
             prefix: format!("{namespace}:cache:"),
+            persisted_prefix: format!("{namespace}:apq:"),
             ttl,
             in_flight: Mutex::new(HashMap::new()),
             down_until: Mutex::new(None),
@@ -88,50 +126,72 @@ impl ResultCache {
             request.query.as_bytes(),
             request.operation_name.as_deref().unwrap_or_default().as_bytes(),
             serde_json::to_string(&request.variables).unwrap_or_default().as_bytes(),
+            // Sorted: the map's own order varies.
+            serde_json::to_string(&request.extensions.0.iter().collect::<std::collections::BTreeMap<_, _>>())
+                .unwrap_or_default()
+                .as_bytes(),
         ] {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part);
         }
-        let digest = hash.finalize();
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}{hex}", self.prefix)
+        format!("{}{}", self.prefix, hex(&hash.finalize()))
     }
 
-    /// The cached answer: `Ok(None)` on a miss, `Err(())` when Redis cannot be asked.
-    pub async fn get(&self, key: &str) -> Result<Option<String>, ()> {
+    /// Automatic persisted queries (Apollo's protocol): a request that names its document by
+    /// `extensions.persistedQuery.sha256Hash` alone gets the document stored under that hash,
+    /// and one that sends both has it checked and stored. Frontends then send a hash instead
+    /// of the whole document. Replaces the extension by the document it names.
+    pub async fn resolve_persisted(&self, request: &mut async_graphql::Request) -> Result<(), Persisted> {
+        let Some(persisted) = request.extensions.0.remove("persistedQuery") else { return Ok(()) };
+        let hash = match &persisted {
+            async_graphql::Value::Object(fields) => match fields.get("sha256Hash") {
+                Some(async_graphql::Value::String(hash)) => hash.to_ascii_lowercase(),
+                _ => return Err(Persisted::Invalid),
+            },
+            _ => return Err(Persisted::Invalid),
+        };
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Persisted::Invalid);
+        }
+        let key = format!("{}{hash}", self.persisted_prefix);
+        if request.query.is_empty() {
+            let stored = self.command::<Option<String>>(redis::cmd("GET").arg(&key)).await.ok().flatten();
+            request.query = stored.ok_or(Persisted::NotFound)?;
+            return Ok(());
+        }
+        if hex(&Sha256::digest(request.query.as_bytes())) != hash {
+            return Err(Persisted::Mismatch);
+        }
+        let _ =
+            self.command::<()>(redis::cmd("SET").arg(&key).arg(&request.query).arg("EX").arg(PERSISTED_SECONDS)).await;
+        Ok(())
+    }
+
+    /// One Redis command within the cache's time budget; `Err` while Redis is away.
+    async fn command<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, ()> {
         if self.resting() {
             return Err(());
         }
-        let lookup = async {
+        let run = async {
             let mut connection = self.redis.connection().await.ok_or(())?;
-            redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut connection).await.map_err(|_| ())
+            command.query_async::<T>(&mut connection).await.map_err(|_| ())
         };
-        let result = tokio::time::timeout(REDIS_BUDGET, lookup).await.unwrap_or(Err(()));
+        let result = tokio::time::timeout(REDIS_BUDGET, run).await.unwrap_or(Err(()));
         if result.is_err() {
             self.rest();
         }
         result
     }
 
+    /// The cached answer: `Ok(None)` on a miss, `Err(())` when Redis cannot be asked.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, ()> {
+        self.command(redis::cmd("GET").arg(key)).await
+    }
+
     /// Keeps an answer; a failure only costs the next request a miss.
     pub async fn put(&self, key: &str, body: &str) {
-        if self.resting() {
-            return;
-        }
-        let store = async {
-            let mut connection = self.redis.connection().await.ok_or(())?;
-            redis::cmd("SET")
-                .arg(key)
-                .arg(body)
-                .arg("PX")
-                .arg(self.ttl.as_millis() as u64)
-                .query_async::<()>(&mut connection)
-                .await
-                .map_err(|_| ())
-        };
-        if tokio::time::timeout(REDIS_BUDGET, store).await.unwrap_or(Err(())).is_err() {
-            self.rest();
-        }
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let _ = self.command::<()>(redis::cmd("SET").arg(key).arg(body).arg("PX").arg(ttl_ms)).await;
     }
 
     /// Joins the computation of `key`: the first caller leads, the others follow.

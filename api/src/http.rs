@@ -143,7 +143,19 @@ struct Answer {
 /// Answers from the result cache when it can ([`crate::cache`]), from the lake otherwise.
 /// `Cache-Control: no-cache` computes afresh (and keeps the new answer), `no-store` also keeps
 /// nothing.
-async fn cached_answer(shared: &Shared, headers: &axum::http::HeaderMap, request: async_graphql::Request) -> Answer {
+async fn cached_answer(
+    shared: &Shared,
+    headers: &axum::http::HeaderMap,
+    mut request: async_graphql::Request,
+) -> Answer {
+    if let Err(persisted) = shared.state.cache.resolve_persisted(&mut request).await {
+        let mut error = async_graphql::ServerError::new(persisted.message(), None);
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", persisted.code());
+        error.extensions = Some(extensions);
+        let body = serde_json::to_string(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default();
+        return Answer { body, ok: false, status: cache::Status::Bypass };
+    }
     let directives = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (no_cache, no_store) = (directives.contains("no-cache"), directives.contains("no-store"));
     let cache = &shared.state.cache;

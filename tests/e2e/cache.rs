@@ -85,3 +85,33 @@ fn answers_are_cached_per_lake_generation_and_survive_redis_going_away() {
     assert_eq!(recovered.expect("the cache did not recover within 15 s")["data"], after["data"]);
     assert!(app.stop().success());
 }
+
+/// Automatic persisted queries: a hash alone is refused until the document was sent once with
+/// it, then answers like the document; a document that does not match its hash is refused.
+#[test]
+fn persisted_queries_answer_by_hash_once_the_document_was_sent() {
+    use sha2::Digest;
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    ingest_once(lake.path(), &redis.url(), &fixtures_dir().join("jetstream_sample.jsonl"));
+    let app = App::serve_api(lake.path(), &redis.url()).unwrap();
+    let hash: String = sha2::Sha256::digest(QUERY.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let persisted = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}});
+    let client = reqwest::blocking::Client::new();
+    let send = |body: Value| -> Value {
+        client.post(format!("{}/graphql", app.base_url)).json(&body).send().unwrap().json().unwrap()
+    };
+
+    let unknown = send(json!({"extensions": persisted}));
+    assert_eq!(unknown["errors"][0]["message"], json!("PersistedQueryNotFound"), "{unknown}");
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], json!("PERSISTED_QUERY_NOT_FOUND"));
+    let whole = send(json!({"query": QUERY, "extensions": persisted}));
+    assert!(whole["data"]["posts"]["totalCount"].as_u64().unwrap() > 0, "{whole}");
+    let by_hash = send(json!({"extensions": persisted}));
+    assert_eq!(by_hash["data"], whole["data"]);
+    assert_eq!(cache_status(&by_hash), "HIT", "the same document at the same generation");
+
+    let wrong = send(json!({"query": "{ lake { posts } }", "extensions": persisted}));
+    assert_eq!(wrong["errors"][0]["extensions"]["code"], json!("BAD_USER_INPUT"), "{wrong}");
+    assert!(app.stop().success());
+}
