@@ -295,7 +295,13 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
         runner: QueryRunner::new(served, threads.max(1), Duration::from_secs(600)),
         cache: crate::cache::ResultCache::new(redis.clone(), "skyglass", Duration::ZERO),
         limits: Limits { max_page_size: 1_000 },
-        ops: crate::http::Ops { metrics: crate::metrics::install()?, redis, lake: args.lake.clone(), ingest: None },
+        ops: crate::http::Ops {
+            metrics: crate::metrics::install()?,
+            redis,
+            lake: args.lake.clone(),
+            ingest: None,
+            redis_required: false,
+        },
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

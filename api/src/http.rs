@@ -50,6 +50,9 @@ pub struct Ops {
     /// For the roles that ingest: readiness also needs the lake to be this close behind the
     /// source (now minus the durable cursor of this kind of source).
     pub ingest: Option<IngestReadiness>,
+    /// Whether this process needs Redis to do its work (the roles that ingest buffer in it). An
+    /// API replica only caches there: without Redis it answers uncached, and stays ready.
+    pub redis_required: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -224,8 +227,10 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], ops.metrics.render())
 }
 
-/// Ready when Redis answers, the lake's catalog reads and, where this process ingests, the lake
-/// is at most `max_lag` behind the source (a process that has flushed nothing yet is not behind).
+/// Ready when the lake's catalog reads, Redis answers (where it is required: see
+/// [`Ops::redis_required`]) and, where this process ingests, the lake is at most `max_lag`
+/// behind the source (a process that has flushed nothing yet is not behind). The body says
+/// which is which.
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     let redis_ok = ops.redis.ping().await;
     let lake = ops.lake.clone();
@@ -238,7 +243,7 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     .await
     .unwrap_or((false, None));
     let mut body = serde_json::json!({ "redis": redis_ok, "lake": lake_ok });
-    let mut ready = redis_ok && lake_ok;
+    let mut ready = lake_ok && (redis_ok || !ops.redis_required);
     if let Some(ingest) = ops.ingest {
         let lag = cursor.map(|c| (chrono::Utc::now().timestamp_micros() - c.time_us).max(0) as f64 / 1e6);
         body["ingestLagSeconds"] = serde_json::json!(lag);

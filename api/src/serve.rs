@@ -115,6 +115,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         redis: Arc::new(RedisLink::new(&args.redis.redis_url, Keys::new(&args.redis.redis_namespace))),
         lake: lake.clone(),
+        redis_required: args.role != Role::Api,
         ingest: (args.role != Role::Api)
             .then(|| http::IngestReadiness { source_kind: args.source.kind(), max_lag: args.ready_max_lag }),
     };

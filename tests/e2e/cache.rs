@@ -76,6 +76,9 @@ fn answers_are_cached_per_lake_generation_and_survive_redis_going_away() {
     let uncached = post(&app, QUERY, None);
     assert_eq!((cache_status(&uncached), &uncached["data"]), ("BYPASS", &after["data"]));
     assert!(metric(&app, "skyglass_cache_errors_total") >= 1.0);
+    let ready = app.get("/readyz");
+    assert_eq!(ready.status(), 200, "an API replica stays ready without its cache");
+    assert_eq!(ready.json::<Value>().unwrap()["redis"], json!(false));
     // Back (empty): the cache recovers by itself.
     redis.restart_empty().unwrap();
     let recovered = poll(std::time::Duration::from_secs(15), || {
