@@ -198,7 +198,9 @@ impl ResultCache {
     pub async fn join(&self, key: &str) -> Flight {
         let receiver = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            match in_flight.get(key) {
+            // A leader whose request was dropped midway (the client went away) left its entry
+            // with no sender: the next request leads instead.
+            match in_flight.get(key).filter(|receiver| receiver.has_changed().is_ok()) {
                 Some(receiver) => receiver.clone(),
                 None => {
                     let (sender, receiver) = watch::channel(None);
@@ -236,5 +238,47 @@ impl ResultCache {
     fn rest(&self) {
         *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RETRY_AFTER);
         metrics::counter!(crate::metrics::CACHE_ERRORS).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> ResultCache {
+        let redis = Arc::new(RedisLink::new("redis://127.0.0.1:1", ingest::buffer::Keys::default()));
+        ResultCache::new(redis, "test", Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_leaders_answer_and_a_dropped_leader_hands_over() {
+        let cache = cache();
+        let Flight::Leader(leader) = cache.join("a").await else { panic!("the first request leads") };
+        let finish = async {
+            tokio::task::yield_now().await;
+            cache.finish(leader, Some(Arc::new("answer".to_owned())));
+        };
+        let (follower, ()) = tokio::join!(cache.join("a"), finish);
+        assert!(matches!(follower, Flight::Follower(Some(answer)) if *answer == "answer"));
+
+        // A leader dropped midway (its client went away): the next request leads.
+        let Flight::Leader(leader) = cache.join("b").await else { panic!("the first request leads") };
+        drop(leader);
+        assert!(matches!(cache.join("b").await, Flight::Leader(_)));
+    }
+
+    #[test]
+    fn keys_tell_generations_documents_and_variables_apart() {
+        let cache = cache();
+        let request = |query: &str, n: i64| {
+            async_graphql::Request::new(query)
+                .variables(async_graphql::Variables::from_json(serde_json::json!({ "n": n })))
+        };
+        let key = cache.key(1, &request("{ a }", 1));
+        assert_eq!(key, cache.key(1, &request("{ a }", 1)));
+        assert_ne!(key, cache.key(2, &request("{ a }", 1)));
+        assert_ne!(key, cache.key(1, &request("{ b }", 1)));
+        assert_ne!(key, cache.key(1, &request("{ a }", 2)));
+        assert!(key.starts_with("test:cache:"));
     }
 }

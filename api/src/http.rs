@@ -191,7 +191,13 @@ async fn cached_answer(
         cache::Flight::Follower(Some(data)) => {
             Answer { body: body_of(&data, cache::Status::Hit), ok: true, status: cache::Status::Hit }
         }
-        cache::Flight::Follower(None) => execute(shared, request, cache::Status::Miss).await.0,
+        cache::Flight::Follower(None) => {
+            let (answer, data) = execute(shared, request, cache::Status::Miss).await;
+            if let Some(data) = &data {
+                cache.put(&key, data).await;
+            }
+            answer
+        }
         cache::Flight::Leader(leader) => {
             let (answer, data) = execute(shared, request, cache::Status::Miss).await;
             if let Some(data) = &data {
