@@ -18,6 +18,21 @@ use tokio::sync::watch;
 
 use crate::redis_link::RedisLink;
 
+/// Set by a resolver whose answer depends on more than the lake (the Redis buffer, say): such an
+/// answer is not kept. Each request carries its own, in its context data.
+#[derive(Clone, Default)]
+pub struct Volatile(Arc<std::sync::atomic::AtomicBool>);
+
+impl Volatile {
+    pub fn mark(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_marked(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// How long a persisted query document is kept after it was last sent whole.
 const PERSISTED_SECONDS: u64 = 30 * 86_400;
 

@@ -212,8 +212,13 @@ async fn cached_answer(
 /// Runs a request on the lake. Also returns the answer's `data` as JSON when it has no errors
 /// (what the cache keeps).
 async fn execute(shared: &Shared, request: async_graphql::Request, status: cache::Status) -> (Answer, Option<String>) {
-    let request = graphql::with_loaders(request, &shared.state.runner);
+    let volatile = cache::Volatile::default();
+    let request = graphql::with_loaders(request, &shared.state.runner).data(volatile.clone());
     let mut response = shared.schema.execute(request).await;
+    if response.is_ok() && response.extensions.is_empty() && volatile.is_marked() {
+        let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
+        return (Answer { body: body_of(&data, cache::Status::Bypass), ok: true, status: cache::Status::Bypass }, None);
+    }
     if response.is_ok() && response.extensions.is_empty() {
         let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
         return (Answer { body: body_of(&data, status), ok: true, status }, Some(data));
