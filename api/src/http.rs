@@ -215,13 +215,12 @@ async fn execute(shared: &Shared, request: async_graphql::Request, status: cache
     let volatile = cache::Volatile::default();
     let request = graphql::with_loaders(request, &shared.state.runner).data(volatile.clone());
     let mut response = shared.schema.execute(request).await;
-    if response.is_ok() && response.extensions.is_empty() && volatile.is_marked() {
-        let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
-        return (Answer { body: body_of(&data, cache::Status::Bypass), ok: true, status: cache::Status::Bypass }, None);
-    }
     if response.is_ok() && response.extensions.is_empty() {
         let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
-        return (Answer { body: body_of(&data, status), ok: true, status }, Some(data));
+        // An answer that shows more than the lake is served as it is and not kept.
+        let (status, keep) = if volatile.is_marked() { (cache::Status::Bypass, false) } else { (status, true) };
+        let answer = Answer { body: body_of(&data, status), ok: true, status };
+        return (answer, keep.then_some(data));
     }
     let ok = response.is_ok();
     response.extensions.insert("cache".to_owned(), async_graphql::Value::from(status.as_str()));
