@@ -302,6 +302,8 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
             ingest: None,
             redis_required: false,
         },
+        exports: None,
+        admin_token: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

@@ -48,6 +48,9 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Run an export now: one declared in the config file's [[export]] tables (for the period
+    /// that ended last), or an ad-hoc query into a file.
+    Export(ExportArgs),
     /// Write a synthetic lake straight through the lake writer (scale tiers, benchmarks).
     Generate(GenerateArgs),
     /// Measure ingest, storage and queries against same-run baselines; write BENCHMARKS.md.
@@ -74,6 +77,36 @@ pub enum LakeCommand {
     /// Check every data file from its footer (row counts, schema, partition placement) and
     /// report what is wrong, changing nothing. Exits 1 if it finds an error.
     Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The export to run, by its name in the config file's [[export]] tables.
+    #[arg(required_unless_present_any = ["query", "list"], conflicts_with_all = ["query", "list"])]
+    pub name: Option<String>,
+    /// Run as if the schedule fired at this time: the period that ended last before it. RFC 3339,
+    /// or a date (its midnight in the export's time zone). Default: now.
+    #[arg(long, requires = "name")]
+    pub as_of: Option<String>,
+    /// List the declared exports, with their periods, schedules and files, and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// An ad-hoc export: a file holding a GraphQL query that selects one root field.
+    #[arg(long, requires_all = ["format", "out"])]
+    pub query: Option<PathBuf>,
+    /// The ad-hoc query's variables, as a JSON object.
+    #[arg(long, requires = "query")]
+    pub variables: Option<String>,
+    /// The ad-hoc export's format.
+    #[arg(long, value_enum, requires = "query")]
+    pub format: Option<crate::export::Format>,
+    /// The ad-hoc export's file (its manifest goes beside it, as FILE.manifest.json).
+    #[arg(long, requires = "query")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -278,6 +311,10 @@ pub struct ServeArgs {
     /// generation, so none is ever older than its data); 0s turns the cache off.
     #[arg(long, env = "SKYGLASS_CACHE_TTL", default_value = "24h", value_parser = parse_duration)]
     pub cache_ttl: Duration,
+    /// The token that makes a request admin (`Authorization: Bearer TOKEN`), for `runExport`.
+    /// Without one, no request is admin. Kept only as its SHA-256 hash.
+    #[arg(long, env = "SKYGLASS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Most rows one page (`first`) may ask for.
     #[arg(long, env = "SKYGLASS_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub max_page_size: i32,
@@ -319,8 +356,29 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let exports = match &resolved.exports {
+        None => Vec::new(),
+        Some(tables) => match crate::export::spec::load(tables, &crate::export::table::SchemaTypes::skyglass()) {
+            Ok(specs) => specs,
+            Err(message) => {
+                let file = resolved.cli.config.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                eprintln!("skyglass: config file {file}: {message}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     if resolved.cli.print_config {
         print!("{}", config::render(&resolved.settings));
+        for spec in &exports {
+            println!(
+                "# [[export]] {}: {} ({}), at \"{}\" {}",
+                spec.name,
+                spec.period,
+                spec.format.extension(),
+                spec.schedule.text,
+                spec.time_zone.name()
+            );
+        }
         return ExitCode::SUCCESS;
     }
     let cli = resolved.cli;
@@ -331,7 +389,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, exports));
     // Work still running on a blocking thread (a scheduled compaction, safe to cut off) does
     // not hold the exit up for long.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -345,7 +403,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Result<()> {
     match cli.command {
         Command::Schema => {
             print!("{}", crate::graphql::sdl());
@@ -353,7 +411,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             crate::telemetry::init(cli.log_format);
-            serve::serve(args).await
+            serve::serve(args, exports).await
+        }
+        Command::Export(args) => {
+            crate::telemetry::init(cli.log_format);
+            serve::export(args, exports).await
         }
         Command::Ingest(args) => {
             crate::telemetry::init(cli.log_format);

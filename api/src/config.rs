@@ -25,11 +25,15 @@ use crate::cli::Cli;
 /// The variable that names the config file; it has no file key of its own.
 const CONFIG_VARIABLE: &str = "SKYGLASS_CONFIG";
 const PREFIX: &str = "SKYGLASS_";
+/// The file's one key that is not a setting: the `[[export]]` tables.
+pub const EXPORT_KEY: &str = "export";
 
 /// The command line, resolved: what to run, and where each of its settings came from.
 #[derive(Debug)]
 pub struct Resolved {
     pub cli: Cli,
+    /// The config file's `[[export]]` tables, as written (checked by [`crate::export::spec::load`]).
+    pub exports: Option<toml::Value>,
     /// The chosen command's settings (file key, value, where it came from), by key.
     pub settings: Vec<Setting>,
 }
@@ -122,6 +126,9 @@ pub fn read_file(path: &Path) -> Result<toml::Table, String> {
     })?;
     let known = known_keys();
     for (key, value) in &table {
+        if key == EXPORT_KEY {
+            continue;
+        }
         if !known.contains(key) {
             let list: Vec<&str> = known.iter().map(String::as_str).collect();
             return Err(format!(
@@ -211,7 +218,7 @@ pub fn resolve(argv: Vec<OsString>) -> Result<Resolved, ConfigError> {
         settings.push(Setting { key, value, source });
     }
     settings.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(Resolved { cli, settings })
+    Ok(Resolved { cli, exports: file.get(EXPORT_KEY).cloned(), settings })
 }
 
 /// The command clap chose (a subcommand of a subcommand, say) and its matches.
@@ -365,6 +372,31 @@ mod tests {
             }
             stack.extend(command.get_subcommands());
         }
+    }
+
+    /// The example's exports load (the four the README promises), and a bad one is refused
+    /// in one line naming it.
+    #[test]
+    fn the_example_exports_load_and_bad_ones_are_refused() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/skyglass.example.toml");
+        let resolved = resolve(argv(&["serve", "--config", path.to_str().unwrap()])).unwrap();
+        let types = crate::export::table::SchemaTypes::skyglass();
+        let specs = crate::export::spec::load(resolved.exports.as_ref().unwrap(), &types).unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["posts-per-language-daily", "activity-hourly", "top-hashtags-daily", "top-authors-daily"]);
+
+        let bad = |extra: &str| {
+            let text = format!(
+                "[[export]]\nname = \"x\"\nquery = \"{{ topHashtags {{ tag }} }}\"\nperiod = \"yesterday\"\nformat = \"csv\"\ndestination = \"/tmp\"\n{extra}"
+            );
+            let config = file(&text);
+            let resolved = resolve(argv(&["serve", "--config", config.path().to_str().unwrap()])).unwrap();
+            crate::export::spec::load(resolved.exports.as_ref().unwrap(), &types).unwrap_err()
+        };
+        assert!(bad("schedule = \"often\"").contains("export `x`: `schedule`"), "{}", bad("schedule = \"often\""));
+        assert!(bad("time_zone = \"Mars/Olympus\"").contains("`time_zone`"));
+        assert!(bad("colour = \"red\"").contains("unknown field `colour`"));
+        assert!(bad("[[export]]\nname = \"x\"\nquery = \"{ lake { posts } }\"\nperiod = \"last hour\"\nformat = \"csv\"\ndestination = \"/tmp\"").contains("declared twice"));
     }
 
     /// `deploy/skyglass.example.toml` documents every key: each appears, set to its default

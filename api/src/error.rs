@@ -8,10 +8,29 @@ pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 pub const TIMEOUT: &str = "TIMEOUT";
 pub const OVERLOADED: &str = "OVERLOADED";
+pub const FORBIDDEN: &str = "FORBIDDEN";
+pub const CONFLICT: &str = "CONFLICT";
+pub const EXPORT_FAILED: &str = "EXPORT_FAILED";
 
 /// An argument the client got wrong: the message says what to fix.
 pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", BAD_USER_INPUT))
+}
+
+/// The request needs a right its caller did not show.
+pub fn forbidden(message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", FORBIDDEN))
+}
+
+/// Someone else is doing it now.
+pub fn conflict(message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", CONFLICT))
+}
+
+/// An export ran and failed: the reason is the operator's to read (the query's error, a full
+/// disk), so it is sent.
+pub fn export_failed(reason: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(reason.into()).extend_with(|_, e| e.set("code", EXPORT_FAILED))
 }
 
 /// A failure of ours: logged with its cause chain; the client sees a generic message.

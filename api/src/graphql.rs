@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use async_graphql::{EmptySubscription, Schema};
 use lake::exec::{Engine, Interrupt, with_interrupt};
 use tokio::sync::Semaphore;
 
@@ -15,14 +15,16 @@ use crate::error;
 use crate::metrics as m;
 
 mod author;
+pub mod exports;
 mod loaders;
 mod query;
 mod scalars;
 mod types;
 
+pub use exports::{Caller, Mutation};
 pub use query::Query;
 
-pub type SkyglassSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type SkyglassSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Rows in a page when `first` is not given.
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -51,10 +53,12 @@ pub struct Services {
     pub limits: Limits,
     /// The buffer's Redis, for `lake.bufferedPosts`; `None` when the API has none.
     pub redis: Option<Arc<crate::redis_link::RedisLink>>,
+    /// The declared exports, for `exports` and `runExport`; `None` where exports do not run.
+    pub exports: Option<Arc<crate::export::Exports>>,
 }
 
 pub fn build(services: Option<Services>) -> SkyglassSchema {
-    let builder = Schema::build(Query, EmptyMutation, EmptySubscription).limit_depth(16).limit_complexity(10_000);
+    let builder = Schema::build(Query, Mutation, EmptySubscription).limit_depth(16).limit_complexity(10_000);
     match services {
         Some(services) => builder.data(services).finish(),
         None => builder.finish(),

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::Digest;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -38,6 +39,46 @@ pub struct AppState {
     pub cache: cache::ResultCache,
     pub limits: graphql::Limits,
     pub ops: Ops,
+    /// The declared exports, where this process runs them.
+    pub exports: Option<Arc<crate::export::Exports>>,
+    /// SHA-256 of the admin token (`--admin-token`); without one, nobody is admin.
+    pub admin_token: Option<[u8; 32]>,
+}
+
+impl AppState {
+    /// Who sent a request: admin when its `Authorization: Bearer` token hashes to the admin
+    /// token's hash (compared in constant time).
+    fn caller(&self, headers: &axum::http::HeaderMap) -> graphql::Caller {
+        let sent = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|token| sha2::Sha256::digest(token.trim().as_bytes()));
+        let admin = match (self.admin_token, sent) {
+            (Some(expected), Some(sent)) => {
+                expected.iter().zip(sent.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }
+            _ => false,
+        };
+        graphql::Caller { admin }
+    }
+}
+
+/// The hash an admin token is kept as.
+pub fn admin_token_hash(token: &str) -> [u8; 32] {
+    sha2::Sha256::digest(token.trim().as_bytes()).into()
+}
+
+/// Whether a request runs a mutation (never answered from or kept in the cache).
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    request.query.contains("mutation")
+        && async_graphql::parser::parse_query(&request.query).is_ok_and(|document| {
+            document.operations.iter().any(|(name, operation)| {
+                operation.node.ty == async_graphql::parser::types::OperationType::Mutation
+                    && (request.operation_name.is_none()
+                        || name.map(|n| n.as_str()) == request.operation_name.as_deref())
+            })
+        })
 }
 
 /// What the operations endpoints (`/metrics`, `/healthz`, `/readyz`) need: every role serves
@@ -74,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         runner: state.runner.clone(),
         limits: state.limits.clone(),
         redis: Some(state.ops.redis.clone()),
+        exports: state.exports.clone(),
     }));
     let ops = state.ops.clone();
     let shared = Shared { schema, state };
@@ -159,10 +201,11 @@ async fn cached_answer(
         let body = serde_json::to_string(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default();
         return Answer { body, ok: false, status: cache::Status::Bypass };
     }
+    let request = request.data(shared.state.caller(headers));
     let directives = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (no_cache, no_store) = (directives.contains("no-cache"), directives.contains("no-store"));
     let cache = &shared.state.cache;
-    if !cache.enabled() || no_store {
+    if !cache.enabled() || no_store || is_mutation(&request) {
         return execute(shared, request, cache::Status::Bypass).await.0;
     }
     let lake = shared.state.ops.lake.clone();

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod compaction;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod graphql;
 pub mod http;
 pub mod metrics;

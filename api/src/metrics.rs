@@ -39,6 +39,16 @@ pub const COMPACTION_ROWS_LEFT_OUT: &str = "skyglass_compaction_rows_left_out_to
 /// Time of one compaction pass over the lake.
 pub const COMPACTION_DURATION: &str = "skyglass_compaction_duration_seconds";
 
+/// Export runs, by export and outcome.
+pub const EXPORT_RUNS: &str = "skyglass_export_runs_total";
+/// Time of one export run (query, file, manifest), by export.
+pub const EXPORT_DURATION: &str = "skyglass_export_duration_seconds";
+/// Rows and bytes of each export's last file.
+pub const EXPORT_ROWS: &str = "skyglass_export_rows";
+pub const EXPORT_BYTES: &str = "skyglass_export_bytes";
+/// When each export last succeeded (Unix seconds).
+pub const EXPORT_LAST_SUCCESS: &str = "skyglass_export_last_success_timestamp_seconds";
+
 /// Outcomes of a GraphQL request or a compaction, the label of [`GRAPHQL_REQUESTS`] and
 /// [`COMPACTIONS`].
 pub const OUTCOME_OK: &str = "ok";
@@ -60,6 +70,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(QUERY_DURATION.to_owned()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(QUERY_QUEUE_WAIT.to_owned()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(COMPACTION_DURATION.to_owned()), COMPACTION_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(EXPORT_DURATION.to_owned()), COMPACTION_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full(ingest::metrics::FLUSH_DURATION.to_owned()),
             ingest::metrics::FLUSH_DURATION_BUCKETS,
@@ -97,6 +108,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     for reason in ["deleted", "copy"] {
         metrics::counter!(COMPACTION_ROWS_LEFT_OUT, "reason" => reason).increment(0);
     }
+    describe_counter!(EXPORT_RUNS, "Export runs, by export and outcome");
+    describe_histogram!(EXPORT_DURATION, Unit::Seconds, "Time of one export run, by export");
+    describe_gauge!(EXPORT_ROWS, "Rows of each export's last file");
+    describe_gauge!(EXPORT_BYTES, Unit::Bytes, "Bytes of each export's last file");
+    describe_gauge!(EXPORT_LAST_SUCCESS, "When each export last succeeded, Unix seconds");
     ingest::metrics::describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }

@@ -12,7 +12,8 @@ use lake::exec::{Engine, EngineConfig};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::cli::{FlushArgs, IngestArgs, JetstreamArgs, LakeArgs, RedisArgs, Role, ServeArgs};
+use crate::cli::{ExportArgs, FlushArgs, IngestArgs, JetstreamArgs, LakeArgs, RedisArgs, Role, ServeArgs};
+use crate::export::{self, ExportSpec, Exports, Trigger};
 use crate::graphql::QueryRunner;
 use crate::http::{self, AppState, Ops};
 use crate::redis_link::RedisLink;
@@ -84,7 +85,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> anyhow::Result<()> {
     let metrics = crate::metrics::install()?;
     let lake = args.lake.lake.clone();
     std::fs::create_dir_all(&lake).with_context(|| format!("failed to create lake directory {}", lake.display()))?;
@@ -125,15 +126,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let engine_config =
             EngineConfig { threads: args.query_threads.unwrap_or_else(|| EngineConfig::default().threads) };
         let engine_lake = lake.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::open(&engine_lake, &engine_config))
-            .await
-            .context("engine task panicked")?
-            .with_context(|| format!("failed to open lake {}", lake.display()))?;
+        let engine = Arc::new(
+            tokio::task::spawn_blocking(move || Engine::open(&engine_lake, &engine_config))
+                .await
+                .context("engine task panicked")?
+                .with_context(|| format!("failed to open lake {}", lake.display()))?,
+        );
+        // Exports share the lake with queries but get their own slot and a long timeout: an
+        // aggregate over a month may take longer than a client may wait.
+        let exports = (!exports.is_empty()).then(|| {
+            let runner = QueryRunner::new(engine.clone(), 1, EXPORT_TIMEOUT);
+            let namespace = &args.redis.redis_namespace;
+            let exports = Arc::new(Exports::new(exports, runner, lake.clone(), ops.redis.clone(), namespace));
+            exports.spawn_schedules(stop.clone());
+            info!(exports = exports.specs().len(), "export schedules started");
+            exports
+        });
         http::router(AppState {
-            runner: QueryRunner::new(Arc::new(engine), args.max_concurrent_queries as usize, args.query_timeout),
+            runner: QueryRunner::new(engine, args.max_concurrent_queries as usize, args.query_timeout),
             cache: crate::cache::ResultCache::new(ops.redis.clone(), &args.redis.redis_namespace, args.cache_ttl),
             limits: crate::graphql::Limits { max_page_size: args.max_page_size },
             ops,
+            exports,
+            admin_token: args.admin_token.as_deref().map(http::admin_token_hash),
         })
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -154,6 +169,87 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     server.await.context("http server task panicked")??;
     Ok(())
+}
+
+/// Longest one export's query may run.
+pub const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `skyglass export`: a declared export now (locked like a scheduled run), an ad-hoc query into
+/// a file, or the list of declared exports.
+pub async fn export(args: ExportArgs, specs: Vec<ExportSpec>) -> anyhow::Result<()> {
+    if args.list {
+        if specs.is_empty() {
+            println!("no exports are declared (add [[export]] tables to the config file)");
+        }
+        let now = chrono::Utc::now();
+        for spec in &specs {
+            let next = spec.schedule.next_after(now, spec.time_zone).map(|t| t.to_rfc3339()).unwrap_or_default();
+            let file = spec.destination.join(spec.file_name(&spec.window_at(now)));
+            println!(
+                "{}: {} in {}, at \"{}\" (next {next}), {} → {}",
+                spec.name,
+                spec.period,
+                spec.time_zone.name(),
+                spec.schedule.text,
+                spec.format.extension(),
+                file.display()
+            );
+        }
+        return Ok(());
+    }
+    let lake = args.lake.lake.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&lake, &EngineConfig::default()))
+        .await
+        .context("engine task panicked")?
+        .with_context(|| format!("failed to open lake {}", args.lake.lake.display()))?;
+    let runner = QueryRunner::new(Arc::new(engine), 1, EXPORT_TIMEOUT);
+    let redis = Arc::new(RedisLink::new(&args.redis.redis_url, Keys::new(&args.redis.redis_namespace)));
+    let exports = Exports::new(specs, runner, args.lake.lake.clone(), redis, &args.redis.redis_namespace);
+    if let Some(query_file) = &args.query {
+        let query = std::fs::read_to_string(query_file)
+            .with_context(|| format!("cannot read the query file {}", query_file.display()))?;
+        let variables = match &args.variables {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str(text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => bail!("--variables must be a JSON object, like '{{\"since\": \"2026-01-01T00:00:00Z\"}}'"),
+            },
+        };
+        let (Some(format), Some(out)) = (args.format, &args.out) else { bail!("--query needs --format and --out") };
+        let manifest = exports.run_query(&query, variables, format, out).await.map_err(anyhow::Error::msg)?;
+        println!("exported {} rows ({} bytes) to {}", manifest.rows, manifest.bytes, out.display());
+        return Ok(());
+    }
+    let name = args.name.as_deref().unwrap_or_default();
+    let Some(spec) = exports.find(name) else {
+        let names: Vec<&str> = exports.specs().iter().map(|s| s.name.as_str()).collect();
+        if names.is_empty() {
+            bail!(
+                "no export is named {name:?}: the config file declares none (add [[export]] tables; see deploy/skyglass.example.toml)"
+            );
+        }
+        bail!("no export is named {name:?}; the config file declares: {}", names.join(", "));
+    };
+    let at = match &args.as_of {
+        None => chrono::Utc::now(),
+        Some(text) => export::spec::parse_time(text, spec.time_zone).map_err(|e| anyhow::anyhow!("--as-of: {e}"))?,
+    };
+    let window = spec.window_at(at);
+    match exports.run(spec, &window, Trigger::Command, 1).await {
+        Ok(record) => {
+            let file = spec.destination.join(record.file.unwrap_or_default());
+            println!(
+                "exported {} rows ({} bytes) of {} {} to {}",
+                record.rows.unwrap_or(0),
+                record.bytes.unwrap_or(0),
+                spec.name,
+                window.label,
+                file.display()
+            );
+            Ok(())
+        }
+        Err(error) => bail!("export {} {} failed: {error}", spec.name, window.label),
+    }
 }
 
 /// How long in-flight requests may run on after a shutdown signal.

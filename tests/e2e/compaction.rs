@@ -56,7 +56,7 @@ fn compaction_merges_small_files_and_a_running_server_answers_the_same() {
 
 /// Twenty small files of 20,000 posts in one day partition, written straight through the
 /// lake writer.
-fn many_small_files(lake: &std::path::Path) {
+pub(crate) fn many_small_files(lake: &std::path::Path) {
     const DAY: i64 = 86_400_000_000;
     for file in 0..20_i64 {
         let posts = (file * 20_000..(file + 1) * 20_000)

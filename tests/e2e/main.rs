@@ -7,6 +7,7 @@ mod compaction;
 mod config;
 mod crash;
 mod expected;
+mod exports;
 mod ingest_and_query;
 mod layout;
 mod limits;

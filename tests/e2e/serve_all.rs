@@ -96,8 +96,22 @@ fn an_ingest_worker_serves_only_its_metrics_and_probes() {
 fn deploy_names_only_exposed_metrics() {
     let redis = RedisServer::start().unwrap();
     let lake = tempfile::tempdir().unwrap();
-    let app = serve_synthetic(lake.path(), &redis, &["--compact-every", "1s"]);
+    // An export, so that its metrics show too (it runs yesterday's period on start).
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("skyglass.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[export]]\nname = \"tags\"\nquery = \"{{ topHashtags {{ tag posts }} }}\"\nperiod = \"yesterday\"\n\
+             format = \"csv\"\ndestination = \"{}\"\n",
+            work.path().display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let app = serve_synthetic(lake.path(), &redis, &["--compact-every", "1s", "--config", config]);
     let histograms = [
+        "skyglass_export_duration_seconds_bucket",
         "skyglass_flush_duration_seconds_bucket",
         "skyglass_compaction_duration_seconds_bucket",
         "skyglass_graphql_request_duration_seconds_bucket",

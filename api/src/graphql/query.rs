@@ -199,6 +199,11 @@ impl Query {
         Ok(runner(ctx)?.run(move |engine| engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
     }
 
+    /// The exports declared in the server's config file, with their last and next runs.
+    async fn exports(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::exports::Export>> {
+        super::exports::list(ctx).await
+    }
+
     /// The lake's size and state.
     async fn lake(&self, ctx: &Context<'_>) -> async_graphql::Result<LakeStats> {
         // The buffer changes between generations: an answer that shows it is not cached.

@@ -1,0 +1,175 @@
+//! `exports` and `runExport`: the declared exports with their last and next runs, and running
+//! one now (admin only).
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, Object, SimpleObject};
+
+use super::query::services;
+use super::scalars::DateTime;
+use crate::error;
+use crate::export::{ExportSpec, RunError, RunRecord};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::export::Format")]
+pub enum ExportFormat {
+    Parquet,
+    Csv,
+    /// JSON lines: one object per row.
+    Jsonl,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::export::RunStatus")]
+pub enum ExportStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// What started a run.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::export::Trigger")]
+pub enum ExportTrigger {
+    Schedule,
+    /// `skyglass export NAME`.
+    Command,
+    /// The `runExport` mutation.
+    Api,
+}
+
+/// An export declared in the server's config file.
+pub struct Export(pub Arc<ExportSpec>);
+
+#[Object]
+impl Export {
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The period each run covers, as declared (`yesterday`, `last 7 days`), in `timeZone`.
+    async fn period(&self) -> String {
+        self.0.period.to_string()
+    }
+    /// Cron: minute, hour, day of month, month, day of week, in `timeZone`.
+    async fn schedule(&self) -> &str {
+        &self.0.schedule.text
+    }
+    async fn time_zone(&self) -> &str {
+        self.0.time_zone.name()
+    }
+    async fn format(&self) -> ExportFormat {
+        self.0.format.into()
+    }
+    /// When the schedule fires next.
+    async fn next_run_at(&self) -> Option<DateTime> {
+        self.0.schedule.next_after(chrono::Utc::now(), self.0.time_zone).map(DateTime)
+    }
+    /// The latest run by any instance; null before the first.
+    async fn last_run(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ExportRun>> {
+        let Some(exports) = &services(ctx)?.exports else { return Ok(None) };
+        Ok(exports.last_run(&self.0.name).await.map(ExportRun::from))
+    }
+}
+
+/// One run of an export.
+#[derive(SimpleObject)]
+pub struct ExportRun {
+    /// The period's label, as in the file name (`2026-01-31`, `2026-01-31T13Z`, `2026-01-24_7d`).
+    pub period: String,
+    pub period_start: DateTime,
+    pub period_end: DateTime,
+    pub status: ExportStatus,
+    pub trigger: ExportTrigger,
+    /// 1 for the first try of a scheduled period, then each retry.
+    pub attempt: u32,
+    pub started_at: DateTime,
+    pub finished_at: Option<DateTime>,
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+    /// The data file, relative to the export's destination directory.
+    pub file: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The lake generation the rows were computed at.
+    pub generation: Option<u64>,
+}
+
+impl From<RunRecord> for ExportRun {
+    fn from(r: RunRecord) -> ExportRun {
+        ExportRun {
+            period: r.period,
+            period_start: DateTime(r.period_start),
+            period_end: DateTime(r.period_end),
+            status: r.status.into(),
+            trigger: r.trigger.into(),
+            attempt: r.attempt,
+            started_at: DateTime(r.started_at),
+            finished_at: r.finished_at.map(DateTime),
+            rows: r.rows,
+            bytes: r.bytes,
+            file: r.file,
+            error: r.error,
+            generation: r.generation,
+        }
+    }
+}
+
+/// Who sent a request, as the HTTP layer established it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller {
+    /// Sent the admin token.
+    pub admin: bool,
+}
+
+/// The declared exports.
+pub(super) async fn list(ctx: &Context<'_>) -> async_graphql::Result<Vec<Export>> {
+    mark_volatile(ctx);
+    let exports = services(ctx)?.exports.as_ref();
+    Ok(exports.map(|e| e.specs().iter().cloned().map(Export).collect()).unwrap_or_default())
+}
+
+/// Answers that show runs change without a new lake generation: never cached.
+fn mark_volatile(ctx: &Context<'_>) {
+    if let Ok(volatile) = ctx.data::<crate::cache::Volatile>() {
+        volatile.mark();
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Runs a declared export now, for the period that ended last before `asOf` (default: now),
+    /// and answers when it is written. Needs the admin token (`Authorization: Bearer TOKEN`).
+    async fn run_export(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        as_of: Option<DateTime>,
+    ) -> async_graphql::Result<ExportRun> {
+        mark_volatile(ctx);
+        if !ctx.data_opt::<Caller>().is_some_and(|caller| caller.admin) {
+            return Err(error::forbidden(
+                "runExport needs the admin token: send `Authorization: Bearer TOKEN` (the server's --admin-token)",
+            ));
+        }
+        let Some(exports) = &services(ctx)?.exports else {
+            return Err(error::bad_input(
+                "this server runs no exports (declare them as [[export]] in its config file)",
+            ));
+        };
+        let Some(spec) = exports.find(&name) else {
+            let names: Vec<&str> = exports.specs().iter().map(|s| s.name.as_str()).collect();
+            return Err(error::bad_input(format!(
+                "no export is named {name:?}; the exports are: {}",
+                names.join(", ")
+            )));
+        };
+        let window = spec.window_at(as_of.map_or_else(chrono::Utc::now, |t| t.0));
+        match exports.run(spec, &window, crate::export::Trigger::Api, 1).await {
+            Ok(record) => Ok(record.into()),
+            Err(RunError::Busy) => Err(error::conflict(RunError::Busy.to_string())),
+            Err(RunError::Failed(reason)) => Err(error::export_failed(reason)),
+        }
+    }
+}
