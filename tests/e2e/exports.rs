@@ -223,8 +223,17 @@ fn serve_runs_exports_on_schedule_and_run_export_needs_the_admin_token_and_the_l
     ingest_once(lake.path(), &redis.url(), &fixtures_dir().join("jetstream_sample.jsonl"));
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    // Every hashtag ever: the same rows whatever the period.
+    // Every hashtag ever: the same rows whatever the period. And one that cannot be written (its
+    // destination is a file).
     let config = config(work.path(), &out, &[("tags", "{ topHashtags(first: 50) { tag posts } }", "yesterday", "csv")]);
+    let blocker = work.path().join("not-a-directory");
+    std::fs::write(&blocker, "").unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[[export]]\nname = \"broken\"\nquery = \"{{ lake {{ posts }} }}\"\nperiod = \"yesterday\"\nformat = \"jsonl\"\ndestination = \"{}\"\n",
+        blocker.display()
+    ));
+    std::fs::write(&config, text).unwrap();
     let app = App::serve(
         skyglass(lake.path(), &redis.url())
             .args(["serve", "--role", "api", "--listen", "127.0.0.1:0"])
@@ -248,10 +257,16 @@ fn serve_runs_exports_on_schedule_and_run_export_needs_the_admin_token_and_the_l
     assert_eq!(manifest["rows"], json!(tags));
     assert_eq!(manifest["trigger"], json!("schedule"));
 
-    let listed = app.query(
-        "{ exports { name period schedule timeZone format nextRunAt lastRun { status trigger rows period } } }",
-        json!({}),
-    );
+    let listed = poll(Duration::from_secs(30), || {
+        let listed = app.query(
+            "{ exports { name period schedule timeZone format nextRunAt lastRun { status trigger rows period error } } }",
+            json!({}),
+        );
+        (listed["exports"][1]["lastRun"]["status"] == json!("FAILED")).then_some(listed)
+    })
+    .expect("the broken export failed on start");
+    let broken = &listed["exports"][1]["lastRun"];
+    assert!(broken["error"].as_str().unwrap().contains("cannot write"), "{broken}");
     let export = &listed["exports"][0];
     assert_eq!(export["name"], json!("tags"));
     assert_eq!(export["period"], json!("yesterday"));
@@ -259,7 +274,7 @@ fn serve_runs_exports_on_schedule_and_run_export_needs_the_admin_token_and_the_l
     assert_eq!(export["format"], json!("CSV"));
     assert_eq!(
         export["lastRun"],
-        json!({"status": "SUCCEEDED", "trigger": "SCHEDULE", "rows": tags, "period": manifest["period"]["label"]})
+        json!({"status": "SUCCEEDED", "trigger": "SCHEDULE", "rows": tags, "period": manifest["period"]["label"], "error": null})
     );
     let next = chrono::DateTime::parse_from_rfc3339(export["nextRunAt"].as_str().unwrap()).unwrap();
     assert!(next > chrono::Utc::now() && next < chrono::Utc::now() + chrono::Duration::days(1), "{next}");
@@ -292,6 +307,7 @@ fn serve_runs_exports_on_schedule_and_run_export_needs_the_admin_token_and_the_l
     let metrics = app.get("/metrics").text().unwrap();
     assert!(metrics.contains("skyglass_export_runs_total{export=\"tags\",outcome=\"ok\"} 2"), "{metrics}");
     assert!(metrics.contains("skyglass_export_last_success_timestamp_seconds{export=\"tags\"}"));
+    assert!(metrics.contains("skyglass_export_runs_total{export=\"broken\",outcome=\"error\"} 1"), "{metrics}");
     assert!(app.stop().success());
 }
 
