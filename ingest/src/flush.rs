@@ -533,7 +533,8 @@ impl Flusher {
             files.extend(lake::writer::write_rows(&lake, &file_name, deletes)?);
             files.extend(lake::writer::write_rows(&lake, &file_name, accounts)?);
             let now_us = chrono::Utc::now().timestamp_micros();
-            let generation = lake::catalog::publish(&lake, now_us)?;
+            let flushed_through = (rows > 0).then_some(newest_time_us);
+            let generation = lake::catalog::publish_flush(&lake, now_us, flushed_through)?;
             crate::cursor::advance(&lake, cursor, newest_time_us)?;
             Ok((files, generation))
         })

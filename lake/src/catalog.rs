@@ -24,6 +24,10 @@ pub struct CatalogState {
     pub generation: Generation,
     /// When the last flush was published, UTC microseconds.
     pub last_flush_at_us: Option<i64>,
+    /// The newest event time (firehose `time_us`) any flush has written: buffered rows up to it
+    /// are in the files, so the hot tier (rows still in the buffer) shows only later ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flushed_through_us: Option<i64>,
 }
 
 /// Reads the catalog state; a lake that was never written to is at generation 0.
@@ -39,9 +43,15 @@ pub fn read_state(lake: &Path) -> Result<CatalogState> {
 /// Publishes a change to the data files: bumps the generation durably and returns the new one.
 /// Callers serialise publishes (one flusher per lake).
 pub fn publish(lake: &Path, now_us: i64) -> Result<Generation> {
+    publish_flush(lake, now_us, None)
+}
+
+/// [`publish`] for a flush that wrote the buffered events up to `flushed_through_us`.
+pub fn publish_flush(lake: &Path, now_us: i64, flushed_through_us: Option<i64>) -> Result<Generation> {
     let mut state = read_state(lake)?;
     state.generation += 1;
     state.last_flush_at_us = Some(now_us);
+    state.flushed_through_us = state.flushed_through_us.max(flushed_through_us);
     let dir = layout::catalog_dir(lake);
     fs::create_dir_all(&dir).map_err(Error::io("create catalog directory", &dir))?;
     let path = dir.join("state.json");
@@ -127,7 +137,10 @@ mod tests {
         assert_eq!(read_state(lake.path()).unwrap(), CatalogState::default());
         assert_eq!(publish(lake.path(), 10).unwrap(), 1);
         assert_eq!(publish(lake.path(), 20).unwrap(), 2);
-        assert_eq!(read_state(lake.path()).unwrap(), CatalogState { generation: 2, last_flush_at_us: Some(20) });
+        assert_eq!(
+            read_state(lake.path()).unwrap(),
+            CatalogState { generation: 2, last_flush_at_us: Some(20), flushed_through_us: None }
+        );
     }
 
     #[test]

@@ -48,6 +48,45 @@ pub struct Engine {
     built_for: Mutex<Option<Generation>>,
     /// The `posts` day partitions at that generation (a directory walk, not redone per query).
     partitions: Mutex<Vec<chrono::NaiveDate>>,
+    /// Whether `hidden_authors` has rows (the `posts` view anti-joins it only then).
+    hidden_present: AtomicBool,
+    /// The hot tier: posts still in the buffer, in the table `hot_posts` (see [`Engine::set_hot`]).
+    hot: Mutex<HotRange>,
+}
+
+/// What the hot tier holds: the ranges of its two clocks, UTC microseconds (none when empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HotRange {
+    pub created_at: Option<(i64, i64)>,
+    pub indexed_at: Option<(i64, i64)>,
+}
+
+impl HotRange {
+    fn is_empty(&self) -> bool {
+        self.created_at.is_none()
+    }
+
+    /// Whether a filter's time range can hold a hot post.
+    fn overlaps(&self, filter: &PostFilter) -> bool {
+        let range = match filter.clock {
+            crate::plan::Clock::CreatedAt => self.created_at,
+            crate::plan::Clock::IndexedAt => self.indexed_at,
+        };
+        range.is_some_and(|(first, last)| {
+            filter.since_us.is_none_or(|since| last >= since) && filter.until_us.is_none_or(|until| first < until)
+        })
+    }
+}
+
+thread_local! {
+    /// Set when a statement on this thread read a range the hot tier has posts in.
+    static TOUCHED_HOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether lake work on this thread read the hot tier since the last call (and clears it).
+/// Answers that did depend on the buffer's contents as well as on the lake generation.
+pub fn take_touched_hot() -> bool {
+    TOUCHED_HOT.with(|touched| touched.replace(false))
 }
 
 /// One table's view. DuckDB fails on a glob that matches nothing, so a table with no files yet
@@ -130,6 +169,8 @@ impl Engine {
             tables,
             built_for: Mutex::new(None),
             partitions: Mutex::new(Vec::new()),
+            hidden_present: AtomicBool::new(false),
+            hot: Mutex::new(HotRange::default()),
         };
         engine.refresh_views()?;
         Ok(engine)
@@ -161,18 +202,104 @@ impl Engine {
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         base.execute_batch(ACCOUNT_TABLES)?;
         let hidden: i64 = base.query_row("SELECT count(*) FROM hidden_authors", [], |row| row.get(0))?;
-        let mut view = String::from("CREATE OR REPLACE VIEW posts AS SELECT p.* FROM post_files AS p");
-        if self.tables[1].reads_files.load(Ordering::Acquire) {
-            view.push_str(" ANTI JOIN deletes AS d ON d.uri = p.uri");
-        }
-        if hidden > 0 {
-            view.push_str(" ANTI JOIN hidden_authors AS h ON h.did = p.did");
-        }
-        base.execute_batch(&view)?;
+        self.hidden_present.store(hidden > 0, Ordering::Release);
+        self.create_posts_view(&base)?;
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) =
             catalog::table_files(&self.lake, layout::POSTS_TABLE)?.partitions;
         *built_for = Some(generation);
         Ok(())
+    }
+
+    /// (Re)creates the `posts` view from what exists: the files, with the hot tier when it holds
+    /// posts, less deletes and hidden accounts when there are any.
+    fn create_posts_view(&self, base: &Connection) -> Result<()> {
+        let hot = !self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let source =
+            if hot { "(SELECT * FROM post_files UNION ALL BY NAME SELECT * FROM hot_posts)" } else { "post_files" };
+        let mut view = format!("CREATE OR REPLACE VIEW posts AS SELECT p.* FROM {source} AS p");
+        if self.tables[1].reads_files.load(Ordering::Acquire) {
+            view.push_str(" ANTI JOIN deletes AS d ON d.uri = p.uri");
+        }
+        if self.hidden_present.load(Ordering::Acquire) {
+            view.push_str(" ANTI JOIN hidden_authors AS h ON h.did = p.did");
+        }
+        base.execute_batch(&view)?;
+        Ok(())
+    }
+
+    /// Sets the hot tier: posts still in the buffer (not in any file yet), answered with the
+    /// files' from now on. The caller leaves out posts the files have, copies and deleted posts.
+    pub fn set_hot(&self, posts: &[Post]) -> Result<()> {
+        let range = HotRange {
+            created_at: posts.iter().map(|p| p.created_at_us).min().zip(posts.iter().map(|p| p.created_at_us).max()),
+            indexed_at: posts.iter().map(|p| p.indexed_at_us).min().zip(posts.iter().map(|p| p.indexed_at_us).max()),
+        };
+        self.refresh_views()?;
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
+        let was_empty = self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        if !posts.is_empty() {
+            // Typed like the files: the same columns in the same order, then the partition date.
+            base.execute_batch(&format!(
+                "CREATE OR REPLACE TABLE hot_posts_rows AS SELECT * EXCLUDE (\"date\") FROM (SELECT {POST_COLUMNS_EMPTY}) WHERE false"
+            ))?;
+            let batch = <Post as crate::model::TableRow>::to_batch(posts)?;
+            let schema = batch.schema();
+            let columns = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(field, column)| match field.data_type() {
+                    arrow::datatypes::DataType::Dictionary(..) => {
+                        arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
+                    }
+                    _ => Ok::<_, arrow::error::ArrowError>(column.clone()),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let fields: Vec<arrow::datatypes::Field> = schema
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(field, column)| field.as_ref().clone().with_data_type(column.data_type().clone()))
+                .collect();
+            let batch =
+                arrow::record_batch::RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
+            base.appender("hot_posts_rows")?.append_record_batch(batch)?;
+            base.execute_batch(
+                "CREATE OR REPLACE TABLE hot_posts AS SELECT *, CAST(created_at AS DATE) AS \"date\" FROM hot_posts_rows;
+                 DROP TABLE hot_posts_rows;",
+            )?;
+        }
+        *self.hot.lock().unwrap_or_else(|p| p.into_inner()) = range;
+        if was_empty != posts.is_empty() {
+            self.create_posts_view(&base)?;
+        }
+        if posts.is_empty() {
+            base.execute_batch("DROP TABLE IF EXISTS hot_posts")?;
+        }
+        Ok(())
+    }
+
+    /// What the hot tier holds now.
+    pub fn hot_range(&self) -> HotRange {
+        *self.hot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes on this thread when a plan reads a range the hot tier has posts in.
+    fn note_hot(&self, plan: &Plan) {
+        let hot = self.hot_range();
+        if hot.is_empty() {
+            return;
+        }
+        let touches = match plan {
+            Plan::Posts(p) | Plan::PostsPerAuthor(p) => hot.overlaps(&p.filter),
+            Plan::Summary(filter) | Plan::AuthorSummaries(filter) => hot.overlaps(filter),
+            Plan::TopAuthors(p) | Plan::TopHashtags(p) | Plan::TopHashtagsPerAuthor(p) => hot.overlaps(&p.filter),
+            Plan::Buckets(p) => hot.overlaps(&p.filter),
+            Plan::Accounts(_) => false,
+        };
+        if touches {
+            TOUCHED_HOT.with(|touched| touched.set(true));
+        }
     }
 
     /// The `posts` day partitions, as of the lake's current generation.
@@ -193,6 +320,7 @@ impl Engine {
     /// the listing and the read: `crate::compact`) runs once more, on the new files.
     fn run<T>(&self, plan: &Plan, mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         let sql = compile(plan)?;
+        self.note_hot(plan);
         match self.run_sql(&sql, &mut read) {
             Err(Error::Query(error)) if lost_a_file(&error) => {
                 tracing::debug!(%error, "a data file went away under a query (compaction); running it again");

@@ -274,3 +274,45 @@ fn a_copy_that_slipped_into_the_lake_is_not_listed_twice_in_pages() {
         assert_eq!(all_pages(&engine, &PostFilter::default(), PostOrder::Newest, page), expected, "page {page}");
     }
 }
+
+/// Posts still in the buffer answer with the files', deletes and hidden accounts applied, and
+/// only statements over a range that holds one note it.
+#[test]
+fn the_hot_tier_answers_with_the_files_until_it_is_emptied() {
+    let rows = rows();
+    let (_dir, engine) = lake_with(&rows[..500]);
+    let everything = PostFilter::default();
+    let count = |filter: &PostFilter| engine.summary(filter).unwrap().n_posts;
+    assert_eq!(count(&everything), 500);
+
+    // The last hundred are still buffered, later than every file's post.
+    let mut hot: Vec<Post> = rows[500..].to_vec();
+    for (n, post) in hot.iter_mut().enumerate() {
+        post.created_at_us = 20_005 * DAY + n as i64;
+        post.embed_type = EmbedType::Images;
+    }
+    engine.set_hot(&hot).unwrap();
+    assert!(!take_touched_hot());
+    assert_eq!(count(&everything), 600);
+    assert!(take_touched_hot(), "an open range reads the hot tier");
+    let past = PostFilter { until_us: Some(20_004 * DAY), ..PostFilter::default() };
+    assert_eq!(count(&past), 500);
+    assert!(!take_touched_hot(), "a range before every hot post does not");
+
+    // Pages run across the files and the hot tier, newest (the hot posts) first.
+    let mut all = rows[..500].to_vec();
+    all.extend(hot.iter().cloned());
+    assert_eq!(all_pages(&engine, &everything, PostOrder::Newest, 70), newest_first(&all, |_| true));
+    let images = PostFilter { embed_types: vec![EmbedType::Images], ..PostFilter::default() };
+    assert_eq!(count(&images), newest_first(&all, |p| p.embed_type == EmbedType::Images).len() as u64);
+    let tops = engine.top_hashtags(&TopPlan::new(everything.clone(), 5)).unwrap();
+    let rust = all.iter().filter(|p| p.hashtags.contains(&"rust".to_owned())).count() as u64;
+    assert_eq!(tops[0].posts, rust);
+
+    // Replaced, then emptied (the flush wrote them).
+    engine.set_hot(&hot[..10]).unwrap();
+    assert_eq!(count(&everything), 510);
+    engine.set_hot(&[]).unwrap();
+    assert_eq!(count(&everything), 500);
+    assert_eq!(engine.hot_range(), HotRange::default());
+}
