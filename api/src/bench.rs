@@ -293,7 +293,7 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
     let redis = Arc::new(crate::redis_link::RedisLink::new("redis://127.0.0.1:1", ingest::buffer::Keys::default()));
     let state = AppState {
         runner: QueryRunner::new(served, threads.max(1), Duration::from_secs(600)),
-        cache: crate::cache::ResultCache::new(redis.clone(), "skyglass", Duration::ZERO),
+        cache: crate::cache::ResultCache::new(redis.clone(), "skyglass", Duration::ZERO, Duration::ZERO),
         limits: Limits { max_page_size: 1_000 },
         ops: crate::http::Ops {
             metrics: crate::metrics::install()?,
@@ -304,6 +304,7 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
         },
         exports: None,
         admin_token: None,
+        hot: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

@@ -5,6 +5,10 @@
 //! is never older than the data it was computed from: no TTL guesses; the TTL only bounds how
 //! long an unused answer takes room. Only answers without errors are kept.
 //!
+//! An answer that read the hot tier (posts still in the buffer) depends on more: under its key
+//! is only a marker, and the answer itself is under that key and the hot tier's version, kept
+//! for the short `hot_ttl` (the version moves with every batch ingested).
+//!
 //! Identical requests that miss at the same time in one process compute once: the first runs,
 //! the others wait for its answer (single flight). If Redis is unreachable, every request is
 //! answered from the lake, uncached (`BYPASS`), and the cache tries Redis again a little later.
@@ -32,6 +36,10 @@ impl Volatile {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// What the key of an answer that read the hot tier holds instead of the answer (not JSON, so
+/// never an answer).
+const HOT_MARKER: &str = "\u{1}hot";
 
 /// How long a persisted query document is kept after it was last sent whole.
 const PERSISTED_SECONDS: u64 = 30 * 86_400;
@@ -98,6 +106,8 @@ pub struct ResultCache {
     /// Where persisted query documents live, by their SHA-256.
     persisted_prefix: String,
     ttl: Duration,
+    /// How long an answer that read the hot tier is kept.
+    hot_ttl: Duration,
     /// Requests being computed now, by key: followers wait on the leader's answer.
     in_flight: Mutex<HashMap<String, watch::Receiver<Option<Arc<String>>>>>,
     down_until: Mutex<Option<Instant>>,
@@ -117,12 +127,13 @@ pub struct Leader {
 }
 
 impl ResultCache {
-    pub fn new(redis: Arc<RedisLink>, namespace: &str, ttl: Duration) -> ResultCache {
+    pub fn new(redis: Arc<RedisLink>, namespace: &str, ttl: Duration, hot_ttl: Duration) -> ResultCache {
         ResultCache {
             redis,
             prefix: format!("{namespace}:cache:"),
             persisted_prefix: format!("{namespace}:apq:"),
             ttl,
+            hot_ttl,
             in_flight: Mutex::new(HashMap::new()),
             down_until: Mutex::new(None),
         }
@@ -209,6 +220,31 @@ impl ResultCache {
         let _ = self.command::<()>(redis::cmd("SET").arg(key).arg(body).arg("PX").arg(ttl_ms)).await;
     }
 
+    /// The answer kept for `key` at the hot tier's `hot_version` (see [`ResultCache::put_answer`]).
+    pub async fn get_answer(&self, key: &str, hot_version: Option<u64>) -> Result<Option<String>, ()> {
+        match self.get(key).await? {
+            Some(marker) if marker == HOT_MARKER => match hot_version {
+                Some(version) => self.get(&format!("{key}:hot:{version}")).await,
+                None => Ok(None),
+            },
+            other => Ok(other),
+        }
+    }
+
+    /// Keeps an answer: under `key`, or, when it read the hot tier at `hot_version`, under `key`
+    /// and that version for the short TTL, with a marker under `key` saying so.
+    pub async fn put_answer(&self, key: &str, data: &str, hot_version: Option<u64>) {
+        match hot_version {
+            None => self.put(key, data).await,
+            Some(version) => {
+                self.put(key, HOT_MARKER).await;
+                let ttl_ms = u64::try_from(self.hot_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                let hot_key = format!("{key}:hot:{version}");
+                let _ = self.command::<()>(redis::cmd("SET").arg(hot_key).arg(data).arg("PX").arg(ttl_ms)).await;
+            }
+        }
+    }
+
     /// Joins the computation of `key`: the first caller leads, the others follow.
     pub async fn join(&self, key: &str) -> Flight {
         let receiver = {
@@ -262,7 +298,7 @@ mod tests {
 
     fn cache() -> ResultCache {
         let redis = Arc::new(RedisLink::new("redis://127.0.0.1:1", ingest::buffer::Keys::default()));
-        ResultCache::new(redis, "test", Duration::from_secs(60))
+        ResultCache::new(redis, "test", Duration::from_secs(60), Duration::from_secs(5))
     }
 
     #[tokio::test]

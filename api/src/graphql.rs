@@ -79,6 +79,10 @@ pub fn with_loaders(request: async_graphql::Request, runner: &QueryRunner) -> as
         .data(DataLoader::with_cache(loaders::AuthorHashtags(runner.clone()), tokio::spawn, HashMapCache::default()))
 }
 
+/// The runner of one request (it notes whether the request read the hot tier); resolvers use
+/// it over the shared one in [`Services`].
+pub struct RequestRunner(pub QueryRunner);
+
 /// How the API runs lake work: on a blocking thread, at most `max_concurrent` pieces of work
 /// at once (the others queue), each interrupted in DuckDB when it outlives `timeout` (its
 /// queueing included) or when its request goes away. A request with several lake statements
@@ -88,11 +92,19 @@ pub struct QueryRunner {
     engine: Arc<Engine>,
     permits: Arc<Semaphore>,
     timeout: Duration,
+    /// Set when a statement of this runner's request read the hot tier.
+    touched_hot: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl QueryRunner {
     pub fn new(engine: Arc<Engine>, max_concurrent: usize, timeout: Duration) -> QueryRunner {
-        QueryRunner { engine, permits: Arc::new(Semaphore::new(max_concurrent.max(1))), timeout }
+        QueryRunner { engine, permits: Arc::new(Semaphore::new(max_concurrent.max(1))), timeout, touched_hot: None }
+    }
+
+    /// This runner for one request, and the flag its statements set when they read the hot tier.
+    pub fn for_request(&self) -> (QueryRunner, Arc<std::sync::atomic::AtomicBool>) {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (QueryRunner { touched_hot: Some(flag.clone()), ..self.clone() }, flag)
     }
 
     pub async fn run<T: Send + 'static>(
@@ -111,11 +123,18 @@ impl QueryRunner {
         let interrupt = InterruptOnDrop(Interrupt::new());
         let engine = self.engine.clone();
         let task_interrupt = interrupt.0.clone();
+        let touched_hot = self.touched_hot.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             // The permit is held until DuckDB has really stopped.
             let _permit = permit;
             let began = Instant::now();
             let result = with_interrupt(&task_interrupt, || work(&engine));
+            // Always taken: blocking threads are reused across requests.
+            if lake::exec::take_touched_hot()
+                && let Some(flag) = &touched_hot
+            {
+                flag.store(true, std::sync::atomic::Ordering::Release);
+            }
             metrics::histogram!(m::QUERY_DURATION).record(began.elapsed().as_secs_f64());
             result
         });

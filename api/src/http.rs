@@ -43,6 +43,8 @@ pub struct AppState {
     pub exports: Option<Arc<crate::export::Exports>>,
     /// SHA-256 of the admin token (`--admin-token`); without one, nobody is admin.
     pub admin_token: Option<[u8; 32]>,
+    /// The hot tier (posts still in the buffer), where this process tails the buffer.
+    pub hot: Option<Arc<crate::hot::HotState>>,
 }
 
 impl AppState {
@@ -202,78 +204,107 @@ async fn cached_answer(
         return Answer { body, ok: false, status: cache::Status::Bypass };
     }
     let request = request.data(shared.state.caller(headers));
+    let lake = shared.state.ops.lake.clone();
+    let catalog = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake)).await.ok().and_then(Result::ok);
+    let freshness = match &shared.state.hot {
+        Some(hot) => hot.freshness(),
+        None => {
+            let flushed = catalog.and_then(|c| c.flushed_through_us);
+            crate::hot::Freshness { ingested_through_us: flushed, flushed_through_us: flushed }
+        }
+    };
+    let extensions = Extensions { freshness: freshness.to_json().to_string() };
+    let hot_version = shared.state.hot.as_ref().map(|hot| hot.version());
     let directives = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (no_cache, no_store) = (directives.contains("no-cache"), directives.contains("no-store"));
     let cache = &shared.state.cache;
     if !cache.enabled() || no_store || is_mutation(&request) {
-        return execute(shared, request, cache::Status::Bypass).await.0;
+        return execute(shared, request, cache::Status::Bypass, &extensions).await.answer;
     }
-    let lake = shared.state.ops.lake.clone();
-    let generation = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake).map(|s| s.generation))
-        .await
-        .ok()
-        .and_then(Result::ok);
-    let Some(key) = generation.map(|generation| cache.key(generation, &request)) else {
-        return execute(shared, request, cache::Status::Bypass).await.0;
+    let Some(key) = catalog.map(|catalog| cache.key(catalog.generation, &request)) else {
+        return execute(shared, request, cache::Status::Bypass, &extensions).await.answer;
+    };
+    let key = key.as_str();
+    let keep = |computed: Computed| async move {
+        if let Some(data) = &computed.keep {
+            cache.put_answer(key, data, computed.touched_hot.then_some(hot_version).flatten()).await;
+        }
+        computed
     };
     if no_cache {
-        let (answer, data) = execute(shared, request, cache::Status::Bypass).await;
-        if let Some(data) = data {
-            cache.put(&key, &data).await;
-        }
-        return answer;
+        return keep(execute(shared, request, cache::Status::Bypass, &extensions).await).await.answer;
     }
-    match cache.get(&key).await {
-        Ok(Some(data)) => {
-            return Answer { body: body_of(&data, cache::Status::Hit), ok: true, status: cache::Status::Hit };
-        }
+    let hit = |data: &str| Answer {
+        body: body_of(data, cache::Status::Hit, &extensions),
+        ok: true,
+        status: cache::Status::Hit,
+    };
+    match cache.get_answer(key, hot_version).await {
+        Ok(Some(data)) => return hit(&data),
         Ok(None) => {}
-        Err(()) => return execute(shared, request, cache::Status::Bypass).await.0,
+        Err(()) => return execute(shared, request, cache::Status::Bypass, &extensions).await.answer,
     }
-    match cache.join(&key).await {
-        cache::Flight::Follower(Some(data)) => {
-            Answer { body: body_of(&data, cache::Status::Hit), ok: true, status: cache::Status::Hit }
-        }
+    match cache.join(key).await {
+        cache::Flight::Follower(Some(data)) => hit(&data),
         cache::Flight::Follower(None) => {
-            let (answer, data) = execute(shared, request, cache::Status::Miss).await;
-            if let Some(data) = &data {
-                cache.put(&key, data).await;
-            }
-            answer
+            keep(execute(shared, request, cache::Status::Miss, &extensions).await).await.answer
         }
         cache::Flight::Leader(leader) => {
-            let (answer, data) = execute(shared, request, cache::Status::Miss).await;
-            if let Some(data) = &data {
-                cache.put(&key, data).await;
-            }
-            cache.finish(leader, data.map(Arc::new));
-            answer
+            let computed = keep(execute(shared, request, cache::Status::Miss, &extensions).await).await;
+            cache.finish(leader, computed.keep.map(Arc::new));
+            computed.answer
         }
     }
 }
 
-/// Runs a request on the lake. Also returns the answer's `data` as JSON when it has no errors
-/// (what the cache keeps).
-async fn execute(shared: &Shared, request: async_graphql::Request, status: cache::Status) -> (Answer, Option<String>) {
+/// What every response's `extensions` carry besides `cache`, as JSON.
+struct Extensions {
+    freshness: String,
+}
+
+/// A request run on the lake: the answer as sent, its `data` JSON when the cache may keep it,
+/// and whether it read the hot tier.
+struct Computed {
+    answer: Answer,
+    keep: Option<String>,
+    touched_hot: bool,
+}
+
+/// Runs a request on the lake.
+async fn execute(
+    shared: &Shared,
+    request: async_graphql::Request,
+    status: cache::Status,
+    extensions: &Extensions,
+) -> Computed {
     let volatile = cache::Volatile::default();
-    let request = graphql::with_loaders(request, &shared.state.runner).data(volatile.clone());
+    let (runner, touched) = shared.state.runner.for_request();
+    let request = graphql::with_loaders(request, &runner).data(volatile.clone()).data(graphql::RequestRunner(runner));
     let mut response = shared.schema.execute(request).await;
+    let touched_hot = touched.load(std::sync::atomic::Ordering::Acquire);
     if response.is_ok() && response.extensions.is_empty() {
         let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
         // An answer that shows more than the lake is served as it is and not kept.
         let (status, keep) = if volatile.is_marked() { (cache::Status::Bypass, false) } else { (status, true) };
-        let answer = Answer { body: body_of(&data, status), ok: true, status };
-        return (answer, keep.then_some(data));
+        let answer = Answer { body: body_of(&data, status, extensions), ok: true, status };
+        return Computed { answer, keep: keep.then_some(data), touched_hot };
     }
     let ok = response.is_ok();
     response.extensions.insert("cache".to_owned(), async_graphql::Value::from(status.as_str()));
+    if let Ok(freshness) = serde_json::from_str::<async_graphql::Value>(&extensions.freshness) {
+        response.extensions.insert("freshness".to_owned(), freshness);
+    }
     let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned());
-    (Answer { body, ok, status }, None)
+    Computed { answer: Answer { body, ok, status }, keep: None, touched_hot }
 }
 
 /// The body of an answer without errors, from its `data` JSON.
-fn body_of(data: &str, status: cache::Status) -> String {
-    format!("{{\"data\":{data},\"extensions\":{{\"cache\":\"{}\"}}}}", status.as_str())
+fn body_of(data: &str, status: cache::Status, extensions: &Extensions) -> String {
+    format!(
+        "{{\"data\":{data},\"extensions\":{{\"cache\":\"{}\",\"freshness\":{}}}}}",
+        status.as_str(),
+        extensions.freshness
+    )
 }
 
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {

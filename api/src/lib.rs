@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod graphql;
+pub mod hot;
 pub mod http;
 pub mod metrics;
 pub mod redis_link;

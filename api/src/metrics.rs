@@ -39,6 +39,9 @@ pub const COMPACTION_ROWS_LEFT_OUT: &str = "skyglass_compaction_rows_left_out_to
 /// Time of one compaction pass over the lake.
 pub const COMPACTION_DURATION: &str = "skyglass_compaction_duration_seconds";
 
+/// Posts in the hot tier (still in the buffer, answered with the lake's).
+pub const HOT_POSTS: &str = "skyglass_hot_posts";
+
 /// Export runs, by export and outcome.
 pub const EXPORT_RUNS: &str = "skyglass_export_runs_total";
 /// Time of one export run (query, file, manifest), by export.
@@ -108,6 +111,8 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     for reason in ["deleted", "copy"] {
         metrics::counter!(COMPACTION_ROWS_LEFT_OUT, "reason" => reason).increment(0);
     }
+    describe_gauge!(HOT_POSTS, "Posts in the hot tier: still in the buffer, answered with the lake's");
+    metrics::gauge!(HOT_POSTS).set(0.0);
     describe_counter!(EXPORT_RUNS, "Export runs, by export and outcome");
     describe_histogram!(EXPORT_DURATION, Unit::Seconds, "Time of one export run, by export");
     describe_gauge!(EXPORT_ROWS, "Rows of each export's last file");

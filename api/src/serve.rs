@@ -142,13 +142,26 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
             info!(exports = exports.specs().len(), "export schedules started");
             exports
         });
+        // The hot tier: posts still in the buffer, answered with the lake's.
+        let flushed_through = lake::catalog::read_state(&lake).ok().and_then(|state| state.flushed_through_us);
+        let hot = Arc::new(crate::hot::HotState::new(flushed_through));
+        tokio::spawn(crate::hot::tail(
+            engine.clone(),
+            args.redis.redis_url.clone(),
+            Keys::new(&args.redis.redis_namespace),
+            lake.clone(),
+            hot.clone(),
+            stop.clone(),
+        ));
+        let namespace = &args.redis.redis_namespace;
         http::router(AppState {
             runner: QueryRunner::new(engine, args.max_concurrent_queries as usize, args.query_timeout),
-            cache: crate::cache::ResultCache::new(ops.redis.clone(), &args.redis.redis_namespace, args.cache_ttl),
+            cache: crate::cache::ResultCache::new(ops.redis.clone(), namespace, args.cache_ttl, args.cache_hot_ttl),
             limits: crate::graphql::Limits { max_page_size: args.max_page_size },
             ops,
             exports,
             admin_token: args.admin_token.as_deref().map(http::admin_token_hash),
+            hot: Some(hot),
         })
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -194,12 +194,20 @@ impl Engine {
             table.reads_files.store(true, Ordering::Release);
             changed = true;
         }
-        let generation = catalog::read_state(&self.lake)?.generation;
+        let state = catalog::read_state(&self.lake)?;
+        let generation = state.generation;
         let mut built_for = self.built_for.lock().unwrap_or_else(|p| p.into_inner());
         if !changed && *built_for == Some(generation) {
             return Ok(());
         }
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
+        // The flush that moved the generation wrote hot posts into files: they leave the hot
+        // tier now, before any statement could count them twice.
+        if let Some(through) = state.flushed_through_us
+            && !self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+        {
+            base.execute("DELETE FROM hot_posts WHERE indexed_at <= make_timestamp(?)", [through])?;
+        }
         base.execute_batch(ACCOUNT_TABLES)?;
         let hidden: i64 = base.query_row("SELECT count(*) FROM hidden_authors", [], |row| row.get(0))?;
         self.hidden_present.store(hidden > 0, Ordering::Release);
@@ -212,30 +220,43 @@ impl Engine {
 
     /// (Re)creates the `posts` view from what exists: the files, with the hot tier when it holds
     /// posts, less deletes and hidden accounts when there are any.
+    /// `file_posts` is the same without the hot tier: what the files hold.
     fn create_posts_view(&self, base: &Connection) -> Result<()> {
         let hot = !self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
-        let source =
-            if hot { "(SELECT * FROM post_files UNION ALL BY NAME SELECT * FROM hot_posts)" } else { "post_files" };
-        let mut view = format!("CREATE OR REPLACE VIEW posts AS SELECT p.* FROM {source} AS p");
+        let mut hidden = String::new();
         if self.tables[1].reads_files.load(Ordering::Acquire) {
-            view.push_str(" ANTI JOIN deletes AS d ON d.uri = p.uri");
+            hidden.push_str(" ANTI JOIN deletes AS d ON d.uri = p.uri");
         }
         if self.hidden_present.load(Ordering::Acquire) {
-            view.push_str(" ANTI JOIN hidden_authors AS h ON h.did = p.did");
+            hidden.push_str(" ANTI JOIN hidden_authors AS h ON h.did = p.did");
         }
-        base.execute_batch(&view)?;
+        let with_hot =
+            if hot { "(SELECT * FROM post_files UNION ALL BY NAME SELECT * FROM hot_posts)" } else { "post_files" };
+        base.execute_batch(&format!(
+            "CREATE OR REPLACE VIEW posts AS SELECT p.* FROM {with_hot} AS p{hidden};
+             CREATE OR REPLACE VIEW file_posts AS SELECT p.* FROM post_files AS p{hidden};"
+        ))?;
         Ok(())
     }
 
     /// Sets the hot tier: posts still in the buffer (not in any file yet), answered with the
     /// files' from now on. The caller leaves out posts the files have, copies and deleted posts.
     pub fn set_hot(&self, posts: &[Post]) -> Result<()> {
+        self.refresh_views()?;
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
+        // Posts a flush wrote since the caller looked are not hot any more.
+        let through = catalog::read_state(&self.lake)?.flushed_through_us.unwrap_or(i64::MIN);
+        let fresh: Vec<Post>;
+        let posts = if posts.iter().any(|p| p.indexed_at_us <= through) {
+            fresh = posts.iter().filter(|p| p.indexed_at_us > through).cloned().collect();
+            &fresh[..]
+        } else {
+            posts
+        };
         let range = HotRange {
             created_at: posts.iter().map(|p| p.created_at_us).min().zip(posts.iter().map(|p| p.created_at_us).max()),
             indexed_at: posts.iter().map(|p| p.indexed_at_us).min().zip(posts.iter().map(|p| p.indexed_at_us).max()),
         };
-        self.refresh_views()?;
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         let was_empty = self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
         if !posts.is_empty() {
             // Typed like the files: the same columns in the same order, then the partition date.
@@ -623,14 +644,20 @@ impl Engine {
     pub fn stats(&self) -> Result<LakeStats> {
         let files = catalog::table_files(&self.lake, layout::POSTS_TABLE)?;
         let state = catalog::read_state(&self.lake)?;
-        let summary = self.summary(&PostFilter::default())?;
+        // The files' posts only, not the hot tier's.
+        let connection = self.connection()?;
+        let (posts, oldest_post_us, newest_post_us) = connection.query_row(
+            "SELECT count(DISTINCT uri), epoch_us(min(created_at)), epoch_us(max(created_at)) FROM file_posts",
+            [],
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?, row.get::<_, Option<i64>>(2)?)),
+        )?;
         Ok(LakeStats {
-            posts: summary.n_posts,
+            posts: posts.max(0) as u64,
             files: files.files,
             partitions: files.partitions.len() as u64,
             bytes: files.bytes,
-            oldest_post_us: summary.oldest_us,
-            newest_post_us: summary.newest_us,
+            oldest_post_us,
+            newest_post_us,
             generation: state.generation,
             last_flush_at_us: state.last_flush_at_us,
         })

@@ -173,3 +173,94 @@ fn readiness_fails_while_the_lake_lags_far_behind_the_source() {
         assert!(app.stop().success());
     }
 }
+
+/// Posts show in answers while they are still in the Redis buffer (the hot tier), long before
+/// the flush, with deletes and account events of the buffer applied; every answer says how
+/// fresh it is; and after the flush the lake answers the same.
+#[test]
+fn buffered_posts_answer_before_the_flush_and_the_lake_the_same_after() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let sample = skyglass_tests::fixtures_dir().join("jetstream_sample.jsonl");
+    let expected = crate::expected::posts_in(&sample);
+    let newest_event = std::fs::read_to_string(&sample)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|event| event["time_us"].as_i64())
+        .max()
+        .unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&sample).unwrap().lines().map(str::to_owned).collect();
+    let jetstream = jetstream_stand_in(lines);
+    let app = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--source"])
+            .arg(format!("jetstream:{jetstream}")),
+    )
+    .unwrap();
+    const QUERY: &str = "{ posts(first: 100) { totalCount nodes { uri } } lake { posts } }";
+    let started = std::time::Instant::now();
+    let answer = poll(Duration::from_secs(20), || {
+        let answer = app.request(QUERY, json!({}));
+        (answer["data"]["posts"]["totalCount"] == json!(expected.len())).then_some(answer)
+    })
+    .unwrap_or_else(|| panic!("the buffered posts never showed: {}", app.request(QUERY, json!({}))));
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(answer["data"]["lake"]["posts"], json!(0), "nothing was flushed: the hot tier answered");
+    let mut uris: Vec<&str> =
+        answer["data"]["posts"]["nodes"].as_array().unwrap().iter().map(|n| n["uri"].as_str().unwrap()).collect();
+    let mut independent: Vec<&str> = expected.iter().map(|p| p.uri.as_str()).collect();
+    uris.sort_unstable();
+    independent.sort_unstable();
+    assert_eq!(uris, independent, "every post once, deleted ones and hidden accounts' left out");
+    let freshness = answer["extensions"]["freshness"].clone();
+    let ingested = chrono::DateTime::parse_from_rfc3339(freshness["ingestedThrough"].as_str().unwrap()).unwrap();
+    assert!(ingested.timestamp_micros() <= newest_event, "{freshness}");
+    assert_eq!(freshness["flushedThrough"], json!(null), "{freshness}");
+    assert!(freshness["lagMs"].as_i64().unwrap() > 0);
+    let metrics = app.get("/metrics").text().unwrap();
+    assert!(metrics.contains(&format!("skyglass_hot_posts {}", expected.len())), "{metrics}");
+
+    // The same question again: cached, keyed by the hot tier's version.
+    let posts_only = "{ posts(first: 100) { totalCount } }";
+    let first = app.request(posts_only, json!({}));
+    let second = app.request(posts_only, json!({}));
+    assert_eq!(second["extensions"]["cache"], json!("HIT"), "{first} {second}");
+    assert_eq!(second["data"], first["data"]);
+
+    // Stopped, the buffer is flushed; the lake alone answers the same.
+    assert!(app.stop().success());
+    let api = App::serve_api(lake.path(), &redis.url()).unwrap();
+    let after = api.request(QUERY, json!({}));
+    assert_eq!(after["data"]["posts"], answer["data"]["posts"]);
+    assert_eq!(after["data"]["lake"]["posts"], json!(expected.len()));
+    assert_eq!(after["extensions"]["freshness"]["flushedThrough"], freshness["ingestedThrough"]);
+    assert!(api.stop().success());
+}
+
+/// A Jetstream stand-in on a loopback port: each connection gets `lines`, then stays open and
+/// silent, so the source never ends (and nothing flushes before the interval). Its `ws://` URL.
+fn jetstream_stand_in(lines: Vec<String>) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let lines = lines.clone();
+                tokio::spawn(async move {
+                    let Ok(mut socket) = tokio_tungstenite::accept_async(tcp).await else { return };
+                    for line in lines {
+                        if socket.send(tokio_tungstenite::tungstenite::Message::text(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                    while let Some(Ok(_)) = socket.next().await {}
+                });
+            }
+        });
+    });
+    format!("ws://{}/subscribe", rx.recv().unwrap())
+}

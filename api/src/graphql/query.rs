@@ -23,7 +23,10 @@ pub(super) fn services<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Servi
 }
 
 pub(super) fn runner<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a QueryRunner> {
-    Ok(&services(ctx)?.runner)
+    match ctx.data_opt::<super::RequestRunner>() {
+        Some(runner) => Ok(&runner.0),
+        None => Ok(&services(ctx)?.runner),
+    }
 }
 
 /// `first` checked against the configured page-size cap.

@@ -8,7 +8,6 @@ use lake::model::{self, Post};
 use lake::plan;
 use lake::search::TextQuery;
 
-use super::Services;
 use super::author::Author;
 use super::scalars::DateTime;
 use crate::error;
@@ -282,7 +281,7 @@ impl PostConnection {
     /// All posts matching the filter (not only this page); computed only when selected.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
         let filter = self.filter.clone();
-        Ok(ctx.data::<Services>()?.runner.run(move |engine| engine.summary(&filter)).await?.n_posts)
+        Ok(super::query::runner(ctx)?.run(move |engine| engine.summary(&filter)).await?.n_posts)
     }
 }
 

@@ -1,0 +1,263 @@
+//! The hot tier: posts still in the Redis buffer, answered with the lake's, so a post shows in
+//! `posts` about a second after ingest accepted it while flushes stay minutes apart.
+//!
+//! A task tails the buffer stream (`XREAD`, from its start), reads each batch's rows, and keeps
+//! the posts (one per uri, less those deleted in the buffer) whose event time is after what the
+//! lake's flushes wrote through (`CatalogState::flushed_through_us`): those are in no file yet.
+//! After a change, at most every [`REFRESH`], it hands them to the engine
+//! ([`lake::exec::Engine::set_hot`]), which unions them with the files in `posts`.
+//!
+//! Deletes and account events in the buffer (a deactivated account, say) hide buffered posts at
+//! once, and posts in files from the next flush on. Rows replayed from a time the
+//! flushes already passed (a file ingested again) show from their own flush on.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ingest::buffer::{self, Entry, Keys};
+use lake::exec::Engine;
+use lake::model::Post;
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+/// The most often the engine's hot table is rebuilt.
+pub const REFRESH: Duration = Duration::from_millis(400);
+/// How long one read waits for new entries.
+const BLOCK: Duration = Duration::from_millis(250);
+/// Entries per read (each a batch of up to a thousand rows).
+const ENTRIES_PER_READ: usize = 200;
+
+/// What the hot tier holds, for freshness and cache keys; shared with the HTTP handlers.
+#[derive(Debug, Default)]
+pub struct HotState {
+    /// Bumped each time the engine's hot table changes.
+    version: AtomicU64,
+    /// The newest event time in the buffer or the lake, UTC microseconds (0: none yet).
+    ingested_through_us: AtomicI64,
+    /// What the lake's flushes wrote through, UTC microseconds (0: none yet).
+    flushed_through_us: AtomicI64,
+    posts: AtomicU64,
+}
+
+/// How fresh an answer is: what it includes, by event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub ingested_through_us: Option<i64>,
+    pub flushed_through_us: Option<i64>,
+}
+
+impl Freshness {
+    /// `extensions.freshness`: `ingestedThrough` and `flushedThrough` (RFC 3339) and `lagMs`,
+    /// now minus `ingestedThrough`.
+    pub fn to_json(self) -> serde_json::Value {
+        let time =
+            |us: Option<i64>| us.and_then(chrono::DateTime::from_timestamp_micros).map(crate::export::spec::rfc3339);
+        let lag = self.ingested_through_us.map(|us| (chrono::Utc::now().timestamp_micros() - us).max(0) / 1000);
+        serde_json::json!({
+            "ingestedThrough": time(self.ingested_through_us),
+            "flushedThrough": time(self.flushed_through_us),
+            "lagMs": lag,
+        })
+    }
+}
+
+impl HotState {
+    /// A hot tier, empty yet, over a lake flushed through `flushed_through_us`.
+    pub fn new(flushed_through_us: Option<i64>) -> HotState {
+        let state = HotState::default();
+        state.flushed_through_us.store(flushed_through_us.unwrap_or(0), Ordering::Relaxed);
+        state.ingested_through_us.store(flushed_through_us.unwrap_or(0), Ordering::Relaxed);
+        state
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn posts(&self) -> u64 {
+        self.posts.load(Ordering::Relaxed)
+    }
+
+    pub fn freshness(&self) -> Freshness {
+        let some = |value: i64| (value > 0).then_some(value);
+        let flushed = some(self.flushed_through_us.load(Ordering::Relaxed));
+        let ingested = some(self.ingested_through_us.load(Ordering::Relaxed)).max(flushed);
+        Freshness { ingested_through_us: ingested, flushed_through_us: flushed }
+    }
+}
+
+/// The buffered rows the tail has seen, less what the lake has.
+#[derive(Default)]
+struct Buffered {
+    posts: HashMap<String, Post>,
+    /// Deleted uris and when, so a post buffered after its delete stays hidden.
+    deleted: HashMap<String, i64>,
+    /// Each DID's latest account event in the buffer: when, and whether it hides the posts.
+    accounts: HashMap<String, (i64, bool)>,
+    flushed_through_us: i64,
+    newest_us: i64,
+}
+
+impl Buffered {
+    fn add(&mut self, rows: Vec<Entry>) -> bool {
+        let mut changed = false;
+        for row in rows {
+            match row {
+                Entry::Post(post) => {
+                    self.newest_us = self.newest_us.max(post.indexed_at_us);
+                    if post.indexed_at_us > self.flushed_through_us && !self.deleted.contains_key(&post.uri) {
+                        changed |= self.posts.insert(post.uri.clone(), *post).is_none();
+                    }
+                }
+                Entry::Delete(delete) => {
+                    self.newest_us = self.newest_us.max(delete.deleted_at_us);
+                    changed |= self.posts.remove(&delete.uri).is_some();
+                    if delete.deleted_at_us > self.flushed_through_us {
+                        self.deleted.insert(delete.uri, delete.deleted_at_us);
+                    }
+                }
+                Entry::Account(event) => {
+                    self.newest_us = self.newest_us.max(event.seen_at_us);
+                    let Some(active) = event.active else { continue };
+                    let status = event.status.as_deref().unwrap_or_default();
+                    let hides = !active && !lake::model::VISIBLE_INACTIVE_STATUSES.contains(&status);
+                    let latest = self.accounts.entry(event.did).or_insert((event.seen_at_us, hides));
+                    if event.seen_at_us >= latest.0 {
+                        changed |= latest.1 != hides;
+                        *latest = (event.seen_at_us, hides);
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// Forgets what the lake's flushes have written.
+    fn flushed_through(&mut self, through_us: i64) -> bool {
+        if through_us <= self.flushed_through_us {
+            return false;
+        }
+        self.flushed_through_us = through_us;
+        let before = self.posts.len();
+        self.posts.retain(|_, post| post.indexed_at_us > through_us);
+        self.deleted.retain(|_, at| *at > through_us);
+        let accounts = self.accounts.len();
+        self.accounts.retain(|_, (at, _)| *at > through_us);
+        self.posts.len() != before || self.accounts.len() != accounts
+    }
+
+    /// The posts to show: those of accounts the buffer does not hide.
+    fn visible(&self) -> Vec<Post> {
+        let hidden = |did: &str| self.accounts.get(did).is_some_and(|(_, hides)| *hides);
+        self.posts.values().filter(|post| !hidden(&post.did)).cloned().collect()
+    }
+}
+
+/// Tails the buffer into the engine's hot tier until `stop`. Redis away: it waits and goes on
+/// from where it was.
+pub async fn tail(
+    engine: Arc<Engine>,
+    redis_url: String,
+    keys: Keys,
+    lake: PathBuf,
+    state: Arc<HotState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buffered = Buffered {
+        flushed_through_us: state.flushed_through_us.load(Ordering::Relaxed),
+        newest_us: state.ingested_through_us.load(Ordering::Relaxed),
+        ..Buffered::default()
+    };
+    let mut last_id = "0-0".to_owned();
+    let mut connection = None;
+    let mut dirty = false;
+    let mut last_set: Option<Instant> = None;
+    let mut attempt = 0;
+    while !*stop.borrow() {
+        if connection.is_none() {
+            connection = buffer::connect(&redis_url, BLOCK + Duration::from_secs(1)).await.ok();
+        }
+        let read = match connection.as_mut() {
+            Some(connection) => read(connection, &keys, &last_id).await,
+            None => Err(anyhow::anyhow!("Redis cannot be reached")),
+        };
+        match read {
+            Ok(entries) => {
+                attempt = 0;
+                for (id, rows) in entries {
+                    last_id = id;
+                    dirty |= buffered.add(rows);
+                }
+            }
+            Err(error) => {
+                debug!(error = format!("{error:#}"), "the hot tier cannot read the buffer; retrying");
+                connection = None;
+                tokio::select! {
+                    () = tokio::time::sleep(buffer::outage_backoff(attempt)) => {}
+                    _ = stop.wait_for(|stopping| *stopping) => return,
+                }
+                attempt += 1;
+            }
+        }
+        let dir = lake.clone();
+        let catalog = tokio::task::spawn_blocking(move || lake::catalog::read_state(&dir)).await;
+        if let Ok(Ok(catalog)) = catalog
+            && let Some(through) = catalog.flushed_through_us
+        {
+            dirty |= buffered.flushed_through(through);
+        }
+        state.flushed_through_us.store(buffered.flushed_through_us, Ordering::Relaxed);
+        state.ingested_through_us.store(buffered.newest_us, Ordering::Relaxed);
+        if dirty && last_set.is_none_or(|at| at.elapsed() >= REFRESH) {
+            let posts = buffered.visible();
+            let count = posts.len() as u64;
+            let engine = engine.clone();
+            match tokio::task::spawn_blocking(move || engine.set_hot(&posts)).await {
+                Ok(Ok(())) => {
+                    state.posts.store(count, Ordering::Relaxed);
+                    state.version.fetch_add(1, Ordering::AcqRel);
+                    metrics::gauge!(crate::metrics::HOT_POSTS).set(count as f64);
+                    dirty = false;
+                    last_set = Some(Instant::now());
+                }
+                Ok(Err(error)) => warn!(%error, "the hot tier could not be updated"),
+                Err(error) => warn!(%error, "the hot tier task failed"),
+            }
+        }
+    }
+}
+
+/// New stream entries after `last_id`, with their rows (batches fetched from their keys; one
+/// already flushed and removed is skipped: its rows are in the lake).
+async fn read(
+    connection: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    last_id: &str,
+) -> anyhow::Result<Vec<(String, Vec<Entry>)>> {
+    let options = StreamReadOptions::default().count(ENTRIES_PER_READ).block(BLOCK.as_millis() as usize);
+    let reply: Option<StreamReadReply> =
+        redis::AsyncCommands::xread_options(connection, &[&keys.posts], &[last_id], &options).await?;
+    let entries: Vec<StreamId> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some((field, value)) = entry.map.iter().find(|(field, _)| field.as_str() != buffer::ROWS_FIELD) else {
+            out.push((entry.id, Vec::new()));
+            continue;
+        };
+        let bytes = redis::from_redis_value_ref::<Vec<u8>>(value).unwrap_or_default();
+        let rows = if field == buffer::BATCH_NAME_FIELD_V3 {
+            let name = String::from_utf8_lossy(&bytes).into_owned();
+            let batch: Option<Vec<u8>> = redis::cmd("GET").arg(keys.batch(&name)).query_async(connection).await?;
+            batch.map(|bytes| buffer::decode_entry(field, &bytes)).transpose()
+        } else {
+            buffer::decode_entry(field, &bytes).map(Some)
+        };
+        // A row that does not decode is the flusher's to dead-letter; the hot tier skips it.
+        out.push((entry.id, rows.ok().flatten().unwrap_or_default()));
+    }
+    Ok(out)
+}
