@@ -12,6 +12,7 @@ pub mod compact;
 pub mod error;
 pub mod exec;
 pub mod layout;
+pub mod live;
 pub mod model;
 pub mod plan;
 pub mod rewrite;
