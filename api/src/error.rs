@@ -11,6 +11,7 @@ pub const OVERLOADED: &str = "OVERLOADED";
 pub const FORBIDDEN: &str = "FORBIDDEN";
 pub const CONFLICT: &str = "CONFLICT";
 pub const EXPORT_FAILED: &str = "EXPORT_FAILED";
+pub const TOO_SLOW: &str = "TOO_SLOW";
 
 /// An argument the client got wrong: the message says what to fix.
 pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
@@ -31,6 +32,14 @@ pub fn conflict(message: impl Into<String>) -> async_graphql::Error {
 /// disk), so it is sent.
 pub fn export_failed(reason: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(reason.into()).extend_with(|_, e| e.set("code", EXPORT_FAILED))
+}
+
+/// A live subscriber fell too far behind and was dropped.
+pub fn too_slow(missed: u64) -> async_graphql::Error {
+    async_graphql::Error::new(format!(
+        "this subscription fell behind by {missed} posts and was ended so that it does not hold up others; subscribe again"
+    ))
+    .extend_with(|_, e| e.set("code", TOO_SLOW))
 }
 
 /// A failure of ours: logged with its cause chain; the client sees a generic message.

@@ -130,6 +130,7 @@ impl Exports {
             limits: graphql::Limits { max_page_size: EXPORT_MAX_PAGE_SIZE },
             redis: None,
             exports: None,
+            live: None,
         }));
         // Every export's series exist from the start, so alerts on increases see the first one.
         for spec in &specs {

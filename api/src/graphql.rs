@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_graphql::Schema;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{EmptySubscription, Schema};
 use lake::exec::{Engine, Interrupt, with_interrupt};
 use tokio::sync::Semaphore;
 
@@ -16,15 +16,17 @@ use crate::metrics as m;
 
 mod author;
 pub mod exports;
+mod live;
 mod loaders;
 mod query;
 mod scalars;
 mod types;
 
 pub use exports::{Caller, Mutation};
+pub use live::Subscription;
 pub use query::Query;
 
-pub type SkyglassSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type SkyglassSchema = Schema<Query, Mutation, Subscription>;
 
 /// Rows in a page when `first` is not given.
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -55,10 +57,12 @@ pub struct Services {
     pub redis: Option<Arc<crate::redis_link::RedisLink>>,
     /// The declared exports, for `exports` and `runExport`; `None` where exports do not run.
     pub exports: Option<Arc<crate::export::Exports>>,
+    /// Posts as they arrive in the buffer, for `livePosts`; `None` where no buffer is read.
+    pub live: Option<tokio::sync::broadcast::Sender<Arc<lake::model::Post>>>,
 }
 
 pub fn build(services: Option<Services>) -> SkyglassSchema {
-    let builder = Schema::build(Query, Mutation, EmptySubscription).limit_depth(16).limit_complexity(10_000);
+    let builder = Schema::build(Query, Mutation, Subscription).limit_depth(16).limit_complexity(10_000);
     match services {
         Some(services) => builder.data(services).finish(),
         None => builder.finish(),
@@ -70,13 +74,22 @@ pub type RequestLoader<T> = DataLoader<T, HashMapCache>;
 
 /// Gives a request its own data loaders: keys asked within the request are batched, and each
 /// is answered once per request (cached for the request only, so never staler than it).
-pub fn with_loaders(request: async_graphql::Request, runner: &QueryRunner) -> async_graphql::Request {
+pub fn with_loaders(mut request: async_graphql::Request, runner: &QueryRunner) -> async_graphql::Request {
+    add_loaders(&mut request.data, runner);
     request
-        .data(DataLoader::with_cache(loaders::AuthorSummaries(runner.clone()), tokio::spawn, HashMapCache::default()))
-        .data(DataLoader::with_cache(loaders::AuthorPosts(runner.clone()), tokio::spawn, HashMapCache::default()))
-        .data(DataLoader::with_cache(loaders::Accounts(runner.clone()), tokio::spawn, HashMapCache::default()))
-        .data(DataLoader::with_cache(loaders::AuthorActivity(runner.clone()), tokio::spawn, HashMapCache::default()))
-        .data(DataLoader::with_cache(loaders::AuthorHashtags(runner.clone()), tokio::spawn, HashMapCache::default()))
+}
+
+/// Adds the data loaders to a request's or a websocket connection's data.
+pub fn add_loaders(data: &mut async_graphql::Data, runner: &QueryRunner) {
+    data.insert(DataLoader::with_cache(
+        loaders::AuthorSummaries(runner.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    ));
+    data.insert(DataLoader::with_cache(loaders::AuthorPosts(runner.clone()), tokio::spawn, HashMapCache::default()));
+    data.insert(DataLoader::with_cache(loaders::Accounts(runner.clone()), tokio::spawn, HashMapCache::default()));
+    data.insert(DataLoader::with_cache(loaders::AuthorActivity(runner.clone()), tokio::spawn, HashMapCache::default()));
+    data.insert(DataLoader::with_cache(loaders::AuthorHashtags(runner.clone()), tokio::spawn, HashMapCache::default()));
 }
 
 /// The runner of one request (it notes whether the request read the hot tier); resolvers use

@@ -32,7 +32,7 @@ const BLOCK: Duration = Duration::from_millis(250);
 const ENTRIES_PER_READ: usize = 200;
 
 /// What the hot tier holds, for freshness and cache keys; shared with the HTTP handlers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HotState {
     /// Bumped each time the engine's hot table changes.
     version: AtomicU64,
@@ -41,6 +41,23 @@ pub struct HotState {
     /// What the lake's flushes wrote through, UTC microseconds (0: none yet).
     flushed_through_us: AtomicI64,
     posts: AtomicU64,
+    /// Each post the first time it is seen in the buffer, for live subscriptions.
+    pub live: tokio::sync::broadcast::Sender<Arc<Post>>,
+}
+
+/// Posts a live subscriber may fall behind by before it is dropped.
+pub const LIVE_CAPACITY: usize = 4096;
+
+impl Default for HotState {
+    fn default() -> Self {
+        HotState {
+            version: AtomicU64::new(0),
+            ingested_through_us: AtomicI64::new(0),
+            flushed_through_us: AtomicI64::new(0),
+            posts: AtomicU64::new(0),
+            live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
+        }
+    }
 }
 
 /// How fresh an answer is: what it includes, by event time.
@@ -103,14 +120,21 @@ struct Buffered {
 }
 
 impl Buffered {
-    fn add(&mut self, rows: Vec<Entry>) -> bool {
+    /// Takes in rows read from the buffer; each new post also goes to `live`.
+    fn add(&mut self, rows: Vec<Entry>, live: &tokio::sync::broadcast::Sender<Arc<Post>>) -> bool {
         let mut changed = false;
         for row in rows {
             match row {
                 Entry::Post(post) => {
                     self.newest_us = self.newest_us.max(post.indexed_at_us);
-                    if post.indexed_at_us > self.flushed_through_us && !self.deleted.contains_key(&post.uri) {
-                        changed |= self.posts.insert(post.uri.clone(), *post).is_none();
+                    if post.indexed_at_us > self.flushed_through_us
+                        && !self.deleted.contains_key(&post.uri)
+                        && !self.posts.contains_key(&post.uri)
+                    {
+                        // No subscriber is no error.
+                        let _ = live.send(Arc::new((*post).clone()));
+                        self.posts.insert(post.uri.clone(), *post);
+                        changed = true;
                     }
                 }
                 Entry::Delete(delete) => {
@@ -190,7 +214,7 @@ pub async fn tail(
                 attempt = 0;
                 for (id, rows) in entries {
                     last_id = id;
-                    dirty |= buffered.add(rows);
+                    dirty |= buffered.add(rows, &state.live);
                 }
             }
             Err(error) => {

@@ -118,12 +118,14 @@ pub fn router(state: AppState) -> Router {
         limits: state.limits.clone(),
         redis: Some(state.ops.redis.clone()),
         exports: state.exports.clone(),
+        live: state.hot.as_ref().map(|hot| hot.live.clone()),
     }));
     let ops = state.ops.clone();
     let shared = Shared { schema, state };
     let api = Router::new()
         .route("/", get(playground))
         .route("/graphql", get(graphql_handler).post(graphql_handler))
+        .route("/graphql/ws", get(graphql_ws))
         .with_state(shared);
     layered(api.merge(ops_routes(ops)))
 }
@@ -159,6 +161,23 @@ fn layered(router: Router) -> Router {
 
 async fn playground() -> Html<String> {
     Html(GraphiQLSource::build().endpoint("/graphql").title("Skyglass").finish())
+}
+
+/// GraphQL over a websocket (graphql-transport-ws and the older graphql-ws), for `livePosts`.
+/// Each connection gets its own data loaders for the fields nested under a live post.
+async fn graphql_ws(
+    State(shared): State<Shared>,
+    protocol: async_graphql_axum::GraphQLProtocol,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> axum::response::Response {
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            let mut data = async_graphql::Data::default();
+            graphql::add_loaders(&mut data, &shared.state.runner);
+            async_graphql_axum::GraphQLWebSocket::new(stream, shared.schema.clone(), protocol).with_data(data).serve()
+        })
+        .into_response()
 }
 
 async fn graphql_handler(

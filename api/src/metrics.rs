@@ -42,6 +42,10 @@ pub const COMPACTION_DURATION: &str = "skyglass_compaction_duration_seconds";
 /// Posts in the hot tier (still in the buffer, answered with the lake's).
 pub const HOT_POSTS: &str = "skyglass_hot_posts";
 
+/// Live subscriptions open now, and those ended for falling behind.
+pub const LIVE_SUBSCRIBERS: &str = "skyglass_live_subscribers";
+pub const LIVE_DROPPED: &str = "skyglass_live_dropped_total";
+
 /// Export runs, by export and outcome.
 pub const EXPORT_RUNS: &str = "skyglass_export_runs_total";
 /// Time of one export run (query, file, manifest), by export.
@@ -113,6 +117,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     }
     describe_gauge!(HOT_POSTS, "Posts in the hot tier: still in the buffer, answered with the lake's");
     metrics::gauge!(HOT_POSTS).set(0.0);
+    describe_gauge!(LIVE_SUBSCRIBERS, "livePosts subscriptions open now");
+    describe_counter!(LIVE_DROPPED, "livePosts subscriptions ended for falling behind");
+    metrics::gauge!(LIVE_SUBSCRIBERS).set(0.0);
+    metrics::counter!(LIVE_DROPPED).increment(0);
     describe_counter!(EXPORT_RUNS, "Export runs, by export and outcome");
     describe_histogram!(EXPORT_DURATION, Unit::Seconds, "Time of one export run, by export");
     describe_gauge!(EXPORT_ROWS, "Rows of each export's last file");

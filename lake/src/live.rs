@@ -25,7 +25,8 @@ pub struct PostMatcher {
 
 impl PostMatcher {
     pub fn new(filter: PostFilter) -> Result<PostMatcher> {
-        let (full_langs, bare_langs) = filter.langs.iter().map(|l| l.trim().to_lowercase()).partition(|l| l.contains('-'));
+        let (full_langs, bare_langs) =
+            filter.langs.iter().map(|l| l.trim().to_lowercase()).partition(|l| l.contains('-'));
         let mut literals = Vec::new();
         let mut patterns = Vec::new();
         for query in &filter.text {

@@ -64,6 +64,13 @@ fn events(file: &Path) -> impl Iterator<Item = Value> {
 /// by an account hidden at its end.
 pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
     let hidden = hidden_in(file);
+    let (created, deleted) = created_and_deleted_in(file);
+    created.into_iter().filter(|p| !deleted.contains(&p.uri) && !hidden.contains(&p.did)).collect()
+}
+
+/// Every distinct post created in the file (replays counted once), in uri order, deleted or
+/// not, and the uris deleted in it.
+pub fn created_and_deleted_in(file: &Path) -> (Vec<ExpectedPost>, BTreeSet<String>) {
     let mut seen = BTreeMap::new();
     let mut deleted = BTreeSet::new();
     for event in events(file) {
@@ -114,7 +121,7 @@ pub fn posts_in(file: &Path) -> Vec<ExpectedPost> {
         };
         seen.entry(uri).or_insert(post);
     }
-    seen.into_values().filter(|p| !deleted.contains(&p.uri) && !hidden.contains(&p.did)).collect()
+    (seen.into_values().collect(), deleted)
 }
 
 /// An instant as the API writes it: RFC 3339 in UTC with `Z`.

@@ -191,7 +191,7 @@ fn buffered_posts_answer_before_the_flush_and_the_lake_the_same_after() {
         .max()
         .unwrap();
     let lines: Vec<String> = std::fs::read_to_string(&sample).unwrap().lines().map(str::to_owned).collect();
-    let jetstream = jetstream_stand_in(lines);
+    let jetstream = jetstream_stand_in(lines, tokio::sync::watch::channel(true).1);
     let app = App::serve(
         skyglass(lake.path(), &redis.url())
             .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--source"])
@@ -238,9 +238,9 @@ fn buffered_posts_answer_before_the_flush_and_the_lake_the_same_after() {
     assert!(api.stop().success());
 }
 
-/// A Jetstream stand-in on a loopback port: each connection gets `lines`, then stays open and
-/// silent, so the source never ends (and nothing flushes before the interval). Its `ws://` URL.
-fn jetstream_stand_in(lines: Vec<String>) -> String {
+/// A Jetstream stand-in on a loopback port: each connection gets `lines` (once `gate` opens),
+/// then stays open and silent, so the source never ends (and nothing flushes before the interval). Its `ws://` URL.
+fn jetstream_stand_in(lines: Vec<String>, gate: tokio::sync::watch::Receiver<bool>) -> String {
     use futures_util::{SinkExt, StreamExt};
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -249,9 +249,10 @@ fn jetstream_stand_in(lines: Vec<String>) -> String {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             while let Ok((tcp, _)) = listener.accept().await {
-                let lines = lines.clone();
+                let (lines, mut gate) = (lines.clone(), gate.clone());
                 tokio::spawn(async move {
                     let Ok(mut socket) = tokio_tungstenite::accept_async(tcp).await else { return };
+                    let _ = gate.wait_for(|open| *open).await;
                     for line in lines {
                         if socket.send(tokio_tungstenite::tungstenite::Message::text(line)).await.is_err() {
                             return;
@@ -263,4 +264,143 @@ fn jetstream_stand_in(lines: Vec<String>) -> String {
         });
     });
     format!("ws://{}/subscribe", rx.recv().unwrap())
+}
+
+/// `livePosts` over graphql-ws streams each matching post as it reaches the buffer, before any
+/// flush, with the filter semantics of `posts`.
+#[test]
+fn live_posts_stream_matching_posts_as_they_arrive() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let sample = skyglass_tests::fixtures_dir().join("jetstream_sample.jsonl");
+    let (created, _) = crate::expected::created_and_deleted_in(&sample);
+    let mut expected: Vec<String> = created
+        .iter()
+        .filter(|p| p.langs.iter().any(|l| l.to_lowercase().split('-').next() == Some("en")))
+        .map(|p| p.uri.clone())
+        .collect();
+    expected.sort_unstable();
+    assert!(expected.len() >= 3 && expected.len() < created.len(), "a filter that keeps some: {expected:?}");
+
+    let lines: Vec<String> = std::fs::read_to_string(&sample).unwrap().lines().map(str::to_owned).collect();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let jetstream = jetstream_stand_in(lines, gate);
+    let app = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--source"])
+            .arg(format!("jetstream:{jetstream}")),
+    )
+    .unwrap();
+    let url = format!("{}/graphql/ws", app.base_url.replace("http://", "ws://"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (received, socket) = runtime.block_on(async {
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        socket.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
+        let ack = read_json(&mut socket).await;
+        assert_eq!(ack["type"], json!("connection_ack"), "{ack}");
+        let query = "subscription { livePosts(filter: {langs: [\"EN\"]}) { uri langs author { did } } }";
+        let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+        socket.send(Message::text(subscribe.to_string())).await.unwrap();
+        // The subscription is registered before the firehose opens.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        open.send(true).unwrap();
+        let mut received = Vec::new();
+        while received.len() < expected.len() {
+            let message = read_json(&mut socket).await;
+            assert_eq!(message["type"], json!("next"), "{message}");
+            let post = &message["payload"]["data"]["livePosts"];
+            assert_eq!(post["author"]["did"].as_str(), post["uri"].as_str().unwrap().split('/').nth(2), "{post}");
+            received.push(post["uri"].as_str().unwrap().to_owned());
+        }
+        (received, socket)
+    });
+    let mut sorted = received.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "each English post once, as it arrived");
+    let data = app.query("{ lake { posts } }", json!({}));
+    assert_eq!(data["lake"]["posts"], json!(0), "before any flush");
+    let metrics = app.get("/metrics").text().unwrap();
+    assert!(metrics.contains("skyglass_live_subscribers 1"), "{metrics}");
+    drop(socket);
+    drop(runtime);
+    assert!(app.stop().success());
+}
+
+async fn read_json(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> serde_json::Value {
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("a message within 15 s")
+            .expect("the socket stays open")
+            .expect("a readable message");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// A subscriber that stops reading falls behind and is ended with `TOO_SLOW`; ingest goes on.
+#[test]
+fn a_live_subscriber_that_falls_behind_is_dropped_with_a_reason() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let app = App::serve(skyglass(lake.path(), &redis.url()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--flush-interval",
+        "1h",
+        "--source",
+        "synthetic:8000",
+    ]))
+    .unwrap();
+    let url = format!("{}/graphql/ws", app.base_url.replace("http://", "ws://"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let error = runtime.block_on(async {
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        socket.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
+        assert_eq!(read_json(&mut socket).await["type"], json!("connection_ack"));
+        let query = "subscription { livePosts { uri text } }";
+        socket
+            .send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string()))
+            .await
+            .unwrap();
+        // Not reading: the socket's buffers fill, then the feed falls behind.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        loop {
+            let message = read_json(&mut socket).await;
+            if let Some(errors) = message["payload"]["errors"].as_array().filter(|e| !e.is_empty()) {
+                return errors[0].clone();
+            }
+            assert_eq!(message["type"], json!("next"), "{message}");
+        }
+    });
+    assert_eq!(error["extensions"]["code"], json!("TOO_SLOW"), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("subscribe again"), "{error}");
+    let metrics = app.get("/metrics").text().unwrap();
+    assert!(metric(&metrics, "skyglass_live_dropped_total") >= 1.0);
+    // Ingest never waited: the hot tier keeps growing.
+    let before = app.query("{ posts(first: 1) { totalCount } }", json!({}))["posts"]["totalCount"].as_u64().unwrap();
+    let grew = poll(Duration::from_secs(10), || {
+        let now = app.query("{ posts(first: 1) { totalCount } }", json!({}))["posts"]["totalCount"].as_u64()?;
+        (now > before).then_some(now)
+    });
+    assert!(grew.is_some(), "ingest stalled");
+    drop(runtime);
+    assert!(app.stop().success());
 }
