@@ -9,8 +9,10 @@
 //! is only a marker, and the answer itself is under that key and the hot tier's version, kept
 //! for the short `hot_ttl` (the version moves with every batch ingested).
 //!
-//! Identical requests that miss at the same time in one process compute once: the first runs,
-//! the others wait for its answer (single flight). If Redis is unreachable, every request is
+//! Identical requests that miss at the same time compute once: in one process, the first runs
+//! and the others wait for its answer (single flight); across API replicas sharing Redis, the
+//! process whose request first claims the key (`SET NX` with a lease) computes, and the others
+//! wait for its answer to appear in Redis, or compute themselves if the claim goes without one. If Redis is unreachable, every request is
 //! answered from the lake, uncached (`BYPASS`), and the cache tries Redis again a little later.
 
 use std::collections::HashMap;
@@ -112,6 +114,25 @@ pub struct ResultCache {
     in_flight: Mutex<HashMap<String, watch::Receiver<Option<Arc<String>>>>>,
     down_until: Mutex<Option<Instant>>,
 }
+
+/// Who computes a missed answer among the replicas.
+pub enum Claim {
+    /// This process: release with [`ResultCache::release`] once the answer is kept.
+    Mine(String),
+    /// Another replica is computing it.
+    Theirs,
+    /// Redis cannot say: compute.
+    Unknown,
+}
+
+/// How long a replica's claim to compute an answer lasts (a crashed one frees it this fast).
+const CLAIM_LEASE: Duration = Duration::from_secs(30);
+/// How often a waiting replica looks for the answer.
+const CLAIM_POLL: Duration = Duration::from_millis(20);
+
+/// Deletes a claim only while it is still ours.
+const RELEASE_CLAIM: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// Who computes a missed answer.
 pub enum Flight {
@@ -243,6 +264,49 @@ impl ResultCache {
                 let _ = self.command::<()>(redis::cmd("SET").arg(hot_key).arg(data).arg("PX").arg(ttl_ms)).await;
             }
         }
+    }
+
+    /// Claims the computation of `key` among the replicas sharing this Redis.
+    pub async fn claim(&self, key: &str) -> Claim {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{}-{n}", std::process::id());
+        let lease = CLAIM_LEASE.as_millis() as u64;
+        let set = redis::cmd("SET").arg(format!("{key}:claim")).arg(&token).arg("NX").arg("PX").arg(lease).clone();
+        match self.command::<Option<String>>(&set).await {
+            Ok(Some(_)) => Claim::Mine(token),
+            Ok(None) => Claim::Theirs,
+            Err(()) => Claim::Unknown,
+        }
+    }
+
+    /// Ends this process's claim on `key`.
+    pub async fn release(&self, key: &str, token: &str) {
+        let Some(mut connection) = self.redis.connection().await else { return };
+        let script = redis::Script::new(RELEASE_CLAIM);
+        let mut invocation = script.key(format!("{key}:claim"));
+        invocation.arg(token);
+        let _ = tokio::time::timeout(REDIS_BUDGET, invocation.invoke_async::<i64>(&mut connection)).await;
+    }
+
+    /// Waits for the replica that claimed `key` to keep its answer: the answer, or `None` when
+    /// the claim ends without one (it failed, or its answer is not to be kept) or `within` runs out.
+    pub async fn wait_for(&self, key: &str, hot_version: Option<u64>, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        let claim = format!("{key}:claim");
+        while Instant::now() < deadline {
+            tokio::time::sleep(CLAIM_POLL).await;
+            if let Ok(Some(answer)) = self.get_answer(key, hot_version).await {
+                return Some(answer);
+            }
+            match self.command::<bool>(redis::cmd("EXISTS").arg(&claim)).await {
+                Ok(true) => {}
+                // The claim ended: its answer may have landed just before.
+                Ok(false) => return self.get_answer(key, hot_version).await.ok().flatten(),
+                Err(()) => return None,
+            }
+        }
+        None
     }
 
     /// Joins the computation of `key`: the first caller leads, the others follow.

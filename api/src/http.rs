@@ -269,7 +269,22 @@ async fn cached_answer(
             keep(execute(shared, request, cache::Status::Miss, &extensions).await).await.answer
         }
         cache::Flight::Leader(leader) => {
+            // This process computes it, unless another replica already does.
+            let token = match cache.claim(key).await {
+                cache::Claim::Theirs => {
+                    if let Some(data) = cache.wait_for(key, hot_version, REQUEST_TIMEOUT).await {
+                        cache.finish(leader, Some(Arc::new(data.clone())));
+                        return hit(&data);
+                    }
+                    None
+                }
+                cache::Claim::Mine(token) => Some(token),
+                cache::Claim::Unknown => None,
+            };
             let computed = keep(execute(shared, request, cache::Status::Miss, &extensions).await).await;
+            if let Some(token) = token {
+                cache.release(key, &token).await;
+            }
             cache.finish(leader, computed.keep.map(Arc::new));
             computed.answer
         }

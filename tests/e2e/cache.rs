@@ -123,3 +123,36 @@ fn persisted_queries_answer_by_hash_once_the_document_was_sent() {
     assert_eq!(wrong["errors"][0]["extensions"]["code"], json!("BAD_USER_INPUT"), "{wrong}");
     assert!(app.stop().success());
 }
+
+/// Two API replicas sharing one Redis: identical requests that miss on both at once are computed
+/// by one replica; the other serves its answer.
+#[test]
+fn replicas_sharing_redis_compute_a_missed_answer_once() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    crate::compaction::many_small_files(lake.path());
+    let replicas =
+        [App::serve_api(lake.path(), &redis.url()).unwrap(), App::serve_api(lake.path(), &redis.url()).unwrap()];
+    // Slow enough (a regular expression over 400,000 posts) that the requests overlap.
+    let query = "{ posts(first: 1, filter: { text: { query: \"about topic7\", mode: PHRASE } }) { totalCount } }";
+    let misses = |app: &App| metric(app, "skyglass_cache_requests_total{status=\"MISS\"}");
+    let before: f64 = replicas.iter().map(misses).sum();
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|n| {
+                let app = &replicas[n % 2];
+                scope.spawn(move || post(app, query, None))
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+    });
+    assert!(
+        answers.iter().all(|a| a["data"] == answers[0]["data"] && a["data"]["posts"]["totalCount"].as_u64() > Some(0)),
+        "{answers:?}"
+    );
+    let after: f64 = replicas.iter().map(misses).sum();
+    assert_eq!(after - before, 1.0, "one replica computed, the other waited for its answer");
+    for app in replicas {
+        assert!(app.stop().success());
+    }
+}
