@@ -20,6 +20,14 @@ ensure_redis_server() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
 }
 
+# Installs wrk (the HTTP load generator) when it is missing, for the cache benchmark.
+ensure_wrk() {
+  if command -v wrk >/dev/null; then return 0; fi
+  echo "==> installing wrk from the system packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
+}
+
 # Installs promtool (Debian's prometheus package) when it is missing, to check deploy/.
 ensure_promtool() {
   if command -v promtool >/dev/null; then return 0; fi

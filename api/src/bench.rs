@@ -48,6 +48,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.push_str(&query_bench(&args).await?);
     }
 
+    if args.only.is_none_or(|part| part == BenchPart::Cache) {
+        eprintln!("bench: cached answers under wrk…");
+        report.push_str(&cache_bench(&args).await?);
+    }
+
     std::fs::write(&args.out, &report).with_context(|| format!("failed to write {}", args.out.display()))?;
     eprintln!("bench: wrote {}", args.out.display());
     Ok(())
@@ -258,6 +263,147 @@ impl Drop for PrivateRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cached answers
+
+/// How long each `wrk` run lasts, and its connections.
+const WRK_SECONDS: u32 = 10;
+const WRK_CONNECTIONS: u32 = 16;
+
+/// What one `wrk` run measured.
+struct Load {
+    p50_ms: f64,
+    p99_ms: f64,
+    requests_per_second: f64,
+}
+
+/// A cached GraphQL answer under `wrk`, against `/healthz` (the HTTP floor: routing, layers,
+/// no work) in the same run, both on the real router over the bench lake with a private Redis.
+async fn cache_bench(args: &BenchArgs) -> anyhow::Result<String> {
+    if !which("wrk") {
+        bail!("wrk is missing (scripts/bench installs it: apt-get install wrk)");
+    }
+    let redis = PrivateRedis::start(&args.work)?;
+    let lake = args.lake.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&lake, &EngineConfig::default())).await??;
+    let link = Arc::new(crate::redis_link::RedisLink::new(&redis.url(), ingest::buffer::Keys::default()));
+    let state = AppState {
+        runner: QueryRunner::new(Arc::new(engine), 4, Duration::from_secs(600)),
+        cache: crate::cache::ResultCache::new(link.clone(), "bench", Duration::from_secs(3600), Duration::from_secs(5)),
+        limits: Limits { max_page_size: 100 },
+        ops: crate::http::Ops {
+            metrics: crate::metrics::install()?,
+            redis: link,
+            lake: args.lake.clone(),
+            ingest: None,
+            redis_required: false,
+        },
+        exports: None,
+        admin_token: None,
+        hot: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
+
+    // A dashboard's question: the top hashtags of a day.
+    let query = "{ topHashtags(first: 10, filter: {since: \"2026-01-02T00:00:00Z\", until: \"2026-01-03T00:00:00Z\"}) { tag posts authors } }";
+    let body = json!({ "query": query }).to_string();
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/graphql");
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let answer: Value = client
+            .post(&url)
+            .body(body.clone())
+            .header("content-type", "application/json")
+            .send()
+            .await?
+            .json()
+            .await?;
+        statuses.push(answer["extensions"]["cache"].as_str().unwrap_or_default().to_owned());
+    }
+    if statuses != ["MISS", "HIT"] {
+        bail!("the cache did not serve the bench query (MISS then HIT), got {statuses:?}");
+    }
+    let script = args.work.join("post.lua");
+    let lua_body = body.replace('\\', "\\\\").replace('\'', "\\'");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = '{lua_body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        ),
+    )?;
+    let healthz = wrk(&format!("http://{address}/healthz"), None).await?;
+    let cached = wrk(&url, Some(&script)).await?;
+    server.abort();
+
+    let mut out = String::new();
+    writeln!(out, "## Cached answers under wrk (issue 5)\n")?;
+    writeln!(
+        out,
+        "`wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s --latency` on loopback against the real router over the lake \
+         above, its result cache in a private `redis-server`: a cached GraphQL answer (`topHashtags` of one day, \
+         a HIT every time) against `/healthz` (the same router and layers doing no work), in the same run. \
+         wrk and the server share the machine's cores.\n"
+    )?;
+    writeln!(out, "| target | p50 | p99 | requests/s |")?;
+    writeln!(out, "|---|---:|---:|---:|")?;
+    for (name, load) in [("`/healthz` (baseline)", &healthz), ("cached GraphQL answer", &cached)] {
+        writeln!(out, "| {name} | {:.3} ms | {:.3} ms | {:.0} |", load.p50_ms, load.p99_ms, load.requests_per_second)?;
+    }
+    writeln!(
+        out,
+        "\nThe cached answer costs {:.2}× the baseline's p50 and keeps {:.0}% of its throughput. Goals: p50 under \
+         1 ms ({}), p99 under 5 ms ({}), 10,000 requests/s ({}).\n",
+        cached.p50_ms / healthz.p50_ms.max(1e-9),
+        100.0 * cached.requests_per_second / healthz.requests_per_second.max(1e-9),
+        verdict(cached.p50_ms < 1.0),
+        verdict(cached.p99_ms < 5.0),
+        verdict(cached.requests_per_second >= 10_000.0)
+    )?;
+    Ok(out)
+}
+
+/// Runs `wrk` against `url` (with a Lua script for the request) and reads its latency
+/// distribution and throughput.
+async fn wrk(url: &str, script: Option<&Path>) -> anyhow::Result<Load> {
+    let mut command = tokio::process::Command::new("wrk");
+    command.args(["-t1", &format!("-c{WRK_CONNECTIONS}"), &format!("-d{WRK_SECONDS}s"), "--latency"]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command.arg(url).output().await.context("failed to run wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || text.contains("Non-2xx") {
+        bail!("wrk failed or saw errors:\n{text}{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let percentile = |label: &str| -> anyhow::Result<f64> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with(label))
+            .with_context(|| format!("wrk printed no {label} latency:\n{text}"))?;
+        let value = line.split_whitespace().nth(1).unwrap_or_default();
+        let (number, scale) = if let Some(us) = value.strip_suffix("us") {
+            (us, 1e-3)
+        } else if let Some(ms) = value.strip_suffix("ms") {
+            (ms, 1.0)
+        } else if let Some(s) = value.strip_suffix('s') {
+            (s, 1e3)
+        } else {
+            (value, 1.0)
+        };
+        Ok(number.parse::<f64>().with_context(|| format!("wrk latency {value:?}"))? * scale)
+    };
+    let requests_per_second = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|rest| rest.trim().parse().ok())
+        .with_context(|| format!("wrk printed no Requests/sec:\n{text}"))?;
+    Ok(Load { p50_ms: percentile("50%")?, p99_ms: percentile("99%")?, requests_per_second })
 }
 
 // ---------------------------------------------------------------------------------------------

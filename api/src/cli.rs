@@ -209,6 +209,8 @@ pub struct BenchArgs {
 pub enum BenchPart {
     Ingest,
     Queries,
+    /// Cached answers under `wrk`.
+    Cache,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -108,6 +108,7 @@ pub struct IngestReadiness {
 struct Shared {
     schema: SkyglassSchema,
     state: Arc<AppState>,
+    catalog: Arc<lake::catalog::StateCache>,
 }
 
 /// The API: GraphQL, the playground and the operations endpoints.
@@ -121,7 +122,8 @@ pub fn router(state: AppState) -> Router {
         live: state.hot.as_ref().map(|hot| hot.live.clone()),
     }));
     let ops = state.ops.clone();
-    let shared = Shared { schema, state };
+    let catalog = Arc::new(lake::catalog::StateCache::new(&state.ops.lake));
+    let shared = Shared { schema, state, catalog };
     let api = Router::new()
         .route("/", get(playground))
         .route("/graphql", get(graphql_handler).post(graphql_handler))
@@ -223,8 +225,8 @@ async fn cached_answer(
         return Answer { body, ok: false, status: cache::Status::Bypass };
     }
     let request = request.data(shared.state.caller(headers));
-    let lake = shared.state.ops.lake.clone();
-    let catalog = tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake)).await.ok().and_then(Result::ok);
+    // A stat, unless a publish changed the catalog.
+    let catalog = shared.catalog.read().ok();
     let freshness = match &shared.state.hot {
         Some(hot) => hot.freshness(),
         None => {

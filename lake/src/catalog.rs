@@ -40,6 +40,47 @@ pub fn read_state(lake: &Path) -> Result<CatalogState> {
     }
 }
 
+/// The catalog state, read again only when its file changed (a publish renames a new file into
+/// place, so its inode, size or time differ): a `stat` per call instead of a read and a parse,
+/// for the API's per-request cache keys.
+#[derive(Debug)]
+pub struct StateCache {
+    path: std::path::PathBuf,
+    last: std::sync::Mutex<Option<(FileStamp, CatalogState)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl StateCache {
+    pub fn new(lake: &Path) -> StateCache {
+        StateCache { path: layout::catalog_dir(lake).join("state.json"), last: std::sync::Mutex::new(None) }
+    }
+
+    pub fn read(&self) -> Result<CatalogState> {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = match fs::metadata(&self.path) {
+            Ok(meta) => FileStamp { inode: meta.ino(), len: meta.len(), modified: meta.modified().ok() },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CatalogState::default()),
+            Err(e) => return Err(Error::Io { action: "stat", path: self.path.clone(), source: e }),
+        };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, state)) = *last
+            && seen == stamp
+        {
+            return Ok(state);
+        }
+        let lake = self.path.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+        let state = read_state(lake)?;
+        *last = Some((stamp, state));
+        Ok(state)
+    }
+}
+
 /// Publishes a change to the data files: bumps the generation durably and returns the new one.
 /// Callers serialise publishes (one flusher per lake).
 pub fn publish(lake: &Path, now_us: i64) -> Result<Generation> {
@@ -141,6 +182,19 @@ mod tests {
             read_state(lake.path()).unwrap(),
             CatalogState { generation: 2, last_flush_at_us: Some(20), flushed_through_us: None }
         );
+    }
+
+    #[test]
+    fn the_state_cache_sees_every_publish() {
+        let lake = tempfile::tempdir().unwrap();
+        let cache = StateCache::new(lake.path());
+        assert_eq!(cache.read().unwrap().generation, 0);
+        for generation in 1..=5 {
+            publish_flush(lake.path(), generation as i64, Some(generation as i64 * 100)).unwrap();
+            let state = cache.read().unwrap();
+            assert_eq!((state.generation, state.flushed_through_us), (generation, Some(generation as i64 * 100)));
+            assert_eq!(cache.read().unwrap(), state, "unchanged until the next publish");
+        }
     }
 
     #[test]
