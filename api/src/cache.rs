@@ -7,7 +7,8 @@
 //!
 //! An answer that read the hot tier (posts still in the buffer) depends on more: under its key
 //! is only a marker, and the answer itself is under that key and the hot tier's version, kept
-//! for the short `hot_ttl` (the version moves with every batch ingested).
+//! for the short `recent_ttl` (the version moves with every batch ingested). Answers over
+//! today's partition are kept for `recent_ttl` too; older days for `ttl`.
 //!
 //! Identical requests that miss at the same time compute once: in one process, the first runs
 //! and the others wait for its answer (single flight); across API replicas sharing Redis, the
@@ -108,8 +109,8 @@ pub struct ResultCache {
     /// Where persisted query documents live, by their SHA-256.
     persisted_prefix: String,
     ttl: Duration,
-    /// How long an answer that read the hot tier is kept.
-    hot_ttl: Duration,
+    /// How long an answer that read the hot tier or today is kept.
+    recent_ttl: Duration,
     /// Requests being computed now, by key: followers wait on the leader's answer.
     in_flight: Mutex<HashMap<String, watch::Receiver<Option<Arc<String>>>>>,
     down_until: Mutex<Option<Instant>>,
@@ -148,13 +149,13 @@ pub struct Leader {
 }
 
 impl ResultCache {
-    pub fn new(redis: Arc<RedisLink>, namespace: &str, ttl: Duration, hot_ttl: Duration) -> ResultCache {
+    pub fn new(redis: Arc<RedisLink>, namespace: &str, ttl: Duration, recent_ttl: Duration) -> ResultCache {
         ResultCache {
             redis,
             prefix: format!("{namespace}:cache:"),
             persisted_prefix: format!("{namespace}:apq:"),
             ttl,
-            hot_ttl,
+            recent_ttl,
             in_flight: Mutex::new(HashMap::new()),
             down_until: Mutex::new(None),
         }
@@ -252,16 +253,20 @@ impl ResultCache {
         }
     }
 
-    /// Keeps an answer: under `key`, or, when it read the hot tier at `hot_version`, under `key`
-    /// and that version for the short TTL, with a marker under `key` saying so.
-    pub async fn put_answer(&self, key: &str, data: &str, hot_version: Option<u64>) {
+    /// Keeps an answer: under `key` (for the short TTL when it read `today`), or, when it read
+    /// the hot tier at `hot_version`, under `key` and that version for the short TTL, with a
+    /// marker under `key` saying so.
+    pub async fn put_answer(&self, key: &str, data: &str, hot_version: Option<u64>, today: bool) {
+        let recent_ms = u64::try_from(self.recent_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         match hot_version {
+            None if today => {
+                let _ = self.command::<()>(redis::cmd("SET").arg(key).arg(data).arg("PX").arg(recent_ms)).await;
+            }
             None => self.put(key, data).await,
             Some(version) => {
                 self.put(key, HOT_MARKER).await;
-                let ttl_ms = u64::try_from(self.hot_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
                 let hot_key = format!("{key}:hot:{version}");
-                let _ = self.command::<()>(redis::cmd("SET").arg(hot_key).arg(data).arg("PX").arg(ttl_ms)).await;
+                let _ = self.command::<()>(redis::cmd("SET").arg(hot_key).arg(data).arg("PX").arg(recent_ms)).await;
             }
         }
     }

@@ -313,10 +313,11 @@ pub struct ServeArgs {
     /// generation, so none is ever older than its data); 0s turns the cache off.
     #[arg(long, env = "SKYGLASS_CACHE_TTL", default_value = "24h", value_parser = parse_duration)]
     pub cache_ttl: Duration,
-    /// Longest an answer that read the hot tier (posts still in the buffer) stays in the result
-    /// cache; such answers are keyed by the hot tier's version too, so none is older than it.
-    #[arg(long, env = "SKYGLASS_CACHE_HOT_TTL", default_value = "5s", value_parser = parse_duration)]
-    pub cache_hot_ttl: Duration,
+    /// Longest an answer over recent posts (today's partition, or the hot tier: posts still in
+    /// the buffer) stays in the result cache. Answers that read the hot tier are keyed by its
+    /// version too, so none is older than it.
+    #[arg(long, env = "SKYGLASS_CACHE_RECENT_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub cache_recent_ttl: Duration,
     /// The token that makes a request admin (`Authorization: Bearer TOKEN`), for `runExport`.
     /// Without one, no request is admin. Kept only as its SHA-256 hash.
     #[arg(long, env = "SKYGLASS_ADMIN_TOKEN", hide_env_values = true)]

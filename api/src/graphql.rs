@@ -96,6 +96,31 @@ pub fn add_loaders(data: &mut async_graphql::Data, runner: &QueryRunner) {
 /// it over the shared one in [`Services`].
 pub struct RequestRunner(pub QueryRunner);
 
+/// What the statements of one request read besides sealed past days (see
+/// [`lake::exec::Touched`]), noted from the threads they ran on.
+#[derive(Debug, Default)]
+pub struct RequestTouched {
+    hot: std::sync::atomic::AtomicBool,
+    today: std::sync::atomic::AtomicBool,
+}
+
+impl RequestTouched {
+    fn note(&self, touched: lake::exec::Touched) {
+        use std::sync::atomic::Ordering;
+        if touched.hot {
+            self.hot.store(true, Ordering::Release);
+        }
+        if touched.today {
+            self.today.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn get(&self) -> lake::exec::Touched {
+        use std::sync::atomic::Ordering;
+        lake::exec::Touched { hot: self.hot.load(Ordering::Acquire), today: self.today.load(Ordering::Acquire) }
+    }
+}
+
 /// How the API runs lake work: on a blocking thread, at most `max_concurrent` pieces of work
 /// at once (the others queue), each interrupted in DuckDB when it outlives `timeout` (its
 /// queueing included) or when its request goes away. A request with several lake statements
@@ -105,19 +130,19 @@ pub struct QueryRunner {
     engine: Arc<Engine>,
     permits: Arc<Semaphore>,
     timeout: Duration,
-    /// Set when a statement of this runner's request read the hot tier.
-    touched_hot: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// What the statements of this runner's request read besides sealed past days.
+    touched: Option<Arc<RequestTouched>>,
 }
 
 impl QueryRunner {
     pub fn new(engine: Arc<Engine>, max_concurrent: usize, timeout: Duration) -> QueryRunner {
-        QueryRunner { engine, permits: Arc::new(Semaphore::new(max_concurrent.max(1))), timeout, touched_hot: None }
+        QueryRunner { engine, permits: Arc::new(Semaphore::new(max_concurrent.max(1))), timeout, touched: None }
     }
 
-    /// This runner for one request, and the flag its statements set when they read the hot tier.
-    pub fn for_request(&self) -> (QueryRunner, Arc<std::sync::atomic::AtomicBool>) {
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        (QueryRunner { touched_hot: Some(flag.clone()), ..self.clone() }, flag)
+    /// This runner for one request, and what its statements read besides sealed past days.
+    pub fn for_request(&self) -> (QueryRunner, Arc<RequestTouched>) {
+        let touched = Arc::new(RequestTouched::default());
+        (QueryRunner { touched: Some(touched.clone()), ..self.clone() }, touched)
     }
 
     pub async fn run<T: Send + 'static>(
@@ -136,17 +161,16 @@ impl QueryRunner {
         let interrupt = InterruptOnDrop(Interrupt::new());
         let engine = self.engine.clone();
         let task_interrupt = interrupt.0.clone();
-        let touched_hot = self.touched_hot.clone();
+        let request_touched = self.touched.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             // The permit is held until DuckDB has really stopped.
             let _permit = permit;
             let began = Instant::now();
             let result = with_interrupt(&task_interrupt, || work(&engine));
             // Always taken: blocking threads are reused across requests.
-            if lake::exec::take_touched_hot()
-                && let Some(flag) = &touched_hot
-            {
-                flag.store(true, std::sync::atomic::Ordering::Release);
+            let touched = lake::exec::take_touched();
+            if let Some(request) = &request_touched {
+                request.note(touched);
             }
             metrics::histogram!(m::QUERY_DURATION).record(began.elapsed().as_secs_f64());
             result

@@ -248,7 +248,8 @@ async fn cached_answer(
     let key = key.as_str();
     let keep = |computed: Computed| async move {
         if let Some(data) = &computed.keep {
-            cache.put_answer(key, data, computed.touched_hot.then_some(hot_version).flatten()).await;
+            let touched = computed.touched;
+            cache.put_answer(key, data, touched.hot.then_some(hot_version).flatten(), touched.today).await;
         }
         computed
     };
@@ -299,11 +300,11 @@ struct Extensions {
 }
 
 /// A request run on the lake: the answer as sent, its `data` JSON when the cache may keep it,
-/// and whether it read the hot tier.
+/// and whether it read the hot tier or today.
 struct Computed {
     answer: Answer,
     keep: Option<String>,
-    touched_hot: bool,
+    touched: lake::exec::Touched,
 }
 
 /// Runs a request on the lake.
@@ -317,13 +318,13 @@ async fn execute(
     let (runner, touched) = shared.state.runner.for_request();
     let request = graphql::with_loaders(request, &runner).data(volatile.clone()).data(graphql::RequestRunner(runner));
     let mut response = shared.schema.execute(request).await;
-    let touched_hot = touched.load(std::sync::atomic::Ordering::Acquire);
+    let touched = touched.get();
     if response.is_ok() && response.extensions.is_empty() {
         let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
         // An answer that shows more than the lake is served as it is and not kept.
         let (status, keep) = if volatile.is_marked() { (cache::Status::Bypass, false) } else { (status, true) };
         let answer = Answer { body: body_of(&data, status, extensions), ok: true, status };
-        return Computed { answer, keep: keep.then_some(data), touched_hot };
+        return Computed { answer, keep: keep.then_some(data), touched };
     }
     let ok = response.is_ok();
     response.extensions.insert("cache".to_owned(), async_graphql::Value::from(status.as_str()));
@@ -331,7 +332,7 @@ async fn execute(
         response.extensions.insert("freshness".to_owned(), freshness);
     }
     let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned());
-    Computed { answer: Answer { body, ok, status }, keep: None, touched_hot }
+    Computed { answer: Answer { body, ok, status }, keep: None, touched }
 }
 
 /// The body of an answer without errors, from its `data` JSON.

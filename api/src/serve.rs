@@ -156,7 +156,7 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
         let namespace = &args.redis.redis_namespace;
         http::router(AppState {
             runner: QueryRunner::new(engine, args.max_concurrent_queries as usize, args.query_timeout),
-            cache: crate::cache::ResultCache::new(ops.redis.clone(), namespace, args.cache_ttl, args.cache_hot_ttl),
+            cache: crate::cache::ResultCache::new(ops.redis.clone(), namespace, args.cache_ttl, args.cache_recent_ttl),
             limits: crate::graphql::Limits { max_page_size: args.max_page_size },
             ops,
             exports,

@@ -78,15 +78,23 @@ impl HotRange {
     }
 }
 
-thread_local! {
-    /// Set when a statement on this thread read a range the hot tier has posts in.
-    static TOUCHED_HOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+/// What the statements of some lake work read besides sealed past days.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// A range the hot tier has posts in: the answer depends on the buffer as well as on the
+    /// lake generation.
+    pub hot: bool,
+    /// A range reaching into today (UTC): the partition flushes still write to.
+    pub today: bool,
 }
 
-/// Whether lake work on this thread read the hot tier since the last call (and clears it).
-/// Answers that did depend on the buffer's contents as well as on the lake generation.
-pub fn take_touched_hot() -> bool {
-    TOUCHED_HOT.with(|touched| touched.replace(false))
+thread_local! {
+    static TOUCHED: std::cell::Cell<Touched> = const { std::cell::Cell::new(Touched { hot: false, today: false }) };
+}
+
+/// What lake work on this thread read since the last call (and clears it).
+pub fn take_touched() -> Touched {
+    TOUCHED.with(|touched| touched.replace(Touched::default()))
 }
 
 /// One table's view. DuckDB fails on a glob that matches nothing, so a table with no files yet
@@ -305,22 +313,26 @@ impl Engine {
         *self.hot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes on this thread when a plan reads a range the hot tier has posts in.
-    fn note_hot(&self, plan: &Plan) {
-        let hot = self.hot_range();
-        if hot.is_empty() {
-            return;
-        }
-        let touches = match plan {
-            Plan::Posts(p) | Plan::PostsPerAuthor(p) => hot.overlaps(&p.filter),
-            Plan::Summary(filter) | Plan::AuthorSummaries(filter) => hot.overlaps(filter),
-            Plan::TopAuthors(p) | Plan::TopHashtags(p) | Plan::TopHashtagsPerAuthor(p) => hot.overlaps(&p.filter),
-            Plan::Buckets(p) => hot.overlaps(&p.filter),
-            Plan::Accounts(_) => false,
+    /// Notes on this thread when a plan reads a range the hot tier has posts in, or today.
+    fn note_touched(&self, plan: &Plan) {
+        let filter = match plan {
+            Plan::Posts(p) | Plan::PostsPerAuthor(p) => &p.filter,
+            Plan::Summary(filter) | Plan::AuthorSummaries(filter) => filter,
+            Plan::TopAuthors(p) | Plan::TopHashtags(p) | Plan::TopHashtagsPerAuthor(p) => &p.filter,
+            Plan::Buckets(p) => &p.filter,
+            Plan::Accounts(_) => return,
         };
-        if touches {
-            TOUCHED_HOT.with(|touched| touched.set(true));
-        }
+        const DAY_US: i64 = 86_400_000_000;
+        let today_us = chrono::Utc::now().timestamp_micros().div_euclid(DAY_US) * DAY_US;
+        let hot = self.hot_range();
+        let now = Touched {
+            hot: !hot.is_empty() && hot.overlaps(filter),
+            today: filter.until_us.is_none_or(|until| until > today_us),
+        };
+        TOUCHED.with(|touched| {
+            let before = touched.get();
+            touched.set(Touched { hot: before.hot || now.hot, today: before.today || now.today });
+        });
     }
 
     /// The `posts` day partitions, as of the lake's current generation.
@@ -341,7 +353,7 @@ impl Engine {
     /// the listing and the read: `crate::compact`) runs once more, on the new files.
     fn run<T>(&self, plan: &Plan, mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         let sql = compile(plan)?;
-        self.note_hot(plan);
+        self.note_touched(plan);
         match self.run_sql(&sql, &mut read) {
             Err(Error::Query(error)) if lost_a_file(&error) => {
                 tracing::debug!(%error, "a data file went away under a query (compaction); running it again");

@@ -227,6 +227,18 @@ fn buffered_posts_answer_before_the_flush_and_the_lake_the_same_after() {
     let second = app.request(posts_only, json!({}));
     assert_eq!(second["extensions"]["cache"], json!("HIT"), "{first} {second}");
     assert_eq!(second["data"], first["data"]);
+    // Answers over recent posts are kept for --cache-recent-ttl (5 s) only.
+    let mut connection = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("skyglass:cache:*").query(&mut connection).unwrap();
+    assert!(!keys.is_empty());
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut connection).unwrap();
+        let value: String = redis::cmd("GET").arg(&key).query(&mut connection).unwrap_or_default();
+        // The plain key of an answer that read the hot tier holds a marker (the answer is under
+        // the hot tier's version); every answer itself is short-lived.
+        let marker = value == "\u{1}hot";
+        assert!(marker || (1..=5_000).contains(&ttl), "{key} ({value:.40}) lives {ttl} ms");
+    }
 
     // Stopped, the buffer is flushed; the lake alone answers the same.
     assert!(app.stop().success());

@@ -292,12 +292,12 @@ fn the_hot_tier_answers_with_the_files_until_it_is_emptied() {
         post.embed_type = EmbedType::Images;
     }
     engine.set_hot(&hot).unwrap();
-    assert!(!take_touched_hot());
+    assert!(!take_touched().hot);
     assert_eq!(count(&everything), 600);
-    assert!(take_touched_hot(), "an open range reads the hot tier");
+    assert_eq!(take_touched(), Touched { hot: true, today: true }, "an open range reads the hot tier and today");
     let past = PostFilter { until_us: Some(20_004 * DAY), ..PostFilter::default() };
     assert_eq!(count(&past), 500);
-    assert!(!take_touched_hot(), "a range before every hot post does not");
+    assert_eq!(take_touched(), Touched { hot: false, today: false }, "a range before every hot post does not");
 
     // Pages run across the files and the hot tier, newest (the hot posts) first.
     let mut all = rows[..500].to_vec();
