@@ -289,25 +289,8 @@ async fn cache_bench(args: &BenchArgs) -> anyhow::Result<String> {
     let redis = PrivateRedis::start(&args.work)?;
     let lake = args.lake.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&lake, &EngineConfig::default())).await??;
-    let link = Arc::new(crate::redis_link::RedisLink::new(&redis.url(), ingest::buffer::Keys::default()));
-    let state = AppState {
-        runner: QueryRunner::new(Arc::new(engine), 4, Duration::from_secs(600)),
-        cache: crate::cache::ResultCache::new(link.clone(), "bench", Duration::from_secs(3600), Duration::from_secs(5)),
-        limits: Limits { max_page_size: 100 },
-        ops: crate::http::Ops {
-            metrics: crate::metrics::install()?,
-            redis: link,
-            lake: args.lake.clone(),
-            ingest: None,
-            redis_required: false,
-        },
-        exports: None,
-        admin_token: None,
-        hot: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
+    let runner = QueryRunner::new(Arc::new(engine), 4, Duration::from_secs(600));
+    let (address, server) = serve_router(args, runner, &redis.url(), Duration::from_secs(3600), 100).await?;
 
     // A dashboard's question: the top hashtags of a day.
     let query = "{ topHashtags(first: 10, filter: {since: \"2026-01-02T00:00:00Z\", until: \"2026-01-03T00:00:00Z\"}) { tag posts authors } }";
@@ -470,6 +453,36 @@ async fn hot_tier_visibility(args: &BenchArgs, redis: &PrivateRedis) -> anyhow::
     })
 }
 
+/// The real router over the bench lake on a loopback port, with its result cache in `redis_url`
+/// kept `cache_ttl` (zero: off): its address and the server's task.
+async fn serve_router(
+    args: &BenchArgs,
+    runner: QueryRunner,
+    redis_url: &str,
+    cache_ttl: Duration,
+    max_page_size: i32,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let redis = Arc::new(crate::redis_link::RedisLink::new(redis_url, ingest::buffer::Keys::default()));
+    let state = AppState {
+        runner,
+        cache: crate::cache::ResultCache::new(redis.clone(), "bench", cache_ttl, Duration::from_secs(5)),
+        limits: Limits { max_page_size },
+        ops: crate::http::Ops {
+            metrics: crate::metrics::install()?,
+            redis,
+            lake: args.lake.clone(),
+            ingest: None,
+            redis_required: false,
+        },
+        exports: None,
+        admin_token: None,
+        hot: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    Ok((address, tokio::spawn(async move { axum::serve(listener, http::router(state)).await })))
+}
+
 /// Runs `wrk` against `url` (with a Lua script for the request) and reads its latency
 /// distribution and throughput.
 async fn wrk(url: &str, script: Option<&Path>, connections: u32) -> anyhow::Result<Load> {
@@ -539,25 +552,9 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
     };
 
     // The real router on a loopback port, one query slot per core, no timeout to speak of.
-    let redis = Arc::new(crate::redis_link::RedisLink::new("redis://127.0.0.1:1", ingest::buffer::Keys::default()));
-    let state = AppState {
-        runner: QueryRunner::new(served, threads.max(1), Duration::from_secs(600)),
-        cache: crate::cache::ResultCache::new(redis.clone(), "skyglass", Duration::ZERO, Duration::ZERO),
-        limits: Limits { max_page_size: 1_000 },
-        ops: crate::http::Ops {
-            metrics: crate::metrics::install()?,
-            redis,
-            lake: args.lake.clone(),
-            ingest: None,
-            redis_required: false,
-        },
-        exports: None,
-        admin_token: None,
-        hot: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, http::router(state)).await });
+    // No Redis (the cache is off: measured on its own).
+    let runner = QueryRunner::new(served, threads.max(1), Duration::from_secs(600));
+    let (address, server) = serve_router(args, runner, "redis://127.0.0.1:1", Duration::ZERO, 1_000).await?;
     let client = reqwest::Client::new();
     let url = format!("http://{address}/graphql");
 

@@ -201,6 +201,7 @@ pub async fn tail(
     let mut dirty = false;
     let mut last_set: Option<Instant> = None;
     let mut attempt = 0;
+    let catalog = lake::catalog::StateCache::new(&lake);
     while !*stop.borrow() {
         if connection.is_none() {
             connection = buffer::connect(&redis_url, BLOCK + Duration::from_secs(1)).await.ok();
@@ -227,11 +228,8 @@ pub async fn tail(
                 attempt += 1;
             }
         }
-        let dir = lake.clone();
-        let catalog = tokio::task::spawn_blocking(move || lake::catalog::read_state(&dir)).await;
-        if let Ok(Ok(catalog)) = catalog
-            && let Some(through) = catalog.flushed_through_us
-        {
+        // A stat, unless a flush published.
+        if let Some(through) = catalog.read().ok().and_then(|state| state.flushed_through_us) {
             dirty |= buffered.flushed_through(through);
         }
         state.flushed_through_us.store(buffered.flushed_through_us, Ordering::Relaxed);
