@@ -9,7 +9,6 @@
 //! export is kept in Redis for the `exports` query and in metrics.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -305,7 +304,7 @@ impl Exports {
             let rows = table.rows(&answer.data);
             let bytes = table.encode(&rows, format)?;
             let checksum = hex(&Sha256::digest(&bytes));
-            write_atomically(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            write_atomically(&path, &bytes).map_err(|e| format!("cannot write {}: {e:#}", path.display()))?;
             Ok((rows.len() as u64, bytes.len() as u64, checksum))
         })
         .await
@@ -339,7 +338,7 @@ impl Exports {
         let body = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
         tokio::task::spawn_blocking(move || {
             write_atomically(&manifest_path, &body)
-                .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))
+                .map_err(|e| format!("cannot write {}: {e:#}", manifest_path.display()))
         })
         .await
         .map_err(|e| format!("the export task failed: {e}"))??;
@@ -602,15 +601,9 @@ fn hex(bytes: &[u8]) -> String {
 /// Writes `bytes` to `path` so that `path` is never partial: a temporary name beside it, fsync,
 /// rename, fsync of the directory. A temporary file left by a crash is overwritten by the next
 /// run of the same period.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(lake::writer::write_bytes_atomically(path, bytes)?)
 }

@@ -4,8 +4,7 @@
 //! later a compaction). Caches key on it, so an answer is never older than the files it was
 //! computed from. It lives in `_catalog/state.json`, written atomically (temp, fsync, rename).
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use chrono::NaiveDate;
@@ -13,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::writer::sync_dir;
 
 /// A lake generation: bumped by every published change to the data files.
 pub type Generation = u64;
@@ -96,13 +94,8 @@ pub fn publish_flush(lake: &Path, now_us: i64, flushed_through_us: Option<i64>) 
     let dir = layout::catalog_dir(lake);
     fs::create_dir_all(&dir).map_err(Error::io("create catalog directory", &dir))?;
     let path = dir.join("state.json");
-    let tmp = layout::temp_path_for(&path);
     let body = serde_json::to_vec_pretty(&state).expect("catalog state serialises");
-    let mut file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-    file.write_all(&body).map_err(Error::io("write", &tmp))?;
-    file.sync_all().map_err(Error::io("fsync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
-    sync_dir(&dir)?;
+    crate::writer::write_bytes_atomically(&path, &body)?;
     Ok(state.generation)
 }
 

@@ -142,6 +142,20 @@ impl PendingFile {
     }
 }
 
+/// Writes `bytes` to `path` so that `path` is never partial: under its temporary name, fsynced,
+/// renamed into place, its directory fsynced. A temporary file a crash left is overwritten by
+/// the next write of the same path.
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = layout::temp_path_for(path);
+    let mut file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    file.write_all(bytes).map_err(Error::io("write", &tmp))?;
+    file.sync_all().map_err(Error::io("fsync", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
+    sync_dir(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
 /// Fsyncs a directory so that a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("fsync directory", dir))
