@@ -233,15 +233,21 @@ pub async fn tail(
             dirty |= buffered.flushed_through(through);
         }
         state.flushed_through_us.store(buffered.flushed_through_us, Ordering::Relaxed);
-        state.ingested_through_us.store(buffered.newest_us, Ordering::Relaxed);
+        // `ingestedThrough` is a promise about what answers include: it moves only once the
+        // engine holds the rows (an answer's freshness, read before it runs, is a lower bound).
+        if !dirty {
+            state.ingested_through_us.store(buffered.newest_us, Ordering::Relaxed);
+        }
         if dirty && last_set.is_none_or(|at| at.elapsed() >= REFRESH) {
             let posts = buffered.visible();
             let count = posts.len() as u64;
+            let through = buffered.newest_us;
             let engine = engine.clone();
             match tokio::task::spawn_blocking(move || engine.set_hot(&posts)).await {
                 Ok(Ok(())) => {
                     state.posts.store(count, Ordering::Relaxed);
                     state.version.fetch_add(1, Ordering::AcqRel);
+                    state.ingested_through_us.store(through, Ordering::Relaxed);
                     metrics::gauge!(crate::metrics::HOT_POSTS).set(count as f64);
                     dirty = false;
                     last_set = Some(Instant::now());
