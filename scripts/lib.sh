@@ -36,6 +36,40 @@ ensure_promtool() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
+# Installs Node.js and npm from the system packages when missing: the playground and the
+# explorer are built with npm from the npm registry.
+ensure_node() {
+  if command -v node >/dev/null && command -v npm >/dev/null; then return 0; fi
+  echo "==> installing Node.js and npm from the system packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+}
+
+# Installs Chromium from the system packages when missing, for the browser tests.
+ensure_chromium() {
+  if command -v chromium >/dev/null || [ -n "${SKYGLASS_CHROMIUM:-}" ]; then return 0; fi
+  echo "==> installing chromium from the system packages (for the browser tests)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+}
+
+# Builds the playground and the explorer (api/web -> api/web/dist) when their sources or
+# packages changed since the last build; the packages come from the lockfile (npm ci).
+build_web() {
+  ensure_node
+  (
+    cd api/web
+    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+      echo "==> installing the web packages (npm ci)"
+      npm ci --no-audit --no-fund --loglevel=error
+    fi
+    if [ ! -f dist/index.html ] || [ -n "$(find index.html explore src vite.config.js package-lock.json -newer dist/index.html -print -quit)" ]; then
+      echo "==> building the playground and the explorer (vite)"
+      npm run --silent build -- --logLevel warn
+    fi
+  )
+}
+
 ensure_cargo_tools() {
   for tool in rustfmt clippy-driver; do
     if ! command -v "$tool" >/dev/null && ! [ -x "$HOME/.cargo/bin/$tool" ]; then

@@ -477,6 +477,7 @@ async fn serve_router(
         exports: None,
         admin_token: None,
         hot: None,
+        browser: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

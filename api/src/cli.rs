@@ -43,7 +43,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the GraphQL API, with background ingest and flushing (by --role).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Ingest events from a source into the lake, without serving queries.
     Ingest(IngestArgs),
     /// Print the GraphQL schema (SDL).
@@ -322,6 +322,15 @@ pub struct ServeArgs {
     /// Without one, no request is admin. Kept only as its SHA-256 hash.
     #[arg(long, env = "SKYGLASS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The built playground and explorer pages (`scripts/web`); default: the checkout's
+    /// `api/web/dist`, else `/usr/share/skyglass/web`.
+    #[arg(long, env = "SKYGLASS_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Origins of frontends on other sites that may call the API from a browser (CORS), comma
+    /// separated, like `https://app.example.org`; `*` allows any. Default: none (the server's
+    /// own pages need no CORS).
+    #[arg(long, env = "SKYGLASS_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
     /// Most rows one page (`first`) may ask for.
     #[arg(long, env = "SKYGLASS_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub max_page_size: i32,
@@ -331,6 +340,20 @@ pub struct ServeArgs {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub flush: FlushArgs,
+}
+
+/// An origin for CORS: `*`, or a scheme and host (and port) with nothing after.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let valid = text == "*"
+        || ["http://", "https://"].iter().any(|scheme| {
+            text.strip_prefix(scheme).is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#', ' ', '*']))
+        });
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is not an origin like https://app.example.org (scheme and host, no path), or *"))
+    }
 }
 
 /// Parses durations like `500ms`, `30s`, `5m`, `1h`, `1d`.
@@ -418,7 +441,7 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
         }
         Command::Serve(args) => {
             crate::telemetry::init(cli.log_format);
-            serve::serve(args, exports).await
+            serve::serve(*args, exports).await
         }
         Command::Export(args) => {
             crate::telemetry::init(cli.log_format);

@@ -140,7 +140,7 @@ pub fn read_file(path: &Path) -> Result<toml::Table, String> {
         }
         if scalar(value).is_none() {
             return Err(format!(
-                "config file {}: `{key}` must be a single value (a string, number or boolean), not {}",
+                "config file {}: `{key}` must be a string, number or boolean (or a list of them), not {}",
                 path.display(),
                 value.type_str()
             ));
@@ -156,7 +156,10 @@ fn scalar(value: &toml::Value) -> Option<String> {
         toml::Value::Float(x) => Some(x.to_string()),
         toml::Value::Boolean(b) => Some(b.to_string()),
         toml::Value::Datetime(d) => Some(d.to_string()),
-        toml::Value::Array(_) | toml::Value::Table(_) => None,
+        // A list setting (like `cors_origins`) as a TOML array: its values as the flag takes
+        // them, comma separated.
+        toml::Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>().map(|items| items.join(",")),
+        toml::Value::Table(_) => None,
     }
 }
 
@@ -324,12 +327,22 @@ mod tests {
     }
 
     #[test]
+    fn a_list_setting_takes_a_toml_array() {
+        let config = file("cors_origins = [\"https://a.example\", \"http://localhost:5173\"]\n");
+        let resolved = resolve(argv(&["serve", "--config", config.path().to_str().unwrap()])).unwrap();
+        let crate::cli::Command::Serve(serve) = &resolved.cli.command else { panic!("not serve") };
+        assert_eq!(serve.cors_origins, ["https://a.example", "http://localhost:5173"]);
+    }
+
+    #[test]
     fn bad_files_are_refused_in_one_line_naming_the_key() {
         let cases = [
             ("lisen = \"x\"\n", "unknown key `lisen`"),
             ("flush_interval = \"soon\"\n", "`flush_interval = \"soon\"`"),
             ("max_page_size = 0\n", "`max_page_size = \"0\"`"),
-            ("listen = [\"a\"]\n", "`listen` must be a single value"),
+            ("listen = { a = 1 }\n", "`listen` must be a string, number or boolean"),
+            ("listen = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n", "`listen = \"127.0.0.1:1,127.0.0.1:2\"`"),
+            ("cors_origins = [\"https://a.example\", \"https://b.example/path\"]\n", "`cors_origins = "),
             ("listen = \n", "line 1"),
         ];
         for (text, expected) in cases {

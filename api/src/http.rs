@@ -5,17 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Json};
+use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::Digest;
 use tower_http::compression::CompressionLayer;
-use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -45,6 +43,8 @@ pub struct AppState {
     pub admin_token: Option<[u8; 32]>,
     /// The hot tier (posts still in the buffer), where this process tails the buffer.
     pub hot: Option<Arc<crate::hot::HotState>>,
+    /// What browsers get: the pages, CORS, how long they may keep an answer.
+    pub browser: crate::web::Browser,
 }
 
 impl AppState {
@@ -123,13 +123,14 @@ pub fn router(state: AppState) -> Router {
     }));
     let ops = state.ops.clone();
     let catalog = Arc::new(lake::catalog::StateCache::new(&state.ops.lake));
+    let pages = crate::web::routes(state.browser.web_dir.as_deref());
+    let cors = state.browser.cors();
     let shared = Shared { schema, state, catalog };
     let api = Router::new()
-        .route("/", get(playground))
         .route("/graphql", get(graphql_handler).post(graphql_handler))
         .route("/graphql/ws", get(graphql_ws))
         .with_state(shared);
-    layered(api.merge(ops_routes(ops)))
+    layered(api.merge(pages).merge(ops_routes(ops))).layer(cors)
 }
 
 /// The operations endpoints alone, for the `ingest` role.
@@ -150,7 +151,6 @@ fn layered(router: Router) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(CompressionLayer::new())
-        .layer(CorsLayer::permissive())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %id)
@@ -159,10 +159,6 @@ fn layered(router: Router) -> Router {
         // lines carry it, and the response returns it.
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-}
-
-async fn playground() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").title("Skyglass").finish())
 }
 
 /// GraphQL over a websocket (graphql-transport-ws and the older graphql-ws), for `livePosts`.
@@ -184,6 +180,7 @@ async fn graphql_ws(
 
 async fn graphql_handler(
     State(shared): State<Shared>,
+    method: axum::http::Method,
     headers: axum::http::HeaderMap,
     request: GraphQLRequest,
 ) -> axum::response::Response {
@@ -197,7 +194,17 @@ async fn graphql_handler(
     metrics::counter!(m::GRAPHQL_REQUESTS, "operation" => operation.clone(), "outcome" => outcome).increment(1);
     metrics::histogram!(m::GRAPHQL_DURATION, "operation" => operation).record(started.elapsed().as_secs_f64());
     metrics::counter!(m::CACHE_REQUESTS, "status" => answer.status.as_str()).increment(1);
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], answer.body).into_response()
+    let credentials = headers.contains_key(axum::http::header::AUTHORIZATION);
+    let cache_control =
+        shared.state.browser.answer_cache_control(method == axum::http::Method::GET, answer.ok, credentials);
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json")),
+            (axum::http::header::CACHE_CONTROL, cache_control),
+        ],
+        answer.body,
+    )
+        .into_response()
 }
 
 /// A GraphQL answer as sent: its JSON body (with `extensions.cache`), and whether it is free of

@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod redis_link;
 pub mod serve;
 pub mod telemetry;
+pub mod web;

@@ -10,7 +10,7 @@ use ingest::flush::FlushConfig;
 use ingest::pipeline::{self, IngestConfig};
 use lake::exec::{Engine, EngineConfig};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::{ExportArgs, FlushArgs, IngestArgs, JetstreamArgs, LakeArgs, RedisArgs, Role, ServeArgs};
 use crate::export::{self, ExportSpec, Exports, Trigger};
@@ -90,6 +90,14 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
     let lake = args.lake.lake.clone();
     std::fs::create_dir_all(&lake).with_context(|| format!("failed to create lake directory {}", lake.display()))?;
     let stop = shutdown_signal();
+    let browser = crate::web::Browser {
+        web_dir: crate::web::locate(args.web_dir.as_deref())?,
+        cors_origins: args.cors_origins.clone(),
+        answer_max_age: args.cache_ttl.min(args.cache_recent_ttl),
+    };
+    if args.role != Role::Ingest && browser.web_dir.is_none() {
+        warn!("the playground and explorer pages are not built (scripts/web); / and /explore say so");
+    }
 
     let ingest_task = if args.role == Role::Api {
         None
@@ -162,6 +170,7 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
             exports,
             admin_token: args.admin_token.as_deref().map(http::admin_token_hash),
             hot: Some(hot),
+            browser,
         })
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -282,7 +291,7 @@ async fn serve_http(
     tokio::select! {
         result = server => result.context("http server failed"),
         () = async { stopped(stop).await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-            tracing::warn!(seconds = DRAIN_TIMEOUT.as_secs(), "requests still running after the drain timeout; closing them");
+            warn!(seconds = DRAIN_TIMEOUT.as_secs(), "requests still running after the drain timeout; closing them");
             Ok(())
         }
     }

@@ -191,7 +191,7 @@ fn buffered_posts_answer_before_the_flush_and_the_lake_the_same_after() {
         .max()
         .unwrap();
     let lines: Vec<String> = std::fs::read_to_string(&sample).unwrap().lines().map(str::to_owned).collect();
-    let jetstream = jetstream_stand_in(lines, tokio::sync::watch::channel(true).1);
+    let jetstream = skyglass_tests::jetstream::JetstreamStandIn::start(lines, tokio::sync::watch::channel(true).1).url;
     let app = App::serve(
         skyglass(lake.path(), &redis.url())
             .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--source"])
@@ -257,34 +257,6 @@ fn buffered_posts_answer_before_the_flush_and_the_lake_the_same_after() {
     assert!(api.stop().success());
 }
 
-/// A Jetstream stand-in on a loopback port: each connection gets `lines` (once `gate` opens),
-/// then stays open and silent, so the source never ends (and nothing flushes before the interval). Its `ws://` URL.
-fn jetstream_stand_in(lines: Vec<String>, gate: tokio::sync::watch::Receiver<bool>) -> String {
-    use futures_util::{SinkExt, StreamExt};
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (lines, mut gate) = (lines.clone(), gate.clone());
-                tokio::spawn(async move {
-                    let Ok(mut socket) = tokio_tungstenite::accept_async(tcp).await else { return };
-                    let _ = gate.wait_for(|open| *open).await;
-                    for line in lines {
-                        if socket.send(tokio_tungstenite::tungstenite::Message::text(line)).await.is_err() {
-                            return;
-                        }
-                    }
-                    while let Some(Ok(_)) = socket.next().await {}
-                });
-            }
-        });
-    });
-    format!("ws://{}/subscribe", rx.recv().unwrap())
-}
-
 /// `livePosts` over graphql-ws streams each matching post as it reaches the buffer, before any
 /// flush, with the filter semantics of `posts`.
 #[test]
@@ -307,7 +279,7 @@ fn live_posts_stream_matching_posts_as_they_arrive() {
 
     let lines: Vec<String> = std::fs::read_to_string(&sample).unwrap().lines().map(str::to_owned).collect();
     let (open, gate) = tokio::sync::watch::channel(false);
-    let jetstream = jetstream_stand_in(lines, gate);
+    let jetstream = skyglass_tests::jetstream::JetstreamStandIn::start(lines, gate).url;
     let app = App::serve(
         skyglass(lake.path(), &redis.url())
             .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--source"])

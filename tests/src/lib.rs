@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+pub mod browser;
+pub mod jetstream;
+
 /// Polls `check` until it returns `Some` or `deadline` passes.
 pub fn poll<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let until = Instant::now() + deadline;
