@@ -47,7 +47,7 @@ ensure_node() {
 
 # Installs Chromium from the system packages when missing, for the browser tests.
 ensure_chromium() {
-  if command -v chromium >/dev/null || [ -n "${SKYGLASS_CHROMIUM:-}" ]; then return 0; fi
+  if command -v chromium >/dev/null || [ -n "${CHROMIUM_BIN:-}" ]; then return 0; fi
   echo "==> installing chromium from the system packages (for the browser tests)"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null

@@ -3,7 +3,7 @@
 //! posts the test made.
 //!
 //! The pages must be built (`scripts/web`) and Chromium installed; the README's test command
-//! does both and sets `SKYGLASS_BROWSER_TESTS=1`, which makes a missing part a failure. Run
+//! does both and sets `REQUIRE_BROWSER_TESTS=1`, which makes a missing part a failure. Run
 //! alone without them, the test says what is missing and passes.
 
 use std::collections::BTreeMap;
@@ -105,7 +105,7 @@ fn top<'a>(posts: &[&'a Made], key: impl Fn(&'a Made) -> &'a str) -> (String, us
 
 /// Whether the browser tests must run here (the README's test command says so).
 fn required() -> bool {
-    std::env::var_os("SKYGLASS_BROWSER_TESTS").is_some_and(|v| v == "1")
+    std::env::var_os("REQUIRE_BROWSER_TESTS").is_some_and(|v| v == "1")
 }
 
 /// The built pages, or why the test cannot run.
@@ -115,7 +115,7 @@ fn ready() -> Result<(), String> {
         return Err(format!("the pages are not built ({}): run scripts/web", dist.display()));
     }
     if chromium().is_none() {
-        return Err("Chromium is not installed (apt-get install chromium, or set SKYGLASS_CHROMIUM)".to_owned());
+        return Err("Chromium is not installed (apt-get install chromium, or set CHROMIUM_BIN)".to_owned());
     }
     Ok(())
 }
@@ -210,6 +210,7 @@ fn the_playground_and_the_explorer_work_in_a_real_browser() {
         format!("document.querySelector('.graphiql-response')?.innerText.replace(/\\s+/g, '').includes({needle:?})")
     };
     browser.wait_for(&response(&format!("\"text\": \"{}\"", newest_english.text)), WAIT).unwrap();
+    assert_same_origin(&mut browser);
     // The schema's docs are there (from introspection).
     browser
         .eval("document.querySelector('.graphiql-sidebar button[aria-label=\"Show Documentation Explorer\"]').click()")
@@ -293,6 +294,17 @@ fn the_playground_and_the_explorer_work_in_a_real_browser() {
         "the view is in the address"
     );
 
+    // A date range is whole days in the chosen zone: 20 November in Kolkata.
+    browser.eval("__set('input[name=since]', '2026-11-20')").unwrap();
+    browser.eval("__set('input[name=until]', '2026-11-20')").unwrap();
+    browser.eval("document.querySelector('form#search button[type=submit]').click()").unwrap();
+    let day = |t: &DateTime<Utc>| {
+        t.with_timezone(&kolkata).date_naive() == chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
+    };
+    let in_day = river.iter().filter(|p| day(&p.created)).count();
+    assert!(in_day > 0 && in_day < river.len());
+    wait_for_total(&mut browser, in_day);
+
     // The live feed: a post ingested now that matches the search shows without a reload.
     browser.wait_for("document.querySelector('#live-state')?.textContent === 'live'", WAIT).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -309,9 +321,18 @@ fn the_playground_and_the_explorer_work_in_a_real_browser() {
     let documents: Vec<String> = redis::cmd("KEYS").arg("skyglass:apq:*").query(&mut connection).unwrap();
     assert_eq!(documents.len(), 2, "the explorer's two query documents: {documents:?}");
 
+    assert_same_origin(&mut browser);
     assert!(browser.exceptions.is_empty(), "the pages threw: {:?}", browser.exceptions);
     drop(browser);
     assert!(app.stop().success());
+}
+
+/// Everything the page loaded came from its own server: it works without internet access.
+fn assert_same_origin(browser: &mut Browser) {
+    let foreign = browser
+        .eval("performance.getEntriesByType('resource').map(e => e.name).filter(n => new URL(n).origin !== location.origin)")
+        .unwrap();
+    assert_eq!(foreign, json!([]), "loaded from elsewhere");
 }
 
 /// The root fields of the schema (`Query`, `Mutation`, `Subscription`), from `schema.graphql`.

@@ -2,7 +2,7 @@
 //! it, wait for a condition. Enough for the browser tests, with no driver binary to match.
 //!
 //! Chromium comes from the system packages (`scripts/test` installs Debian's `chromium`), or
-//! from `SKYGLASS_CHROMIUM`.
+//! from `CHROMIUM_BIN`.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::stream::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::{Message, WebSocket};
 
-/// The Chromium executable: `SKYGLASS_CHROMIUM`, else the first of the usual names on `PATH`.
+/// The Chromium executable: `CHROMIUM_BIN`, else the first of the usual names on `PATH`.
 pub fn chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SKYGLASS_CHROMIUM") {
+    if let Some(path) = std::env::var_os("CHROMIUM_BIN") {
         return Some(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH")?;
@@ -41,7 +41,7 @@ const STEP: Duration = Duration::from_secs(30);
 
 impl Browser {
     pub fn launch() -> anyhow::Result<Browser> {
-        let executable = chromium().context("no Chromium: install Debian's chromium or set SKYGLASS_CHROMIUM")?;
+        let executable = chromium().context("no Chromium: install Debian's chromium or set CHROMIUM_BIN")?;
         let profile = tempfile::tempdir()?;
         // The flags keep it off the network (this machine refuses outside connections) and
         // out of first-run work.
