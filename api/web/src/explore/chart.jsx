@@ -2,9 +2,9 @@
 // rest summed as "other"), drawn as SVG with a point per bucket.
 import { label } from './time.js';
 
-const WIDTH = 800;
-const HEIGHT = 240;
-const PAD = { left: 48, right: 12, top: 12, bottom: 28 };
+const WIDTH = 480;
+const HEIGHT = 200;
+const PAD = { left: 40, right: 16, top: 10, bottom: 26 };
 const COLORS = ['#1d6fe8', '#e8591d', '#18a058', '#a23fd1', '#d1a23f', '#6b7280'];
 const MOST_GROUPS = 5;
 
