@@ -475,7 +475,7 @@ async fn serve_router(
             redis_required: false,
         },
         exports: None,
-        admin_token: None,
+        access: Arc::new(crate::auth::Access::open()),
         hot: None,
         browser: Default::default(),
     };

@@ -60,6 +60,44 @@ pub enum Command {
         #[command(subcommand)]
         command: LakeCommand,
     },
+    /// Manage API keys: only their SHA-256 is kept, in the keys file that `serve --api-keys`
+    /// reads (restart `serve` to apply a change).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Make a new key with a role; prints it once (it is kept nowhere).
+    Add {
+        /// A name for the key (who or what uses it).
+        name: String,
+        /// What the key may do.
+        #[arg(long, value_parser = ["reader", "admin"], default_value = "reader")]
+        role: String,
+        #[command(flatten)]
+        file: KeysFileArgs,
+    },
+    /// List the keys: names and roles.
+    List {
+        #[command(flatten)]
+        file: KeysFileArgs,
+    },
+    /// Remove a key by name.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        file: KeysFileArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KeysFileArgs {
+    /// The API keys file.
+    #[arg(long = "api-keys", env = "SKYGLASS_API_KEYS", default_value = "./data/api-keys.toml")]
+    pub api_keys: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -318,10 +356,29 @@ pub struct ServeArgs {
     /// version too, so none is older than it.
     #[arg(long, env = "SKYGLASS_CACHE_RECENT_TTL", default_value = "5s", value_parser = parse_duration)]
     pub cache_recent_ttl: Duration,
-    /// The token that makes a request admin (`Authorization: Bearer TOKEN`), for `runExport`.
-    /// Without one, no request is admin. Kept only as its SHA-256 hash.
+    /// One more admin key (`Authorization: Bearer TOKEN`), beside those of --api-keys. Kept
+    /// only as its SHA-256 hash.
     #[arg(long, env = "SKYGLASS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The API keys file (`skyglass keys add` writes it): each key's name, role (reader or
+    /// admin) and SHA-256. Keys are sent as `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+    #[arg(long, env = "SKYGLASS_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// Whether requests without a key may read; `false` answers them 401.
+    #[arg(long, env = "SKYGLASS_ANONYMOUS_READ", default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous_read: bool,
+    /// Whether callers below admin may introspect the schema (the playground's docs and
+    /// completion need it).
+    #[arg(long, env = "SKYGLASS_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+    /// Whether to serve the playground (`/`) and the explorer (`/explore`).
+    #[arg(long, env = "SKYGLASS_PLAYGROUND", default_value_t = true, action = clap::ArgAction::Set)]
+    pub playground: bool,
+    /// Allow-list mode: callers below admin may run only the documents of these persisted-query
+    /// manifests (JSON objects of SHA-256 → document), comma separated, plus the explorer's own
+    /// (`persisted-queries.json` of the pages' build); ad-hoc documents are refused.
+    #[arg(long, env = "SKYGLASS_ALLOW_LIST", value_delimiter = ',')]
+    pub allow_list: Option<Vec<PathBuf>>,
     /// The built playground and explorer pages (`scripts/web`); default: the checkout's
     /// `api/web/dist`, else `/usr/share/skyglass/web`.
     #[arg(long, env = "SKYGLASS_WEB_DIR")]
@@ -503,6 +560,28 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
                 reports.len(),
                 lake::model::ENRICH_VERSION
             );
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Add { name, role, file } } => {
+            let role = if role == "admin" { crate::auth::Role::Admin } else { crate::auth::Role::Reader };
+            let key = crate::auth::add_key(&file.api_keys, &name, role)?;
+            eprintln!("added {} key `{name}` to {}; it is shown this once:", role.as_str(), file.api_keys.display());
+            println!("{key}");
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::List { file } } => {
+            for key in crate::auth::read_keys(&file.api_keys)? {
+                println!("{}\t{}", key.name, key.role.as_str());
+            }
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Remove { name, file } } => {
+            anyhow::ensure!(
+                crate::auth::remove_key(&file.api_keys, &name)?,
+                "{} has no key named `{name}`",
+                file.api_keys.display()
+            );
+            println!("removed key `{name}`; restart serve to apply");
             Ok(())
         }
         Command::Lake { command: LakeCommand::Compact(args) } => {

@@ -124,13 +124,16 @@ impl Exports {
         redis: Arc<RedisLink>,
         namespace: &str,
     ) -> Exports {
-        let schema = graphql::build(Some(graphql::Services {
-            runner: runner.clone(),
-            limits: graphql::Limits { max_page_size: EXPORT_MAX_PAGE_SIZE },
-            redis: None,
-            exports: None,
-            live: None,
-        }));
+        let schema = graphql::build(
+            Some(graphql::Services {
+                runner: runner.clone(),
+                limits: graphql::Limits { max_page_size: EXPORT_MAX_PAGE_SIZE },
+                redis: None,
+                exports: None,
+                live: None,
+            }),
+            None,
+        );
         // Every export's series exist from the start, so alerts on increases see the first one.
         for spec in &specs {
             for outcome in [m::OUTCOME_OK, m::OUTCOME_ERROR] {

@@ -22,7 +22,8 @@ mod query;
 mod scalars;
 mod types;
 
-pub use exports::{Caller, Mutation};
+pub use crate::auth::Caller;
+pub use exports::Mutation;
 pub use live::Subscription;
 pub use query::Query;
 
@@ -61,8 +62,12 @@ pub struct Services {
     pub live: Option<tokio::sync::broadcast::Sender<Arc<lake::model::Post>>>,
 }
 
-pub fn build(services: Option<Services>) -> SkyglassSchema {
-    let builder = Schema::build(Query, Mutation, Subscription).limit_depth(16).limit_complexity(10_000);
+/// The schema, with its services, and `access` applied to every operation where it is given.
+pub fn build(services: Option<Services>, access: Option<Arc<crate::auth::Access>>) -> SkyglassSchema {
+    let mut builder = Schema::build(Query, Mutation, Subscription).limit_depth(16).limit_complexity(10_000);
+    if let Some(access) = access {
+        builder = builder.extension(crate::auth::Admission(access));
+    }
     match services {
         Some(services) => builder.data(services).finish(),
         None => builder.finish(),
@@ -203,5 +208,5 @@ impl Drop for InterruptOnDrop {
 
 /// The schema's SDL, as checked in at `schema.graphql` and printed by `skyglass schema`.
 pub fn sdl() -> String {
-    build(None).sdl()
+    build(None, None).sdl()
 }

@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use sha2::Digest;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -39,36 +38,12 @@ pub struct AppState {
     pub ops: Ops,
     /// The declared exports, where this process runs them.
     pub exports: Option<Arc<crate::export::Exports>>,
-    /// SHA-256 of the admin token (`--admin-token`); without one, nobody is admin.
-    pub admin_token: Option<[u8; 32]>,
+    /// Who may ask what: keys and roles, anonymous reading, introspection, the allow-list.
+    pub access: Arc<crate::auth::Access>,
     /// The hot tier (posts still in the buffer), where this process tails the buffer.
     pub hot: Option<Arc<crate::hot::HotState>>,
     /// What browsers get: the pages, CORS, how long they may keep an answer.
     pub browser: crate::web::Browser,
-}
-
-impl AppState {
-    /// Who sent a request: admin when its `Authorization: Bearer` token hashes to the admin
-    /// token's hash (compared in constant time).
-    fn caller(&self, headers: &axum::http::HeaderMap) -> graphql::Caller {
-        let sent = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|token| sha2::Sha256::digest(token.trim().as_bytes()));
-        let admin = match (self.admin_token, sent) {
-            (Some(expected), Some(sent)) => {
-                expected.iter().zip(sent.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-            }
-            _ => false,
-        };
-        graphql::Caller { admin }
-    }
-}
-
-/// The hash an admin token is kept as.
-pub fn admin_token_hash(token: &str) -> [u8; 32] {
-    sha2::Sha256::digest(token.trim().as_bytes()).into()
 }
 
 /// Whether a request runs a mutation (never answered from or kept in the cache).
@@ -114,16 +89,20 @@ struct Shared {
 /// The API: GraphQL, the playground and the operations endpoints.
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
-    let schema = graphql::build(Some(Services {
-        runner: state.runner.clone(),
-        limits: state.limits.clone(),
-        redis: Some(state.ops.redis.clone()),
-        exports: state.exports.clone(),
-        live: state.hot.as_ref().map(|hot| hot.live.clone()),
-    }));
+    let schema = graphql::build(
+        Some(Services {
+            runner: state.runner.clone(),
+            limits: state.limits.clone(),
+            redis: Some(state.ops.redis.clone()),
+            exports: state.exports.clone(),
+            live: state.hot.as_ref().map(|hot| hot.live.clone()),
+        }),
+        Some(state.access.clone()),
+    );
     let ops = state.ops.clone();
     let catalog = Arc::new(lake::catalog::StateCache::new(&state.ops.lake));
-    let pages = crate::web::routes(state.browser.web_dir.as_deref());
+    let pages =
+        if state.browser.playground { crate::web::routes(state.browser.web_dir.as_deref()) } else { Router::new() };
     let cors = state.browser.cors();
     let shared = Shared { schema, state, catalog };
     let api = Router::new()
@@ -163,17 +142,39 @@ fn layered(router: Router) -> Router {
 
 /// GraphQL over a websocket (graphql-transport-ws and the older graphql-ws), for `livePosts`.
 /// Each connection gets its own data loaders for the fields nested under a live post.
+/// The caller is who the upgrade request's headers say, else who the `connection_init`
+/// payload says (a browser's websocket cannot send headers); a known key is needed where
+/// anonymous reading is off.
 async fn graphql_ws(
     State(shared): State<Shared>,
+    headers: axum::http::HeaderMap,
     protocol: async_graphql_axum::GraphQLProtocol,
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> axum::response::Response {
+    let access = shared.state.access.clone();
+    let in_headers = crate::auth::Access::key_in_headers(&headers).map(str::to_owned);
+    if in_headers.is_some()
+        && let Err(refusal) = access.caller(in_headers.as_deref())
+    {
+        return unauthenticated(refusal);
+    }
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             let mut data = async_graphql::Data::default();
             graphql::add_loaders(&mut data, &shared.state.runner);
-            async_graphql_axum::GraphQLWebSocket::new(stream, shared.schema.clone(), protocol).with_data(data).serve()
+            async_graphql_axum::GraphQLWebSocket::new(stream, shared.schema.clone(), protocol)
+                .with_data(data)
+                .on_connection_init(move |payload| async move {
+                    let key = in_headers.or_else(|| crate::auth::Access::key_in_payload(&payload).map(str::to_owned));
+                    let caller = access
+                        .caller(key.as_deref())
+                        .map_err(|refusal| async_graphql::Error::new(refusal.message()))?;
+                    let mut data = async_graphql::Data::default();
+                    data.insert(caller);
+                    Ok(data)
+                })
+                .serve()
         })
         .into_response()
 }
@@ -184,7 +185,11 @@ async fn graphql_handler(
     headers: axum::http::HeaderMap,
     request: GraphQLRequest,
 ) -> axum::response::Response {
-    let request = request.into_inner();
+    let caller = match shared.state.access.caller(crate::auth::Access::key_in_headers(&headers)) {
+        Ok(caller) => caller,
+        Err(refusal) => return unauthenticated(refusal),
+    };
+    let request = request.into_inner().data(caller);
     let name = request.operation_name.as_deref().or_else(|| m::first_operation_name(&request.query));
     let operation = m::operation_label(name);
     let span = tracing::info_span!("graphql", operation = %operation);
@@ -207,6 +212,22 @@ async fn graphql_handler(
         .into_response()
 }
 
+/// HTTP 401 with a GraphQL error saying why (`extensions.code`: `UNAUTHENTICATED`).
+fn unauthenticated(refusal: crate::auth::Refusal) -> axum::response::Response {
+    metrics::counter!(m::GRAPHQL_REQUESTS, "operation" => "-", "outcome" => "unauthenticated").increment(1);
+    let mut error = async_graphql::ServerError::new(refusal.message(), None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", "UNAUTHENTICATED");
+    error.extensions = Some(extensions);
+    let body = serde_json::to_string(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default();
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "application/json"),
+        (axum::http::header::WWW_AUTHENTICATE, "Bearer"),
+        (axum::http::header::CACHE_CONTROL, "no-store"),
+    ];
+    (StatusCode::UNAUTHORIZED, headers, body).into_response()
+}
+
 /// A GraphQL answer as sent: its JSON body (with `extensions.cache`), and whether it is free of
 /// errors.
 struct Answer {
@@ -223,7 +244,7 @@ async fn cached_answer(
     headers: &axum::http::HeaderMap,
     mut request: async_graphql::Request,
 ) -> Answer {
-    if let Err(persisted) = shared.state.cache.resolve_persisted(&mut request).await {
+    if let Err(persisted) = shared.state.cache.resolve_persisted(&mut request, &shared.state.access).await {
         let mut error = async_graphql::ServerError::new(persisted.message(), None);
         let mut extensions = async_graphql::ErrorExtensionValues::default();
         extensions.set("code", persisted.code());
@@ -231,7 +252,6 @@ async fn cached_answer(
         let body = serde_json::to_string(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default();
         return Answer { body, ok: false, status: cache::Status::Bypass };
     }
-    let request = request.data(shared.state.caller(headers));
     // A stat, unless a publish changed the catalog.
     let catalog = shared.catalog.read().ok();
     let freshness = match &shared.state.hot {

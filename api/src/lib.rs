@@ -3,6 +3,7 @@
 //!
 //! Depends on `lake` and `ingest`; nothing depends on it.
 
+pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;

@@ -90,12 +90,25 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
     let lake = args.lake.lake.clone();
     std::fs::create_dir_all(&lake).with_context(|| format!("failed to create lake directory {}", lake.display()))?;
     let stop = shutdown_signal();
+    let web_dir = if args.playground { crate::web::locate(args.web_dir.as_deref())? } else { None };
+    let access = Arc::new(crate::auth::Access::load(&crate::auth::AccessConfig {
+        keys_file: args.api_keys.clone(),
+        admin_token: args.admin_token.clone(),
+        anonymous: args.anonymous_read,
+        introspection: args.introspection,
+        // The explorer's own documents join the allow-list where the pages are served.
+        allow_list: args.allow_list.clone().map(|mut manifests| {
+            manifests.extend(web_dir.as_ref().map(|dir| dir.join("persisted-queries.json")).filter(|f| f.is_file()));
+            manifests
+        }),
+    })?);
     let browser = crate::web::Browser {
-        web_dir: crate::web::locate(args.web_dir.as_deref())?,
+        playground: args.playground,
+        web_dir,
         cors_origins: args.cors_origins.clone(),
         answer_max_age: args.cache_ttl.min(args.cache_recent_ttl),
     };
-    if args.role != Role::Ingest && browser.web_dir.is_none() {
+    if args.role != Role::Ingest && args.playground && browser.web_dir.is_none() {
         warn!("the playground and explorer pages are not built (scripts/web); / and /explore say so");
     }
 
@@ -168,7 +181,7 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
             limits: crate::graphql::Limits { max_page_size: args.max_page_size },
             ops,
             exports,
-            admin_token: args.admin_token.as_deref().map(http::admin_token_hash),
+            access,
             hot: Some(hot),
             browser,
         })

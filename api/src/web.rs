@@ -79,6 +79,8 @@ async fn not_built() -> impl IntoResponse {
 /// What browsers get from the API process.
 #[derive(Debug, Clone, Default)]
 pub struct Browser {
+    /// Whether the pages are served at all (`--playground`).
+    pub playground: bool,
     /// The built pages ([`locate`]); `None` serves the page that says how to build them.
     pub web_dir: Option<PathBuf>,
     /// Other sites' origins that may call the API (`*`: any); none by default.

@@ -2,6 +2,7 @@
 //! One test binary, so the harness is compiled once.
 
 mod analytics;
+mod auth;
 mod browser;
 mod cache;
 mod compaction;

@@ -7,6 +7,7 @@ use async_graphql::{Context, Enum, Object, SimpleObject};
 
 use super::query::services;
 use super::scalars::DateTime;
+use crate::auth::Caller;
 use crate::error;
 use crate::export::{ExportSpec, RunError, RunRecord};
 
@@ -114,16 +115,19 @@ impl From<RunRecord> for ExportRun {
     }
 }
 
-/// Who sent a request, as the HTTP layer established it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Caller {
-    /// Sent the admin token.
-    pub admin: bool,
+/// Whether the request was sent with an admin key.
+fn is_admin(ctx: &Context<'_>) -> bool {
+    ctx.data_opt::<Caller>().is_some_and(|caller| caller.is_admin())
 }
 
-/// The declared exports.
+/// The declared exports (admin only: they show the server's paths and errors).
 pub(super) async fn list(ctx: &Context<'_>) -> async_graphql::Result<Vec<Export>> {
     mark_volatile(ctx);
+    if !is_admin(ctx) {
+        return Err(error::forbidden(
+            "exports needs an admin key: send `Authorization: Bearer KEY` (--admin-token or an admin key of --api-keys)",
+        ));
+    }
     let exports = services(ctx)?.exports.as_ref();
     Ok(exports.map(|e| e.specs().iter().cloned().map(Export).collect()).unwrap_or_default())
 }
@@ -148,9 +152,9 @@ impl Mutation {
         as_of: Option<DateTime>,
     ) -> async_graphql::Result<ExportRun> {
         mark_volatile(ctx);
-        if !ctx.data_opt::<Caller>().is_some_and(|caller| caller.admin) {
+        if !is_admin(ctx) {
             return Err(error::forbidden(
-                "runExport needs the admin token: send `Authorization: Bearer TOKEN` (the server's --admin-token)",
+                "runExport needs an admin key: send `Authorization: Bearer KEY` (--admin-token or an admin key of --api-keys)",
             ));
         }
         let Some(exports) = &services(ctx)?.exports else {

@@ -102,7 +102,8 @@ query Lake {
 }`,
   },
   {
-    query: `# The exports declared in the server's config, with their last and next runs.
+    query: `# The exports declared in the server's config, with their last and next runs (admin only:
+# put an admin key in the headers tab).
 query Exports {
   exports {
     name
@@ -113,6 +114,7 @@ query Exports {
     lastRun { period status rows file error }
   }
 }`,
+    headers: json({ Authorization: 'Bearer YOUR_ADMIN_KEY' }),
   },
   {
     query: `# Posts as they arrive (over /graphql/ws): press run and watch.
@@ -128,12 +130,11 @@ subscription LivePosts($filter: PostFilter) {
     variables: json({ filter: {} }),
   },
   {
-    query: `# Runs a declared export now; needs the admin token in the headers tab:
-# { "Authorization": "Bearer YOUR_ADMIN_TOKEN" }
+    query: `# Runs a declared export now; needs an admin key in the headers tab.
 mutation RunExport($name: String!) {
   runExport(name: $name) { period status rows bytes file error }
 }`,
     variables: json({ name: 'posts-per-language-daily' }),
-    headers: json({ Authorization: 'Bearer YOUR_ADMIN_TOKEN' }),
+    headers: json({ Authorization: 'Bearer YOUR_ADMIN_KEY' }),
   },
 ];
