@@ -175,6 +175,9 @@ pub struct Access {
     pub introspection: bool,
     /// When set, callers below admin may run only these documents, by SHA-256 (hex).
     pub allow_list: Option<HashMap<String, String>>,
+    /// Most aliased fields and most root fields in one document below admin (0: no cap).
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
 }
 
 /// How an API process admits requests, as configured.
@@ -187,6 +190,8 @@ pub struct AccessConfig {
     /// Persisted-query manifests (JSON objects of SHA-256 → document) that make the allow-list;
     /// `None`: any document.
     pub allow_list: Option<Vec<PathBuf>>,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
 }
 
 impl Access {
@@ -224,7 +229,14 @@ impl Access {
                 Some(documents)
             }
         };
-        Ok(Access { keys, anonymous: config.anonymous, introspection: config.introspection, allow_list })
+        Ok(Access {
+            keys,
+            anonymous: config.anonymous,
+            introspection: config.introspection,
+            allow_list,
+            max_aliases: config.max_aliases,
+            max_root_fields: config.max_root_fields,
+        })
     }
 
     /// The caller presenting `key` (`None`: no key).
@@ -310,6 +322,24 @@ impl Extension for AdmissionExtension {
             .or_else(|| ctx.data_opt::<Caller>().copied())
             .unwrap_or_default();
         if !caller.is_admin() {
+            if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
+                let (aliases, root_fields) = shape(&document);
+                let access = &self.0;
+                if access.max_aliases > 0 && aliases > access.max_aliases {
+                    let message = format!(
+                        "the document has {aliases} aliased fields; at most {} are answered",
+                        access.max_aliases
+                    );
+                    return Err(refused(&message, "TOO_COMPLEX"));
+                }
+                if access.max_root_fields > 0 && root_fields > access.max_root_fields {
+                    let message = format!(
+                        "the operation asks {root_fields} root fields; at most {} are answered",
+                        access.max_root_fields
+                    );
+                    return Err(refused(&message, "TOO_COMPLEX"));
+                }
+            }
             if !self.0.introspection {
                 if asks_introspection(&request.query) {
                     return Err(refused(
@@ -341,6 +371,44 @@ fn refused(message: &str, code: &str) -> ServerError {
     error
 }
 
+/// How many aliased fields a document has, and the most root fields any of its operations
+/// asks (fragments spread at the root counted in).
+fn shape(document: &async_graphql::parser::types::ExecutableDocument) -> (usize, usize) {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn aliases(set: &SelectionSet) -> usize {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(field) => {
+                    usize::from(field.node.alias.is_some()) + aliases(&field.node.selection_set.node)
+                }
+                Selection::InlineFragment(fragment) => aliases(&fragment.node.selection_set.node),
+                Selection::FragmentSpread(_) => 0,
+            })
+            .sum()
+    }
+    fn roots(set: &SelectionSet, document: &async_graphql::parser::types::ExecutableDocument, depth: usize) -> usize {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(_) => 1,
+                Selection::InlineFragment(fragment) => roots(&fragment.node.selection_set.node, document, depth),
+                // Bounded, so a fragment cycle (refused later by validation) cannot loop here.
+                Selection::FragmentSpread(spread) if depth < 8 => document
+                    .fragments
+                    .get(&spread.node.fragment_name.node)
+                    .map_or(0, |f| roots(&f.node.selection_set.node, document, depth + 1)),
+                Selection::FragmentSpread(_) => 0,
+            })
+            .sum()
+    }
+    let aliased = document.operations.iter().map(|(_, op)| aliases(&op.node.selection_set.node)).sum::<usize>()
+        + document.fragments.values().map(|f| aliases(&f.node.selection_set.node)).sum::<usize>();
+    let root_fields =
+        document.operations.iter().map(|(_, op)| roots(&op.node.selection_set.node, document, 0)).max().unwrap_or(0);
+    (aliased, root_fields)
+}
+
 /// Whether a document selects `__schema` or `__type` anywhere (`__typename` is no
 /// introspection). A document that does not parse is left to the parser's own error.
 fn asks_introspection(query: &str) -> bool {
@@ -362,6 +430,16 @@ fn asks_introspection(query: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_and_root_fields_are_counted_through_fragments() {
+        let parse = |q: &str| shape(&async_graphql::parser::parse_query(q).unwrap());
+        assert_eq!(parse("{ a: lake { posts } b: lake { files } posts { totalCount } }"), (2, 3));
+        assert_eq!(parse("{ ...F } fragment F on Query { x: lake { posts } lake { y: files } }"), (2, 2));
+        assert_eq!(parse("query A { lake { posts } } query B { lake { posts } posts { totalCount } }"), (0, 2));
+        // A cycle is bounded (validation refuses it afterwards).
+        assert!(parse("{ ...F } fragment F on Query { lake { posts } ...F }").1 <= 9);
+    }
 
     #[test]
     fn introspection_is_found_where_it_is_asked_and_only_there() {

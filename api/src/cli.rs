@@ -374,6 +374,12 @@ pub struct ServeArgs {
     /// Whether to serve the playground (`/`) and the explorer (`/explore`).
     #[arg(long, env = "SKYGLASS_PLAYGROUND", default_value_t = true, action = clap::ArgAction::Set)]
     pub playground: bool,
+    /// Most aliased fields one document may have (callers below admin; 0: no cap).
+    #[arg(long, env = "SKYGLASS_MAX_ALIASES", default_value_t = 30)]
+    pub max_aliases: usize,
+    /// Most root fields one operation may ask (callers below admin; 0: no cap).
+    #[arg(long, env = "SKYGLASS_MAX_ROOT_FIELDS", default_value_t = 10)]
+    pub max_root_fields: usize,
     /// Allow-list mode: callers below admin may run only the documents of these persisted-query
     /// manifests (JSON objects of SHA-256 → document), comma separated, plus the explorer's own
     /// (`persisted-queries.json` of the pages' build); ad-hoc documents are refused.

@@ -96,6 +96,8 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
         admin_token: args.admin_token.clone(),
         anonymous: args.anonymous_read,
         introspection: args.introspection,
+        max_aliases: args.max_aliases,
+        max_root_fields: args.max_root_fields,
         // The explorer's own documents join the allow-list where the pages are served.
         allow_list: args.allow_list.clone().map(|mut manifests| {
             manifests.extend(web_dir.as_ref().map(|dir| dir.join("persisted-queries.json")).filter(|f| f.is_file()));

@@ -164,6 +164,27 @@ fn allow_list_mode_runs_listed_documents_only_and_the_playground_can_be_off() {
     let (_, again) = post(&app, None, unlisted);
     assert_eq!(code(&again), "PERSISTED_QUERY_NOT_ALLOWED", "{again}");
 
+    // Caps on one document: aliases, root fields, batches.
+    let aliased: String = (0..31).map(|i| format!("a{i}: lake {{ posts }} ")).collect();
+    let (_, answer) = post(
+        &app,
+        None,
+        &format!("{{ posts {{ {} }} }}", (0..31).map(|i| format!("t{i}: totalCount")).collect::<Vec<_>>().join(" ")),
+    );
+    assert_eq!(code(&answer), "TOO_COMPLEX", "{answer}");
+    let (_, answer) = post(&app, None, &format!("{{ {aliased} }}"));
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("31 aliased fields"), "{answer}");
+    let roots: String = (0..11).map(|_| "lake { posts } ").collect();
+    let (_, answer) = post(&app, None, &format!("{{ {roots} }}"));
+    assert_eq!(code(&answer), "TOO_COMPLEX", "{answer}");
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("11 root fields"), "{answer}");
+    let batch = reqwest::blocking::Client::new()
+        .post(format!("{}/graphql", app.base_url))
+        .json(&json!([{ "query": listed }, { "query": listed }]))
+        .send()
+        .unwrap();
+    assert_eq!(batch.status(), 400);
+
     // The pages are off.
     assert_eq!(app.get("/").status(), 404);
     assert_eq!(app.get("/explore").status(), 404);
