@@ -52,6 +52,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("bench: cached answers under wrk…");
         report.push_str(&cache_bench(&args).await?);
     }
+    if args.only.is_none_or(|part| part == BenchPart::Load) {
+        eprintln!("bench: load test ({LOAD_SECONDS} s of wrk while ingesting {LOAD_EVENTS_PER_SECOND} events/s)…");
+        report.push_str(&load_bench(&args).await?);
+    }
 
     std::fs::write(&args.out, &report).with_context(|| format!("failed to write {}", args.out.display()))?;
     eprintln!("bench: wrote {}", args.out.display());
@@ -278,6 +282,9 @@ struct Load {
     p50_ms: f64,
     p99_ms: f64,
     requests_per_second: f64,
+    requests: u64,
+    /// Responses other than 2xx or 3xx, and socket errors.
+    failed: u64,
 }
 
 /// A cached GraphQL answer under `wrk`, against `/healthz` (the HTTP floor: routing, layers,
@@ -389,15 +396,23 @@ struct Visibility {
     freshness_median_ms: f64,
 }
 
-/// How long a post takes from ingest to answers, with no flush: `skyglass serve` (this binary)
-/// on a synthetic firehose, asked for its newest posts at random moments.
-async fn hot_tier_visibility(args: &BenchArgs, redis: &PrivateRedis) -> anyhow::Result<Visibility> {
-    let lake = args.work.join("hot-lake");
+/// `skyglass serve` (this binary) on a fresh lake `{name}-lake` in the work directory, fed by a
+/// synthetic firehose of `events_per_second`, with its own Redis namespace: the process and
+/// the address it listens on.
+async fn spawn_serve(
+    args: &BenchArgs,
+    redis: &PrivateRedis,
+    name: &str,
+    extra: &[&str],
+    events_per_second: u32,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let lake = args.work.join(format!("{name}-lake"));
     let _ = std::fs::remove_dir_all(&lake);
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "5m", "--redis-namespace", "hotbench"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis-namespace", &format!("{name}bench")])
+        .args(extra)
         .arg("--source")
-        .arg(format!("synthetic:{HOT_EVENTS_PER_SECOND}"))
+        .arg(format!("synthetic:{events_per_second}"))
         .arg("--lake")
         .arg(&lake)
         .arg("--redis-url")
@@ -417,6 +432,14 @@ async fn hot_tier_visibility(args: &BenchArgs, redis: &PrivateRedis) -> anyhow::
         .and_then(|rest| rest.split('/').next())
         .with_context(|| format!("serve printed no address: {first:?}"))?
         .to_owned();
+    Ok((child, address))
+}
+
+/// How long a post takes from ingest to answers, with no flush: `skyglass serve` (this binary)
+/// on a synthetic firehose, asked for its newest posts at random moments.
+async fn hot_tier_visibility(args: &BenchArgs, redis: &PrivateRedis) -> anyhow::Result<Visibility> {
+    let (mut child, address) =
+        spawn_serve(args, redis, "hot", &["--flush-interval", "5m"], HOT_EVENTS_PER_SECOND).await?;
     let url = format!("http://{address}/graphql");
     let client = reqwest::Client::new();
     let query = json!({"query": "{ posts(first: 20) { nodes { indexedAt } } }"});
@@ -487,16 +510,41 @@ async fn serve_router(
 /// Runs `wrk` against `url` (with a Lua script for the request) and reads its latency
 /// distribution and throughput.
 async fn wrk(url: &str, script: Option<&Path>, connections: u32) -> anyhow::Result<Load> {
+    let load = wrk_for(url, script, connections, WRK_SECONDS).await?;
+    if load.failed > 0 {
+        bail!("wrk saw {} responses that were not 2xx or 3xx, or socket errors", load.failed);
+    }
+    Ok(load)
+}
+
+/// [`wrk`] for `seconds`, counting failed responses instead of refusing them.
+async fn wrk_for(url: &str, script: Option<&Path>, connections: u32, seconds: u32) -> anyhow::Result<Load> {
     let mut command = tokio::process::Command::new("wrk");
-    command.args(["-t1", &format!("-c{connections}"), &format!("-d{WRK_SECONDS}s"), "--timeout", "60s", "--latency"]);
+    command.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--timeout", "60s", "--latency"]);
     if let Some(script) = script {
         command.arg("-s").arg(script);
     }
     let output = command.arg(url).output().await.context("failed to run wrk")?;
     let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() || text.contains("Non-2xx") {
-        bail!("wrk failed or saw errors:\n{text}{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        bail!("wrk failed:\n{text}{}", String::from_utf8_lossy(&output.stderr));
     }
+    // "Non-2xx or 3xx responses: N" and "Socket errors: connect A, read B, write C, timeout D".
+    let non_2xx: u64 = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let socket_errors: u64 = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Socket errors:"))
+        .map(|rest| rest.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    let requests: u64 = text
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in ").map(|(n, _)| n.trim().parse().ok()))
+        .flatten()
+        .unwrap_or(0);
     let percentile = |label: &str| -> anyhow::Result<f64> {
         let line = text
             .lines()
@@ -520,7 +568,13 @@ async fn wrk(url: &str, script: Option<&Path>, connections: u32) -> anyhow::Resu
         .find_map(|line| line.strip_prefix("Requests/sec:"))
         .and_then(|rest| rest.trim().parse().ok())
         .with_context(|| format!("wrk printed no Requests/sec:\n{text}"))?;
-    Ok(Load { p50_ms: percentile("50%")?, p99_ms: percentile("99%")?, requests_per_second })
+    Ok(Load {
+        p50_ms: percentile("50%")?,
+        p99_ms: percentile("99%")?,
+        requests_per_second,
+        requests,
+        failed: non_2xx + socket_errors,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -781,4 +835,158 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
             ],
         },
     ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+const LOAD_SECONDS: u32 = 60;
+const LOAD_EVENTS_PER_SECOND: u32 = 1_000;
+const LOAD_CONNECTIONS: u32 = 16;
+
+/// One sample of the server under load: its resident memory and how far behind its answers are.
+struct LoadSample {
+    rss_mib: f64,
+    /// `extensions.freshness.lagMs` of an uncached answer: now minus the newest event it includes.
+    lag_s: f64,
+}
+
+/// The resident memory of process `pid`, MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A minute of `wrk` with a mix of cached and uncached queries against `skyglass serve` while it
+/// ingests a synthetic firehose and flushes: failed responses, memory and freshness lag over time.
+async fn load_bench(args: &BenchArgs) -> anyhow::Result<String> {
+    if !which("wrk") {
+        bail!("wrk is missing (scripts/bench installs it: apt-get install wrk)");
+    }
+    let redis = PrivateRedis::start(&args.work)?;
+    let (mut child, address) =
+        spawn_serve(args, &redis, "load", &["--flush-interval", "30s"], LOAD_EVENTS_PER_SECOND).await?;
+    let pid = child.id().context("serve has no pid")?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Seven in ten requests ask the same dashboard question (cached after the first); the rest
+    // ask a page of a random hashtag's posts without the cache (DuckDB over the files and the
+    // hot tier every time).
+    let script = args.work.join("load.lua");
+    std::fs::write(
+        &script,
+        r#"local tags = {"art", "photography", "bluesky", "nba", "music", "rust", "gamedev", "news", "knitting", "science"}
+math.randomseed(7)
+request = function()
+  local headers = {["Content-Type"] = "application/json"}
+  local body
+  if math.random() < 0.7 then
+    body = '{"query":"{ topHashtags(first: 10) { tag posts } lake { posts } }"}'
+  else
+    headers["Cache-Control"] = "no-store"
+    local tag = tags[math.random(#tags)]
+    body = '{"query":"{ posts(first: 20, filter: {hashtags: [\\"' .. tag .. '\\"]}) { totalCount nodes { uri text } } }"}'
+  end
+  return wrk.format("POST", "/graphql", headers, body)
+end
+"#,
+    )?;
+    let url = format!("http://{address}/graphql");
+    // Both kinds of request answer without GraphQL errors (wrk sees only HTTP statuses).
+    for query in [
+        "{ topHashtags(first: 10) { tag posts } lake { posts } }",
+        "{ posts(first: 20, filter: {hashtags: [\"art\"]}) { totalCount nodes { uri text } } }",
+    ] {
+        let answer: Value =
+            reqwest::Client::new().post(&url).json(&json!({"query": query})).send().await?.json().await?;
+        if answer.get("errors").is_some() {
+            bail!("the load test's query {query} fails: {answer}");
+        }
+    }
+    let sampling = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut samples = Vec::new();
+            let until = Instant::now() + Duration::from_secs(u64::from(LOAD_SECONDS));
+            while Instant::now() < until {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let asked = client
+                    .post(&url)
+                    .header("cache-control", "no-store")
+                    .json(&json!({"query": "{ lake { posts } }"}))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                let lag_ms = match asked {
+                    Ok(response) => {
+                        response.json::<Value>().await.ok().and_then(|a| a["extensions"]["freshness"]["lagMs"].as_f64())
+                    }
+                    Err(_) => None,
+                };
+                samples.push(LoadSample {
+                    rss_mib: rss_mib(pid).unwrap_or(f64::NAN),
+                    lag_s: lag_ms.map_or(f64::NAN, |ms| ms / 1e3),
+                });
+            }
+            samples
+        })
+    };
+    let rss_before = rss_mib(pid).unwrap_or(f64::NAN);
+    let load = wrk_for(&url, Some(&script), LOAD_CONNECTIONS, LOAD_SECONDS).await?;
+    let samples = sampling.await?;
+    let posts: Value = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({"query": "{ posts { totalCount } lake { posts } }"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let _ = child.kill().await;
+
+    let lags: Vec<f64> = samples.iter().map(|s| s.lag_s).filter(|l| l.is_finite()).collect();
+    let max_lag = lags.iter().copied().fold(0.0, f64::max);
+    let rss: Vec<f64> = samples.iter().map(|s| s.rss_mib).filter(|r| r.is_finite()).collect();
+    let max_rss = rss.iter().copied().fold(0.0, f64::max);
+    let half = rss.len() / 2;
+    let first_half = rss[..half].iter().copied().fold(0.0, f64::max);
+    let second_half = rss[half..].iter().copied().fold(0.0, f64::max);
+    let mut sorted = lags.clone();
+    sorted.sort_by(f64::total_cmp);
+
+    let mut out = String::new();
+    writeln!(out, "## Load: queries while ingesting (issue 10)\n")?;
+    writeln!(
+        out,
+        "`skyglass serve` (one process, all roles) ingesting a synthetic firehose of {LOAD_EVENTS_PER_SECOND} \
+         events/s and flushing every 30 s, under `wrk -t1 -c{LOAD_CONNECTIONS} -d{LOAD_SECONDS}s` on loopback: \
+         7 in 10 requests a cached dashboard question (`topHashtags` and `lake`), 3 in 10 a page of a random \
+         hashtag's posts with `Cache-Control: no-store` (DuckDB over the files and the hot tier every time). \
+         Once a second, an uncached request read `extensions.freshness.lagMs` (now minus the newest event the \
+         answer includes) and the server's resident memory was read from `/proc`.\n"
+    )?;
+    writeln!(out, "| measure | value |")?;
+    writeln!(out, "|---|---:|")?;
+    writeln!(out, "| requests | {} ({:.0}/s) |", load.requests, load.requests_per_second)?;
+    writeln!(out, "| p50, p99 | {:.2} ms, {:.1} ms |", load.p50_ms, load.p99_ms)?;
+    writeln!(out, "| responses not 2xx, socket errors | {} |", load.failed)?;
+    writeln!(out, "| freshness lag: median, max | {:.2} s, {:.2} s |", median(&sorted), max_lag)?;
+    writeln!(
+        out,
+        "| resident memory: before, max in the first half, max in the second half | {rss_before:.0} MiB, {first_half:.0} MiB, {second_half:.0} MiB |"
+    )?;
+    writeln!(
+        out,
+        "| posts answered at the end (of which in files) | {} ({}) |",
+        posts["data"]["posts"]["totalCount"], posts["data"]["lake"]["posts"]
+    )?;
+    writeln!(
+        out,
+        "\nGoals: no 5xx ({}), freshness lag under 10 s throughout ({}), memory bounded (max {max_rss:.0} MiB, under \
+         4 GiB: {}; the second half's peak against the first's shows whether it grows).\n",
+        verdict(load.failed == 0),
+        verdict(!lags.is_empty() && max_lag < 10.0),
+        verdict(max_rss < 4096.0),
+    )?;
+    Ok(out)
 }

@@ -249,6 +249,8 @@ pub enum BenchPart {
     Queries,
     /// Cached answers under `wrk`.
     Cache,
+    /// A minute of `wrk` (cached and uncached queries) against `serve` while it ingests.
+    Load,
 }
 
 #[derive(Args, Debug, Clone)]
