@@ -199,9 +199,11 @@ async fn graphql_handler(
     metrics::counter!(m::GRAPHQL_REQUESTS, "operation" => operation.clone(), "outcome" => outcome).increment(1);
     metrics::histogram!(m::GRAPHQL_DURATION, "operation" => operation).record(started.elapsed().as_secs_f64());
     metrics::counter!(m::CACHE_REQUESTS, "status" => answer.status.as_str()).increment(1);
-    let credentials = headers.contains_key(axum::http::header::AUTHORIZATION);
+    // A proxy may share only what anyone may read: an answer to a key, or from a server
+    // without anonymous reading, stays with the browser that asked.
+    let shared_answer = crate::auth::Access::key_in_headers(&headers).is_none() && shared.state.access.anonymous;
     let cache_control =
-        shared.state.browser.answer_cache_control(method == axum::http::Method::GET, answer.ok, credentials);
+        shared.state.browser.answer_cache_control(method == axum::http::Method::GET, answer.ok, shared_answer);
     (
         [
             (axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json")),

@@ -112,14 +112,15 @@ impl Browser {
             .max_age(std::time::Duration::from_secs(3600))
     }
 
-    /// `Cache-Control` of a GraphQL answer: a GET answer without errors, sent without
-    /// credentials, may be kept for [`Browser::answer_max_age`]; anything else is not kept.
-    pub fn answer_cache_control(&self, get: bool, ok: bool, credentials: bool) -> HeaderValue {
+    /// `Cache-Control` of a GraphQL answer: a GET answer without errors may be kept for
+    /// [`Browser::answer_max_age`], by shared caches too when `shared` (anyone may read it),
+    /// else by the asking browser alone; anything else is not kept.
+    pub fn answer_cache_control(&self, get: bool, ok: bool, shared: bool) -> HeaderValue {
         let seconds = self.answer_max_age.as_secs();
-        if get && ok && !credentials && seconds > 0 {
-            HeaderValue::from_str(&format!("public, max-age={seconds}")).unwrap_or(HeaderValue::from_static("no-store"))
-        } else {
-            HeaderValue::from_static("no-store")
+        if !(get && ok && seconds > 0) {
+            return HeaderValue::from_static("no-store");
         }
+        let scope = if shared { "public" } else { "private" };
+        HeaderValue::from_str(&format!("{scope}, max-age={seconds}")).unwrap_or(HeaderValue::from_static("no-store"))
     }
 }

@@ -85,11 +85,18 @@ fn keys_and_roles_decide_who_reads_introspects_and_lists_exports() {
         let (status, answer) = post(&app, header, count);
         assert_eq!((status, code(&answer)), (401, "UNAUTHENTICATED"), "{header:?}: {answer}");
     }
-    // A reader key reads, sent either way.
+    // A reader key reads, sent either way; a GET answer to a key is the asking browser's alone.
     for header in [("authorization", reader_bearer.as_str()), ("x-api-key", reader.as_str())] {
         let (status, answer) = post(&app, Some(header), count);
         assert_eq!(status, 200, "{answer}");
         assert!(answer["data"]["posts"]["totalCount"].as_u64().unwrap() > 0, "{answer}");
+        let get = reqwest::blocking::Client::new()
+            .get(format!("{}/graphql", app.base_url))
+            .query(&[("query", count)])
+            .header(header.0, header.1)
+            .send()
+            .unwrap();
+        assert_eq!(get.headers()["cache-control"], "private, max-age=5", "{header:?}");
     }
 
     // Introspection is off below admin, also when an admin's answer is in the cache.
