@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use async_graphql::ServerResult;
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest};
-use async_graphql::{ServerError, ServerResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -330,21 +330,21 @@ impl Extension for AdmissionExtension {
                         "the document has {aliases} aliased fields; at most {} are answered",
                         access.max_aliases
                     );
-                    return Err(refused(&message, "TOO_COMPLEX"));
+                    return Err(crate::error::request_error(&message, crate::error::TOO_COMPLEX));
                 }
                 if access.max_root_fields > 0 && root_fields > access.max_root_fields {
                     let message = format!(
                         "the operation asks {root_fields} root fields; at most {} are answered",
                         access.max_root_fields
                     );
-                    return Err(refused(&message, "TOO_COMPLEX"));
+                    return Err(crate::error::request_error(&message, crate::error::TOO_COMPLEX));
                 }
             }
             if !self.0.introspection {
                 if asks_introspection(&request.query) {
-                    return Err(refused(
+                    return Err(crate::error::request_error(
                         "introspection is off on this server for callers below admin",
-                        "INTROSPECTION_DISABLED",
+                        crate::error::INTROSPECTION_DISABLED,
                     ));
                 }
                 request = request.disable_introspection();
@@ -352,23 +352,15 @@ impl Extension for AdmissionExtension {
             if self.0.allow_list.is_some() {
                 let hash = hex(&Sha256::digest(request.query.as_bytes()));
                 if self.0.allowed_document(&hash).is_none() {
-                    return Err(refused(
+                    return Err(crate::error::request_error(
                         "this server answers only the persisted queries of its allow-list: send a listed document's sha256Hash",
-                        "PERSISTED_QUERY_NOT_ALLOWED",
+                        crate::error::PERSISTED_QUERY_NOT_ALLOWED,
                     ));
                 }
             }
         }
         next.run(ctx, request).await
     }
-}
-
-fn refused(message: &str, code: &str) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", code);
-    error.extensions = Some(extensions);
-    error
 }
 
 /// How many aliased fields a document has, and the most root fields any of its operations

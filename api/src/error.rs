@@ -12,6 +12,27 @@ pub const FORBIDDEN: &str = "FORBIDDEN";
 pub const CONFLICT: &str = "CONFLICT";
 pub const EXPORT_FAILED: &str = "EXPORT_FAILED";
 pub const TOO_SLOW: &str = "TOO_SLOW";
+/// No key where one is needed, or a key the server does not know (HTTP 401).
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// More aliases or root fields than the caps allow.
+pub const TOO_COMPLEX: &str = "TOO_COMPLEX";
+pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
+/// A document outside the allow-list, in allow-list mode.
+pub const PERSISTED_QUERY_NOT_ALLOWED: &str = "PERSISTED_QUERY_NOT_ALLOWED";
+
+/// An error of the whole request, before any field runs (no path): a message and a code.
+pub fn request_error(message: &str, code: &str) -> async_graphql::ServerError {
+    let mut error = async_graphql::ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", code);
+    error.extensions = Some(extensions);
+    error
+}
+
+/// The JSON body of an answer that is only `errors`: the request was refused as a whole.
+pub fn refusal_body(error: async_graphql::ServerError) -> String {
+    serde_json::to_string(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default()
+}
 
 /// An argument the client got wrong: the message says what to fix.
 pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {

@@ -217,11 +217,8 @@ async fn graphql_handler(
 /// HTTP 401 with a GraphQL error saying why (`extensions.code`: `UNAUTHENTICATED`).
 fn unauthenticated(refusal: crate::auth::Refusal) -> axum::response::Response {
     metrics::counter!(m::GRAPHQL_REQUESTS, "operation" => "-", "outcome" => "unauthenticated").increment(1);
-    let mut error = async_graphql::ServerError::new(refusal.message(), None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", "UNAUTHENTICATED");
-    error.extensions = Some(extensions);
-    let body = serde_json::to_string(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default();
+    let body =
+        crate::error::refusal_body(crate::error::request_error(refusal.message(), crate::error::UNAUTHENTICATED));
     let headers = [
         (axum::http::header::CONTENT_TYPE, "application/json"),
         (axum::http::header::WWW_AUTHENTICATE, "Bearer"),
@@ -247,11 +244,7 @@ async fn cached_answer(
     mut request: async_graphql::Request,
 ) -> Answer {
     if let Err(persisted) = shared.state.cache.resolve_persisted(&mut request, &shared.state.access).await {
-        let mut error = async_graphql::ServerError::new(persisted.message(), None);
-        let mut extensions = async_graphql::ErrorExtensionValues::default();
-        extensions.set("code", persisted.code());
-        error.extensions = Some(extensions);
-        let body = serde_json::to_string(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default();
+        let body = crate::error::refusal_body(crate::error::request_error(persisted.message(), persisted.code()));
         return Answer { body, ok: false, status: cache::Status::Bypass };
     }
     // A stat, unless a publish changed the catalog.
