@@ -322,8 +322,11 @@ impl Extension for AdmissionExtension {
             .or_else(|| ctx.data_opt::<Caller>().copied())
             .unwrap_or_default();
         if !caller.is_admin() {
-            if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
-                let (aliases, root_fields) = shape(&document);
+            // Parsed once for the caps and introspection; one that does not parse is left to
+            // the parser's own error.
+            let document = async_graphql::parser::parse_query(&request.query).ok();
+            if let Some(document) = &document {
+                let (aliases, root_fields) = shape(document);
                 let access = &self.0;
                 if access.max_aliases > 0 && aliases > access.max_aliases {
                     let message = format!(
@@ -341,7 +344,7 @@ impl Extension for AdmissionExtension {
                 }
             }
             if !self.0.introspection {
-                if asks_introspection(&request.query) {
+                if document.as_ref().is_some_and(asks_introspection) {
                     return Err(crate::error::request_error(
                         "introspection is off on this server for callers below admin",
                         crate::error::INTROSPECTION_DISABLED,
@@ -402,8 +405,8 @@ fn shape(document: &async_graphql::parser::types::ExecutableDocument) -> (usize,
 }
 
 /// Whether a document selects `__schema` or `__type` anywhere (`__typename` is no
-/// introspection). A document that does not parse is left to the parser's own error.
-fn asks_introspection(query: &str) -> bool {
+/// introspection).
+fn asks_introspection(document: &async_graphql::parser::types::ExecutableDocument) -> bool {
     use async_graphql::parser::types::{Selection, SelectionSet};
     fn walk(set: &SelectionSet) -> bool {
         set.items.iter().any(|item| match &item.node {
@@ -414,7 +417,6 @@ fn asks_introspection(query: &str) -> bool {
             Selection::FragmentSpread(_) => false,
         })
     }
-    let Ok(document) = async_graphql::parser::parse_query(query) else { return false };
     document.operations.iter().any(|(_, operation)| walk(&operation.node.selection_set.node))
         || document.fragments.values().any(|fragment| walk(&fragment.node.selection_set.node))
 }
@@ -435,6 +437,7 @@ mod tests {
 
     #[test]
     fn introspection_is_found_where_it_is_asked_and_only_there() {
+        let asks_introspection = |q: &str| asks_introspection(&async_graphql::parser::parse_query(q).unwrap());
         assert!(asks_introspection("{ __schema { types { name } } }"));
         assert!(asks_introspection(
             "query { posts { nodes { ...F } } } fragment F on Post { author { ... on Author { __type(name: \"X\") { name } } } }"
