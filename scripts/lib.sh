@@ -78,3 +78,26 @@ ensure_cargo_tools() {
     fi
   done
 }
+
+# Installs cargo-deny (from crates.io, built once into the shared cache) when it is missing.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  if cargo deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION"; then return 0; fi
+  echo "==> installing cargo-deny $CARGO_DENY_VERSION (once; a few minutes)"
+  CARGO_TARGET_DIR="$HOME/.cache/skyglass/cargo-deny-build" \
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --quiet
+}
+
+# Licences, bans and sources (deny.toml), always; advisories when the RustSec database can be
+# fetched (it is a git repository on github.com), or was fetched before.
+check_dependencies() {
+  echo "==> cargo deny check licenses bans sources"
+  cargo deny --log-level error check licenses bans sources
+  if cargo deny --log-level off fetch db >/dev/null 2>&1 \
+    || compgen -G "$HOME/.cargo/advisory-dbs/*/crates" >/dev/null; then
+    echo "==> cargo deny check advisories"
+    cargo deny --log-level error check --disable-fetch advisories
+  else
+    echo "==> cargo deny check advisories: SKIPPED, the RustSec database (github.com/RustSec/advisory-db) cannot be fetched from this machine"
+  fi
+}

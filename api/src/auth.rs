@@ -43,6 +43,8 @@ impl Role {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Caller {
     pub role: Role,
+    /// Whose cost budget the request spends: its key's, else its address's.
+    pub client: crate::throttle::Client,
 }
 
 impl Caller {
@@ -242,7 +244,7 @@ impl Access {
     /// The caller presenting `key` (`None`: no key).
     pub fn caller(&self, key: Option<&str>) -> Result<Caller, Refusal> {
         let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) else {
-            return if self.anonymous { Ok(Caller { role: Role::Anonymous }) } else { Err(Refusal::KeyNeeded) };
+            return if self.anonymous { Ok(Caller::default()) } else { Err(Refusal::KeyNeeded) };
         };
         let sent: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         // Every stored hash is compared whole, so the time taken says nothing of the key.
@@ -253,7 +255,9 @@ impl Access {
                 role = Some(*stored_role);
             }
         }
-        role.map(|role| Caller { role }).ok_or(Refusal::UnknownKey)
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&sent[..8]);
+        role.map(|role| Caller { role, client: crate::throttle::Client::Key(id) }).ok_or(Refusal::UnknownKey)
     }
 
     /// The key of an HTTP request: `Authorization: Bearer KEY`, else `X-Api-Key: KEY`.

@@ -501,6 +501,8 @@ async fn serve_router(
         access: Arc::new(crate::auth::Access::open()),
         hot: None,
         browser: Default::default(),
+        // The benchmarks measure what the server can do, not what one client may.
+        throttle: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

@@ -382,6 +382,14 @@ pub struct ServeArgs {
     /// Most root fields one operation may ask (callers below admin; 0: no cap).
     #[arg(long, env = "SKYGLASS_MAX_ROOT_FIELDS", default_value_t = 10)]
     pub max_root_fields: usize,
+    /// Each client's query budget, in cost units a minute (a lake statement costs one, plus one
+    /// per MiB of the days it reads, plus one per hundred rows); 0: no rate limit. Admins are
+    /// not limited.
+    #[arg(long, env = "SKYGLASS_RATE_LIMIT", default_value_t = 60_000)]
+    pub rate_limit: u64,
+    /// The most a client's budget holds (what it may spend at once). Default: a minute's worth.
+    #[arg(long, env = "SKYGLASS_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u64>,
     /// Allow-list mode: callers below admin may run only the documents of these persisted-query
     /// manifests (JSON objects of SHA-256 → document), comma separated, plus the explorer's own
     /// (`persisted-queries.json` of the pages' build); ad-hoc documents are refused.

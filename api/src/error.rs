@@ -19,6 +19,8 @@ pub const TOO_COMPLEX: &str = "TOO_COMPLEX";
 pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
 /// A document outside the allow-list, in allow-list mode.
 pub const PERSISTED_QUERY_NOT_ALLOWED: &str = "PERSISTED_QUERY_NOT_ALLOWED";
+/// The client's cost budget is spent (HTTP 429, `Retry-After`); see `crate::throttle`.
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
 
 /// An error of the whole request, before any field runs (no path): a message and a code.
 pub fn request_error(message: &str, code: &str) -> async_graphql::ServerError {
@@ -86,6 +88,19 @@ pub fn overloaded(waited: std::time::Duration) -> async_graphql::Error {
         waited.as_secs_f64()
     ))
     .extend_with(|_, e| e.set("code", OVERLOADED))
+}
+
+/// The client's cost budget is spent; `extensions.retryAfterSeconds` says when it is not.
+pub fn rate_limited(wait: std::time::Duration) -> async_graphql::Error {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    async_graphql::Error::new(format!(
+        "this client's query budget is spent (see extensions.cost in an answer); retry in {seconds} s, \
+         or narrow the time range: a statement costs one unit per MiB of the days it reads"
+    ))
+    .extend_with(|_, e| {
+        e.set("code", RATE_LIMITED);
+        e.set("retryAfterSeconds", seconds);
+    })
 }
 
 /// Turns a lake error into a GraphQL error by its kind.

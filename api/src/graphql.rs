@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_graphql::Schema;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use lake::exec::{Engine, Interrupt, with_interrupt};
+use lake::exec::{Engine, Estimate, Interrupt, Reads, with_interrupt};
 use tokio::sync::Semaphore;
 
 use crate::error;
@@ -129,7 +129,9 @@ impl RequestTouched {
 /// How the API runs lake work: on a blocking thread, at most `max_concurrent` pieces of work
 /// at once (the others queue), each interrupted in DuckDB when it outlives `timeout` (its
 /// queueing included) or when its request goes away. A request with several lake statements
-/// (nested fields) gives each its own `timeout`.
+/// (nested fields) gives each its own `timeout`. In a request, each piece of work is priced
+/// before it queues, and charged to the request's cost (and its client's budget: see
+/// [`crate::throttle`]).
 #[derive(Clone)]
 pub struct QueryRunner {
     engine: Arc<Engine>,
@@ -137,23 +139,42 @@ pub struct QueryRunner {
     timeout: Duration,
     /// What the statements of this runner's request read besides sealed past days.
     touched: Option<Arc<RequestTouched>>,
+    /// What this runner's request costs, and the budget it is charged to.
+    cost: Option<Arc<crate::throttle::RequestCost>>,
 }
 
 impl QueryRunner {
     pub fn new(engine: Arc<Engine>, max_concurrent: usize, timeout: Duration) -> QueryRunner {
-        QueryRunner { engine, permits: Arc::new(Semaphore::new(max_concurrent.max(1))), timeout, touched: None }
+        QueryRunner {
+            engine,
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            timeout,
+            touched: None,
+            cost: None,
+        }
     }
 
-    /// This runner for one request, and what its statements read besides sealed past days.
-    pub fn for_request(&self) -> (QueryRunner, Arc<RequestTouched>) {
+    /// This runner for one request, charging `cost`, and what its statements read besides
+    /// sealed past days.
+    pub fn for_request(&self, cost: Arc<crate::throttle::RequestCost>) -> (QueryRunner, Arc<RequestTouched>) {
         let touched = Arc::new(RequestTouched::default());
-        (QueryRunner { touched: Some(touched.clone()), ..self.clone() }, touched)
+        (QueryRunner { touched: Some(touched.clone()), cost: Some(cost), ..self.clone() }, touched)
     }
 
+    /// What a statement is expected to read (see [`Engine::estimate`]), to pass to [`Self::run`].
+    pub fn estimate(&self, reads: Reads<'_>) -> Estimate {
+        self.engine.estimate(reads)
+    }
+
+    /// Runs `work`, expected to read `estimate`.
     pub async fn run<T: Send + 'static>(
         &self,
+        estimate: Estimate,
         work: impl FnOnce(&Engine) -> lake::Result<T> + Send + 'static,
     ) -> async_graphql::Result<T> {
+        if let Some(cost) = &self.cost {
+            cost.charge(crate::throttle::cost(estimate))?;
+        }
         let started = Instant::now();
         let permit = match tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => permit,

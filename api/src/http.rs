@@ -44,6 +44,8 @@ pub struct AppState {
     pub hot: Option<Arc<crate::hot::HotState>>,
     /// What browsers get: the pages, CORS, how long they may keep an answer.
     pub browser: crate::web::Browser,
+    /// Each client's cost budget; `None`: no rate limit.
+    pub throttle: Option<Arc<crate::throttle::Throttle>>,
 }
 
 /// Whether a request runs a mutation (never answered from or kept in the cache).
@@ -183,18 +185,27 @@ async fn graphql_handler(
     State(shared): State<Shared>,
     method: axum::http::Method,
     headers: axum::http::HeaderMap,
+    extensions: axum::http::Extensions,
     request: GraphQLRequest,
 ) -> axum::response::Response {
-    let caller = match shared.state.access.caller(crate::auth::Access::key_in_headers(&headers)) {
+    let mut caller = match shared.state.access.caller(crate::auth::Access::key_in_headers(&headers)) {
         Ok(caller) => caller,
         Err(refusal) => return unauthenticated(refusal),
     };
+    if caller.client == crate::throttle::Client::Unknown
+        && let Some(peer) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        caller.client = crate::throttle::Client::Address(peer.0.ip());
+    }
+    // Admins are not rate limited.
+    let limit = shared.state.throttle.clone().filter(|_| !caller.is_admin()).map(|throttle| (throttle, caller.client));
+    let cost = Arc::new(crate::throttle::RequestCost::new(limit));
     let request = request.into_inner().data(caller);
     let name = request.operation_name.as_deref().or_else(|| m::first_operation_name(&request.query));
     let operation = m::operation_label(name);
     let span = tracing::info_span!("graphql", operation = %operation);
     let started = Instant::now();
-    let answer = cached_answer(&shared, &headers, request).instrument(span).await;
+    let answer = cached_answer(&shared, &headers, request, cost).instrument(span).await;
     let outcome = if answer.ok { m::OUTCOME_OK } else { m::OUTCOME_ERROR };
     metrics::counter!(m::GRAPHQL_REQUESTS, "operation" => operation.clone(), "outcome" => outcome).increment(1);
     metrics::histogram!(m::GRAPHQL_DURATION, "operation" => operation).record(started.elapsed().as_secs_f64());
@@ -204,14 +215,21 @@ async fn graphql_handler(
     let shared_answer = crate::auth::Access::key_in_headers(&headers).is_none() && shared.state.access.anonymous;
     let cache_control =
         shared.state.browser.answer_cache_control(method == axum::http::Method::GET, answer.ok, shared_answer);
-    (
+    let mut response = (
         [
             (axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json")),
             (axum::http::header::CACHE_CONTROL, cache_control),
         ],
         answer.body,
     )
-        .into_response()
+        .into_response();
+    // A statement refused for want of budget: the whole answer says when to come back.
+    if let Some(wait) = answer.retry_after {
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+    }
+    response
 }
 
 /// HTTP 401 with a GraphQL error saying why (`extensions.code`: `UNAUTHENTICATED`).
@@ -227,12 +245,13 @@ fn unauthenticated(refusal: crate::auth::Refusal) -> axum::response::Response {
     (StatusCode::UNAUTHORIZED, headers, body).into_response()
 }
 
-/// A GraphQL answer as sent: its JSON body (with `extensions.cache`), and whether it is free of
-/// errors.
+/// A GraphQL answer as sent: its JSON body (with `extensions.cache`), whether it is free of
+/// errors, and how long to wait when a statement was refused for want of budget.
 struct Answer {
     body: String,
     ok: bool,
     status: cache::Status,
+    retry_after: Option<Duration>,
 }
 
 /// Answers from the result cache when it can ([`crate::cache`]), from the lake otherwise.
@@ -242,10 +261,11 @@ async fn cached_answer(
     shared: &Shared,
     headers: &axum::http::HeaderMap,
     mut request: async_graphql::Request,
+    cost: Arc<crate::throttle::RequestCost>,
 ) -> Answer {
     if let Err(persisted) = shared.state.cache.resolve_persisted(&mut request, &shared.state.access).await {
         let body = crate::error::refusal_body(crate::error::request_error(persisted.message(), persisted.code()));
-        return Answer { body, ok: false, status: cache::Status::Bypass };
+        return Answer { body, ok: false, status: cache::Status::Bypass, retry_after: None };
     }
     // A stat, unless a publish changed the catalog.
     let catalog = shared.catalog.read().ok();
@@ -256,7 +276,7 @@ async fn cached_answer(
             crate::hot::Freshness { ingested_through_us: flushed, flushed_through_us: flushed }
         }
     };
-    let extensions = Extensions { freshness: freshness.to_json().to_string() };
+    let extensions = Extensions { freshness: freshness.to_json().to_string(), cost };
     let hot_version = shared.state.hot.as_ref().map(|hot| hot.version());
     let directives = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (no_cache, no_store) = (directives.contains("no-cache"), directives.contains("no-store"));
@@ -282,6 +302,7 @@ async fn cached_answer(
         body: body_of(data, cache::Status::Hit, &extensions),
         ok: true,
         status: cache::Status::Hit,
+        retry_after: None,
     };
     match cache.get_answer(key, hot_version).await {
         Ok(Some(data)) => return hit(&data),
@@ -316,9 +337,11 @@ async fn cached_answer(
     }
 }
 
-/// What every response's `extensions` carry besides `cache`, as JSON.
+/// What every response's `extensions` carry besides `cache`: `freshness` (as JSON), and
+/// `cost`, which the request's statements add to as they run.
 struct Extensions {
     freshness: String,
+    cost: Arc<crate::throttle::RequestCost>,
 }
 
 /// A request run on the lake: the answer as sent, its `data` JSON when the cache may keep it,
@@ -337,7 +360,7 @@ async fn execute(
     extensions: &Extensions,
 ) -> Computed {
     let volatile = cache::Volatile::default();
-    let (runner, touched) = shared.state.runner.for_request();
+    let (runner, touched) = shared.state.runner.for_request(extensions.cost.clone());
     let request = graphql::with_loaders(request, &runner).data(volatile.clone()).data(graphql::RequestRunner(runner));
     let mut response = shared.schema.execute(request).await;
     let touched = touched.get();
@@ -345,7 +368,7 @@ async fn execute(
         let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
         // An answer that shows more than the lake is served as it is and not kept.
         let (status, keep) = if volatile.is_marked() { (cache::Status::Bypass, false) } else { (status, true) };
-        let answer = Answer { body: body_of(&data, status, extensions), ok: true, status };
+        let answer = Answer { body: body_of(&data, status, extensions), ok: true, status, retry_after: None };
         return Computed { answer, keep: keep.then_some(data), touched };
     }
     let ok = response.is_ok();
@@ -353,16 +376,21 @@ async fn execute(
     if let Ok(freshness) = serde_json::from_str::<async_graphql::Value>(&extensions.freshness) {
         response.extensions.insert("freshness".to_owned(), freshness);
     }
+    if let Ok(cost) = async_graphql::Value::from_json(extensions.cost.to_json()) {
+        response.extensions.insert("cost".to_owned(), cost);
+    }
     let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned());
-    Computed { answer: Answer { body, ok, status }, keep: None, touched }
+    let retry_after = extensions.cost.retry_after();
+    Computed { answer: Answer { body, ok, status, retry_after }, keep: None, touched }
 }
 
 /// The body of an answer without errors, from its `data` JSON.
 fn body_of(data: &str, status: cache::Status, extensions: &Extensions) -> String {
     format!(
-        "{{\"data\":{data},\"extensions\":{{\"cache\":\"{}\",\"freshness\":{}}}}}",
+        "{{\"data\":{data},\"extensions\":{{\"cache\":\"{}\",\"freshness\":{},\"cost\":{}}}}}",
         status.as_str(),
-        extensions.freshness
+        extensions.freshness,
+        extensions.cost.to_json()
     )
 }
 

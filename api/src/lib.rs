@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod redis_link;
 pub mod serve;
 pub mod telemetry;
+pub mod throttle;
 pub mod web;

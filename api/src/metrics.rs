@@ -19,6 +19,10 @@ pub const QUERY_QUEUE_WAIT: &str = "skyglass_query_queue_wait_seconds";
 pub const QUERY_TIMEOUTS: &str = "skyglass_query_timeouts_total";
 /// Lake work refused because no query slot freed up in time.
 pub const QUERY_REJECTED: &str = "skyglass_query_rejected_total";
+/// Cost units of the lake statements that ran for GraphQL requests (see `crate::throttle`).
+pub const QUERY_COST: &str = "skyglass_query_cost_units_total";
+/// Lake statements refused because their client's cost budget was spent.
+pub const RATE_LIMITED: &str = "skyglass_rate_limited_total";
 
 /// The lake's `posts` files, bytes and day partitions, refreshed every few seconds.
 pub const LAKE_FILES: &str = "skyglass_lake_files";
@@ -93,8 +97,12 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_histogram!(QUERY_QUEUE_WAIT, Unit::Seconds, "Wait for a query slot (the concurrency cap)");
     describe_counter!(QUERY_TIMEOUTS, "Lake work interrupted at the query timeout");
     describe_counter!(QUERY_REJECTED, "Lake work refused: no query slot within the timeout");
+    describe_counter!(QUERY_COST, "Cost units of the lake statements run for GraphQL requests");
+    describe_counter!(RATE_LIMITED, "Lake statements refused: the client's cost budget was spent");
     metrics::counter!(QUERY_TIMEOUTS).increment(0);
     metrics::counter!(QUERY_REJECTED).increment(0);
+    metrics::counter!(QUERY_COST).increment(0);
+    metrics::counter!(RATE_LIMITED).increment(0);
     for outcome in [OUTCOME_OK, OUTCOME_ERROR] {
         metrics::counter!(GRAPHQL_REQUESTS, "operation" => ANONYMOUS, "outcome" => outcome).increment(0);
     }

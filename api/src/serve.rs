@@ -186,6 +186,8 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
             access,
             hot: Some(hot),
             browser,
+            throttle: crate::throttle::Throttle::new(args.rate_limit, args.rate_limit_burst.unwrap_or(args.rate_limit))
+                .map(Arc::new),
         })
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -302,6 +304,8 @@ async fn serve_http(
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         stop.wait_for(|stopping| *stopping).await.ok();
     };
+    // Each request knows its peer's address: the rate limit's client when it sends no key.
+    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop.clone()));
     tokio::select! {
         result = server => result.context("http server failed"),

@@ -36,7 +36,7 @@ pub fn reenrich(
 ) -> lake::Result<Vec<Rewritten>> {
     let partitions = lake::catalog::table_files(lake, lake::layout::POSTS_TABLE)?.partitions;
     let mut reports = Vec::new();
-    for date in partitions.into_iter().filter(|d| *d >= since && until.is_none_or(|u| *d <= u)) {
+    for (date, _) in partitions.into_iter().filter(|(d, _)| *d >= since && until.is_none_or(|u| *d <= u)) {
         let now_us = chrono::Utc::now().timestamp_micros();
         let report = redo_stale_posts(lake, date, ENRICH_VERSION, now_us, redo_enrichment)?;
         tracing::info!(

@@ -122,7 +122,8 @@ pub fn data_file_names(dir: &Path) -> Result<Vec<String>> {
 pub struct TableFiles {
     pub files: u64,
     pub bytes: u64,
-    pub partitions: Vec<NaiveDate>,
+    /// Each day partition with data files, with their bytes, oldest first.
+    pub partitions: Vec<(NaiveDate, u64)>,
 }
 
 /// Lists the data files of `table`: complete `*.parquet` files in `date=` partitions.
@@ -140,7 +141,7 @@ pub fn table_files(lake: &Path, table: &str) -> Result<TableFiles> {
             continue;
         };
         let partition = entry.path();
-        let mut n_files = 0;
+        let (mut n_files, mut bytes) = (0, 0);
         for file in fs::read_dir(&partition).map_err(Error::io("list", &partition))? {
             let file = file.map_err(Error::io("list", &partition))?;
             let name = file.file_name();
@@ -149,11 +150,12 @@ pub fn table_files(lake: &Path, table: &str) -> Result<TableFiles> {
                 continue;
             }
             n_files += 1;
-            out.bytes += file.metadata().map_err(Error::io("stat", file.path()))?.len();
+            bytes += file.metadata().map_err(Error::io("stat", file.path()))?.len();
         }
         if n_files > 0 {
             out.files += n_files;
-            out.partitions.push(date);
+            out.bytes += bytes;
+            out.partitions.push((date, bytes));
         }
     }
     out.partitions.sort();
@@ -204,6 +206,7 @@ mod tests {
         assert_eq!(files.files, 2);
         assert_eq!(files.partitions.len(), 2);
         assert_eq!(files.bytes, written.iter().map(|w| w.bytes).sum::<u64>());
+        assert_eq!(files.partitions.iter().map(|(_, bytes)| bytes).sum::<u64>(), files.bytes);
         assert_eq!(table_files(lake.path(), "nothing").unwrap(), TableFiles::default());
     }
 }

@@ -79,7 +79,7 @@ pub fn compact_partition(lake: &Path, date: NaiveDate, target_bytes: u64, now_us
 
 /// The `posts` day partitions of the lake, oldest first.
 pub fn partitions(lake: &Path) -> Result<Vec<NaiveDate>> {
-    Ok(crate::catalog::table_files(lake, layout::POSTS_TABLE)?.partitions)
+    Ok(crate::catalog::table_files(lake, layout::POSTS_TABLE)?.partitions.into_iter().map(|(day, _)| day).collect())
 }
 
 fn stage(

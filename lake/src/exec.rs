@@ -46,8 +46,9 @@ pub struct Engine {
     tables: [TableView; 3],
     /// The generation the derived tables and the `posts` view were built for.
     built_for: Mutex<Option<Generation>>,
-    /// The `posts` day partitions at that generation (a directory walk, not redone per query).
-    partitions: Mutex<Vec<chrono::NaiveDate>>,
+    /// The `posts` day partitions at that generation, with their bytes (a directory walk, not
+    /// redone per query).
+    partitions: Mutex<Vec<(chrono::NaiveDate, u64)>>,
     /// Whether `hidden_authors` has rows (the `posts` view anti-joins it only then).
     hidden_present: AtomicBool,
     /// The hot tier: posts still in the buffer, in the table `hot_posts` (see [`Engine::set_hot`]).
@@ -76,6 +77,27 @@ impl HotRange {
             filter.since_us.is_none_or(|since| last >= since) && filter.until_us.is_none_or(|until| first < until)
         })
     }
+}
+
+/// What a statement reads, for [`Engine::estimate`].
+#[derive(Debug, Clone, Copy)]
+pub enum Reads<'a> {
+    /// A page of posts.
+    Page(&'a PostsPlan),
+    /// Every post of a filter, returning about `rows` rows (aggregates, per-author lists).
+    Scan { filter: &'a PostFilter, rows: u64 },
+    /// The states of this many accounts (a small table, no posts).
+    Accounts(usize),
+}
+
+/// What a statement is expected to read: see [`Engine::estimate`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    /// Parquet bytes of the day partitions left after pruning.
+    pub bytes: u64,
+    pub partitions: u32,
+    /// Rows returned, at most.
+    pub rows: u64,
 }
 
 /// What the statements of some lake work read besides sealed past days.
@@ -338,7 +360,36 @@ impl Engine {
     /// The `posts` day partitions, as of the lake's current generation.
     fn post_partitions(&self) -> Result<Vec<chrono::NaiveDate>> {
         self.refresh_views()?;
-        Ok(self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        Ok(self.partitions.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(day, _)| *day).collect())
+    }
+
+    /// What a statement is expected to read, before it runs: the Parquet bytes of the day
+    /// partitions its time range (and cursor) leaves after pruning, and the rows it returns. A
+    /// page that the newest (or oldest) day can fill reads that day alone ([`Engine::posts`]), and
+    /// is estimated so. Reads the partition list as of the last statement, without touching the
+    /// disk or DuckDB: fit for an async caller deciding whether to run the statement at all.
+    pub fn estimate(&self, reads: Reads<'_>) -> Estimate {
+        let partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let narrowed;
+        let (filter, keyset, rows) = match reads {
+            Reads::Page(plan) => {
+                let days: Vec<chrono::NaiveDate> = partitions.iter().map(|(day, _)| *day).collect();
+                narrowed = first_day_of(plan, &days);
+                let plan = narrowed.as_ref().unwrap_or(plan);
+                (&plan.filter, plan.after.as_ref().map(|after| (after, plan.order)), u64::from(plan.limit))
+            }
+            Reads::Scan { filter, rows } => (filter, None, rows),
+            Reads::Accounts(n) => return Estimate { bytes: 0, partitions: 0, rows: n as u64 },
+        };
+        let (first, last) = crate::sql::partition_days(filter, keyset);
+        let mut estimate = Estimate { bytes: 0, partitions: 0, rows };
+        for (day, bytes) in partitions {
+            if first.is_none_or(|first| day >= first) && last.is_none_or(|last| day <= last) {
+                estimate.bytes += bytes;
+                estimate.partitions += 1;
+            }
+        }
+        estimate
     }
 
     fn connection(&self) -> Result<Connection> {
@@ -404,48 +455,7 @@ impl Engine {
     /// partition list is the one of the current generation: writers publish a new generation
     /// after every file they add (`catalog::publish`), so it is never missing a day.
     fn first_day_only(&self, plan: &PostsPlan) -> Result<Option<PostsPlan>> {
-        if plan.filter.clock != Clock::CreatedAt || plan.limit == 0 {
-            return Ok(None);
-        }
-        let partitions = self.post_partitions()?;
-        if partitions.len() < 2 {
-            return Ok(None);
-        }
-        let day_start = |day: chrono::NaiveDate| day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros();
-        let filter = &plan.filter;
-        let mut narrowed = plan.clone();
-        match plan.order {
-            PostOrder::Newest => {
-                let mut latest = filter.until_us.map(|until| layout::date_of_micros(until.saturating_sub(1)));
-                if let Some(after) = &plan.after {
-                    let day = layout::date_of_micros(after.created_at_us);
-                    latest = Some(latest.map_or(day, |d| d.min(day)));
-                }
-                let Some(day) = partitions.iter().copied().filter(|d| latest.is_none_or(|l| *d <= l)).max() else {
-                    return Ok(None);
-                };
-                if filter.since_us.is_some_and(|since| since >= day_start(day)) {
-                    return Ok(None);
-                }
-                narrowed.filter.since_us = Some(day_start(day));
-            }
-            PostOrder::Oldest => {
-                let mut earliest = filter.since_us.map(layout::date_of_micros);
-                if let Some(after) = &plan.after {
-                    let day = layout::date_of_micros(after.created_at_us);
-                    earliest = Some(earliest.map_or(day, |d| d.max(day)));
-                }
-                let Some(day) = partitions.iter().copied().filter(|d| earliest.is_none_or(|e| *d >= e)).min() else {
-                    return Ok(None);
-                };
-                let end = day_start(day) + MICROS_PER_DAY;
-                if filter.until_us.is_some_and(|until| until <= end) {
-                    return Ok(None);
-                }
-                narrowed.filter.until_us = Some(end);
-            }
-        }
-        Ok(Some(narrowed))
+        Ok(first_day_of(plan, &self.post_partitions()?))
     }
 
     /// A page of `plan`, skipping neighbouring copies (see [`Engine::posts`]).
@@ -674,6 +684,45 @@ impl Engine {
             last_flush_at_us: state.last_flush_at_us,
         })
     }
+}
+
+/// `plan` narrowed to the one day partition of `partitions` its page starts in, when there
+/// are others (see [`Engine::posts`]).
+fn first_day_of(plan: &PostsPlan, partitions: &[chrono::NaiveDate]) -> Option<PostsPlan> {
+    if plan.filter.clock != Clock::CreatedAt || plan.limit == 0 || partitions.len() < 2 {
+        return None;
+    }
+    let day_start = |day: chrono::NaiveDate| day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros();
+    let filter = &plan.filter;
+    let mut narrowed = plan.clone();
+    match plan.order {
+        PostOrder::Newest => {
+            let mut latest = filter.until_us.map(|until| layout::date_of_micros(until.saturating_sub(1)));
+            if let Some(after) = &plan.after {
+                let day = layout::date_of_micros(after.created_at_us);
+                latest = Some(latest.map_or(day, |d| d.min(day)));
+            }
+            let day = partitions.iter().copied().filter(|d| latest.is_none_or(|l| *d <= l)).max()?;
+            if filter.since_us.is_some_and(|since| since >= day_start(day)) {
+                return None;
+            }
+            narrowed.filter.since_us = Some(day_start(day));
+        }
+        PostOrder::Oldest => {
+            let mut earliest = filter.since_us.map(layout::date_of_micros);
+            if let Some(after) = &plan.after {
+                let day = layout::date_of_micros(after.created_at_us);
+                earliest = Some(earliest.map_or(day, |d| d.max(day)));
+            }
+            let day = partitions.iter().copied().filter(|d| earliest.is_none_or(|e| *d >= e)).min()?;
+            let end = day_start(day) + MICROS_PER_DAY;
+            if filter.until_us.is_some_and(|until| until <= end) {
+                return None;
+            }
+            narrowed.filter.until_us = Some(end);
+        }
+    }
+    Some(narrowed)
 }
 
 /// Every bucket of the range (the filter's, else from the first to the last counted bucket),

@@ -37,6 +37,33 @@ pub struct Sql {
     pub params: Vec<Param>,
 }
 
+/// The first and last day partitions (inclusive; `None`: unbounded) that can hold posts of
+/// `filter` past `keyset`. The hive `date` column is the UTC day of created_at. An indexed_at
+/// bound prunes only from above: created_at is at most MAX_FUTURE_SKEW_US past indexed_at, but
+/// may be long before it.
+pub fn partition_days(
+    filter: &PostFilter,
+    keyset: Option<(&Keyset, PostOrder)>,
+) -> (Option<NaiveDate>, Option<NaiveDate>) {
+    let (mut first_day, mut last_day) = match filter.clock {
+        Clock::CreatedAt => {
+            (filter.since_us.map(date_of_micros), filter.until_us.map(|until| date_of_micros(until.saturating_sub(1))))
+        }
+        Clock::IndexedAt => (
+            None,
+            filter.until_us.map(|until| date_of_micros(until.saturating_sub(1).saturating_add(MAX_FUTURE_SKEW_US))),
+        ),
+    };
+    if let Some((keyset, order)) = keyset {
+        let day = date_of_micros(keyset.created_at_us);
+        match order {
+            PostOrder::Newest => last_day = Some(last_day.map_or(day, |d| d.min(day))),
+            PostOrder::Oldest => first_day = Some(first_day.map_or(day, |d| d.max(day))),
+        }
+    }
+    (first_day, last_day)
+}
+
 /// Compiles a plan; an error only for a filter no statement can express (a text query without
 /// words, say), which is the caller's to fix.
 pub fn compile(plan: &Plan) -> Result<Sql> {
@@ -227,26 +254,8 @@ impl Builder {
     fn conditions(&mut self, filter: &PostFilter, keyset: Option<(&Keyset, PostOrder)>) -> Result<Vec<String>> {
         let mut conditions: Vec<String> = Vec::new();
 
-        // Partition pruning first: the hive `date` column is the UTC day of created_at. An
-        // indexed_at bound prunes only from above: created_at is at most MAX_FUTURE_SKEW_US past
-        // indexed_at, but may be long before it.
-        let (mut first_day, mut last_day) = match filter.clock {
-            Clock::CreatedAt => (
-                filter.since_us.map(date_of_micros),
-                filter.until_us.map(|until| date_of_micros(until.saturating_sub(1))),
-            ),
-            Clock::IndexedAt => (
-                None,
-                filter.until_us.map(|until| date_of_micros(until.saturating_sub(1).saturating_add(MAX_FUTURE_SKEW_US))),
-            ),
-        };
-        if let Some((keyset, order)) = keyset {
-            let day = date_of_micros(keyset.created_at_us);
-            match order {
-                PostOrder::Newest => last_day = Some(last_day.map_or(day, |d| d.min(day))),
-                PostOrder::Oldest => first_day = Some(first_day.map_or(day, |d| d.max(day))),
-            }
-        }
+        // Partition pruning first.
+        let (first_day, last_day) = partition_days(filter, keyset);
         if let Some(day) = first_day {
             conditions.push(format!("\"date\" >= {}", self.bind(Param::Date(day))));
         }

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// `skyglass keys add`: the key it prints, once.
-fn add_key(file: &std::path::Path, name: &str, role: &str) -> String {
+pub(crate) fn add_key(file: &std::path::Path, name: &str, role: &str) -> String {
     let output = skyglass(file, "redis://unused")
         .args(["keys", "add", name, "--role", role, "--api-keys"])
         .arg(file)

@@ -13,6 +13,7 @@ mod exports;
 mod ingest_and_query;
 mod layout;
 mod limits;
+mod rate_limit;
 mod real_data;
 mod reenrich;
 mod serve_all;

@@ -22,7 +22,7 @@ fn reenrich_restores_what_an_older_version_left_out_while_serve_answers() {
 
     // Store every post as an older version would have: no detected language, no length.
     let partitions = lake::catalog::table_files(lake.path(), lake::layout::POSTS_TABLE).unwrap().partitions;
-    for date in &partitions {
+    for (date, _) in &partitions {
         lake::rewrite::redo_stale_posts(lake.path(), *date, i32::MAX, 1, |post| {
             post.detected_lang = None;
             post.text_len = 0;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, SimpleObject};
-use lake::exec::{AccountState, Summary};
+use lake::exec::{AccountState, Reads, Summary};
 use lake::plan::PostsPlan;
 
 use super::loaders::{
@@ -145,7 +145,8 @@ impl Author {
             Some(after) => {
                 let mut plan = PostsPlan::new((*filter).clone(), order, page_size + 1, columns);
                 plan.after = Some(after);
-                runner(ctx)?.run(move |engine| engine.posts(&plan)).await?
+                let runner = runner(ctx)?;
+                runner.run(runner.estimate(Reads::Page(&plan)), move |engine| engine.posts(&plan)).await?
             }
         };
         Ok(connection(rows, page_size, filter))

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use lake::exec::{AccountState, Bucket, HashtagCount, Summary};
+use lake::exec::{AccountState, Bucket, HashtagCount, Reads, Summary};
 use lake::model::{Post, PostColumn};
 use lake::plan::{Measures, PostFilter, PostOrder, PostsPlan, TopPlan};
 use lake::zone::Interval;
@@ -34,7 +34,8 @@ impl Loader<AuthorKey> for AuthorSummaries {
         for (filter, dids) in group(keys.iter().map(|k| (k.filter.clone(), k.did.clone()))) {
             for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
                 let question = PostFilter { authors: chunk.to_vec(), ..filter.clone() };
-                let summaries = self.0.run(move |engine| engine.author_summaries(&question)).await?;
+                let estimate = self.0.estimate(Reads::Scan { filter: &question, rows: chunk.len() as u64 });
+                let summaries = self.0.run(estimate, move |engine| engine.author_summaries(&question)).await?;
                 for (did, summary) in summaries {
                     found.insert(AuthorKey { did, filter: filter.clone() }, summary);
                 }
@@ -55,7 +56,8 @@ impl Loader<String> for Accounts {
         let mut found = HashMap::new();
         for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
             let chunk = chunk.to_vec();
-            for state in self.0.run(move |engine| engine.accounts(&chunk)).await? {
+            let estimate = self.0.estimate(Reads::Accounts(chunk.len()));
+            for state in self.0.run(estimate, move |engine| engine.accounts(&chunk)).await? {
                 found.insert(state.did.clone(), Arc::new(state));
             }
         }
@@ -90,9 +92,10 @@ impl Loader<(String, ActivityShape)> for AuthorActivity {
                     filter: PostFilter { authors: chunk.to_vec(), ..shape.filter.clone() },
                     ..shape.clone()
                 };
+                let estimate = self.0.estimate(Reads::Scan { filter: &question.filter, rows: chunk.len() as u64 });
                 let mut by_author = self
                     .0
-                    .run(move |engine| {
+                    .run(estimate, move |engine| {
                         engine.time_buckets_per_author(
                             &question.filter,
                             question.interval,
@@ -126,7 +129,9 @@ impl Loader<(String, PostFilter, u32)> for AuthorHashtags {
         for ((filter, limit), dids) in group(keys.iter().map(|(did, f, n)| ((f.clone(), *n), did.clone()))) {
             for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
                 let plan = TopPlan::new(PostFilter { authors: chunk.to_vec(), ..filter.clone() }, limit);
-                let rows = self.0.run(move |engine| engine.top_hashtags_per_author(&plan)).await?;
+                let rows = chunk.len() as u64 * u64::from(limit);
+                let estimate = self.0.estimate(Reads::Scan { filter: &plan.filter, rows });
+                let rows = self.0.run(estimate, move |engine| engine.top_hashtags_per_author(&plan)).await?;
                 let mut by_author: HashMap<String, Vec<HashtagCount>> = HashMap::new();
                 for (did, tag) in rows {
                     by_author.entry(did).or_default().push(tag);
@@ -169,7 +174,9 @@ impl Loader<AuthorPostsKey> for AuthorPosts {
             for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
                 let filter = PostFilter { authors: chunk.to_vec(), ..page.filter.clone() };
                 let plan = PostsPlan::new(filter, page.order, page.limit, page.columns.iter().copied());
-                let rows = self.0.run(move |engine| engine.posts_per_author(&plan)).await?;
+                let rows = chunk.len() as u64 * u64::from(plan.limit);
+                let estimate = self.0.estimate(Reads::Scan { filter: &plan.filter, rows });
+                let rows = self.0.run(estimate, move |engine| engine.posts_per_author(&plan)).await?;
                 let mut by_author: HashMap<String, Vec<Post>> = chunk.iter().map(|d| (d.clone(), Vec::new())).collect();
                 for post in rows {
                     by_author.entry(post.did.clone()).or_default().push(post);

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, SelectionField};
+use lake::exec::Reads;
 use lake::model::{Post, PostColumn};
 use lake::plan::{Keyset, PostsPlan, TopPlan};
 
@@ -99,8 +100,12 @@ pub(super) async fn time_buckets(
     let zone = lake::zone::parse_zone(&zone_name).map_err(error::from_lake)?;
     // Distinct authors cost more than the rest of the query: only when asked for.
     let measures = lake::plan::Measures { authors: selects(ctx, "authors"), replies: selects(ctx, "replies") };
-    let buckets = runner(ctx)?
-        .run(move |engine| engine.time_buckets(&filter, interval.into(), zone, group_by.map(Into::into), measures))
+    let runner = runner(ctx)?;
+    let estimate = runner.estimate(Reads::Scan { filter: &filter, rows: 0 });
+    let buckets = runner
+        .run(estimate, move |engine| {
+            engine.time_buckets(&filter, interval.into(), zone, group_by.map(Into::into), measures)
+        })
         .await?;
     Ok(buckets.into_iter().map(TimeBucket).collect())
 }
@@ -111,7 +116,8 @@ impl Query {
     async fn post(&self, ctx: &Context<'_>, uri: ID) -> async_graphql::Result<Option<PostNode>> {
         let filter = lake::plan::PostFilter { uris: vec![uri.0], ..Default::default() };
         let plan = PostsPlan::new(filter, lake::plan::PostOrder::Newest, 1, post_columns(ctx.field().selection_set()));
-        let rows = runner(ctx)?.run(move |engine| engine.posts(&plan)).await?;
+        let runner = runner(ctx)?;
+        let rows = runner.run(runner.estimate(Reads::Page(&plan)), move |engine| engine.posts(&plan)).await?;
         Ok(rows.into_iter().next().map(PostNode))
     }
 
@@ -134,8 +140,12 @@ impl Query {
         let mut plan =
             PostsPlan::new((*filter).clone(), order.into(), page_size + 1, connection_post_columns(ctx.field()));
         plan.after = keyset(after)?;
-        let rows =
-            if page_size == 0 { Vec::new() } else { runner(ctx)?.run(move |engine| engine.posts(&plan)).await? };
+        let rows = if page_size == 0 {
+            Vec::new()
+        } else {
+            let runner = runner(ctx)?;
+            runner.run(runner.estimate(Reads::Page(&plan)), move |engine| engine.posts(&plan)).await?
+        };
         Ok(connection(rows, page_size, filter))
     }
 
@@ -159,7 +169,9 @@ impl Query {
     ) -> async_graphql::Result<Vec<AuthorCount>> {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
         let plan = TopPlan::new(filter.unwrap_or_default().into_plan()?, limit);
-        let rows = runner(ctx)?.run(move |engine| engine.top_authors(&plan)).await?;
+        let runner = runner(ctx)?;
+        let estimate = runner.estimate(Reads::Scan { filter: &plan.filter, rows: u64::from(limit) });
+        let rows = runner.run(estimate, move |engine| engine.top_authors(&plan)).await?;
         Ok(rows.into_iter().map(|(did, posts)| AuthorCount { author: Author { did }, posts }).collect())
     }
 
@@ -199,7 +211,14 @@ impl Query {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
         let mut plan = TopPlan::new(filter.unwrap_or_default().into_plan()?, limit);
         plan.count_authors = selects(ctx, "authors");
-        Ok(runner(ctx)?.run(move |engine| engine.top_hashtags(&plan)).await?.into_iter().map(HashtagCount).collect())
+        let runner = runner(ctx)?;
+        let estimate = runner.estimate(Reads::Scan { filter: &plan.filter, rows: u64::from(limit) });
+        Ok(runner
+            .run(estimate, move |engine| engine.top_hashtags(&plan))
+            .await?
+            .into_iter()
+            .map(HashtagCount)
+            .collect())
     }
 
     /// The exports declared in the server's config file, with their last and next runs.
@@ -222,7 +241,10 @@ impl Query {
                 None => None,
             }
         };
-        let (stats, buffered) = futures_util::join!(runner(ctx)?.run(|engine| engine.stats()), buffered);
+        // The post count reads every file.
+        let runner = runner(ctx)?;
+        let estimate = runner.estimate(Reads::Scan { filter: &lake::plan::PostFilter::default(), rows: 1 });
+        let (stats, buffered) = futures_util::join!(runner.run(estimate, |engine| engine.stats()), buffered);
         Ok(LakeStats(stats?, buffered))
     }
 }

@@ -281,7 +281,9 @@ impl PostConnection {
     /// All posts matching the filter (not only this page); computed only when selected.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
         let filter = self.filter.clone();
-        Ok(super::query::runner(ctx)?.run(move |engine| engine.summary(&filter)).await?.n_posts)
+        let runner = super::query::runner(ctx)?;
+        let estimate = runner.estimate(lake::exec::Reads::Scan { filter: &filter, rows: 1 });
+        Ok(runner.run(estimate, move |engine| engine.summary(&filter)).await?.n_posts)
     }
 }
 

@@ -361,3 +361,38 @@ fn a_live_matcher_agrees_with_the_statement_on_every_filter() {
         assert_eq!(all_pages(&engine, &filter, PostOrder::Newest, 100), live, "{filter:?}");
     }
 }
+
+#[test]
+fn an_estimate_weighs_the_partitions_a_statement_reads() {
+    let rows = rows();
+    let (dir, engine) = lake_with(&rows);
+    let files = catalog::table_files(dir.path(), layout::POSTS_TABLE).unwrap();
+    let bytes: std::collections::HashMap<chrono::NaiveDate, u64> = files.partitions.iter().copied().collect();
+    let day = |n: i64| layout::date_of_micros(n * DAY);
+    assert_eq!(bytes.len(), 3);
+    // Every day, for a filter without a time range.
+    let all = engine.estimate(Reads::Scan { filter: &PostFilter::default(), rows: 5 });
+    assert_eq!(all, Estimate { bytes: files.bytes, partitions: 3, rows: 5 });
+    // The days the range touches, not more.
+    let second = PostFilter { since_us: Some(20_001 * DAY), until_us: Some(20_002 * DAY), ..PostFilter::default() };
+    let estimate = engine.estimate(Reads::Scan { filter: &second, rows: 0 });
+    assert_eq!((estimate.bytes, estimate.partitions), (bytes[&day(20_001)], 1));
+    let last_two = PostFilter { since_us: Some(20_001 * DAY + 7), ..PostFilter::default() };
+    let estimate = engine.estimate(Reads::Scan { filter: &last_two, rows: 0 });
+    assert_eq!(estimate.bytes, bytes[&day(20_001)] + bytes[&day(20_002)]);
+    // A page of the newest posts reads the newest day alone; past a cursor, the day it points into.
+    let mut page = PostsPlan::new(PostFilter::default(), PostOrder::Newest, 20, []);
+    let estimate = engine.estimate(Reads::Page(&page));
+    assert_eq!((estimate.bytes, estimate.partitions, estimate.rows), (bytes[&day(20_002)], 1, 20));
+    page.after = Some(Keyset { created_at_us: 20_000 * DAY + 5, uri: "at://x".into() });
+    assert_eq!(engine.estimate(Reads::Page(&page)).bytes, bytes[&day(20_000)]);
+    // An indexed_at range prunes only from above.
+    let indexed = PostFilter {
+        since_us: Some(20_002 * DAY),
+        until_us: Some(20_001 * DAY),
+        clock: crate::plan::Clock::IndexedAt,
+        ..PostFilter::default()
+    };
+    assert_eq!(engine.estimate(Reads::Scan { filter: &indexed, rows: 0 }).partitions, 2);
+    assert_eq!(engine.estimate(Reads::Accounts(3)), Estimate { bytes: 0, partitions: 0, rows: 3 });
+}
