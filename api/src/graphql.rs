@@ -16,6 +16,8 @@ use crate::metrics as m;
 
 mod author;
 pub mod exports;
+#[cfg(test)]
+mod fuzz;
 mod live;
 mod loaders;
 mod query;
