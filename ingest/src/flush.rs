@@ -79,6 +79,16 @@ pub fn claim_after(interval: Duration) -> Duration {
 /// Failed reads (about 20 s of backoff) after which a flusher asked to stop gives up on Redis.
 const STOP_OUTAGE_ATTEMPTS: u32 = 8;
 
+/// Failed flushes (about 30 s of backoff) after which a flusher asked to stop gives up; what it
+/// could not write stays pending in Redis for the next run.
+const STOP_FLUSH_ATTEMPTS: u32 = 6;
+
+/// How long a flusher waits before trying a failed flush again (`failures` so far, from 1):
+/// half a second, doubling, at most 30 s.
+fn flush_backoff(failures: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << failures.saturating_sub(1).min(6))).min(Duration::from_secs(30))
+}
+
 /// How often a flusher looks for entries abandoned by dead flushers.
 const CLAIM_EVERY: Duration = Duration::from_secs(30);
 /// How often the buffer's depth is sampled for [`m::BUFFER_DEPTH`].
@@ -139,6 +149,8 @@ pub struct Flusher {
     lost: bool,
     /// Consecutive failed reads during an outage.
     outage_attempts: u32,
+    /// Consecutive failed flushes (a full disk, say).
+    failed_flushes: u32,
 }
 
 impl Flusher {
@@ -169,8 +181,20 @@ impl Flusher {
             history_from: "0".to_owned(),
             lost: false,
             outage_attempts: 0,
+            failed_flushes: 0,
         };
         flusher.ensure_group().await?;
+        // What a writer killed mid-flush left behind takes space and is never read.
+        let lake = flusher.lake.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let lock = lake::unique::FlushLock::acquire(&lake)?;
+            lake::writer::remove_orphan_temporaries(&lake, &lock)
+        })
+        .await
+        .context("cleanup task panicked")??;
+        if removed > 0 {
+            info!(removed, "removed temporary files a killed writer left in the lake");
+        }
         Ok(flusher)
     }
 
@@ -215,8 +239,28 @@ impl Flusher {
             let drained = stopping && reading_new && n_read == Some(0);
             let due = self.waiting_rows >= self.config.max_rows
                 || self.oldest_waiting_since.is_some_and(|t| t.elapsed() >= self.config.interval);
+            if (due || drained)
+                && let Err(error) = self.flush().await
+            {
+                // Nothing was acknowledged: the entries stay pending in Redis, and are read
+                // again from there once the lake takes writes again.
+                self.failed_flushes += 1;
+                if stopping && self.failed_flushes >= STOP_FLUSH_ATTEMPTS {
+                    return Err(error.context("giving up flushing while stopping; the entries stay pending in redis"));
+                }
+                let wait = flush_backoff(self.failed_flushes);
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    failures = self.failed_flushes,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "flush failed; its entries stay pending in redis and are flushed again"
+                );
+                self.rewind();
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             if due || drained {
-                self.flush().await?;
+                self.failed_flushes = 0;
             }
             if drained {
                 info!("flusher drained the buffer and stops");
@@ -467,6 +511,18 @@ impl Flusher {
             }
         }
         Ok(())
+    }
+
+    /// Forgets what was read and not flushed, to read this consumer's pending entries again
+    /// from the start (after a failed flush: the entries are all still in Redis).
+    fn rewind(&mut self) {
+        self.waiting.clear();
+        self.waiting_rows = 0;
+        self.waiting_ids.clear();
+        self.oldest_waiting_since = None;
+        self.history_done = false;
+        self.history_from = "0".to_owned();
+        gauge!(m::BUFFER_PENDING).set(0.0);
     }
 
     /// Writes everything waiting into the lake, durably, then acknowledges it.

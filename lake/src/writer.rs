@@ -102,25 +102,49 @@ pub(crate) fn write_file_atomically<R: TableRow>(path: &Path, rows: &[R]) -> Res
 }
 
 /// A Parquet data file being written under its temporary name, batch by batch; nothing reads it
-/// until [`PendingFile::finish`] makes it durable and renames it into place.
+/// until [`PendingFile::finish`] makes it durable and renames it into place. One that fails or is
+/// dropped unfinished removes its temporary file: a full disk is not made fuller by the
+/// attempts to write to it.
 pub(crate) struct PendingFile {
     path: PathBuf,
-    tmp: PathBuf,
+    tmp: TempFile,
     writer: ArrowWriter<File>,
     rows: usize,
+}
+
+/// A temporary file, removed when dropped unless [`TempFile::keep`] was called.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl std::ops::Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 impl PendingFile {
     pub(crate) fn create(path: &Path, schema: SchemaRef) -> Result<PendingFile> {
         let tmp = layout::temp_path_for(path);
         let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        let tmp = TempFile(Some(tmp));
         let writer = ArrowWriter::try_new(file, schema, Some(writer_properties()))
-            .map_err(|source| Error::Parquet { path: tmp.clone(), source })?;
+            .map_err(|source| Error::Parquet { path: tmp.path().to_path_buf(), source })?;
         Ok(PendingFile { path: path.to_path_buf(), tmp, writer, rows: 0 })
     }
 
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).map_err(|source| Error::Parquet { path: self.tmp.clone(), source })?;
+        self.writer.write(batch).map_err(|source| Error::Parquet { path: self.tmp.path().to_path_buf(), source })?;
         self.rows += batch.num_rows();
         Ok(())
     }
@@ -132,11 +156,12 @@ impl PendingFile {
     /// Closes, fsyncs and renames the file into place, and fsyncs its directory; its bytes.
     pub(crate) fn finish(self) -> Result<u64> {
         let PendingFile { path, tmp, writer, .. } = self;
-        let file = writer.into_inner().map_err(|source| Error::Parquet { path: tmp.clone(), source })?;
-        file.sync_all().map_err(Error::io("fsync", &tmp))?;
-        let bytes = file.metadata().map_err(Error::io("stat", &tmp))?.len();
+        let file = writer.into_inner().map_err(|source| Error::Parquet { path: tmp.path().to_path_buf(), source })?;
+        file.sync_all().map_err(Error::io("fsync", tmp.path()))?;
+        let bytes = file.metadata().map_err(Error::io("stat", tmp.path()))?.len();
         drop(file);
-        fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
+        fs::rename(tmp.path(), &path).map_err(Error::io("rename into place", &path))?;
+        tmp.keep();
         sync_dir(path.parent().unwrap_or(Path::new(".")))?;
         Ok(bytes)
     }
@@ -144,16 +169,46 @@ impl PendingFile {
 
 /// Writes `bytes` to `path` so that `path` is never partial: under its temporary name, fsynced,
 /// renamed into place, its directory fsynced. A temporary file a crash left is overwritten by
-/// the next write of the same path.
+/// the next write of the same path; one that failed is removed.
 pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = layout::temp_path_for(path);
     let mut file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-    file.write_all(bytes).map_err(Error::io("write", &tmp))?;
-    file.sync_all().map_err(Error::io("fsync", &tmp))?;
+    let tmp = TempFile(Some(tmp));
+    file.write_all(bytes).map_err(Error::io("write", tmp.path()))?;
+    file.sync_all().map_err(Error::io("fsync", tmp.path()))?;
     drop(file);
-    fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
+    fs::rename(tmp.path(), path).map_err(Error::io("rename into place", path))?;
+    tmp.keep();
     sync_dir(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+/// Removes the temporary files that writers killed mid-write left in the tables' day partitions,
+/// and says how many. None of a live writer's can be among them: every write into a partition
+/// happens under the [`crate::unique::FlushLock`], which the caller holds.
+pub fn remove_orphan_temporaries(lake: &Path, _held: &crate::unique::FlushLock) -> Result<usize> {
+    let mut removed = 0;
+    for table in [layout::POSTS_TABLE, layout::DELETES_TABLE, layout::ACCOUNTS_TABLE] {
+        let dir = layout::table_dir(lake, table);
+        let Ok(partitions) = fs::read_dir(&dir) else { continue };
+        for partition in partitions {
+            let partition = partition.map_err(Error::io("list", &dir))?;
+            if partition.file_name().to_str().and_then(layout::parse_partition_name).is_none() {
+                continue;
+            }
+            let path = partition.path();
+            for file in fs::read_dir(&path).map_err(Error::io("list", &path))? {
+                let file = file.map_err(Error::io("list", &path))?;
+                let name = file.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    fs::remove_file(file.path()).map_err(Error::io("remove", file.path()))?;
+                    removed += 1;
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Fsyncs a directory so that a rename inside it survives a crash.
@@ -165,6 +220,33 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[test]
+    fn an_unfinished_file_takes_its_temporary_file_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.parquet");
+        let mut file = PendingFile::create(&path, Post::schema()).unwrap();
+        file.write(&Post::to_batch(&[post("at://a", 1)]).unwrap()).unwrap();
+        assert!(layout::temp_path_for(&path).exists());
+        drop(file);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn orphan_temporaries_go_from_the_partitions_only() {
+        let lake = tempfile::tempdir().unwrap();
+        let written = write_posts(lake.path(), "kept.parquet", vec![post("at://a", 1)]).unwrap();
+        let partition = written[0].path.parent().unwrap().to_path_buf();
+        fs::write(partition.join(".dead-writer.parquet.tmp"), b"half").unwrap();
+        let staging = layout::staging_partition_dir(lake.path(), layout::POSTS_TABLE, written[0].date);
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(staging.join(".compaction.parquet.tmp"), b"its own business").unwrap();
+        let lock = crate::unique::FlushLock::acquire(lake.path()).unwrap();
+        assert_eq!(remove_orphan_temporaries(lake.path(), &lock).unwrap(), 1);
+        assert!(written[0].path.exists() && staging.join(".compaction.parquet.tmp").exists());
+        assert_eq!(fs::read_dir(&partition).unwrap().count(), 1);
+        assert_eq!(remove_orphan_temporaries(lake.path(), &lock).unwrap(), 0);
+    }
 
     fn post(uri: &str, created_at_us: i64) -> Post {
         Post { uri: uri.into(), created_at_us, indexed_at_us: created_at_us, ..Post::default() }

@@ -192,3 +192,164 @@ fn entries_a_dead_flusher_left_pending_are_claimed_and_flushed_by_another() {
     let data = app.query("{ lake { posts } }", json!({}));
     assert_eq!(data["lake"]["posts"], json!(posts.len()));
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    /// `None` when this process may not mount (not root): the test says so and skips.
+    fn mount(mebibytes: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mebibytes}m"), "skyglass-test"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then_some(SmallDisk(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Fills the disk under `path` with a file, all but `leave` bytes; returns the file.
+fn fill_disk(path: &std::path::Path, leave: u64) -> std::path::PathBuf {
+    let ballast = path.join("ballast");
+    let mut file = std::fs::File::create(&ballast).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.flush();
+    let written = file.metadata().unwrap().len();
+    file.set_len(written.saturating_sub(leave)).unwrap();
+    file.sync_all().unwrap();
+    ballast
+}
+
+#[test]
+fn a_lake_disk_that_fills_up_mid_flush_loses_nothing_once_space_frees() {
+    let Some(disk) = SmallDisk::mount(16) else {
+        eprintln!("skipped: this process may not mount a tmpfs (it needs root) to fill a disk");
+        return;
+    };
+    let redis = RedisServer::start().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let file = synthetic_file(scratch.path(), 30_000);
+    let lake = disk.path().join("lake");
+    std::fs::create_dir_all(&lake).unwrap();
+    // Room for the first few flushes, not for all of them.
+    let ballast = fill_disk(disk.path(), 600 * 1024);
+
+    let mut child = skyglass(&lake, &redis.url())
+        .args(["ingest", "--once", "--flush-max-rows", "1500", "--source"])
+        .arg(format!("file:{}", file.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (failed_tx, failed_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("flush failed") {
+                let _ = failed_tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let failed = failed_rx.recv_timeout(Duration::from_secs(60));
+    // A flush failed for want of space; partial files went with it. Free the space.
+    let leftovers = walk(&lake).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).count();
+    std::fs::remove_file(&ballast).unwrap();
+    let status = skyglass_tests::poll(Duration::from_secs(120), || child.try_wait().unwrap()).unwrap_or_else(|| {
+        let _ = child.kill();
+        child.wait().unwrap()
+    });
+    let log = log.join().unwrap();
+    assert!(failed.is_ok(), "no flush failed on the full disk:\n{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(status.success(), "ingest did not recover once space was freed ({status}):\n{log}");
+    assert_eq!(leftovers, 0, "a failed flush left temporary files behind");
+    assert!(walk(&lake).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")));
+
+    let posts = expected::posts_in(&file);
+    let app = App::serve_api(&lake, &redis.url()).unwrap();
+    let data = app.query("{ lake { posts generation } posts(first: 0) { totalCount } }", json!({}));
+    assert_eq!(data["lake"]["posts"], json!(posts.len()), "distinct live posts in the lake");
+    assert_eq!(data["posts"]["totalCount"], json!(posts.len()), "no post counted twice");
+    drop(app);
+    let verify = skyglass(&lake, &redis.url()).args(["lake", "verify"]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn ingest_killed_while_a_flush_writes_its_files_loses_nothing_and_counts_nothing_twice() {
+    let redis = RedisServer::start().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let file = synthetic_file(scratch.path(), 30_000);
+    let mut caught = 0;
+    for round in 0..6 {
+        let mut child = skyglass(lake.path(), &redis.url())
+            .args(["ingest", "--once", "--flush-max-rows", "3000", "--source"])
+            .arg(format!("file:{}", file.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // SIGKILL while the round's first, second or third file is half written.
+        let kill_at = round % 3 + 1;
+        let mut seen = std::collections::HashSet::new();
+        let started = std::time::Instant::now();
+        let during_a_write = loop {
+            if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(60) {
+                break false;
+            }
+            seen.extend(walk(lake.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")));
+            if seen.len() >= kill_at {
+                let _ = child.kill();
+                break true;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        let _ = child.kill();
+        child.wait().unwrap();
+        caught += usize::from(during_a_write);
+    }
+    assert!(caught >= 4, "only {caught} of 6 kills came while a file was being written");
+    ingest_once(lake.path(), &redis.url(), &file);
+
+    let posts = expected::posts_in(&file);
+    let app = App::serve_api(lake.path(), &redis.url()).unwrap();
+    let data = app.query("{ lake { posts } posts(first: 0) { totalCount } }", json!({}));
+    assert_eq!(data["lake"]["posts"], json!(posts.len()), "distinct live posts in the lake");
+    assert_eq!(data["posts"]["totalCount"], json!(posts.len()), "no post counted twice");
+    drop(app);
+    assert!(walk(lake.path()).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")), "temporary files left");
+}
