@@ -29,17 +29,32 @@ impl RedisLink {
         slot.clone()
     }
 
-    /// Whether Redis answers.
+    /// Whether Redis answers (within [`REDIS_TIMEOUT`]).
     pub async fn ping(&self) -> bool {
-        let Some(mut connection) = self.connection().await else { return false };
-        redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
+        self.within_timeout(async {
+            let mut connection = self.connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
+        })
+        .await
+        .is_some()
     }
 
     /// Rows waiting in the buffer stream for the flusher (posts, deletes and account events);
     /// `None` while Redis cannot be reached.
     pub async fn buffered_rows(&self) -> Option<u64> {
-        let mut connection = self.connection().await?;
-        let rows = redis::cmd("GET").arg(&self.keys.rows).query_async::<Option<i64>>(&mut connection).await.ok()?;
+        let rows = self
+            .within_timeout(async {
+                let mut connection = self.connection().await?;
+                redis::cmd("GET").arg(&self.keys.rows).query_async::<Option<i64>>(&mut connection).await.ok()
+            })
+            .await?;
         Some(rows.unwrap_or(0).max(0) as u64)
+    }
+
+    /// `work`, or `None` when it takes longer than [`REDIS_TIMEOUT`]: while Redis restarts, the
+    /// connection's reconnection (with its retries) can take many seconds, and a probe or an
+    /// answer must not wait for it.
+    async fn within_timeout<T>(&self, work: impl std::future::Future<Output = Option<T>>) -> Option<T> {
+        tokio::time::timeout(REDIS_TIMEOUT, work).await.ok().flatten()
     }
 }

@@ -353,3 +353,63 @@ fn ingest_killed_while_a_flush_writes_its_files_loses_nothing_and_counts_nothing
     drop(app);
     assert!(walk(lake.path()).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")), "temporary files left");
 }
+
+#[test]
+fn redis_killed_and_restarted_empty_under_serve_recovers_by_itself_and_loses_nothing() {
+    let mut redis = RedisServer::start().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let file = synthetic_file(scratch.path(), 20_000);
+    let posts = expected::posts_in(&file);
+    let lines: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(str::to_owned).collect();
+    let jetstream = skyglass_tests::jetstream::JetstreamStandIn::start(lines, tokio::sync::watch::channel(true).1);
+    let app = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--ready-max-lag", "0s", "--flush-max-rows", "1000"])
+            .args(["--flush-interval", "500ms", "--source"])
+            .arg(format!("jetstream:{}", jetstream.url)),
+    )
+    .unwrap();
+    let count = "{ lake { posts } posts(first: 0) { totalCount } }";
+    let flushed = skyglass_tests::poll(Duration::from_secs(30), || {
+        let data = app.query(count, json!({}));
+        (data["lake"]["posts"].as_u64()? > 0).then_some(())
+    });
+    assert!(flushed.is_some(), "nothing flushed within 30 s");
+
+    redis.kill();
+    // Without Redis the API still answers (from the lake, uncached) and says at once that it is
+    // not ready.
+    let during = app.request(count, json!({}));
+    assert!(during.get("errors").is_none(), "{during}");
+    assert_eq!(during["extensions"]["cache"], json!("BYPASS"), "{during}");
+    let asked = std::time::Instant::now();
+    let ready = app.get("/readyz");
+    assert!(asked.elapsed() < Duration::from_secs(5), "readiness took {:?}", asked.elapsed());
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().unwrap()["redis"], json!(false));
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.restart_empty().unwrap();
+
+    // Nobody restarts anything: ingest replays from the durable cursor, the lake ends with every
+    // post once.
+    let recovered = skyglass_tests::poll(Duration::from_secs(90), || {
+        let data = app.query(count, json!({}));
+        (data["lake"]["posts"] == json!(posts.len())).then_some(data)
+    });
+    let data = recovered.unwrap_or_else(|| panic!("not all posts reached the lake: {}", app.request(count, json!({}))));
+    assert_eq!(data["posts"]["totalCount"], json!(posts.len()), "no post counted twice: {data}");
+    let ready = skyglass_tests::poll(Duration::from_secs(10), || (app.get("/readyz").status() == 200).then_some(()));
+    assert!(ready.is_some(), "not ready again: {}", app.get("/readyz").text().unwrap());
+    // The cache tries Redis again a little after its last failure.
+    let total = "{ posts(first: 0) { totalCount } }";
+    let hit = skyglass_tests::poll(Duration::from_secs(10), || {
+        let answer = app.request(total, json!({}));
+        (answer["extensions"]["cache"] == json!("HIT")).then_some(answer)
+    });
+    let hit = hit.unwrap_or_else(|| panic!("the cache is not back: {}", app.request(total, json!({}))));
+    assert_eq!(hit["data"]["posts"]["totalCount"], json!(posts.len()));
+    assert!(app.stop().success());
+    let api = App::serve_api(lake.path(), &redis.url()).unwrap();
+    assert_eq!(api.query(count, json!({}))["posts"]["totalCount"], json!(posts.len()));
+}
