@@ -31,9 +31,14 @@ pub fn request_error(message: &str, code: &str) -> async_graphql::ServerError {
     error
 }
 
-/// The JSON body of an answer that is only `errors`: the request was refused as a whole.
+/// The JSON body of an answer that is only `errors`: the request was refused as a whole, before
+/// anything ran (so it cost nothing: `extensions.cost.units` is 0, as in every answer).
 pub fn refusal_body(error: async_graphql::ServerError) -> String {
-    serde_json::to_string(&async_graphql::Response::from_errors(vec![error])).unwrap_or_default()
+    let mut response = async_graphql::Response::from_errors(vec![error]);
+    let mut cost = async_graphql::indexmap::IndexMap::new();
+    cost.insert(async_graphql::Name::new("units"), async_graphql::Value::from(0));
+    response.extensions.insert("cost".to_owned(), async_graphql::Value::Object(cost));
+    serde_json::to_string(&response).unwrap_or_default()
 }
 
 /// An argument the client got wrong: the message says what to fix.

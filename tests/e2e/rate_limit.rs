@@ -187,6 +187,15 @@ fn each_answer_costs_what_it_reads_and_a_spent_budget_waits_for_its_refill() {
     assert_eq!(by_admin.status, 200);
     assert_eq!(by_admin.body["extensions"]["cost"], json!({ "units": whole }));
 
+    // A request refused before anything ran costs nothing, and says so too.
+    let unknown = post(&app, Some("sgk_not_a_key"), &scan(43));
+    assert_eq!(
+        (unknown.status, &unknown.body["extensions"]["cost"]),
+        (401, &json!({ "units": 0 })),
+        "{:#}",
+        unknown.body
+    );
+
     // Once refilled as told, the reader is answered again.
     std::thread::sleep(Duration::from_secs(wait));
     let again = post(&app, Some(&reader), &scan(42));
