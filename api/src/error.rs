@@ -97,7 +97,7 @@ pub fn overloaded(waited: std::time::Duration) -> async_graphql::Error {
 
 /// The client's cost budget is spent; `extensions.retryAfterSeconds` says when it is not.
 pub fn rate_limited(wait: std::time::Duration) -> async_graphql::Error {
-    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let seconds = crate::throttle::whole_seconds(wait);
     async_graphql::Error::new(format!(
         "this client's query budget is spent (see extensions.cost in an answer); retry in {seconds} s, \
          or narrow the time range: a statement costs one unit per MiB of the days it reads"

@@ -226,8 +226,7 @@ async fn graphql_handler(
     // A statement refused for want of budget: the whole answer says when to come back.
     if let Some(wait) = answer.retry_after {
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, crate::throttle::whole_seconds(wait).into());
     }
     response
 }

@@ -36,6 +36,12 @@ pub fn cost(estimate: Estimate) -> u64 {
     1 + estimate.bytes.div_ceil(BYTES_PER_UNIT) + estimate.rows.div_ceil(ROWS_PER_UNIT)
 }
 
+/// A wait in whole seconds, rounded up, at least one: what `Retry-After` and
+/// `retryAfterSeconds` say.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 /// Who a budget belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Client {
