@@ -18,6 +18,7 @@ pub mod plan;
 pub mod rewrite;
 pub mod search;
 pub mod sql;
+pub mod textindex;
 pub mod unique;
 pub mod verify;
 pub mod writer;

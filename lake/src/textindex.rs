@@ -1,0 +1,277 @@
+//! A full-text index (tantivy) over posts' texts, that narrows a text search to candidate rows
+//! before DuckDB checks them with the search's exact semantics (see [`crate::search`]): the
+//! index may return posts that do not match, never miss one that does.
+//!
+//! Each post's text is folded to lower case the way DuckDB's `lower()` and `ILIKE` fold it
+//! ([`fold`]), then cut into terms: its words ([`crate::search::words`]: runs of letters,
+//! digits and marks, each Han, Hiragana or Katakana character a word of its own) and every
+//! other character that is not white space (emoji, punctuation), one term each. Only which
+//! posts hold a term is kept (no frequencies, positions or stored text), with each post's row
+//! number and `created_at` as fast fields.
+//!
+//! Every text search is checked by DuckDB against a case-insensitive literal the text must
+//! contain (`ILIKE`; see [`crate::search::Compiled::literals`]). A post contains a folded
+//! literal only if it holds, for each word of the literal, a term that the word can be part of:
+//! the same term when the word is bounded inside the literal on both sides, else a term that
+//! ends with it (the literal's first word), starts with it (its last) or contains it (a literal
+//! that is one word); and each other character of the literal as a term. The candidates are
+//! the posts that hold all of them.
+//!
+//! Not used by queries yet (issue 13): this is the index and its candidate search, with the
+//! property that they never miss a match.
+
+use std::path::Path;
+
+use tantivy::collector::DocSetCollector;
+use tantivy::query::{BooleanQuery, Occur, Query, RegexQuery, TermQuery};
+use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
+use tantivy::{Index, IndexWriter, TantivyDocument, Term};
+
+use crate::error::{Error, Result};
+use crate::search::{self, TextQuery};
+
+/// The memory an index build may take.
+const BUILD_MEMORY: usize = 64 << 20;
+
+/// One character folded as DuckDB's `lower()` folds it. DuckDB maps each character to one
+/// (the simple lower-case mapping) by the tables of its own Unicode version, which is older than
+/// Rust's: the characters Rust lower-cases are asked of the linked DuckDB once, so the two never
+/// disagree (`folding_is_duckdbs_lower_for_every_character` checks every character).
+pub fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    fold_table().get(&c).copied().unwrap_or(c)
+}
+
+/// DuckDB's `lower()` of every non-ASCII character that has a lower case in Rust's tables (a
+/// character without one has none in DuckDB's older tables either), where it changes it.
+fn fold_table() -> &'static std::collections::HashMap<char, char> {
+    static TABLE: std::sync::OnceLock<std::collections::HashMap<char, char>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let cased: Vec<String> = (0x80..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|c| c.to_lowercase().ne(std::iter::once(*c)))
+            .map(String::from)
+            .collect();
+        let lowered = duckdb_lower(&cased).unwrap_or_else(|error| {
+            // Without DuckDB's answer, Rust's single-character mappings: close, not exact.
+            tracing::warn!(%error, "could not ask DuckDB how it folds case; using Rust's tables");
+            cased.iter().map(|c| c.to_lowercase()).collect()
+        });
+        cased
+            .iter()
+            .zip(lowered)
+            .filter_map(|(c, lower)| {
+                let c = c.chars().next()?;
+                let mut chars = lower.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(one), None) if one != c => Some((c, one)),
+                    _ => None,
+                }
+            })
+            .collect()
+    })
+}
+
+/// DuckDB's `lower()` of each of `texts`, in order.
+fn duckdb_lower(texts: &[String]) -> Result<Vec<String>> {
+    let connection = duckdb::Connection::open_in_memory()?;
+    let mut statement = connection.prepare("SELECT lower(unnest(?::VARCHAR[]))")?;
+    let list = duckdb::types::Value::List(texts.iter().map(|t| duckdb::types::Value::Text(t.clone())).collect());
+    let rows = statement.query_map([list], |row| row.get::<_, String>(0))?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// A text folded as DuckDB's `lower()` folds it.
+pub fn fold(text: &str) -> String {
+    text.chars().map(fold_char).collect()
+}
+
+/// The terms of a text (folded first).
+pub fn terms(text: &str) -> Vec<String> {
+    let folded = fold(text);
+    let mut out: Vec<String> = search::words(&folded).into_iter().map(str::to_owned).collect();
+    out.extend(folded.chars().filter(|c| !c.is_whitespace() && !is_word_char(*c)).map(String::from));
+    out
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// What a post must hold to contain a literal: exact terms, and words that must begin, end or
+/// lie inside a term.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub exact: Vec<String>,
+    pub prefix: Vec<String>,
+    pub suffix: Vec<String>,
+    pub infix: Vec<String>,
+}
+
+impl Needs {
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty() && self.suffix.is_empty() && self.infix.is_empty()
+    }
+}
+
+/// What a post must hold to contain `literal` (case-insensitively).
+pub fn needs(literal: &str) -> Needs {
+    let folded = fold(literal);
+    let mut needs = Needs::default();
+    // The words, by byte range, as `search::words` cuts them.
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut start: Option<usize> = None;
+    for (index, c) in folded.char_indices() {
+        let single = search::is_single_char_word(c);
+        if !is_word_char(c) || single {
+            if let Some(s) = start.take() {
+                spans.push((s, index));
+            }
+            if single {
+                spans.push((index, index + c.len_utf8()));
+            } else if !c.is_whitespace() {
+                needs.exact.push(c.to_string());
+            }
+        } else if start.is_none() {
+            start = Some(index);
+        }
+    }
+    if let Some(s) = start {
+        spans.push((s, folded.len()));
+    }
+    for (from, to) in spans {
+        let word = &folded[from..to];
+        let single = word.chars().count() == 1 && word.chars().all(search::is_single_char_word);
+        // A word may run on past the literal's edge into more word characters of the text,
+        // except a single-character word, which is always a term of its own.
+        let open_before = from == 0 && !single;
+        let open_after = to == folded.len() && !single;
+        let list = match (open_before, open_after) {
+            (false, false) => &mut needs.exact,
+            (true, false) => &mut needs.suffix,
+            (false, true) => &mut needs.prefix,
+            (true, true) => &mut needs.infix,
+        };
+        list.push(word.to_owned());
+    }
+    for list in [&mut needs.exact, &mut needs.prefix, &mut needs.suffix, &mut needs.infix] {
+        list.sort();
+        list.dedup();
+    }
+    needs
+}
+
+/// A built index, open for searching.
+pub struct TextIndex {
+    index: Index,
+    terms: Field,
+}
+
+/// The schema: the terms (whitespace-separated, already folded), the row and `created_at`.
+fn schema() -> (Schema, Field) {
+    let mut builder = Schema::builder();
+    let indexing = TextFieldIndexing::default().set_tokenizer("whitespace").set_index_option(IndexRecordOption::Basic);
+    let terms = builder.add_text_field("terms", TextOptions::default().set_indexing_options(indexing));
+    builder.add_u64_field("row", FAST);
+    builder.add_i64_field("created_at", FAST);
+    (builder.build(), terms)
+}
+
+fn index_error(error: tantivy::TantivyError) -> Error {
+    Error::Corrupt(format!("text index: {error}"))
+}
+
+impl TextIndex {
+    /// Builds an index of `posts` (row number, `created_at`, text) in memory.
+    pub fn build_in_memory<'a>(posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<TextIndex> {
+        let (schema, terms) = schema();
+        let index = Index::create_in_ram(schema);
+        Self::fill(&index, terms, posts)?;
+        Ok(TextIndex { index, terms })
+    }
+
+    /// Builds an index of `posts` in `dir` (which must be empty or absent).
+    pub fn build_in_dir<'a>(dir: &Path, posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<TextIndex> {
+        std::fs::create_dir_all(dir).map_err(Error::io("create index directory", dir))?;
+        let (schema, terms) = schema();
+        let index = Index::create_in_dir(dir, schema).map_err(index_error)?;
+        Self::fill(&index, terms, posts)?;
+        Ok(TextIndex { index, terms })
+    }
+
+    /// Opens an index built in `dir`.
+    pub fn open(dir: &Path) -> Result<TextIndex> {
+        let index = Index::open_in_dir(dir).map_err(index_error)?;
+        let terms = index.schema().get_field("terms").map_err(index_error)?;
+        Ok(TextIndex { index, terms })
+    }
+
+    fn fill<'a>(index: &Index, terms: Field, posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<()> {
+        let schema = index.schema();
+        let (row, created_at) =
+            (schema.get_field("row").map_err(index_error)?, schema.get_field("created_at").map_err(index_error)?);
+        let mut writer: IndexWriter<TantivyDocument> =
+            index.writer_with_num_threads(1, BUILD_MEMORY).map_err(index_error)?;
+        for (n, created_at_us, text) in posts {
+            let mut document = TantivyDocument::default();
+            document.add_text(terms, terms_line(text));
+            document.add_u64(row, n);
+            document.add_i64(created_at, created_at_us);
+            writer.add_document(document).map_err(index_error)?;
+        }
+        writer.commit().map_err(index_error)?;
+        writer.wait_merging_threads().map_err(index_error)?;
+        Ok(())
+    }
+
+    /// The rows that may match `query`, sorted; `None` when the index cannot narrow it (the
+    /// query has no literal the index can look for), and every row must be checked.
+    pub fn candidates(&self, query: &TextQuery) -> Result<Option<Vec<u64>>> {
+        let Some(compiled) = search::compile(query)? else { return Ok(None) };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for literal in &compiled.literals {
+            let needs = needs(literal);
+            if needs.is_empty() {
+                continue;
+            }
+            for term in &needs.exact {
+                let term = Term::from_field_text(self.terms, term);
+                clauses.push((Occur::Must, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
+            }
+            let patterns = needs.prefix.iter().map(|w| format!("{}.*", regex::escape(w)));
+            let patterns = patterns
+                .chain(needs.suffix.iter().map(|w| format!(".*{}", regex::escape(w))))
+                .chain(needs.infix.iter().map(|w| format!(".*{}.*", regex::escape(w))));
+            for pattern in patterns {
+                let query = RegexQuery::from_pattern(&pattern, self.terms).map_err(index_error)?;
+                clauses.push((Occur::Must, Box::new(query)));
+            }
+        }
+        if clauses.is_empty() {
+            return Ok(None);
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.index.reader().map_err(index_error)?.searcher();
+        let found = searcher.search(&query, &DocSetCollector).map_err(index_error)?;
+        let mut rows = Vec::with_capacity(found.len());
+        for address in found {
+            let segment = searcher.segment_reader(address.segment_ord);
+            let column = segment.fast_fields().u64("row").map_err(index_error)?;
+            if let Some(row) = column.first(address.doc_id) {
+                rows.push(row);
+            }
+        }
+        rows.sort_unstable();
+        Ok(Some(rows))
+    }
+}
+
+/// A text's terms, one line separated by spaces, for the whitespace tokenizer.
+fn terms_line(text: &str) -> String {
+    terms(text).join(" ")
+}
+
+#[cfg(test)]
+mod tests;
