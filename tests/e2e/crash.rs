@@ -23,6 +23,24 @@ fn synthetic_file(dir: &std::path::Path, n: i64) -> std::path::PathBuf {
     path
 }
 
+/// Starts `skyglass ingest --once` of `file`, flushing every `max_rows` rows, its standard error
+/// to `stderr` (the standard output is not read).
+fn ingest_file(
+    lake: &std::path::Path,
+    redis: &RedisServer,
+    file: &std::path::Path,
+    max_rows: u32,
+    stderr: Stdio,
+) -> std::process::Child {
+    skyglass(lake, &redis.url())
+        .args(["ingest", "--once", "--flush-max-rows", &max_rows.to_string(), "--source"])
+        .arg(format!("file:{}", file.display()))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn ingest_killed_at_random_moments_and_restarted_loses_nothing_and_counts_nothing_twice() {
     // Slow by design: nine ingest processes over 30k events, eight of them killed mid-way.
@@ -35,13 +53,7 @@ fn ingest_killed_at_random_moments_and_restarted_loses_nothing_and_counts_nothin
     for round in 0..8 {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let kill_after = Duration::from_millis(100 + (state >> 33) % 900);
-        let mut child = skyglass(lake.path(), &redis.url())
-            .args(["ingest", "--once", "--flush-max-rows", "700", "--source"])
-            .arg(format!("file:{}", file.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = ingest_file(lake.path(), &redis, &file, 700, Stdio::null());
         std::thread::sleep(kill_after);
         let _ = child.kill(); // SIGKILL; it may already have finished, which is fine too
         let status = child.wait().unwrap();
@@ -83,13 +95,7 @@ fn redis_killed_and_restarted_empty_during_ingest_loses_nothing() {
     let scratch = tempfile::tempdir().unwrap();
     let lake = tempfile::tempdir().unwrap();
     let file = synthetic_file(scratch.path(), 40_000);
-    let child = skyglass(lake.path(), &redis.url())
-        .args(["ingest", "--once", "--flush-max-rows", "500", "--source"])
-        .arg(format!("file:{}", file.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ingest_file(lake.path(), &redis, &file, 500, Stdio::piped());
     // Kill Redis once the first flush is durable, keep it down a while, bring it back empty.
     let first_flush = skyglass_tests::poll(Duration::from_secs(30), || {
         lake.path().join("_catalog/state.json").exists().then_some(())
@@ -247,13 +253,7 @@ fn a_lake_disk_that_fills_up_mid_flush_loses_nothing_once_space_frees() {
     // Room for the first few flushes, not for all of them.
     let ballast = fill_disk(disk.path(), 600 * 1024);
 
-    let mut child = skyglass(&lake, &redis.url())
-        .args(["ingest", "--once", "--flush-max-rows", "1500", "--source"])
-        .arg(format!("file:{}", file.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ingest_file(&lake, &redis, &file, 1500, Stdio::piped());
     let (failed_tx, failed_rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     let log = std::thread::spawn(move || {
@@ -316,13 +316,7 @@ fn ingest_killed_while_a_flush_writes_its_files_loses_nothing_and_counts_nothing
     let file = synthetic_file(scratch.path(), 30_000);
     let mut caught = 0;
     for round in 0..6 {
-        let mut child = skyglass(lake.path(), &redis.url())
-            .args(["ingest", "--once", "--flush-max-rows", "3000", "--source"])
-            .arg(format!("file:{}", file.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = ingest_file(lake.path(), &redis, &file, 3000, Stdio::null());
         // SIGKILL while the round's first, second or third file is half written.
         let kill_at = round % 3 + 1;
         let mut seen = std::collections::HashSet::new();
