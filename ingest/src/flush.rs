@@ -581,16 +581,21 @@ impl Flusher {
         let cursor = self.cursor;
 
         // Durability order: files (fsync + rename) → generation → cursor → XACK. Under the
-        // lake's flush lock, so that the copies check and the publish see the same lake.
+        // lake's flush lock, so that the copies check and the publish see the same lake; the
+        // files show and the generation moves under the publish lock, so that a reader sees
+        // both or neither (and never this flush's posts both in a file and in the hot tier).
         let (files, generation) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let _lock = lake::unique::FlushLock::acquire(&lake)?;
             let posts = without_copies(&lake, &file_name, posts)?;
-            let mut files = lake::writer::write_rows(&lake, &file_name, posts)?;
-            files.extend(lake::writer::write_rows(&lake, &file_name, deletes)?);
-            files.extend(lake::writer::write_rows(&lake, &file_name, accounts)?);
+            let mut staged = lake::writer::stage_rows(&lake, &file_name, posts)?;
+            staged.extend(lake::writer::stage_rows(&lake, &file_name, deletes)?);
+            staged.extend(lake::writer::stage_rows(&lake, &file_name, accounts)?);
             let now_us = chrono::Utc::now().timestamp_micros();
             let flushed_through = (rows > 0).then_some(newest_time_us);
+            let publishing = lake::catalog::PublishLock::exclusive(&lake)?;
+            let files = lake::writer::place(staged)?;
             let generation = lake::catalog::publish_flush(&lake, now_us, flushed_through)?;
+            drop(publishing);
             crate::cursor::advance(&lake, cursor, newest_time_us)?;
             Ok((files, generation))
         })

@@ -79,8 +79,65 @@ impl StateCache {
     }
 }
 
+/// The lock between a lake's readers and its publishes (`_catalog/publish.lock`, an OS file
+/// lock, released on drop or death). A writer holds it exclusively from the moment its first
+/// file shows under a final name until its generation is published, so a reader that lists the
+/// files and reads the catalog state under it shared sees files and state that belong together:
+/// never a flush's files without the `flushed_through_us` that keeps the hot tier off them.
+/// Writers hold it for renames and one small write; readers for a directory walk.
+pub struct PublishLock {
+    _file: Option<fs::File>,
+}
+
+impl PublishLock {
+    /// Waits until no publish is under way, and keeps publishes out until dropped.
+    pub fn exclusive(lake: &Path) -> Result<PublishLock> {
+        let path = Self::path(lake)?;
+        let file = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("open lock file", &path))?;
+        file.lock().map_err(Error::io("lock", &path))?;
+        Ok(PublishLock { _file: Some(file) })
+    }
+
+    /// Waits until no publish is under way, and keeps new ones out until dropped. A lake this
+    /// process cannot write to holds no lock: nobody with the same rights publishes there.
+    pub fn shared(lake: &Path) -> Result<PublishLock> {
+        let path = match Self::path(lake) {
+            Ok(path) => path,
+            Err(Error::Io { source, .. }) if read_only(&source) => return Ok(PublishLock { _file: None }),
+            Err(e) => return Err(e),
+        };
+        let file = match fs::File::options().create(true).truncate(false).write(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if read_only(&e) => match fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PublishLock { _file: None }),
+                Err(e) => return Err(Error::Io { action: "open lock file", path, source: e }),
+            },
+            Err(e) => return Err(Error::Io { action: "open lock file", path, source: e }),
+        };
+        file.lock_shared().map_err(Error::io("lock", &path))?;
+        Ok(PublishLock { _file: Some(file) })
+    }
+
+    fn path(lake: &Path) -> Result<std::path::PathBuf> {
+        let dir = layout::catalog_dir(lake);
+        fs::create_dir_all(&dir).map_err(Error::io("create catalog directory", &dir))?;
+        Ok(dir.join("publish.lock"))
+    }
+}
+
+fn read_only(error: &std::io::Error) -> bool {
+    matches!(error.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem)
+}
+
 /// Publishes a change to the data files: bumps the generation durably and returns the new one.
-/// Callers serialise publishes (one flusher per lake).
+/// Callers serialise publishes (one flusher per lake) and hold the [`PublishLock`] from the
+/// moment their files show.
 pub fn publish(lake: &Path, now_us: i64) -> Result<Generation> {
     publish_flush(lake, now_us, None)
 }
@@ -124,6 +181,8 @@ pub struct TableFiles {
     pub bytes: u64,
     /// Each day partition with data files, with their bytes, oldest first.
     pub partitions: Vec<(NaiveDate, u64)>,
+    /// Every data file, by partition then name.
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 /// Lists the data files of `table`: complete `*.parquet` files in `date=` partitions.
@@ -145,12 +204,12 @@ pub fn table_files(lake: &Path, table: &str) -> Result<TableFiles> {
         for file in fs::read_dir(&partition).map_err(Error::io("list", &partition))? {
             let file = file.map_err(Error::io("list", &partition))?;
             let name = file.file_name();
-            let name = name.to_string_lossy();
-            if !layout::is_data_file(&name) {
+            if !layout::is_data_file(&name.to_string_lossy()) {
                 continue;
             }
             n_files += 1;
             bytes += file.metadata().map_err(Error::io("stat", file.path()))?.len();
+            out.paths.push(file.path());
         }
         if n_files > 0 {
             out.files += n_files;
@@ -159,6 +218,7 @@ pub fn table_files(lake: &Path, table: &str) -> Result<TableFiles> {
         }
     }
     out.partitions.sort();
+    out.paths.sort();
     Ok(out)
 }
 

@@ -14,9 +14,9 @@
 //! in `deletes` stay), and the flusher never stores a post twice, so copies only come from
 //! files written by hand or by an older version.
 //!
-//! A query that listed the old files just before the exchange and opens one just after finds it
-//! gone (the names are fresh), and fails rather than miscount; the engine retries such a query
-//! once ([`crate::exec`]).
+//! A query whose snapshot listed the old files and opens one after the exchange finds it gone
+//! (the names are fresh), and fails rather than miscount; the engine lists the files again
+//! (waiting for the publish) and retries such a query once ([`crate::exec`]).
 
 use std::fs;
 use std::path::Path;

@@ -40,14 +40,19 @@ impl Default for EngineConfig {
 /// `post_files`, `deletes` and `account_files` (one per table); `account_state`, each DID's
 /// latest handle and activity; and `posts`, the live posts: every post in the files that was
 /// neither deleted nor written by a hidden account. Compiled statements read `posts`.
+///
+/// The views read a snapshot: the files listed, with the catalog state, under the
+/// [`catalog::PublishLock`] at one generation. A flush's files therefore show together with the
+/// `flushed_through_us` that takes their posts out of the hot tier, never before it (a view over
+/// a glob read them the moment they were renamed into place, and counted them twice until the
+/// publish). Each statement first moves the snapshot to the catalog's generation.
 pub struct Engine {
     lake: PathBuf,
     base: Mutex<Connection>,
     tables: [TableView; 3],
-    /// The generation the derived tables and the `posts` view were built for.
-    built_for: Mutex<Option<Generation>>,
-    /// The `posts` day partitions at that generation, with their bytes (a directory walk, not
-    /// redone per query).
+    /// What the views read now; none before the first listing.
+    snapshot: Mutex<Option<Snapshot>>,
+    /// The `posts` day partitions of the snapshot, with their bytes.
     partitions: Mutex<Vec<(chrono::NaiveDate, u64)>>,
     /// Whether `hidden_authors` has rows (the `posts` view anti-joins it only then).
     hidden_present: AtomicBool,
@@ -119,8 +124,28 @@ pub fn take_touched() -> Touched {
     TOUCHED.with(|touched| touched.replace(Touched::default()))
 }
 
-/// One table's view. DuckDB fails on a glob that matches nothing, so a table with no files yet
-/// gets an empty typed view until its first file appears.
+/// When [`Engine::refresh_views`] lists the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// When the catalog's generation moved.
+    IfMoved,
+    /// Always.
+    Relist,
+}
+
+/// The lake as the views read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Snapshot {
+    /// The catalog state listed with the files. Its `flushed_through_us`: hot posts up to it
+    /// are in the listed files.
+    state: catalog::CatalogState,
+    /// The `posts` files listed.
+    post_files: u64,
+    post_bytes: u64,
+}
+
+/// One table's view, over the files of a snapshot. A table with no files yet gets an empty
+/// typed view.
 struct TableView {
     table: &'static str,
     view: &'static str,
@@ -166,12 +191,17 @@ impl TableView {
         format!("CREATE OR REPLACE VIEW {} AS SELECT {} WHERE false", self.view, self.empty_columns)
     }
 
-    fn files_sql(&self, lake: &Path) -> String {
-        let glob = layout::table_glob(lake, self.table).replace('\'', "''");
+    fn files_sql(&self, files: &[PathBuf]) -> String {
+        if files.is_empty() {
+            return self.empty_sql();
+        }
+        let list: Vec<String> =
+            files.iter().map(|path| format!("'{}'", path.to_string_lossy().replace('\'', "''"))).collect();
         format!(
-            "CREATE OR REPLACE VIEW {} AS SELECT * FROM read_parquet('{glob}', \
+            "CREATE OR REPLACE VIEW {} AS SELECT * FROM read_parquet([{}], \
              hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)",
-            self.view
+            self.view,
+            list.join(", ")
         )
     }
 }
@@ -197,42 +227,50 @@ impl Engine {
             lake: lake.to_path_buf(),
             base: Mutex::new(connection),
             tables,
-            built_for: Mutex::new(None),
+            snapshot: Mutex::new(None),
             partitions: Mutex::new(Vec::new()),
             hidden_present: AtomicBool::new(false),
             hot: Mutex::new(HotRange::default()),
         };
-        engine.refresh_views()?;
+        engine.refresh_views(Refresh::IfMoved)?;
         Ok(engine)
     }
 
-    /// Points each table's view at its Parquet files once the first one exists, and rebuilds
-    /// the account tables and the `posts` view when the lake's generation moved (or a table's
-    /// first file appeared). `posts` anti-joins only what exists: a lake without deletes or
-    /// hidden accounts pays nothing for them.
-    fn refresh_views(&self) -> Result<()> {
-        let mut changed = false;
-        for table in &self.tables {
-            if table.reads_files.load(Ordering::Acquire) {
-                continue;
-            }
-            if catalog::table_files(&self.lake, table.table)?.files == 0 {
-                continue;
-            }
-            let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-            base.execute_batch(&table.files_sql(&self.lake))?;
-            table.reads_files.store(true, Ordering::Release);
-            changed = true;
-        }
-        let state = catalog::read_state(&self.lake)?;
-        let generation = state.generation;
-        let mut built_for = self.built_for.lock().unwrap_or_else(|p| p.into_inner());
-        if !changed && *built_for == Some(generation) {
+    /// Moves the views to the catalog's generation when it changed since the last snapshot:
+    /// lists the tables' files and reads the catalog state under the [`catalog::PublishLock`],
+    /// points the views at those files, takes the posts the new files hold out of the hot tier,
+    /// and rebuilds the account tables and the `posts` view. `posts` anti-joins only what
+    /// exists: a lake without deletes or hidden accounts pays nothing for them.
+    ///
+    /// `Refresh::Relist` lists again even when the generation looks the same: a statement lost a
+    /// listed file, because a partition swap is under way (it publishes under the lock).
+    fn refresh_views(&self, refresh: Refresh) -> Result<()> {
+        let mut snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if refresh == Refresh::IfMoved
+            && let Some(current) = *snapshot
+            && catalog::read_state(&self.lake)?.generation == current.state.generation
+        {
             return Ok(());
         }
+        let (state, listed) = {
+            let _lock = catalog::PublishLock::shared(&self.lake)?;
+            let state = catalog::read_state(&self.lake)?;
+            if refresh == Refresh::IfMoved && snapshot.is_some_and(|s| s.state.generation == state.generation) {
+                return Ok(());
+            }
+            let mut listed = Vec::with_capacity(self.tables.len());
+            for table in &self.tables {
+                listed.push(catalog::table_files(&self.lake, table.table)?);
+            }
+            (state, listed)
+        };
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        // The flush that moved the generation wrote hot posts into files: they leave the hot
-        // tier now, before any statement could count them twice.
+        for (table, files) in self.tables.iter().zip(&listed) {
+            base.execute_batch(&table.files_sql(&files.paths))?;
+            table.reads_files.store(!files.paths.is_empty(), Ordering::Release);
+        }
+        // The new files hold the hot posts up to `flushed_through_us`: they leave the hot tier
+        // in the same step, before any statement could count them twice.
         if let Some(through) = state.flushed_through_us
             && !self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
         {
@@ -242,9 +280,9 @@ impl Engine {
         let hidden: i64 = base.query_row("SELECT count(*) FROM hidden_authors", [], |row| row.get(0))?;
         self.hidden_present.store(hidden > 0, Ordering::Release);
         self.create_posts_view(&base)?;
-        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) =
-            catalog::table_files(&self.lake, layout::POSTS_TABLE)?.partitions;
-        *built_for = Some(generation);
+        let posts = &listed[0];
+        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
+        *snapshot = Some(Snapshot { state, post_files: posts.files, post_bytes: posts.bytes });
         Ok(())
     }
 
@@ -272,10 +310,14 @@ impl Engine {
     /// Sets the hot tier: posts still in the buffer (not in any file yet), answered with the
     /// files' from now on. The caller leaves out posts the files have, copies and deleted posts.
     pub fn set_hot(&self, posts: &[Post]) -> Result<()> {
-        self.refresh_views()?;
+        self.refresh_views(Refresh::IfMoved)?;
+        // Held throughout (before `base`, as in `refresh_views`): the snapshot cannot move
+        // between the filter below and the new table.
+        let snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        // Posts a flush wrote since the caller looked are not hot any more.
-        let through = catalog::read_state(&self.lake)?.flushed_through_us.unwrap_or(i64::MIN);
+        // Posts the snapshot's files hold (a flush wrote them since the caller looked) are not
+        // hot any more; the next snapshot takes out the rest.
+        let through = snapshot.and_then(|s| s.state.flushed_through_us).unwrap_or(i64::MIN);
         let fresh: Vec<Post>;
         let posts = if posts.iter().any(|p| p.indexed_at_us <= through) {
             fresh = posts.iter().filter(|p| p.indexed_at_us > through).cloned().collect();
@@ -359,7 +401,7 @@ impl Engine {
 
     /// The `posts` day partitions, as of the lake's current generation.
     fn post_partitions(&self) -> Result<Vec<chrono::NaiveDate>> {
-        self.refresh_views()?;
+        self.refresh_views(Refresh::IfMoved)?;
         Ok(self.partitions.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(day, _)| *day).collect())
     }
 
@@ -393,21 +435,22 @@ impl Engine {
     }
 
     fn connection(&self) -> Result<Connection> {
-        self.refresh_views()?;
+        self.refresh_views(Refresh::IfMoved)?;
         Ok(self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?)
     }
 
     /// Prepares and runs `plan`, handing each row to `read`. Interruptible through the
     /// thread's [`Interrupt`], if [`with_interrupt`] set one.
     ///
-    /// A statement that lost a file it had listed (a compaction swapped the partition between
-    /// the listing and the read: `crate::compact`) runs once more, on the new files.
+    /// A statement that lost a file its snapshot listed (a compaction swapped the partition:
+    /// `crate::compact`) runs once more, on a snapshot listed anew.
     fn run<T>(&self, plan: &Plan, mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         let sql = compile(plan)?;
         self.note_touched(plan);
         match self.run_sql(&sql, &mut read) {
             Err(Error::Query(error)) if lost_a_file(&error) => {
                 tracing::debug!(%error, "a data file went away under a query (compaction); running it again");
+                self.refresh_views(Refresh::Relist)?;
                 self.run_sql(&sql, &mut read)
             }
             other => other,
@@ -664,10 +707,10 @@ impl Engine {
 
     /// The lake's size and state: files from a directory walk, posts from DuckDB.
     pub fn stats(&self) -> Result<LakeStats> {
-        let files = catalog::table_files(&self.lake, layout::POSTS_TABLE)?;
-        let state = catalog::read_state(&self.lake)?;
         // The files' posts only, not the hot tier's.
         let connection = self.connection()?;
+        let snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_default();
+        let partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
         let (posts, oldest_post_us, newest_post_us) = connection.query_row(
             "SELECT count(DISTINCT uri), epoch_us(min(created_at)), epoch_us(max(created_at)) FROM file_posts",
             [],
@@ -675,13 +718,13 @@ impl Engine {
         )?;
         Ok(LakeStats {
             posts: posts.max(0) as u64,
-            files: files.files,
-            partitions: files.partitions.len() as u64,
-            bytes: files.bytes,
+            files: snapshot.post_files,
+            partitions,
+            bytes: snapshot.post_bytes,
             oldest_post_us,
             newest_post_us,
-            generation: state.generation,
-            last_flush_at_us: state.last_flush_at_us,
+            generation: snapshot.state.generation,
+            last_flush_at_us: snapshot.state.last_flush_at_us,
         })
     }
 }

@@ -7,7 +7,9 @@
 //! `renameat2(RENAME_EXCHANGE)` trades the two directories: a reader lists either every old file
 //! or every new one, never a mix and never neither, and since each name keeps its rows, a
 //! query that listed the old directory and opens a file after the exchange reads the same posts.
-//! The generation is then published and the old files, now in the staging directory, removed.
+//! The generation is then published (the exchange and the publish under the
+//! [`catalog::PublishLock`], so a reader's snapshot pairs the files with their generation) and
+//! the old files, now in the staging directory, removed.
 //!
 //! Writers hold the [`FlushLock`] throughout, so no flush adds a file to a partition while it is
 //! being rewritten. A run cut short leaves at most a staging directory, which the next run
@@ -79,14 +81,17 @@ pub(crate) fn swap_partition<T>(
     if !changed {
         remove_leftover_quietly(&staging)?;
         if cut_short {
+            let _publishing = catalog::PublishLock::exclusive(lake)?;
             catalog::publish(lake, now_us)?;
         }
         return Ok(report);
     }
     sync_dir(&staging)?;
+    let publishing = catalog::PublishLock::exclusive(lake)?;
     exchange(&staging, &live)?;
     sync_dir(&layout::table_dir(lake, layout::POSTS_TABLE))?;
     catalog::publish(lake, now_us)?;
+    drop(publishing);
     fs::remove_dir_all(&staging).map_err(Error::io("remove the replaced files", &staging))?;
     Ok(report)
 }

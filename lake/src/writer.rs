@@ -58,20 +58,62 @@ fn writer_properties() -> WriterProperties {
 /// `file_name` (see [`layout::data_file_name`]), each sorted by its partition timestamp.
 /// Rewriting the same name replaces the file atomically.
 pub fn write_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Result<Vec<WrittenFile>> {
+    place(stage_rows(lake, file_name, rows)?)
+}
+
+/// [`write_rows`] up to the renames: each file is complete and durable under its temporary
+/// name, which no reader lists, until [`place`] renames it into place. A writer that must make
+/// several files show at once (with a catalog publish, under the
+/// [`crate::catalog::PublishLock`]) stages them first.
+pub fn stage_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Result<Vec<StagedFile>> {
     let mut by_day: BTreeMap<NaiveDate, Vec<R>> = BTreeMap::new();
     for row in rows {
         by_day.entry(layout::date_of_micros(row.partition_micros())).or_default().push(row);
     }
-    let mut written = Vec::with_capacity(by_day.len());
+    let mut staged = Vec::with_capacity(by_day.len());
     for (date, rows) in by_day {
         let rows = sorted(rows);
         let dir = layout::partition_dir(lake, R::TABLE, date);
         fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
-        let path = dir.join(file_name);
-        let bytes = write_file_atomically(&path, &rows)?;
-        written.push(WrittenFile { path, date, rows: rows.len(), bytes });
+        let mut file = PendingFile::create(&dir.join(file_name), R::schema())?;
+        for chunk in rows.chunks(ROW_GROUP_ROWS) {
+            file.write(&R::to_batch(chunk)?)?;
+        }
+        staged.push(file.seal(date)?);
+    }
+    Ok(staged)
+}
+
+/// Renames staged files into place, then fsyncs their directories: from here on they are in
+/// the lake.
+pub fn place(staged: Vec<StagedFile>) -> Result<Vec<WrittenFile>> {
+    let mut written = Vec::with_capacity(staged.len());
+    for file in staged {
+        let StagedFile { file, tmp } = file;
+        fs::rename(tmp.path(), &file.path).map_err(Error::io("rename into place", &file.path))?;
+        tmp.keep();
+        written.push(file);
+    }
+    let dirs: std::collections::BTreeSet<&Path> = written.iter().filter_map(|w| w.path.parent()).collect();
+    for dir in dirs {
+        sync_dir(dir)?;
     }
     Ok(written)
+}
+
+/// Writes `rows` (sorted already) to `path`: temp, fsync, rename, fsync the directory.
+pub(crate) fn write_file_atomically<R: TableRow>(path: &Path, rows: &[R]) -> Result<u64> {
+    let mut file = PendingFile::create(path, R::schema())?;
+    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        file.write(&R::to_batch(chunk)?)?;
+    }
+    file.finish()
+}
+
+/// A data file complete and fsynced under its temporary name; removed if dropped unplaced.
+pub struct StagedFile {
+    file: WrittenFile,
+    tmp: TempFile,
 }
 
 /// `rows` by partition timestamp, then tie-break. The rows move once: sorting them in place
@@ -90,15 +132,6 @@ pub(crate) fn sorted<R: TableRow>(rows: Vec<R>) -> Vec<R> {
 /// [`write_rows`] for posts.
 pub fn write_posts(lake: &Path, file_name: &str, posts: Vec<Post>) -> Result<Vec<WrittenFile>> {
     write_rows(lake, file_name, posts)
-}
-
-/// Writes `rows` (sorted already) to `path`: temp, fsync, rename, fsync the directory.
-pub(crate) fn write_file_atomically<R: TableRow>(path: &Path, rows: &[R]) -> Result<u64> {
-    let mut file = PendingFile::create(path, R::schema())?;
-    for chunk in rows.chunks(ROW_GROUP_ROWS) {
-        file.write(&R::to_batch(chunk)?)?;
-    }
-    file.finish()
 }
 
 /// A Parquet data file being written under its temporary name, batch by batch; nothing reads it
@@ -155,15 +188,18 @@ impl PendingFile {
 
     /// Closes, fsyncs and renames the file into place, and fsyncs its directory; its bytes.
     pub(crate) fn finish(self) -> Result<u64> {
-        let PendingFile { path, tmp, writer, .. } = self;
+        // The date is only carried along.
+        let written = place(vec![self.seal(NaiveDate::MIN)?])?;
+        Ok(written.iter().map(|w| w.bytes).sum())
+    }
+
+    /// Closes and fsyncs the file under its temporary name.
+    fn seal(self, date: NaiveDate) -> Result<StagedFile> {
+        let PendingFile { path, tmp, writer, rows } = self;
         let file = writer.into_inner().map_err(|source| Error::Parquet { path: tmp.path().to_path_buf(), source })?;
         file.sync_all().map_err(Error::io("fsync", tmp.path()))?;
         let bytes = file.metadata().map_err(Error::io("stat", tmp.path()))?.len();
-        drop(file);
-        fs::rename(tmp.path(), &path).map_err(Error::io("rename into place", &path))?;
-        tmp.keep();
-        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-        Ok(bytes)
+        Ok(StagedFile { file: WrittenFile { path, date, rows, bytes }, tmp })
     }
 }
 

@@ -156,7 +156,7 @@ pub fn ingest_once(lake: &Path, redis_url: &str, file: &Path) -> Output {
 pub struct App {
     child: Child,
     pub base_url: String,
-    client: reqwest::blocking::Client,
+    pub client: reqwest::blocking::Client,
 }
 
 impl App {

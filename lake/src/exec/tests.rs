@@ -75,8 +75,10 @@ fn an_empty_lake_answers_with_zero_rows() {
     );
     let plan = PostsPlan::new(PostFilter::default(), PostOrder::Newest, 10, PostColumn::ALL);
     assert!(engine.posts(&plan).unwrap().is_empty());
-    // The first file appears later: the engine starts reading it.
+    // The first file appears later: the engine reads it once it is published.
     write_posts(dir.path(), "x.parquet", rows()[..5].to_vec()).unwrap();
+    assert_eq!(engine.summary(&PostFilter::default()).unwrap().n_posts, 0);
+    crate::catalog::publish(dir.path(), 1).unwrap();
     assert_eq!(engine.summary(&PostFilter::default()).unwrap().n_posts, 5);
 }
 
@@ -187,6 +189,7 @@ fn deleted_posts_disappear_from_every_answer() {
         .map(|p| crate::model::Delete { uri: p.uri.clone(), did: p.did.clone(), deleted_at_us: 20_010 * DAY })
         .collect();
     crate::writer::write_rows(dir.path(), "d.parquet", deletes).unwrap();
+    crate::catalog::publish(dir.path(), 1).unwrap();
 
     let gone = |p: &Post| deleted.iter().any(|d| d.uri == p.uri);
     let expected = newest_first(&rows, |p| !gone(p));
@@ -244,6 +247,7 @@ fn accounts_carry_the_latest_handle_and_hide_posts_while_inactive() {
         AccountEvent { active: Some(false), status: Some("throttled".into()), ..event("did:plc:a4", DAY) },
     ];
     crate::writer::write_rows(dir.path(), "accounts.parquet", events).unwrap();
+    crate::catalog::publish(dir.path(), 1).unwrap();
 
     let states = engine.accounts(&["did:plc:a1".into(), "did:plc:a2".into(), "did:plc:none".into()]).unwrap();
     let a1 = states.iter().find(|s| s.did == "did:plc:a1").unwrap();
@@ -316,10 +320,13 @@ fn the_hot_tier_answers_with_the_files_until_it_is_emptied() {
     assert_eq!(count(&everything), 500);
     assert_eq!(engine.hot_range(), HotRange::default());
 
-    // A flush writes the hot posts into a file: from its publish on, they count once, before
-    // the hot tier is told, and a stale hot set cannot bring them back.
+    // A flush writes the hot posts into a file: until its publish the engine reads the files
+    // it listed before (the posts count once, from the hot tier); from the publish on, they
+    // count once, from the file, before the hot tier is told, and a stale hot set cannot bring
+    // them back.
     engine.set_hot(&hot).unwrap();
     write_posts(dir.path(), "c.parquet", hot.clone()).unwrap();
+    assert_eq!(count(&everything), 600);
     let through = hot.iter().map(|p| p.indexed_at_us).max();
     crate::catalog::publish_flush(dir.path(), 1, through).unwrap();
     assert_eq!(count(&everything), 600);
