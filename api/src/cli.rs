@@ -112,6 +112,10 @@ pub enum LakeCommand {
     /// out deleted posts and copies; each partition swapped in atomically. Safe while `serve`
     /// runs (flushes wait for the partition being compacted) and safe to kill at any moment.
     Compact(CompactArgs),
+    /// Build the text index of every `posts` data file that lacks one (compaction builds them
+    /// for the files it writes), and remove indexes whose data file is gone. Safe while `serve`
+    /// runs: flushes and compactions wait for the partition being indexed.
+    Reindex(ReindexArgs),
     /// Check every data file from its footer (row counts, schema, partition placement) and
     /// report what is wrong, changing nothing. Exits 1 if it finds an error.
     Verify(VerifyArgs),
@@ -181,6 +185,21 @@ impl CompactTargetArgs {
     pub fn bytes(&self) -> u64 {
         self.compact_target_mb * 1024 * 1024
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// The first UTC day partition to index (YYYY-MM-DD); default: the oldest.
+    #[arg(long)]
+    pub since: Option<chrono::NaiveDate>,
+    /// The last UTC day partition to index (YYYY-MM-DD); default: the newest.
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
+    /// Build every index again, not only the missing ones.
+    #[arg(long)]
+    pub rebuild: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -551,9 +570,7 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             Ok(())
         }
         Command::Lake { command: LakeCommand::Reenrich(args) } => {
-            if let Some(until) = args.until.filter(|until| *until < args.since) {
-                anyhow::bail!("--until {until} is before --since {}: give a range that runs forward", args.since);
-            }
+            check_day_range(Some(args.since), args.until)?;
             let lake = args.lake.lake.clone();
             let reports = tokio::task::spawn_blocking(move || {
                 ingest::reenrich::reenrich(&lake, args.since, args.until, |r| {
@@ -601,11 +618,7 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             Ok(())
         }
         Command::Lake { command: LakeCommand::Compact(args) } => {
-            if let (Some(since), Some(until)) = (args.since, args.until)
-                && until < since
-            {
-                anyhow::bail!("--until {until} is before --since {since}: give a range that runs forward");
-            }
+            check_day_range(args.since, args.until)?;
             let lake = args.lake.lake.clone();
             let reports = tokio::task::spawn_blocking(move || {
                 crate::compaction::compact_lake(&lake, args.since, args.until, args.target.bytes(), |r| {
@@ -625,6 +638,24 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             .context("compact task panicked")??;
             let changed = reports.iter().filter(|r| r.changed()).count();
             println!("compacted {changed} of {} partitions", reports.len());
+            Ok(())
+        }
+        Command::Lake { command: LakeCommand::Reindex(args) } => {
+            check_day_range(args.since, args.until)?;
+            let lake = args.lake.lake.clone();
+            let reports = tokio::task::spawn_blocking(move || {
+                lake::textindex::reindex(&lake, args.since, args.until, args.rebuild, |r| {
+                    let date = r.date.map(|d| d.to_string()).unwrap_or_default();
+                    println!(
+                        "{date}: {} files, built {} indexes ({} posts), removed {} orphaned",
+                        r.files, r.built, r.posts, r.orphans
+                    );
+                })
+            })
+            .await
+            .context("reindex task panicked")??;
+            let built: usize = reports.iter().map(|r| r.built).sum();
+            println!("built {built} text indexes in {} partitions", reports.len());
             Ok(())
         }
         Command::Lake { command: LakeCommand::Verify(args) } => {
@@ -686,6 +717,16 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             Ok(())
         }
     }
+}
+
+/// `--since` and `--until` of a command over day partitions must run forward.
+fn check_day_range(since: Option<chrono::NaiveDate>, until: Option<chrono::NaiveDate>) -> anyhow::Result<()> {
+    if let (Some(since), Some(until)) = (since, until)
+        && until < since
+    {
+        anyhow::bail!("--until {until} is before --since {since}: give a range that runs forward");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -120,6 +120,7 @@ fn stage(
     for kept in found.iter().filter(|f| !merge.iter().any(|m| m.name == f.name)) {
         let target = staging.join(&kept.name);
         fs::hard_link(live.join(&kept.name), &target).map_err(Error::io("link into staging", &target))?;
+        crate::textindex::link_for(&live.join(&kept.name), &target)?;
         report.files_after += 1;
         report.rows_after += kept.rows;
         report.bytes_after += kept.bytes;
@@ -140,14 +141,16 @@ fn stage(
     let mut statement = connection.prepare(&sql)?;
     let mut output: Option<PendingFile> = None;
     let mut written = 0_u64;
+    let mut new_files = Vec::new();
     for batch in statement.query_arrow([])? {
         let batch = conform(&batch, &schema)?;
         if output.as_ref().is_some_and(|file| file.rows() as u64 >= target_rows) {
             report.bytes_after += output.take().map(PendingFile::finish).transpose()?.unwrap_or(0);
         }
         if output.is_none() {
-            let name = format!("compacted-{now_us}-{}.parquet", report.files_after);
-            output = Some(PendingFile::create(&staging.join(name), schema.clone())?);
+            let path = staging.join(format!("compacted-{now_us}-{}.parquet", report.files_after));
+            output = Some(PendingFile::create(&path, schema.clone())?);
+            new_files.push(path);
             report.files_after += 1;
         }
         if let Some(file) = output.as_mut() {
@@ -157,6 +160,11 @@ fn stage(
     }
     if let Some(file) = output {
         report.bytes_after += file.finish()?;
+    }
+    // Each new file's text index goes into the staging directory with it, so the exchange
+    // publishes the two together.
+    for path in &new_files {
+        crate::textindex::build_for_file(path)?;
     }
     let merged_rows: u64 = merge.iter().map(|f| f.rows).sum();
     report.files_merged = merge.len();

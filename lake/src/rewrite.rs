@@ -126,6 +126,7 @@ fn stage(
         report.rows += rows;
         if stale == 0 {
             fs::hard_link(&path, &target).map_err(Error::io("link into staging", &target))?;
+            crate::textindex::link_for(&path, &target)?;
             continue;
         }
         let mut posts = read_posts(&connection, &path)?;
@@ -137,6 +138,8 @@ fn stage(
             }
         }
         writer::write_file_atomically(&target, &writer::sorted(posts))?;
+        // The same texts in the same order: the index still holds.
+        crate::textindex::link_for(&path, &target)?;
         newer_than(&target, &path)?;
         report.rewritten_files += 1;
         report.rewritten_rows += stale;

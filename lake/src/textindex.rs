@@ -17,10 +17,12 @@
 //! that is one word); and each other character of the literal as a term. The candidates are
 //! the posts that hold all of them.
 //!
-//! Not used by queries yet (issue 13): this is the index and its candidate search, with the
-//! property that they never miss a match.
+//! Each `posts` data file that compaction writes gets its index beside it ([`dir_for`],
+//! [`build_for_file`]), its rows the file's row numbers; `skyglass lake reindex` builds the
+//! missing ones. Not used by queries yet (issue 13).
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use tantivy::collector::DocSetCollector;
 use tantivy::query::{BooleanQuery, Occur, Query, RegexQuery, TermQuery};
@@ -209,21 +211,16 @@ impl TextIndex {
     }
 
     fn fill<'a>(index: &Index, terms: Field, posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<()> {
-        let schema = index.schema();
-        let (row, created_at) =
-            (schema.get_field("row").map_err(index_error)?, schema.get_field("created_at").map_err(index_error)?);
-        let mut writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, BUILD_MEMORY).map_err(index_error)?;
+        let mut filler = Filler::new(index, terms)?;
         for (n, created_at_us, text) in posts {
-            let mut document = TantivyDocument::default();
-            document.add_text(terms, terms_line(text));
-            document.add_u64(row, n);
-            document.add_i64(created_at, created_at_us);
-            writer.add_document(document).map_err(index_error)?;
+            filler.add(n, created_at_us, text)?;
         }
-        writer.commit().map_err(index_error)?;
-        writer.wait_merging_threads().map_err(index_error)?;
-        Ok(())
+        filler.finish()
+    }
+
+    /// How many posts the index holds.
+    pub fn posts(&self) -> Result<u64> {
+        Ok(self.index.reader().map_err(index_error)?.searcher().num_docs())
     }
 
     /// The rows that may match `query`, sorted; `None` when the index cannot narrow it (the
@@ -265,6 +262,187 @@ impl TextIndex {
         }
         rows.sort_unstable();
         Ok(Some(rows))
+    }
+}
+
+/// Adds posts to an index being built, then commits it.
+struct Filler {
+    writer: IndexWriter<TantivyDocument>,
+    terms: Field,
+    row: Field,
+    created_at: Field,
+}
+
+impl Filler {
+    fn new(index: &Index, terms: Field) -> Result<Filler> {
+        let schema = index.schema();
+        let (row, created_at) =
+            (schema.get_field("row").map_err(index_error)?, schema.get_field("created_at").map_err(index_error)?);
+        let writer = index.writer_with_num_threads(1, BUILD_MEMORY).map_err(index_error)?;
+        Ok(Filler { writer, terms, row, created_at })
+    }
+
+    fn add(&mut self, row: u64, created_at_us: i64, text: &str) -> Result<()> {
+        let mut document = TantivyDocument::default();
+        document.add_text(self.terms, terms_line(text));
+        document.add_u64(self.row, row);
+        document.add_i64(self.created_at, created_at_us);
+        self.writer.add_document(document).map_err(index_error)?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.writer.commit().map_err(index_error)?;
+        self.writer.wait_merging_threads().map_err(index_error)
+    }
+}
+
+/// Where the index of a `posts` data file lives: beside it, hidden (`.NAME.textindex`), so no
+/// listing of data files sees it and a partition exchange carries it with its file.
+pub fn dir_for(data_file: &Path) -> PathBuf {
+    let name = data_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    data_file.with_file_name(format!(".{name}.textindex"))
+}
+
+/// Builds the index of one `posts` data file beside it ([`dir_for`]), replacing any, durably:
+/// in a temporary directory (`.NAME.textindex.tmp`, which the flusher's cleanup removes if a
+/// build is cut short), every file fsynced, then renamed into place. Its rows are the file's
+/// row numbers. Returns the posts indexed.
+pub fn build_for_file(data_file: &Path) -> Result<u64> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampMicrosecondType;
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let target = dir_for(data_file);
+    let tmp = crate::layout::temp_path_for(&target);
+    remove_dir_if_present(&tmp)?;
+    let file = fs::File::open(data_file).map_err(Error::io("open", data_file))?;
+    let parquet = |source| Error::Parquet { path: data_file.to_path_buf(), source };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["created_at", "text"]);
+    let reader = builder.with_projection(mask).build().map_err(parquet)?;
+
+    fs::create_dir_all(&tmp).map_err(Error::io("create index directory", &tmp))?;
+    let (schema, terms) = schema();
+    let index = Index::create_in_dir(&tmp, schema).map_err(index_error)?;
+    let mut filler = Filler::new(&index, terms)?;
+    let mut row = 0_u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::Corrupt(format!("{}: {e}", data_file.display())))?;
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| Error::Corrupt(format!("{}: no column {name} to index", data_file.display())))
+        };
+        let (created_at, text) = (column("created_at")?, column("text")?);
+        let created_at = created_at.as_primitive_opt::<TimestampMicrosecondType>();
+        let text = text.as_string_opt::<i32>();
+        let (Some(created_at), Some(text)) = (created_at, text) else {
+            return Err(Error::Corrupt(format!("{}: created_at or text has an unexpected type", data_file.display())));
+        };
+        for i in 0..batch.num_rows() {
+            filler.add(row, created_at.value(i), text.value(i))?;
+            row += 1;
+        }
+    }
+    filler.finish()?;
+    drop(index);
+    for entry in fs::read_dir(&tmp).map_err(Error::io("list", &tmp))? {
+        let path = entry.map_err(Error::io("list", &tmp))?.path();
+        fs::File::open(&path).and_then(|f| f.sync_all()).map_err(Error::io("fsync", &path))?;
+    }
+    crate::writer::sync_dir(&tmp)?;
+    remove_dir_if_present(&target)?;
+    fs::rename(&tmp, &target).map_err(Error::io("rename into place", &target))?;
+    crate::writer::sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+    Ok(row)
+}
+
+/// Gives `to` (a data file with the same rows as `from`, in the same order: a hard link or a
+/// re-enriched copy) the index of `from`, if it has one, by hard links.
+pub fn link_for(from: &Path, to: &Path) -> Result<()> {
+    let source = dir_for(from);
+    if !source.is_dir() {
+        return Ok(());
+    }
+    let target = dir_for(to);
+    fs::create_dir(&target).map_err(Error::io("create index directory", &target))?;
+    for entry in fs::read_dir(&source).map_err(Error::io("list", &source))? {
+        let entry = entry.map_err(Error::io("list", &source))?;
+        let link = target.join(entry.file_name());
+        fs::hard_link(entry.path(), &link).map_err(Error::io("link into staging", &link))?;
+    }
+    Ok(())
+}
+
+/// What `skyglass lake reindex` did in one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reindexed {
+    pub date: Option<chrono::NaiveDate>,
+    /// The partition's data files.
+    pub files: usize,
+    /// Indexes built, and the posts they hold.
+    pub built: usize,
+    pub posts: u64,
+    /// Indexes removed because their data file is gone.
+    pub orphans: usize,
+}
+
+/// Builds the missing indexes (every one, with `rebuild`) of the `posts` data files in the day
+/// partitions from `since` to `until`, and removes indexes whose data file is gone; a partition
+/// at a time, under the flush lock, so no compaction swaps a partition being indexed. Publishes
+/// a generation if anything changed. `each` hears of every partition when it is done.
+pub fn reindex(
+    lake: &Path,
+    since: Option<chrono::NaiveDate>,
+    until: Option<chrono::NaiveDate>,
+    rebuild: bool,
+    mut each: impl FnMut(&Reindexed),
+) -> Result<Vec<Reindexed>> {
+    use crate::layout;
+    let days = crate::catalog::table_files(lake, layout::POSTS_TABLE)?.partitions;
+    let mut reports = Vec::new();
+    for (date, _) in days {
+        if since.is_some_and(|s| date < s) || until.is_some_and(|u| date > u) {
+            continue;
+        }
+        let _lock = crate::unique::FlushLock::acquire(lake)?;
+        let dir = layout::partition_dir(lake, layout::POSTS_TABLE, date);
+        let names = crate::catalog::data_file_names(&dir)?;
+        let mut report = Reindexed { date: Some(date), files: names.len(), ..Reindexed::default() };
+        for name in &names {
+            let file = dir.join(name);
+            if rebuild || !dir_for(&file).is_dir() {
+                report.posts += build_for_file(&file)?;
+                report.built += 1;
+            }
+        }
+        for entry in fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
+            let entry = entry.map_err(Error::io("list", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(data) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".textindex"))
+                && !names.iter().any(|n| n == data)
+            {
+                remove_dir_if_present(&entry.path())?;
+                report.orphans += 1;
+            }
+        }
+        if report.built + report.orphans > 0 {
+            let _publishing = crate::catalog::PublishLock::exclusive(lake)?;
+            crate::catalog::publish(lake, chrono::Utc::now().timestamp_micros())?;
+        }
+        each(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", dir)(e)),
+        _ => Ok(()),
     }
 }
 

@@ -118,6 +118,12 @@ fn verify_partition(table: &Table, dir: &Path, date: NaiveDate, report: &mut Ver
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let (name, path) = (entry.file_name().to_string_lossy().into_owned(), entry.path());
+        if let Some(data) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".textindex")) {
+            if let Some(what) = index_problem(&path, &dir.join(data)) {
+                report.findings.push(Finding { severity: Severity::Warning, path, what });
+            }
+            continue;
+        }
         if !layout::is_data_file(&name) {
             let what = if name.starts_with('.') && name.ends_with(".tmp") {
                 "a temporary file a crash left (no query reads it)"
@@ -135,6 +141,29 @@ fn verify_partition(table: &Table, dir: &Path, date: NaiveDate, report: &mut Ver
         }
     }
     Ok(())
+}
+
+/// What is wrong with the text index `index` of the data file `data`, if anything: queries
+/// would not use it, so it is a warning that `skyglass lake reindex` mends.
+fn index_problem(index: &Path, data: &Path) -> Option<String> {
+    if !data.exists() {
+        return Some("a text index whose data file is gone (`skyglass lake reindex` removes it)".into());
+    }
+    let posts = match crate::textindex::TextIndex::open(index).and_then(|i| i.posts()) {
+        Ok(posts) => posts,
+        Err(e) => {
+            return Some(format!(
+                "the text index does not open ({e}); `skyglass lake reindex --rebuild` builds it again"
+            ));
+        }
+    };
+    let rows = File::open(data)
+        .ok()
+        .and_then(|file| ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).ok())
+        .map(|m| m.metadata().file_metadata().num_rows() as u64)?;
+    (posts != rows).then(|| {
+        format!("the text index holds {posts} posts, its data file {rows}; `skyglass lake reindex --rebuild` builds it again")
+    })
 }
 
 /// Checks one data file from its footer; its row count, or what is wrong.
@@ -219,6 +248,8 @@ mod tests {
         writer::write_posts(lake.path(), "b.parquet", (0..5).map(|n| post(n + DAY)).collect()).unwrap();
         let delete = Delete { uri: post(1).uri, did: "did:plc:a".into(), deleted_at_us: 20_001 * DAY };
         writer::write_rows(lake.path(), "d.parquet", vec![delete]).unwrap();
+        let day = layout::partition_dir(lake.path(), layout::POSTS_TABLE, layout::date_of_micros(20_000 * DAY));
+        crate::textindex::build_for_file(&day.join("a.parquet")).unwrap();
         let report = verify(lake.path()).unwrap();
         assert_eq!(report.findings, vec![]);
         assert_eq!((report.tables, report.partitions, report.files, report.rows), (2, 3, 3, 16));
@@ -233,6 +264,10 @@ mod tests {
         // A file moved into the wrong day.
         writer::write_posts(lake.path(), "moved.parquet", (0..3).map(|n| post(n + 3 * DAY)).collect()).unwrap();
         let moved_from = layout::partition_dir(lake.path(), layout::POSTS_TABLE, layout::date_of_micros(20_003 * DAY));
+        // A text index of 3 posts beside a file of 10, and one whose file is gone.
+        crate::textindex::build_for_file(&moved_from.join("moved.parquet")).unwrap();
+        fs::rename(moved_from.join(".moved.parquet.textindex"), day.join(".good.parquet.textindex")).unwrap();
+        fs::create_dir(day.join(".gone.parquet.textindex")).unwrap();
         fs::rename(moved_from.join("moved.parquet"), day.join("moved.parquet")).unwrap();
         fs::remove_dir(&moved_from).unwrap();
         // A truncated file, a deletes file among the posts, a temporary file and a stray.
@@ -270,6 +305,10 @@ mod tests {
         assert_eq!(found(".half.parquet.tmp").severity, Severity::Warning);
         assert_eq!(found(".date=2024-10-04.staging").severity, Severity::Warning);
         assert_eq!(found("backup").severity, Severity::Warning);
+        let mismatched = found(".good.parquet.textindex");
+        assert!(mismatched.what.contains("holds 3 posts, its data file 10"), "{mismatched:?}");
+        assert_eq!(mismatched.severity, Severity::Warning);
+        assert!(found(".gone.parquet.textindex").what.contains("data file is gone"));
         assert_eq!(report.errors(), 3, "{:#?}", report.findings);
         assert!(report.findings.iter().all(|f| f.path.file_name() != Some("good.parquet".as_ref())));
     }

@@ -238,7 +238,10 @@ pub fn remove_orphan_temporaries(lake: &Path, _held: &crate::unique::FlushLock) 
                 let name = file.file_name();
                 let name = name.to_string_lossy();
                 if name.starts_with('.') && name.ends_with(".tmp") {
-                    fs::remove_file(file.path()).map_err(Error::io("remove", file.path()))?;
+                    // A text index being built is a directory.
+                    let path = file.path();
+                    let removal = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                    removal.map_err(Error::io("remove", &path))?;
                     removed += 1;
                 }
             }

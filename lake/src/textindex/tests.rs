@@ -101,11 +101,9 @@ fn query(texts: &[String]) -> impl Strategy<Value = TextQuery> + use<'_> {
     (prop_oneof![3 => slice, 1 => piece], modes).prop_map(|(query, mode)| TextQuery { query, mode })
 }
 
-#[test]
-fn every_match_is_a_candidate() {
-    let texts = corpus();
-    let lake = tempfile::tempdir().unwrap();
-    let posts: Vec<Post> = texts
+/// One post per text, in that order (by `created_at`, as a data file holds them).
+fn posts_of(texts: &[String]) -> Vec<Post> {
+    texts
         .iter()
         .enumerate()
         .map(|(row, text)| Post {
@@ -116,7 +114,14 @@ fn every_match_is_a_candidate() {
             text: text.clone(),
             ..Post::default()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_match_is_a_candidate() {
+    let texts = corpus();
+    let lake = tempfile::tempdir().unwrap();
+    let posts = posts_of(&texts);
     crate::writer::write_posts(lake.path(), "a.parquet", posts.clone()).unwrap();
     let engine = Engine::open(lake.path(), &EngineConfig { threads: 1 }).unwrap();
     let index = TextIndex::build_in_memory(
@@ -194,4 +199,87 @@ fn an_index_in_a_directory_opens_again_with_the_same_answers() {
     assert_eq!(opened.candidates(&query).unwrap(), Some(vec![0]));
     let query = TextQuery { query: "の".into(), mode: TextMode::Substring };
     assert_eq!(opened.candidates(&query).unwrap(), Some(vec![10]));
+}
+
+/// The file row numbers of `file` whose text contains `word`, case-insensitively, by DuckDB.
+fn rows_containing(file: &Path, word: &str) -> BTreeSet<u64> {
+    let connection = duckdb::Connection::open_in_memory().unwrap();
+    let mut statement = connection
+        .prepare(
+            "SELECT file_row_number FROM read_parquet(?, file_row_number = true) WHERE contains(lower(text), lower(?))",
+        )
+        .unwrap();
+    let rows = statement.query_map(duckdb::params![file.to_string_lossy(), word], |row| row.get::<_, i64>(0)).unwrap();
+    rows.map(|row| row.unwrap() as u64).collect()
+}
+
+#[test]
+fn a_data_files_index_is_built_beside_it_from_its_rows() {
+    let texts = corpus();
+    let lake = tempfile::tempdir().unwrap();
+    let written = crate::writer::write_posts(lake.path(), "a.parquet", posts_of(&texts)).unwrap();
+    let file = &written[0].path;
+    assert_eq!(build_for_file(file).unwrap(), texts.len() as u64);
+    let index = TextIndex::open(&dir_for(file)).unwrap();
+    assert_eq!(index.posts().unwrap(), texts.len() as u64);
+    for word in ["rust", "水", "café", "🦋", "straße", "привет"] {
+        let expected = rows_containing(file, word);
+        assert!(!expected.is_empty(), "{word} is in the corpus");
+        let query = TextQuery { query: word.into(), mode: TextMode::Substring };
+        let candidates: BTreeSet<u64> = index.candidates(&query).unwrap().unwrap().into_iter().collect();
+        let missed: Vec<&u64> = expected.difference(&candidates).collect();
+        assert!(missed.is_empty(), "{word}: rows {missed:?} missed");
+    }
+    // Built again in place; nothing temporary is left, and no data file listing sees it.
+    build_for_file(file).unwrap();
+    let names: Vec<String> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    assert_eq!(crate::catalog::table_files(lake.path(), crate::layout::POSTS_TABLE).unwrap().files, 1);
+}
+
+#[test]
+fn compaction_indexes_the_files_it_writes_and_reindex_builds_the_missing_ones() {
+    use crate::layout;
+    let texts = corpus();
+    let lake = tempfile::tempdir().unwrap();
+    let posts = posts_of(&texts);
+    for (n, chunk) in posts.chunks(150).enumerate() {
+        crate::writer::write_posts(lake.path(), &format!("f{n}.parquet"), chunk.to_vec()).unwrap();
+    }
+    let date = layout::date_of_micros(posts[0].created_at_us);
+    let dir = layout::partition_dir(lake.path(), layout::POSTS_TABLE, date);
+    let generation = crate::catalog::read_state(lake.path()).unwrap().generation;
+
+    let reports = reindex(lake.path(), None, None, false, |_| {}).unwrap();
+    assert_eq!((reports[0].files, reports[0].built, reports[0].posts), (3, 3, texts.len() as u64));
+    assert_eq!(crate::catalog::read_state(lake.path()).unwrap().generation, generation + 1, "published");
+    let again = reindex(lake.path(), None, None, false, |_| {}).unwrap();
+    assert_eq!((again[0].built, again[0].orphans), (0, 0));
+
+    let compacted = crate::compact::compact_partition(lake.path(), date, 1 << 30, 42).unwrap();
+    assert!(compacted.changed());
+    let names = crate::catalog::data_file_names(&dir).unwrap();
+    assert_eq!(names.len(), 1);
+    let file = dir.join(&names[0]);
+    let index = TextIndex::open(&dir_for(&file)).unwrap();
+    assert_eq!(index.posts().unwrap(), texts.len() as u64);
+    let expected = rows_containing(&file, "rust");
+    let query = TextQuery { query: "rust".into(), mode: TextMode::Substring };
+    let candidates: BTreeSet<u64> = index.candidates(&query).unwrap().unwrap().into_iter().collect();
+    assert!(expected.is_subset(&candidates), "the compacted file's index lists its own row numbers");
+    let indexes = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".textindex"))
+        .count();
+    assert_eq!(indexes, 1, "the merged files' indexes went with them");
+
+    // An index whose data file is gone is removed.
+    std::fs::create_dir(dir.join(".gone.parquet.textindex")).unwrap();
+    let cleaned = reindex(lake.path(), None, None, false, |_| {}).unwrap();
+    assert_eq!((cleaned[0].built, cleaned[0].orphans), (0, 1));
+    assert!(!dir.join(".gone.parquet.textindex").exists());
 }
