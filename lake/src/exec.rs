@@ -54,6 +54,17 @@ pub struct Engine {
     snapshot: Mutex<Option<Snapshot>>,
     /// The `posts` day partitions of the snapshot, with their bytes.
     partitions: Mutex<Vec<(chrono::NaiveDate, u64)>>,
+    /// The snapshot's `posts` data files.
+    post_paths: Mutex<Arc<Vec<PathBuf>>>,
+    /// The text indexes opened so far, by data file, and the files found without one (both
+    /// forgotten when a new snapshot no longer lists the file; the latter at every snapshot,
+    /// since `lake reindex` publishes what it builds).
+    text_indexes: Mutex<HashMap<PathBuf, Option<Arc<crate::textindex::TextIndex>>>>,
+    text_index_uses: std::sync::atomic::AtomicU64,
+    /// Searches found too common to list in a file's index, so that a repeated one is not
+    /// counted again (counting a common term's posts costs about as much as scanning for it);
+    /// forgotten at every snapshot.
+    too_common: Mutex<std::collections::HashSet<(PathBuf, crate::search::TextQuery)>>,
     /// Whether `hidden_authors` has rows (the `posts` view anti-joins it only then).
     hidden_present: AtomicBool,
     /// The hot tier: posts still in the buffer, in the table `hot_posts` (see [`Engine::set_hot`]).
@@ -122,6 +133,36 @@ thread_local! {
 /// What lake work on this thread read since the last call (and clears it).
 pub fn take_touched() -> Touched {
     TOUCHED.with(|touched| touched.replace(Touched::default()))
+}
+
+/// The most candidate rows the text indexes may give one statement; with more, a scan is
+/// cheaper than reading them scattered through the files.
+const MAX_INDEX_CANDIDATES: usize = 10_000;
+
+/// What the text index of one data file narrows a statement's searches to.
+enum Narrowed {
+    /// No index narrows them: the file is read whole.
+    Whole,
+    /// More candidates than the statement may take.
+    TooMany,
+    Rows(Vec<u64>),
+}
+
+/// The values in both sorted lists.
+fn intersect_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }
 
 /// When [`Engine::refresh_views`] lists the files.
@@ -229,6 +270,10 @@ impl Engine {
             tables,
             snapshot: Mutex::new(None),
             partitions: Mutex::new(Vec::new()),
+            post_paths: Mutex::new(Arc::new(Vec::new())),
+            text_indexes: Mutex::new(HashMap::new()),
+            text_index_uses: std::sync::atomic::AtomicU64::new(0),
+            too_common: Mutex::new(std::collections::HashSet::new()),
             hidden_present: AtomicBool::new(false),
             hot: Mutex::new(HotRange::default()),
         };
@@ -282,6 +327,12 @@ impl Engine {
         self.create_posts_view(&base)?;
         let posts = &listed[0];
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
+        self.text_indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|path, index| index.is_some() && posts.paths.contains(path));
+        *self.post_paths.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(posts.paths.clone());
+        self.too_common.lock().unwrap_or_else(|p| p.into_inner()).clear();
         *snapshot = Some(Snapshot { state, post_files: posts.files, post_bytes: posts.bytes });
         Ok(())
     }
@@ -290,7 +341,19 @@ impl Engine {
     /// posts, less deletes and hidden accounts when there are any.
     /// `file_posts` is the same without the hot tier: what the files hold.
     fn create_posts_view(&self, base: &Connection) -> Result<()> {
-        let hot = !self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        base.execute_batch(&format!(
+            "CREATE OR REPLACE VIEW posts AS {};
+             CREATE OR REPLACE VIEW file_posts AS {};",
+            self.live_posts_sql("SELECT * FROM post_files", true),
+            self.live_posts_sql("SELECT * FROM post_files", false),
+        ))?;
+        Ok(())
+    }
+
+    /// The live posts of `files` (a relation of stored posts), with the hot tier's when it holds
+    /// posts and `with_hot`: less deleted posts and hidden accounts' when there are any.
+    fn live_posts_sql(&self, files: &str, with_hot: bool) -> String {
+        let hot = with_hot && !self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
         let mut hidden = String::new();
         if self.tables[1].reads_files.load(Ordering::Acquire) {
             hidden.push_str(" ANTI JOIN deletes AS d ON d.uri = p.uri");
@@ -298,13 +361,129 @@ impl Engine {
         if self.hidden_present.load(Ordering::Acquire) {
             hidden.push_str(" ANTI JOIN hidden_authors AS h ON h.did = p.did");
         }
-        let with_hot =
-            if hot { "(SELECT * FROM post_files UNION ALL BY NAME SELECT * FROM hot_posts)" } else { "post_files" };
-        base.execute_batch(&format!(
-            "CREATE OR REPLACE VIEW posts AS SELECT p.* FROM {with_hot} AS p{hidden};
-             CREATE OR REPLACE VIEW file_posts AS SELECT p.* FROM post_files AS p{hidden};"
-        ))?;
-        Ok(())
+        let hot = if hot { " UNION ALL BY NAME SELECT * FROM hot_posts" } else { "" };
+        format!("SELECT p.* FROM ({files}{hot}) AS p{hidden}")
+    }
+
+    /// The `posts` a statement with text searches in `filter` reads, narrowed by the text
+    /// indexes: of each indexed file in the filter's days, only the rows its index gives as
+    /// candidates for every search (`TextIndex::candidates` never misses a match; the statement
+    /// still checks each with the search's exact semantics), and every row of the files without
+    /// an index, then the hot tier, less deleted and hidden posts, as in the `posts` view. None
+    /// when no index narrows the search, or the candidates are so many that a scan is cheaper.
+    fn narrowed_posts_sql(&self, filter: &PostFilter) -> Option<String> {
+        if filter.text.is_empty() {
+            return None;
+        }
+        let paths = self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (first, last) = crate::sql::partition_days(filter, None);
+        let (mut narrowed, mut whole, mut candidates) = (Vec::new(), Vec::new(), 0_usize);
+        let mut indexed = false;
+        for path in paths.iter() {
+            let day = path
+                .parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(layout::parse_partition_name);
+            if day.is_some_and(|day| first.is_some_and(|f| day < f) || last.is_some_and(|l| day > l)) {
+                continue;
+            }
+            let quoted = format!("'{}'", path.to_string_lossy().replace('\'', "''"));
+            match self.candidates_in(path, &filter.text, MAX_INDEX_CANDIDATES - candidates) {
+                Narrowed::TooMany => return None,
+                Narrowed::Whole => whole.push(quoted),
+                Narrowed::Rows(rows) => {
+                    indexed = true;
+                    candidates += rows.len();
+                    if !rows.is_empty() {
+                        let rows: Vec<String> = rows.iter().map(u64::to_string).collect();
+                        narrowed.push(format!(
+                            "SELECT * EXCLUDE (file_row_number) FROM read_parquet({quoted}, hive_partitioning = true, \
+                             hive_types = {{'date': DATE}}, file_row_number = true) WHERE file_row_number IN ({})",
+                            rows.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        if !indexed {
+            return None;
+        }
+        if !whole.is_empty() {
+            narrowed.push(format!(
+                "SELECT * FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)",
+                whole.join(", ")
+            ));
+        }
+        if narrowed.is_empty() {
+            narrowed.push(format!("SELECT {POST_COLUMNS_EMPTY} WHERE false"));
+        }
+        self.text_index_uses.fetch_add(1, Ordering::Relaxed);
+        Some(self.live_posts_sql(&narrowed.join(" UNION ALL BY NAME "), true))
+    }
+
+    /// The rows of the data file `path` that may match every search of `texts`, sorted, from
+    /// its index, if there are at most `limit`: `Whole` if it has no index (or one that does not
+    /// open) or no search narrows.
+    fn candidates_in(&self, path: &Path, texts: &[crate::search::TextQuery], limit: usize) -> Narrowed {
+        let index = {
+            let mut open = self.text_indexes.lock().unwrap_or_else(|p| p.into_inner());
+            let index = open.entry(path.to_path_buf()).or_insert_with(|| {
+                let dir = crate::textindex::dir_for(path);
+                if !dir.is_dir() {
+                    return None;
+                }
+                crate::textindex::TextIndex::open(&dir)
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, path = %dir.display(), "a text index does not open; scanning its file");
+                    })
+                    .ok()
+                    .map(Arc::new)
+            });
+            index.clone()
+        };
+        let Some(index) = index else { return Narrowed::Whole };
+        let mut rows: Option<Vec<u64>> = None;
+        let mut too_many = false;
+        for text in texts {
+            let key = (path.to_path_buf(), text.clone());
+            if self.too_common.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+                too_many = true;
+                continue;
+            }
+            // A search the index cannot narrow (or that the statement will refuse) narrows nothing.
+            match index.candidates_up_to(text, limit) {
+                Ok(crate::textindex::Candidates::Rows(found)) => {
+                    rows = Some(match rows {
+                        None => found,
+                        Some(before) => intersect_sorted(&before, &found),
+                    });
+                }
+                Ok(crate::textindex::Candidates::TooMany) => {
+                    too_many = true;
+                    // Too many for the whole budget, not just what other files left of it.
+                    if limit == MAX_INDEX_CANDIDATES {
+                        let mut known = self.too_common.lock().unwrap_or_else(|p| p.into_inner());
+                        if known.len() < 100_000 {
+                            known.insert(key);
+                        }
+                    }
+                }
+                Ok(crate::textindex::Candidates::All) | Err(_) => {}
+            }
+        }
+        match rows {
+            // Another search narrowed what this one could not.
+            Some(rows) if rows.len() <= limit => Narrowed::Rows(rows),
+            Some(_) => Narrowed::TooMany,
+            None if too_many => Narrowed::TooMany,
+            None => Narrowed::Whole,
+        }
+    }
+
+    /// How many statements read posts narrowed by the text indexes, since the engine opened.
+    pub fn text_index_uses(&self) -> u64 {
+        self.text_index_uses.load(Ordering::Relaxed)
     }
 
     /// Sets the hot tier: posts still in the buffer (not in any file yet), answered with the
@@ -366,8 +545,9 @@ impl Engine {
         if was_empty != posts.is_empty() {
             self.create_posts_view(&base)?;
         }
-        if posts.is_empty() {
-            base.execute_batch("DROP TABLE IF EXISTS hot_posts")?;
+        if posts.is_empty() && !was_empty {
+            // Emptied, not dropped: a statement that listed it a moment ago still finds it.
+            base.execute_batch("DELETE FROM hot_posts")?;
         }
         Ok(())
     }
@@ -379,13 +559,7 @@ impl Engine {
 
     /// Notes on this thread when a plan reads a range the hot tier has posts in, or today.
     fn note_touched(&self, plan: &Plan) {
-        let filter = match plan {
-            Plan::Posts(p) | Plan::PostsPerAuthor(p) => &p.filter,
-            Plan::Summary(filter) | Plan::AuthorSummaries(filter) => filter,
-            Plan::TopAuthors(p) | Plan::TopHashtags(p) | Plan::TopHashtagsPerAuthor(p) => &p.filter,
-            Plan::Buckets(p) => &p.filter,
-            Plan::Accounts(_) => return,
-        };
+        let Some(filter) = plan.filter() else { return };
         const DAY_US: i64 = 86_400_000_000;
         let today_us = chrono::Utc::now().timestamp_micros().div_euclid(DAY_US) * DAY_US;
         let hot = self.hot_range();
@@ -445,8 +619,14 @@ impl Engine {
     /// A statement that lost a file its snapshot listed (a compaction swapped the partition:
     /// `crate::compact`) runs once more, on a snapshot listed anew.
     fn run<T>(&self, plan: &Plan, mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
-        let sql = compile(plan)?;
+        let mut sql = compile(plan)?;
         self.note_touched(plan);
+        if let Some(filter) = plan.filter()
+            && let Some(narrowed) = self.narrowed_posts_sql(filter)
+        {
+            // The statement reads `posts` narrowed by the text indexes instead of the view.
+            sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);
+        }
         match self.run_sql(&sql, &mut read) {
             Err(Error::Query(error)) if lost_a_file(&error) => {
                 tracing::debug!(%error, "a data file went away under a query (compaction); running it again");

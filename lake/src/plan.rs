@@ -204,6 +204,19 @@ pub enum Plan {
     Accounts(Vec<String>),
 }
 
+impl Plan {
+    /// The posts the plan reads; none for a plan that reads no posts.
+    pub fn filter(&self) -> Option<&PostFilter> {
+        match self {
+            Plan::Posts(p) | Plan::PostsPerAuthor(p) => Some(&p.filter),
+            Plan::Summary(filter) | Plan::AuthorSummaries(filter) => Some(filter),
+            Plan::TopAuthors(p) | Plan::TopHashtags(p) | Plan::TopHashtagsPerAuthor(p) => Some(&p.filter),
+            Plan::Buckets(p) => Some(&p.filter),
+            Plan::Accounts(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

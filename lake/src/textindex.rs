@@ -19,12 +19,13 @@
 //!
 //! Each `posts` data file that compaction writes gets its index beside it ([`dir_for`],
 //! [`build_for_file`]), its rows the file's row numbers; `skyglass lake reindex` builds the
-//! missing ones. Not used by queries yet (issue 13).
+//! missing ones. The engine narrows a statement's text searches with them
+//! (`Engine::narrowed_posts_sql`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tantivy::collector::DocSetCollector;
+use tantivy::collector::{Count, DocSetCollector};
 use tantivy::query::{BooleanQuery, Occur, Query, RegexQuery, TermQuery};
 use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::{Index, IndexWriter, TantivyDocument, Term};
@@ -226,7 +227,16 @@ impl TextIndex {
     /// The rows that may match `query`, sorted; `None` when the index cannot narrow it (the
     /// query has no literal the index can look for), and every row must be checked.
     pub fn candidates(&self, query: &TextQuery) -> Result<Option<Vec<u64>>> {
-        let Some(compiled) = search::compile(query)? else { return Ok(None) };
+        Ok(match self.candidates_up_to(query, usize::MAX)? {
+            Candidates::Rows(rows) => Some(rows),
+            Candidates::All | Candidates::TooMany => None,
+        })
+    }
+
+    /// [`TextIndex::candidates`], unless there are more than `limit`: those are counted, not
+    /// listed (counting a common term's millions of posts is cheap; listing them is not).
+    pub fn candidates_up_to(&self, query: &TextQuery, limit: usize) -> Result<Candidates> {
+        let Some(compiled) = search::compile(query)? else { return Ok(Candidates::All) };
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for literal in &compiled.literals {
             let needs = needs(literal);
@@ -247,22 +257,37 @@ impl TextIndex {
             }
         }
         if clauses.is_empty() {
-            return Ok(None);
+            return Ok(Candidates::All);
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.index.reader().map_err(index_error)?.searcher();
+        if searcher.search(&query, &Count).map_err(index_error)? > limit {
+            return Ok(Candidates::TooMany);
+        }
         let found = searcher.search(&query, &DocSetCollector).map_err(index_error)?;
-        let mut rows = Vec::with_capacity(found.len());
+        let mut by_segment: Vec<Vec<u32>> = vec![Vec::new(); searcher.segment_readers().len()];
         for address in found {
-            let segment = searcher.segment_reader(address.segment_ord);
+            by_segment[address.segment_ord as usize].push(address.doc_id);
+        }
+        let mut rows = Vec::new();
+        for (segment, docs) in searcher.segment_readers().iter().zip(by_segment) {
             let column = segment.fast_fields().u64("row").map_err(index_error)?;
-            if let Some(row) = column.first(address.doc_id) {
-                rows.push(row);
-            }
+            rows.extend(docs.into_iter().filter_map(|doc| column.first(doc)));
         }
         rows.sort_unstable();
-        Ok(Some(rows))
+        Ok(Candidates::Rows(rows))
     }
+}
+
+/// What an index can say of a text search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidates {
+    /// It cannot narrow the search: every row must be checked.
+    All,
+    /// More rows than the limit asked for may match.
+    TooMany,
+    /// The rows that may match, sorted.
+    Rows(Vec<u64>),
 }
 
 /// Adds posts to an index being built, then commits it.

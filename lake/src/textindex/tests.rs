@@ -283,3 +283,72 @@ fn compaction_indexes_the_files_it_writes_and_reindex_builds_the_missing_ones() 
     assert_eq!((cleaned[0].built, cleaned[0].orphans), (0, 1));
     assert!(!dir.join(".gone.parquet.textindex").exists());
 }
+
+/// Every post of `filter` in `order`, a page of 40 at a time.
+fn every_page(engine: &Engine, filter: &PostFilter, order: PostOrder) -> crate::Result<Vec<String>> {
+    let mut plan = PostsPlan::new(filter.clone(), order, 40, []);
+    let mut uris = Vec::new();
+    loop {
+        let page = engine.posts(&plan)?;
+        let Some(last) = page.last() else { return Ok(uris) };
+        plan.after = Some(crate::plan::Keyset { created_at_us: last.created_at_us, uri: last.uri.clone() });
+        uris.extend(page.into_iter().map(|p| p.uri));
+    }
+}
+
+/// Statements over indexed files answer exactly as over the same files without indexes:
+/// pages both ways and counts, in every mode, with a deleted post, a file without an index and
+/// a post in the hot tier.
+#[test]
+fn the_index_path_answers_exactly_as_the_scan() {
+    let texts = corpus();
+    let posts = posts_of(&texts);
+    let (indexed, plain) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for lake in [indexed.path(), plain.path()] {
+        for (n, chunk) in posts.chunks(150).enumerate() {
+            crate::writer::write_posts(lake, &format!("f{n}.parquet"), chunk.to_vec()).unwrap();
+        }
+        let delete =
+            crate::model::Delete { uri: uri(7), did: "did:plc:a".into(), deleted_at_us: posts[7].created_at_us + 1 };
+        crate::writer::write_rows(lake, "d.parquet", vec![delete]).unwrap();
+    }
+    reindex(indexed.path(), None, None, false, |_| {}).unwrap();
+    // One file is left without its index: it is read whole.
+    let date = crate::layout::date_of_micros(posts[0].created_at_us);
+    let dir = crate::layout::partition_dir(indexed.path(), crate::layout::POSTS_TABLE, date);
+    std::fs::remove_dir_all(dir_for(&dir.join("f1.parquet"))).unwrap();
+    crate::catalog::publish(indexed.path(), 1).unwrap();
+
+    let (a, b) = (
+        Engine::open(indexed.path(), &EngineConfig { threads: 1 }).unwrap(),
+        Engine::open(plain.path(), &EngineConfig { threads: 1 }).unwrap(),
+    );
+    let hot = Post { uri: uri(9_999), text: "Rust 水の音 🦋 hot".into(), ..posts_of(&texts)[399].clone() };
+    let hot = Post { created_at_us: hot.created_at_us + 10, indexed_at_us: hot.indexed_at_us + 10, ..hot };
+    a.set_hot(std::slice::from_ref(&hot)).unwrap();
+    b.set_hot(std::slice::from_ref(&hot)).unwrap();
+
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 80,
+        failure_persistence: None,
+        ..Default::default()
+    });
+    runner
+        .run(&query(&texts), |query| {
+            let filter = PostFilter { text: vec![query.clone()], ..PostFilter::default() };
+            for order in [PostOrder::Newest, PostOrder::Oldest] {
+                match (every_page(&a, &filter, order), every_page(&b, &filter, order)) {
+                    (Ok(with), Ok(without)) => prop_assert_eq!(with, without, "{:?} {:?}", query, order),
+                    (with, without) => prop_assert_eq!(with.is_err(), without.is_err(), "{:?}", query),
+                }
+            }
+            let (with, without) = (a.summary(&filter), b.summary(&filter));
+            if let (Ok(with), Ok(without)) = (&with, &without) {
+                prop_assert_eq!(with, without, "{:?}", query);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(a.text_index_uses() > 80, "the indexes narrowed only {} statements", a.text_index_uses());
+    assert_eq!(b.text_index_uses(), 0);
+}
