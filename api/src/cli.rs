@@ -164,14 +164,21 @@ pub struct VerifyArgs {
 pub struct CompactArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// The first UTC day partition to compact (YYYY-MM-DD); default: the oldest.
-    #[arg(long)]
-    pub since: Option<chrono::NaiveDate>,
-    /// The last UTC day partition to compact (YYYY-MM-DD); default: the newest.
-    #[arg(long)]
-    pub until: Option<chrono::NaiveDate>,
+    #[command(flatten)]
+    pub days: DayRangeArgs,
     #[command(flatten)]
     pub target: CompactTargetArgs,
+}
+
+/// Which day partitions a lake command works on.
+#[derive(Args, Debug, Clone)]
+pub struct DayRangeArgs {
+    /// The first UTC day partition (YYYY-MM-DD); default: the oldest.
+    #[arg(long)]
+    pub since: Option<chrono::NaiveDate>,
+    /// The last UTC day partition (YYYY-MM-DD); default: the newest.
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -191,12 +198,8 @@ impl CompactTargetArgs {
 pub struct ReindexArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// The first UTC day partition to index (YYYY-MM-DD); default: the oldest.
-    #[arg(long)]
-    pub since: Option<chrono::NaiveDate>,
-    /// The last UTC day partition to index (YYYY-MM-DD); default: the newest.
-    #[arg(long)]
-    pub until: Option<chrono::NaiveDate>,
+    #[command(flatten)]
+    pub days: DayRangeArgs,
     /// Build every index again, not only the missing ones.
     #[arg(long)]
     pub rebuild: bool,
@@ -618,10 +621,10 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             Ok(())
         }
         Command::Lake { command: LakeCommand::Compact(args) } => {
-            check_day_range(args.since, args.until)?;
+            check_day_range(args.days.since, args.days.until)?;
             let lake = args.lake.lake.clone();
             let reports = tokio::task::spawn_blocking(move || {
-                crate::compaction::compact_lake(&lake, args.since, args.until, args.target.bytes(), |r| {
+                crate::compaction::compact_lake(&lake, args.days.since, args.days.until, args.target.bytes(), |r| {
                     let date = r.date.map(|d| d.to_string()).unwrap_or_default();
                     if r.changed() {
                         println!(
@@ -641,10 +644,10 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             Ok(())
         }
         Command::Lake { command: LakeCommand::Reindex(args) } => {
-            check_day_range(args.since, args.until)?;
+            check_day_range(args.days.since, args.days.until)?;
             let lake = args.lake.lake.clone();
             let reports = tokio::task::spawn_blocking(move || {
-                lake::textindex::reindex(&lake, args.since, args.until, args.rebuild, |r| {
+                lake::textindex::reindex(&lake, args.days.since, args.days.until, args.rebuild, |r| {
                     let date = r.date.map(|d| d.to_string()).unwrap_or_default();
                     println!(
                         "{date}: {} files, built {} indexes ({} posts), removed {} orphaned",

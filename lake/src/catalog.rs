@@ -92,15 +92,7 @@ pub struct PublishLock {
 impl PublishLock {
     /// Waits until no publish is under way, and keeps publishes out until dropped.
     pub fn exclusive(lake: &Path) -> Result<PublishLock> {
-        let path = Self::path(lake)?;
-        let file = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io("open lock file", &path))?;
-        file.lock().map_err(Error::io("lock", &path))?;
-        Ok(PublishLock { _file: Some(file) })
+        Ok(PublishLock { _file: Some(lock_exclusively(lake, "publish.lock")?) })
     }
 
     /// Waits until no publish is under way, and keeps new ones out until dropped. A lake this
@@ -129,6 +121,22 @@ impl PublishLock {
         fs::create_dir_all(&dir).map_err(Error::io("create catalog directory", &dir))?;
         Ok(dir.join("publish.lock"))
     }
+}
+
+/// Opens (creating it) the lock file `name` in the lake's catalog directory and waits for an
+/// exclusive lock on it, held until the file is closed.
+pub(crate) fn lock_exclusively(lake: &Path, name: &str) -> Result<fs::File> {
+    let dir = layout::catalog_dir(lake);
+    fs::create_dir_all(&dir).map_err(Error::io("create catalog directory", &dir))?;
+    let path = dir.join(name);
+    let file = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(Error::io("open lock file", &path))?;
+    file.lock().map_err(Error::io("lock", &path))?;
+    Ok(file)
 }
 
 fn read_only(error: &std::io::Error) -> bool {

@@ -14,7 +14,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use duckdb::Connection;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layout;
 
 /// An exclusive lock over the lake's writers (an OS file lock, released on drop or death).
@@ -25,17 +25,7 @@ pub struct FlushLock {
 impl FlushLock {
     /// Waits for the lock.
     pub fn acquire(lake: &Path) -> Result<FlushLock> {
-        let dir = layout::catalog_dir(lake);
-        std::fs::create_dir_all(&dir).map_err(Error::io("create catalog directory", &dir))?;
-        let path = dir.join("flush.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io("open lock file", &path))?;
-        file.lock().map_err(Error::io("lock", &path))?;
-        Ok(FlushLock { _file: file })
+        Ok(FlushLock { _file: crate::catalog::lock_exclusively(lake, "flush.lock")? })
     }
 }
 
