@@ -327,10 +327,11 @@ impl Engine {
         self.create_posts_view(&base)?;
         let posts = &listed[0];
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
+        let listed_paths: std::collections::HashSet<&PathBuf> = posts.paths.iter().collect();
         self.text_indexes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|path, index| index.is_some() && posts.paths.contains(path));
+            .retain(|path, index| index.is_some() && listed_paths.contains(path));
         *self.post_paths.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(posts.paths.clone());
         self.too_common.lock().unwrap_or_else(|p| p.into_inner()).clear();
         *snapshot = Some(Snapshot { state, post_files: posts.files, post_bytes: posts.bytes });

@@ -211,3 +211,23 @@ fn allow_list_mode_runs_listed_documents_only_and_the_playground_can_be_off() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_request_body_over_64_kib_is_refused_and_the_server_answers_the_next() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    ingest_once(lake.path(), &redis.url(), &fixtures_dir().join("jetstream_sample.jsonl"));
+    let app = App::serve_api(lake.path(), &redis.url()).unwrap();
+    // The same document, padded with white space to just over and just under the limit.
+    let padded = |bytes: usize| json!({ "query": format!("{{ lake {{ posts }} }}{}", " ".repeat(bytes)) });
+    let client = reqwest::blocking::Client::new();
+    let send = |body: &Value| client.post(format!("{}/graphql", app.base_url)).json(body).send().unwrap();
+    let refused = send(&padded(64 * 1024));
+    assert_eq!(refused.status().as_u16(), 413);
+    let answered = send(&padded(60 * 1024));
+    assert_eq!(answered.status().as_u16(), 200);
+    let answer: Value = answered.json().unwrap();
+    let expected = app.query("{ lake { posts } }", json!({}));
+    assert_eq!(answer["data"], expected, "{answer}");
+    assert!(expected["lake"]["posts"].as_u64().unwrap() > 0);
+}
