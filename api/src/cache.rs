@@ -1,13 +1,18 @@
 //! The result cache: whole GraphQL answers in Redis, keyed by what they depend on.
 //!
-//! The key hashes the lake generation with the request (its document, operation name and
-//! variables). Every change to the lake's files publishes a new generation, so a cached answer
+//! The key hashes the lake generation with the request, normalised: its document without
+//! comments and insignificant whitespace or commas ([`normalize_document`]), its operation name,
+//! and its variables with their keys sorted. Requests that differ only in layout share answers. Every change to the lake's files publishes a new generation, so a cached answer
 //! is never older than the data it was computed from: no TTL guesses; the TTL only bounds how
 //! long an unused answer takes room. Only answers without errors are kept.
 //!
 //! An answer that read the hot tier (posts still in the buffer) depends on more: under its key
 //! is only a marker, and the answer itself is under that key and the hot tier's version, kept
-//! for the short `recent_ttl` (the version moves with every batch ingested). Answers over
+//! for the short `recent_ttl` (the version names the last buffer entry the tier holds, so it
+//! moves with every batch ingested, and replicas tailing one buffer agree on it:
+//! [`crate::hot`]). The buffer's deletes and account events also hide posts of older days
+//! within a second, uncached; an answer cached for such a day shows them from the next flush
+//! on, which moves the generation. Answers over
 //! today's partition are kept for `recent_ttl` too; older days for `ttl`.
 //!
 //! Identical requests that miss at the same time compute once: in one process, the first runs
@@ -72,6 +77,92 @@ impl Persisted {
             Persisted::NotFound => "PERSISTED_QUERY_NOT_FOUND",
             Persisted::Mismatch | Persisted::Invalid => "BAD_USER_INPUT",
         }
+    }
+}
+
+/// A GraphQL document without what the language ignores: comments, commas and whitespace
+/// between tokens, but for one space between two tokens that would otherwise run together
+/// (`query Q`, `[1 2]`). Strings and block strings are kept as they are. Two documents with the
+/// same normal form have the same tokens, so the same answer.
+pub fn normalize_document(document: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(document.len());
+    let mut chars = document.char_indices().peekable();
+    // Whether ignored text was skipped since the last token.
+    let mut gap = false;
+    while let Some((at, c)) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' | '\r' | ',' | '\u{feff}' => gap = true,
+            '#' => {
+                while chars.next_if(|&(_, c)| c != '\n' && c != '\r').is_some() {}
+                gap = true;
+            }
+            _ => {
+                if gap && out.ends_with(word) && (word(c) || c == '-') {
+                    out.push(' ');
+                }
+                gap = false;
+                if c != '"' {
+                    out.push(c);
+                    continue;
+                }
+                // A string, copied whole up to its closing quote(s).
+                let rest = &document[at..];
+                let end = if rest.starts_with("\"\"\"") { block_string_end(rest) } else { string_end(rest) };
+                out.push_str(&rest[..end]);
+                while chars.next_if(|&(next, _)| next < at + end).is_some() {}
+            }
+        }
+    }
+    out
+}
+
+/// The length of the string `"…"` that `text` starts with (all of `text` if it is not closed).
+fn string_end(text: &str) -> usize {
+    let mut escaped = false;
+    for (at, c) in text.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return at + 1,
+            '\n' | '\r' => return at,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// The length of the block string `"""…"""` that `text` starts with (all of `text` if it is
+/// not closed); `\"""` inside it is no end.
+fn block_string_end(text: &str) -> usize {
+    let mut from = 3;
+    while let Some(found) = text[from..].find("\"\"\"") {
+        let at = from + found;
+        if text[..at].ends_with('\\') {
+            from = at + 3;
+            continue;
+        }
+        return at + 3;
+    }
+    text.len()
+}
+
+/// JSON with every object's keys sorted, so that the order a client sent them in does not matter.
+fn canonical_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let fields: Vec<String> = entries
+                .into_iter()
+                .map(|(key, value)| format!("{}:{}", serde_json::Value::from(key.as_str()), canonical_json(value)))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(","))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -176,9 +267,9 @@ impl ResultCache {
         let role = role.and_then(|caller| caller.downcast_ref::<crate::auth::Caller>()).map(|caller| caller.role);
         for part in [
             role.unwrap_or_default().as_str().as_bytes(),
-            request.query.as_bytes(),
+            normalize_document(&request.query).as_bytes(),
             request.operation_name.as_deref().unwrap_or_default().as_bytes(),
-            serde_json::to_string(&request.variables).unwrap_or_default().as_bytes(),
+            canonical_json(&request.variables.clone().into_value().into_json().unwrap_or_default()).as_bytes(),
             // Sorted: the map's own order varies.
             serde_json::to_string(&request.extensions.0.iter().collect::<std::collections::BTreeMap<_, _>>())
                 .unwrap_or_default()
@@ -259,7 +350,7 @@ impl ResultCache {
     }
 
     /// The answer kept for `key` at the hot tier's `hot_version` (see [`ResultCache::put_answer`]).
-    pub async fn get_answer(&self, key: &str, hot_version: Option<u64>) -> Result<Option<String>, ()> {
+    pub async fn get_answer(&self, key: &str, hot_version: Option<&str>) -> Result<Option<String>, ()> {
         match self.get(key).await? {
             Some(marker) if marker == HOT_MARKER => match hot_version {
                 Some(version) => self.get(&format!("{key}:hot:{version}")).await,
@@ -272,7 +363,7 @@ impl ResultCache {
     /// Keeps an answer: under `key` (for the short TTL when it read `today`), or, when it read
     /// the hot tier at `hot_version`, under `key` and that version for the short TTL, with a
     /// marker under `key` saying so.
-    pub async fn put_answer(&self, key: &str, data: &str, hot_version: Option<u64>, today: bool) {
+    pub async fn put_answer(&self, key: &str, data: &str, hot_version: Option<&str>, today: bool) {
         let recent_ms = u64::try_from(self.recent_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         match hot_version {
             None if today => {
@@ -312,7 +403,7 @@ impl ResultCache {
 
     /// Waits for the replica that claimed `key` to keep its answer: the answer, or `None` when
     /// the claim ends without one (it failed, or its answer is not to be kept) or `within` runs out.
-    pub async fn wait_for(&self, key: &str, hot_version: Option<u64>, within: Duration) -> Option<String> {
+    pub async fn wait_for(&self, key: &str, hot_version: Option<&str>, within: Duration) -> Option<String> {
         let deadline = Instant::now() + within;
         let claim = format!("{key}:claim");
         while Instant::now() < deadline {
@@ -416,5 +507,34 @@ mod tests {
         assert_ne!(key, cache.key(1, &request("{ b }", 1)));
         assert_ne!(key, cache.key(1, &request("{ a }", 2)));
         assert!(key.starts_with("test:cache:"));
+        // Layout, comments and the order of variables do not matter.
+        assert_eq!(key, cache.key(1, &request("  {\n  a, # the field\n}\n", 1)));
+        let two = |json| async_graphql::Request::new("{ a }").variables(async_graphql::Variables::from_json(json));
+        assert_eq!(
+            cache.key(1, &two(serde_json::json!({ "n": 1, "m": { "x": 1, "y": [2, 3] } }))),
+            cache.key(1, &two(serde_json::json!({ "m": { "y": [2, 3], "x": 1 }, "n": 1 })))
+        );
+    }
+
+    #[test]
+    fn a_normal_document_keeps_every_token_and_string() {
+        let cases = [
+            (
+                "query Q($n: Int = 1) { posts(first: $n) { nodes { uri } } }",
+                "query Q($n:Int=1){posts(first:$n){nodes{uri}}}",
+            ),
+            ("{ a(list: [1, 2 -3]) # note\n b }", "{a(list:[1 2 -3])b}"),
+            ("{ a(s: \"x,  # y\\\" z\") }", "{a(s:\"x,  # y\\\" z\")}"),
+            ("{ a(s: \"\"\"one \\\"\"\" , two\n  three\"\"\") }", "{a(s:\"\"\"one \\\"\"\" , two\n  three\"\"\")}"),
+            ("{ ...on X { y } ... F }", "{...on X{y}...F}"),
+            ("{ a(s: \"open", "{a(s:\"open"),
+            ("{ é , ü }", "{é ü}"),
+        ];
+        for (document, normal) in cases {
+            assert_eq!(normalize_document(document), normal, "{document}");
+            assert_eq!(normalize_document(normal), normal, "normal forms are fixed points: {normal}");
+        }
+        assert_ne!(normalize_document("{ a b }"), normalize_document("{ ab }"));
+        assert_ne!(normalize_document("{ a(s: \"x y\") }"), normalize_document("{ a(s: \"x  y\") }"));
     }
 }

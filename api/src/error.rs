@@ -32,11 +32,14 @@ pub fn request_error(message: &str, code: &str) -> async_graphql::ServerError {
 }
 
 /// The JSON body of an answer that is only `errors`: the request was refused as a whole, before
-/// anything ran (so it cost nothing: `extensions.cost.units` is 0, as in every answer).
-pub fn refusal_body(error: async_graphql::ServerError) -> String {
+/// anything ran. Its `extensions` are those of every answer: `cache` (`BYPASS`), `freshness`
+/// and `cost` (0 units: it cost nothing).
+pub fn refusal_body(error: async_graphql::ServerError, freshness: serde_json::Value) -> String {
     let mut response = async_graphql::Response::from_errors(vec![error]);
     let mut cost = async_graphql::indexmap::IndexMap::new();
     cost.insert(async_graphql::Name::new("units"), async_graphql::Value::from(0));
+    response.extensions.insert("cache".to_owned(), async_graphql::Value::from(crate::cache::Status::Bypass.as_str()));
+    response.extensions.insert("freshness".to_owned(), async_graphql::Value::from_json(freshness).unwrap_or_default());
     response.extensions.insert("cost".to_owned(), async_graphql::Value::Object(cost));
     serde_json::to_string(&response).unwrap_or_default()
 }

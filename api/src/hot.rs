@@ -3,22 +3,26 @@
 //!
 //! A task tails the buffer stream (`XREAD`, from its start), reads each batch's rows, and keeps
 //! the posts (one per uri, less those deleted in the buffer) whose event time is after what the
-//! lake's flushes wrote through (`CatalogState::flushed_through_us`): those are in no file yet.
-//! After a change, at most every [`REFRESH`], it hands them to the engine
-//! ([`lake::exec::Engine::set_hot`]), which unions them with the files in `posts`.
+//! lake's flushes wrote through (`CatalogState::flushed_through_us`): those are in no file yet;
+//! and the deletes and account states since then. After a change, at most every [`REFRESH`], it
+//! hands them to the engine ([`lake::exec::Engine::set_hot`]), which unions the posts with the
+//! files' in `posts` and applies the deletes and account states to both: a post deleted, or an
+//! account taken down, leaves answers about a second later, flushed or not. Rows replayed from a
+//! time the flushes already passed (a file ingested again) show from their own flush on.
 //!
-//! Deletes and account events in the buffer (a deactivated account, say) hide buffered posts at
-//! once, and posts in files from the next flush on. Rows replayed from a time the
-//! flushes already passed (a file ingested again) show from their own flush on.
+//! What the engine's hot tier holds is named by its [`HotState::version`]: the last buffer entry
+//! it took in and the flush watermark. Every replica tailing the same buffer holds the same rows
+//! at the same version, so replicas sharing the result cache share its hot answers too.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ingest::buffer::{self, Entry, Keys};
-use lake::exec::Engine;
+use lake::exec::{Engine, HotTier};
 use lake::model::Post;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use tokio::sync::watch;
@@ -34,8 +38,8 @@ const ENTRIES_PER_READ: usize = 200;
 /// What the hot tier holds, for freshness and cache keys; shared with the HTTP handlers.
 #[derive(Debug)]
 pub struct HotState {
-    /// Bumped each time the engine's hot table changes.
-    version: AtomicU64,
+    /// What the engine's hot tier holds: `{last entry id}@{flushed through}` (see the module).
+    version: Mutex<Arc<str>>,
     /// The newest event time in the buffer or the lake, UTC microseconds (0: none yet).
     ingested_through_us: AtomicI64,
     /// What the lake's flushes wrote through, UTC microseconds (0: none yet).
@@ -51,7 +55,7 @@ pub const LIVE_CAPACITY: usize = 4096;
 impl Default for HotState {
     fn default() -> Self {
         HotState {
-            version: AtomicU64::new(0),
+            version: Mutex::new(version_name("0-0", 0)),
             ingested_through_us: AtomicI64::new(0),
             flushed_through_us: AtomicI64::new(0),
             posts: AtomicU64::new(0),
@@ -88,11 +92,13 @@ impl HotState {
         let state = HotState::default();
         state.flushed_through_us.store(flushed_through_us.unwrap_or(0), Ordering::Relaxed);
         state.ingested_through_us.store(flushed_through_us.unwrap_or(0), Ordering::Relaxed);
+        *state.version.lock().unwrap_or_else(|p| p.into_inner()) = version_name("0-0", flushed_through_us.unwrap_or(0));
         state
     }
 
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+    /// What the engine's hot tier holds now, for cache keys.
+    pub fn version(&self) -> Arc<str> {
+        self.version.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn posts(&self) -> u64 {
@@ -105,6 +111,12 @@ impl HotState {
         let ingested = some(self.ingested_through_us.load(Ordering::Relaxed)).max(flushed);
         Freshness { ingested_through_us: ingested, flushed_through_us: flushed }
     }
+}
+
+/// The name of the hot tier holding the buffer's entries through `last_id` over a lake flushed
+/// through `flushed_through_us`.
+fn version_name(last_id: &str, flushed_through_us: i64) -> Arc<str> {
+    format!("{last_id}@{flushed_through_us}").into()
 }
 
 /// The buffered rows the tail has seen, less what the lake has.
@@ -120,8 +132,14 @@ struct Buffered {
 }
 
 impl Buffered {
-    /// Takes in rows read from the buffer; each new post also goes to `live`.
-    fn add(&mut self, rows: Vec<Entry>, live: &tokio::sync::broadcast::Sender<Arc<Post>>) -> bool {
+    /// Takes in rows read from the buffer; each new post of an author the buffer's account
+    /// states (else the lake's, `lake_hides`) do not hide also goes to `live`.
+    fn add(
+        &mut self,
+        rows: Vec<Entry>,
+        live: &tokio::sync::broadcast::Sender<Arc<Post>>,
+        lake_hides: impl Fn(&str) -> bool,
+    ) -> bool {
         let mut changed = false;
         for row in rows {
             match row {
@@ -131,17 +149,24 @@ impl Buffered {
                         && !self.deleted.contains_key(&post.uri)
                         && !self.posts.contains_key(&post.uri)
                     {
-                        // No subscriber is no error.
-                        let _ = live.send(Arc::new((*post).clone()));
+                        let hidden = match self.accounts.get(&post.did) {
+                            Some((_, hides)) => *hides,
+                            None => lake_hides(&post.did),
+                        };
+                        if !hidden {
+                            // No subscriber is no error.
+                            let _ = live.send(Arc::new((*post).clone()));
+                        }
                         self.posts.insert(post.uri.clone(), *post);
                         changed = true;
                     }
                 }
                 Entry::Delete(delete) => {
                     self.newest_us = self.newest_us.max(delete.deleted_at_us);
-                    changed |= self.posts.remove(&delete.uri).is_some();
+                    self.posts.remove(&delete.uri);
                     if delete.deleted_at_us > self.flushed_through_us {
-                        self.deleted.insert(delete.uri, delete.deleted_at_us);
+                        // It hides the post wherever it is, files included.
+                        changed |= self.deleted.insert(delete.uri, delete.deleted_at_us).is_none();
                     }
                 }
                 Entry::Account(event) => {
@@ -149,10 +174,16 @@ impl Buffered {
                     let Some(active) = event.active else { continue };
                     let status = event.status.as_deref().unwrap_or_default();
                     let hides = !active && !lake::model::VISIBLE_INACTIVE_STATUSES.contains(&status);
-                    let latest = self.accounts.entry(event.did).or_insert((event.seen_at_us, hides));
-                    if event.seen_at_us >= latest.0 {
-                        changed |= latest.1 != hides;
-                        *latest = (event.seen_at_us, hides);
+                    match self.accounts.get_mut(&event.did) {
+                        Some(latest) if event.seen_at_us >= latest.0 => {
+                            changed |= latest.1 != hides;
+                            *latest = (event.seen_at_us, hides);
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.accounts.insert(event.did, (event.seen_at_us, hides));
+                            changed = true;
+                        }
                     }
                 }
             }
@@ -166,18 +197,22 @@ impl Buffered {
             return false;
         }
         self.flushed_through_us = through_us;
-        let before = self.posts.len();
+        let before = (self.posts.len(), self.deleted.len(), self.accounts.len());
         self.posts.retain(|_, post| post.indexed_at_us > through_us);
         self.deleted.retain(|_, at| *at > through_us);
-        let accounts = self.accounts.len();
         self.accounts.retain(|_, (at, _)| *at > through_us);
-        self.posts.len() != before || self.accounts.len() != accounts
+        (self.posts.len(), self.deleted.len(), self.accounts.len()) != before
     }
 
-    /// The posts to show: those of accounts the buffer does not hide.
-    fn visible(&self) -> Vec<Post> {
+    /// What the engine's hot tier is to hold: the posts (but those of accounts the buffer
+    /// hides), the deleted uris and the account states.
+    fn tier(&self) -> (Vec<Post>, Vec<String>, Vec<(String, bool)>) {
         let hidden = |did: &str| self.accounts.get(did).is_some_and(|(_, hides)| *hides);
-        self.posts.values().filter(|post| !hidden(&post.did)).cloned().collect()
+        (
+            self.posts.values().filter(|post| !hidden(&post.did)).cloned().collect(),
+            self.deleted.keys().cloned().collect(),
+            self.accounts.iter().map(|(did, (_, hides))| (did.clone(), *hides)).collect(),
+        )
     }
 }
 
@@ -215,7 +250,7 @@ pub async fn tail(
                 attempt = 0;
                 for (id, rows) in entries {
                     last_id = id;
-                    dirty |= buffered.add(rows, &state.live);
+                    dirty |= buffered.add(rows, &state.live, |did| engine.hides_author(did));
                 }
             }
             Err(error) => {
@@ -239,14 +274,16 @@ pub async fn tail(
             state.ingested_through_us.store(buffered.newest_us, Ordering::Relaxed);
         }
         if dirty && last_set.is_none_or(|at| at.elapsed() >= REFRESH) {
-            let posts = buffered.visible();
+            let (posts, deleted, accounts) = buffered.tier();
             let count = posts.len() as u64;
             let through = buffered.newest_us;
+            let version = version_name(&last_id, buffered.flushed_through_us);
             let engine = engine.clone();
-            match tokio::task::spawn_blocking(move || engine.set_hot(&posts)).await {
+            let set = move || engine.set_hot(HotTier { posts: &posts, deleted: &deleted, accounts: &accounts });
+            match tokio::task::spawn_blocking(set).await {
                 Ok(Ok(())) => {
                     state.posts.store(count, Ordering::Relaxed);
-                    state.version.fetch_add(1, Ordering::AcqRel);
+                    *state.version.lock().unwrap_or_else(|p| p.into_inner()) = version;
                     state.ingested_through_us.store(through, Ordering::Relaxed);
                     metrics::gauge!(crate::metrics::HOT_POSTS).set(count as f64);
                     dirty = false;

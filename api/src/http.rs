@@ -158,7 +158,7 @@ async fn graphql_ws(
     if in_headers.is_some()
         && let Err(refusal) = access.caller(in_headers.as_deref())
     {
-        return unauthenticated(refusal);
+        return unauthenticated(&shared, refusal);
     }
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
@@ -190,7 +190,7 @@ async fn graphql_handler(
 ) -> axum::response::Response {
     let mut caller = match shared.state.access.caller(crate::auth::Access::key_in_headers(&headers)) {
         Ok(caller) => caller,
-        Err(refusal) => return unauthenticated(refusal),
+        Err(refusal) => return unauthenticated(&shared, refusal),
     };
     if caller.client == crate::throttle::Client::Unknown
         && let Some(peer) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -232,10 +232,10 @@ async fn graphql_handler(
 }
 
 /// HTTP 401 with a GraphQL error saying why (`extensions.code`: `UNAUTHENTICATED`).
-fn unauthenticated(refusal: crate::auth::Refusal) -> axum::response::Response {
+fn unauthenticated(shared: &Shared, refusal: crate::auth::Refusal) -> axum::response::Response {
     metrics::counter!(m::GRAPHQL_REQUESTS, "operation" => "-", "outcome" => "unauthenticated").increment(1);
-    let body =
-        crate::error::refusal_body(crate::error::request_error(refusal.message(), crate::error::UNAUTHENTICATED));
+    let error = crate::error::request_error(refusal.message(), crate::error::UNAUTHENTICATED);
+    let body = crate::error::refusal_body(error, freshness(shared, shared.catalog.read().ok()).to_json());
     let headers = [
         (axum::http::header::CONTENT_TYPE, "application/json"),
         (axum::http::header::WWW_AUTHENTICATE, "Bearer"),
@@ -262,21 +262,17 @@ async fn cached_answer(
     mut request: async_graphql::Request,
     cost: Arc<crate::throttle::RequestCost>,
 ) -> Answer {
-    if let Err(persisted) = shared.state.cache.resolve_persisted(&mut request, &shared.state.access).await {
-        let body = crate::error::refusal_body(crate::error::request_error(persisted.message(), persisted.code()));
-        return Answer { body, ok: false, status: cache::Status::Bypass, retry_after: None };
-    }
     // A stat, unless a publish changed the catalog.
     let catalog = shared.catalog.read().ok();
-    let freshness = match &shared.state.hot {
-        Some(hot) => hot.freshness(),
-        None => {
-            let flushed = catalog.and_then(|c| c.flushed_through_us);
-            crate::hot::Freshness { ingested_through_us: flushed, flushed_through_us: flushed }
-        }
-    };
-    let extensions = Extensions { freshness: freshness.to_json().to_string(), cost };
+    let freshness = freshness(shared, catalog).to_json();
+    if let Err(persisted) = shared.state.cache.resolve_persisted(&mut request, &shared.state.access).await {
+        let error = crate::error::request_error(persisted.message(), persisted.code());
+        let body = crate::error::refusal_body(error, freshness);
+        return Answer { body, ok: false, status: cache::Status::Bypass, retry_after: None };
+    }
+    let extensions = Extensions { freshness: freshness.to_string(), cost };
     let hot_version = shared.state.hot.as_ref().map(|hot| hot.version());
+    let hot_version = hot_version.as_deref();
     let directives = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (no_cache, no_store) = (directives.contains("no-cache"), directives.contains("no-store"));
     let cache = &shared.state.cache;
@@ -332,6 +328,18 @@ async fn cached_answer(
             }
             cache.finish(leader, computed.keep.map(Arc::new));
             computed.answer
+        }
+    }
+}
+
+/// How fresh answers are now: what the hot tier holds, or where this process does not tail the
+/// buffer, what the files hold (`catalog`).
+fn freshness(shared: &Shared, catalog: Option<lake::catalog::CatalogState>) -> crate::hot::Freshness {
+    match &shared.state.hot {
+        Some(hot) => hot.freshness(),
+        None => {
+            let flushed = catalog.and_then(|c| c.flushed_through_us);
+            crate::hot::Freshness { ingested_through_us: flushed, flushed_through_us: flushed }
         }
     }
 }

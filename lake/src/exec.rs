@@ -67,8 +67,32 @@ pub struct Engine {
     too_common: Mutex<std::collections::HashSet<(PathBuf, crate::search::TextQuery)>>,
     /// Whether `hidden_authors` has rows (the `posts` view anti-joins it only then).
     hidden_present: AtomicBool,
+    /// The DIDs of `hidden_authors`, for callers that check posts one by one (live feeds).
+    hidden_dids: Mutex<Arc<std::collections::HashSet<String>>>,
     /// The hot tier: posts still in the buffer, in the table `hot_posts` (see [`Engine::set_hot`]).
     hot: Mutex<HotRange>,
+    /// Whether the hot tier's deletes (`hot_deletes`) and account states (`hot_accounts`) have
+    /// rows: the `posts` view applies them only then.
+    hot_overlay: Mutex<(bool, bool)>,
+}
+
+/// What the Redis buffer holds that the lake's files do not yet: posts, deletes and account
+/// states. [`Engine::set_hot`] answers them with the files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HotTier<'a> {
+    pub posts: &'a [Post],
+    /// Deleted posts' uris: they leave every answer, files' posts included.
+    pub deleted: &'a [String],
+    /// Each DID's latest account state in the buffer, and whether it hides the DID's posts:
+    /// it overrides the lake's (a takedown hides, a reactivation shows again).
+    pub accounts: &'a [(String, bool)],
+}
+
+impl<'a> HotTier<'a> {
+    /// A hot tier of posts alone.
+    pub fn posts(posts: &'a [Post]) -> HotTier<'a> {
+        HotTier { posts, ..HotTier::default() }
+    }
 }
 
 /// What the hot tier holds: the ranges of its two clocks, UTC microseconds (none when empty).
@@ -185,6 +209,34 @@ struct Snapshot {
     post_bytes: u64,
 }
 
+/// Replaces the hot tier's table `name` (of `columns`) by `rows` rows that `fill` appends, in
+/// one step for the statements reading it; emptied (not dropped, a statement may have listed
+/// it) when there are none and it `existed`.
+fn replace_hot_table(
+    base: &Connection,
+    name: &str,
+    columns: &str,
+    existed: bool,
+    rows: usize,
+    fill: impl FnOnce(&mut duckdb::Appender<'_>) -> duckdb::Result<()>,
+) -> Result<()> {
+    if rows == 0 {
+        if existed {
+            base.execute_batch(&format!("DELETE FROM {name}"))?;
+        }
+        return Ok(());
+    }
+    base.execute_batch(&format!("CREATE OR REPLACE TABLE {name}_rows ({columns})"))?;
+    let mut appender = base.appender(&format!("{name}_rows"))?;
+    fill(&mut appender)?;
+    appender.flush()?;
+    drop(appender);
+    base.execute_batch(&format!(
+        "CREATE OR REPLACE TABLE {name} AS SELECT DISTINCT * FROM {name}_rows; DROP TABLE {name}_rows;"
+    ))?;
+    Ok(())
+}
+
 /// One table's view, over the files of a snapshot. A table with no files yet gets an empty
 /// typed view.
 struct TableView {
@@ -275,7 +327,9 @@ impl Engine {
             text_index_uses: std::sync::atomic::AtomicU64::new(0),
             too_common: Mutex::new(std::collections::HashSet::new()),
             hidden_present: AtomicBool::new(false),
+            hidden_dids: Mutex::new(Arc::new(std::collections::HashSet::new())),
             hot: Mutex::new(HotRange::default()),
+            hot_overlay: Mutex::new((false, false)),
         };
         engine.refresh_views(Refresh::IfMoved)?;
         Ok(engine)
@@ -322,8 +376,12 @@ impl Engine {
             base.execute("DELETE FROM hot_posts WHERE indexed_at <= make_timestamp(?)", [through])?;
         }
         base.execute_batch(ACCOUNT_TABLES)?;
-        let hidden: i64 = base.query_row("SELECT count(*) FROM hidden_authors", [], |row| row.get(0))?;
-        self.hidden_present.store(hidden > 0, Ordering::Release);
+        let hidden: std::collections::HashSet<String> = base
+            .prepare("SELECT did FROM hidden_authors")?
+            .query_map([], |row| row.get(0))?
+            .collect::<duckdb::Result<_>>()?;
+        self.hidden_present.store(!hidden.is_empty(), Ordering::Release);
+        *self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(hidden);
         self.create_posts_view(&base)?;
         let posts = &listed[0];
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
@@ -352,14 +410,26 @@ impl Engine {
     }
 
     /// The live posts of `files` (a relation of stored posts), with the hot tier's when it holds
-    /// posts and `with_hot`: less deleted posts and hidden accounts' when there are any.
+    /// posts and `with_hot`: less deleted posts and hidden accounts' when there are any, the
+    /// hot tier's deletes and account states included when `with_hot`.
     fn live_posts_sql(&self, files: &str, with_hot: bool) -> String {
         let hot = with_hot && !self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let (hot_deletes, hot_accounts) =
+            if with_hot { *self.hot_overlay.lock().unwrap_or_else(|p| p.into_inner()) } else { (false, false) };
         let mut hidden = String::new();
         if self.tables[1].reads_files.load(Ordering::Acquire) {
             hidden.push_str(" ANTI JOIN deletes AS d ON d.uri = p.uri");
         }
-        if self.hidden_present.load(Ordering::Acquire) {
+        if hot_deletes {
+            hidden.push_str(" ANTI JOIN hot_deletes AS hd ON hd.uri = p.uri");
+        }
+        if hot_accounts {
+            // The buffer's account state is newer than the lake's: it decides for its DIDs.
+            hidden.push_str(
+                " ANTI JOIN (SELECT did FROM hidden_authors ANTI JOIN hot_accounts USING (did) \
+                 UNION ALL SELECT did FROM hot_accounts WHERE hides) AS h ON h.did = p.did",
+            );
+        } else if self.hidden_present.load(Ordering::Acquire) {
             hidden.push_str(" ANTI JOIN hidden_authors AS h ON h.did = p.did");
         }
         let hot = if hot { " UNION ALL BY NAME SELECT * FROM hot_posts" } else { "" };
@@ -488,8 +558,10 @@ impl Engine {
     }
 
     /// Sets the hot tier: posts still in the buffer (not in any file yet), answered with the
-    /// files' from now on. The caller leaves out posts the files have, copies and deleted posts.
-    pub fn set_hot(&self, posts: &[Post]) -> Result<()> {
+    /// files' from now on, and the buffer's deletes and account states, applied to both.
+    /// The caller leaves out posts the files have, copies and deleted posts.
+    pub fn set_hot(&self, hot: HotTier<'_>) -> Result<()> {
+        let posts = hot.posts;
         self.refresh_views(Refresh::IfMoved)?;
         // Held throughout (before `base`, as in `refresh_views`): the snapshot cannot move
         // between the filter below and the new table.
@@ -542,8 +614,22 @@ impl Engine {
                  DROP TABLE hot_posts_rows;",
             )?;
         }
+        let overlay_was = *self.hot_overlay.lock().unwrap_or_else(|p| p.into_inner());
+        replace_hot_table(&base, "hot_deletes", "uri VARCHAR", overlay_was.0, hot.deleted.len(), |appender| {
+            hot.deleted.iter().try_for_each(|uri| appender.append_row([uri]))
+        })?;
+        replace_hot_table(
+            &base,
+            "hot_accounts",
+            "did VARCHAR, hides BOOLEAN",
+            overlay_was.1,
+            hot.accounts.len(),
+            |a| hot.accounts.iter().try_for_each(|(did, hides)| a.append_row(duckdb::params![did, hides])),
+        )?;
+        let overlay = (!hot.deleted.is_empty(), !hot.accounts.is_empty());
         *self.hot.lock().unwrap_or_else(|p| p.into_inner()) = range;
-        if was_empty != posts.is_empty() {
+        *self.hot_overlay.lock().unwrap_or_else(|p| p.into_inner()) = overlay;
+        if was_empty != posts.is_empty() || overlay != overlay_was {
             self.create_posts_view(&base)?;
         }
         if posts.is_empty() && !was_empty {
@@ -551,6 +637,11 @@ impl Engine {
             base.execute_batch("DELETE FROM hot_posts")?;
         }
         Ok(())
+    }
+
+    /// Whether the lake's account states hide `did`'s posts (the buffer's are the caller's).
+    pub fn hides_author(&self, did: &str) -> bool {
+        self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()).contains(did)
     }
 
     /// What the hot tier holds now.

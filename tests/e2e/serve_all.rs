@@ -288,7 +288,7 @@ fn live_posts_stream_matching_posts_as_they_arrive() {
     .unwrap();
     let url = format!("{}/graphql/ws", app.base_url.replace("http://", "ws://"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (received, socket) = runtime.block_on(async {
+    let (received, mut socket) = runtime.block_on(async {
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
@@ -314,12 +314,146 @@ fn live_posts_stream_matching_posts_as_they_arrive() {
     let mut sorted = received.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, expected, "each English post once, as it arrived");
+    // Exactly those: once the hot tier holds the whole fixture, nothing more comes.
+    let newest = newest_event_in(&sample);
+    wait_until_ingested_through(&app, newest);
+    let (extra, mut socket) = runtime.block_on(async move {
+        (tokio::time::timeout(Duration::from_millis(1500), read_json(&mut socket)).await.ok(), socket)
+    });
+    assert_eq!(extra, None, "no post beyond the matching ones");
     let data = app.query("{ lake { posts } }", json!({}));
     assert_eq!(data["lake"]["posts"], json!(0), "before any flush");
     let metrics = app.get("/metrics").text().unwrap();
     assert!(metrics.contains("skyglass_live_subscribers 1"), "{metrics}");
-    drop(socket);
+    runtime.block_on(async { socket.close(None).await.ok() });
     drop(runtime);
+    assert!(app.stop().success());
+}
+
+/// The newest event time in a fixture file, UTC microseconds.
+fn newest_event_in(file: &std::path::Path) -> i64 {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|event| event["time_us"].as_i64())
+        .max()
+        .unwrap()
+}
+
+/// Waits until `app`'s answers include every event up to `time_us` (`extensions.freshness`).
+fn wait_until_ingested_through(app: &App, time_us: i64) {
+    poll(Duration::from_secs(20), || {
+        let answer = app.request("{ lake { posts } }", json!({}));
+        let ingested = answer["extensions"]["freshness"]["ingestedThrough"].as_str().map(str::to_owned)?;
+        let ingested = chrono::DateTime::parse_from_rfc3339(&ingested).unwrap().timestamp_micros();
+        (ingested >= time_us).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the hot tier never reached {time_us}"));
+}
+
+/// A delete or a takedown that reaches the buffer hides the posts the lake already holds before
+/// the next flush, from `posts` and from live feeds alike; a post of an account taken down
+/// streams to no one.
+#[test]
+fn deletes_and_takedowns_in_the_buffer_hide_flushed_posts_before_the_next_flush() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let sample = skyglass_tests::fixtures_dir().join("jetstream_sample.jsonl");
+    assert!(skyglass_tests::ingest_once(lake.path(), &redis.url(), &sample).status.success());
+    let in_lake = crate::expected::posts_in(&sample);
+    // The author with the most posts is taken down; a post of another is deleted.
+    let mut authors: Vec<&str> = in_lake.iter().map(|p| p.did.as_str()).collect();
+    authors.sort_unstable();
+    let victim = *authors.iter().max_by_key(|did| authors.iter().filter(|d| d == did).count()).unwrap();
+    let deleted = in_lake.iter().find(|p| p.did != victim).unwrap();
+    let other = in_lake.iter().find(|p| p.did != victim && p.uri != deleted.uri).unwrap().did.clone();
+    let victims_posts = in_lake.iter().filter(|p| p.did == victim).count();
+    assert!(victims_posts >= 2, "{victim} has {victims_posts}");
+
+    let start = newest_event_in(&sample) + 1_000_000;
+    let at = |n: i64| start + n * 1_000_000;
+    let post = |did: &str, rkey: &str, time_us: i64| {
+        json!({"did": did, "time_us": time_us, "kind": "commit", "commit": {
+            "rev": "3lzz", "operation": "create", "collection": "app.bsky.feed.post", "rkey": rkey, "cid": "bafyreilate",
+            "record": {"$type": "app.bsky.feed.post", "text": "late news", "langs": ["en"],
+                       "createdAt": crate::expected::rfc3339(time_us)}}})
+        .to_string()
+    };
+    let rkey_of_deleted = deleted.uri.rsplit('/').next().unwrap();
+    let events = [
+        json!({"did": victim, "time_us": at(0), "kind": "account",
+               "account": {"active": false, "did": victim, "seq": 900, "status": "takendown",
+                           "time": crate::expected::rfc3339(at(0))}})
+        .to_string(),
+        json!({"did": deleted.did, "time_us": at(1), "kind": "commit",
+               "commit": {"rev": "3lzz", "operation": "delete", "collection": "app.bsky.feed.post", "rkey": rkey_of_deleted}})
+        .to_string(),
+        post(victim, "3kzz801", at(2)),
+        post(&other, "3kzz802", at(3)),
+    ];
+    // Played to every connection once the gate opens (a reconnect replays them: ingest drops
+    // the copies).
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let stand_in = skyglass_tests::jetstream::JetstreamStandIn::start(events.to_vec(), gate);
+    let app = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--source"])
+            .arg(format!("jetstream:{}", stand_in.url)),
+    )
+    .unwrap();
+    const COUNT: &str = "{ posts(first: 1) { totalCount } lake { posts } }";
+    let before = app.query(COUNT, json!({}));
+    assert_eq!(before["posts"]["totalCount"], json!(in_lake.len()), "{before}");
+
+    // Subscribed before the events come.
+    let url = format!("{}/graphql/ws", app.base_url.replace("http://", "ws://"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut socket = runtime.block_on(async {
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        socket.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
+        assert_eq!(read_json(&mut socket).await["type"], json!("connection_ack"));
+        let query = "subscription { livePosts { uri } }";
+        let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+        socket.send(Message::text(subscribe.to_string())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        socket
+    });
+
+    open.send(true).unwrap();
+    wait_until_ingested_through(&app, at(3));
+    let expected = in_lake.len() - 1 - victims_posts + 1;
+    let after = poll(Duration::from_secs(10), || {
+        let data = app.query(COUNT, json!({}));
+        (data["posts"]["totalCount"] == json!(expected)).then_some(data)
+    })
+    .unwrap_or_else(|| {
+        let metrics = app.get("/metrics").text().unwrap();
+        let events: Vec<&str> = metrics.lines().filter(|l| l.contains("events") || l.contains("hot")).collect();
+        panic!("expected {expected} posts: {} {events:#?}", app.query(COUNT, json!({})))
+    });
+    assert_eq!(after["lake"]["posts"], json!(in_lake.len()), "nothing was flushed: {after}");
+    let one = app.query("query($uri: ID!) { post(uri: $uri) { uri } }", json!({"uri": deleted.uri}));
+    assert_eq!(one["post"], json!(null), "deleted since the flush: {one}");
+    let theirs =
+        app.query("query($did: ID!) { posts(filter: {authors: [$did]}) { totalCount } }", json!({"did": victim}));
+    assert_eq!(theirs["posts"]["totalCount"], json!(0), "taken down since the flush: {theirs}");
+
+    // The live feed got the other author's post alone.
+    let (first, extra) = runtime.block_on(async {
+        let first = read_json(&mut socket).await;
+        (first, tokio::time::timeout(Duration::from_millis(1500), read_json(&mut socket)).await.ok())
+    });
+    let other_uri = format!("at://{other}/app.bsky.feed.post/3kzz802");
+    assert_eq!(first["payload"]["data"]["livePosts"]["uri"], json!(other_uri), "{first}");
+    assert_eq!(extra, None, "the taken-down author's post streams to no one");
+    runtime.block_on(async { socket.close(None).await.ok() });
     assert!(app.stop().success());
 }
 

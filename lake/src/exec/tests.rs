@@ -265,6 +265,58 @@ fn accounts_carry_the_latest_handle_and_hide_posts_while_inactive() {
     assert_eq!(all_pages(&engine, &PostFilter::default(), PostOrder::Newest, 97).len() as u64, expected);
 }
 
+/// The buffer's deletes and account states apply to the files' posts and the hot tier's at
+/// once: a post deleted since the last flush leaves every answer, a takedown in the buffer hides
+/// an account, a reactivation there shows one the lake hides; the files alone stay as they are.
+#[test]
+fn the_hot_tiers_deletes_and_account_states_apply_to_every_post() {
+    use crate::model::AccountEvent;
+    let rows = rows();
+    let (dir, engine) = lake_with(&rows[..500]);
+    let hidden = AccountEvent {
+        did: "did:plc:a2".into(),
+        seen_at_us: DAY,
+        active: Some(false),
+        status: Some("takendown".into()),
+        ..AccountEvent::default()
+    };
+    crate::writer::write_rows(dir.path(), "accounts.parquet", vec![hidden]).unwrap();
+    crate::catalog::publish(dir.path(), 1).unwrap();
+    let all = PostFilter::default();
+    let count = |filter: &PostFilter| engine.summary(filter).unwrap().n_posts;
+    let lake_count = || engine.stats().unwrap().posts;
+    let of = |posts: &[Post], did: &str| posts.iter().filter(|p| p.did == did).count() as u64;
+    let files = &rows[..500];
+    assert!(of(files, "did:plc:a1") > 0 && of(files, "did:plc:a2") > 0, "the fixture has posts of both");
+    let base = 500 - of(files, "did:plc:a2");
+    assert_eq!(count(&all), base);
+    // As of the snapshot the last statement read.
+    assert!(engine.hides_author("did:plc:a2") && !engine.hides_author("did:plc:a1"));
+
+    let hot = &rows[500..];
+    let deleted = vec![files[3].uri.clone(), files[4].uri.clone(), hot[0].uri.clone()];
+    let live = |p: &Post| !deleted.contains(&p.uri);
+    // a1 taken down, a2 back: the buffer's word over the lake's.
+    let accounts = vec![("did:plc:a1".to_owned(), true), ("did:plc:a2".to_owned(), false)];
+    engine.set_hot(HotTier { posts: hot, deleted: &deleted, accounts: &accounts }).unwrap();
+    let everything: Vec<Post> = rows.iter().filter(|p| live(p) && p.did != "did:plc:a1").cloned().collect();
+    assert_eq!(count(&all), everything.len() as u64);
+    assert_eq!(all_pages(&engine, &all, PostOrder::Newest, 83), newest_first(&everything, |_| true));
+    let one = PostFilter { uris: vec![files[3].uri.clone()], ..PostFilter::default() };
+    assert_eq!(count(&one), 0, "deleted since the flush");
+    let a2 = PostFilter { authors: vec!["did:plc:a2".into()], ..PostFilter::default() };
+    assert_eq!(count(&a2), of(&everything, "did:plc:a2"), "reactivated in the buffer");
+    assert_eq!(lake_count(), base, "the files alone are as the lake says");
+
+    // Only deletes: the lake's hidden account is hidden again.
+    engine.set_hot(HotTier { posts: hot, deleted: &deleted, accounts: &[] }).unwrap();
+    let expected = rows.iter().filter(|p| live(p) && p.did != "did:plc:a2").count() as u64;
+    assert_eq!(count(&all), expected);
+    // Emptied: as before.
+    engine.set_hot(HotTier::default()).unwrap();
+    assert_eq!(count(&all), base);
+}
+
 #[test]
 fn a_copy_that_slipped_into_the_lake_is_not_listed_twice_in_pages() {
     // The flusher keeps copies out (lake::unique); pages skip one anyway, across page ends.
@@ -295,7 +347,7 @@ fn the_hot_tier_answers_with_the_files_until_it_is_emptied() {
         post.created_at_us = 20_005 * DAY + n as i64;
         post.embed_type = EmbedType::Images;
     }
-    engine.set_hot(&hot).unwrap();
+    engine.set_hot(HotTier::posts(&hot)).unwrap();
     assert!(!take_touched().hot);
     assert_eq!(count(&everything), 600);
     assert_eq!(take_touched(), Touched { hot: true, today: true }, "an open range reads the hot tier and today");
@@ -314,9 +366,9 @@ fn the_hot_tier_answers_with_the_files_until_it_is_emptied() {
     assert_eq!(tops[0].posts, rust);
 
     // Replaced, then emptied.
-    engine.set_hot(&hot[..10]).unwrap();
+    engine.set_hot(HotTier::posts(&hot[..10])).unwrap();
     assert_eq!(count(&everything), 510);
-    engine.set_hot(&[]).unwrap();
+    engine.set_hot(HotTier::default()).unwrap();
     assert_eq!(count(&everything), 500);
     assert_eq!(engine.hot_range(), HotRange::default());
 
@@ -324,13 +376,13 @@ fn the_hot_tier_answers_with_the_files_until_it_is_emptied() {
     // it listed before (the posts count once, from the hot tier); from the publish on, they
     // count once, from the file, before the hot tier is told, and a stale hot set cannot bring
     // them back.
-    engine.set_hot(&hot).unwrap();
+    engine.set_hot(HotTier::posts(&hot)).unwrap();
     write_posts(dir.path(), "c.parquet", hot.clone()).unwrap();
     assert_eq!(count(&everything), 600);
     let through = hot.iter().map(|p| p.indexed_at_us).max();
     crate::catalog::publish_flush(dir.path(), 1, through).unwrap();
     assert_eq!(count(&everything), 600);
-    engine.set_hot(&hot).unwrap();
+    engine.set_hot(HotTier::posts(&hot)).unwrap();
     assert_eq!(count(&everything), 600);
     assert_eq!(engine.hot_range(), HotRange::default());
 }

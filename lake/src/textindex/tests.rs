@@ -325,8 +325,8 @@ fn the_index_path_answers_exactly_as_the_scan() {
     );
     let hot = Post { uri: uri(9_999), text: "Rust 水の音 🦋 hot".into(), ..posts_of(&texts)[399].clone() };
     let hot = Post { created_at_us: hot.created_at_us + 10, indexed_at_us: hot.indexed_at_us + 10, ..hot };
-    a.set_hot(std::slice::from_ref(&hot)).unwrap();
-    b.set_hot(std::slice::from_ref(&hot)).unwrap();
+    a.set_hot(crate::exec::HotTier::posts(std::slice::from_ref(&hot))).unwrap();
+    b.set_hot(crate::exec::HotTier::posts(std::slice::from_ref(&hot))).unwrap();
 
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
         cases: 80,
