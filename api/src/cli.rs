@@ -49,7 +49,10 @@ pub enum Command {
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Run an export now: one declared in the config file's [[export]] tables (for the period
-    /// that ended last), or an ad-hoc query into a file.
+    /// that ended last), or an ad-hoc query into a file. Exit status of a declared export: 0
+    /// when written, and when a run exported the period already (it says so; --force runs it
+    /// again); 75 when another run holds the period's lock now (try again later); 1 when it
+    /// failed.
     Export(ExportArgs),
     /// Write a synthetic lake straight through the lake writer (scale tiers, benchmarks).
     Generate(GenerateArgs),
@@ -145,11 +148,55 @@ pub struct ExportArgs {
     /// The ad-hoc export's file (its manifest goes beside it, as FILE.manifest.json).
     #[arg(long, requires = "query")]
     pub out: Option<PathBuf>,
+    /// Run the period even when a run exported it already (it writes the same bytes over an
+    /// unchanged lake).
+    #[arg(long, requires = "name")]
+    pub force: bool,
     #[command(flatten)]
     pub lake: LakeArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
+    #[command(flatten)]
+    pub export_runs: ExportRunArgs,
 }
+
+/// How declared exports are locked and retried (`serve` and `skyglass export NAME`).
+#[derive(Args, Debug, Clone)]
+pub struct ExportRunArgs {
+    /// How long an export run's lock lasts without renewal (it is renewed every third of it):
+    /// a killed run holds its period this long.
+    #[arg(long, env = "SKYGLASS_EXPORT_LEASE", default_value = "60s", value_parser = parse_positive_duration)]
+    pub export_lease: Duration,
+    /// The first wait before a failed scheduled export run is tried again; it doubles up to 60
+    /// times itself, until the next period is due.
+    #[arg(long, env = "SKYGLASS_EXPORT_RETRY_BACKOFF", default_value = "30s", value_parser = parse_positive_duration)]
+    pub export_retry_backoff: Duration,
+}
+
+impl ExportRunArgs {
+    pub fn settings(&self) -> crate::export::Settings {
+        crate::export::Settings { lease: self.export_lease, retry_backoff: self.export_retry_backoff }
+    }
+}
+
+/// A process end with an exit status of its own (not 1), and the line that says why.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// `skyglass export NAME`'s status when another run holds the period's lock: EX_TEMPFAIL of
+/// sysexits.h, "try again later".
+pub const EXIT_BUSY: u8 = 75;
 
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
@@ -435,6 +482,8 @@ pub struct ServeArgs {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub flush: FlushArgs,
+    #[command(flatten)]
+    pub export_runs: ExportRunArgs,
 }
 
 /// An origin for CORS: `*`, or a scheme and host (and port) with nothing after.
@@ -449,6 +498,11 @@ fn parse_origin(text: &str) -> Result<String, String> {
     } else {
         Err(format!("`{text}` is not an origin like https://app.example.org (scheme and host, no path), or *"))
     }
+}
+
+/// A duration above zero.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).and_then(|d| if d.is_zero() { Err(format!("`{text}` must be above zero")) } else { Ok(d) })
 }
 
 /// Parses durations like `500ms`, `30s`, `5m`, `1h`, `1d`.
@@ -521,6 +575,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            if let Some(exit) = error.downcast_ref::<Exit>() {
+                eprintln!("skyglass: {exit}");
+                return ExitCode::from(exit.code);
+            }
             tracing::error!(error = format!("{error:#}"), "skyglass failed");
             eprintln!("skyglass: {error:#}");
             ExitCode::FAILURE

@@ -387,7 +387,8 @@ mod tests {
         }
     }
 
-    /// The example's exports load (the four the README promises), and a bad one is refused
+    /// The example's exports load (the five the README promises, each with its time zone), and
+    /// a bad one is refused
     /// in one line naming it.
     #[test]
     fn the_example_exports_load_and_bad_ones_are_refused() {
@@ -396,7 +397,20 @@ mod tests {
         let types = crate::export::table::SchemaTypes::skyglass();
         let specs = crate::export::spec::load(resolved.exports.as_ref().unwrap(), &types).unwrap();
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["posts-per-language-daily", "activity-hourly", "top-hashtags-daily", "top-authors-daily"]);
+        assert_eq!(
+            names,
+            [
+                "posts-per-language-daily",
+                "activity-hourly",
+                "top-hashtags-daily",
+                "top-authors-daily",
+                "top-hashtags-rolling-week"
+            ]
+        );
+        let raw = std::fs::read_to_string(&path).unwrap();
+        let tables = raw.parse::<toml::Table>().unwrap()["export"].as_array().unwrap().clone();
+        assert!(tables.iter().all(|t| t.get("time_zone").is_some()), "every example names its time zone");
+        assert_eq!(specs[4].relative.len(), 2, "the rolling week's variables are relative times");
 
         let bad = |extra: &str| {
             let text = format!(

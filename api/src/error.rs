@@ -11,6 +11,8 @@ pub const OVERLOADED: &str = "OVERLOADED";
 pub const FORBIDDEN: &str = "FORBIDDEN";
 pub const CONFLICT: &str = "CONFLICT";
 pub const EXPORT_FAILED: &str = "EXPORT_FAILED";
+/// `runExport` of a period a run exported already (without `force`).
+pub const ALREADY_DONE: &str = "ALREADY_DONE";
 pub const TOO_SLOW: &str = "TOO_SLOW";
 /// No key where one is needed, or a key the server does not know (HTTP 401).
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
@@ -57,6 +59,11 @@ pub fn forbidden(message: impl Into<String>) -> async_graphql::Error {
 /// Someone else is doing it now.
 pub fn conflict(message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", CONFLICT))
+}
+
+/// The work was done already; nothing ran.
+pub fn already_done(message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", ALREADY_DONE))
 }
 
 /// An export ran and failed: the reason is the operator's to read (the query's error, a full

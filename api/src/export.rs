@@ -1,12 +1,14 @@
 //! Aggregate exports: a GraphQL query, run for a period on a schedule, written as a file.
 //!
 //! Each run covers one [`Window`] of its export's period. It takes a Redis lock with a lease
-//! for that export and period (so one replica runs it), answers the query through the schema
-//! (at one lake generation: if a flush lands midway, it answers again), writes the rows in the
-//! export's format atomically (temp, fsync, rename), then a manifest beside them, and marks the
-//! period done in Redis. A re-run of a period over an unchanged lake writes the same bytes.
-//! Failed scheduled runs retry with backoff until the next period is due. The last run of each
-//! export is kept in Redis for the `exports` query and in metrics.
+//! for that export and period (so one replica runs it), checks again that no run finished the
+//! period meanwhile, removes what dead runs of the period left, answers the query through the
+//! schema (at one lake generation: if a flush lands midway, it answers again), writes the data
+//! file and its manifest under temporary names of its own, confirms it still holds the lock,
+//! renames both into place and marks the period done in Redis. A re-run of a period over an
+//! unchanged lake writes the same bytes. Failed scheduled runs retry with backoff until the
+//! next period is due. The last run of each export is kept in Redis for the `exports` query
+//! and in metrics.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,29 +19,48 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::graphql::{self, QueryRunner, SkyglassSchema};
 use crate::metrics as m;
 use crate::redis_link::RedisLink;
 
+mod answer;
+pub mod file;
+pub mod lock;
+pub mod manifest;
+pub mod relative;
+mod schedule;
 pub mod spec;
 pub mod table;
 
+pub use manifest::{Manifest, ManifestLake, ManifestPeriod};
 pub use spec::{ExportSpec, Format, Window};
 
-/// How long a run's lock lasts without renewal (a crashed runner frees it this fast).
-const LEASE: Duration = Duration::from_secs(60);
 /// How long Redis remembers that a period was exported.
 const DONE_SECONDS: u64 = 40 * 86_400;
-/// Retries of a failed scheduled run wait this long, doubling up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(30);
-const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// Retries wait at most this many times the first backoff.
+const MAX_BACKOFF_FACTOR: u32 = 60;
 /// How often a run answers again when the lake changed while it answered.
 const GENERATION_TRIES: usize = 3;
 /// The page size exports may ask for (they are the operator's queries, not clients').
 pub const EXPORT_MAX_PAGE_SIZE: i32 = 10_000;
+
+/// How runs are locked and retried (`--export-lease`, `--export-retry-backoff`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a run's lock lasts without renewal: a killed runner frees it this fast.
+    pub lease: Duration,
+    /// The first wait before a failed scheduled run is tried again; it doubles up to
+    /// [`MAX_BACKOFF_FACTOR`] times itself.
+    pub retry_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { lease: Duration::from_secs(60), retry_backoff: Duration::from_secs(30) }
+    }
+}
 
 /// What started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,21 +99,34 @@ pub struct RunRecord {
     pub file: Option<String>,
     pub error: Option<String>,
     pub generation: Option<u64>,
+    /// When a failed scheduled run is tried again; none when it is not.
+    #[serde(default)]
+    pub next_retry_at: Option<DateTime<Utc>>,
 }
 
-/// Why a run did not happen.
+/// Why a run wrote nothing.
 #[derive(Debug)]
 pub enum RunError {
-    /// Another instance holds this period's lock (it runs it).
+    /// Another run holds this period's lock (it runs it now).
     Busy,
-    Failed(String),
+    /// A run exported this period already (its manifest); `force` runs it again.
+    AlreadyDone(Box<Manifest>),
+    /// The run failed, as recorded.
+    Failed(Box<RunRecord>),
 }
 
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RunError::Busy => f.write_str("another instance is running this export period now"),
-            RunError::Failed(reason) => f.write_str(reason),
+            RunError::Busy => f.write_str("another run holds this export period's lock now"),
+            RunError::AlreadyDone(manifest) => write!(
+                f,
+                "this period was exported already, at {} ({} rows in {})",
+                spec::rfc3339(manifest.finished_at),
+                manifest.rows,
+                manifest.file
+            ),
+            RunError::Failed(record) => f.write_str(record.error.as_deref().unwrap_or("failed")),
         }
     }
 }
@@ -105,15 +139,9 @@ pub struct Exports {
     lake: PathBuf,
     redis: Arc<RedisLink>,
     prefix: String,
+    settings: Settings,
     /// The last run of each export seen by this process (when Redis cannot tell).
     last: Mutex<HashMap<String, RunRecord>>,
-}
-
-/// An answer to an export's query and the lake state it was computed at.
-struct Answer {
-    data: Value,
-    generation: u64,
-    last_flush_at_us: Option<i64>,
 }
 
 impl Exports {
@@ -123,6 +151,7 @@ impl Exports {
         lake: PathBuf,
         redis: Arc<RedisLink>,
         namespace: &str,
+        settings: Settings,
     ) -> Exports {
         let schema = graphql::build(
             Some(graphql::Services {
@@ -139,6 +168,7 @@ impl Exports {
             for outcome in [m::OUTCOME_OK, m::OUTCOME_ERROR] {
                 metrics::counter!(m::EXPORT_RUNS, "export" => spec.name.clone(), "outcome" => outcome).increment(0);
             }
+            metrics::counter!(m::EXPORT_RETRIES, "export" => spec.name.clone()).increment(0);
         }
         Exports {
             specs: specs.into_iter().map(Arc::new).collect(),
@@ -147,6 +177,7 @@ impl Exports {
             lake,
             redis,
             prefix: format!("{namespace}:export:"),
+            settings,
             last: Mutex::new(HashMap::new()),
         }
     }
@@ -159,34 +190,20 @@ impl Exports {
         self.specs.iter().find(|spec| spec.name == name)
     }
 
-    /// Runs one export for one period now: locked, written atomically, recorded.
+    fn key(&self, spec: &ExportSpec, window: &Window, what: &str) -> String {
+        format!("{}{}:{}:{what}", self.prefix, spec.name, window.label)
+    }
+
+    /// Runs one export for one period now: locked, written atomically, recorded. A period some
+    /// run exported already is left alone unless `force`.
     pub async fn run(
         &self,
         spec: &ExportSpec,
         window: &Window,
         trigger: Trigger,
         attempt: u32,
+        force: bool,
     ) -> Result<RunRecord, RunError> {
-        let lock_key = format!("{}{}:{}:lock", self.prefix, spec.name, window.label);
-        let token = lock_token();
-        let mut connection = self.redis.connection().await.ok_or_else(|| {
-            RunError::Failed("Redis cannot be reached, so the export lock cannot be taken".to_owned())
-        })?;
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(&lock_key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(LEASE.as_millis() as u64)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| RunError::Failed(format!("cannot take the export lock: {e}")))?;
-        if taken.is_none() {
-            return Err(RunError::Busy);
-        }
-        let renewal = tokio::spawn(renew(connection.clone(), lock_key.clone(), token.clone()));
-
-        let started_at = Utc::now();
         let mut record = RunRecord {
             period: window.label.clone(),
             period_start: window.start,
@@ -194,85 +211,120 @@ impl Exports {
             status: RunStatus::Running,
             trigger,
             attempt,
-            started_at,
+            started_at: Utc::now(),
             finished_at: None,
             rows: None,
             bytes: None,
             file: None,
             error: None,
             generation: None,
+            next_retry_at: None,
         };
+        let Some(connection) = self.redis.connection().await else {
+            let reason = "Redis cannot be reached, so the export lock cannot be taken".to_owned();
+            return Err(self.failed(spec, window, record, reason).await);
+        };
+        let mut lease = match lock::take(connection.clone(), self.key(spec, window, "lock"), self.settings.lease).await
+        {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Err(RunError::Busy),
+            Err(reason) => return Err(self.failed(spec, window, record, reason).await),
+        };
+        // Another replica may have finished the period between our look and our lock.
+        if !force && let Some(manifest) = self.done(spec, window).await {
+            lease.release().await;
+            return Err(RunError::AlreadyDone(Box::new(manifest)));
+        }
         self.record(&spec.name, &record).await;
         let span = tracing::info_span!("export", export = %spec.name, period = %window.label, ?trigger, attempt);
         let began = Instant::now();
-        let outcome = tracing::Instrument::instrument(self.write(spec, window, trigger), span).await;
+        let outcome = tracing::Instrument::instrument(self.write(spec, window, trigger, &mut lease), span).await;
         let seconds = began.elapsed().as_secs_f64();
-        renewal.abort();
-        let _: Result<i64, _> =
-            redis::Script::new(RELEASE).key(&lock_key).arg(&token).invoke_async(&mut connection).await;
-
-        record.finished_at = Some(Utc::now());
-        let labels = [("export", spec.name.clone())];
-        metrics::histogram!(m::EXPORT_DURATION, &labels).record(seconds);
-        match outcome {
-            Ok(manifest) => {
-                record.status = RunStatus::Succeeded;
-                record.rows = Some(manifest.rows);
-                record.bytes = Some(manifest.bytes);
-                record.file = Some(manifest.file.clone());
-                record.generation = Some(manifest.lake.generation);
-                let done_key = format!("{}{}:{}:done", self.prefix, spec.name, window.label);
-                let body = serde_json::to_string(&manifest).unwrap_or_default();
-                let _: Result<(), _> = redis::cmd("SET")
-                    .arg(&done_key)
-                    .arg(body)
-                    .arg("EX")
-                    .arg(DONE_SECONDS)
-                    .query_async(&mut connection)
-                    .await;
-                metrics::counter!(m::EXPORT_RUNS, "export" => spec.name.clone(), "outcome" => m::OUTCOME_OK)
-                    .increment(1);
-                metrics::gauge!(m::EXPORT_ROWS, &labels).set(manifest.rows as f64);
-                metrics::gauge!(m::EXPORT_BYTES, &labels).set(manifest.bytes as f64);
-                metrics::gauge!(m::EXPORT_LAST_SUCCESS, &labels).set(Utc::now().timestamp() as f64);
-                info!(export = %spec.name, period = %window.label, rows = manifest.rows, bytes = manifest.bytes, seconds, file = %manifest.file, "export written");
-                self.record(&spec.name, &record).await;
-                Ok(record)
-            }
+        metrics::histogram!(m::EXPORT_DURATION, "export" => spec.name.clone()).record(seconds);
+        let manifest = match outcome {
+            Ok(manifest) => manifest,
             Err(reason) => {
-                record.status = RunStatus::Failed;
-                record.error = Some(reason.clone());
-                metrics::counter!(m::EXPORT_RUNS, "export" => spec.name.clone(), "outcome" => m::OUTCOME_ERROR)
-                    .increment(1);
-                warn!(export = %spec.name, period = %window.label, attempt, error = %reason, "export failed");
-                self.record(&spec.name, &record).await;
-                Err(RunError::Failed(reason))
+                lease.release().await;
+                return Err(self.failed(spec, window, record, reason).await);
             }
-        }
+        };
+        let body = serde_json::to_string(&manifest).unwrap_or_default();
+        let mut connection = connection;
+        let _: Result<(), _> = redis::cmd("SET")
+            .arg(self.key(spec, window, "done"))
+            .arg(body)
+            .arg("EX")
+            .arg(DONE_SECONDS)
+            .query_async(&mut connection)
+            .await;
+        lease.release().await;
+        record.finished_at = Some(Utc::now());
+        record.status = RunStatus::Succeeded;
+        record.rows = Some(manifest.rows);
+        record.bytes = Some(manifest.bytes);
+        record.file = Some(manifest.file.clone());
+        record.generation = Some(manifest.lake.generation);
+        let labels = [("export", spec.name.clone())];
+        metrics::counter!(m::EXPORT_RUNS, "export" => spec.name.clone(), "outcome" => m::OUTCOME_OK).increment(1);
+        metrics::gauge!(m::EXPORT_ROWS, &labels).set(manifest.rows as f64);
+        metrics::gauge!(m::EXPORT_BYTES, &labels).set(manifest.bytes as f64);
+        metrics::gauge!(m::EXPORT_LAST_SUCCESS, &labels).set(Utc::now().timestamp() as f64);
+        info!(export = %spec.name, period = %window.label, rows = manifest.rows, bytes = manifest.bytes, seconds, file = %manifest.file, "export written");
+        self.record(&spec.name, &record).await;
+        Ok(record)
     }
 
-    /// Answers the query and writes the data file and its manifest.
-    async fn write(&self, spec: &ExportSpec, window: &Window, trigger: Trigger) -> Result<Manifest, String> {
+    /// Records a failed run and counts it.
+    async fn failed(&self, spec: &ExportSpec, window: &Window, mut record: RunRecord, reason: String) -> RunError {
+        record.finished_at = Some(Utc::now());
+        record.status = RunStatus::Failed;
+        record.error = Some(reason.clone());
+        metrics::counter!(m::EXPORT_RUNS, "export" => spec.name.clone(), "outcome" => m::OUTCOME_ERROR).increment(1);
+        warn!(export = %spec.name, period = %window.label, attempt = record.attempt, error = %reason, "export failed");
+        self.record(&spec.name, &record).await;
+        RunError::Failed(Box::new(record))
+    }
+
+    /// Removes what dead runs of the period left, answers the query, writes the data file and
+    /// its manifest, and renames both into place while the lock is still ours.
+    async fn write(
+        &self,
+        spec: &ExportSpec,
+        window: &Window,
+        trigger: Trigger,
+        lease: &mut lock::Lease,
+    ) -> Result<Manifest, String> {
         let file = spec.file_name(window);
-        self.produce(Job {
-            export: Some(spec.name.clone()),
-            period: Some(ManifestPeriod {
-                label: window.label.clone(),
-                description: spec.period.to_string(),
-                start: window.start,
-                end: window.end,
-                time_zone: spec.time_zone.name().to_owned(),
-            }),
-            query: &spec.query,
-            operation_name: spec.operation_name.as_deref(),
-            variables: spec.variables_for(window),
-            table: spec.table.clone(),
-            format: spec.format,
-            path: spec.destination.join(&file),
-            file,
-            trigger,
-        })
-        .await
+        let path = spec.destination.join(&file);
+        remove_stale_temporaries(&path, file::Stale::All).await;
+        let (manifest, staged) = self
+            .produce(Job {
+                export: Some(spec.name.clone()),
+                period: Some(ManifestPeriod {
+                    label: window.label.clone(),
+                    description: spec.period.to_string(),
+                    start: window.start,
+                    end: window.end,
+                    time_zone: spec.time_zone.name().to_owned(),
+                }),
+                query: &spec.query,
+                operation_name: spec.operation_name.as_deref(),
+                variables: spec.variables_for(window),
+                relative_variables: spec.relative.iter().map(|(k, v)| (k.clone(), v.text.clone())).collect(),
+                table: spec.table.clone(),
+                format: spec.format,
+                path,
+                file,
+                trigger,
+            })
+            .await?;
+        if !lease.confirm().await {
+            return Err("the export lock was lost before the files were renamed into place (its lease ran out, or \
+                        another run took it); nothing was published"
+                .to_owned());
+        }
+        publish(staged).await?;
+        Ok(manifest)
     }
 
     /// Runs an ad-hoc query (`skyglass export --query`) into `path`, with a manifest beside it.
@@ -283,51 +335,62 @@ impl Exports {
         format: Format,
         path: &Path,
     ) -> Result<Manifest, String> {
-        self.produce(Job {
-            export: None,
-            period: None,
-            query,
-            operation_name: None,
-            variables,
-            table: table::TablePlan::new(&table::SchemaTypes::skyglass(), query, None)?,
-            format,
-            path: path.to_path_buf(),
-            file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            trigger: Trigger::Command,
-        })
-        .await
+        remove_stale_temporaries(path, file::Stale::OfDeadProcesses).await;
+        let (manifest, staged) = self
+            .produce(Job {
+                export: None,
+                period: None,
+                query,
+                operation_name: None,
+                variables,
+                relative_variables: Default::default(),
+                table: table::TablePlan::new(&table::SchemaTypes::skyglass(), query, None)?,
+                format,
+                path: path.to_path_buf(),
+                file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                trigger: Trigger::Command,
+            })
+            .await?;
+        publish(staged).await?;
+        Ok(manifest)
     }
 
-    /// Answers a job's query, writes its rows, then its manifest (`<path>.manifest.json`).
-    async fn produce(&self, job: Job<'_>) -> Result<Manifest, String> {
+    /// Answers a job's query and writes its rows and its manifest (`<path>.manifest.json`)
+    /// under temporary names, ready to publish.
+    async fn produce(&self, job: Job<'_>) -> Result<(Manifest, Vec<file::Staged>), String> {
         let started_at = Utc::now();
         let answer = self.answer(job.query, job.operation_name, &job.variables).await?;
         let (table, format, path) = (job.table.clone(), job.format, job.path.clone());
-        let (rows, bytes, sha256) = tokio::task::spawn_blocking(move || -> Result<(u64, u64, String), String> {
-            let rows = table.rows(&answer.data);
-            let bytes = table.encode(&rows, format)?;
-            let checksum = hex(&Sha256::digest(&bytes));
-            write_atomically(&path, &bytes).map_err(|e| format!("cannot write {}: {e:#}", path.display()))?;
-            Ok((rows.len() as u64, bytes.len() as u64, checksum))
-        })
-        .await
-        .map_err(|e| format!("the export task failed: {e}"))??;
+        let (rows, bytes, sha256, data) =
+            tokio::task::spawn_blocking(move || -> Result<(u64, u64, String, file::Staged), String> {
+                let rows = table.rows(&answer.data);
+                let bytes = table.encode(&rows, format)?;
+                let checksum = hex(&Sha256::digest(&bytes));
+                let staged =
+                    file::Staged::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                Ok((rows.len() as u64, bytes.len() as u64, checksum, staged))
+            })
+            .await
+            .map_err(|e| format!("the export task failed: {e}"))??;
         let finished_at = Utc::now();
+        let micros = |us: Option<i64>| us.and_then(DateTime::from_timestamp_micros);
         let manifest = Manifest {
             export: job.export,
             period: job.period,
             query: job.query.to_owned(),
             operation_name: job.operation_name.map(str::to_owned),
             variables: Value::Object(job.variables),
+            relative_variables: job.relative_variables,
             format: job.format.extension().to_owned(),
             file: job.file,
             rows,
             bytes,
             sha256,
-            columns: columns_of(&job.table),
+            columns: manifest::columns_of(&job.table),
             lake: ManifestLake {
-                generation: answer.generation,
-                flushed_through: answer.last_flush_at_us.and_then(DateTime::from_timestamp_micros),
+                generation: answer.lake.generation,
+                flushed_through: micros(answer.lake.flushed_through_us),
+                last_flush_at: micros(answer.lake.last_flush_at_us),
             },
             trigger: job.trigger,
             started_at,
@@ -335,79 +398,32 @@ impl Exports {
             duration_seconds: (finished_at - started_at).num_milliseconds() as f64 / 1000.0,
             skyglass_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        let mut manifest_path = job.path.into_os_string();
-        manifest_path.push(".manifest.json");
-        let manifest_path = PathBuf::from(manifest_path);
+        let manifest_path = manifest_path(&job.path);
         let body = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
-        tokio::task::spawn_blocking(move || {
-            write_atomically(&manifest_path, &body)
-                .map_err(|e| format!("cannot write {}: {e:#}", manifest_path.display()))
+        let staged = tokio::task::spawn_blocking(move || {
+            file::Staged::write(&manifest_path, &body)
+                .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))
         })
         .await
         .map_err(|e| format!("the export task failed: {e}"))??;
-        Ok(manifest)
+        Ok((manifest, vec![data, staged]))
     }
 
-    /// Answers a query at one lake generation.
-    async fn answer(
-        &self,
-        query: &str,
-        operation_name: Option<&str>,
-        variables: &serde_json::Map<String, Value>,
-    ) -> Result<Answer, String> {
-        for _ in 0..GENERATION_TRIES {
-            let before = self.lake_state().await?;
-            let mut request = async_graphql::Request::new(query)
-                .variables(async_graphql::Variables::from_json(Value::Object(variables.clone())));
-            if let Some(name) = operation_name {
-                request = request.operation_name(name);
-            }
-            let request = graphql::with_loaders(request, &self.runner).data(crate::cache::Volatile::default());
-            let response = self.schema.execute(request).await;
-            if !response.errors.is_empty() {
-                let messages: Vec<String> = response
-                    .errors
-                    .iter()
-                    .map(|e| {
-                        let path: Vec<String> = e
-                            .path
-                            .iter()
-                            .map(|p| match p {
-                                async_graphql::PathSegment::Field(name) => name.clone(),
-                                async_graphql::PathSegment::Index(index) => index.to_string(),
-                            })
-                            .collect();
-                        if path.is_empty() { e.message.clone() } else { format!("{}: {}", path.join("."), e.message) }
-                    })
-                    .collect();
-                return Err(format!("the query failed: {}", messages.join("; ")));
-            }
-            let after = self.lake_state().await?;
-            if after.generation == before.generation {
-                let data = serde_json::to_value(&response.data).map_err(|e| e.to_string())?;
-                return Ok(Answer { data, generation: before.generation, last_flush_at_us: before.last_flush_at_us });
-            }
-        }
-        Err(format!("the lake changed while the query ran, {GENERATION_TRIES} times in a row; try again"))
-    }
-
-    async fn lake_state(&self) -> Result<lake::catalog::CatalogState, String> {
-        let lake = self.lake.clone();
-        tokio::task::spawn_blocking(move || lake::catalog::read_state(&lake))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read the lake catalog: {e}"))
-    }
-
-    /// Whether a period was exported already (by any instance).
-    async fn is_done(&self, spec: &ExportSpec, window: &Window) -> bool {
-        let key = format!("{}{}:{}:done", self.prefix, spec.name, window.label);
+    /// The manifest of a period some instance exported already: as Redis remembers it, else
+    /// beside the data file.
+    async fn done(&self, spec: &ExportSpec, window: &Window) -> Option<Manifest> {
         if let Some(mut connection) = self.redis.connection().await
-            && let Ok(true) = redis::cmd("EXISTS").arg(&key).query_async::<bool>(&mut connection).await
+            && let Ok(Some(body)) = redis::cmd("GET")
+                .arg(self.key(spec, window, "done"))
+                .query_async::<Option<String>>(&mut connection)
+                .await
+            && let Ok(manifest) = serde_json::from_str(&body)
         {
-            return true;
+            return Some(manifest);
         }
-        spec.destination.join(format!("{}.manifest.json", spec.file_name(window))).exists()
+        let path = manifest_path(&spec.destination.join(spec.file_name(window)));
+        let body = tokio::fs::read(path).await.ok()?;
+        serde_json::from_slice(&body).ok()
     }
 
     async fn record(&self, name: &str, record: &RunRecord) {
@@ -435,60 +451,6 @@ impl Exports {
         }
         self.last.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
-
-    /// Runs every export on its schedule until `stop`. On start, each exports the period of
-    /// its last scheduled time if no instance did (a restart does not skip a period).
-    pub fn spawn_schedules(self: &Arc<Self>, stop: watch::Receiver<bool>) {
-        for spec in &self.specs {
-            tokio::spawn(self.clone().schedule(spec.clone(), stop.clone()));
-        }
-    }
-
-    async fn schedule(self: Arc<Self>, spec: Arc<ExportSpec>, mut stop: watch::Receiver<bool>) {
-        let zone = spec.time_zone;
-        let mut fire = spec.schedule.last_at_or_before(Utc::now(), zone);
-        loop {
-            if let Some(at) = fire {
-                let window = spec.window_at(at);
-                if !self.run_until_done(&spec, &window, &mut stop).await {
-                    return;
-                }
-            }
-            let Some(next) = spec.schedule.next_after(Utc::now(), zone) else { return };
-            let wait = (next - Utc::now()).to_std().unwrap_or_default();
-            tokio::select! {
-                () = tokio::time::sleep(wait) => fire = Some(next),
-                _ = stop.wait_for(|stopping| *stopping) => return,
-            }
-        }
-    }
-
-    /// Runs a scheduled period until it is done, retrying with backoff until the next period
-    /// is due. False when stopping.
-    async fn run_until_done(&self, spec: &ExportSpec, window: &Window, stop: &mut watch::Receiver<bool>) -> bool {
-        let give_up_at = spec.schedule.next_after(Utc::now(), spec.time_zone);
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1.. {
-            if self.is_done(spec, window).await {
-                return true;
-            }
-            match self.run(spec, window, Trigger::Schedule, attempt).await {
-                Ok(_) | Err(RunError::Busy) => return true,
-                Err(RunError::Failed(_)) => {}
-            }
-            let retry_at = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
-            if give_up_at.is_some_and(|next| retry_at >= next) {
-                warn!(export = %spec.name, period = %window.label, attempt, "export still failing when its next period is due; leaving this period");
-                return true;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = stop.wait_for(|stopping| *stopping) => return false,
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-        true
-    }
 }
 
 /// One file to produce: a query's answer as rows in a format, and what its manifest says.
@@ -498,6 +460,7 @@ struct Job<'a> {
     query: &'a str,
     operation_name: Option<&'a str>,
     variables: serde_json::Map<String, Value>,
+    relative_variables: std::collections::BTreeMap<String, String>,
     table: table::TablePlan,
     format: Format,
     path: PathBuf,
@@ -505,108 +468,42 @@ struct Job<'a> {
     trigger: Trigger,
 }
 
-/// What a run wrote, beside its data file as `<file>.manifest.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    /// The export's name and period; none for an ad-hoc query.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub export: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub period: Option<ManifestPeriod>,
-    pub query: String,
-    pub operation_name: Option<String>,
-    /// The variables as run, the period's included.
-    pub variables: Value,
-    pub format: String,
-    /// The data file, relative to the destination.
-    pub file: String,
-    pub rows: u64,
-    pub bytes: u64,
-    /// SHA-256 of the data file, hex.
-    pub sha256: String,
-    pub columns: Vec<ManifestColumn>,
-    pub lake: ManifestLake,
-    pub trigger: Trigger,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub duration_seconds: f64,
-    pub skyglass_version: String,
+/// `<path>.manifest.json`.
+fn manifest_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".manifest.json");
+    PathBuf::from(name)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestPeriod {
-    pub label: String,
-    /// As declared (`yesterday`, `last 7 days`).
-    pub description: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    pub time_zone: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestColumn {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub list: bool,
-}
-
-/// The lake the answer was computed from: its generation, and the time of its last flush (what
-/// the buffer had reached the lake by).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestLake {
-    pub generation: u64,
-    pub flushed_through: Option<DateTime<Utc>>,
-}
-
-fn columns_of(table: &table::TablePlan) -> Vec<ManifestColumn> {
-    table
-        .columns
-        .iter()
-        .map(|c| ManifestColumn { name: c.name.clone(), kind: c.kind.name().to_owned(), list: c.list })
-        .collect()
-}
-
-/// Deletes the lock only while it is still ours.
-const RELEASE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-/// Extends the lease only while the lock is still ours.
-const RENEW: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
-
-/// Keeps a run's lease alive while it runs.
-async fn renew(mut connection: redis::aio::ConnectionManager, key: String, token: String) {
-    let script = redis::Script::new(RENEW);
-    loop {
-        tokio::time::sleep(LEASE / 3).await;
-        let renewed: Result<i64, _> =
-            script.key(&key).arg(&token).arg(LEASE.as_millis() as u64).invoke_async(&mut connection).await;
-        if !matches!(renewed, Ok(1)) {
-            warn!(key, "the export lock's lease could not be renewed");
-        }
+/// Removes the temporary files dead runs left of a data file and its manifest (a failure to
+/// look is logged: the write that follows reports what is wrong with the directory).
+async fn remove_stale_temporaries(path: &Path, which: file::Stale) {
+    let paths = [path.to_path_buf(), manifest_path(path)];
+    let removed = tokio::task::spawn_blocking(move || {
+        paths.iter().map(|p| file::remove_stale(p, which)).sum::<std::io::Result<usize>>()
+    })
+    .await;
+    match removed {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => info!(path = %path.display(), removed = n, "removed temporary files that dead export runs left"),
+        Ok(Err(error)) => warn!(path = %path.display(), %error, "cannot look for temporary files of dead export runs"),
+        Err(error) => warn!(%error, "the export task failed"),
     }
 }
 
-fn lock_token() -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{}-{n}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or_default())
+/// Renames staged files into place, in order (the data file, then its manifest).
+async fn publish(staged: Vec<file::Staged>) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
+        for file in staged {
+            let path = file.path().to_path_buf();
+            file.publish().map_err(|e| format!("cannot rename {} into place: {e}", path.display()))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| format!("the export task failed: {e}"))?
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `bytes` to `path` so that `path` is never partial: a temporary name beside it, fsync,
-/// rename, fsync of the directory. A temporary file left by a crash is overwritten by the next
-/// run of the same period.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    Ok(lake::writer::write_bytes_atomically(path, bytes)?)
 }

@@ -59,6 +59,8 @@ pub const EXPORT_ROWS: &str = "skyglass_export_rows";
 pub const EXPORT_BYTES: &str = "skyglass_export_bytes";
 /// When each export last succeeded (Unix seconds).
 pub const EXPORT_LAST_SUCCESS: &str = "skyglass_export_last_success_timestamp_seconds";
+/// Failed scheduled export runs that were set to be tried again, by export.
+pub const EXPORT_RETRIES: &str = "skyglass_export_retries_total";
 
 /// Outcomes of a GraphQL request or a compaction, the label of [`GRAPHQL_REQUESTS`] and
 /// [`COMPACTIONS`].
@@ -134,6 +136,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!(EXPORT_ROWS, "Rows of each export's last file");
     describe_gauge!(EXPORT_BYTES, Unit::Bytes, "Bytes of each export's last file");
     describe_gauge!(EXPORT_LAST_SUCCESS, "When each export last succeeded, Unix seconds");
+    describe_counter!(EXPORT_RETRIES, "Failed scheduled export runs set to be tried again, by export");
     ingest::metrics::describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }

@@ -160,7 +160,8 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
         let exports = (!exports.is_empty()).then(|| {
             let runner = QueryRunner::new(engine.clone(), 1, EXPORT_TIMEOUT);
             let namespace = &args.redis.redis_namespace;
-            let exports = Arc::new(Exports::new(exports, runner, lake.clone(), ops.redis.clone(), namespace));
+            let settings = args.export_runs.settings();
+            let exports = Arc::new(Exports::new(exports, runner, lake.clone(), ops.redis.clone(), namespace, settings));
             exports.spawn_schedules(stop.clone());
             info!(exports = exports.specs().len(), "export schedules started");
             exports
@@ -243,7 +244,8 @@ pub async fn export(args: ExportArgs, specs: Vec<ExportSpec>) -> anyhow::Result<
         .with_context(|| format!("failed to open lake {}", args.lake.lake.display()))?;
     let runner = QueryRunner::new(Arc::new(engine), 1, EXPORT_TIMEOUT);
     let redis = Arc::new(RedisLink::new(&args.redis.redis_url, Keys::new(&args.redis.redis_namespace)));
-    let exports = Exports::new(specs, runner, args.lake.lake.clone(), redis, &args.redis.redis_namespace);
+    let namespace = &args.redis.redis_namespace;
+    let exports = Exports::new(specs, runner, args.lake.lake.clone(), redis, namespace, args.export_runs.settings());
     if let Some(query_file) = &args.query {
         let query = std::fs::read_to_string(query_file)
             .with_context(|| format!("cannot read the query file {}", query_file.display()))?;
@@ -274,7 +276,7 @@ pub async fn export(args: ExportArgs, specs: Vec<ExportSpec>) -> anyhow::Result<
         Some(text) => export::spec::parse_time(text, spec.time_zone).map_err(|e| anyhow::anyhow!("--as-of: {e}"))?,
     };
     let window = spec.window_at(at);
-    match exports.run(spec, &window, Trigger::Command, 1).await {
+    match exports.run(spec, &window, Trigger::Command, 1, args.force).await {
         Ok(record) => {
             let file = spec.destination.join(record.file.unwrap_or_default());
             println!(
@@ -287,6 +289,18 @@ pub async fn export(args: ExportArgs, specs: Vec<ExportSpec>) -> anyhow::Result<
             );
             Ok(())
         }
+        Err(error @ export::RunError::AlreadyDone(_)) => {
+            println!(
+                "export {} {}: already done: {error}; nothing written (--force runs it again)",
+                spec.name, window.label
+            );
+            Ok(())
+        }
+        Err(error @ export::RunError::Busy) => Err(crate::cli::Exit {
+            code: crate::cli::EXIT_BUSY,
+            message: format!("export {} {}: busy: {error}; nothing written (try again later)", spec.name, window.label),
+        }
+        .into()),
         Err(error) => bail!("export {} {} failed: {error}", spec.name, window.label),
     }
 }

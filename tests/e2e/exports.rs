@@ -20,7 +20,7 @@ const TAGS: &str = "query ($since: DateTime!, $until: DateTime!) {
 const POSTS: &str = "query ($since: DateTime!, $until: DateTime!) {
   posts(first: 1000, filter: { since: $since, until: $until }) { nodes { uri text createdAt langs author { did } } } }";
 
-fn config(dir: &Path, out: &Path, exports: &[(&str, &str, &str, &str)]) -> PathBuf {
+pub(crate) fn config(dir: &Path, out: &Path, exports: &[(&str, &str, &str, &str)]) -> PathBuf {
     let mut text = String::new();
     for (name, query, period, format) in exports {
         text.push_str(&format!(
@@ -34,19 +34,19 @@ fn config(dir: &Path, out: &Path, exports: &[(&str, &str, &str, &str)]) -> PathB
     path
 }
 
-fn sha256(path: &Path) -> String {
+pub(crate) fn sha256(path: &Path) -> String {
     Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The one data file of an export and its manifest.
-fn exported(out: &Path, name: &str) -> (PathBuf, Value) {
+pub(crate) fn exported(out: &Path, name: &str) -> (PathBuf, Value) {
     let dir = out.join(name);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| !p.to_string_lossy().ends_with(".manifest.json"))
         .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files.len(), 1, "one data file, no temporary one: {files:?}");
     let data = files.remove(0);
     let manifest_path = PathBuf::from(format!("{}.manifest.json", data.display()));
     let manifest = serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
@@ -73,10 +73,24 @@ fn duckdb_rows(sql: &str, width: usize) -> Vec<Vec<Value>> {
     out
 }
 
-fn run_export(lake: &Path, redis: &RedisServer, config: &Path, name: &str, as_of: &str) {
-    let output =
-        skyglass(lake, &redis.url()).args(["export", name, "--as-of", as_of, "--config"]).arg(config).output().unwrap();
+/// Runs `skyglass export NAME --as-of AS_OF` (with `extra` flags), which must exit 0; its stdout.
+pub(crate) fn run_export(
+    lake: &Path,
+    redis: &RedisServer,
+    config: &Path,
+    name: &str,
+    as_of: &str,
+    extra: &[&str],
+) -> String {
+    let output = skyglass(lake, &redis.url())
+        .args(["export", name, "--as-of", as_of])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
     assert!(output.status.success(), "export {name}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]
@@ -100,7 +114,8 @@ fn exports_hold_the_graphql_answer_in_every_format_and_reruns_write_the_same_byt
     ];
     let config = config(work.path(), &out, &exports);
     for (name, ..) in &exports {
-        run_export(lake.path(), &redis, &config, name, &as_of);
+        let said = run_export(lake.path(), &redis, &config, name, &as_of, &[]);
+        assert!(said.starts_with("exported "), "{said}");
     }
     let app = App::serve_api(lake.path(), &redis.url()).unwrap();
     let generation = app.query("{ lake { generation } }", json!({}))["lake"]["generation"].clone();
@@ -115,7 +130,21 @@ fn exports_hold_the_graphql_answer_in_every_format_and_reruns_write_the_same_byt
         assert_eq!(manifest["sha256"], json!(sha256(&data)), "{name}");
         assert_eq!(manifest["lake"]["generation"], generation, "{name}");
         assert_eq!(manifest["variables"]["until"], json!(format!("{}", berlin_midnight_utc(&as_of))), "{name}");
-        let answer = app.query(query, manifest["variables"].clone());
+        assert_eq!(manifest["query"], json!(query), "{name}");
+        // The lake's event-time watermark, as the API states it; and when its last flush landed.
+        let response = app.request(query, manifest["variables"].clone());
+        let flushed_through = &response["extensions"]["freshness"]["flushedThrough"];
+        assert!(flushed_through.is_string(), "{response}");
+        assert_eq!(instant(&manifest["lake"]["flushedThrough"]), instant(flushed_through), "{name}");
+        // The publish time of the flush is the wall clock of the ingest a moment ago, not the
+        // fixture's event times.
+        let since_flush = chrono::Utc::now() - instant(&manifest["lake"]["lastFlushAt"]);
+        assert!(since_flush < chrono::Duration::minutes(10), "{name}: {manifest}");
+        assert_ne!(manifest["lake"]["lastFlushAt"], manifest["lake"]["flushedThrough"]);
+        let took = instant(&manifest["finishedAt"]) - instant(&manifest["startedAt"]);
+        let seconds = manifest["durationSeconds"].as_f64().unwrap();
+        assert!(seconds >= 0.0 && (seconds - took.num_milliseconds() as f64 / 1000.0).abs() < 0.002, "{manifest}");
+        let answer = response["data"].clone();
         let rows = match *name {
             "buckets" => {
                 let expected: Vec<Vec<Value>> = answer["timeBuckets"]
@@ -188,15 +217,23 @@ fn exports_hold_the_graphql_answer_in_every_format_and_reruns_write_the_same_byt
         first_bytes.push(std::fs::read(&data).unwrap());
     }
 
-    // The same periods again over the same lake: the same bytes.
+    // The same periods again: done, so left alone; and forced, over the same lake: the same bytes.
     for (name, ..) in &exports {
-        run_export(lake.path(), &redis, &config, name, &as_of);
+        let said = run_export(lake.path(), &redis, &config, name, &as_of, &[]);
+        assert!(said.contains("already done") && said.contains("--force"), "{said}");
+        let said = run_export(lake.path(), &redis, &config, name, &as_of, &["--force"]);
+        assert!(said.starts_with("exported "), "{said}");
     }
     for ((name, ..), before) in exports.iter().zip(&first_bytes) {
         let (data, _) = exported(&out, name);
         assert!(std::fs::read(&data).unwrap() == *before, "{name} changed on a re-run");
     }
     assert!(app.stop().success());
+}
+
+pub(crate) fn instant(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = value.as_str().unwrap_or_else(|| panic!("{value} is not a time"));
+    chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc()
 }
 
 /// The instant a Berlin calendar day begins, as the API writes it.
@@ -207,7 +244,7 @@ fn berlin_midnight_utc(date: &str) -> String {
     local.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-fn post_graphql(app: &App, token: Option<&str>, query: &str) -> Value {
+pub(crate) fn post_graphql(app: &App, token: Option<&str>, query: &str) -> Value {
     let client = reqwest::blocking::Client::new();
     let mut request = client.post(format!("{}/graphql", app.base_url)).json(&json!({ "query": query }));
     if let Some(token) = token {
@@ -316,7 +353,7 @@ fn serve_runs_exports_on_schedule_and_run_export_needs_the_admin_token_and_the_l
 
 /// A day of 10,000 posts with 2 KB texts that do not compress: an export of them is 20 MB,
 /// long enough to write that a kill lands midway.
-fn lake_of_long_posts(lake: &Path) {
+pub(crate) fn lake_of_long_posts(lake: &Path) {
     const DAY: i64 = 86_400_000_000;
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     let posts = (0..10_000_i64)

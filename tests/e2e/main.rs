@@ -9,6 +9,8 @@ mod compaction;
 mod config;
 mod crash;
 mod expected;
+mod export_files;
+mod export_runs;
 mod exports;
 mod ingest_and_query;
 mod layout;

@@ -2,13 +2,15 @@
 //! (a bad one stops the process with one line naming the export and the key), and the periods
 //! its runs cover.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use super::relative::{RelativeTime, local_midnight};
 use super::table::{SchemaTypes, TablePlan};
 
 /// The file formats an export writes.
@@ -63,8 +65,10 @@ pub struct ExportSpec {
     pub name: String,
     pub query: String,
     pub operation_name: Option<String>,
-    /// Fixed variables; the period's come on top at each run.
+    /// Fixed variables; the period's and the relative ones come on top at each run.
     pub variables: serde_json::Map<String, serde_json::Value>,
+    /// `DateTime` variables given as times relative to the run (`start of yesterday`), by name.
+    pub relative: BTreeMap<String, RelativeTime>,
     pub period: Period,
     pub schedule: Schedule,
     pub time_zone: Tz,
@@ -96,14 +100,23 @@ impl ExportSpec {
         let schedule_text = raw.schedule.unwrap_or_else(|| period.default_schedule().to_owned());
         let schedule = Schedule::parse(&schedule_text).map_err(|e| at("schedule", e))?;
         let table = TablePlan::new(types, &raw.query, raw.operation_name.as_deref()).map_err(|e| at("query", e))?;
-        let variables: serde_json::Map<String, serde_json::Value> = raw
-            .variables
-            .into_iter()
-            .map(|(key, value)| serde_json::to_value(value).map(|value| (key, value)))
-            .collect::<Result<_, _>>()
-            .map_err(|e| at("variables", e.to_string()))?;
+        let mut variables = serde_json::Map::new();
+        let mut relative = BTreeMap::new();
+        for (key, value) in raw.variables {
+            let value = serde_json::to_value(value).map_err(|e| at(&format!("variables.{key}"), e.to_string()))?;
+            // A `DateTime` variable may be relative to the run ("start of yesterday"); an RFC 3339
+            // time stays as it is.
+            if let (Some("DateTime"), Some(text)) = (table.variable_type(&key), value.as_str())
+                && DateTime::parse_from_rfc3339(text).is_err()
+            {
+                let time = RelativeTime::parse(text).map_err(|e| at(&format!("variables.{key}"), e))?;
+                relative.insert(key, time);
+                continue;
+            }
+            variables.insert(key, value);
+        }
         for filled in [SINCE, UNTIL, TIME_ZONE] {
-            if variables.contains_key(filled) && table.declares(filled) {
+            if (variables.contains_key(filled) || relative.contains_key(filled)) && table.declares(filled) {
                 return Err(at(
                     "variables",
                     format!("`{filled}` comes from the period and the time zone; remove it from `variables`"),
@@ -118,6 +131,7 @@ impl ExportSpec {
             query: raw.query,
             operation_name: raw.operation_name,
             variables,
+            relative,
             period,
             schedule,
             time_zone,
@@ -127,10 +141,15 @@ impl ExportSpec {
         })
     }
 
-    /// The variables of a run over `window`: the fixed ones, and `since`, `until` and
-    /// `timeZone` where the query declares them.
+    /// The variables of a run over `window`: the fixed ones, the relative ones resolved against
+    /// the window's end in the export's time zone, and `since`, `until` and `timeZone` where
+    /// the query declares them.
     pub fn variables_for(&self, window: &Window) -> serde_json::Map<String, serde_json::Value> {
         let mut variables = self.variables.clone();
+        for (name, time) in &self.relative {
+            let resolved = time.resolve(window.end, self.time_zone);
+            variables.insert(name.clone(), serde_json::Value::String(rfc3339(resolved)));
+        }
         let filled = [
             (SINCE, rfc3339(window.start)),
             (UNTIL, rfc3339(window.end)),
@@ -177,8 +196,8 @@ pub fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-/// A cron schedule (`minute hour day-of-month month day-of-week`), read in the export's time
-/// zone.
+/// A cron schedule (`minute hour day-of-month month day-of-week`, or six fields with the
+/// second first: `*/10 * * * * *`), read in the export's time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub text: String,
@@ -187,8 +206,15 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn parse(text: &str) -> Result<Schedule, String> {
-        let cron = croner::Cron::from_str(text).map_err(|e| {
-            format!("{text:?} is not a cron schedule like \"10 0 * * *\" (minute hour day month weekday): {e}")
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .year(croner::parser::Year::Disallowed)
+            .build();
+        let cron = parser.parse(text).map_err(|e| {
+            format!(
+                "{text:?} is not a cron schedule like \"10 0 * * *\" (minute hour day month weekday, or six \
+                 fields with the second first): {e}"
+            )
         })?;
         Ok(Schedule { text: text.to_owned(), cron })
     }
@@ -216,7 +242,7 @@ pub enum Unit {
 }
 
 impl Unit {
-    fn parse(word: &str) -> Option<Unit> {
+    pub(super) fn parse(word: &str) -> Option<Unit> {
         Some(match word.strip_suffix('s').unwrap_or(word) {
             "minute" => Unit::Minute,
             "hour" => Unit::Hour,
@@ -363,14 +389,6 @@ impl Period {
     }
 }
 
-/// The first instant of a local calendar day (later than midnight where a DST change skips it).
-fn local_midnight(date: NaiveDate, zone: Tz) -> DateTime<Utc> {
-    let midnight: NaiveDateTime = date.and_hms_opt(0, 0, 0).unwrap_or_default();
-    (0..=180)
-        .find_map(|minutes| zone.from_local_datetime(&(midnight + Duration::minutes(minutes))).earliest())
-        .map_or_else(|| Utc.from_utc_datetime(&midnight), |t| t.with_timezone(&Utc))
-}
-
 /// Reads a time given on the command line: RFC 3339, or a date (its midnight in `zone`).
 pub fn parse_time(text: &str, zone: Tz) -> Result<DateTime<Utc>, String> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
@@ -449,6 +467,39 @@ mod tests {
         assert_eq!(next, utc("2026-03-10T23:10:00Z"));
         assert_eq!(daily.last_at_or_before(next, Tz::Europe__Berlin), Some(next));
         assert!(Schedule::parse("every day").unwrap_err().contains("cron"));
+        // Six fields: seconds first.
+        let often = Schedule::parse("*/5 * * * * *").unwrap();
+        assert_eq!(often.next_after(utc("2026-03-10T12:00:01Z"), Tz::UTC), Some(utc("2026-03-10T12:00:05Z")));
+        assert!(Schedule::parse("0 0 0 * * * 2026").is_err(), "no year field");
+    }
+
+    fn spec(variables: &str) -> Result<ExportSpec, String> {
+        let text = format!(
+            "name = \"x\"\nquery = \"query ($from: DateTime!, $to: DateTime, $label: String) {{ topHashtags(filter: {{ since: $from, until: $to, textContains: $label }}) {{ tag }} }}\"\n\
+             period = \"yesterday\"\ntime_zone = \"America/New_York\"\nformat = \"csv\"\ndestination = \"/tmp\"\n{variables}"
+        );
+        let raw: RawExport = toml::from_str(&text).unwrap();
+        ExportSpec::from_raw(raw, &SchemaTypes::skyglass())
+    }
+
+    #[test]
+    fn datetime_variables_may_be_relative_to_the_period_end() {
+        let export = spec("variables = { from = \"start of 7 days ago\", to = \"now\", label = \"now\" }").unwrap();
+        // New York's yesterday of 2026-03-08, the spring change: it ends at EDT midnight.
+        let window = export.window_at(utc("2026-03-09T05:10:00Z"));
+        let variables = export.variables_for(&window);
+        assert_eq!(variables["from"], "2026-03-02T05:00:00Z");
+        assert_eq!(variables["to"], "2026-03-09T04:00:00Z");
+        assert_eq!(variables["label"], "now", "a String variable is never read as a time");
+        let fixed = spec("variables = { from = \"2026-01-01T00:00:00Z\" }").unwrap();
+        assert_eq!(fixed.variables_for(&window)["from"], "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_bad_relative_time_is_refused_naming_the_export_and_key() {
+        let error = spec("variables = { from = \"start of tomorrow\" }").unwrap_err();
+        assert!(error.starts_with("export `x`: `variables.from`: \"start of tomorrow\" is not a time"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
     }
 
     #[test]

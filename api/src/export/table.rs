@@ -131,7 +131,8 @@ pub struct TablePlan {
     root: String,
     rows: RowsAt,
     pub columns: Vec<Column>,
-    variables: HashSet<String>,
+    /// The variables the operation declares, with their types.
+    variables: HashMap<String, Type>,
 }
 
 /// Fragments nest at most this deep (a cycle is an error, not a stack overflow).
@@ -183,13 +184,26 @@ impl TablePlan {
                 return Err(format!("two selections make the column `{}`: give one an alias", column.name));
             }
         }
-        let variables = operation.variable_definitions.iter().map(|v| v.node.name.node.to_string()).collect();
+        let variables = operation
+            .variable_definitions
+            .iter()
+            .map(|v| (v.node.name.node.to_string(), v.node.var_type.node.clone()))
+            .collect();
         Ok(TablePlan { root: root.response_key().node.to_string(), rows, columns, variables })
     }
 
     /// Whether the query declares the variable `$name`.
     pub fn declares(&self, name: &str) -> bool {
-        self.variables.contains(name)
+        self.variables.contains_key(name)
+    }
+
+    /// The named type of a declared variable that is not a list (`DateTime` for `$since:
+    /// DateTime!`).
+    pub fn variable_type(&self, name: &str) -> Option<&str> {
+        match &self.variables.get(name)?.base {
+            BaseType::Named(named) => Some(named.as_str()),
+            BaseType::List(_) => None,
+        }
     }
 
     /// The rows of an answer's `data`.
@@ -491,6 +505,7 @@ mod tests {
             [("start", Kind::DateTime, false), ("group", Kind::Text, false), ("n", Kind::Int, false)]
         );
         assert!(buckets.declares("since") && !buckets.declares("until"));
+        assert_eq!(buckets.variable_type("since"), Some("DateTime"));
         let data = json!({"timeBuckets": [{"start": "2026-01-01T00:00:00Z", "group": null, "n": 3}]});
         assert_eq!(buckets.rows(&data).len(), 1);
 

@@ -9,7 +9,7 @@ use super::query::services;
 use super::scalars::DateTime;
 use crate::auth::Caller;
 use crate::error;
-use crate::export::{ExportSpec, RunError, RunRecord};
+use crate::export::{ExportSpec, RunError, RunRecord, RunStatus};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "crate::export::Format")]
@@ -51,7 +51,8 @@ impl Export {
     async fn period(&self) -> String {
         self.0.period.to_string()
     }
-    /// Cron: minute, hour, day of month, month, day of week, in `timeZone`.
+    /// Cron: minute, hour, day of month, month, day of week (or six fields, the second first),
+    /// in `timeZone`.
     async fn schedule(&self) -> &str {
         &self.0.schedule.text
     }
@@ -69,6 +70,13 @@ impl Export {
     async fn last_run(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ExportRun>> {
         let Some(exports) = &services(ctx)?.exports else { return Ok(None) };
         Ok(exports.last_run(&self.0.name).await.map(ExportRun::from))
+    }
+    /// When the latest run, a failed scheduled one, is tried again; null when none is due
+    /// (it succeeded, or the next period comes first).
+    async fn next_retry_at(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DateTime>> {
+        let Some(exports) = &services(ctx)?.exports else { return Ok(None) };
+        let last = exports.last_run(&self.0.name).await;
+        Ok(last.filter(|r| r.status == RunStatus::Failed).and_then(|r| r.next_retry_at).map(DateTime))
     }
 }
 
@@ -93,6 +101,8 @@ pub struct ExportRun {
     pub error: Option<String>,
     /// The lake generation the rows were computed at.
     pub generation: Option<u64>,
+    /// When this failed scheduled run is tried again; null when it is not.
+    pub next_retry_at: Option<DateTime>,
 }
 
 impl From<RunRecord> for ExportRun {
@@ -111,6 +121,7 @@ impl From<RunRecord> for ExportRun {
             file: r.file,
             error: r.error,
             generation: r.generation,
+            next_retry_at: r.next_retry_at.map(DateTime),
         }
     }
 }
@@ -144,12 +155,15 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// Runs a declared export now, for the period that ended last before `asOf` (default: now),
-    /// and answers when it is written. Needs the admin token (`Authorization: Bearer TOKEN`).
+    /// and answers when it is written. A period a run exported already is left alone
+    /// (`ALREADY_DONE`) unless `force`; one another run holds now is `CONFLICT`. Needs the admin
+    /// token (`Authorization: Bearer TOKEN`).
     async fn run_export(
         &self,
         ctx: &Context<'_>,
         name: String,
         as_of: Option<DateTime>,
+        #[graphql(default = false)] force: bool,
     ) -> async_graphql::Result<ExportRun> {
         mark_volatile(ctx);
         if !is_admin(ctx) {
@@ -170,10 +184,13 @@ impl Mutation {
             )));
         };
         let window = spec.window_at(as_of.map_or_else(chrono::Utc::now, |t| t.0));
-        match exports.run(spec, &window, crate::export::Trigger::Api, 1).await {
+        match exports.run(spec, &window, crate::export::Trigger::Api, 1, force).await {
             Ok(record) => Ok(record.into()),
-            Err(RunError::Busy) => Err(error::conflict(RunError::Busy.to_string())),
-            Err(RunError::Failed(reason)) => Err(error::export_failed(reason)),
+            Err(busy @ RunError::Busy) => Err(error::conflict(busy.to_string())),
+            Err(done @ RunError::AlreadyDone(_)) => {
+                Err(error::already_done(format!("{done}; pass force: true to run it again")))
+            }
+            Err(failed @ RunError::Failed(_)) => Err(error::export_failed(failed.to_string())),
         }
     }
 }
