@@ -682,7 +682,8 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             check_day_range(args.days.since, args.days.until)?;
             let lake = args.lake.lake.clone();
             let reports = tokio::task::spawn_blocking(move || {
-                crate::compaction::compact_lake(&lake, args.days.since, args.days.until, args.target.bytes(), |r| {
+                let (since, until, target) = (args.days.since, args.days.until, args.target.bytes());
+                crate::compaction::compact_lake(&lake, since, until, target, &Default::default(), |r| {
                     let date = r.date.map(|d| d.to_string()).unwrap_or_default();
                     if r.changed() {
                         println!(

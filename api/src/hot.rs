@@ -272,6 +272,13 @@ pub async fn tail(
         // engine holds the rows (an answer's freshness, read before it runs, is a lower bound).
         if !dirty {
             state.ingested_through_us.store(buffered.newest_us, Ordering::Relaxed);
+            // Nothing changed since the engine's tier was set: it holds what the entries up to
+            // here give, and says so, as every replica that read as far does.
+            let version = version_name(&last_id, buffered.flushed_through_us);
+            let mut current = state.version.lock().unwrap_or_else(|p| p.into_inner());
+            if *current != version {
+                *current = version;
+            }
         }
         if dirty && last_set.is_none_or(|at| at.elapsed() >= REFRESH) {
             let (posts, deleted, accounts) = buffered.tier();

@@ -184,8 +184,9 @@ pub const MAX_OPERATIONS: usize = 200;
 pub const ANONYMOUS: &str = "anonymous";
 pub const OTHER_OPERATION: &str = "other";
 
-/// Keeps the lake gauges current (files, bytes, partitions, generation) until `stop`.
-pub async fn watch_lake(lake: PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Keeps the lake gauges current (files, bytes, partitions, generation) until `stop`, and where
+/// this process ingests from a source of kind `cursor_of`, the lag of its durable cursor.
+pub async fn watch_lake(lake: PathBuf, cursor_of: Option<&'static str>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         let dir = lake.clone();
         let read = tokio::task::spawn_blocking(move || {
@@ -198,6 +199,13 @@ pub async fn watch_lake(lake: PathBuf, mut stop: tokio::sync::watch::Receiver<bo
             metrics::gauge!(LAKE_BYTES).set(files.bytes as f64);
             metrics::gauge!(LAKE_PARTITIONS).set(files.partitions.len() as f64);
             metrics::gauge!(ingest::metrics::LAKE_GENERATION).set(state.generation as f64);
+        }
+        // The cursor's lag keeps growing while nothing is flushed (a flush sets it too).
+        if let Some(kind) = cursor_of
+            && let Ok(Some(cursor)) = ingest::cursor::load(&lake, kind)
+        {
+            let lag_us = chrono::Utc::now().timestamp_micros().saturating_sub(cursor.time_us);
+            metrics::gauge!(ingest::metrics::CURSOR_LAG).set(lag_us as f64 / 1e6);
         }
         tokio::select! {
             _ = tokio::time::sleep(LAKE_WATCH_EVERY) => {}

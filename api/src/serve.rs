@@ -131,7 +131,8 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
         tokio::spawn(schedule);
     }
 
-    tokio::spawn(crate::metrics::watch_lake(lake.clone(), stop.clone()));
+    let cursor_of = (args.role != Role::Api).then(|| args.source.kind());
+    tokio::spawn(crate::metrics::watch_lake(lake.clone(), cursor_of, stop.clone()));
 
     // Every role serves HTTP: the API roles GraphQL and the operations endpoints, `ingest`
     // the operations endpoints alone (for Prometheus and the orchestrator's probes).

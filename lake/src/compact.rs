@@ -14,12 +14,18 @@
 //! in `deletes` stay), and the flusher never stores a post twice, so copies only come from
 //! files written by hand or by an older version.
 //!
+//! A run can be called off (`cancel`, set by a shutting-down server): staging stops at its
+//! next batch or file, before the exchange, with [`Error::Interrupted`], and the
+//! [`crate::unique::FlushLock`] it held (which keeps flushes out of the partition) is free at
+//! once for the last flush.
+//!
 //! A query whose snapshot listed the old files and opens one after the exchange finds it gone
 //! (the names are fresh), and fails rather than miscount; the engine lists the files again
 //! (waiting for the publish) and retries such a query once ([`crate::exec`]).
 
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
@@ -68,10 +74,17 @@ struct Found {
 }
 
 /// Compacts the `posts` partition of `date` if it has more than one small file, a deleted post
-/// or a copy of a post; otherwise leaves it alone.
-pub fn compact_partition(lake: &Path, date: NaiveDate, target_bytes: u64, now_us: i64) -> Result<Compacted> {
+/// or a copy of a post; otherwise leaves it alone. Stops with [`Error::Interrupted`], the live
+/// partition untouched, once `cancel` is set.
+pub fn compact_partition(
+    lake: &Path,
+    date: NaiveDate,
+    target_bytes: u64,
+    now_us: i64,
+    cancel: &AtomicBool,
+) -> Result<Compacted> {
     swap_partition(lake, date, now_us, |live, staging| {
-        let report = stage(lake, live, staging, date, target_bytes, now_us)?;
+        let report = stage(lake, live, staging, date, target_bytes, now_us, cancel)?;
         let changed = report.changed();
         Ok((report, changed))
     })
@@ -89,7 +102,9 @@ fn stage(
     date: NaiveDate,
     target_bytes: u64,
     now_us: i64,
+    cancel: &AtomicBool,
 ) -> Result<Compacted> {
+    let called_off = || if cancel.load(Ordering::Relaxed) { Err(Error::Interrupted) } else { Ok(()) };
     let mut report = Compacted { date: Some(date), ..Compacted::default() };
     let names = crate::catalog::data_file_names(live)?;
     if names.is_empty() {
@@ -143,6 +158,7 @@ fn stage(
     let mut written = 0_u64;
     let mut new_files = Vec::new();
     for batch in statement.query_arrow([])? {
+        called_off()?;
         let batch = conform(&batch, &schema)?;
         if output.as_ref().is_some_and(|file| file.rows() as u64 >= target_rows) {
             report.bytes_after += output.take().map(PendingFile::finish).transpose()?.unwrap_or(0);
@@ -164,8 +180,10 @@ fn stage(
     // Each new file's text index goes into the staging directory with it, so the exchange
     // publishes the two together.
     for path in &new_files {
+        called_off()?;
         crate::textindex::build_for_file(path)?;
     }
+    called_off()?;
     let merged_rows: u64 = merge.iter().map(|f| f.rows).sum();
     report.files_merged = merge.len();
     report.rows_after += written;
@@ -301,7 +319,7 @@ mod tests {
             .collect();
         writer::write_rows(lake.path(), "d.parquet", deletes).unwrap();
 
-        let report = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 42).unwrap();
+        let report = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 42, &AtomicBool::new(false)).unwrap();
         assert_eq!((report.files_before, report.files_merged, report.files_after), (6, 6, 1), "{report:?}");
         assert_eq!((report.rows_before, report.rows_after), (203, 197), "{report:?}");
         assert_eq!((report.deleted_removed, report.copies_removed), (4, 2), "{report:?}");
@@ -315,7 +333,7 @@ mod tests {
         assert_eq!(catalog::read_state(lake.path()).unwrap().generation, 1);
 
         // Compact already: a second run changes nothing and publishes nothing.
-        let again = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 43).unwrap();
+        let again = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 43, &AtomicBool::new(false)).unwrap();
         assert!(!again.changed(), "{again:?}");
         assert_eq!(read_partition(lake.path()).1, ["compacted-42-0.parquet"]);
         assert_eq!(catalog::read_state(lake.path()).unwrap().generation, 1);
@@ -335,7 +353,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let big_inode = fs::metadata(dir.join("big.parquet")).unwrap().ino();
 
-        let report = compact_partition(lake.path(), date(), 1, 7).unwrap();
+        let report = compact_partition(lake.path(), date(), 1, 7, &AtomicBool::new(false)).unwrap();
         assert_eq!((report.files_merged, report.files_after, report.rows_after), (3, 3, 210_000), "{report:?}");
         assert_eq!(fs::metadata(dir.join("big.parquet")).unwrap().ino(), big_inode, "the big file was linked");
         let (posts, names) = read_partition(lake.path());
@@ -368,10 +386,30 @@ mod tests {
         fs::write(staging.join(".compacted-1-0.parquet.tmp"), b"half").unwrap();
         assert_eq!(read_partition(lake.path()).0.len(), 15);
 
-        let report = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 9).unwrap();
+        let report = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 9, &AtomicBool::new(false)).unwrap();
         assert_eq!((report.files_after, report.rows_after), (1, 15));
         assert!(!staging.exists());
         assert_eq!(read_partition(lake.path()).0.len(), 15);
+    }
+
+    #[test]
+    fn a_run_called_off_leaves_the_partition_as_it_was_and_the_flush_lock_free() {
+        let lake = tempfile::tempdir().unwrap();
+        for file in 0..3_i64 {
+            writer::write_posts(lake.path(), &format!("{file}.parquet"), (file * 5..file * 5 + 5).map(post).collect())
+                .unwrap();
+        }
+        let before = read_partition(lake.path());
+        let result = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 9, &AtomicBool::new(true));
+        assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+        assert_eq!(read_partition(lake.path()), before);
+        assert!(!layout::staging_partition_dir(lake.path(), layout::POSTS_TABLE, date()).exists());
+        assert_eq!(catalog::read_state(lake.path()).unwrap().generation, 0, "nothing published");
+        // The lock went with the run: a flush takes it at once.
+        let (sent, taken) = std::sync::mpsc::channel();
+        let path = lake.path().to_path_buf();
+        std::thread::spawn(move || sent.send(crate::unique::FlushLock::acquire(&path).is_ok()));
+        assert_eq!(taken.recv_timeout(std::time::Duration::from_secs(10)), Ok(true), "the flush lock is free");
     }
 
     #[test]
@@ -412,7 +450,7 @@ mod tests {
             });
             for n in 1..30 {
                 write(n);
-                compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, n).unwrap();
+                compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, n, &AtomicBool::new(false)).unwrap();
             }
             done.store(true, std::sync::atomic::Ordering::Release);
             let (reads, lost) = reader.join().unwrap();

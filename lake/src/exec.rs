@@ -711,19 +711,29 @@ impl Engine {
     /// A statement that lost a file its snapshot listed (a compaction swapped the partition:
     /// `crate::compact`) runs once more, on a snapshot listed anew.
     fn run<T>(&self, plan: &Plan, mut read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
-        let mut sql = compile(plan)?;
+        let compiled = compile(plan)?;
         self.note_touched(plan);
-        if let Some(filter) = plan.filter()
-            && let Some(narrowed) = self.narrowed_posts_sql(filter)
-        {
-            // The statement reads `posts` narrowed by the text indexes instead of the view.
-            sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);
-        }
-        match self.run_sql(&sql, &mut read) {
+        self.once_more_if_a_file_went(|| {
+            let mut sql = compiled.clone();
+            // Built for the snapshot of this try: it names its files.
+            if let Some(filter) = plan.filter()
+                && let Some(narrowed) = self.narrowed_posts_sql(filter)
+            {
+                // The statement reads `posts` narrowed by the text indexes instead of the view.
+                sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);
+            }
+            self.run_sql(&sql, &mut read)
+        })
+    }
+
+    /// Runs `statement`, and once more on a snapshot listed anew if it lost a file its snapshot
+    /// listed (a compaction swapped the partition: `crate::compact`).
+    fn once_more_if_a_file_went<T>(&self, mut statement: impl FnMut() -> Result<T>) -> Result<T> {
+        match statement() {
             Err(Error::Query(error)) if lost_a_file(&error) => {
                 tracing::debug!(%error, "a data file went away under a query (compaction); running it again");
                 self.refresh_views(Refresh::Relist)?;
-                self.run_sql(&sql, &mut read)
+                statement()
             }
             other => other,
         }
@@ -980,14 +990,15 @@ impl Engine {
     /// The lake's size and state: files from a directory walk, posts from DuckDB.
     pub fn stats(&self) -> Result<LakeStats> {
         // The files' posts only, not the hot tier's.
-        let connection = self.connection()?;
+        let (posts, oldest_post_us, newest_post_us) = self.once_more_if_a_file_went(|| {
+            Ok(self.connection()?.query_row(
+                "SELECT count(DISTINCT uri), epoch_us(min(created_at)), epoch_us(max(created_at)) FROM file_posts",
+                [],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?, row.get::<_, Option<i64>>(2)?)),
+            )?)
+        })?;
         let snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_default();
         let partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
-        let (posts, oldest_post_us, newest_post_us) = connection.query_row(
-            "SELECT count(DISTINCT uri), epoch_us(min(created_at)), epoch_us(max(created_at)) FROM file_posts",
-            [],
-            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?, row.get::<_, Option<i64>>(2)?)),
-        )?;
         Ok(LakeStats {
             posts: posts.max(0) as u64,
             files: snapshot.post_files,

@@ -54,6 +54,54 @@ fn compaction_merges_small_files_and_a_running_server_answers_the_same() {
     assert!(app.stop().success());
 }
 
+/// `serve` compacts on its schedule while it answers: every answer during the compaction counts
+/// every post once (uncached, from the engine, which lists the files anew when a swap takes
+/// one away), and the day ends in one file.
+#[test]
+fn serve_compacts_on_schedule_and_every_answer_meanwhile_counts_each_post_once() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    many_small_files(lake.path());
+    let idle = skyglass_tests::jetstream::JetstreamStandIn::start(Vec::new(), tokio::sync::watch::channel(true).1);
+    let app = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--compact-every", "2s", "--source"])
+            .arg(format!("jetstream:{}", idle.url)),
+    )
+    .unwrap();
+    const QUERY: &str = "{ posts(first: 3, filter: {hashtags: [\"topic5\"]}) { totalCount } \
+      all: posts(first: 1) { totalCount } lake { files } }";
+    let topic5 = (0..400_000).filter(|i| i % 13 == 5).count();
+    let (mut answers, mut files_seen) = (0, std::collections::BTreeSet::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let answer: Value = app
+            .client
+            .post(format!("{}/graphql", app.base_url))
+            .header("Cache-Control", "no-store")
+            .json(&json!({ "query": QUERY }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(answer.get("errors").is_none(), "{answer}");
+        assert_eq!(answer["data"]["all"]["totalCount"], json!(400_000), "answer {answers}: {answer}");
+        assert_eq!(answer["data"]["posts"]["totalCount"], json!(topic5), "answer {answers}: {answer}");
+        answers += 1;
+        let files = answer["data"]["lake"]["files"].as_u64().unwrap();
+        files_seen.insert(files);
+        if files == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not compacted within 120 s ({answers} answers)");
+    }
+    assert!(files_seen.contains(&20), "the first answers came before the compaction: {files_seen:?}");
+    let metrics = app.get("/metrics").text().unwrap();
+    assert!(metrics.contains("skyglass_compactions_total{outcome=\"ok\"} 1"), "{metrics}");
+    assert!(answers >= 3, "answers ran while it compacted: {answers}");
+    assert!(app.stop().success());
+}
+
 /// Twenty small files of 20,000 posts in one day partition, written straight through the
 /// lake writer.
 pub(crate) fn many_small_files(lake: &std::path::Path) {

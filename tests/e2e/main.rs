@@ -18,5 +18,6 @@ mod limits;
 mod rate_limit;
 mod real_data;
 mod reenrich;
+mod scale_out;
 mod serve_all;
 mod verify;

@@ -73,6 +73,95 @@ fn serve_with_a_synthetic_firehose_flushes_answers_and_drains_on_sigterm() {
     assert!(cursor.contains("time_us"), "{cursor}");
 }
 
+/// SIGTERM: a request already under way is answered, new connections are refused, a client
+/// that never finishes its request holds the exit up for the drain bound only, the buffer is
+/// flushed and the cursor saved, and the exit status is 0.
+#[test]
+fn sigterm_answers_requests_under_way_refuses_new_ones_and_flushes_within_the_drain_bound() {
+    use std::io::{Read, Write};
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let mut app = serve_synthetic(lake.path(), &redis, &[]);
+    poll(Duration::from_secs(30), || {
+        (app.query("{ lake { generation } }", json!({}))["lake"]["generation"].as_u64()? >= 2).then_some(())
+    })
+    .expect("a flush within 30 s");
+    let cursor = || -> i64 {
+        let text = std::fs::read_to_string(lake.path().join("_ingest/cursor-synthetic.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["time_us"].as_i64().unwrap()
+    };
+    let cursor_before = cursor();
+
+    // Two requests under way: their headers and half their bodies are sent.
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let body = json!({"query": "{ lake { posts } }"}).to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let start_request = || {
+        let mut socket = std::net::TcpStream::connect(&address).unwrap();
+        let headers = format!(
+            "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(headers.as_bytes()).unwrap();
+        socket.write_all(head.as_bytes()).unwrap();
+        socket
+    };
+    let mut finishing = start_request();
+    let _stalled = start_request();
+    std::thread::sleep(Duration::from_millis(200));
+    app.terminate();
+    let terminated = std::time::Instant::now();
+
+    // New connections are refused once the server heard the signal.
+    let refused = poll(Duration::from_secs(5), || std::net::TcpStream::connect(&address).is_err().then_some(()));
+    assert!(refused.is_some(), "new connections are still accepted after SIGTERM");
+    // The request under way is answered in full.
+    finishing.write_all(tail.as_bytes()).unwrap();
+    let mut response = String::new();
+    finishing.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    finishing.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"lake\":{\"posts\":"), "{response}");
+
+    // The client that never finishes holds the exit up for the drain bound (10 s), no longer.
+    let status = app.exit_within(Duration::from_secs(40)).expect("the process exits after the drain bound");
+    assert!(status.success(), "{status:?}");
+    let took = terminated.elapsed();
+    assert!(took >= Duration::from_secs(9), "it waited for the request under way: {took:?}");
+    let mut connection = redis.connection();
+    let left: usize = redis::cmd("XLEN").arg("skyglass:buffer:posts").query(&mut connection).unwrap();
+    assert_eq!(left, 0, "posts were left in the buffer after shutdown");
+    let state = lake::catalog::read_state(lake.path()).unwrap();
+    let cursor_after = cursor();
+    assert!(cursor_after > cursor_before, "the last flush saved the cursor: {cursor_before} → {cursor_after}");
+    assert!(cursor_after >= state.flushed_through_us.unwrap(), "the cursor covers every flushed post");
+}
+
+/// An ingest worker whose source has nothing new reports its cursor's lag growing, not the
+/// lag of its last flush.
+#[test]
+fn the_cursor_lag_grows_while_nothing_is_flushed() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let sample = skyglass_tests::fixtures_dir().join("jetstream_sample.jsonl");
+    assert!(skyglass_tests::ingest_once(lake.path(), &redis.url(), &sample).status.success());
+    // The same file again: the cursor is past its end, so nothing is flushed.
+    let worker = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--role", "ingest", "--listen", "127.0.0.1:0", "--source"])
+            .arg(format!("file:{}", sample.display())),
+    )
+    .unwrap();
+    let newest_us = newest_event_in(&sample);
+    let lag = poll(Duration::from_secs(20), || {
+        metric_if_any(&worker.get("/metrics").text().ok()?, "skyglass_ingest_cursor_lag_seconds")
+    })
+    .expect("the cursor lag is reported");
+    let expected = (chrono::Utc::now().timestamp_micros() - newest_us) as f64 / 1e6;
+    assert!((lag - expected).abs() < 60.0, "lag {lag} s, the cursor is {expected} s old");
+    assert!(worker.stop().success());
+}
+
 #[test]
 fn an_ingest_worker_serves_only_its_metrics_and_probes() {
     let redis = RedisServer::start().unwrap();

@@ -222,13 +222,21 @@ impl App {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = poll(Duration::from_secs(30), || self.child.try_wait().ok().flatten());
-        status.unwrap_or_else(|| {
+        self.terminate();
+        self.exit_within(Duration::from_secs(30)).unwrap_or_else(|| {
             let _ = self.child.kill();
             self.child.wait().expect("the process ends")
         })
+    }
+
+    /// Sends SIGTERM, without waiting.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// How the process exited, if it did within `deadline`.
+    pub fn exit_within(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        poll(deadline, || self.child.try_wait().ok().flatten())
     }
 }
 

@@ -260,7 +260,7 @@ fn compaction_indexes_the_files_it_writes_and_reindex_builds_the_missing_ones() 
     let again = reindex(lake.path(), None, None, false, |_| {}).unwrap();
     assert_eq!((again[0].built, again[0].orphans), (0, 0));
 
-    let compacted = crate::compact::compact_partition(lake.path(), date, 1 << 30, 42).unwrap();
+    let compacted = crate::compact::compact_partition(lake.path(), date, 1 << 30, 42, &Default::default()).unwrap();
     assert!(compacted.changed());
     let names = crate::catalog::data_file_names(&dir).unwrap();
     assert_eq!(names.len(), 1);
