@@ -84,6 +84,9 @@ fn keys_and_roles_decide_who_reads_introspects_and_lists_exports() {
     for header in [None, Some(("authorization", "Bearer sgk_not_a_key")), Some(("x-api-key", "nope"))] {
         let (status, answer) = post(&app, header, count);
         assert_eq!((status, code(&answer)), (401, "UNAUTHENTICATED"), "{header:?}: {answer}");
+        // Like every answer, it says how it was served and how fresh the lake is.
+        assert_eq!(answer["extensions"]["cache"], json!("BYPASS"), "{answer}");
+        assert!(answer["extensions"]["freshness"].get("flushedThrough").is_some(), "{answer}");
     }
     // A reader key reads, sent either way; a GET answer to a key is the asking browser's alone.
     for header in [("authorization", reader_bearer.as_str()), ("x-api-key", reader.as_str())] {

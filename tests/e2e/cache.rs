@@ -56,6 +56,23 @@ fn answers_are_cached_per_lake_generation_and_survive_redis_going_away() {
         let live = post(&app, "{ lake { posts bufferedPosts } }", None);
         assert_eq!(cache_status(&live), "BYPASS", "{live}");
     }
+    // Kept as long as their data stays: 24 h for an answer over sealed past days, 5 s for one
+    // whose range reaches today (new posts may come).
+    let mut connection = redis.connection();
+    let mut ttl_of = |query: &str| -> i64 {
+        let keys = |c: &mut redis::Connection| -> std::collections::BTreeSet<String> {
+            redis::cmd("KEYS").arg("skyglass:cache:*").query(c).unwrap()
+        };
+        let before = keys(&mut connection);
+        assert_eq!(cache_status(&post(&app, query, None)), "MISS");
+        let new: Vec<String> = keys(&mut connection).difference(&before).cloned().collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        redis::cmd("PTTL").arg(&new[0]).query(&mut connection).unwrap()
+    };
+    let sealed = ttl_of("{ posts(first: 3, filter: {until: \"2026-11-29T00:00:00Z\"}) { totalCount } }");
+    assert!(sealed > 23 * 3_600_000, "a sealed range lives {sealed} ms");
+    let recent = ttl_of("{ posts(first: 3, filter: {since: \"2026-11-20T00:00:00Z\"}) { totalCount } }");
+    assert!((1..=5_000).contains(&recent), "a range reaching today lives {recent} ms");
     let fresh = post(&app, QUERY, Some("no-cache"));
     assert_eq!((cache_status(&fresh), &fresh["data"]), ("BYPASS", &miss["data"]));
 

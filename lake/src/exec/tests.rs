@@ -391,7 +391,11 @@ fn the_hot_tier_answers_with_the_files_until_it_is_emptied() {
 /// compiled SQL keeps.
 #[test]
 fn a_live_matcher_agrees_with_the_statement_on_every_filter() {
-    let rows = rows();
+    let mut rows = rows();
+    for (n, post) in rows.iter_mut().enumerate() {
+        post.detected_lang = [Some("en"), Some("ja"), None][n % 3].map(str::to_owned);
+        post.mentions = if n % 4 == 1 { vec![format!("did:plc:m{}", n % 3)] } else { vec![] };
+    }
     let (_dir, engine) = lake_with(&rows);
     let text = |query: &str, mode| vec![TextQuery { query: query.into(), mode }];
     let filters = [
@@ -403,6 +407,18 @@ fn a_live_matcher_agrees_with_the_statement_on_every_filter() {
         PostFilter { text: text("wat", TextMode::Prefix), ..PostFilter::default() },
         PostFilter { text: text("☕ 1", TextMode::Substring), ..PostFilter::default() },
         PostFilter { text: text("水", TextMode::Words), ..PostFilter::default() },
+        // Case folds beyond ASCII, and two searches must both match.
+        PostFilter { text: text("CAFÉ", TextMode::Substring), ..PostFilter::default() },
+        PostFilter { text: text("Café", TextMode::Words), ..PostFilter::default() },
+        PostFilter {
+            text: vec![
+                TextQuery { query: "water".into(), mode: TextMode::Prefix },
+                TextQuery { query: "FALL".into(), mode: TextMode::Substring },
+            ],
+            ..PostFilter::default()
+        },
+        PostFilter { detected_langs: vec!["JA".into()], ..PostFilter::default() },
+        PostFilter { mentions: vec!["did:plc:m1".into(), "did:plc:m2".into()], ..PostFilter::default() },
         PostFilter { hashtags: vec!["#RUST".into()], is_reply: Some(false), ..PostFilter::default() },
         PostFilter { embed_types: vec![EmbedType::Images], is_reply: Some(true), ..PostFilter::default() },
         PostFilter { since_us: Some(20_001 * DAY), until_us: Some(20_002 * DAY), ..PostFilter::default() },
