@@ -18,5 +18,6 @@ mod limits;
 mod rate_limit;
 mod real_data;
 mod reenrich;
+mod request_log;
 mod serve_all;
 mod verify;
