@@ -36,6 +36,15 @@ ensure_promtool() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
+# Installs PyYAML (Debian's python3-yaml) when no python3 has it: deploy/check parses the
+# compose file and the Grafana provisioning with it.
+ensure_pyyaml() {
+  if python3 -c "import yaml" 2>/dev/null || /usr/bin/python3 -c "import yaml" 2>/dev/null; then return 0; fi
+  echo "==> installing PyYAML (python3-yaml) from the system packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-yaml >/dev/null
+}
+
 # Installs Node.js and npm from the system packages when missing: the playground and the
 # explorer are built with npm from the npm registry.
 ensure_node() {

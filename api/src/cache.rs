@@ -180,6 +180,9 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, for the metric's pre-registered labels.
+    pub const ALL: [Status; 3] = [Status::Hit, Status::Miss, Status::Bypass];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Hit => "HIT",

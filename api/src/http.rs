@@ -132,10 +132,21 @@ fn layered(router: Router) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(CompressionLayer::new())
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    // The path alone: a GET's query string holds the caller's GraphQL document.
+                    let path = request.uri().path();
+                    tracing::info_span!("request", method = %request.method(), path = %path, request_id = %id)
+                })
+                // One line per request, as its response goes out, with the span's method, path
+                // and request id.
+                .on_response(|response: &axum::http::Response<_>, latency: Duration, _: &tracing::Span| {
+                    let latency_ms = latency.as_secs_f64() * 1e3;
+                    tracing::info!(status = response.status().as_u16(), latency_ms, "response");
+                }),
+        )
         // Outermost: every request gets an id (a client's own `x-request-id` is kept), its log
         // lines carry it, and the response returns it.
         .layer(PropagateRequestIdLayer::x_request_id())

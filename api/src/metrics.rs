@@ -118,8 +118,8 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::counter!(COMPACTION_FILES_MERGED).increment(0);
     describe_counter!(CACHE_REQUESTS, "GraphQL answers by how the result cache served them (HIT, MISS, BYPASS)");
     describe_counter!(CACHE_ERRORS, "Result cache operations that failed; those answers came uncached");
-    for status in ["HIT", "MISS", "BYPASS"] {
-        metrics::counter!(CACHE_REQUESTS, "status" => status).increment(0);
+    for status in crate::cache::Status::ALL {
+        metrics::counter!(CACHE_REQUESTS, "status" => status.as_str()).increment(0);
     }
     metrics::counter!(CACHE_ERRORS).increment(0);
     for reason in ["deleted", "copy"] {

@@ -312,4 +312,82 @@ mod tests {
         assert_eq!(report.errors(), 3, "{:#?}", report.findings);
         assert!(report.findings.iter().all(|f| f.path.file_name() != Some("good.parquet".as_ref())));
     }
+
+    /// Every file under `dir` with its bytes, to show that verify changed nothing.
+    fn contents(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        let mut files = std::collections::BTreeMap::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(contents(&path));
+            } else {
+                files.insert(path.clone(), fs::read(&path).unwrap());
+            }
+        }
+        files
+    }
+
+    /// The one finding of a lake whose only damage is `path`, which must be an error.
+    fn only_error_about(lake: &Path, path: &Path) -> String {
+        let before = contents(lake);
+        let report = verify(lake).unwrap();
+        assert_eq!(contents(lake), before, "verify changed the lake");
+        assert_eq!(report.errors(), 1, "{:#?}", report.findings);
+        let finding = &report.findings[0];
+        assert_eq!((finding.severity, finding.path.as_path()), (Severity::Error, path), "{finding:?}");
+        finding.what.clone()
+    }
+
+    /// The parquet crate's writer always counts a footer's rows from its row groups, so the
+    /// footer is edited by hand: its `num_rows` (field 3 of the Thrift `FileMetaData`, the first
+    /// field of type i64 after the schema, before the row groups repeat the count) is raised.
+    #[test]
+    fn a_footer_whose_row_groups_do_not_add_up_is_reported() {
+        let lake = tempfile::tempdir().unwrap();
+        let written = writer::write_posts(lake.path(), "counted.parquet", (0..10).map(post).collect()).unwrap();
+        let path = written[0].path.clone();
+        let mut bytes = fs::read(&path).unwrap();
+        let footer_len = u32::from_le_bytes(bytes[bytes.len() - 8..bytes.len() - 4].try_into().unwrap()) as usize;
+        let footer_start = bytes.len() - 8 - footer_len;
+        // Compact protocol: field header 0x16 (id + 1, i64), then the zigzag varint of 10 (20).
+        let at = bytes[footer_start..].windows(2).position(|w| w == [0x16, 20]).expect("the footer's row count")
+            + footer_start;
+        bytes[at + 1] = 30; // 15 rows
+        fs::write(&path, &bytes).unwrap();
+        let reread = ArrowReaderMetadata::load(&File::open(&path).unwrap(), ArrowReaderOptions::new()).unwrap();
+        assert_eq!(reread.metadata().file_metadata().num_rows(), 15, "the edit hit the file's count");
+
+        let what = only_error_about(lake.path(), &path);
+        assert_eq!(what, "the footer counts 15 rows but its row groups hold 10");
+    }
+
+    #[test]
+    fn a_column_of_the_wrong_type_is_reported() {
+        use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+        use arrow::datatypes::{DataType, Field, Schema};
+        use parquet::arrow::ArrowWriter;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let lake = tempfile::tempdir().unwrap();
+        let written = writer::write_posts(lake.path(), "typed.parquet", (0..10).map(post).collect()).unwrap();
+        let path = written[0].path.clone();
+        // The same rows with `text` as INT64.
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        let schema = batches[0].schema();
+        let text = schema.index_of("text").unwrap();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[text] = Field::new("text", DataType::Int64, false);
+        let wrong = std::sync::Arc::new(Schema::new(fields));
+        let mut file = ArrowWriter::try_new(File::create(&path).unwrap(), wrong.clone(), None).unwrap();
+        for batch in batches {
+            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+            columns[text] = std::sync::Arc::new(Int64Array::from(vec![7; batch.num_rows()]));
+            file.write(&RecordBatch::try_new(wrong.clone(), columns).unwrap()).unwrap();
+        }
+        file.close().unwrap();
+
+        let what = only_error_about(lake.path(), &path);
+        assert_eq!(what, "column `text` is Int64 where the posts table has Utf8");
+    }
 }

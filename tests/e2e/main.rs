@@ -18,6 +18,10 @@ mod limits;
 mod rate_limit;
 mod real_data;
 mod reenrich;
+<<<<<<< HEAD
 mod scale_out;
+=======
+mod request_log;
+>>>>>>> ops
 mod serve_all;
 mod verify;

@@ -180,7 +180,9 @@ fn an_ingest_worker_serves_only_its_metrics_and_probes() {
 }
 
 /// Every `skyglass_*` metric that the deployment's alert rules and dashboard name is one a
-/// running server really exposes (once it has flushed, answered and compacted).
+/// running server really exposes (once it has flushed, answered and compacted), and every label
+/// value they select on (`kind="dropped"`, `status=~"HIT|MISS"`) is one it reports; those that
+/// this test's traffic causes (a cache hit, a failed query) are counted.
 #[test]
 fn deploy_names_only_exposed_metrics() {
     let redis = RedisServer::start().unwrap();
@@ -233,6 +235,86 @@ fn deploy_names_only_exposed_metrics() {
         }
     }
     assert!(checked > 20, "only {checked} metric names found in deploy/");
+
+    // A cache hit (the same question twice between two flushes) and a failed query.
+    let hit = poll(Duration::from_secs(30), || {
+        app.request("{ lake { files } }", json!({}));
+        let second = app.request("{ lake { files } }", json!({}));
+        (second["extensions"]["cache"] == json!("HIT")).then_some(())
+    });
+    assert!(hit.is_some(), "no answer came from the cache within 30 s");
+    assert!(app.request("{ noSuchField }", json!({})).get("errors").is_some());
+    let exposed = app.get("/metrics").text().unwrap();
+    // Each series: its name, its labels, its value.
+    type Series<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+    let series: Vec<Series> = exposed
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+            let labels = labels.strip_suffix('}')?.split(',').filter_map(|pair| pair.split_once('='));
+            Some((name, labels.map(|(k, v)| (k, v.trim_matches('"'))).collect(), value.parse().ok()?))
+        })
+        .collect();
+    let total = |name: &str, label: &str, value: &str| -> Option<f64> {
+        let matching = series.iter().filter(|(n, labels, _)| *n == name && labels.contains(&(label, value)));
+        matching.map(|(_, _, v)| *v).reduce(|a, b| a + b)
+    };
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy.join("grafana/dashboards/skyglass.json")).unwrap())
+            .unwrap();
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap())
+        .map(|target| target["expr"].as_str().unwrap().to_owned())
+        .collect();
+    queries.push(std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap());
+    let mut selected = Vec::new();
+    for query in &queries {
+        let mut rest = query.as_str();
+        while let Some(at) = rest.find("skyglass_") {
+            rest = &rest[at..];
+            let end =
+                rest.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(rest.len());
+            let name = &rest[..end];
+            rest = &rest[end..];
+            let Some(matchers) = rest.strip_prefix('{').and_then(|r| r.split_once('}')).map(|(m, _)| m) else {
+                continue;
+            };
+            for matcher in matchers.split(',').map(str::trim) {
+                // Positive matchers only, on labels of Skyglass's own (Prometheus adds `role`,
+                // `instance` and `job`).
+                let (label, values) = match matcher.split_once("=~").or_else(|| matcher.split_once('=')) {
+                    Some((label, _)) if label.ends_with('!') => continue,
+                    Some((label, values)) => (label.trim(), values.trim().trim_matches('"')),
+                    None => continue,
+                };
+                if ["role", "instance", "job"].contains(&label) {
+                    continue;
+                }
+                for value in values.split('|') {
+                    selected.push((name.to_owned(), label.to_owned(), value.to_owned()));
+                }
+            }
+        }
+    }
+    for (name, label, value) in &selected {
+        assert!(
+            total(name, label, value).is_some(),
+            "deploy/ selects {name}{{{label}=\"{value}\"}}, a label value /metrics does not report"
+        );
+    }
+    for (name, label, value) in
+        [("skyglass_cache_requests_total", "status", "HIT"), ("skyglass_graphql_requests_total", "outcome", "error")]
+    {
+        let wanted = (name.to_owned(), label.to_owned(), value.to_owned());
+        assert!(selected.contains(&wanted), "deploy/ no longer selects {name}{{{label}=\"{value}\"}}: {selected:?}");
+        assert!(total(name, label, value).unwrap() >= 1.0, "{name}{{{label}=\"{value}\"}} counted nothing");
+    }
+    assert!(selected.len() >= 6, "only {selected:?} label values found in deploy/");
     assert!(app.stop().success());
 }
 

@@ -2,9 +2,10 @@
 //! of this build, and helpers that read like the domain (`app.query(..)`, `ingest_once(..)`).
 //! Nothing here is mocked.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -157,6 +158,8 @@ pub struct App {
     child: Child,
     pub base_url: String,
     pub client: reqwest::blocking::Client,
+    /// Every line the process wrote to stderr (its log) so far.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl App {
@@ -173,10 +176,25 @@ impl App {
         ]))
     }
 
-    /// Starts a prepared `serve` command; reads the listening address from its first line.
+    /// Starts a prepared `serve` command; reads the listening address from its first line, and
+    /// keeps its log (stderr) for [`App::log_lines`], echoed when `TEST_LOG` is set.
     pub fn serve(command: &mut Command) -> anyhow::Result<App> {
         let mut child =
             command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("failed to start skyglass")?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let log = child.stderr.take().expect("piped stderr");
+        let echo = std::env::var_os("TEST_LOG").is_some();
+        let log_reader = std::thread::spawn({
+            let stderr = stderr.clone();
+            move || {
+                for line in BufReader::new(log).lines().map_while(Result::ok) {
+                    if echo {
+                        eprintln!("{line}");
+                    }
+                    stderr.lock().unwrap().push(line);
+                }
+            }
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -188,14 +206,18 @@ impl App {
         let line = rx.recv_timeout(Duration::from_secs(60)).ok().flatten();
         let Some(base_url) = line.as_deref().and_then(parse_graphql_url) else {
             let _ = child.kill();
-            let mut stderr = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = err.read_to_string(&mut stderr);
-            }
+            let _ = child.wait();
+            let _ = log_reader.join();
+            let stderr = stderr.lock().unwrap().join("\n");
             bail!("skyglass serve did not report its address (first line {line:?}); stderr:\n{stderr}");
         };
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build()?;
-        Ok(App { child, base_url, client })
+        Ok(App { child, base_url, client, stderr })
+    }
+
+    /// The lines the process has logged so far (stderr).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// POSTs a GraphQL query with variables and returns the whole response body.
