@@ -503,6 +503,7 @@ async fn serve_router(
         browser: Default::default(),
         // The benchmarks measure what the server can do, not what one client may.
         throttle: None,
+        trusted_proxies: Arc::from([]),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

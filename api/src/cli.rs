@@ -459,6 +459,11 @@ pub struct ServeArgs {
     /// The most a client's budget holds (what it may spend at once). Default: a minute's worth.
     #[arg(long, env = "SKYGLASS_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u64>,
+    /// Reverse proxies in front of the API (addresses or blocks like 10.0.0.0/8): for a request
+    /// from one of them, the client (whose budget pays) is the nearest address in
+    /// `X-Forwarded-For` that is not a trusted proxy. Default: none, every peer is the client.
+    #[arg(long, env = "SKYGLASS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::throttle::AddressBlock>,
     /// Allow-list mode: callers below admin may run only the documents of these persisted-query
     /// manifests (JSON objects of SHA-256 → document), comma separated, plus the explorer's own
     /// (`persisted-queries.json` of the pages' build); ad-hoc documents are refused.

@@ -46,6 +46,8 @@ pub struct AppState {
     pub browser: crate::web::Browser,
     /// Each client's cost budget; `None`: no rate limit.
     pub throttle: Option<Arc<crate::throttle::Throttle>>,
+    /// Peers whose `X-Forwarded-For` names the client (`--trusted-proxies`).
+    pub trusted_proxies: Arc<[crate::throttle::AddressBlock]>,
 }
 
 /// Whether a request runs a mutation (never answered from or kept in the cache).
@@ -206,7 +208,10 @@ async fn graphql_handler(
     if caller.client == crate::throttle::Client::Unknown
         && let Some(peer) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
     {
-        caller.client = crate::throttle::Client::Address(peer.0.ip());
+        let forwarded: Vec<&str> =
+            headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect();
+        let address = crate::throttle::client_address(peer.0.ip(), &forwarded, &shared.state.trusted_proxies);
+        caller.client = crate::throttle::Client::Address(address);
     }
     // Admins are not rate limited.
     let limit = shared.state.throttle.clone().filter(|_| !caller.is_admin()).map(|throttle| (throttle, caller.client));

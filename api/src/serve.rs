@@ -190,6 +190,7 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
             browser,
             throttle: crate::throttle::Throttle::new(args.rate_limit, args.rate_limit_burst.unwrap_or(args.rate_limit))
                 .map(Arc::new),
+            trusted_proxies: args.trusted_proxies.clone().into(),
         })
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

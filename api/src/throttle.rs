@@ -14,6 +14,11 @@
 //!
 //! Budgets are kept in each API process (a replica each), not in Redis: no round trip per
 //! statement, and the limit still holds while Redis is down.
+//!
+//! Behind a reverse proxy every caller connects from the proxy's address. Peers in
+//! `--trusted-proxies` are taken at their word: the client is the nearest address in
+//! `X-Forwarded-For` that is not itself a trusted proxy ([`client_address`]). Nobody else's
+//! header is believed, so a client cannot pick its own budget.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -40,6 +45,73 @@ pub fn cost(estimate: Estimate) -> u64 {
 /// `retryAfterSeconds` say.
 pub fn whole_seconds(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// A block of addresses (`10.0.0.0/8`, `fd00::/8`, or one address) whose connections are
+/// trusted proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressBlock {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for AddressBlock {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<AddressBlock, String> {
+        let bad = || format!("`{text}` is not an address or a block like 10.0.0.0/8 or fd00::/8");
+        let (address, prefix) = text.trim().split_once('/').map_or((text.trim(), None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = address.parse().map_err(|_| bad())?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= bits).ok_or_else(bad)?,
+        };
+        Ok(AddressBlock { network, prefix })
+    }
+}
+
+impl AddressBlock {
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        let leading = |bytes: &[u8], bits: u8| -> u128 {
+            let value = bytes.iter().fold(0_u128, |acc, b| (acc << 8) | u128::from(*b));
+            let width = bytes.len() as u32 * 8;
+            if bits == 0 { 0 } else { value >> (width - u32::from(bits)) }
+        };
+        match (self.network, address) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                leading(&net.octets(), self.prefix) == leading(&ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                leading(&net.octets(), self.prefix) == leading(&ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The address a request comes from: its peer's, unless the peer is a trusted proxy; then,
+/// walking `X-Forwarded-For` (`forwarded`, every value of the header in order) from the
+/// nearest hop, the first address that is not a trusted proxy (or the farthest one, when every
+/// hop is trusted). A value that does not parse ends the walk at the hop before it.
+pub fn client_address(peer: IpAddr, forwarded: &[&str], trusted: &[AddressBlock]) -> IpAddr {
+    let is_trusted = |address: IpAddr| trusted.iter().any(|block| block.contains(address));
+    let mut client = peer;
+    let hops = forwarded.iter().rev().flat_map(|value| value.rsplit(','));
+    for hop in hops {
+        if !is_trusted(client) {
+            break;
+        }
+        match hop.trim().parse::<IpAddr>() {
+            Ok(address) => client = address,
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 /// Who a budget belongs to.
@@ -181,6 +253,35 @@ impl RequestCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_address_is_believed_only_from_a_trusted_proxy() {
+        let blocks: Vec<AddressBlock> =
+            ["10.0.0.0/8", "fd00::/8", "192.0.2.7"].iter().map(|b| b.parse().unwrap()).collect();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(blocks[0].contains(ip("10.255.0.1")) && !blocks[0].contains(ip("11.0.0.1")));
+        assert!(blocks[0].contains(ip("::ffff:10.1.2.3")), "IPv4 mapped into IPv6");
+        assert!(blocks[1].contains(ip("fd12::1")) && !blocks[1].contains(ip("fe80::1")));
+        assert!(blocks[2].contains(ip("192.0.2.7")) && !blocks[2].contains(ip("192.0.2.8")));
+        assert!("0.0.0.0/0".parse::<AddressBlock>().unwrap().contains(ip("203.0.113.9")));
+        for bad in ["10.0.0.0/33", "proxy", "10.0.0/8", "::/129", ""] {
+            assert!(bad.parse::<AddressBlock>().is_err(), "{bad}");
+        }
+
+        let client = |peer: &str, forwarded: &[&str]| client_address(ip(peer), forwarded, &blocks);
+        // An untrusted peer: its header is not believed.
+        assert_eq!(client("203.0.113.5", &["198.51.100.1"]), ip("203.0.113.5"));
+        // Through one trusted proxy, and through two (the farther one's hop in the header too).
+        assert_eq!(client("10.0.0.2", &["198.51.100.1"]), ip("198.51.100.1"));
+        assert_eq!(client("10.0.0.2", &["198.51.100.1, 10.0.0.9"]), ip("198.51.100.1"));
+        assert_eq!(client("10.0.0.2", &["198.51.100.1", "10.0.0.9"]), ip("198.51.100.1"));
+        // What a client wrote itself, farther than the first untrusted hop, is not believed.
+        assert_eq!(client("10.0.0.2", &["1.1.1.1, 198.51.100.1"]), ip("198.51.100.1"));
+        // No header, or garbage: the proxy itself.
+        assert_eq!(client("10.0.0.2", &[]), ip("10.0.0.2"));
+        assert_eq!(client("10.0.0.2", &["unknown"]), ip("10.0.0.2"));
+        assert_eq!(client("10.0.0.2", &["1.1.1.1, unknown, 10.0.0.3"]), ip("10.0.0.3"));
+    }
 
     fn client(n: u8) -> Client {
         Client::Key([n; 8])

@@ -18,10 +18,7 @@ mod limits;
 mod rate_limit;
 mod real_data;
 mod reenrich;
-<<<<<<< HEAD
-mod scale_out;
-=======
 mod request_log;
->>>>>>> ops
+mod scale_out;
 mod serve_all;
 mod verify;

@@ -206,3 +206,35 @@ fn each_answer_costs_what_it_reads_and_a_spent_budget_waits_for_its_refill() {
     let metrics = app.get("/metrics").text().unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("skyglass_rate_limited_total ") && !l.ends_with(" 0")), "{metrics}");
 }
+
+/// Behind a trusted proxy each client named in `X-Forwarded-For` spends its own budget; from any
+/// other peer the header is not believed, so a client cannot change budgets by writing it.
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    lake_of_days(lake.path());
+    let whole = cost(&partition_bytes(lake.path()), FIRST_DAY, FIRST_DAY + DAYS - 1, 0);
+    let query = json!({ "query": "{ posts(first: 1, filter: {textContains: \"zz\"}) { totalCount } }" });
+    for trusted in [false, true] {
+        let mut command = skyglass(lake.path(), &redis.url());
+        // A budget of less than one scan of the lake, refilling a unit a second.
+        command.args(["serve", "--role", "api", "--listen", "127.0.0.1:0", "--rate-limit", "60"]);
+        command.args(["--rate-limit-burst", &(whole / 2).to_string()]);
+        if trusted {
+            command.args(["--trusted-proxies", "127.0.0.0/8,::1"]);
+        }
+        let app = App::serve(&mut command).unwrap();
+        let status_for = |client: &str| {
+            let request = app.client.post(format!("{}/graphql", app.base_url)).json(&query);
+            let response =
+                request.header("X-Forwarded-For", client).header("Cache-Control", "no-store").send().unwrap();
+            response.status().as_u16()
+        };
+        assert_eq!(status_for("198.51.100.1"), 200, "the first scan runs on credit");
+        assert_eq!(status_for("198.51.100.1"), 429, "then the budget is spent");
+        let other = status_for("198.51.100.2");
+        assert_eq!(other, if trusted { 200 } else { 429 }, "another client, trusted proxy: {trusted}");
+        assert!(app.stop().success());
+    }
+}
