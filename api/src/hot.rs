@@ -163,7 +163,7 @@ impl Buffered {
                 }
                 Entry::Delete(delete) => {
                     self.newest_us = self.newest_us.max(delete.deleted_at_us);
-                    self.posts.remove(&delete.uri);
+                    changed |= self.posts.remove(&delete.uri).is_some();
                     if delete.deleted_at_us > self.flushed_through_us {
                         // It hides the post wherever it is, files included.
                         changed |= self.deleted.insert(delete.uri, delete.deleted_at_us).is_none();
@@ -180,6 +180,8 @@ impl Buffered {
                             *latest = (event.seen_at_us, hides);
                         }
                         Some(_) => {}
+                        // One the lake's flushes passed is the lake's to apply.
+                        None if event.seen_at_us <= self.flushed_through_us => {}
                         None => {
                             self.accounts.insert(event.did, (event.seen_at_us, hides));
                             changed = true;
@@ -332,4 +334,60 @@ async fn read(
         out.push((entry.id, rows.ok().flatten().unwrap_or_default()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lake::model::{AccountEvent, Delete};
+
+    fn post(did: &str, rkey: &str, at: i64) -> Entry {
+        let uri = format!("at://{did}/app.bsky.feed.post/{rkey}");
+        Entry::Post(Box::new(Post { uri, did: did.into(), indexed_at_us: at, ..Post::default() }))
+    }
+
+    fn takedown(did: &str, at: i64) -> Entry {
+        let status = Some("takendown".to_owned());
+        Entry::Account(AccountEvent { did: did.into(), seen_at_us: at, active: Some(false), status, handle: None })
+    }
+
+    /// What the tail keeps: posts after the flush watermark, the deletes and account states that
+    /// change the answers, and a live feed without hidden authors.
+    #[test]
+    fn the_buffer_keeps_what_changes_answers_and_streams_visible_posts() {
+        let (live, mut received) = tokio::sync::broadcast::channel(16);
+        let mut buffered = Buffered { flushed_through_us: 100, ..Buffered::default() };
+        let lake_hides = |did: &str| did == "did:plc:hidden";
+        assert!(!buffered.add(vec![post("did:plc:a", "old", 90)], &live, lake_hides), "flushed already");
+        let rows = vec![post("did:plc:a", "1", 101), post("did:plc:hidden", "2", 102), post("did:plc:a", "1", 103)];
+        assert!(buffered.add(rows, &live, lake_hides));
+        assert_eq!(buffered.posts.len(), 2, "one per uri");
+        // A takedown in the buffer, and one older than the flushes (the lake's to apply).
+        assert!(buffered.add(vec![takedown("did:plc:b", 104)], &live, lake_hides));
+        assert!(!buffered.add(vec![takedown("did:plc:c", 99)], &live, lake_hides));
+        assert!(buffered.add(vec![post("did:plc:b", "3", 105)], &live, lake_hides));
+        assert_eq!(buffered.posts.len(), 3);
+        let streamed: Vec<String> = std::iter::from_fn(|| received.try_recv().ok()).map(|p| p.uri.clone()).collect();
+        assert_eq!(streamed, ["at://did:plc:a/app.bsky.feed.post/1"], "hidden authors' posts stream to no one");
+
+        // A delete of a buffered post changes the tier, even one older than the flushes.
+        let delete = |rkey: &str, at| {
+            Entry::Delete(Delete {
+                uri: format!("at://did:plc:a/app.bsky.feed.post/{rkey}"),
+                did: "did:plc:a".into(),
+                deleted_at_us: at,
+            })
+        };
+        assert!(buffered.add(vec![delete("1", 99)], &live, lake_hides));
+        assert!(!buffered.posts.contains_key("at://did:plc:a/app.bsky.feed.post/1"));
+        assert!(buffered.add(vec![delete("9", 106)], &live, lake_hides), "a delete of a flushed post hides it");
+        let (posts, deleted, accounts) = buffered.tier();
+        assert_eq!(posts.len(), 1, "the taken-down author's post is left out: {posts:?}");
+        assert_eq!(deleted, ["at://did:plc:a/app.bsky.feed.post/9"]);
+        assert_eq!(accounts, [("did:plc:b".to_owned(), true)]);
+
+        // A flush through 106 takes it all out.
+        assert!(buffered.flushed_through(106));
+        assert_eq!(buffered.tier(), (Vec::new(), Vec::new(), Vec::new()));
+    }
 }
