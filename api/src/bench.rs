@@ -496,6 +496,7 @@ async fn serve_router(
             lake: args.lake.clone(),
             ingest: None,
             redis_required: false,
+            engine: None,
         },
         exports: None,
         access: Arc::new(crate::auth::Access::open()),

@@ -75,6 +75,8 @@ pub struct Ops {
     /// Whether this process needs Redis to do its work (the roles that ingest buffer in it). An
     /// API replica only caches there: without Redis it answers uncached, and stays ready.
     pub redis_required: bool,
+    /// The engine, where this process answers queries: its counters are read at each scrape.
+    pub engine: Option<Arc<lake::exec::Engine>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -418,6 +420,10 @@ fn body_of(data: &str, status: cache::Status, extensions: &Extensions) -> String
 }
 
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
+    if let Some(engine) = &ops.engine {
+        metrics::counter!(m::TEXT_SEARCH_STATEMENTS, "path" => "index").absolute(engine.text_index_uses());
+        metrics::counter!(m::TEXT_SEARCH_STATEMENTS, "path" => "scan").absolute(engine.text_scans());
+    }
     ([("content-type", "text/plain; version=0.0.4")], ops.metrics.render())
 }
 

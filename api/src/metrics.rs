@@ -45,6 +45,9 @@ pub const COMPACTION_DURATION: &str = "skyglass_compaction_duration_seconds";
 
 /// Posts in the hot tier (still in the buffer, answered with the lake's).
 pub const HOT_POSTS: &str = "skyglass_hot_posts";
+/// Statements with text searches, by `path`: `index` (narrowed by the files' text indexes) or
+/// `scan`.
+pub const TEXT_SEARCH_STATEMENTS: &str = "skyglass_text_search_statements_total";
 
 /// Live subscriptions open now, and those ended for falling behind.
 pub const LIVE_SUBSCRIBERS: &str = "skyglass_live_subscribers";
@@ -126,6 +129,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         metrics::counter!(COMPACTION_ROWS_LEFT_OUT, "reason" => reason).increment(0);
     }
     describe_gauge!(HOT_POSTS, "Posts in the hot tier: still in the buffer, answered with the lake's");
+    describe_counter!(
+        TEXT_SEARCH_STATEMENTS,
+        "Lake statements with text searches, by path: narrowed by the text indexes (index) or not (scan)"
+    );
     metrics::gauge!(HOT_POSTS).set(0.0);
     describe_gauge!(LIVE_SUBSCRIBERS, "livePosts subscriptions open now");
     describe_counter!(LIVE_DROPPED, "livePosts subscriptions ended for falling behind");

@@ -136,13 +136,14 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
 
     // Every role serves HTTP: the API roles GraphQL and the operations endpoints, `ingest`
     // the operations endpoints alone (for Prometheus and the orchestrator's probes).
-    let ops = Ops {
+    let mut ops = Ops {
         metrics,
         redis: Arc::new(RedisLink::new(&args.redis.redis_url, Keys::new(&args.redis.redis_namespace))),
         lake: lake.clone(),
         redis_required: args.role != Role::Api,
         ingest: (args.role != Role::Api)
             .then(|| http::IngestReadiness { source_kind: args.source.kind(), max_lag: args.ready_max_lag }),
+        engine: None,
     };
     let router = if args.role == Role::Ingest {
         http::ops_router(ops)
@@ -167,6 +168,7 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
             info!(exports = exports.specs().len(), "export schedules started");
             exports
         });
+        ops.engine = Some(engine.clone());
         // The hot tier: posts still in the buffer, answered with the lake's.
         let flushed_through = lake::catalog::read_state(&lake).ok().and_then(|state| state.flushed_through_us);
         let hot = Arc::new(crate::hot::HotState::new(flushed_through));

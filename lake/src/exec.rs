@@ -61,6 +61,8 @@ pub struct Engine {
     /// since `lake reindex` publishes what it builds).
     text_indexes: Mutex<HashMap<PathBuf, Option<Arc<crate::textindex::TextIndex>>>>,
     text_index_uses: std::sync::atomic::AtomicU64,
+    /// Statements with text searches that scanned instead (no index narrowed them).
+    text_scans: std::sync::atomic::AtomicU64,
     /// Searches found too common to list in a file's index, so that a repeated one is not
     /// counted again (counting a common term's posts costs about as much as scanning for it);
     /// forgotten at every snapshot.
@@ -325,6 +327,7 @@ impl Engine {
             post_paths: Mutex::new(Arc::new(Vec::new())),
             text_indexes: Mutex::new(HashMap::new()),
             text_index_uses: std::sync::atomic::AtomicU64::new(0),
+            text_scans: std::sync::atomic::AtomicU64::new(0),
             too_common: Mutex::new(std::collections::HashSet::new()),
             hidden_present: AtomicBool::new(false),
             hidden_dids: Mutex::new(Arc::new(std::collections::HashSet::new())),
@@ -557,6 +560,12 @@ impl Engine {
         self.text_index_uses.load(Ordering::Relaxed)
     }
 
+    /// How many statements with text searches scanned the files instead (no index, or too many
+    /// candidates), since the engine opened.
+    pub fn text_scans(&self) -> u64 {
+        self.text_scans.load(Ordering::Relaxed)
+    }
+
     /// Sets the hot tier: posts still in the buffer (not in any file yet), answered with the
     /// files' from now on, and the buffer's deletes and account states, applied to both.
     /// The caller leaves out posts the files have, copies and deleted posts.
@@ -716,11 +725,15 @@ impl Engine {
         self.once_more_if_a_file_went(|| {
             let mut sql = compiled.clone();
             // Built for the snapshot of this try: it names its files.
-            if let Some(filter) = plan.filter()
-                && let Some(narrowed) = self.narrowed_posts_sql(filter)
-            {
-                // The statement reads `posts` narrowed by the text indexes instead of the view.
-                sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);
+            if let Some(filter) = plan.filter() {
+                match self.narrowed_posts_sql(filter) {
+                    // The statement reads `posts` narrowed by the text indexes instead of the view.
+                    Some(narrowed) => sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text),
+                    None if !filter.text.is_empty() => {
+                        self.text_scans.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {}
+                }
             }
             self.run_sql(&sql, &mut read)
         })

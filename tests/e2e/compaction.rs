@@ -72,6 +72,21 @@ fn serve_compacts_on_schedule_and_every_answer_meanwhile_counts_each_post_once()
     const QUERY: &str = "{ posts(first: 3, filter: {hashtags: [\"topic5\"]}) { totalCount } \
       all: posts(first: 1) { totalCount } lake { files } }";
     let topic5 = (0..400_000).filter(|i| i % 13 == 5).count();
+    let search = |app: &App| -> Value {
+        let query = "{ posts(first: 5, filter: {text: {query: \"12345\", mode: WORDS}}) { nodes { uri } } }";
+        let request = app.client.post(format!("{}/graphql", app.base_url)).header("Cache-Control", "no-store");
+        let answer: Value = request.json(&json!({ "query": query })).send().unwrap().json().unwrap();
+        answer["data"]["posts"]["nodes"].clone()
+    };
+    let searches = |app: &App, path: &str| -> f64 {
+        let metrics = app.get("/metrics").text().unwrap();
+        let name = format!("skyglass_text_search_statements_total{{path=\"{path}\"}} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&name)?.parse().ok()).unwrap_or(0.0)
+    };
+    // The small files have no text index: a search scans them.
+    let found = search(&app);
+    assert_eq!(found, json!([{"uri": "at://did:plc:author381/app.bsky.feed.post/00012345"}]));
+    assert!(searches(&app, "scan") >= 1.0 && searches(&app, "index") == 0.0);
     let (mut answers, mut files_seen) = (0, std::collections::BTreeSet::new());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
@@ -99,6 +114,9 @@ fn serve_compacts_on_schedule_and_every_answer_meanwhile_counts_each_post_once()
     let metrics = app.get("/metrics").text().unwrap();
     assert!(metrics.contains("skyglass_compactions_total{outcome=\"ok\"} 1"), "{metrics}");
     assert!(answers >= 3, "answers ran while it compacted: {answers}");
+    // The compacted file has its index: the same search reads only its candidates.
+    assert_eq!(search(&app), found);
+    assert!(searches(&app, "index") >= 1.0, "the search used the new file's index");
     assert!(app.stop().success());
 }
 
