@@ -124,6 +124,12 @@ pub fn created_and_deleted_in(file: &Path) -> (Vec<ExpectedPost>, BTreeSet<Strin
     (seen.into_values().collect(), deleted)
 }
 
+/// The newest event time (`time_us`) in a fixture file, UTC microseconds.
+pub fn newest_event_in(file: &Path) -> i64 {
+    let text = std::fs::read_to_string(file).expect("the fixture reads");
+    text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()?["time_us"].as_i64()).max().expect("events")
+}
+
 /// An instant as the API writes it: RFC 3339 in UTC with `Z`.
 pub fn rfc3339(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros).unwrap().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)

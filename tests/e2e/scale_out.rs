@@ -27,14 +27,7 @@ fn an_ingest_worker_and_two_api_replicas_share_one_redis_and_lake() {
 
     // Both answer the buffered posts, each from its own tail of the buffer.
     const QUERY: &str = "{ posts(first: 100) { totalCount nodes { uri } } lake { posts } }";
-    let newest = crate::expected::rfc3339(
-        std::fs::read_to_string(&sample)
-            .unwrap()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["time_us"].as_i64())
-            .max()
-            .unwrap(),
-    );
+    let newest = crate::expected::rfc3339(crate::expected::newest_event_in(&sample));
     for replica in &replicas {
         poll(Duration::from_secs(30), || {
             let answer = replica.request(QUERY, json!({}));

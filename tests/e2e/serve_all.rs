@@ -152,7 +152,7 @@ fn the_cursor_lag_grows_while_nothing_is_flushed() {
             .arg(format!("file:{}", sample.display())),
     )
     .unwrap();
-    let newest_us = newest_event_in(&sample);
+    let newest_us = crate::expected::newest_event_in(&sample);
     let lag = poll(Duration::from_secs(20), || {
         metric_if_any(&worker.get("/metrics").text().ok()?, "skyglass_ingest_cursor_lag_seconds")
     })
@@ -354,13 +354,7 @@ fn buffered_posts_answer_before_the_flush_and_the_lake_the_same_after() {
     let lake = tempfile::tempdir().unwrap();
     let sample = skyglass_tests::fixtures_dir().join("jetstream_sample.jsonl");
     let expected = crate::expected::posts_in(&sample);
-    let newest_event = std::fs::read_to_string(&sample)
-        .unwrap()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|event| event["time_us"].as_i64())
-        .max()
-        .unwrap();
+    let newest_event = crate::expected::newest_event_in(&sample);
     let lines: Vec<String> = std::fs::read_to_string(&sample).unwrap().lines().map(str::to_owned).collect();
     let jetstream = skyglass_tests::jetstream::JetstreamStandIn::start(lines, tokio::sync::watch::channel(true).1).url;
     let app = App::serve(
@@ -432,10 +426,6 @@ fn buffered_posts_answer_before_the_flush_and_the_lake_the_same_after() {
 /// flush, with the filter semantics of `posts`.
 #[test]
 fn live_posts_stream_matching_posts_as_they_arrive() {
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
     let redis = RedisServer::start().unwrap();
     let lake = tempfile::tempdir().unwrap();
     let sample = skyglass_tests::fixtures_dir().join("jetstream_sample.jsonl");
@@ -457,18 +447,10 @@ fn live_posts_stream_matching_posts_as_they_arrive() {
             .arg(format!("jetstream:{jetstream}")),
     )
     .unwrap();
-    let url = format!("{}/graphql/ws", app.base_url.replace("http://", "ws://"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (received, mut socket) = runtime.block_on(async {
-        let mut request = url.into_client_request().unwrap();
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        socket.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
-        let ack = read_json(&mut socket).await;
-        assert_eq!(ack["type"], json!("connection_ack"), "{ack}");
         let query = "subscription { livePosts(filter: {langs: [\"EN\"]}) { uri langs author { did } } }";
-        let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
-        socket.send(Message::text(subscribe.to_string())).await.unwrap();
+        let mut socket = subscribe(&app, query).await;
         // The subscription is registered before the firehose opens.
         tokio::time::sleep(Duration::from_millis(500)).await;
         open.send(true).unwrap();
@@ -486,7 +468,7 @@ fn live_posts_stream_matching_posts_as_they_arrive() {
     sorted.sort_unstable();
     assert_eq!(sorted, expected, "each English post once, as it arrived");
     // Exactly those: once the hot tier holds the whole fixture, nothing more comes.
-    let newest = newest_event_in(&sample);
+    let newest = crate::expected::newest_event_in(&sample);
     wait_until_ingested_through(&app, newest);
     let (extra, mut socket) = runtime.block_on(async move {
         (tokio::time::timeout(Duration::from_millis(1500), read_json(&mut socket)).await.ok(), socket)
@@ -499,17 +481,6 @@ fn live_posts_stream_matching_posts_as_they_arrive() {
     runtime.block_on(async { socket.close(None).await.ok() });
     drop(runtime);
     assert!(app.stop().success());
-}
-
-/// The newest event time in a fixture file, UTC microseconds.
-fn newest_event_in(file: &std::path::Path) -> i64 {
-    std::fs::read_to_string(file)
-        .unwrap()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|event| event["time_us"].as_i64())
-        .max()
-        .unwrap()
 }
 
 /// Waits until `app`'s answers include every event up to `time_us` (`extensions.freshness`).
@@ -528,10 +499,6 @@ fn wait_until_ingested_through(app: &App, time_us: i64) {
 /// streams to no one.
 #[test]
 fn deletes_and_takedowns_in_the_buffer_hide_flushed_posts_before_the_next_flush() {
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
     let redis = RedisServer::start().unwrap();
     let lake = tempfile::tempdir().unwrap();
     let sample = skyglass_tests::fixtures_dir().join("jetstream_sample.jsonl");
@@ -546,7 +513,7 @@ fn deletes_and_takedowns_in_the_buffer_hide_flushed_posts_before_the_next_flush(
     let victims_posts = in_lake.iter().filter(|p| p.did == victim).count();
     assert!(victims_posts >= 2, "{victim} has {victims_posts}");
 
-    let start = newest_event_in(&sample) + 1_000_000;
+    let start = crate::expected::newest_event_in(&sample) + 1_000_000;
     let at = |n: i64| start + n * 1_000_000;
     let post = |did: &str, rkey: &str, time_us: i64| {
         json!({"did": did, "time_us": time_us, "kind": "commit", "commit": {
@@ -582,17 +549,9 @@ fn deletes_and_takedowns_in_the_buffer_hide_flushed_posts_before_the_next_flush(
     assert_eq!(before["posts"]["totalCount"], json!(in_lake.len()), "{before}");
 
     // Subscribed before the events come.
-    let url = format!("{}/graphql/ws", app.base_url.replace("http://", "ws://"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut socket = runtime.block_on(async {
-        let mut request = url.into_client_request().unwrap();
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        socket.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
-        assert_eq!(read_json(&mut socket).await["type"], json!("connection_ack"));
-        let query = "subscription { livePosts { uri } }";
-        let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
-        socket.send(Message::text(subscribe.to_string())).await.unwrap();
+        let socket = subscribe(&app, "subscription { livePosts { uri } }").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         socket
     });
@@ -628,9 +587,26 @@ fn deletes_and_takedowns_in_the_buffer_hide_flushed_posts_before_the_next_flush(
     assert!(app.stop().success());
 }
 
-async fn read_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-) -> serde_json::Value {
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A graphql-transport-ws connection to `app`, acknowledged, with `query` subscribed as id 1.
+async fn subscribe(app: &App, query: &str) -> Socket {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/graphql/ws", app.base_url.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
+    let ack = read_json(&mut socket).await;
+    assert_eq!(ack["type"], json!("connection_ack"), "{ack}");
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+    socket.send(Message::text(subscribe.to_string())).await.unwrap();
+    socket
+}
+
+async fn read_json(socket: &mut Socket) -> serde_json::Value {
     use futures_util::StreamExt;
     loop {
         let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
@@ -647,10 +623,6 @@ async fn read_json(
 /// A subscriber that stops reading falls behind and is ended with `TOO_SLOW`; ingest goes on.
 #[test]
 fn a_live_subscriber_that_falls_behind_is_dropped_with_a_reason() {
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
     let redis = RedisServer::start().unwrap();
     let lake = tempfile::tempdir().unwrap();
     let app = App::serve(skyglass(lake.path(), &redis.url()).args([
@@ -663,19 +635,9 @@ fn a_live_subscriber_that_falls_behind_is_dropped_with_a_reason() {
         "synthetic:8000",
     ]))
     .unwrap();
-    let url = format!("{}/graphql/ws", app.base_url.replace("http://", "ws://"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let error = runtime.block_on(async {
-        let mut request = url.into_client_request().unwrap();
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        socket.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
-        assert_eq!(read_json(&mut socket).await["type"], json!("connection_ack"));
-        let query = "subscription { livePosts { uri text } }";
-        socket
-            .send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string()))
-            .await
-            .unwrap();
+        let mut socket = subscribe(&app, "subscription { livePosts { uri text } }").await;
         // Not reading: the socket's buffers fill, then the feed falls behind.
         tokio::time::sleep(Duration::from_secs(6)).await;
         loop {
