@@ -373,13 +373,19 @@ mod tests {
         assert!(merged.windows(2).all(|w| (w[0].created_at_us, &w[0].uri) <= (w[1].created_at_us, &w[1].uri)));
     }
 
-    #[test]
-    fn a_run_cut_short_leaves_the_live_partition_whole_and_is_cleaned_up_by_the_next() {
+    /// A lake of three small files of five posts each, in one partition.
+    fn three_small_files() -> tempfile::TempDir {
         let lake = tempfile::tempdir().unwrap();
         for file in 0..3_i64 {
             writer::write_posts(lake.path(), &format!("{file}.parquet"), (file * 5..file * 5 + 5).map(post).collect())
                 .unwrap();
         }
+        lake
+    }
+
+    #[test]
+    fn a_run_cut_short_leaves_the_live_partition_whole_and_is_cleaned_up_by_the_next() {
+        let lake = three_small_files();
         // What a kill -9 during staging leaves: a staging directory with a half-written file.
         let staging = layout::staging_partition_dir(lake.path(), layout::POSTS_TABLE, date());
         fs::create_dir(&staging).unwrap();
@@ -394,11 +400,7 @@ mod tests {
 
     #[test]
     fn a_run_called_off_leaves_the_partition_as_it_was_and_the_flush_lock_free() {
-        let lake = tempfile::tempdir().unwrap();
-        for file in 0..3_i64 {
-            writer::write_posts(lake.path(), &format!("{file}.parquet"), (file * 5..file * 5 + 5).map(post).collect())
-                .unwrap();
-        }
+        let lake = three_small_files();
         let before = read_partition(lake.path());
         let result = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 9, &AtomicBool::new(true));
         assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");

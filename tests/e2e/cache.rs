@@ -23,8 +23,7 @@ fn cache_status(answer: &Value) -> &str {
 }
 
 fn metric(app: &App, name_and_labels: &str) -> f64 {
-    let body = app.get("/metrics").text().unwrap();
-    body.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok()).unwrap_or(0.0)
+    skyglass_tests::metric_in(&app.get("/metrics").text().unwrap(), name_and_labels).unwrap_or(0.0)
 }
 
 #[test]

@@ -79,9 +79,8 @@ fn serve_compacts_on_schedule_and_every_answer_meanwhile_counts_each_post_once()
         answer["data"]["posts"]["nodes"].clone()
     };
     let searches = |app: &App, path: &str| -> f64 {
-        let metrics = app.get("/metrics").text().unwrap();
-        let name = format!("skyglass_text_search_statements_total{{path=\"{path}\"}} ");
-        metrics.lines().find_map(|line| line.strip_prefix(&name)?.parse().ok()).unwrap_or(0.0)
+        let series = format!("skyglass_text_search_statements_total{{path=\"{path}\"}}");
+        skyglass_tests::metric_in(&app.get("/metrics").text().unwrap(), &series).unwrap_or(0.0)
     };
     // The small files have no text index: a search scans them.
     let found = search(&app);

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use skyglass_tests::{App, RedisServer, fixtures_dir, ingest_once, poll, skyglass};
+use skyglass_tests::{App, RedisServer, fixtures_dir, ingest_once, metric_in as metric, poll, skyglass};
 
 use crate::exports::{config, exported, instant, lake_of_long_posts, post_graphql, sha256};
 
@@ -175,10 +175,6 @@ fn exports_now(app: &App) -> Value {
     let answer = post_graphql(app, Some("s3cret"), list);
     assert!(answer.get("errors").is_none(), "{answer}");
     answer["data"]["exports"][0].clone()
-}
-
-fn metric(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[test]

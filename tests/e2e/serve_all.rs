@@ -5,14 +5,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use skyglass_tests::{App, RedisServer, poll, skyglass};
+use skyglass_tests::{App, RedisServer, metric_in as metric_if_any, poll, skyglass};
 
 fn metric(body: &str, name_and_labels: &str) -> f64 {
     metric_if_any(body, name_and_labels).unwrap_or_else(|| panic!("metric {name_and_labels} is missing from:\n{body}"))
-}
-
-fn metric_if_any(body: &str, name_and_labels: &str) -> Option<f64> {
-    body.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
 
 /// `serve` on a free port fed by a fast synthetic firehose, flushing every 300 ms, with `args`.

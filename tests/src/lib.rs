@@ -153,6 +153,11 @@ pub fn ingest_once(lake: &Path, redis_url: &str, file: &Path) -> Output {
     output
 }
 
+/// The value of one series (`name{labels}`, as Prometheus prints it) in a `/metrics` body.
+pub fn metric_in(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// A running `skyglass serve`, killed when dropped.
 pub struct App {
     child: Child,
