@@ -48,6 +48,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.push_str(&query_bench(&args).await?);
     }
 
+    if args.only.is_none_or(|part| part == BenchPart::Rollups) {
+        eprintln!("bench: rollups against the posts on {}…", args.lake.display());
+        report.push_str(&rollup_bench(&args).await?);
+    }
     if args.only.is_none_or(|part| part == BenchPart::Cache) {
         eprintln!("bench: cached answers under wrk…");
         report.push_str(&cache_bench(&args).await?);
@@ -594,7 +598,9 @@ struct QueryClass {
 async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
     let threads = EngineConfig::default().threads;
     let open = |lake: PathBuf| async move {
-        anyhow::Ok(tokio::task::spawn_blocking(move || Engine::open(&lake, &EngineConfig { threads })).await??)
+        anyhow::Ok(
+            tokio::task::spawn_blocking(move || Engine::open(&lake, &EngineConfig::with_threads(threads))).await??,
+        )
     };
     let direct = Arc::new(open(args.lake.clone()).await?);
     let served = Arc::new(open(args.lake.clone()).await?);
@@ -839,6 +845,186 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
             ],
         },
     ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollups
+
+/// Aggregates over the lake's last 30 days (at most): each class as one uncached GraphQL
+/// request to the real router, whose engine answers from rollups, against the same plan on an
+/// engine that reads the posts (`--rollups false`), in the same run; both must give the same rows.
+async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
+    let threads = EngineConfig::default().threads;
+    let open = |rollups: bool| {
+        let lake = args.lake.clone();
+        async move {
+            anyhow::Ok(
+                tokio::task::spawn_blocking(move || Engine::open(&lake, &EngineConfig { threads, rollups })).await??,
+            )
+        }
+    };
+    let (rolled, plain) = (Arc::new(open(true).await?), Arc::new(open(false).await?));
+    let stats = {
+        let plain = plain.clone();
+        tokio::task::spawn_blocking(move || plain.stats()).await??
+    };
+    let (Some(oldest), Some(newest)) = (stats.oldest_post_us, stats.newest_post_us) else {
+        bail!("{} holds no posts; make one with `skyglass generate`", args.lake.display());
+    };
+    const DAY_US: i64 = 86_400_000_000;
+    let until = newest - newest.rem_euclid(DAY_US) + DAY_US;
+    let since = (until - 30 * DAY_US).max(oldest - oldest.rem_euclid(DAY_US));
+    let window = PostFilter { since_us: Some(since), until_us: Some(until), ..PostFilter::default() };
+    let rfc3339 = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    };
+    let range = format!("since: \"{}\", until: \"{}\"", rfc3339(since), rfc3339(until));
+    let counts = Measures { authors: false, replies: true };
+    let buckets = |interval, zone: &str, group_by| {
+        let zone: chrono_tz::Tz = zone.parse().expect("a known zone");
+        Plan::Buckets(BucketsPlan {
+            filter: window.clone(),
+            interval,
+            zone,
+            offsets: zone::offsets(zone, since, until),
+            group_by,
+            measures: counts,
+        })
+    };
+    let classes = vec![
+        QueryClass {
+            name: "hourly buckets",
+            graphql: format!("{{ timeBuckets(interval: HOUR, filter: {{{range}}}) {{ start posts replies }} }}"),
+            plans: vec![buckets(Interval::Hour, "UTC", None)],
+        },
+        QueryClass {
+            name: "daily buckets",
+            graphql: format!("{{ timeBuckets(interval: DAY, filter: {{{range}}}) {{ start posts replies }} }}"),
+            plans: vec![buckets(Interval::Day, "UTC", None)],
+        },
+        QueryClass {
+            name: "hourly buckets by embed type",
+            graphql: format!(
+                "{{ timeBuckets(interval: HOUR, groupBy: EMBED_TYPE, filter: {{{range}}}) {{ start group posts replies }} }}"
+            ),
+            plans: vec![buckets(Interval::Hour, "UTC", Some(Dimension::EmbedType))],
+        },
+        QueryClass {
+            name: "daily buckets by lang, New York",
+            graphql: format!(
+                "{{ timeBuckets(interval: DAY, timeZone: \"America/New_York\", groupBy: LANG, filter: {{{range}}}) \
+                 {{ start group posts replies }} }}"
+            ),
+            plans: vec![buckets(Interval::Day, "America/New_York", Some(Dimension::Lang))],
+        },
+        QueryClass {
+            name: "top hashtags",
+            graphql: format!("{{ topHashtags(first: 10, filter: {{{range}}}) {{ tag posts }} }}"),
+            plans: vec![Plan::TopHashtags(TopPlan { filter: window.clone(), limit: 10, count_authors: false })],
+        },
+    ];
+
+    let runner = QueryRunner::new(rolled.clone(), threads.max(1), Duration::from_secs(600));
+    let (address, server) = serve_router(args, runner, "redis://127.0.0.1:1", Duration::ZERO, 1_000).await?;
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/graphql");
+    let mut rows = Vec::new();
+    for class in &classes {
+        let (mut api, mut raw) = (Vec::new(), Vec::new());
+        for _ in 0..=args.runs as usize {
+            let started = Instant::now();
+            let request = client.post(&url).header("cache-control", "no-store").json(&json!({"query": class.graphql}));
+            let response: Value = request.send().await?.json().await?;
+            api.push(started.elapsed().as_secs_f64());
+            if let Some(errors) = response.get("errors") {
+                bail!("rollup class `{}` failed: {errors}", class.name);
+            }
+            let from = response["extensions"]["plans"][0]["from"].as_str().unwrap_or("").to_owned();
+            if from != "rollups" {
+                bail!("rollup class `{}` was answered from {from:?}: {}", class.name, response["extensions"]);
+            }
+            let (plan, plain, rolled) = (class.plans[0].clone(), plain.clone(), rolled.clone());
+            let (seconds, same) = tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, bool)> {
+                let started = Instant::now();
+                let posts = answer(&plain, &plan)?;
+                let seconds = started.elapsed().as_secs_f64();
+                Ok((seconds, posts == answer(&rolled, &plan)?))
+            })
+            .await??;
+            if !same {
+                bail!("rollup class `{}`: the rollups and the posts answer differently", class.name);
+            }
+            raw.push(seconds);
+        }
+        let (rollup_warm, raw_warm) = (median(&api[1..]), median(&raw[1..]));
+        eprintln!("bench: {:<32} rollups {:>8.1} ms  posts {:>8.1} ms", class.name, rollup_warm * 1e3, raw_warm * 1e3);
+        rows.push((class, api[0], raw[0], rollup_warm, raw_warm));
+    }
+    server.abort();
+
+    let mut out = String::new();
+    writeln!(
+        out,
+        "## Rollups against the posts (issue 12)
+"
+    )?;
+    writeln!(
+        out,
+        "The same lake ({} posts, {} days), its last {} days (`{}` to `{}`). Each class is one uncached GraphQL \
+         request to the real router, whose engine answers from rollups (`extensions.plans` says so), against \
+         the same plan on an engine that reads the posts (`--rollups false`) in the same process, which must give \
+         the same rows. Cold is the first run; warm is the median of the next {}. Both use {} DuckDB threads.\n",
+        stats.posts,
+        stats.partitions,
+        (until - since) / DAY_US,
+        rfc3339(since),
+        rfc3339(until),
+        args.runs,
+        threads
+    )?;
+    writeln!(out, "| class | rollups cold ms | posts cold ms | rollups warm ms | posts warm ms | speed-up | goal |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---|")?;
+    let mut all_met = true;
+    for (class, rollup_cold, raw_cold, rollup_warm, raw_warm) in &rows {
+        let speedup = raw_warm / rollup_warm;
+        let met = *rollup_warm < 0.050 && speedup >= 20.0;
+        all_met &= met;
+        writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}× | < 50 ms, ≥ 20× {} |",
+            class.name,
+            rollup_cold * 1e3,
+            raw_cold * 1e3,
+            rollup_warm * 1e3,
+            raw_warm * 1e3,
+            speedup,
+            if met { "✓" } else { "✗" }
+        )?;
+    }
+    writeln!(out, "\nGoal: under 50 ms warm and uncached, at least 20× faster than the posts. {}\n", verdict(all_met))?;
+    writeln!(out, "The GraphQL of each class:\n")?;
+    for class in &classes {
+        writeln!(out, "- {}: `{}`", class.name, class.graphql)?;
+    }
+    writeln!(out)?;
+    Ok(out)
+}
+
+/// The rows a buckets or top-hashtags plan answers, comparable across engines.
+fn answer(engine: &Engine, plan: &Plan) -> anyhow::Result<Vec<String>> {
+    Ok(match plan {
+        Plan::Buckets(b) => engine
+            .time_buckets(&b.filter, b.interval, b.zone, b.group_by, b.measures)?
+            .into_iter()
+            .map(|b| format!("{} {:?} {} {}", b.start_us, b.group, b.posts, b.replies))
+            .collect(),
+        Plan::TopHashtags(top) => {
+            engine.top_hashtags(top)?.into_iter().map(|t| format!("{} {}", t.tag, t.posts)).collect()
+        }
+        other => bail!("no rollup answers {other:?}"),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

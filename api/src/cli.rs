@@ -119,6 +119,10 @@ pub enum LakeCommand {
     /// for the files it writes), and remove indexes whose data file is gone. Safe while `serve`
     /// runs: flushes and compactions wait for the partition being indexed.
     Reindex(ReindexArgs),
+    /// Build the rollups (posts per hour and language, embed type, reply; posts per hour and
+    /// hashtag) of every `posts` data file that lacks them (flushes and compactions write them
+    /// for their files), and remove rollups whose data file is gone. Safe while `serve` runs.
+    Rollup(RollupArgs),
     /// Check every data file from its footer (row counts, schema, partition placement) and
     /// report what is wrong, changing nothing. Exits 1 if it finds an error.
     Verify(VerifyArgs),
@@ -253,6 +257,17 @@ pub struct ReindexArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct RollupArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub days: DayRangeArgs,
+    /// Build every rollup again, not only the missing ones.
+    #[arg(long)]
+    pub rebuild: bool,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ReenrichArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
@@ -285,6 +300,12 @@ pub struct GenerateArgs {
     /// The same seed writes the same lake.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The share of posts deleted later (0 to 1).
+    #[arg(long, default_value_t = 0.02, value_parser = parse_share)]
+    pub deleted_share: f64,
+    /// Accounts taken down per day.
+    #[arg(long, default_value_t = 3)]
+    pub takedowns_per_day: u32,
     /// The lake directory to write; it must be empty or absent.
     #[arg(long)]
     pub out: PathBuf,
@@ -320,6 +341,8 @@ pub enum BenchPart {
     Cache,
     /// A minute of `wrk` (cached and uncached queries) against `serve` while it ingests.
     Load,
+    /// Aggregates over the lake's last 30 days from rollups against the same from the posts.
+    Rollups,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -401,6 +424,10 @@ pub struct ServeArgs {
     /// DuckDB threads per query (default: the machine's cores).
     #[arg(long, env = "SKYGLASS_QUERY_THREADS")]
     pub query_threads: Option<usize>,
+    /// Answer what rollups can from them; `false` reads the posts for everything (to compare
+    /// the two: the answers are the same).
+    #[arg(long, env = "SKYGLASS_ROLLUPS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rollups: bool,
     /// Longest a query may run (queueing included) before DuckDB is interrupted.
     #[arg(long, env = "SKYGLASS_QUERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub query_timeout: Duration,
@@ -506,6 +533,14 @@ fn parse_origin(text: &str) -> Result<String, String> {
 }
 
 /// A duration above zero.
+/// A share from 0 to 1.
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("`{text}` is not a share from 0 to 1 (0.02 is 2%)")),
+    }
+}
+
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).and_then(|d| if d.is_zero() { Err(format!("`{text}` must be above zero")) } else { Ok(d) })
 }
@@ -621,13 +656,16 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
                 posts_per_day: args.posts_per_day,
                 seed: args.seed,
                 threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                deleted_share: args.deleted_share,
+                takedowns_per_day: args.takedowns_per_day,
             };
             let report = tokio::task::spawn_blocking(move || ingest::generate::generate(&out, &config))
                 .await
                 .context("generate task panicked")??;
             println!(
-                "generated {} posts in {} files ({} bytes) in {:.1} s: {:.0} posts/s",
+                "generated {} posts ({} deleted later) in {} files ({} bytes) in {:.1} s: {:.0} posts/s",
                 report.posts,
+                report.deleted,
                 report.files,
                 report.bytes,
                 report.seconds,
@@ -723,6 +761,21 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             .context("reindex task panicked")??;
             let built: usize = reports.iter().map(|r| r.built).sum();
             println!("built {built} text indexes in {} partitions", reports.len());
+            Ok(())
+        }
+        Command::Lake { command: LakeCommand::Rollup(args) } => {
+            check_day_range(args.days.since, args.days.until)?;
+            let lake = args.lake.lake.clone();
+            let reports = tokio::task::spawn_blocking(move || {
+                lake::rollup::rollup(&lake, args.days.since, args.days.until, args.rebuild, |r| {
+                    let date = r.date.map(|d| d.to_string()).unwrap_or_default();
+                    println!("{date}: {} files, rolled up {}, removed {} orphaned", r.files, r.built, r.orphans);
+                })
+            })
+            .await
+            .context("rollup task panicked")??;
+            let built: usize = reports.iter().map(|r| r.built).sum();
+            println!("rolled up {built} files in {} partitions", reports.len());
             Ok(())
         }
         Command::Lake { command: LakeCommand::Verify(args) } => {

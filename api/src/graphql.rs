@@ -109,17 +109,27 @@ pub struct RequestRunner(pub QueryRunner);
 pub struct RequestTouched {
     hot: std::sync::atomic::AtomicBool,
     today: std::sync::atomic::AtomicBool,
+    /// How each statement with a rollup path was answered, in the order they ran.
+    answered: std::sync::Mutex<Vec<lake::exec::Answered>>,
 }
 
 impl RequestTouched {
-    fn note(&self, touched: lake::exec::Touched) {
+    fn note(&self, touched: lake::exec::Touched, answered: Vec<lake::exec::Answered>) {
         use std::sync::atomic::Ordering;
+        if !answered.is_empty() {
+            self.answered.lock().unwrap_or_else(|p| p.into_inner()).extend(answered);
+        }
         if touched.hot {
             self.hot.store(true, Ordering::Release);
         }
         if touched.today {
             self.today.store(true, Ordering::Release);
         }
+    }
+
+    /// The request's statements with a rollup path, and how each was answered.
+    pub fn answered(&self) -> Vec<lake::exec::Answered> {
+        self.answered.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn get(&self) -> lake::exec::Touched {
@@ -196,9 +206,9 @@ impl QueryRunner {
             let began = Instant::now();
             let result = with_interrupt(&task_interrupt, || work(&engine));
             // Always taken: blocking threads are reused across requests.
-            let touched = lake::exec::take_touched();
+            let (touched, answered) = (lake::exec::take_touched(), lake::exec::take_answered());
             if let Some(request) = &request_touched {
-                request.note(touched);
+                request.note(touched, answered);
             }
             metrics::histogram!(m::QUERY_DURATION).record(began.elapsed().as_secs_f64());
             result

@@ -312,7 +312,7 @@ async fn cached_answer(
         return keep(execute(shared, request, cache::Status::Bypass, &extensions).await).await.answer;
     }
     let hit = |data: &str| Answer {
-        body: body_of(data, cache::Status::Hit, &extensions),
+        body: body_of(data, cache::Status::Hit, &extensions, None),
         ok: true,
         status: cache::Status::Hit,
         retry_after: None,
@@ -388,12 +388,15 @@ async fn execute(
     let (runner, touched) = shared.state.runner.for_request(extensions.cost.clone());
     let request = graphql::with_loaders(request, &runner).data(volatile.clone()).data(graphql::RequestRunner(runner));
     let mut response = shared.schema.execute(request).await;
+    let answered = touched.answered();
+    let plans = if answered.is_empty() { None } else { serde_json::to_string(&answered).ok() };
     let touched = touched.get();
     if response.is_ok() && response.extensions.is_empty() {
         let data = serde_json::to_string(&response.data).unwrap_or_else(|_| "null".to_owned());
         // An answer that shows more than the lake is served as it is and not kept.
         let (status, keep) = if volatile.is_marked() { (cache::Status::Bypass, false) } else { (status, true) };
-        let answer = Answer { body: body_of(&data, status, extensions), ok: true, status, retry_after: None };
+        let answer =
+            Answer { body: body_of(&data, status, extensions, plans.as_deref()), ok: true, status, retry_after: None };
         return Computed { answer, keep: keep.then_some(data), touched };
     }
     let ok = response.is_ok();
@@ -404,15 +407,20 @@ async fn execute(
     if let Ok(cost) = async_graphql::Value::from_json(extensions.cost.to_json()) {
         response.extensions.insert("cost".to_owned(), cost);
     }
+    if let Some(plans) = plans.and_then(|p| serde_json::from_str::<async_graphql::Value>(&p).ok()) {
+        response.extensions.insert("plans".to_owned(), plans);
+    }
     let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned());
     let retry_after = extensions.cost.retry_after();
     Computed { answer: Answer { body, ok, status, retry_after }, keep: None, touched }
 }
 
-/// The body of an answer without errors, from its `data` JSON.
-fn body_of(data: &str, status: cache::Status, extensions: &Extensions) -> String {
+/// The body of an answer without errors, from its `data` JSON; with `plans` (JSON), how its
+/// statements with a rollup path were answered (a cached answer ran none).
+fn body_of(data: &str, status: cache::Status, extensions: &Extensions, plans: Option<&str>) -> String {
+    let plans = plans.map(|p| format!(",\"plans\":{p}")).unwrap_or_default();
     format!(
-        "{{\"data\":{data},\"extensions\":{{\"cache\":\"{}\",\"freshness\":{},\"cost\":{}}}}}",
+        "{{\"data\":{data},\"extensions\":{{\"cache\":\"{}\",\"freshness\":{},\"cost\":{}{plans}}}}}",
         status.as_str(),
         extensions.freshness,
         extensions.cost.to_json()
@@ -423,6 +431,8 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     if let Some(engine) = &ops.engine {
         metrics::counter!(m::TEXT_SEARCH_STATEMENTS, "path" => "index").absolute(engine.text_index_uses());
         metrics::counter!(m::TEXT_SEARCH_STATEMENTS, "path" => "scan").absolute(engine.text_scans());
+        metrics::counter!(m::ROLLUP_STATEMENTS, "path" => "rollup").absolute(engine.rollup_uses());
+        metrics::counter!(m::ROLLUP_STATEMENTS, "path" => "posts").absolute(engine.rollup_refusals());
     }
     ([("content-type", "text/plain; version=0.0.4")], ops.metrics.render())
 }

@@ -48,6 +48,9 @@ pub const HOT_POSTS: &str = "skyglass_hot_posts";
 /// Statements with text searches, by `path`: `index` (narrowed by the files' text indexes) or
 /// `scan`.
 pub const TEXT_SEARCH_STATEMENTS: &str = "skyglass_text_search_statements_total";
+/// Statements that rollups can answer (`timeBuckets`, `topHashtags`), by `path`: `rollup`, or
+/// `posts` when this one's filter, grouping or measures need the posts.
+pub const ROLLUP_STATEMENTS: &str = "skyglass_rollup_statements_total";
 
 /// Live subscriptions open now, and those ended for falling behind.
 pub const LIVE_SUBSCRIBERS: &str = "skyglass_live_subscribers";
@@ -132,6 +135,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(
         TEXT_SEARCH_STATEMENTS,
         "Lake statements with text searches, by path: narrowed by the text indexes (index) or not (scan)"
+    );
+    describe_counter!(
+        ROLLUP_STATEMENTS,
+        "Lake statements of a kind rollups answer, by path: from the rollups (rollup) or the posts (posts)"
     );
     metrics::gauge!(HOT_POSTS).set(0.0);
     describe_gauge!(LIVE_SUBSCRIBERS, "livePosts subscriptions open now");

@@ -148,8 +148,10 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
     let router = if args.role == Role::Ingest {
         http::ops_router(ops)
     } else {
-        let engine_config =
-            EngineConfig { threads: args.query_threads.unwrap_or_else(|| EngineConfig::default().threads) };
+        let engine_config = EngineConfig {
+            threads: args.query_threads.unwrap_or_else(|| EngineConfig::default().threads),
+            rollups: args.rollups,
+        };
         let engine_lake = lake.clone();
         let engine = Arc::new(
             tokio::task::spawn_blocking(move || Engine::open(&engine_lake, &engine_config))
@@ -169,6 +171,7 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
             exports
         });
         ops.engine = Some(engine.clone());
+        tokio::spawn(keep_rollups_ready(engine.clone(), stop.clone()));
         // The hot tier: posts still in the buffer, answered with the lake's.
         let flushed_through = lake::catalog::read_state(&lake).ok().and_then(|state| state.flushed_through_us);
         let hot = Arc::new(crate::hot::HotState::new(flushed_through));
@@ -213,6 +216,23 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
     }
     server.await.context("http server task panicked")??;
     Ok(())
+}
+
+/// Brings the engine's rollup tables up to each new lake generation as it is published, so that
+/// no query waits for it (see `lake::exec::Engine::prepare_rollups`).
+async fn keep_rollups_ready(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let engine = engine.clone();
+        match tokio::task::spawn_blocking(move || engine.prepare_rollups()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not bring the rollup tables up to date"),
+            Err(error) => tracing::warn!(%error, "the rollup task panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Longest one export's query may run.

@@ -2,14 +2,16 @@
 //! tiers and benchmarks. Rows are built directly (no JSON) with the synthetic firehose's
 //! vocabulary and realistic shapes: a daily cycle peaking in the evening (UTC), authors whose
 //! activity is heavily skewed, a language mix, hashtag popularity, about 30% replies, quotes,
-//! images, links and mentions. The same seed gives the same lake.
+//! images, links and mentions. Some posts are deleted later (the `deletes` table) and a few
+//! accounts taken down each day (the `accounts` table), as on Bluesky, so that queries pay for
+//! leaving them out. The same seed gives the same lake.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use lake::model::{ENRICH_VERSION, EmbedType, Post};
+use lake::model::{AccountEvent, Delete, ENRICH_VERSION, EmbedType, Post};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -28,11 +30,17 @@ pub struct GenerateConfig {
     pub posts_per_day: u64,
     pub seed: u64,
     pub threads: usize,
+    /// The share of posts deleted later (within a day of their creation).
+    pub deleted_share: f64,
+    /// Accounts taken down per day (their posts leave every answer).
+    pub takedowns_per_day: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GenerateReport {
     pub posts: u64,
+    /// Delete events written, each of a generated post.
+    pub deleted: u64,
     pub files: u64,
     pub bytes: u64,
     pub seconds: f64,
@@ -53,6 +61,7 @@ pub fn generate(lake: &Path, config: &GenerateConfig) -> anyhow::Result<Generate
                     for day in days {
                         let day_report = generate_day(lake, config, day)?;
                         report.posts += day_report.posts;
+                        report.deleted += day_report.deleted;
                         report.files += day_report.files;
                         report.bytes += day_report.bytes;
                     }
@@ -69,6 +78,7 @@ pub fn generate(lake: &Path, config: &GenerateConfig) -> anyhow::Result<Generate
     for report in reports {
         let report = report?;
         total.posts += report.posts;
+        total.deleted += report.deleted;
         total.files += report.files;
         total.bytes += report.bytes;
     }
@@ -81,7 +91,21 @@ fn generate_day(lake: &Path, config: &GenerateConfig, day: NaiveDate) -> anyhow:
     let day_start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros();
     let seed = config.seed ^ (day_start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut posts = DayPosts::new(seed, day_start, config.posts_per_day);
+    // Its own generator, so the posts are the same whatever share is deleted.
+    let mut fate = SmallRng::seed_from_u64(seed.rotate_left(17));
     let mut report = GenerateReport::default();
+    let takedowns: Vec<AccountEvent> = (0..config.takedowns_per_day)
+        .map(|_| AccountEvent {
+            did: did_for(fate.random_range(0..posts.n_authors)),
+            seen_at_us: day_start + fate.random_range(0..MICROS_PER_DAY),
+            active: Some(false),
+            status: Some("takendown".to_owned()),
+            ..AccountEvent::default()
+        })
+        .collect();
+    if !takedowns.is_empty() {
+        lake::writer::write_rows(lake, &format!("gen-{day}-accounts.parquet"), takedowns)?;
+    }
     let mut chunk = 0;
     loop {
         let rows: Vec<Post> = posts.by_ref().take(ROWS_PER_FILE).collect();
@@ -89,6 +113,17 @@ fn generate_day(lake: &Path, config: &GenerateConfig, day: NaiveDate) -> anyhow:
             return Ok(report);
         }
         report.posts += rows.len() as u64;
+        let mut deletes: Vec<Delete> = Vec::new();
+        for post in rows.iter().filter(|_| config.deleted_share > 0.0) {
+            if fate.random_bool(config.deleted_share.min(1.0)) {
+                let deleted_at_us = post.indexed_at_us + fate.random_range(1_000_000..MICROS_PER_DAY);
+                deletes.push(Delete { uri: post.uri.clone(), did: post.did.clone(), deleted_at_us });
+            }
+        }
+        report.deleted += deletes.len() as u64;
+        if !deletes.is_empty() {
+            lake::writer::write_rows(lake, &format!("gen-{day}-{chunk:04}-deletes.parquet"), deletes)?;
+        }
         let name = format!("gen-{day}-{chunk:04}.parquet");
         for file in lake::writer::write_posts(lake, &name, rows)? {
             report.files += 1;
@@ -243,17 +278,29 @@ mod tests {
             posts_per_day: 3_000,
             seed: 9,
             threads: 2,
+            deleted_share: 0.0,
+            takedowns_per_day: 0,
         };
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let report = generate(a.path(), &config).unwrap();
         generate(b.path(), &config).unwrap();
-        assert_eq!(report.posts, 6_000);
-        let engine = lake::exec::Engine::open(a.path(), &lake::exec::EngineConfig { threads: 2 }).unwrap();
+        assert_eq!((report.posts, report.deleted), (6_000, 0));
+        let engine = lake::exec::Engine::open(a.path(), &lake::exec::EngineConfig::with_threads(2)).unwrap();
         let stats = engine.stats().unwrap();
         assert_eq!((stats.posts, stats.partitions, stats.generation), (6_000, 2, 1));
         let top = engine.top_authors(&lake::plan::TopPlan::new(Default::default(), 1)).unwrap();
         assert!(top[0].1 > 6_000 / 1_000, "the most active author posts far more than the average");
         let bytes = |dir: &Path| std::fs::read(dir.join("posts/date=2024-03-01/gen-2024-03-01-0000.parquet")).unwrap();
         assert_eq!(bytes(a.path()), bytes(b.path()), "the same seed writes the same file");
+
+        // With deletes and takedowns: the same posts in the files, fewer in the answers.
+        let config = GenerateConfig { deleted_share: 0.05, takedowns_per_day: 40, ..config };
+        let c = tempfile::tempdir().unwrap();
+        let report = generate(c.path(), &config).unwrap();
+        assert_eq!(bytes(c.path()), bytes(a.path()), "deletes do not change the posts");
+        assert!((200..400).contains(&report.deleted), "about 5% of 6,000 deleted: {}", report.deleted);
+        let engine = lake::exec::Engine::open(c.path(), &lake::exec::EngineConfig::with_threads(2)).unwrap();
+        let live = engine.summary(&Default::default()).unwrap().n_posts;
+        assert!(live < 6_000 - report.deleted, "the takedowns hide posts too: {live} live");
     }
 }

@@ -136,6 +136,7 @@ fn stage(
         let target = staging.join(&kept.name);
         fs::hard_link(live.join(&kept.name), &target).map_err(Error::io("link into staging", &target))?;
         crate::textindex::link_for(&live.join(&kept.name), &target)?;
+        crate::rollup::link_for(&live.join(&kept.name), &target)?;
         report.files_after += 1;
         report.rows_after += kept.rows;
         report.bytes_after += kept.bytes;
@@ -177,11 +178,12 @@ fn stage(
     if let Some(file) = output {
         report.bytes_after += file.finish()?;
     }
-    // Each new file's text index goes into the staging directory with it, so the exchange
-    // publishes the two together.
+    // Each new file's text index and rollups go into the staging directory with it, so the
+    // exchange publishes them together.
     for path in &new_files {
         called_off()?;
         crate::textindex::build_for_file(path)?;
+        crate::rollup::build_for_file(path, path)?;
     }
     called_off()?;
     let merged_rows: u64 = merge.iter().map(|f| f.rows).sum();

@@ -28,11 +28,20 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 pub struct EngineConfig {
     /// DuckDB worker threads per query.
     pub threads: usize,
+    /// Whether statements may read rollups ([`crate::rollup`]); without, every one reads the
+    /// posts (to compare the two).
+    pub rollups: bool,
+}
+
+impl EngineConfig {
+    pub fn with_threads(threads: usize) -> EngineConfig {
+        EngineConfig { threads, rollups: true }
+    }
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { threads: std::thread::available_parallelism().map_or(2, |n| n.get()) }
+        EngineConfig::with_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 }
 
@@ -76,6 +85,23 @@ pub struct Engine {
     /// Whether the hot tier's deletes (`hot_deletes`) and account states (`hot_accounts`) have
     /// rows: the `posts` view applies them only then.
     hot_overlay: Mutex<(bool, bool)>,
+    /// The tables rollup statements read, and what they hold (see [`rollups`]): read-locked by
+    /// rollup statements, write-locked to bring them up to date and by a refresh.
+    rollups: std::sync::RwLock<rollups::RollupTables>,
+    /// Whether statements may read them ([`EngineConfig::rollups`]).
+    use_rollups: bool,
+    /// Statements with a rollup path that took it, and that read the posts instead.
+    rollup_uses: std::sync::atomic::AtomicU64,
+    rollup_refusals: std::sync::atomic::AtomicU64,
+}
+
+/// How one statement was answered: from rollups or from the posts (and why not from rollups).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Answered {
+    pub question: &'static str,
+    pub from: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<&'static str>,
 }
 
 /// What the Redis buffer holds that the lake's files do not yet: posts, deletes and account
@@ -153,12 +179,23 @@ pub struct Touched {
 }
 
 thread_local! {
+    static ANSWERED: std::cell::RefCell<Vec<Answered>> = const { std::cell::RefCell::new(Vec::new()) };
     static TOUCHED: std::cell::Cell<Touched> = const { std::cell::Cell::new(Touched { hot: false, today: false }) };
 }
 
 /// What lake work on this thread read since the last call (and clears it).
 pub fn take_touched() -> Touched {
     TOUCHED.with(|touched| touched.replace(Touched::default()))
+}
+
+/// How the statements of lake work on this thread were answered since the last call (and
+/// clears it): one entry per statement with a rollup path.
+pub fn take_answered() -> Vec<Answered> {
+    ANSWERED.with(|answered| answered.take())
+}
+
+fn note_answered(answered: Answered) {
+    ANSWERED.with(|all| all.borrow_mut().push(answered));
 }
 
 /// The most candidate rows the text indexes may give one statement; with more, a scan is
@@ -333,7 +370,12 @@ impl Engine {
             hidden_dids: Mutex::new(Arc::new(std::collections::HashSet::new())),
             hot: Mutex::new(HotRange::default()),
             hot_overlay: Mutex::new((false, false)),
+            rollups: std::sync::RwLock::new(rollups::RollupTables::default()),
+            use_rollups: config.rollups,
+            rollup_uses: std::sync::atomic::AtomicU64::new(0),
+            rollup_refusals: std::sync::atomic::AtomicU64::new(0),
         };
+        engine.base.lock().unwrap_or_else(|p| p.into_inner()).execute_batch(rollups::CREATE_TABLES)?;
         engine.refresh_views(Refresh::IfMoved)?;
         Ok(engine)
     }
@@ -366,6 +408,8 @@ impl Engine {
             }
             (state, listed)
         };
+        // Before the connection, as rollup statements take them: none runs while the views move.
+        let mut rollup_tables = self.rollups.write().unwrap_or_else(|p| p.into_inner());
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         for (table, files) in self.tables.iter().zip(&listed) {
             base.execute_batch(&table.files_sql(&files.paths))?;
@@ -384,9 +428,11 @@ impl Engine {
             .query_map([], |row| row.get(0))?
             .collect::<duckdb::Result<_>>()?;
         self.hidden_present.store(!hidden.is_empty(), Ordering::Release);
-        *self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(hidden);
+        let hidden = Arc::new(hidden);
+        *self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()) = hidden.clone();
         self.create_posts_view(&base)?;
         let posts = &listed[0];
+        rollup_tables.moved(rollups::Listing::new(&posts.paths, &listed[1].paths, hidden));
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
         let listed_paths: std::collections::HashSet<&PathBuf> = posts.paths.iter().collect();
         self.text_indexes
@@ -405,9 +451,11 @@ impl Engine {
     fn create_posts_view(&self, base: &Connection) -> Result<()> {
         base.execute_batch(&format!(
             "CREATE OR REPLACE VIEW posts AS {};
-             CREATE OR REPLACE VIEW file_posts AS {};",
+             CREATE OR REPLACE VIEW file_posts AS {};
+             CREATE OR REPLACE VIEW hot_live AS {};",
             self.live_posts_sql("SELECT * FROM post_files", true),
             self.live_posts_sql("SELECT * FROM post_files", false),
+            self.live_posts_sql("SELECT * FROM post_files WHERE false", true),
         ))?;
         Ok(())
     }
@@ -723,6 +771,18 @@ impl Engine {
         let compiled = compile(plan)?;
         self.note_touched(plan);
         self.once_more_if_a_file_went(|| {
+            match self.run_rollup(plan, &mut read)? {
+                Some(Ok(rows)) => {
+                    self.rollup_uses.fetch_add(1, Ordering::Relaxed);
+                    note_answered(Answered { question: plan.question(), from: "rollups", why: None });
+                    return Ok(rows);
+                }
+                Some(Err(why)) => {
+                    self.rollup_refusals.fetch_add(1, Ordering::Relaxed);
+                    note_answered(Answered { question: plan.question(), from: "posts", why: Some(why) });
+                }
+                None => {}
+            }
             let mut sql = compiled.clone();
             // Built for the snapshot of this try: it names its files.
             if let Some(filter) = plan.filter() {
@@ -739,6 +799,75 @@ impl Engine {
         })
     }
 
+    /// Runs `plan` from rollups ([`crate::sql::compile_rollup`]) if it can; why not, for a
+    /// question rollups answer in other cases; `None` for one they never answer.
+    fn run_rollup<T>(
+        &self,
+        plan: &Plan,
+        read: &mut impl FnMut(&duckdb::Row<'_>) -> Result<T>,
+    ) -> Result<Option<std::result::Result<Vec<T>, &'static str>>> {
+        if !matches!(plan, Plan::Buckets(_) | Plan::TopHashtags(_)) {
+            return Ok(None);
+        }
+        if !self.use_rollups {
+            return Ok(Some(Err("rollups are off (--rollups false)")));
+        }
+        if let Some(why) = crate::sql::rollup_refusal(plan) {
+            return Ok(Some(Err(why)));
+        }
+        self.refresh_views(Refresh::IfMoved)?;
+        loop {
+            self.prepare_rollup_tables()?;
+            let tables = self.rollups.read().unwrap_or_else(|p| p.into_inner());
+            if !tables.synced() {
+                // The snapshot moved in between.
+                continue;
+            }
+            let listing = tables.listing();
+            if listing.rolled.is_empty() {
+                return Ok(Some(Err("no partition has rollups")));
+            }
+            let scope =
+                crate::sql::RollupScope { unrolled: listing.unrolled.clone(), hot: !self.hot_range().is_empty() };
+            let Some(sql) = crate::sql::compile_rollup(plan, &scope)? else {
+                return Ok(Some(Err("the range holds no whole hour")));
+            };
+            // Not `self.connection()`: a refresh would wait for the lock this statement holds.
+            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+            return Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)));
+        }
+    }
+
+    /// Brings the tables rollup statements read up to the current snapshot; rollup statements
+    /// do it when they find them behind, a server after each new generation, so that no query
+    /// waits for it.
+    pub fn prepare_rollups(&self) -> Result<()> {
+        if !self.use_rollups {
+            return Ok(());
+        }
+        self.refresh_views(Refresh::IfMoved)?;
+        self.prepare_rollup_tables()
+    }
+
+    fn prepare_rollup_tables(&self) -> Result<()> {
+        let mut tables = self.rollups.write().unwrap_or_else(|p| p.into_inner());
+        if !tables.synced() {
+            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+            tables.sync(&connection)?;
+        }
+        Ok(())
+    }
+
+    /// Statements with a rollup path that took it ([`crate::rollup`]).
+    pub fn rollup_uses(&self) -> u64 {
+        self.rollup_uses.load(Ordering::Relaxed)
+    }
+
+    /// Statements with a rollup path that read the posts instead.
+    pub fn rollup_refusals(&self) -> u64 {
+        self.rollup_refusals.load(Ordering::Relaxed)
+    }
+
     /// Runs `statement`, and once more on a snapshot listed anew if it lost a file its snapshot
     /// listed (a compaction swapped the partition: `crate::compact`).
     fn once_more_if_a_file_went<T>(&self, mut statement: impl FnMut() -> Result<T>) -> Result<T> {
@@ -753,11 +882,20 @@ impl Engine {
     }
 
     fn run_sql<T>(&self, sql: &Sql, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
-        let connection = self.connection()?;
+        self.run_sql_on(&self.connection()?, sql, read)
+    }
+
+    /// Runs `sql` on `connection`, interruptible as [`Self::run`] says.
+    fn run_sql_on<T>(
+        &self,
+        connection: &Connection,
+        sql: &Sql,
+        read: impl FnMut(&duckdb::Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let interrupt = CURRENT_INTERRUPT.with(|current| current.borrow().clone());
-        let Some(interrupt) = interrupt else { return run_statement(&connection, sql, read) };
+        let Some(interrupt) = interrupt else { return run_statement(connection, sql, read) };
         interrupt.register(connection.interrupt_handle())?;
-        let result = run_statement(&connection, sql, read);
+        let result = run_statement(connection, sql, read);
         let interrupted = interrupt.unregister();
         match result {
             Err(Error::Query(_)) if interrupted => Err(Error::Interrupted),
@@ -975,7 +1113,8 @@ impl Engine {
         let lake_from = partitions.iter().min().map_or(0, |d| day_us(*d)) - 2 * MICROS_PER_DAY;
         let lake_to = partitions.iter().max().map_or(0, |d| day_us(*d)).max(chrono::Utc::now().timestamp_micros())
             + 2 * MICROS_PER_DAY;
-        let offsets_from = filter.since_us.unwrap_or(lake_from);
+        // The first bucket starts before `since` (up to a month): its offset is needed too.
+        let offsets_from = filter.since_us.map_or(lake_from, |since| since.saturating_sub(32 * MICROS_PER_DAY));
         let offsets_to = filter.until_us.unwrap_or(lake_to).max(offsets_from);
         let offsets = zone::offsets(zone, offsets_from, offsets_to);
         let plan = BucketsPlan { filter: filter.clone(), interval, zone, offsets: offsets.clone(), group_by, measures };
@@ -1076,6 +1215,8 @@ fn zero_filled(
     let from = filter.since_us.or_else(|| rows.first().map(|b| b.start_us));
     let to = filter.until_us.or_else(|| rows.last().map(|b| b.start_us + 1));
     let (Some(from), Some(to)) = (from, to) else { return Ok(Vec::new()) };
+    // The last bucket may start before `since` (a month holding it): it still ends the range.
+    let to = to.max(from.saturating_add(1));
     let starts = zone::bucket_starts(interval, zone, offsets, from, to, MAX_BUCKET_ROWS)?;
     let mut groups: Vec<Option<String>> = rows.iter().map(|b| b.group.clone()).collect();
     // Named groups first, by name; the null group last.
@@ -1337,5 +1478,8 @@ pub(crate) fn set_column(post: &mut Post, column: PostColumn, value: Value) -> R
 
 #[cfg(test)]
 mod analytics_tests;
+#[cfg(test)]
+mod rollup_tests;
+mod rollups;
 #[cfg(test)]
 mod tests;

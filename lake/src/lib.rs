@@ -16,6 +16,7 @@ pub mod live;
 pub mod model;
 pub mod plan;
 pub mod rewrite;
+pub mod rollup;
 pub mod search;
 pub mod sql;
 pub mod textindex;

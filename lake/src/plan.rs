@@ -205,6 +205,21 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// The question the plan answers, as the API names it.
+    pub fn question(&self) -> &'static str {
+        match self {
+            Plan::Posts(_) => "posts",
+            Plan::PostsPerAuthor(_) => "author.posts",
+            Plan::Summary(_) => "totalCount",
+            Plan::AuthorSummaries(_) => "author.postCount",
+            Plan::TopAuthors(_) => "topAuthors",
+            Plan::TopHashtags(_) => "topHashtags",
+            Plan::TopHashtagsPerAuthor(_) => "author.topHashtags",
+            Plan::Buckets(_) => "timeBuckets",
+            Plan::Accounts(_) => "accounts",
+        }
+    }
+
     /// The posts the plan reads; none for a plan that reads no posts.
     pub fn filter(&self) -> Option<&PostFilter> {
         match self {

@@ -127,6 +127,7 @@ fn stage(
         if stale == 0 {
             fs::hard_link(&path, &target).map_err(Error::io("link into staging", &target))?;
             crate::textindex::link_for(&path, &target)?;
+            crate::rollup::link_for(&path, &target)?;
             continue;
         }
         let mut posts = read_posts(&connection, &path)?;
@@ -138,8 +139,10 @@ fn stage(
             }
         }
         writer::write_file_atomically(&target, &writer::sorted(posts))?;
-        // The same texts in the same order: the index still holds.
+        // The same texts in the same order: the index still holds. The rollups count derived
+        // columns (hashtags, embed types), which may have changed.
         crate::textindex::link_for(&path, &target)?;
+        crate::rollup::build_for_file(&target, &target)?;
         newer_than(&target, &path)?;
         report.rewritten_files += 1;
         report.rewritten_rows += stale;

@@ -122,6 +122,113 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
     Ok(Sql { text: builder.text, params: builder.params })
 }
 
+/// What the rollups of the engine's snapshot cover: every day but `unrolled` (partitions with a
+/// data file that has no rollups yet), and whether the hot tier holds posts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RollupScope {
+    pub unrolled: Vec<NaiveDate>,
+    pub hot: bool,
+}
+
+const HOUR_US: i64 = 3_600_000_000;
+
+/// Why `plan` cannot be answered from rollups, or `None` when it can (see [`crate::rollup`]):
+/// time buckets of an hour or more, in a zone whose offsets are whole hours, counting posts and
+/// replies, filtered and grouped by what cells hold; top hashtags by posts over a time range.
+pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
+    let time_only = |filter: &PostFilter| {
+        filter.langs.is_empty() && filter.is_reply.is_none() && filter.embed_types.is_empty() && cells_hold(filter)
+    };
+    let (filter, refusal) = match plan {
+        Plan::Buckets(buckets) => (
+            &buckets.filter,
+            if buckets.measures.authors {
+                Some("distinct authors are counted from the posts")
+            } else if buckets.interval == crate::zone::Interval::Minute {
+                Some("rollups are hourly")
+            } else if !buckets.offsets.whole_hours() {
+                Some("the time zone's offset is not a whole number of hours")
+            } else if matches!(buckets.group_by, Some(Dimension::Hashtag | Dimension::Author)) {
+                Some("rollups do not group by hashtag or author")
+            } else if !cells_hold(&buckets.filter) {
+                Some("the filter reads a column rollups do not hold")
+            } else {
+                None
+            },
+        ),
+        Plan::TopHashtags(top) => (
+            &top.filter,
+            if top.count_authors {
+                Some("distinct authors are counted from the posts")
+            } else if !time_only(&top.filter) {
+                Some("hashtag rollups are filtered by time alone")
+            } else {
+                None
+            },
+        ),
+        _ => return Some("no rollup holds this question"),
+    };
+    match filter.clock {
+        Clock::IndexedAt => Some("rollups are by createdAt"),
+        Clock::CreatedAt => refusal,
+    }
+}
+
+/// Whether the cells hold every column `filter` reads besides time.
+fn cells_hold(filter: &PostFilter) -> bool {
+    filter.uris.is_empty()
+        && filter.authors.is_empty()
+        && filter.detected_langs.is_empty()
+        && filter.text.is_empty()
+        && filter.hashtags.is_empty()
+        && filter.mentions.is_empty()
+}
+
+/// Compiles `plan` to read rollups for the whole UTC hours of its range in the days `scope`
+/// covers, and posts for the rest; `None` when the plan cannot be answered from rollups
+/// ([`rollup_refusal`]) or its range holds no whole hour.
+pub fn compile_rollup(plan: &Plan, scope: &RollupScope) -> Result<Option<Sql>> {
+    if rollup_refusal(plan).is_some() {
+        return Ok(None);
+    }
+    let filter = plan.filter().expect("rollup plans read posts");
+    let first_hour = filter.since_us.map(|since| {
+        let hour = since.div_euclid(HOUR_US) * HOUR_US;
+        if hour < since { hour.saturating_add(HOUR_US) } else { hour }
+    });
+    let end_hour = filter.until_us.map(|until| until.div_euclid(HOUR_US) * HOUR_US);
+    if let (Some(first), Some(end)) = (first_hour, end_hour)
+        && first >= end
+    {
+        return Ok(None);
+    }
+    let region = Region { since: filter.since_us, first_hour, end_hour, until: filter.until_us, scope };
+    let mut builder = Builder::default();
+    match plan {
+        Plan::Buckets(buckets) => builder.rollup_buckets(buckets, &region)?,
+        Plan::TopHashtags(top) => {
+            builder.text.push_str("SELECT tag, sum(n)::BIGINT AS n_posts, 0::BIGINT AS n_authors FROM (\n");
+            builder.units(crate::rollup::Kind::Tags, &region);
+            builder.text.push_str("\n) AS posts");
+            builder.where_clause(&top.filter, None)?;
+            builder.text.push_str("\nGROUP BY tag\nHAVING sum(n) > 0\nORDER BY n_posts DESC, tag");
+            builder.limit(top.limit);
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(Sql { text: builder.text, params: builder.params }))
+}
+
+/// The part of a plan's range that rollups answer: the whole UTC hours from `first_hour` to
+/// `end_hour` (unbounded where the range is) in the days `scope` covers.
+struct Region<'a> {
+    since: Option<i64>,
+    first_hour: Option<i64>,
+    end_hour: Option<i64>,
+    until: Option<i64>,
+    scope: &'a RollupScope,
+}
+
 #[derive(Default)]
 struct Builder {
     text: String,
@@ -191,24 +298,8 @@ impl Builder {
         let clock = plan.filter.clock.column();
         let unit = plan.interval.unit();
         let offset = self.offset_expression(clock, &plan.offsets);
-        let group = match plan.group_by {
-            None => "NULL::VARCHAR",
-            Some(Dimension::Lang) => {
-                "unnest(CASE WHEN len(langs) = 0 THEN [NULL::VARCHAR] \
-                 ELSE list_distinct(list_transform(langs, lambda l: lower(split_part(l, '-', 1)))) END)"
-            }
-            Some(Dimension::Hashtag) => {
-                "unnest(CASE WHEN len(hashtags) = 0 THEN [NULL::VARCHAR] ELSE list_distinct(hashtags) END)"
-            }
-            Some(Dimension::EmbedType) => "embed_type",
-            Some(Dimension::Author) => "did",
-            Some(Dimension::IsReply) => "CASE WHEN reply_parent IS NULL THEN 'false' ELSE 'true' END",
-        };
-        let bucket = if plan.interval.is_calendar() {
-            format!("date_trunc('{unit}', t + to_seconds(off))")
-        } else {
-            format!("date_trunc('{unit}', t + to_seconds(off)) - to_seconds(off)")
-        };
+        let group = group_expression(plan.group_by);
+        let bucket = bucket_expression(plan.interval.is_calendar(), unit);
         let authors = if plan.measures.authors { "count(DISTINCT did)" } else { "0::BIGINT" };
         let replies = if plan.measures.replies { "count(*) FILTER (WHERE is_reply)" } else { "0::BIGINT" };
         write!(
@@ -223,6 +314,103 @@ impl Builder {
         self.where_clause(&plan.filter, None)?;
         self.text.push_str("))\nGROUP BY bucket, grp\nORDER BY bucket, grp NULLS LAST");
         Ok(())
+    }
+
+    /// [`Self::buckets`] over rollup units weighted by `n` (see [`Self::units`]).
+    fn rollup_buckets(&mut self, plan: &BucketsPlan, region: &Region<'_>) -> Result<()> {
+        let unit = plan.interval.unit();
+        let offset = self.offset_expression("created_at", &plan.offsets);
+        let group = group_expression(plan.group_by);
+        let bucket = bucket_expression(plan.interval.is_calendar(), unit);
+        let replies =
+            if plan.measures.replies { "coalesce(sum(n) FILTER (WHERE is_reply), 0)::BIGINT" } else { "0::BIGINT" };
+        write!(
+            self.text,
+            "SELECT bucket, grp, sum(n)::BIGINT AS n_posts, 0::BIGINT AS n_authors,\n  {replies} AS n_replies\n\
+             FROM (\nSELECT {bucket} AS bucket, grp, n, is_reply FROM (\n\
+             SELECT created_at AS t, {offset} AS off, {group} AS grp, n, reply_parent IS NOT NULL AS is_reply FROM (\n"
+        )
+        .unwrap();
+        self.units(crate::rollup::Kind::Cells, region);
+        self.text.push_str("\n) AS posts");
+        self.where_clause(&plan.filter, None)?;
+        self.text.push_str("))\nGROUP BY bucket, grp\nHAVING sum(n) > 0\nORDER BY bucket, grp NULLS LAST");
+        Ok(())
+    }
+
+    /// The units a rollup statement counts, each with its weight `n`: the cells (or tag counts)
+    /// of the region's hours, less those of the rows there that are not live (`rollup_dead_*`), plus the
+    /// hot tier's posts there, plus every live post outside the region, one by one.
+    fn units(&mut self, kind: crate::rollup::Kind, region: &Region<'_>) {
+        let (stored, rows) = match kind {
+            crate::rollup::Kind::Cells => (
+                "created_at, \"date\", langs, embed_type, reply_parent",
+                "created_at, \"date\", langs, embed_type, reply_parent",
+            ),
+            crate::rollup::Kind::Tags => {
+                ("created_at, \"date\", tag", "created_at, \"date\", unnest(list_distinct(hashtags)) AS tag")
+            }
+        };
+        let suffix = match kind {
+            crate::rollup::Kind::Cells => "cells",
+            crate::rollup::Kind::Tags => "tags",
+        };
+        write!(self.text, "SELECT {stored}, n FROM rollup_{suffix} WHERE ").unwrap();
+        self.in_region(region);
+        write!(self.text, "\nUNION ALL SELECT {stored}, -n AS n FROM rollup_dead_{suffix} WHERE ").unwrap();
+        self.in_region(region);
+        if region.scope.hot {
+            write!(self.text, "\nUNION ALL SELECT {rows}, 1 AS n FROM hot_live WHERE ").unwrap();
+            self.in_region(region);
+        }
+        if !region.scope.unrolled.is_empty() {
+            write!(self.text, "\nUNION ALL SELECT {rows}, 1 AS n FROM posts WHERE \"date\" IN (").unwrap();
+            let list = self.bind_list(region.scope.unrolled.iter().map(|d| Param::Date(*d)));
+            write!(self.text, "{list})").unwrap();
+        }
+        // The uneven ends of the range, in the days the region covers.
+        let ends = [(region.since, region.first_hour), (region.end_hour, region.until)];
+        for (from, to) in ends {
+            let (Some(from), Some(to)) = (from, to) else { continue };
+            if from >= to {
+                continue;
+            }
+            write!(self.text, "\nUNION ALL SELECT {rows}, 1 AS n FROM posts WHERE ").unwrap();
+            let first_day = self.bind(Param::Date(date_of_micros(from)));
+            let last_day = self.bind(Param::Date(date_of_micros(to - 1)));
+            let since = self.bind(Param::Timestamp(from));
+            let until = self.bind(Param::Timestamp(to));
+            write!(
+                self.text,
+                "\"date\" >= {first_day} AND \"date\" <= {last_day} AND created_at >= {since} AND created_at < {until}"
+            )
+            .unwrap();
+            self.not_unrolled(region);
+        }
+    }
+
+    /// The condition that a unit lies in the region.
+    fn in_region(&mut self, region: &Region<'_>) {
+        let mut conditions = Vec::new();
+        if let Some(first) = region.first_hour {
+            conditions.push(format!("created_at >= {}", self.bind(Param::Timestamp(first))));
+        }
+        if let Some(end) = region.end_hour {
+            conditions.push(format!("created_at < {}", self.bind(Param::Timestamp(end))));
+        }
+        if conditions.is_empty() {
+            conditions.push("true".to_owned());
+        }
+        self.text.push_str(&conditions.join(" AND "));
+        self.not_unrolled(region);
+    }
+
+    fn not_unrolled(&mut self, region: &Region<'_>) {
+        if !region.scope.unrolled.is_empty() {
+            self.text.push_str(" AND \"date\" NOT IN (");
+            let list = self.bind_list(region.scope.unrolled.iter().map(|d| Param::Date(*d)));
+            write!(self.text, "{list})").unwrap();
+        }
     }
 
     /// The zone's offset in seconds at `clock`, as a `CASE` over its changes.
@@ -343,6 +531,33 @@ impl Builder {
                 .push(format!("list_has_any(list_transform(langs, lambda l: lower(split_part(l, '-', 1))), [{list}])"));
         }
         format!("({})", alternatives.join(" OR "))
+    }
+}
+
+/// The group of a post (`unnest`ed: a post may be in several) for `timeBuckets`' `groupBy`.
+fn group_expression(group_by: Option<Dimension>) -> &'static str {
+    match group_by {
+        None => "NULL::VARCHAR",
+        Some(Dimension::Lang) => {
+            "unnest(CASE WHEN len(langs) = 0 THEN [NULL::VARCHAR] \
+             ELSE list_distinct(list_transform(langs, lambda l: lower(split_part(l, '-', 1)))) END)"
+        }
+        Some(Dimension::Hashtag) => {
+            "unnest(CASE WHEN len(hashtags) = 0 THEN [NULL::VARCHAR] ELSE list_distinct(hashtags) END)"
+        }
+        Some(Dimension::EmbedType) => "embed_type",
+        Some(Dimension::Author) => "did",
+        Some(Dimension::IsReply) => "CASE WHEN reply_parent IS NULL THEN 'false' ELSE 'true' END",
+    }
+}
+
+/// The start of the bucket of `t` (with the zone's offset `off` in force): a local calendar
+/// start (zone-less) for calendar intervals, the UTC start for the others.
+fn bucket_expression(calendar: bool, unit: &str) -> String {
+    if calendar {
+        format!("date_trunc('{unit}', t + to_seconds(off))")
+    } else {
+        format!("date_trunc('{unit}', t + to_seconds(off)) - to_seconds(off)")
     }
 }
 

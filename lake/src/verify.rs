@@ -3,7 +3,8 @@
 //!
 //! For each file: the footer reads, the row groups add up to the file's row count, the schema
 //! is the table's (every column, by name and type), and the row-group statistics of the
-//! partition timestamp put every row in the file's day. Around the files: partition
+//! partition timestamp put every row in the file's day; a `posts` file's text index and
+//! rollups hold as many posts as it does. Around the files: partition
 //! directories that are not a day, files that are not data files (a temporary file a crash
 //! left, a stray), staging directories of a rewrite cut short, and the catalog.
 
@@ -124,6 +125,12 @@ fn verify_partition(table: &Table, dir: &Path, date: NaiveDate, report: &mut Ver
             }
             continue;
         }
+        if let Some(data) = crate::rollup::data_file_of(&name) {
+            if let Some((severity, what)) = rollup_problem(&path, &dir.join(data)) {
+                report.findings.push(Finding { severity, path, what });
+            }
+            continue;
+        }
         if !layout::is_data_file(&name) {
             let what = if name.starts_with('.') && name.ends_with(".tmp") {
                 "a temporary file a crash left (no query reads it)"
@@ -136,7 +143,13 @@ fn verify_partition(table: &Table, dir: &Path, date: NaiveDate, report: &mut Ver
         report.files += 1;
         report.bytes += entry.metadata().map_err(Error::io("stat", &path))?.len();
         match verify_file(table, &path, date) {
-            Ok(rows) => report.rows += rows,
+            Ok(rows) => {
+                report.rows += rows;
+                if table.name == layout::POSTS_TABLE && !crate::rollup::has_rollups(&path) {
+                    let what = "no rollups: queries read its day row by row (`skyglass lake rollup` builds them)";
+                    report.findings.push(Finding { severity: Severity::Warning, path, what: what.to_owned() });
+                }
+            }
             Err(what) => report.findings.push(Finding { severity: Severity::Error, path, what }),
         }
     }
@@ -164,6 +177,48 @@ fn index_problem(index: &Path, data: &Path) -> Option<String> {
     (posts != rows).then(|| {
         format!("the text index holds {posts} posts, its data file {rows}; `skyglass lake reindex --rebuild` builds it again")
     })
+}
+
+/// What is wrong with the rollup `rollup` of the data file `data`, if anything: an orphan is
+/// harmless, a rollup that counts other than its file's posts gives wrong answers.
+fn rollup_problem(rollup: &Path, data: &Path) -> Option<(Severity, String)> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    if !data.exists() {
+        return Some((
+            Severity::Warning,
+            "a rollup whose data file is gone (`skyglass lake rollup` removes it)".into(),
+        ));
+    }
+    let rebuild = "`skyglass lake rollup --rebuild` builds it again";
+    let counted = (|| -> std::result::Result<i64, String> {
+        let file = File::open(rollup).map_err(|e| e.to_string())?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), ["n"]);
+        let mut total = 0;
+        for batch in builder.with_projection(mask).build().map_err(|e| e.to_string())? {
+            let batch = batch.map_err(|e| e.to_string())?;
+            let n = batch.column(0).as_primitive_opt::<Int64Type>().ok_or("column `n` is not BIGINT")?;
+            total += n.iter().flatten().sum::<i64>();
+        }
+        Ok(total)
+    })();
+    let counted = match counted {
+        Ok(counted) => counted,
+        Err(e) => return Some((Severity::Error, format!("the rollup does not read ({e}); {rebuild}"))),
+    };
+    // The rows its row groups hold (a footer that counts otherwise is the data file's error).
+    let rows: i64 = File::open(data)
+        .ok()
+        .and_then(|file| ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).ok())
+        .map(|m| m.metadata().row_groups().iter().map(|g| g.num_rows()).sum())?;
+    // Cells count each post once; a tag rollup counts it once per tag, so only that it reads.
+    let cells = rollup.to_string_lossy().ends_with(".cells");
+    (cells && counted != rows)
+        .then(|| (Severity::Error, format!("the rollup counts {counted} posts, its data file holds {rows}; {rebuild}")))
 }
 
 /// Checks one data file from its footer; its row count, or what is wrong.
@@ -269,6 +324,15 @@ mod tests {
         fs::rename(moved_from.join(".moved.parquet.textindex"), day.join(".good.parquet.textindex")).unwrap();
         fs::create_dir(day.join(".gone.parquet.textindex")).unwrap();
         fs::rename(moved_from.join("moved.parquet"), day.join("moved.parquet")).unwrap();
+        // Its rollups move with it: the cells of 3 posts over those of the file of 10, the tag
+        // counts beside it, and one whose file is gone.
+        let rollup = |dir: &Path, name: &str, kind| crate::rollup::path_for(&dir.join(name), kind);
+        use crate::rollup::Kind;
+        fs::rename(rollup(&moved_from, "moved.parquet", Kind::Cells), rollup(&day, "good.parquet", Kind::Cells))
+            .unwrap();
+        fs::rename(rollup(&moved_from, "moved.parquet", Kind::Tags), rollup(&day, "moved.parquet", Kind::Tags))
+            .unwrap();
+        fs::copy(rollup(&day, "moved.parquet", Kind::Tags), rollup(&day, "gone.parquet", Kind::Tags)).unwrap();
         fs::remove_dir(&moved_from).unwrap();
         // A truncated file, a deletes file among the posts, a temporary file and a stray.
         let good = fs::read(day.join("good.parquet")).unwrap();
@@ -309,7 +373,11 @@ mod tests {
         assert!(mismatched.what.contains("holds 3 posts, its data file 10"), "{mismatched:?}");
         assert_eq!(mismatched.severity, Severity::Warning);
         assert!(found(".gone.parquet.textindex").what.contains("data file is gone"));
-        assert_eq!(report.errors(), 3, "{:#?}", report.findings);
+        let miscounted = found(".good.parquet.cells");
+        assert!(miscounted.what.contains("counts 3 posts, its data file holds 10"), "{miscounted:?}");
+        assert_eq!(miscounted.severity, Severity::Error);
+        assert_eq!(found(".gone.parquet.tags").severity, Severity::Warning);
+        assert_eq!(report.errors(), 4, "{:#?}", report.findings);
         assert!(report.findings.iter().all(|f| f.path.file_name() != Some("good.parquet".as_ref())));
     }
 

@@ -79,7 +79,13 @@ pub fn stage_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Re
         for chunk in rows.chunks(ROW_GROUP_ROWS) {
             file.write(&R::to_batch(chunk)?)?;
         }
-        staged.push(file.seal(date)?);
+        let sealed = file.seal(date)?;
+        if R::TABLE == layout::POSTS_TABLE {
+            // In place before the data file: a placed file has its rollups, unless a crash came
+            // between the two (then it is read row by row until `lake rollup` builds them).
+            crate::rollup::build_for_file(sealed.tmp.path(), &sealed.file.path)?;
+        }
+        staged.push(sealed);
     }
     Ok(staged)
 }
@@ -283,7 +289,7 @@ mod tests {
         let lock = crate::unique::FlushLock::acquire(lake.path()).unwrap();
         assert_eq!(remove_orphan_temporaries(lake.path(), &lock).unwrap(), 1);
         assert!(written[0].path.exists() && staging.join(".compaction.parquet.tmp").exists());
-        assert_eq!(fs::read_dir(&partition).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(&partition).unwrap().count(), 3, "the file and its two rollups");
         assert_eq!(remove_orphan_temporaries(lake.path(), &lock).unwrap(), 0);
     }
 
@@ -306,9 +312,10 @@ mod tests {
         let leftovers: Vec<_> = fs::read_dir(files[0].path.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with('.'))
+            .filter(|n| n.starts_with('.') && crate::rollup::data_file_of(n).is_none())
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(crate::rollup::has_rollups(&files[0].path) && crate::rollup::has_rollups(&files[1].path));
     }
 
     #[test]
@@ -317,6 +324,6 @@ mod tests {
         let first = write_posts(lake.path(), "x.parquet", vec![post("a", 1), post("b", 2)]).unwrap();
         let second = write_posts(lake.path(), "x.parquet", vec![post("a", 1), post("b", 2)]).unwrap();
         assert_eq!(first[0].path, second[0].path);
-        assert_eq!(fs::read_dir(first[0].path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(first[0].path.parent().unwrap()).unwrap().count(), 3, "the file and its rollups");
     }
 }

@@ -68,6 +68,14 @@ impl Offsets {
         Offsets { initial_s: offset_s, changes: Vec::new() }
     }
 
+    /// Whether every offset is a whole number of hours and changes on a whole UTC hour: then
+    /// each UTC hour lies inside one bucket of any interval of an hour or more.
+    pub fn whole_hours(&self) -> bool {
+        const HOUR_US: i64 = 3_600_000_000;
+        self.initial_s % 3600 == 0
+            && self.changes.iter().all(|(at_us, offset_s)| at_us.rem_euclid(HOUR_US) == 0 && offset_s % 3600 == 0)
+    }
+
     /// The offset in force at `at_us`, exactly as the SQL `CASE` computes it.
     pub fn at(&self, at_us: i64) -> i32 {
         let after = self.changes.partition_point(|(change_us, _)| *change_us <= at_us);

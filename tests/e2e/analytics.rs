@@ -118,6 +118,19 @@ fn aggregates_buckets_and_authors_match_the_fixture() {
         .collect();
     assert_eq!(got, per_lang);
 
+    // That came from the rollups, and a computed answer says so; distinct authors come from
+    // the posts, with the reason.
+    let answer = app.request("{ timeBuckets(interval: MONTH, groupBy: LANG) { group posts replies } }", json!({}));
+    assert_eq!(answer["extensions"]["plans"], json!([{"question": "timeBuckets", "from": "rollups"}]));
+    let answer = app.request("{ timeBuckets(interval: MONTH) { posts authors } }", json!({}));
+    assert_eq!(
+        answer["extensions"]["plans"],
+        json!([{"question": "timeBuckets", "from": "posts", "why": "distinct authors are counted from the posts"}])
+    );
+    let total: u64 =
+        answer["data"]["timeBuckets"].as_array().unwrap().iter().map(|b| b["posts"].as_u64().unwrap()).sum();
+    assert_eq!(total, posts.len() as u64);
+
     // author(did) and the same author under every post of a page (batched, one query per level).
     let (did, n) = ranked[0];
     let theirs: Vec<&ExpectedPost> = posts.iter().filter(|p| p.did == did).collect();

@@ -27,3 +27,36 @@ fn verify_passes_an_ingested_lake_and_fails_a_damaged_one() {
     assert!(stdout.contains(&format!("error: {victim}: the Parquet footer does not read")), "{stdout}");
     assert!(stdout.contains("1 errors"), "{stdout}");
 }
+
+#[test]
+fn lake_rollup_builds_the_rollups_verify_finds_missing_or_wrong() {
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    ingest_once(lake.path(), &redis.url(), &fixtures_dir().join("jetstream_sample.jsonl"));
+    let run = |args: &[&str]| {
+        let output = skyglass(lake.path(), &redis.url()).args(args).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let files = lake::catalog::table_files(lake.path(), lake::layout::POSTS_TABLE).unwrap().paths;
+    assert!(files.len() >= 2, "the fixture spans days: {files:?}");
+    let cells = |file: &std::path::Path| lake::rollup::path_for(file, lake::rollup::Kind::Cells);
+
+    // Flushes wrote them; one removed is a warning, one that counts another file's posts an error.
+    std::fs::remove_file(cells(&files[0])).unwrap();
+    std::fs::copy(cells(&files[files.len() - 1]), cells(&files[1])).unwrap();
+    let (code, stdout) = run(&["lake", "verify"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains(&format!("warning: {}: no rollups", files[0].display())), "{stdout}");
+    assert!(stdout.contains(&format!("error: {}: the rollup counts", cells(&files[1]).display())), "{stdout}");
+
+    // `lake rollup` builds the missing one; `--rebuild` redoes every one, the wrong one with it.
+    let (code, stdout) = run(&["lake", "rollup"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("rolled up 1 files"), "{stdout}");
+    let (code, stdout) = run(&["lake", "rollup", "--rebuild"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains(&format!("rolled up {} files", files.len())), "{stdout}");
+    let (code, stdout) = run(&["lake", "verify"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("0 errors, 0 warnings"), "{stdout}");
+}

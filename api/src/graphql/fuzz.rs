@@ -250,7 +250,7 @@ fn statements(arguments: &Arguments) -> Option<Vec<lake::sql::Sql>> {
 fn arbitrary_arguments_are_answered_or_refused_as_the_callers_mistake_and_never_reach_sql_text() {
     let dir = tempfile::tempdir().unwrap();
     small_lake(dir.path());
-    let engine = Arc::new(Engine::open(dir.path(), &EngineConfig { threads: 1 }).unwrap());
+    let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::with_threads(1)).unwrap());
     let runner = QueryRunner::new(engine, 2, Duration::from_secs(60));
     let services =
         Services { runner: runner.clone(), limits: Limits::default(), redis: None, exports: None, live: None };

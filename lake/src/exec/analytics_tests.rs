@@ -64,7 +64,7 @@ fn lake() -> (tempfile::TempDir, Engine, Vec<Post>) {
     let dir = tempfile::tempdir().unwrap();
     write_posts(dir.path(), "a.parquet", rows[..1200].to_vec()).unwrap();
     write_posts(dir.path(), "b.parquet", rows[1200..].to_vec()).unwrap();
-    let engine = Engine::open(dir.path(), &EngineConfig { threads: 2 }).unwrap();
+    let engine = Engine::open(dir.path(), &EngineConfig::with_threads(2)).unwrap();
     (dir, engine, rows)
 }
 

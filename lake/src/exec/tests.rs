@@ -44,7 +44,7 @@ fn lake_with(rows: &[Post]) -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
     write_posts(dir.path(), "a.parquet", rows[..400].to_vec()).unwrap();
     write_posts(dir.path(), "b.parquet", rows[400..].to_vec()).unwrap();
-    let engine = Engine::open(dir.path(), &EngineConfig { threads: 2 }).unwrap();
+    let engine = Engine::open(dir.path(), &EngineConfig::with_threads(2)).unwrap();
     (dir, engine)
 }
 
@@ -324,7 +324,7 @@ fn a_copy_that_slipped_into_the_lake_is_not_listed_twice_in_pages() {
     let dir = tempfile::tempdir().unwrap();
     write_posts(dir.path(), "a.parquet", rows.clone()).unwrap();
     write_posts(dir.path(), "b.parquet", rows[100..200].to_vec()).unwrap();
-    let engine = Engine::open(dir.path(), &EngineConfig { threads: 2 }).unwrap();
+    let engine = Engine::open(dir.path(), &EngineConfig::with_threads(2)).unwrap();
     let expected = newest_first(&rows, |_| true);
     for page in [7, 100, 1000] {
         assert_eq!(all_pages(&engine, &PostFilter::default(), PostOrder::Newest, page), expected, "page {page}");

@@ -123,7 +123,7 @@ fn every_match_is_a_candidate() {
     let lake = tempfile::tempdir().unwrap();
     let posts = posts_of(&texts);
     crate::writer::write_posts(lake.path(), "a.parquet", posts.clone()).unwrap();
-    let engine = Engine::open(lake.path(), &EngineConfig { threads: 1 }).unwrap();
+    let engine = Engine::open(lake.path(), &EngineConfig::with_threads(1)).unwrap();
     let index = TextIndex::build_in_memory(
         posts.iter().enumerate().map(|(row, p)| (row as u64, p.created_at_us, p.text.as_str())),
     )
@@ -236,7 +236,7 @@ fn a_data_files_index_is_built_beside_it_from_its_rows() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names.len(), 4, "the file, its index and its two rollups: {names:?}");
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     assert_eq!(crate::catalog::table_files(lake.path(), crate::layout::POSTS_TABLE).unwrap().files, 1);
 }
@@ -320,8 +320,8 @@ fn the_index_path_answers_exactly_as_the_scan() {
     crate::catalog::publish(indexed.path(), 1).unwrap();
 
     let (a, b) = (
-        Engine::open(indexed.path(), &EngineConfig { threads: 1 }).unwrap(),
-        Engine::open(plain.path(), &EngineConfig { threads: 1 }).unwrap(),
+        Engine::open(indexed.path(), &EngineConfig::with_threads(1)).unwrap(),
+        Engine::open(plain.path(), &EngineConfig::with_threads(1)).unwrap(),
     );
     let hot = Post { uri: uri(9_999), text: "Rust 水の音 🦋 hot".into(), ..posts_of(&texts)[399].clone() };
     let hot = Post { created_at_us: hot.created_at_us + 10, indexed_at_us: hot.indexed_at_us + 10, ..hot };

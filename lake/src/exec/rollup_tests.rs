@@ -1,0 +1,253 @@
+//! The rollup path against the posts path. One fixture lake (three files per day, deleted posts,
+//! a taken-down account, a partition one file of which has no rollups, a hot tier) is read by
+//! two engines, one with rollups and one without; for many random plans (intervals, time zones
+//! across DST changes, groupings, filters, ranges cut anywhere) both give the same answers, and
+//! the answers are checked against counts in plain Rust.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, TimeZone};
+use proptest::prelude::*;
+
+use super::*;
+use crate::model::{AccountEvent, Delete};
+use crate::plan::{Dimension, Measures, TopPlan};
+use crate::zone::Interval;
+
+const HOUR: i64 = 3_600_000_000;
+const LANGS: [&[&str]; 6] = [&["en"], &["en-US", "ja"], &["ja"], &["pt-BR"], &[], &["EN"]];
+const TAGS: [&[&str]; 5] = [&["rust"], &["rust", "tokyo"], &[], &["lake"], &["tokyo", "lake", "rust"]];
+const EMBEDS: [EmbedType; 4] = [EmbedType::None, EmbedType::Images, EmbedType::External, EmbedType::Record];
+const ZONES: [&str; 6] =
+    ["UTC", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "Asia/Kolkata", "Australia/Adelaide"];
+
+/// 2024-10-25T00:00Z: the fixture spans twelve days, over Europe's (Oct 27) and New York's
+/// (Nov 3) changes back from DST.
+fn start() -> i64 {
+    DateTime::parse_from_rfc3339("2024-10-25T00:00:00Z").unwrap().timestamp_micros()
+}
+
+const DAYS: i64 = 12;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    rolled: Engine,
+    plain: Engine,
+    /// The live posts (files and hot tier), for the independent counts.
+    live: Vec<Post>,
+}
+
+fn post(i: u64, next: &mut impl FnMut(u64) -> u64) -> Post {
+    let created_at_us = start() + next(DAYS as u64 * 24 * 60) as i64 * 60_000_000 + next(60_000_000) as i64;
+    let author = next(9);
+    Post {
+        uri: format!("at://did:plc:u{author}/app.bsky.feed.post/{i:05}"),
+        cid: format!("c{i}"),
+        did: format!("did:plc:u{author}"),
+        rkey: format!("{i:05}"),
+        created_at_us,
+        indexed_at_us: created_at_us + next(90_000_000) as i64,
+        text: "x".into(),
+        langs: LANGS[next(6) as usize].iter().map(|l| l.to_string()).collect(),
+        hashtags: TAGS[next(5) as usize].iter().map(|t| t.to_string()).collect(),
+        reply_parent: (next(3) == 0).then(|| "at://p".to_owned()),
+        embed_type: EMBEDS[next(4) as usize],
+        ..Post::default()
+    }
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let mut state = 11_u64;
+        let mut next = move |n: u64| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let posts: Vec<Post> = (0..2400).map(|i| post(i, &mut next)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        for (n, name) in ["a.parquet", "b.parquet", "c.parquet"].iter().enumerate() {
+            let part: Vec<Post> = posts.iter().skip(n).step_by(3).cloned().collect();
+            crate::writer::write_posts(dir.path(), name, part).unwrap();
+        }
+        // Every 13th post deleted; every post of u4 hidden by a takedown.
+        let deleted: Vec<Delete> = posts
+            .iter()
+            .step_by(13)
+            .map(|p| Delete { uri: p.uri.clone(), did: p.did.clone(), deleted_at_us: start() + DAYS * 24 * HOUR })
+            .collect();
+        crate::writer::write_rows(dir.path(), "d.parquet", deleted).unwrap();
+        let takedown = AccountEvent {
+            did: "did:plc:u4".into(),
+            seen_at_us: start(),
+            active: Some(false),
+            status: Some("takendown".into()),
+            ..AccountEvent::default()
+        };
+        crate::writer::write_rows(dir.path(), "e.parquet", vec![takedown]).unwrap();
+        // One file of 2024-10-30 without rollups: that day is read row by row.
+        let unrolled = dir.path().join("posts/date=2024-10-30/b.parquet");
+        for kind in crate::rollup::Kind::ALL {
+            fs::remove_file(crate::rollup::path_for(&unrolled, kind)).unwrap();
+        }
+        let hot: Vec<Post> = (5000..5120).map(|i| post(i, &mut next)).collect();
+        let open = |rollups: bool| {
+            let engine = Engine::open(dir.path(), &EngineConfig { threads: 2, rollups }).unwrap();
+            engine.set_hot(HotTier::posts(&hot)).unwrap();
+            engine
+        };
+        let (rolled, plain) = (open(true), open(false));
+        let gone: std::collections::HashSet<String> = posts.iter().step_by(13).map(|p| p.uri.clone()).collect();
+        let live = posts
+            .into_iter()
+            .chain(hot.iter().cloned())
+            .filter(|p| !gone.contains(&p.uri) && p.did != "did:plc:u4")
+            .collect();
+        Fixture { _dir: dir, rolled, plain, live }
+    })
+}
+
+fn zone(name: &str) -> chrono_tz::Tz {
+    crate::zone::parse_zone(name).unwrap()
+}
+
+/// A time in the fixture's span (and a little beyond): on a whole hour, or anywhere.
+fn instant() -> impl Strategy<Value = i64> {
+    (-30..(DAYS * 24 + 30), prop::bool::ANY, 0..HOUR)
+        .prop_map(|(hour, whole, within)| start() + hour * HOUR + if whole { 0 } else { within })
+}
+
+fn range() -> impl Strategy<Value = (Option<i64>, Option<i64>)> {
+    (prop::option::weighted(0.8, instant()), prop::option::weighted(0.8, instant())).prop_map(|(a, b)| match (a, b) {
+        (Some(a), Some(b)) => (Some(a.min(b)), Some(a.max(b) + 1)),
+        other => other,
+    })
+}
+
+fn filter() -> impl Strategy<Value = PostFilter> {
+    (
+        range(),
+        prop::sample::subsequence(vec!["en", "ja", "en-us", "pt", "fr"], 0..3),
+        prop::option::of(prop::bool::ANY),
+        prop::sample::subsequence(EMBEDS.to_vec(), 0..3),
+    )
+        .prop_map(|((since_us, until_us), langs, is_reply, embed_types)| PostFilter {
+            since_us,
+            until_us,
+            langs: langs.into_iter().map(str::to_owned).collect(),
+            is_reply,
+            embed_types,
+            ..PostFilter::default()
+        })
+}
+
+fn buckets_of(engine: &Engine, plan: &(PostFilter, Interval, &str, Option<Dimension>, bool)) -> Vec<Bucket> {
+    let (filter, interval, zone_name, group_by, replies) = plan;
+    let measures = Measures { authors: false, replies: *replies };
+    engine.time_buckets(filter, *interval, zone(zone_name), *group_by, measures).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn time_buckets_from_rollups_are_the_posts_own(
+        filter in filter(),
+        interval in prop::sample::select(vec![Interval::Hour, Interval::Day, Interval::Week, Interval::Month]),
+        zone_name in prop::sample::select(ZONES.to_vec()),
+        group_by in prop::sample::select(vec![None, Some(Dimension::Lang), Some(Dimension::EmbedType), Some(Dimension::IsReply)]),
+        replies in prop::bool::ANY,
+    ) {
+        let lakes = fixture();
+        let plan = (filter, interval, zone_name, group_by, replies);
+        prop_assert_eq!(buckets_of(&lakes.rolled, &plan), buckets_of(&lakes.plain, &plan));
+    }
+
+    #[test]
+    fn top_hashtags_from_rollups_are_the_posts_own((since_us, until_us) in range(), limit in 1_u32..6) {
+        let lakes = fixture();
+        let filter = PostFilter { since_us, until_us, ..PostFilter::default() };
+        let plan = TopPlan { filter, limit, count_authors: false };
+        prop_assert_eq!(lakes.rolled.top_hashtags(&plan).unwrap(), lakes.plain.top_hashtags(&plan).unwrap());
+    }
+}
+
+#[test]
+fn rollups_answer_what_they_can_and_say_which_path_answered() {
+    let lakes = fixture();
+    take_answered();
+    let whole_days =
+        PostFilter { since_us: Some(start()), until_us: Some(start() + 10 * 24 * HOUR), ..PostFilter::default() };
+    let counts = Measures { authors: false, replies: true };
+    lakes.rolled.time_buckets(&whole_days, Interval::Day, zone("UTC"), Some(Dimension::Lang), counts).unwrap();
+    lakes.rolled.time_buckets(&whole_days, Interval::Day, zone("UTC"), None, Measures::ALL).unwrap();
+    lakes.rolled.time_buckets(&whole_days, Interval::Hour, zone("Asia/Kolkata"), None, counts).unwrap();
+    lakes.rolled.top_hashtags(&TopPlan { filter: whole_days.clone(), limit: 3, count_authors: false }).unwrap();
+    let from = |a: &Answered| (a.question, a.from, a.why);
+    assert_eq!(
+        take_answered().iter().map(from).collect::<Vec<_>>(),
+        vec![
+            ("timeBuckets", "rollups", None),
+            ("timeBuckets", "posts", Some("distinct authors are counted from the posts")),
+            ("timeBuckets", "posts", Some("the time zone's offset is not a whole number of hours")),
+            ("topHashtags", "rollups", None),
+        ]
+    );
+    lakes.plain.time_buckets(&whole_days, Interval::Day, zone("UTC"), None, counts).unwrap();
+    assert_eq!(take_answered()[0].why, Some("rollups are off (--rollups false)"));
+}
+
+/// The rollup path's answers against counts over the live posts in plain Rust: per local day in
+/// New York (across its DST change) and language, and the top hashtags of a range with ragged
+/// ends.
+#[test]
+fn rollup_answers_match_counts_in_rust() {
+    let lakes = fixture();
+    let ny = zone("America/New_York");
+    let (since, until) = (start() + 7 * HOUR + 12_345, start() + 11 * 24 * HOUR - 999);
+    let filter = PostFilter { since_us: Some(since), until_us: Some(until), ..PostFilter::default() };
+    let in_range: Vec<&Post> =
+        lakes.live.iter().filter(|p| p.created_at_us >= since && p.created_at_us < until).collect();
+
+    take_answered();
+    let counts = Measures { authors: false, replies: true };
+    let buckets = lakes.rolled.time_buckets(&filter, Interval::Day, ny, Some(Dimension::Lang), counts).unwrap();
+    let mut expected: BTreeMap<(i64, Option<String>), (u64, u64)> = BTreeMap::new();
+    for post in &in_range {
+        let local = ny.from_utc_datetime(&DateTime::from_timestamp_micros(post.created_at_us).unwrap().naive_utc());
+        let day = ny.from_local_datetime(&local.date_naive().and_hms_opt(0, 0, 0).unwrap()).unwrap().timestamp_micros();
+        let mut langs: Vec<Option<String>> =
+            post.langs.iter().map(|l| Some(l.split('-').next().unwrap().to_lowercase())).collect();
+        langs.sort();
+        langs.dedup();
+        if langs.is_empty() {
+            langs.push(None);
+        }
+        for lang in langs {
+            let entry = expected.entry((day, lang)).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(post.reply_parent.is_some());
+        }
+    }
+    let got: BTreeMap<(i64, Option<String>), (u64, u64)> =
+        buckets.into_iter().filter(|b| b.posts > 0).map(|b| ((b.start_us, b.group), (b.posts, b.replies))).collect();
+    assert_eq!(got, expected);
+
+    let top = lakes.rolled.top_hashtags(&TopPlan { filter, limit: 10, count_authors: false }).unwrap();
+    let mut tags: BTreeMap<String, u64> = BTreeMap::new();
+    for post in &in_range {
+        let mut distinct = post.hashtags.clone();
+        distinct.sort();
+        distinct.dedup();
+        for tag in distinct {
+            *tags.entry(tag).or_default() += 1;
+        }
+    }
+    let mut expected: Vec<(String, u64)> = tags.into_iter().collect();
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    assert_eq!(top.into_iter().map(|t| (t.tag, t.posts)).collect::<Vec<_>>(), expected);
+    let from: Vec<&str> = take_answered().iter().map(|a| a.from).collect();
+    assert_eq!(from, ["rollups", "rollups"]);
+}

@@ -1,0 +1,272 @@
+//! The engine's side of rollups ([`crate::rollup`]): in-memory tables of the cells and tag
+//! counts of the snapshot's rolled-up files, and of the rows of its files that are not live,
+//! kept up to date file by file as the snapshot moves, when a rollup statement first needs them
+//! (or [`super::Engine::prepare_rollups`] asks).
+//!
+//! - `rollup_cells` and `rollup_tags` hold the rollups of every data file of the partitions
+//!   whose files all have them, keyed by the rollup's path: a file new to the snapshot is
+//!   loaded, one gone (or replaced under its name, as re-enrichment does) is dropped.
+//! - `dead_rows` holds the rows of the files that a delete or a hidden account takes out, keyed
+//!   by data file: a new file is checked against every delete and hidden account, a new
+//!   deletes file and a newly hidden account against the files already checked, and an account
+//!   shown again leaves. `rollup_dead_cells` and `rollup_dead_tags` count those rows (each
+//!   once) as the rollups count posts: what a rollup statement subtracts.
+//!
+//! Statements read the tables under the engine's read lock; a refresh of the snapshot takes it
+//! for writing, so no statement ever sees the tables of one snapshot with the views of another.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use duckdb::Connection;
+use duckdb::types::Value;
+
+use crate::error::Result;
+use crate::rollup::{self, Kind};
+
+/// What a snapshot lists, as the rollup tables need it: taken whole at each refresh.
+#[derive(Debug, Default)]
+pub(super) struct Listing {
+    /// Every `posts` data file, with its inode (a file replaced under its name is another).
+    pub posts: HashMap<PathBuf, u64>,
+    /// The data files of the partitions whose files all have rollups, with the inode of their
+    /// cells rollup.
+    pub rolled: HashMap<PathBuf, u64>,
+    /// The days of the other partitions.
+    pub unrolled: Vec<NaiveDate>,
+    pub deletes: HashSet<PathBuf>,
+    /// The accounts whose posts are hidden.
+    pub hidden: Arc<HashSet<String>>,
+}
+
+impl Listing {
+    /// The listing of `posts` data files (by partition, then name), `deletes` files and
+    /// hidden accounts.
+    pub fn new(posts: &[PathBuf], deletes: &[PathBuf], hidden: Arc<HashSet<String>>) -> Listing {
+        let inode = |path: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path).map(|m| m.ino()).ok()
+        };
+        let day_of = |path: &PathBuf| {
+            path.parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(crate::layout::parse_partition_name)
+        };
+        let mut listing = Listing { deletes: deletes.iter().cloned().collect(), hidden, ..Listing::default() };
+        for day in posts.chunk_by(|a, b| day_of(a) == day_of(b)) {
+            let cells: Vec<Option<u64>> = day
+                .iter()
+                .map(|path| inode(&rollup::path_for(path, Kind::Cells)).filter(|_| rollup::has_rollups(path)))
+                .collect();
+            if cells.iter().all(Option::is_some) {
+                listing.rolled.extend(day.iter().cloned().zip(cells.into_iter().flatten()));
+            } else if let Some(date) = day_of(&day[0]) {
+                listing.unrolled.push(date);
+            }
+            for path in day {
+                listing.posts.insert(path.clone(), inode(path).unwrap_or_default());
+            }
+        }
+        listing
+    }
+}
+
+/// The tables rollup statements read, and what they hold.
+#[derive(Debug, Default)]
+pub(super) struct RollupTables {
+    listing: Arc<Listing>,
+    /// Whether the tables hold what `listing` lists.
+    synced: bool,
+    /// The rolled-up files (and cells inodes) whose rollups the tables hold.
+    loaded: HashMap<PathBuf, u64>,
+    /// The data files (and inodes) whose dead rows `dead_rows` holds, against `applied` and
+    /// `hidden`.
+    probed: HashMap<PathBuf, u64>,
+    applied: HashSet<PathBuf>,
+    hidden: Arc<HashSet<String>>,
+}
+
+/// Created with the engine.
+pub(super) const CREATE_TABLES: &str = "
+CREATE TABLE rollup_cells (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, langs VARCHAR[], embed_type VARCHAR,
+  reply_parent VARCHAR, n BIGINT);
+CREATE TABLE rollup_tags (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, tag VARCHAR, n BIGINT);
+CREATE TABLE dead_rows (file VARCHAR, uri VARCHAR, did VARCHAR, deleted BOOLEAN, created_at TIMESTAMP,
+  langs VARCHAR[], embed_type VARCHAR, reply_parent VARCHAR, hashtags VARCHAR[]);
+CREATE TABLE rollup_dead_cells AS SELECT * EXCLUDE (file) FROM rollup_cells WHERE false;
+CREATE TABLE rollup_dead_tags AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE false;";
+
+/// `'a', 'b'` for a SQL list of paths (paths come from the lake's listing, never from a user).
+fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
+    let list: Vec<String> =
+        paths.into_iter().map(|p| format!("'{}'", p.to_string_lossy().replace('\'', "''"))).collect();
+    list.join(", ")
+}
+
+/// The columns of `dead_rows`, from a data file read with `filename = true` as `p`.
+fn dead_columns(deleted: bool) -> String {
+    format!("p.filename, p.uri, p.did, {deleted}, p.created_at, p.langs, p.embed_type, p.reply_parent, p.hashtags")
+}
+
+fn files_source(files: &[&PathBuf]) -> String {
+    format!("read_parquet([{}], filename = true, union_by_name = true)", quoted(files.iter().map(|p| p.as_path())))
+}
+
+fn did_list(dids: &[&String]) -> Value {
+    Value::List(dids.iter().map(|d| Value::Text((*d).clone())).collect())
+}
+
+impl RollupTables {
+    /// The snapshot moved to `listing`: the tables must catch up before the next statement.
+    pub fn moved(&mut self, listing: Listing) {
+        self.listing = Arc::new(listing);
+        self.synced = false;
+    }
+
+    pub fn listing(&self) -> &Listing {
+        &self.listing
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Brings the tables to the listing.
+    pub fn sync(&mut self, connection: &Connection) -> Result<()> {
+        if self.synced {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let listing = self.listing.clone();
+        self.sync_rollups(connection, &listing)?;
+        self.sync_dead(connection, &listing)?;
+        self.synced = true;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "rollup tables brought up to date");
+        Ok(())
+    }
+
+    fn sync_rollups(&mut self, connection: &Connection, listing: &Listing) -> Result<()> {
+        let gone: Vec<&PathBuf> =
+            self.loaded.iter().filter(|(path, ino)| listing.rolled.get(*path) != Some(ino)).map(|(p, _)| p).collect();
+        if !gone.is_empty() {
+            let sidecars = |kind| {
+                let paths: Vec<PathBuf> = gone.iter().map(|p| rollup::path_for(p, kind)).collect();
+                quoted(paths.iter().map(PathBuf::as_path))
+            };
+            connection.execute_batch(&format!(
+                "DELETE FROM rollup_cells WHERE file IN ({}); DELETE FROM rollup_tags WHERE file IN ({});",
+                sidecars(Kind::Cells),
+                sidecars(Kind::Tags)
+            ))?;
+        }
+        let new: Vec<PathBuf> = listing
+            .rolled
+            .iter()
+            .filter(|(path, ino)| self.loaded.get(*path) != Some(ino))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for chunk in new.chunks(256) {
+            let sidecars = |kind| {
+                let paths: Vec<PathBuf> = chunk.iter().map(|p| rollup::path_for(p, kind)).collect();
+                quoted(paths.iter().map(PathBuf::as_path))
+            };
+            connection.execute_batch(&format!(
+                "INSERT INTO rollup_cells SELECT filename, created_at, CAST(created_at AS DATE), langs, embed_type,
+                   CASE WHEN is_reply THEN '' END, n FROM read_parquet([{}], filename = true);
+                 INSERT INTO rollup_tags SELECT filename, created_at, CAST(created_at AS DATE), tag, n
+                   FROM read_parquet([{}], filename = true);",
+                sidecars(Kind::Cells),
+                sidecars(Kind::Tags)
+            ))?;
+        }
+        self.loaded = listing.rolled.clone();
+        Ok(())
+    }
+
+    fn sync_dead(&mut self, connection: &Connection, listing: &Listing) -> Result<()> {
+        if !self.applied.is_subset(&listing.deletes) {
+            // A deletes file went away (none does today): start over.
+            connection.execute_batch("DELETE FROM dead_rows")?;
+            self.probed.clear();
+            self.applied.clear();
+            self.hidden = Arc::default();
+        }
+        let gone: Vec<&PathBuf> =
+            self.probed.iter().filter(|(path, ino)| listing.posts.get(*path) != Some(ino)).map(|(p, _)| p).collect();
+        if !gone.is_empty() {
+            connection.execute_batch(&format!(
+                "DELETE FROM dead_rows WHERE file IN ({})",
+                quoted(gone.iter().map(|p| p.as_path()))
+            ))?;
+        }
+        let old: Vec<&PathBuf> =
+            listing.posts.iter().filter(|(path, ino)| self.probed.get(*path) == Some(ino)).map(|(p, _)| p).collect();
+        let added: Vec<&PathBuf> =
+            listing.posts.iter().filter(|(path, ino)| self.probed.get(*path) != Some(ino)).map(|(p, _)| p).collect();
+        let new_deletes: Vec<&Path> =
+            listing.deletes.iter().filter(|d| !self.applied.contains(*d)).map(PathBuf::as_path).collect();
+
+        // Deletes: new ones against the files already checked, every one against new files.
+        if !old.is_empty() && !new_deletes.is_empty() {
+            connection.execute_batch(&format!(
+                "INSERT INTO dead_rows SELECT {} FROM {} AS p SEMI JOIN read_parquet([{}]) AS d ON d.uri = p.uri",
+                dead_columns(true),
+                files_source(&old),
+                quoted(new_deletes.iter().copied())
+            ))?;
+        }
+        if !added.is_empty() && !listing.deletes.is_empty() {
+            connection.execute_batch(&format!(
+                "INSERT INTO dead_rows SELECT {} FROM {} AS p SEMI JOIN read_parquet([{}]) AS d ON d.uri = p.uri",
+                dead_columns(true),
+                files_source(&added),
+                quoted(listing.deletes.iter().map(PathBuf::as_path))
+            ))?;
+        }
+
+        // Hidden accounts: those shown again leave, new ones are looked for in the files
+        // already checked, every one in new files.
+        let shown: Vec<&String> = self.hidden.difference(&listing.hidden).collect();
+        if !shown.is_empty() {
+            connection.execute(
+                "DELETE FROM dead_rows WHERE NOT deleted AND did IN (SELECT unnest(?::VARCHAR[]))",
+                [did_list(&shown)],
+            )?;
+        }
+        let newly: Vec<&String> = listing.hidden.difference(&self.hidden).collect();
+        let all_hidden: Vec<&String> = listing.hidden.iter().collect();
+        for (files, dids) in [(&old, &newly), (&added, &all_hidden)] {
+            if files.is_empty() || dids.is_empty() {
+                continue;
+            }
+            connection.execute(
+                &format!(
+                    "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE p.did IN (SELECT unnest(?::VARCHAR[]))",
+                    dead_columns(false),
+                    files_source(files)
+                ),
+                [did_list(dids)],
+            )?;
+        }
+        self.probed = listing.posts.clone();
+        self.applied = listing.deletes.clone();
+        self.hidden = listing.hidden.clone();
+
+        // Each dead row once (deleted and hidden both, or deleted twice), counted as rollups count.
+        connection.execute_batch(
+            "CREATE OR REPLACE TEMP TABLE dead_once AS SELECT DISTINCT ON (file, uri) * FROM dead_rows;
+             CREATE OR REPLACE TABLE rollup_dead_cells AS
+               SELECT date_trunc('hour', created_at) AS created_at, CAST(created_at AS DATE) AS \"date\", langs, embed_type,
+                 CASE WHEN reply_parent IS NOT NULL THEN '' END AS reply_parent, count(*) AS n
+               FROM dead_once GROUP BY ALL;
+             CREATE OR REPLACE TABLE rollup_dead_tags AS
+               SELECT date_trunc('hour', created_at) AS created_at, CAST(created_at AS DATE) AS \"date\", tag, count(*) AS n
+               FROM (SELECT created_at, unnest(list_distinct(hashtags)) AS tag FROM dead_once) GROUP BY ALL;
+             DROP TABLE dead_once;",
+        )?;
+        Ok(())
+    }
+}

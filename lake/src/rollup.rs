@@ -1,0 +1,285 @@
+//! Rollups: small pre-aggregated tables beside each `posts` data file, from which the engine
+//! answers time buckets and top hashtags over long ranges without reading the posts.
+//!
+//! Each data file `NAME.parquet` gets two hidden sidecars in its partition directory, so that a
+//! partition exchange carries them with it and no listing of data files sees them:
+//!
+//! - `.NAME.cells` (Parquet, named so that no `*.parquet` glob takes it for data): the file's posts counted (`n`) per UTC hour of `created_at` and per
+//!   value of every column that a filter or a grouping answered from rollups reads: `langs` (the
+//!   whole list, as stored), `embed_type`, and whether the post is a reply (`is_reply`);
+//! - `.NAME.tags`: the file's posts counted per UTC hour and hashtag, each post once
+//!   per distinct tag, as `topHashtags` counts them.
+//!
+//! The posts of a cell agree on every column such a statement reads (its hour stands for their
+//! `created_at`, which only hour-aligned ranges and buckets compare), so each condition holds
+//! for all of them or for none: the statement over cells weighted by `n` counts exactly what it
+//! counts over the posts. [`crate::sql::compile_rollup`] says which plans qualify.
+//!
+//! Cells count every row of their file. The engine subtracts the rows that are not live
+//! (deleted, or of a hidden account, as the lake's files record them) from a small table it
+//! keeps per lake generation, and adds the hot tier's posts and every post outside the cells'
+//! hours (the range's uneven ends, partitions some file of which has no rollup yet) row by row.
+//! Deletes and account changes still in the buffer apply to the posts they hide in files from
+//! the next flush on, as they do for cached answers.
+//!
+//! Rollups are written with the same durability rules as data files (temp, fsync, rename): by
+//! the flusher for each file before it is published, by compaction for each file it writes, by
+//! `skyglass generate`, and by `skyglass lake rollup` for the files without them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use duckdb::Connection;
+
+use crate::error::{Error, Result};
+use crate::layout;
+
+/// The two rollups of a data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Cells,
+    Tags,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Cells, Kind::Tags];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Kind::Cells => "cells",
+            Kind::Tags => "tags",
+        }
+    }
+
+    /// What the rollup holds, from `source` (a `read_parquet` of the data file).
+    fn select(self, source: &str) -> String {
+        match self {
+            Kind::Cells => format!(
+                "SELECT date_trunc('hour', created_at) AS created_at, langs, embed_type, \
+                 reply_parent IS NOT NULL AS is_reply, count(*) AS n \
+                 FROM {source} GROUP BY ALL ORDER BY ALL"
+            ),
+            Kind::Tags => format!(
+                "SELECT date_trunc('hour', created_at) AS created_at, tag, count(*) AS n \
+                 FROM (SELECT created_at, unnest(list_distinct(hashtags)) AS tag FROM {source}) \
+                 GROUP BY ALL ORDER BY ALL"
+            ),
+        }
+    }
+}
+
+/// Where rollup `kind` of a `posts` data file lives: beside it, hidden (`.NAME.cells`), and
+/// without the `.parquet` ending that globs over data files match.
+pub fn path_for(data_file: &Path, kind: Kind) -> PathBuf {
+    let name = data_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    data_file.with_file_name(format!(".{name}.{}", kind.suffix()))
+}
+
+/// The data file a rollup's file name belongs to (`.NAME.cells` → `NAME`), if it is one.
+pub fn data_file_of(sidecar_name: &str) -> Option<&str> {
+    let inner = sidecar_name.strip_prefix('.')?;
+    Kind::ALL
+        .iter()
+        .find_map(|kind| inner.strip_suffix(&format!(".{}", kind.suffix())))
+        .filter(|data| layout::is_data_file(data))
+}
+
+/// Whether a data file has both its rollups.
+pub fn has_rollups(data_file: &Path) -> bool {
+    Kind::ALL.iter().all(|kind| path_for(data_file, *kind).is_file())
+}
+
+fn sql_path(path: &Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', "''"))
+}
+
+/// Builds both rollups of the `posts` data file `data_file` from `source` (the file itself, or
+/// the same rows under a temporary name before it is placed), replacing any, durably: written
+/// under a temporary name (`.NAME.cells.tmp`, which the flusher's cleanup removes if a
+/// build is cut short), fsynced, renamed into place, and the directory fsynced.
+pub fn build_for_file(source: &Path, data_file: &Path) -> Result<()> {
+    let connection = Connection::open_in_memory()?;
+    connection.execute_batch("SET threads = 1; SET preserve_insertion_order = false;")?;
+    let read = format!("read_parquet({})", sql_path(source));
+    for kind in Kind::ALL {
+        let target = path_for(data_file, kind);
+        let tmp = layout::temp_path_for(&target);
+        let copy = format!(
+            "COPY ({}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)",
+            kind.select(&read),
+            sql_path(&tmp)
+        );
+        if let Err(error) = connection.execute_batch(&copy) {
+            let _ = fs::remove_file(&tmp);
+            return Err(error.into());
+        }
+        fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(Error::io("fsync", &tmp))?;
+        fs::rename(&tmp, &target).map_err(Error::io("rename into place", &target))?;
+    }
+    crate::writer::sync_dir(data_file.parent().unwrap_or(Path::new(".")))
+}
+
+/// Gives `to` (a data file with the same rows as `from`: a hard link into a staging directory)
+/// the rollups of `from`, if it has them, by hard links.
+pub fn link_for(from: &Path, to: &Path) -> Result<()> {
+    for kind in Kind::ALL {
+        let source = path_for(from, kind);
+        if source.is_file() {
+            let target = path_for(to, kind);
+            fs::hard_link(&source, &target).map_err(Error::io("link into staging", &target))?;
+        }
+    }
+    Ok(())
+}
+
+/// What `skyglass lake rollup` did in one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rolled {
+    pub date: Option<chrono::NaiveDate>,
+    /// The partition's data files.
+    pub files: usize,
+    /// Data files whose rollups were built.
+    pub built: usize,
+    /// Rollups removed because their data file is gone.
+    pub orphans: usize,
+}
+
+/// Builds the missing rollups (every one, with `rebuild`) of the `posts` data files in the day
+/// partitions from `since` to `until`, and removes rollups whose data file is gone; a partition
+/// at a time, under the flush lock, so no compaction swaps a partition being rolled up.
+/// Publishes a generation if anything changed. `each` hears of every partition when it is done.
+pub fn rollup(
+    lake: &Path,
+    since: Option<chrono::NaiveDate>,
+    until: Option<chrono::NaiveDate>,
+    rebuild: bool,
+    mut each: impl FnMut(&Rolled),
+) -> Result<Vec<Rolled>> {
+    let days = crate::catalog::table_files(lake, layout::POSTS_TABLE)?.partitions;
+    let mut reports = Vec::new();
+    for (date, _) in days {
+        if since.is_some_and(|s| date < s) || until.is_some_and(|u| date > u) {
+            continue;
+        }
+        let _lock = crate::unique::FlushLock::acquire(lake)?;
+        let dir = layout::partition_dir(lake, layout::POSTS_TABLE, date);
+        let names = crate::catalog::data_file_names(&dir)?;
+        let mut report = Rolled { date: Some(date), files: names.len(), ..Rolled::default() };
+        for name in &names {
+            let file = dir.join(name);
+            if rebuild || !has_rollups(&file) {
+                build_for_file(&file, &file)?;
+                report.built += 1;
+            }
+        }
+        for entry in fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
+            let entry = entry.map_err(Error::io("list", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(data) = data_file_of(&name)
+                && !names.iter().any(|n| n == data)
+            {
+                fs::remove_file(entry.path()).map_err(Error::io("remove", entry.path()))?;
+                report.orphans += 1;
+            }
+        }
+        if report.built + report.orphans > 0 {
+            let _publishing = crate::catalog::PublishLock::exclusive(lake)?;
+            crate::catalog::publish(lake, chrono::Utc::now().timestamp_micros())?;
+        }
+        each(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EmbedType, Post};
+
+    const HOUR: i64 = 3_600_000_000;
+
+    fn post(n: i64, at: i64, langs: &[&str], tags: &[&str], reply: bool) -> Post {
+        Post {
+            uri: format!("at://did:plc:a/app.bsky.feed.post/{n}"),
+            did: "did:plc:a".into(),
+            created_at_us: at,
+            indexed_at_us: at,
+            langs: langs.iter().map(|l| (*l).to_owned()).collect(),
+            hashtags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            reply_parent: reply.then(|| "at://did:plc:b/app.bsky.feed.post/p".to_owned()),
+            embed_type: EmbedType::None,
+            ..Post::default()
+        }
+    }
+
+    #[test]
+    fn a_files_rollups_count_its_posts_per_hour_and_value() {
+        let lake = tempfile::tempdir().unwrap();
+        let day = 20_000 * 24 * HOUR;
+        let posts = vec![
+            post(1, day + 5, &["en"], &["rust", "rust"], false),
+            post(2, day + 10, &["en"], &["rust"], true),
+            post(3, day + HOUR + 1, &["ja", "en"], &[], false),
+            post(4, day + HOUR + 2, &["en"], &["rust", "go"], false),
+        ];
+        let written = crate::writer::write_posts(lake.path(), "f.parquet", posts).unwrap();
+        let file = &written[0].path;
+        assert!(has_rollups(file), "the writer builds them");
+        for kind in Kind::ALL {
+            fs::remove_file(path_for(file, kind)).unwrap();
+        }
+        assert!(!has_rollups(file));
+        build_for_file(file, file).unwrap();
+        assert!(has_rollups(file));
+        let connection = Connection::open_in_memory().unwrap();
+        let rows = |kind: Kind, columns: &str| -> Vec<String> {
+            let sql = format!("SELECT {columns} FROM read_parquet({}) ORDER BY ALL", sql_path(&path_for(file, kind)));
+            let mut statement = connection.prepare(&sql).unwrap();
+            statement.query_map([], |row| row.get::<_, String>(0)).unwrap().map(|r| r.unwrap()).collect()
+        };
+        let hour = |h: i64| chrono::DateTime::from_timestamp_micros(day + h * HOUR).unwrap().naive_utc().to_string();
+        assert_eq!(
+            rows(Kind::Cells, "concat_ws('|', created_at, langs::VARCHAR, is_reply, n)"),
+            vec![
+                format!("{}|[en]|false|1", hour(0)),
+                format!("{}|[en]|true|1", hour(0)),
+                format!("{}|[en]|false|1", hour(1)),
+                format!("{}|[ja, en]|false|1", hour(1)),
+            ]
+        );
+        assert_eq!(
+            rows(Kind::Tags, "concat_ws('|', created_at, tag, n)"),
+            vec![format!("{}|rust|2", hour(0)), format!("{}|go|1", hour(1)), format!("{}|rust|1", hour(1))]
+        );
+    }
+
+    #[test]
+    fn lake_rollup_builds_the_missing_ones_and_removes_orphans() {
+        let lake = tempfile::tempdir().unwrap();
+        let day = 20_000 * 24 * HOUR;
+        let a = crate::writer::write_posts(lake.path(), "a.parquet", vec![post(1, day, &[], &[], false)]).unwrap();
+        let b = crate::writer::write_posts(lake.path(), "b.parquet", vec![post(2, day, &[], &[], false)]).unwrap();
+        fs::remove_file(path_for(&b[0].path, Kind::Tags)).unwrap();
+        assert!(has_rollups(&a[0].path) && !has_rollups(&b[0].path));
+        let orphan = path_for(&a[0].path.with_file_name("gone.parquet"), Kind::Cells);
+        fs::write(&orphan, b"x").unwrap();
+        let reports = rollup(lake.path(), None, None, false, |_| {}).unwrap();
+        assert_eq!(reports.len(), 1);
+        assert_eq!((reports[0].files, reports[0].built, reports[0].orphans), (2, 1, 1));
+        assert!(has_rollups(&b[0].path) && !orphan.exists());
+        let again = rollup(lake.path(), None, None, false, |_| {}).unwrap();
+        assert_eq!((again[0].built, again[0].orphans), (0, 0), "nothing left to do");
+        assert_eq!(rollup(lake.path(), None, None, true, |_| {}).unwrap()[0].built, 2, "--rebuild redoes all");
+    }
+
+    #[test]
+    fn sidecar_names_lead_back_to_their_data_file() {
+        let cells = path_for(Path::new("/l/posts/date=2026-11-30/a_b.parquet"), Kind::Cells);
+        assert_eq!(cells, Path::new("/l/posts/date=2026-11-30/.a_b.parquet.cells"));
+        assert_eq!(data_file_of(".a_b.parquet.tags"), Some("a_b.parquet"));
+        assert_eq!(data_file_of(".a_b.parquet.textindex"), None);
+        assert_eq!(data_file_of(".a_b.parquet.cells.tmp"), None);
+        assert!(!layout::is_data_file(".a_b.parquet.cells"));
+    }
+}
