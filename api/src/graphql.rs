@@ -204,6 +204,8 @@ impl QueryRunner {
             // The permit is held until DuckDB has really stopped.
             let _permit = permit;
             let began = Instant::now();
+            // What other lake work on this pooled thread left noted is not this request's.
+            let _ = (lake::exec::take_touched(), lake::exec::take_answered());
             let result = with_interrupt(&task_interrupt, || work(&engine));
             // Always taken: blocking threads are reused across requests.
             let (touched, answered) = (lake::exec::take_touched(), lake::exec::take_answered());

@@ -338,8 +338,8 @@ impl Builder {
         Ok(())
     }
 
-    /// The units a rollup statement counts, each with its weight `n`: the cells (or tag counts)
-    /// of the region's hours, less those of the rows there that are not live (`rollup_dead_*`), plus the
+    /// The units a rollup statement counts, each with its weight `n`: the live cells (or tag
+    /// counts) of the region's hours (`rollup_*_live`: the files' less the dead rows'), plus the
     /// hot tier's posts there, plus every live post outside the region, one by one.
     fn units(&mut self, kind: crate::rollup::Kind, region: &Region<'_>) {
         let (stored, rows) = match kind {
@@ -355,9 +355,7 @@ impl Builder {
             crate::rollup::Kind::Cells => "cells",
             crate::rollup::Kind::Tags => "tags",
         };
-        write!(self.text, "SELECT {stored}, n FROM rollup_{suffix} WHERE ").unwrap();
-        self.in_region(region);
-        write!(self.text, "\nUNION ALL SELECT {stored}, -n AS n FROM rollup_dead_{suffix} WHERE ").unwrap();
+        write!(self.text, "SELECT {stored}, n FROM rollup_{suffix}_live WHERE ").unwrap();
         self.in_region(region);
         if region.scope.hot {
             write!(self.text, "\nUNION ALL SELECT {rows}, 1 AS n FROM hot_live WHERE ").unwrap();

@@ -251,3 +251,95 @@ fn rollup_answers_match_counts_in_rust() {
     let from: Vec<&str> = take_answered().iter().map(|a| a.from).collect();
     assert_eq!(from, ["rollups", "rollups"]);
 }
+
+/// The rollup tables follow the lake file by file: after each change (a new file, new deletes,
+/// a takedown and a reactivation, a compaction, a re-enrichment that changes hashtags and
+/// embed types under the same file names), the rollup path answers as the posts path does.
+#[test]
+fn rollup_tables_follow_the_lake_as_it_changes() {
+    let mut state = 5_u64;
+    let mut next = move |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let posts: Vec<Post> = (0..1800).map(|i| post(i, &mut next)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path();
+    let write = |name: &str, part: &[Post]| crate::writer::write_posts(lake, name, part.to_vec()).unwrap();
+    let publish = || crate::catalog::publish(lake, chrono::Utc::now().timestamp_micros()).unwrap();
+    let account = |did: &str, seen_at_us: i64, active: bool| AccountEvent {
+        did: did.into(),
+        seen_at_us,
+        active: Some(active),
+        status: (!active).then(|| "takendown".to_owned()),
+        ..AccountEvent::default()
+    };
+    write("a.parquet", &posts[..900]);
+    let rolled = Engine::open(lake, &EngineConfig { threads: 2, rollups: true }).unwrap();
+    let plain = Engine::open(lake, &EngineConfig { threads: 2, rollups: false }).unwrap();
+    let ragged = PostFilter {
+        since_us: Some(start() + 5 * HOUR + 777),
+        until_us: Some(start() + 9 * 24 * HOUR + 31),
+        ..PostFilter::default()
+    };
+    let check = |step: &str| {
+        let counts = Measures { authors: false, replies: true };
+        for (filter, interval, zone_name, group_by) in [
+            (PostFilter::default(), Interval::Hour, "UTC", None),
+            (ragged.clone(), Interval::Day, "America/New_York", Some(Dimension::Lang)),
+            (ragged.clone(), Interval::Week, "Europe/Berlin", Some(Dimension::EmbedType)),
+        ] {
+            let z = zone(zone_name);
+            take_answered();
+            let got = rolled.time_buckets(&filter, interval, z, group_by, counts).unwrap();
+            assert_eq!(take_answered()[0].from, "rollups", "{step}");
+            assert_eq!(got, plain.time_buckets(&filter, interval, z, group_by, counts).unwrap(), "{step}");
+        }
+        for filter in [PostFilter::default(), ragged.clone()] {
+            let top = TopPlan { filter, limit: 10, count_authors: false };
+            assert_eq!(rolled.top_hashtags(&top).unwrap(), plain.top_hashtags(&top).unwrap(), "{step}");
+        }
+    };
+    check("one file");
+
+    write("b.parquet", &posts[900..]);
+    publish();
+    check("a second file");
+
+    let deleted: Vec<Delete> = posts
+        .iter()
+        .step_by(7)
+        .map(|p| Delete { uri: p.uri.clone(), did: p.did.clone(), deleted_at_us: start() + DAYS * 24 * HOUR })
+        .collect();
+    crate::writer::write_rows(lake, "d1.parquet", deleted[..100].to_vec()).unwrap();
+    publish();
+    check("deletes");
+    // The same posts deleted again, with others.
+    crate::writer::write_rows(lake, "d2.parquet", deleted[50..].to_vec()).unwrap();
+    publish();
+    check("more deletes");
+
+    crate::writer::write_rows(lake, "t.parquet", vec![account("did:plc:u2", start(), false)]).unwrap();
+    publish();
+    check("a takedown");
+    crate::writer::write_rows(lake, "r.parquet", vec![account("did:plc:u2", start() + HOUR, true)]).unwrap();
+    crate::writer::write_rows(lake, "t2.parquet", vec![account("did:plc:u5", start() + HOUR, false)]).unwrap();
+    publish();
+    check("a reactivation and another takedown");
+
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let day = crate::layout::date_of_micros(start() + 3 * 24 * HOUR);
+    let compacted = crate::compact::compact_partition(lake, day, 1 << 30, 1, &cancel).unwrap();
+    assert!(compacted.changed(), "{compacted:?}");
+    check("a compaction");
+
+    let retag = |post: &mut Post| {
+        post.hashtags = vec!["renamed".into()];
+        post.embed_type = EmbedType::Video;
+        post.enrich_version = 99;
+    };
+    let day = crate::layout::date_of_micros(start() + 5 * 24 * HOUR);
+    let rewritten = crate::rewrite::redo_stale_posts(lake, day, 99, 2, retag).unwrap();
+    assert!(rewritten.rewritten_files > 0, "{rewritten:?}");
+    check("a re-enrichment");
+}

@@ -9,8 +9,10 @@
 //! - `dead_rows` holds the rows of the files that a delete or a hidden account takes out, keyed
 //!   by data file: a new file is checked against every delete and hidden account, a new
 //!   deletes file and a newly hidden account against the files already checked, and an account
-//!   shown again leaves. `rollup_dead_cells` and `rollup_dead_tags` count those rows (each
-//!   once) as the rollups count posts: what a rollup statement subtracts.
+//!   shown again leaves.
+//! - `rollup_cells_live` and `rollup_tags_live`, what rollup statements read: the cells and tag
+//!   counts of all files summed, less those of the dead rows (each counted once), made again
+//!   after each change (a table of at most a few cells per hour and value, not per file).
 //!
 //! Statements read the tables under the engine's read lock; a refresh of the snapshot takes it
 //! for writing, so no statement ever sees the tables of one snapshot with the views of another.
@@ -96,8 +98,8 @@ CREATE TABLE rollup_cells (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, la
 CREATE TABLE rollup_tags (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, tag VARCHAR, n BIGINT);
 CREATE TABLE dead_rows (file VARCHAR, uri VARCHAR, did VARCHAR, deleted BOOLEAN, created_at TIMESTAMP,
   langs VARCHAR[], embed_type VARCHAR, reply_parent VARCHAR, hashtags VARCHAR[]);
-CREATE TABLE rollup_dead_cells AS SELECT * EXCLUDE (file) FROM rollup_cells WHERE false;
-CREATE TABLE rollup_dead_tags AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE false;";
+CREATE TABLE rollup_cells_live AS SELECT * EXCLUDE (file) FROM rollup_cells WHERE false;
+CREATE TABLE rollup_tags_live AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE false;";
 
 /// `'a', 'b'` for a SQL list of paths (paths come from the lake's listing, never from a user).
 fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
@@ -143,6 +145,7 @@ impl RollupTables {
         let listing = self.listing.clone();
         self.sync_rollups(connection, &listing)?;
         self.sync_dead(connection, &listing)?;
+        Self::sum_live(connection)?;
         self.synced = true;
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "rollup tables brought up to date");
         Ok(())
@@ -255,16 +258,28 @@ impl RollupTables {
         self.applied = listing.deletes.clone();
         self.hidden = listing.hidden.clone();
 
-        // Each dead row once (deleted and hidden both, or deleted twice), counted as rollups count.
+        Ok(())
+    }
+
+    /// Makes `rollup_cells_live` and `rollup_tags_live` again: every file's counts summed, less
+    /// each dead row once (one deleted and hidden both, or deleted twice, counts once).
+    fn sum_live(connection: &Connection) -> Result<()> {
         connection.execute_batch(
             "CREATE OR REPLACE TEMP TABLE dead_once AS SELECT DISTINCT ON (file, uri) * FROM dead_rows;
-             CREATE OR REPLACE TABLE rollup_dead_cells AS
-               SELECT date_trunc('hour', created_at) AS created_at, CAST(created_at AS DATE) AS \"date\", langs, embed_type,
-                 CASE WHEN reply_parent IS NOT NULL THEN '' END AS reply_parent, count(*) AS n
-               FROM dead_once GROUP BY ALL;
-             CREATE OR REPLACE TABLE rollup_dead_tags AS
-               SELECT date_trunc('hour', created_at) AS created_at, CAST(created_at AS DATE) AS \"date\", tag, count(*) AS n
-               FROM (SELECT created_at, unnest(list_distinct(hashtags)) AS tag FROM dead_once) GROUP BY ALL;
+             CREATE OR REPLACE TABLE rollup_cells_live AS
+               SELECT created_at, \"date\", langs, embed_type, reply_parent, sum(n)::BIGINT AS n FROM (
+                 SELECT created_at, \"date\", langs, embed_type, reply_parent, n FROM rollup_cells
+                 UNION ALL
+                 SELECT date_trunc('hour', created_at), CAST(created_at AS DATE), langs, embed_type,
+                   CASE WHEN reply_parent IS NOT NULL THEN '' END, -1 FROM dead_once)
+               GROUP BY ALL HAVING sum(n) <> 0;
+             CREATE OR REPLACE TABLE rollup_tags_live AS
+               SELECT created_at, \"date\", tag, sum(n)::BIGINT AS n FROM (
+                 SELECT created_at, \"date\", tag, n FROM rollup_tags
+                 UNION ALL
+                 SELECT date_trunc('hour', created_at), CAST(created_at AS DATE), unnest(list_distinct(hashtags)), -1
+                 FROM dead_once)
+               GROUP BY ALL HAVING sum(n) <> 0;
              DROP TABLE dead_once;",
         )?;
         Ok(())
