@@ -208,7 +208,7 @@ pub fn compile_rollup(plan: &Plan, scope: &RollupScope) -> Result<Option<Sql>> {
         Plan::Buckets(buckets) => builder.rollup_buckets(buckets, &region)?,
         Plan::TopHashtags(top) => {
             builder.text.push_str("SELECT tag, sum(n)::BIGINT AS n_posts, 0::BIGINT AS n_authors FROM (\n");
-            builder.units(crate::rollup::Kind::Tags, &region);
+            builder.units(crate::rollup::Kind::Tags, "", &region);
             builder.text.push_str("\n) AS posts");
             builder.where_clause(&top.filter, None)?;
             builder.text.push_str("\nGROUP BY tag\nHAVING sum(n) > 0\nORDER BY n_posts DESC, tag");
@@ -322,16 +322,29 @@ impl Builder {
         let offset = self.offset_expression("created_at", &plan.offsets);
         let group = group_expression(plan.group_by);
         let bucket = bucket_expression(plan.interval.is_calendar(), unit);
+        let mut columns = vec!["created_at", "\"date\""];
+        if !plan.filter.langs.is_empty() || plan.group_by == Some(Dimension::Lang) {
+            columns.push("langs");
+        }
+        if !plan.filter.embed_types.is_empty() || plan.group_by == Some(Dimension::EmbedType) {
+            columns.push("embed_type");
+        }
+        let reads_replies =
+            plan.filter.is_reply.is_some() || plan.group_by == Some(Dimension::IsReply) || plan.measures.replies;
+        if reads_replies {
+            columns.push("reply_parent");
+        }
+        let is_reply = if reads_replies { "reply_parent IS NOT NULL" } else { "false" };
         let replies =
             if plan.measures.replies { "coalesce(sum(n) FILTER (WHERE is_reply), 0)::BIGINT" } else { "0::BIGINT" };
         write!(
             self.text,
             "SELECT bucket, grp, sum(n)::BIGINT AS n_posts, 0::BIGINT AS n_authors,\n  {replies} AS n_replies\n\
              FROM (\nSELECT {bucket} AS bucket, grp, n, is_reply FROM (\n\
-             SELECT created_at AS t, {offset} AS off, {group} AS grp, n, reply_parent IS NOT NULL AS is_reply FROM (\n"
+             SELECT created_at AS t, {offset} AS off, {group} AS grp, n, {is_reply} AS is_reply FROM (\n"
         )
         .unwrap();
-        self.units(crate::rollup::Kind::Cells, region);
+        self.units(crate::rollup::Kind::Cells, &columns.join(", "), region);
         self.text.push_str("\n) AS posts");
         self.where_clause(&plan.filter, None)?;
         self.text.push_str("))\nGROUP BY bucket, grp\nHAVING sum(n) > 0\nORDER BY bucket, grp NULLS LAST");
@@ -341,22 +354,21 @@ impl Builder {
     /// The units a rollup statement counts, each with its weight `n`: the live cells (or tag
     /// counts) of the region's hours (`rollup_*_live`: the files' less the dead rows'), plus the
     /// hot tier's posts there, plus every live post outside the region, one by one.
-    fn units(&mut self, kind: crate::rollup::Kind, region: &Region<'_>) {
-        let (stored, rows) = match kind {
-            crate::rollup::Kind::Cells => (
-                "created_at, \"date\", langs, embed_type, reply_parent",
-                "created_at, \"date\", langs, embed_type, reply_parent",
+    ///
+    /// Cells carry `columns` (what the statement reads besides `n`), summed over the others
+    /// first: fewer rows for the groupings to work through.
+    fn units(&mut self, kind: crate::rollup::Kind, columns: &str, region: &Region<'_>) {
+        let (stored, rows, table) = match kind {
+            crate::rollup::Kind::Cells => (columns, columns, "rollup_cells_live"),
+            crate::rollup::Kind::Tags => (
+                "created_at, \"date\", tag",
+                "created_at, \"date\", unnest(list_distinct(hashtags)) AS tag",
+                "rollup_tags_live",
             ),
-            crate::rollup::Kind::Tags => {
-                ("created_at, \"date\", tag", "created_at, \"date\", unnest(list_distinct(hashtags)) AS tag")
-            }
         };
-        let suffix = match kind {
-            crate::rollup::Kind::Cells => "cells",
-            crate::rollup::Kind::Tags => "tags",
-        };
-        write!(self.text, "SELECT {stored}, n FROM rollup_{suffix}_live WHERE ").unwrap();
+        write!(self.text, "SELECT {stored}, sum(n)::BIGINT AS n FROM {table} WHERE ").unwrap();
         self.in_region(region);
+        self.text.push_str(" GROUP BY ALL");
         if region.scope.hot {
             write!(self.text, "\nUNION ALL SELECT {rows}, 1 AS n FROM hot_live WHERE ").unwrap();
             self.in_region(region);

@@ -121,6 +121,54 @@ fn did_list(dids: &[&String]) -> Value {
     Value::List(dids.iter().map(|d| Value::Text((*d).clone())).collect())
 }
 
+/// Characters of a record key that a run of deletes shares: a TID's first five name a span of
+/// about 18 minutes.
+const RKEY_SPAN: usize = 5;
+
+/// Adds to `dead_rows` the rows of `files` that the deletes in `deletes` (new deletes files)
+/// take out. A post's record key is a TID, a time close to its `created_at`, by which the files
+/// are sorted: the deletes' keys, cut into runs that share a prefix, are ranges that the row
+/// groups' statistics of `rkey` rule most of the files' row groups out of, so only the `uri`s
+/// of the rest are read. A key outside any range is never missed: statistics only skip row
+/// groups that hold no key in range.
+fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path]) -> Result<()> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT DISTINCT uri, regexp_extract(uri, '[^/]*$') AS rkey FROM read_parquet([{}]) ORDER BY rkey",
+        quoted(deletes.iter().copied())
+    ))?;
+    let deleted: Vec<(String, String)> =
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<duckdb::Result<_>>()?;
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let prefix = |rkey: &str| rkey.chars().take(RKEY_SPAN).collect::<String>();
+    let mut ranges: Vec<(String, String)> = Vec::new();
+    for (_, rkey) in &deleted {
+        match ranges.last_mut() {
+            Some((_, last)) if prefix(last) == prefix(rkey) => *last = rkey.clone(),
+            _ => ranges.push((rkey.clone(), rkey.clone())),
+        }
+    }
+    let mut params: Vec<Value> = Vec::new();
+    let mut conditions = Vec::new();
+    for (first, last) in ranges {
+        conditions.push("p.rkey BETWEEN ? AND ?");
+        params.push(Value::Text(first));
+        params.push(Value::Text(last));
+    }
+    params.push(Value::List(deleted.into_iter().map(|(uri, _)| Value::Text(uri)).collect()));
+    connection.execute(
+        &format!(
+            "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE ({}) AND p.uri IN (SELECT unnest(?::VARCHAR[]))",
+            dead_columns(true),
+            files_source(files),
+            conditions.join(" OR ")
+        ),
+        duckdb::params_from_iter(params),
+    )?;
+    Ok(())
+}
+
 impl RollupTables {
     /// The snapshot moved to `listing`: the tables must catch up before the next statement.
     pub fn moved(&mut self, listing: Listing) {
@@ -214,12 +262,7 @@ impl RollupTables {
 
         // Deletes: new ones against the files already checked, every one against new files.
         if !old.is_empty() && !new_deletes.is_empty() {
-            connection.execute_batch(&format!(
-                "INSERT INTO dead_rows SELECT {} FROM {} AS p SEMI JOIN read_parquet([{}]) AS d ON d.uri = p.uri",
-                dead_columns(true),
-                files_source(&old),
-                quoted(new_deletes.iter().copied())
-            ))?;
+            probe_deletes(connection, &old, &new_deletes)?;
         }
         if !added.is_empty() && !listing.deletes.is_empty() {
             connection.execute_batch(&format!(
