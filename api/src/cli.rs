@@ -118,11 +118,11 @@ pub enum LakeCommand {
     /// Build the text index of every `posts` data file that lacks one (compaction builds them
     /// for the files it writes), and remove indexes whose data file is gone. Safe while `serve`
     /// runs: flushes and compactions wait for the partition being indexed.
-    Reindex(ReindexArgs),
+    Reindex(CompanionArgs),
     /// Build the rollups (posts per hour and language, embed type, reply; posts per hour and
     /// hashtag) of every `posts` data file that lacks them (flushes and compactions write them
     /// for their files), and remove rollups whose data file is gone. Safe while `serve` runs.
-    Rollup(RollupArgs),
+    Rollup(CompanionArgs),
     /// Check every data file from its footer (row counts, schema, partition placement) and
     /// report what is wrong, changing nothing. Exits 1 if it finds an error.
     Verify(VerifyArgs),
@@ -245,24 +245,14 @@ impl CompactTargetArgs {
     }
 }
 
+/// `lake reindex` and `lake rollup`: what they build beside the posts files of some days.
 #[derive(Args, Debug, Clone)]
-pub struct ReindexArgs {
+pub struct CompanionArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
     #[command(flatten)]
     pub days: DayRangeArgs,
-    /// Build every index again, not only the missing ones.
-    #[arg(long)]
-    pub rebuild: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RollupArgs {
-    #[command(flatten)]
-    pub lake: LakeArgs,
-    #[command(flatten)]
-    pub days: DayRangeArgs,
-    /// Build every rollup again, not only the missing ones.
+    /// Build every one again, not only the missing ones.
     #[arg(long)]
     pub rebuild: bool,
 }

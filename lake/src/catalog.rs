@@ -182,6 +182,55 @@ pub fn data_file_names(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Runs `work` on each `posts` day partition from `since` to `until` (its day, directory and
+/// data file names), a partition at a time under the flush lock, so that no flush or compaction
+/// changes a partition being worked on, and publishes a generation after each partition `work`
+/// says it changed. `each` hears of every partition's result when it is done. The frame of the
+/// commands that keep the files' companions (text indexes, rollups) up to date.
+pub fn each_posts_partition<R>(
+    lake: &Path,
+    since: Option<NaiveDate>,
+    until: Option<NaiveDate>,
+    mut work: impl FnMut(NaiveDate, &Path, &[String]) -> Result<(R, bool)>,
+    mut each: impl FnMut(&R),
+) -> Result<Vec<R>> {
+    let days = table_files(lake, layout::POSTS_TABLE)?.partitions;
+    let mut reports = Vec::new();
+    for (date, _) in days {
+        if since.is_some_and(|s| date < s) || until.is_some_and(|u| date > u) {
+            continue;
+        }
+        let _lock = crate::unique::FlushLock::acquire(lake)?;
+        let dir = layout::partition_dir(lake, layout::POSTS_TABLE, date);
+        let names = data_file_names(&dir)?;
+        let (report, changed) = work(date, &dir, &names)?;
+        if changed {
+            let _publishing = PublishLock::exclusive(lake)?;
+            publish(lake, chrono::Utc::now().timestamp_micros())?;
+        }
+        each(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Removes the entries of `dir` (files or directories) that `companion_of` names the
+/// companion of a data file not among `names`; says how many.
+pub fn remove_orphans(dir: &Path, names: &[String], companion_of: impl Fn(&str) -> Option<&str>) -> Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if companion_of(&name).is_some_and(|data| !names.iter().any(|n| n == data)) {
+            let path = entry.path();
+            let removal = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            removal.map_err(Error::io("remove", &path))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// What the data files of one table add up to, from a directory walk (no file is opened).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableFiles {

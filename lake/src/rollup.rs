@@ -153,43 +153,22 @@ pub fn rollup(
     since: Option<chrono::NaiveDate>,
     until: Option<chrono::NaiveDate>,
     rebuild: bool,
-    mut each: impl FnMut(&Rolled),
+    each: impl FnMut(&Rolled),
 ) -> Result<Vec<Rolled>> {
-    let days = crate::catalog::table_files(lake, layout::POSTS_TABLE)?.partitions;
-    let mut reports = Vec::new();
-    for (date, _) in days {
-        if since.is_some_and(|s| date < s) || until.is_some_and(|u| date > u) {
-            continue;
-        }
-        let _lock = crate::unique::FlushLock::acquire(lake)?;
-        let dir = layout::partition_dir(lake, layout::POSTS_TABLE, date);
-        let names = crate::catalog::data_file_names(&dir)?;
+    let work = |date, dir: &Path, names: &[String]| {
         let mut report = Rolled { date: Some(date), files: names.len(), ..Rolled::default() };
-        for name in &names {
+        for name in names {
             let file = dir.join(name);
             if rebuild || !has_rollups(&file) {
                 build_for_file(&file, &file)?;
                 report.built += 1;
             }
         }
-        for entry in fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
-            let entry = entry.map_err(Error::io("list", &dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(data) = data_file_of(&name)
-                && !names.iter().any(|n| n == data)
-            {
-                fs::remove_file(entry.path()).map_err(Error::io("remove", entry.path()))?;
-                report.orphans += 1;
-            }
-        }
-        if report.built + report.orphans > 0 {
-            let _publishing = crate::catalog::PublishLock::exclusive(lake)?;
-            crate::catalog::publish(lake, chrono::Utc::now().timestamp_micros())?;
-        }
-        each(&report);
-        reports.push(report);
-    }
-    Ok(reports)
+        report.orphans = crate::catalog::remove_orphans(dir, names, data_file_of)?;
+        let changed = report.built + report.orphans > 0;
+        Ok((report, changed))
+    };
+    crate::catalog::each_posts_partition(lake, since, until, work, each)
 }
 
 #[cfg(test)]

@@ -224,13 +224,14 @@ impl RollupTables {
                 let paths: Vec<PathBuf> = chunk.iter().map(|p| rollup::path_for(p, kind)).collect();
                 quoted(paths.iter().map(PathBuf::as_path))
             };
+            let (cells, tags) = (sidecars(Kind::Cells), sidecars(Kind::Tags));
+            // Whatever a sync cut short loaded of them goes first: a file is never counted twice.
             connection.execute_batch(&format!(
-                "INSERT INTO rollup_cells SELECT filename, created_at, CAST(created_at AS DATE), langs, embed_type,
-                   CASE WHEN is_reply THEN '' END, n FROM read_parquet([{}], filename = true);
+                "DELETE FROM rollup_cells WHERE file IN ({cells}); DELETE FROM rollup_tags WHERE file IN ({tags});
+                 INSERT INTO rollup_cells SELECT filename, created_at, CAST(created_at AS DATE), langs, embed_type,
+                   CASE WHEN is_reply THEN '' END, n FROM read_parquet([{cells}], filename = true);
                  INSERT INTO rollup_tags SELECT filename, created_at, CAST(created_at AS DATE), tag, n
-                   FROM read_parquet([{}], filename = true);",
-                sidecars(Kind::Cells),
-                sidecars(Kind::Tags)
+                   FROM read_parquet([{tags}], filename = true);"
             ))?;
         }
         self.loaded = listing.rolled.clone();
