@@ -817,10 +817,11 @@ impl Engine {
         }
         self.refresh_views(Refresh::IfMoved)?;
         loop {
-            self.prepare_rollup_tables()?;
             let tables = self.rollups.read().unwrap_or_else(|p| p.into_inner());
             if !tables.synced() {
-                // The snapshot moved in between.
+                // Behind the snapshot: brought up to it (once, by whoever gets there first).
+                drop(tables);
+                self.prepare_rollup_tables()?;
                 continue;
             }
             let listing = tables.listing();
@@ -850,6 +851,9 @@ impl Engine {
     }
 
     fn prepare_rollup_tables(&self) -> Result<()> {
+        if self.rollups.read().unwrap_or_else(|p| p.into_inner()).synced() {
+            return Ok(());
+        }
         let mut tables = self.rollups.write().unwrap_or_else(|p| p.into_inner());
         if !tables.synced() {
             let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
