@@ -886,6 +886,13 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
     let until = newest - newest.rem_euclid(DAY_US) + DAY_US;
     let since = (until - 30 * DAY_US).max(oldest - oldest.rem_euclid(DAY_US));
     let window = PostFilter { since_us: Some(since), until_us: Some(until), ..PostFilter::default() };
+    // The same window with ends inside a day (07:13:17 and 16:46:43 UTC): their posts are read
+    // one by one. Reported, not graded.
+    let ragged = PostFilter {
+        since_us: Some(since + 26_997_000_000),
+        until_us: Some(until - 26_597_000_000),
+        ..PostFilter::default()
+    };
     let rfc3339 = |us: i64| {
         chrono::DateTime::from_timestamp_micros(us)
             .unwrap_or_default()
@@ -935,6 +942,20 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
             graphql: format!("{{ topHashtags(first: 10, filter: {{{range}}}) {{ tag posts }} }}"),
             plans: vec![Plan::TopHashtags(TopPlan { filter: window.clone(), limit: 10, count_authors: false })],
         },
+        QueryClass {
+            name: "top authors",
+            graphql: format!("{{ topAuthors(first: 10, filter: {{{range}}}) {{ posts author {{ did }} }} }}"),
+            plans: vec![Plan::TopAuthors(TopPlan::new(window.clone(), 10))],
+        },
+        QueryClass {
+            name: "top authors, ragged ends",
+            graphql: format!(
+                "{{ topAuthors(first: 10, filter: {{since: \"{}\", until: \"{}\"}}) {{ posts author {{ did }} }} }}",
+                rfc3339(ragged.since_us.unwrap_or_default()),
+                rfc3339(ragged.until_us.unwrap_or_default())
+            ),
+            plans: vec![Plan::TopAuthors(TopPlan::new(ragged.clone(), 10))],
+        },
     ];
 
     let runner = QueryRunner::new(rolled.clone(), threads.max(1), Duration::from_secs(600));
@@ -971,7 +992,8 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
         }
         let (rollup_warm, raw_warm) = (median(&api[1..]), median(&raw[1..]));
         eprintln!("bench: {:<32} rollups {:>8.1} ms  posts {:>8.1} ms", class.name, rollup_warm * 1e3, raw_warm * 1e3);
-        rows.push((class, api[0], raw[0], rollup_warm, raw_warm));
+        let graded = class.plans[0].filter() == Some(&window);
+        rows.push((class, api[0], raw[0], rollup_warm, raw_warm, graded));
     }
     server.abort();
     let flush = flush_cost(args, &rolled).await?;
@@ -1003,23 +1025,33 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
     writeln!(out, "| class | rollups cold ms | posts cold ms | rollups warm ms | posts warm ms | speed-up | goal |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|---|")?;
     let mut all_met = true;
-    for (class, rollup_cold, raw_cold, rollup_warm, raw_warm) in &rows {
+    for (class, rollup_cold, raw_cold, rollup_warm, raw_warm, graded) in &rows {
         let speedup = raw_warm / rollup_warm;
         let met = *rollup_warm < 0.050 && speedup >= 20.0;
-        all_met &= met;
+        let goal = match (graded, met) {
+            (false, _) => "not graded",
+            (true, true) => "< 50 ms, ≥ 20× ✓",
+            (true, false) => "< 50 ms, ≥ 20× ✗",
+        };
+        all_met &= met || !graded;
         writeln!(
             out,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}× | < 50 ms, ≥ 20× {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}× | {goal} |",
             class.name,
             rollup_cold * 1e3,
             raw_cold * 1e3,
             rollup_warm * 1e3,
             raw_warm * 1e3,
             speedup,
-            if met { "✓" } else { "✗" }
         )?;
     }
-    writeln!(out, "\nGoal: under 50 ms warm and uncached, at least 20× faster than the posts. {}\n", verdict(all_met))?;
+    writeln!(
+        out,
+        "\nGoal: under 50 ms warm and uncached, at least 20× faster than the posts, over the window of whole days. \
+         {}\n\nTop authors come from the author counts of whole UTC days; a window with ends inside a day reads \
+         those ends' posts (up to a day of them), which the ragged class shows.\n",
+        verdict(all_met)
+    )?;
     writeln!(
         out,
         "After a flush, a server brings the tables up to the new generation before queries need them. With \
@@ -1075,7 +1107,7 @@ async fn flush_cost(args: &BenchArgs, engine: &Arc<Engine>) -> anyhow::Result<f6
     Ok(seconds)
 }
 
-/// The rows a buckets or top-hashtags plan answers, comparable across engines.
+/// The rows a plan with a rollup path answers, comparable across engines.
 fn answer(engine: &Engine, plan: &Plan) -> anyhow::Result<Vec<String>> {
     Ok(match plan {
         Plan::Buckets(b) => engine
@@ -1085,6 +1117,9 @@ fn answer(engine: &Engine, plan: &Plan) -> anyhow::Result<Vec<String>> {
             .collect(),
         Plan::TopHashtags(top) => {
             engine.top_hashtags(top)?.into_iter().map(|t| format!("{} {}", t.tag, t.posts)).collect()
+        }
+        Plan::TopAuthors(top) => {
+            engine.top_authors(top)?.into_iter().map(|(did, posts)| format!("{did} {posts}")).collect()
         }
         other => bail!("no rollup answers {other:?}"),
     })

@@ -119,9 +119,11 @@ pub enum LakeCommand {
     /// for the files it writes), and remove indexes whose data file is gone. Safe while `serve`
     /// runs: flushes and compactions wait for the partition being indexed.
     Reindex(CompanionArgs),
+
     /// Build the rollups (posts per hour and language, embed type, reply; posts per hour and
-    /// hashtag) of every `posts` data file that lacks them (flushes and compactions write them
-    /// for their files), and remove rollups whose data file is gone. Safe while `serve` runs.
+    /// hashtag; posts per day and author) of every `posts` data file that lacks them (flushes
+    /// and compactions write them for their files), and remove rollups whose data file is gone.
+    /// Safe while `serve` runs.
     Rollup(CompanionArgs),
     /// Check every data file from its footer (row counts, schema, partition placement) and
     /// report what is wrong, changing nothing. Exits 1 if it finds an error.

@@ -806,7 +806,7 @@ impl Engine {
         plan: &Plan,
         read: &mut impl FnMut(&duckdb::Row<'_>) -> Result<T>,
     ) -> Result<Option<std::result::Result<Vec<T>, &'static str>>> {
-        if !matches!(plan, Plan::Buckets(_) | Plan::TopHashtags(_)) {
+        if !matches!(plan, Plan::Buckets(_) | Plan::TopHashtags(_) | Plan::TopAuthors(_)) {
             return Ok(None);
         }
         if !self.use_rollups {
@@ -830,11 +830,22 @@ impl Engine {
             }
             let scope =
                 crate::sql::RollupScope { unrolled: listing.unrolled.clone(), hot: !self.hot_range().is_empty() };
+            // Not `self.connection()`: a refresh would wait for the lock this statement holds.
+            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+            if let Plan::TopAuthors(top) = plan {
+                let Some(days) = crate::sql::compile_rollup_authors(top, &scope)? else {
+                    return Ok(Some(Err("the range holds no whole UTC day")));
+                };
+                let rest = match &days.rest {
+                    Some(sql) => self.run_sql_on(&connection, sql, |row| Ok((row.get(0)?, count(row, 1)?)))?,
+                    None => Vec::new(),
+                };
+                let best = tables.authors().top(days.first_day, days.end_day, &rest, top.limit as usize);
+                return Ok(Some(Ok(self.run_sql_on(&connection, &rows_of(&best), read)?)));
+            }
             let Some(sql) = crate::sql::compile_rollup(plan, &scope)? else {
                 return Ok(Some(Err("the range holds no whole hour")));
             };
-            // Not `self.connection()`: a refresh would wait for the lock this statement holds.
-            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
             return Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)));
         }
     }
@@ -1402,6 +1413,25 @@ fn bind(sql: &Sql) -> Vec<Value> {
         .collect()
 }
 
+/// A statement whose rows are `(did, n_posts)` of `counts`, in order: an answer computed outside
+/// DuckDB read as the statement that computes it there would be.
+fn rows_of(counts: &[(String, u64)]) -> Sql {
+    if counts.is_empty() {
+        return Sql {
+            text: "SELECT NULL::VARCHAR AS did, 0::BIGINT AS n_posts WHERE false".into(),
+            params: Vec::new(),
+        };
+    }
+    let rows = vec!["(?, ?::BIGINT, ?)"; counts.len()].join(", ");
+    let mut params = Vec::with_capacity(counts.len() * 3);
+    for (position, (did, n)) in counts.iter().enumerate() {
+        params.push(Param::Text(did.clone()));
+        params.push(Param::Int(i64::try_from(*n).unwrap_or(i64::MAX)));
+        params.push(Param::Int(position as i64));
+    }
+    Sql { text: format!("SELECT did, n_posts FROM (VALUES {rows}) AS t(did, n_posts, i) ORDER BY i"), params }
+}
+
 fn count(row: &duckdb::Row<'_>, index: usize) -> Result<u64> {
     Ok(u64::try_from(int(&row.get::<_, Value>(index)?)).unwrap_or(0))
 }
@@ -1482,6 +1512,7 @@ pub(crate) fn set_column(post: &mut Post, column: PostColumn, value: Value) -> R
 
 #[cfg(test)]
 mod analytics_tests;
+mod author_counts;
 #[cfg(test)]
 mod rollup_tests;
 mod rollups;

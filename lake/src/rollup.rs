@@ -8,7 +8,9 @@
 //!   value of every column that a filter or a grouping answered from rollups reads: `langs` (the
 //!   whole list, as stored), `embed_type`, and whether the post is a reply (`is_reply`);
 //! - `.NAME.tags`: the file's posts counted per UTC hour and hashtag, each post once
-//!   per distinct tag, as `topHashtags` counts them.
+//!   per distinct tag, as `topHashtags` counts them;
+//! - `.NAME.authors`: the file's posts counted per UTC day and author, from which
+//!   `topAuthors` over whole days is answered (see [`crate::exec`]'s author counts).
 //!
 //! The posts of a cell agree on every column such a statement reads (its hour stands for their
 //! `created_at`, which only hour-aligned ranges and buckets compare), so each condition holds
@@ -39,16 +41,29 @@ use crate::layout;
 pub enum Kind {
     Cells,
     Tags,
+    Authors,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Cells, Kind::Tags];
+    pub const ALL: [Kind; 3] = [Kind::Cells, Kind::Tags, Kind::Authors];
 
     fn suffix(self) -> &'static str {
         match self {
             Kind::Cells => "cells",
             Kind::Tags => "tags",
+            Kind::Authors => "authors",
         }
+    }
+
+    /// Whether the rollup counts each of its file's posts exactly once (its `n` sum to the
+    /// file's rows); a tag rollup counts a post once per tag.
+    pub fn counts_each_post_once(self) -> bool {
+        matches!(self, Kind::Cells | Kind::Authors)
+    }
+
+    /// The kind of a rollup, from its file name.
+    pub fn of_sidecar(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| name.ends_with(&format!(".{}", kind.suffix())))
     }
 
     /// What the rollup holds, from `source` (a `read_parquet` of the data file).
@@ -63,6 +78,9 @@ impl Kind {
                 "SELECT date_trunc('hour', created_at) AS created_at, tag, count(*) AS n \
                  FROM (SELECT created_at, unnest(list_distinct(hashtags)) AS tag FROM {source}) \
                  GROUP BY ALL ORDER BY ALL"
+            ),
+            Kind::Authors => format!(
+                "SELECT CAST(created_at AS DATE) AS day, did, count(*) AS n FROM {source} GROUP BY ALL ORDER BY ALL"
             ),
         }
     }
@@ -84,24 +102,34 @@ pub fn data_file_of(sidecar_name: &str) -> Option<&str> {
         .filter(|data| layout::is_data_file(data))
 }
 
-/// Whether a data file has both its rollups.
+/// Whether a data file has all its rollups.
 pub fn has_rollups(data_file: &Path) -> bool {
-    Kind::ALL.iter().all(|kind| path_for(data_file, *kind).is_file())
+    missing(data_file).is_empty()
+}
+
+/// The rollups a data file lacks.
+pub fn missing(data_file: &Path) -> Vec<Kind> {
+    Kind::ALL.into_iter().filter(|kind| !path_for(data_file, *kind).is_file()).collect()
 }
 
 fn sql_path(path: &Path) -> String {
     format!("'{}'", path.to_string_lossy().replace('\'', "''"))
 }
 
-/// Builds both rollups of the `posts` data file `data_file` from `source` (the file itself, or
+/// Builds every rollup of the `posts` data file `data_file` from `source` (the file itself, or
 /// the same rows under a temporary name before it is placed), replacing any, durably: written
 /// under a temporary name (`.NAME.cells.tmp`, which the flusher's cleanup removes if a
 /// build is cut short), fsynced, renamed into place, and the directory fsynced.
 pub fn build_for_file(source: &Path, data_file: &Path) -> Result<()> {
+    build_kinds(source, data_file, &Kind::ALL)
+}
+
+/// [`build_for_file`] for the rollups `kinds` alone.
+fn build_kinds(source: &Path, data_file: &Path, kinds: &[Kind]) -> Result<()> {
     let connection = Connection::open_in_memory()?;
     connection.execute_batch("SET threads = 1; SET preserve_insertion_order = false;")?;
     let read = format!("read_parquet({})", sql_path(source));
-    for kind in Kind::ALL {
+    for &kind in kinds {
         let target = path_for(data_file, kind);
         let tmp = layout::temp_path_for(&target);
         let copy = format!(
@@ -159,8 +187,9 @@ pub fn rollup(
         let mut report = Rolled { date: Some(date), files: names.len(), ..Rolled::default() };
         for name in names {
             let file = dir.join(name);
-            if rebuild || !has_rollups(&file) {
-                build_for_file(&file, &file)?;
+            let kinds = if rebuild { Kind::ALL.to_vec() } else { missing(&file) };
+            if !kinds.is_empty() {
+                build_kinds(&file, &file, &kinds)?;
                 report.built += 1;
             }
         }
@@ -231,6 +260,8 @@ mod tests {
             rows(Kind::Tags, "concat_ws('|', created_at, tag, n)"),
             vec![format!("{}|rust|2", hour(0)), format!("{}|go|1", hour(1)), format!("{}|rust|1", hour(1))]
         );
+        let day = chrono::DateTime::from_timestamp_micros(day).unwrap().date_naive();
+        assert_eq!(rows(Kind::Authors, "concat_ws('|', day, did, n)"), vec![format!("{day}|did:plc:a|4")]);
     }
 
     #[test]

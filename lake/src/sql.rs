@@ -16,7 +16,7 @@ use crate::layout::date_of_micros;
 use crate::model::{MAX_FUTURE_SKEW_US, PostColumn};
 #[cfg(test)]
 use crate::plan::Measures;
-use crate::plan::{BucketsPlan, Clock, Dimension, Keyset, Plan, PostFilter, PostOrder, PostsPlan};
+use crate::plan::{BucketsPlan, Clock, Dimension, Keyset, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
 use crate::search;
 use crate::zone::Offsets;
 
@@ -131,10 +131,12 @@ pub struct RollupScope {
 }
 
 const HOUR_US: i64 = 3_600_000_000;
+const DAY_US: i64 = 24 * HOUR_US;
 
 /// Why `plan` cannot be answered from rollups, or `None` when it can (see [`crate::rollup`]):
 /// time buckets of an hour or more, in a zone whose offsets are whole hours, counting posts and
-/// replies, filtered and grouped by what cells hold; top hashtags by posts over a time range.
+/// replies, filtered and grouped by what cells hold; top hashtags and top authors by posts over
+/// a time range.
 pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
     let time_only = |filter: &PostFilter| {
         filter.langs.is_empty() && filter.is_reply.is_none() && filter.embed_types.is_empty() && cells_hold(filter)
@@ -166,6 +168,9 @@ pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
                 None
             },
         ),
+        Plan::TopAuthors(top) => {
+            (&top.filter, (!time_only(&top.filter)).then_some("author rollups are filtered by time alone"))
+        }
         _ => return Some("no rollup holds this question"),
     };
     match filter.clock {
@@ -192,17 +197,7 @@ pub fn compile_rollup(plan: &Plan, scope: &RollupScope) -> Result<Option<Sql>> {
         return Ok(None);
     }
     let filter = plan.filter().expect("rollup plans read posts");
-    let first_hour = filter.since_us.map(|since| {
-        let hour = since.div_euclid(HOUR_US) * HOUR_US;
-        if hour < since { hour.saturating_add(HOUR_US) } else { hour }
-    });
-    let end_hour = filter.until_us.map(|until| until.div_euclid(HOUR_US) * HOUR_US);
-    if let (Some(first), Some(end)) = (first_hour, end_hour)
-        && first >= end
-    {
-        return Ok(None);
-    }
-    let region = Region { since: filter.since_us, first_hour, end_hour, until: filter.until_us, scope };
+    let Some(region) = Region::of(filter, HOUR_US, scope) else { return Ok(None) };
     let mut builder = Builder::default();
     match plan {
         Plan::Buckets(buckets) => builder.rollup_buckets(buckets, &region)?,
@@ -219,14 +214,67 @@ pub fn compile_rollup(plan: &Plan, scope: &RollupScope) -> Result<Option<Sql>> {
     Ok(Some(Sql { text: builder.text, params: builder.params }))
 }
 
-/// The part of a plan's range that rollups answer: the whole UTC hours from `first_hour` to
-/// `end_hour` (unbounded where the range is) in the days `scope` covers.
+/// How `topAuthors` is answered from rollups: the author counts of the whole UTC days from
+/// `first_day` to `end_day` (exclusive; unbounded where `None`) that `scope` covers, plus the
+/// posts per author that `rest` counts (the hot tier's there, every post of the other days and
+/// of the range's uneven ends; `None` when there are none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorsFromRollups {
+    pub first_day: Option<NaiveDate>,
+    pub end_day: Option<NaiveDate>,
+    pub rest: Option<Sql>,
+}
+
+/// [`AuthorsFromRollups`] for `plan`; `None` when it cannot be answered from rollups
+/// ([`rollup_refusal`]) or its range holds no whole UTC day.
+pub fn compile_rollup_authors(plan: &TopPlan, scope: &RollupScope) -> Result<Option<AuthorsFromRollups>> {
+    if rollup_refusal(&Plan::TopAuthors(plan.clone())).is_some() {
+        return Ok(None);
+    }
+    let Some(region) = Region::of(&plan.filter, DAY_US, scope) else { return Ok(None) };
+    let mut builder = Builder::default();
+    let units = builder.rows_outside("did, created_at, \"date\"", &region);
+    let rest = if units.is_empty() {
+        None
+    } else {
+        write!(builder.text, "SELECT did, count(*) AS n_posts FROM (\n{}\n) AS posts", units.join("\nUNION ALL "))
+            .unwrap();
+        builder.where_clause(&plan.filter, None)?;
+        builder.text.push_str("\nGROUP BY did");
+        Some(Sql { text: builder.text, params: builder.params })
+    };
+    Ok(Some(AuthorsFromRollups {
+        first_day: region.start.map(date_of_micros),
+        end_day: region.end.map(date_of_micros),
+        rest,
+    }))
+}
+
+/// The part of a plan's range that rollups answer: the whole UTC hours (or days) from `start`
+/// to `end` (unbounded where the range is) in the days `scope` covers.
 struct Region<'a> {
     since: Option<i64>,
-    first_hour: Option<i64>,
-    end_hour: Option<i64>,
+    start: Option<i64>,
+    end: Option<i64>,
     until: Option<i64>,
     scope: &'a RollupScope,
+}
+
+impl Region<'_> {
+    /// The whole `grain_us` (an hour, a day) of `filter`'s range; `None` when it holds none.
+    fn of<'a>(filter: &PostFilter, grain_us: i64, scope: &'a RollupScope) -> Option<Region<'a>> {
+        let start = filter.since_us.map(|since| {
+            let floor = since.div_euclid(grain_us) * grain_us;
+            if floor < since { floor.saturating_add(grain_us) } else { floor }
+        });
+        let end = filter.until_us.map(|until| until.div_euclid(grain_us) * grain_us);
+        if let (Some(start), Some(end)) = (start, end)
+            && start >= end
+        {
+            return None;
+        }
+        Some(Region { since: filter.since_us, start, end, until: filter.until_us, scope })
+    }
 }
 
 #[derive(Default)]
@@ -365,62 +413,68 @@ impl Builder {
                 "created_at, \"date\", unnest(list_distinct(hashtags)) AS tag",
                 "rollup_tags_live",
             ),
+            crate::rollup::Kind::Authors => unreachable!("author counts are held in memory, not in a table"),
         };
-        write!(self.text, "SELECT {stored}, sum(n)::BIGINT AS n FROM {table} WHERE ").unwrap();
-        self.in_region(region);
-        self.text.push_str(" GROUP BY ALL");
+        let inside = self.in_region(region);
+        let mut units = vec![format!("SELECT {stored}, sum(n)::BIGINT AS n FROM {table} WHERE {inside} GROUP BY ALL")];
+        units.extend(self.rows_outside(&format!("{rows}, 1 AS n"), region));
+        self.text.push_str(&units.join("\nUNION ALL "));
+    }
+
+    /// The statements that select `rows` of every live post a rollup does not count: the hot
+    /// tier's in the region, every one of the days `scope` leaves out, and those of the
+    /// range's uneven ends in the days it covers.
+    fn rows_outside(&mut self, rows: &str, region: &Region<'_>) -> Vec<String> {
+        let mut units = Vec::new();
         if region.scope.hot {
-            write!(self.text, "\nUNION ALL SELECT {rows}, 1 AS n FROM hot_live WHERE ").unwrap();
-            self.in_region(region);
+            let inside = self.in_region(region);
+            units.push(format!("SELECT {rows} FROM hot_live WHERE {inside}"));
         }
         if !region.scope.unrolled.is_empty() {
-            write!(self.text, "\nUNION ALL SELECT {rows}, 1 AS n FROM posts WHERE \"date\" IN (").unwrap();
             let list = self.bind_list(region.scope.unrolled.iter().map(|d| Param::Date(*d)));
-            write!(self.text, "{list})").unwrap();
+            units.push(format!("SELECT {rows} FROM posts WHERE \"date\" IN ({list})"));
         }
-        // The uneven ends of the range, in the days the region covers.
-        let ends = [(region.since, region.first_hour), (region.end_hour, region.until)];
+        let ends = [(region.since, region.start), (region.end, region.until)];
         for (from, to) in ends {
             let (Some(from), Some(to)) = (from, to) else { continue };
             if from >= to {
                 continue;
             }
-            write!(self.text, "\nUNION ALL SELECT {rows}, 1 AS n FROM posts WHERE ").unwrap();
             let first_day = self.bind(Param::Date(date_of_micros(from)));
             let last_day = self.bind(Param::Date(date_of_micros(to - 1)));
             let since = self.bind(Param::Timestamp(from));
             let until = self.bind(Param::Timestamp(to));
-            write!(
-                self.text,
-                "\"date\" >= {first_day} AND \"date\" <= {last_day} AND created_at >= {since} AND created_at < {until}"
-            )
-            .unwrap();
-            self.not_unrolled(region);
+            let rolled = self.not_unrolled(region);
+            units.push(format!(
+                "SELECT {rows} FROM posts WHERE \"date\" >= {first_day} AND \"date\" <= {last_day} \
+                 AND created_at >= {since} AND created_at < {until}{rolled}"
+            ));
         }
+        units
     }
 
     /// The condition that a unit lies in the region.
-    fn in_region(&mut self, region: &Region<'_>) {
+    fn in_region(&mut self, region: &Region<'_>) -> String {
         let mut conditions = Vec::new();
-        if let Some(first) = region.first_hour {
-            conditions.push(format!("created_at >= {}", self.bind(Param::Timestamp(first))));
+        if let Some(start) = region.start {
+            conditions.push(format!("created_at >= {}", self.bind(Param::Timestamp(start))));
         }
-        if let Some(end) = region.end_hour {
+        if let Some(end) = region.end {
             conditions.push(format!("created_at < {}", self.bind(Param::Timestamp(end))));
         }
         if conditions.is_empty() {
             conditions.push("true".to_owned());
         }
-        self.text.push_str(&conditions.join(" AND "));
-        self.not_unrolled(region);
+        format!("{}{}", conditions.join(" AND "), self.not_unrolled(region))
     }
 
-    fn not_unrolled(&mut self, region: &Region<'_>) {
-        if !region.scope.unrolled.is_empty() {
-            self.text.push_str(" AND \"date\" NOT IN (");
-            let list = self.bind_list(region.scope.unrolled.iter().map(|d| Param::Date(*d)));
-            write!(self.text, "{list})").unwrap();
+    /// ` AND "date" NOT IN (…)` for the days `scope` leaves out, if any.
+    fn not_unrolled(&mut self, region: &Region<'_>) -> String {
+        if region.scope.unrolled.is_empty() {
+            return String::new();
         }
+        let list = self.bind_list(region.scope.unrolled.iter().map(|d| Param::Date(*d)));
+        format!(" AND \"date\" NOT IN ({list})")
     }
 
     /// The zone's offset in seconds at `clock`, as a `CASE` over its changes.

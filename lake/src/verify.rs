@@ -215,9 +215,13 @@ fn rollup_problem(rollup: &Path, data: &Path) -> Option<(Severity, String)> {
         .ok()
         .and_then(|file| ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).ok())
         .map(|m| m.metadata().row_groups().iter().map(|g| g.num_rows()).sum())?;
-    // Cells count each post once; a tag rollup counts it once per tag, so only that it reads.
-    let cells = rollup.to_string_lossy().ends_with(".cells");
-    (cells && counted != rows)
+    // Cells and author counts count each post once; a tag rollup counts it once per tag, so
+    // only that it reads.
+    let once = rollup
+        .file_name()
+        .and_then(|n| crate::rollup::Kind::of_sidecar(&n.to_string_lossy()))
+        .is_some_and(crate::rollup::Kind::counts_each_post_once);
+    (once && counted != rows)
         .then(|| (Severity::Error, format!("the rollup counts {counted} posts, its data file holds {rows}; {rebuild}")))
 }
 

@@ -41,7 +41,9 @@ struct Fixture {
 
 fn post(i: u64, next: &mut impl FnMut(u64) -> u64) -> Post {
     let created_at_us = start() + next(DAYS as u64 * 24 * 60) as i64 * 60_000_000 + next(60_000_000) as i64;
-    let author = next(9);
+    // Skewed: low-numbered authors post most, as on Bluesky.
+    let spread = next(30) + 1;
+    let author = next(spread);
     Post {
         uri: format!("at://did:plc:u{author}/app.bsky.feed.post/{i:05}"),
         cid: format!("c{i}"),
@@ -172,6 +174,14 @@ proptest! {
         let plan = TopPlan { filter, limit, count_authors: false };
         prop_assert_eq!(lakes.rolled.top_hashtags(&plan).unwrap(), lakes.plain.top_hashtags(&plan).unwrap());
     }
+
+    #[test]
+    fn top_authors_from_rollups_are_the_posts_own((since_us, until_us) in range(), limit in 1_u32..12) {
+        let lakes = fixture();
+        let filter = PostFilter { since_us, until_us, ..PostFilter::default() };
+        let plan = TopPlan::new(filter, limit);
+        prop_assert_eq!(lakes.rolled.top_authors(&plan).unwrap(), lakes.plain.top_authors(&plan).unwrap());
+    }
 }
 
 #[test]
@@ -185,6 +195,11 @@ fn rollups_answer_what_they_can_and_say_which_path_answered() {
     lakes.rolled.time_buckets(&whole_days, Interval::Day, zone("UTC"), None, Measures::ALL).unwrap();
     lakes.rolled.time_buckets(&whole_days, Interval::Hour, zone("Asia/Kolkata"), None, counts).unwrap();
     lakes.rolled.top_hashtags(&TopPlan { filter: whole_days.clone(), limit: 3, count_authors: false }).unwrap();
+    lakes.rolled.top_authors(&TopPlan::new(whole_days.clone(), 3)).unwrap();
+    let english = PostFilter { langs: vec!["en".into()], ..whole_days.clone() };
+    lakes.rolled.top_authors(&TopPlan::new(english, 3)).unwrap();
+    let within_a_day = PostFilter { until_us: Some(start() + 20 * HOUR), ..whole_days.clone() };
+    lakes.rolled.top_authors(&TopPlan::new(within_a_day, 3)).unwrap();
     let from = |a: &Answered| (a.question, a.from, a.why);
     assert_eq!(
         take_answered().iter().map(from).collect::<Vec<_>>(),
@@ -193,6 +208,9 @@ fn rollups_answer_what_they_can_and_say_which_path_answered() {
             ("timeBuckets", "posts", Some("distinct authors are counted from the posts")),
             ("timeBuckets", "posts", Some("the time zone's offset is not a whole number of hours")),
             ("topHashtags", "rollups", None),
+            ("topAuthors", "rollups", None),
+            ("topAuthors", "posts", Some("author rollups are filtered by time alone")),
+            ("topAuthors", "posts", Some("the range holds no whole UTC day")),
         ]
     );
     lakes.plain.time_buckets(&whole_days, Interval::Day, zone("UTC"), None, counts).unwrap();
@@ -235,7 +253,7 @@ fn rollup_answers_match_counts_in_rust() {
         buckets.into_iter().filter(|b| b.posts > 0).map(|b| ((b.start_us, b.group), (b.posts, b.replies))).collect();
     assert_eq!(got, expected);
 
-    let top = lakes.rolled.top_hashtags(&TopPlan { filter, limit: 10, count_authors: false }).unwrap();
+    let top = lakes.rolled.top_hashtags(&TopPlan { filter: filter.clone(), limit: 10, count_authors: false }).unwrap();
     let mut tags: BTreeMap<String, u64> = BTreeMap::new();
     for post in &in_range {
         let mut distinct = post.hashtags.clone();
@@ -248,8 +266,18 @@ fn rollup_answers_match_counts_in_rust() {
     let mut expected: Vec<(String, u64)> = tags.into_iter().collect();
     expected.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     assert_eq!(top.into_iter().map(|t| (t.tag, t.posts)).collect::<Vec<_>>(), expected);
+
+    let top = lakes.rolled.top_authors(&TopPlan::new(filter, 8)).unwrap();
+    let mut authors: BTreeMap<String, u64> = BTreeMap::new();
+    for post in &in_range {
+        *authors.entry(post.did.clone()).or_default() += 1;
+    }
+    let mut expected: Vec<(String, u64)> = authors.into_iter().collect();
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    expected.truncate(8);
+    assert_eq!(top, expected);
     let from: Vec<&str> = take_answered().iter().map(|a| a.from).collect();
-    assert_eq!(from, ["rollups", "rollups"]);
+    assert_eq!(from, ["rollups", "rollups", "rollups"]);
 }
 
 /// The rollup tables follow the lake file by file: after each change (a new file, new deletes,
@@ -298,6 +326,9 @@ fn rollup_tables_follow_the_lake_as_it_changes() {
         for filter in [PostFilter::default(), ragged.clone()] {
             let top = TopPlan { filter, limit: 10, count_authors: false };
             assert_eq!(rolled.top_hashtags(&top).unwrap(), plain.top_hashtags(&top).unwrap(), "{step}");
+            take_answered();
+            assert_eq!(rolled.top_authors(&top).unwrap(), plain.top_authors(&top).unwrap(), "{step}");
+            assert_eq!(take_answered()[0].from, "rollups", "{step}");
         }
     };
     check("one file");

@@ -13,11 +13,13 @@
 //! - `rollup_cells_live` and `rollup_tags_live`, what rollup statements read: the cells and tag
 //!   counts of all files summed, less those of the dead rows (each counted once), made again
 //!   after each change (a table of at most a few cells per hour and value, not per file).
+//! - Posts per author and day ([`AuthorCounts`]), in memory: a day's are made again when one of
+//!   its files, or their dead rows, changed.
 //!
 //! Statements read the tables under the engine's read lock; a refresh of the snapshot takes it
 //! for writing, so no statement ever sees the tables of one snapshot with the views of another.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,8 +27,14 @@ use chrono::NaiveDate;
 use duckdb::Connection;
 use duckdb::types::Value;
 
+use super::author_counts::AuthorCounts;
 use crate::error::Result;
 use crate::rollup::{self, Kind};
+
+/// The day partition a data file is in.
+fn partition_day(path: &Path) -> Option<NaiveDate> {
+    path.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).and_then(crate::layout::parse_partition_name)
+}
 
 /// What a snapshot lists, as the rollup tables need it: taken whole at each refresh.
 #[derive(Debug, Default)]
@@ -51,12 +59,7 @@ impl Listing {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata(path).map(|m| m.ino()).ok()
         };
-        let day_of = |path: &PathBuf| {
-            path.parent()
-                .and_then(|d| d.file_name())
-                .and_then(|n| n.to_str())
-                .and_then(crate::layout::parse_partition_name)
-        };
+        let day_of = |path: &PathBuf| partition_day(path);
         let mut listing = Listing { deletes: deletes.iter().cloned().collect(), hidden, ..Listing::default() };
         for day in posts.chunk_by(|a, b| day_of(a) == day_of(b)) {
             let cells: Vec<Option<u64>> = day
@@ -89,6 +92,9 @@ pub(super) struct RollupTables {
     probed: HashMap<PathBuf, u64>,
     applied: HashSet<PathBuf>,
     hidden: Arc<HashSet<String>>,
+    authors: AuthorCounts,
+    /// Days whose files or dead rows changed since their author counts were made.
+    stale_days: BTreeSet<NaiveDate>,
 }
 
 /// Created with the engine.
@@ -131,7 +137,7 @@ const RKEY_SPAN: usize = 5;
 /// groups' statistics of `rkey` rule most of the files' row groups out of, so only the `uri`s
 /// of the rest are read. A key outside any range is never missed: statistics only skip row
 /// groups that hold no key in range.
-fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path]) -> Result<()> {
+fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path]) -> Result<HashSet<String>> {
     let mut statement = connection.prepare(&format!(
         "SELECT DISTINCT uri, regexp_extract(uri, '[^/]*$') AS rkey FROM read_parquet([{}]) ORDER BY rkey",
         quoted(deletes.iter().copied())
@@ -139,7 +145,7 @@ fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path])
     let deleted: Vec<(String, String)> =
         statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<duckdb::Result<_>>()?;
     if deleted.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let prefix = |rkey: &str| rkey.chars().take(RKEY_SPAN).collect::<String>();
     let mut ranges: Vec<(String, String)> = Vec::new();
@@ -157,16 +163,24 @@ fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path])
         params.push(Value::Text(last));
     }
     params.push(Value::List(deleted.into_iter().map(|(uri, _)| Value::Text(uri)).collect()));
-    connection.execute(
+    returned_files(
+        connection,
         &format!(
-            "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE ({}) AND p.uri IN (SELECT unnest(?::VARCHAR[]))",
+            "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE ({}) AND p.uri IN (SELECT unnest(?::VARCHAR[])) \
+             RETURNING file",
             dead_columns(true),
             files_source(files),
             conditions.join(" OR ")
         ),
         duckdb::params_from_iter(params),
-    )?;
-    Ok(())
+    )
+}
+
+/// Runs `sql`, a statement `RETURNING file`, and gives the distinct files it returned.
+fn returned_files(connection: &Connection, sql: &str, params: impl duckdb::Params) -> Result<HashSet<String>> {
+    let mut statement = connection.prepare(sql)?;
+    let files = statement.query_map(params, |row| row.get::<_, String>(0))?.collect::<duckdb::Result<_>>()?;
+    Ok(files)
 }
 
 impl RollupTables {
@@ -184,6 +198,14 @@ impl RollupTables {
         self.synced
     }
 
+    pub fn authors(&self) -> &AuthorCounts {
+        &self.authors
+    }
+
+    fn stale(&mut self, files: impl IntoIterator<Item = impl AsRef<Path>>) {
+        self.stale_days.extend(files.into_iter().filter_map(|f| partition_day(f.as_ref())));
+    }
+
     /// Brings the tables to the listing.
     pub fn sync(&mut self, connection: &Connection) -> Result<()> {
         if self.synced {
@@ -194,14 +216,20 @@ impl RollupTables {
         self.sync_rollups(connection, &listing)?;
         self.sync_dead(connection, &listing)?;
         Self::sum_live(connection)?;
+        self.count_authors(connection, &listing)?;
         self.synced = true;
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "rollup tables brought up to date");
         Ok(())
     }
 
     fn sync_rollups(&mut self, connection: &Connection, listing: &Listing) -> Result<()> {
-        let gone: Vec<&PathBuf> =
-            self.loaded.iter().filter(|(path, ino)| listing.rolled.get(*path) != Some(ino)).map(|(p, _)| p).collect();
+        let gone: Vec<PathBuf> = self
+            .loaded
+            .iter()
+            .filter(|(path, ino)| listing.rolled.get(*path) != Some(ino))
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.stale(&gone);
         if !gone.is_empty() {
             let sidecars = |kind| {
                 let paths: Vec<PathBuf> = gone.iter().map(|p| rollup::path_for(p, kind)).collect();
@@ -219,6 +247,7 @@ impl RollupTables {
             .filter(|(path, ino)| self.loaded.get(*path) != Some(ino))
             .map(|(p, _)| p.clone())
             .collect();
+        self.stale(&new);
         for chunk in new.chunks(256) {
             let sidecars = |kind| {
                 let paths: Vec<PathBuf> = chunk.iter().map(|p| rollup::path_for(p, kind)).collect();
@@ -242,28 +271,38 @@ impl RollupTables {
         if !self.applied.is_subset(&listing.deletes) {
             // A deletes file went away (none does today): start over.
             connection.execute_batch("DELETE FROM dead_rows")?;
+            self.stale(self.probed.keys().cloned().collect::<Vec<_>>());
             self.probed.clear();
             self.applied.clear();
             self.hidden = Arc::default();
         }
-        let gone: Vec<&PathBuf> =
-            self.probed.iter().filter(|(path, ino)| listing.posts.get(*path) != Some(ino)).map(|(p, _)| p).collect();
+        let gone: Vec<PathBuf> = self
+            .probed
+            .iter()
+            .filter(|(path, ino)| listing.posts.get(*path) != Some(ino))
+            .map(|(p, _)| p.clone())
+            .collect();
         if !gone.is_empty() {
             connection.execute_batch(&format!(
                 "DELETE FROM dead_rows WHERE file IN ({})",
                 quoted(gone.iter().map(|p| p.as_path()))
             ))?;
         }
+        self.stale(&gone);
         let old: Vec<&PathBuf> =
             listing.posts.iter().filter(|(path, ino)| self.probed.get(*path) == Some(ino)).map(|(p, _)| p).collect();
         let added: Vec<&PathBuf> =
             listing.posts.iter().filter(|(path, ino)| self.probed.get(*path) != Some(ino)).map(|(p, _)| p).collect();
         let new_deletes: Vec<&Path> =
             listing.deletes.iter().filter(|d| !self.applied.contains(*d)).map(PathBuf::as_path).collect();
+        // Rows a statement below adds to or takes from `dead_rows` make their file's day stale:
+        // those of new files by being new, those of old files as the statement returns them.
+        let mut touched: HashSet<String> = HashSet::new();
+        let mut stale: Vec<PathBuf> = added.iter().map(|p| (*p).clone()).collect();
 
         // Deletes: new ones against the files already checked, every one against new files.
         if !old.is_empty() && !new_deletes.is_empty() {
-            probe_deletes(connection, &old, &new_deletes)?;
+            touched.extend(probe_deletes(connection, &old, &new_deletes)?);
         }
         if !added.is_empty() && !listing.deletes.is_empty() {
             connection.execute_batch(&format!(
@@ -278,10 +317,11 @@ impl RollupTables {
         // already checked, every one in new files.
         let shown: Vec<&String> = self.hidden.difference(&listing.hidden).collect();
         if !shown.is_empty() {
-            connection.execute(
-                "DELETE FROM dead_rows WHERE NOT deleted AND did IN (SELECT unnest(?::VARCHAR[]))",
+            touched.extend(returned_files(
+                connection,
+                "DELETE FROM dead_rows WHERE NOT deleted AND did IN (SELECT unnest(?::VARCHAR[])) RETURNING file",
                 [did_list(&shown)],
-            )?;
+            )?);
         }
         let newly: Vec<&String> = listing.hidden.difference(&self.hidden).collect();
         let all_hidden: Vec<&String> = listing.hidden.iter().collect();
@@ -289,19 +329,56 @@ impl RollupTables {
             if files.is_empty() || dids.is_empty() {
                 continue;
             }
-            connection.execute(
+            touched.extend(returned_files(
+                connection,
                 &format!(
-                    "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE p.did IN (SELECT unnest(?::VARCHAR[]))",
+                    "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE p.did IN (SELECT unnest(?::VARCHAR[])) \
+                     RETURNING file",
                     dead_columns(false),
                     files_source(files)
                 ),
                 [did_list(dids)],
-            )?;
+            )?);
         }
+        stale.extend(touched.into_iter().map(PathBuf::from));
+        self.stale(&stale);
         self.probed = listing.posts.clone();
         self.applied = listing.deletes.clone();
         self.hidden = listing.hidden.clone();
 
+        Ok(())
+    }
+
+    /// Brings the author counts of every stale day to its rolled-up files less their dead rows
+    /// (each once); a day without a rolled-up partition has none.
+    fn count_authors(&mut self, connection: &Connection, listing: &Listing) -> Result<()> {
+        if self.stale_days.is_empty() {
+            return Ok(());
+        }
+        let mut files_of: HashMap<NaiveDate, HashMap<PathBuf, u64>> = HashMap::new();
+        for (path, ino) in &listing.rolled {
+            if let Some(day) = partition_day(path) {
+                files_of.entry(day).or_default().insert(path.clone(), *ino);
+            }
+        }
+        while let Some(&day) = self.stale_days.first() {
+            let files = files_of.remove(&day).unwrap_or_default();
+            let mut dead = Vec::new();
+            if !files.is_empty() {
+                let mut statement = connection.prepare(&format!(
+                    "SELECT did, count(*) FROM (SELECT DISTINCT ON (file, uri) did FROM dead_rows WHERE file IN ({}))
+                     GROUP BY did",
+                    quoted(files.keys().map(PathBuf::as_path))
+                ))?;
+                let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+                for row in rows {
+                    let (did, n) = row?;
+                    dead.push((did, u64::try_from(n).unwrap_or(0)));
+                }
+            }
+            self.authors.update_day(day, files, &dead)?;
+            self.stale_days.remove(&day);
+        }
         Ok(())
     }
 
