@@ -1012,7 +1012,8 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
          the same plan on an engine that reads the posts (`--rollups false`) in the same process, which must give \
          the same rows. Cold is the first run; warm is the median of the next {}. Both use {} DuckDB threads. \
          Before the first, the engine made its rollup tables from the files, as a server does when it starts: \
-         {:.1} s (every rollup loaded, every delete and hidden account looked for in every file).\n",
+         {:.1} s (every rollup loaded, every delete and hidden account looked for in every file, every day's \
+         posts per author counted).\n",
         stats.posts,
         stats.partitions,
         (until - since) / DAY_US,
@@ -1056,7 +1057,8 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
         out,
         "After a flush, a server brings the tables up to the new generation before queries need them. With \
          {FLUSH_DELETES} deletes of stored posts (a flush's worth at Bluesky's rate) added to a copy of this \
-         lake, that took {flush:.2} s: the new deletes looked for in every file.\n"
+         lake, that took {flush:.2} s: the new deletes looked for in every file, and the author counts of \
+         every day they touch changed in place.\n"
     )?;
     writeln!(out, "The GraphQL of each class:\n")?;
     for class in &classes {

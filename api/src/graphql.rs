@@ -111,6 +111,8 @@ pub struct RequestTouched {
     today: std::sync::atomic::AtomicBool,
     /// How each statement with a rollup path was answered, in the order they ran.
     answered: std::sync::Mutex<Vec<lake::exec::Answered>>,
+    /// Whether the request asked to be explained: every question noted, with its statements.
+    explain: bool,
 }
 
 impl RequestTouched {
@@ -127,7 +129,8 @@ impl RequestTouched {
         }
     }
 
-    /// The request's statements with a rollup path, and how each was answered.
+    /// The request's questions with a rollup path (every one when explained), and how each
+    /// was answered.
     pub fn answered(&self) -> Vec<lake::exec::Answered> {
         self.answered.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -166,10 +169,14 @@ impl QueryRunner {
         }
     }
 
-    /// This runner for one request, charging `cost`, and what its statements read besides
-    /// sealed past days.
-    pub fn for_request(&self, cost: Arc<crate::throttle::RequestCost>) -> (QueryRunner, Arc<RequestTouched>) {
-        let touched = Arc::new(RequestTouched::default());
+    /// This runner for one request, charging `cost` (and explaining its statements with
+    /// `explain`), and what its statements read besides sealed past days.
+    pub fn for_request(
+        &self,
+        cost: Arc<crate::throttle::RequestCost>,
+        explain: bool,
+    ) -> (QueryRunner, Arc<RequestTouched>) {
+        let touched = Arc::new(RequestTouched { explain, ..RequestTouched::default() });
         (QueryRunner { touched: Some(touched.clone()), cost: Some(cost), ..self.clone() }, touched)
     }
 
@@ -206,9 +213,11 @@ impl QueryRunner {
             let began = Instant::now();
             // What other lake work on this pooled thread left noted is not this request's.
             let _ = (lake::exec::take_touched(), lake::exec::take_answered());
+            lake::exec::explain_on_this_thread(request_touched.as_ref().is_some_and(|r| r.explain));
             let result = with_interrupt(&task_interrupt, || work(&engine));
             // Always taken: blocking threads are reused across requests.
             let (touched, answered) = (lake::exec::take_touched(), lake::exec::take_answered());
+            lake::exec::explain_on_this_thread(false);
             if let Some(request) = &request_touched {
                 request.note(touched, answered);
             }

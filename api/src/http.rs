@@ -273,7 +273,7 @@ struct Answer {
 
 /// Answers from the result cache when it can ([`crate::cache`]), from the lake otherwise.
 /// `Cache-Control: no-cache` computes afresh (and keeps the new answer), `no-store` also keeps
-/// nothing.
+/// nothing; an explained request (`"extensions": {"explain": true}`) is computed and not kept.
 async fn cached_answer(
     shared: &Shared,
     headers: &axum::http::HeaderMap,
@@ -288,13 +288,14 @@ async fn cached_answer(
         let body = crate::error::refusal_body(error, freshness);
         return Answer { body, ok: false, status: cache::Status::Bypass, retry_after: None };
     }
-    let extensions = Extensions { freshness: freshness.to_string(), cost };
+    let explain = matches!(request.extensions.get("explain"), Some(async_graphql::Value::Boolean(true)));
+    let extensions = Extensions { freshness: freshness.to_string(), cost, explain };
     let hot_version = shared.state.hot.as_ref().map(|hot| hot.version());
     let hot_version = hot_version.as_deref();
     let directives = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (no_cache, no_store) = (directives.contains("no-cache"), directives.contains("no-store"));
     let cache = &shared.state.cache;
-    if !cache.enabled() || no_store || is_mutation(&request) {
+    if !cache.enabled() || no_store || is_mutation(&request) || extensions.explain {
         return execute(shared, request, cache::Status::Bypass, &extensions).await.answer;
     }
     let Some(key) = catalog.map(|catalog| cache.key(catalog.generation, &request)) else {
@@ -367,6 +368,8 @@ fn freshness(shared: &Shared, catalog: Option<lake::catalog::CatalogState>) -> c
 struct Extensions {
     freshness: String,
     cost: Arc<crate::throttle::RequestCost>,
+    /// Whether the request asked for `plans` with every question's statements.
+    explain: bool,
 }
 
 /// A request run on the lake: the answer as sent, its `data` JSON when the cache may keep it,
@@ -385,7 +388,7 @@ async fn execute(
     extensions: &Extensions,
 ) -> Computed {
     let volatile = cache::Volatile::default();
-    let (runner, touched) = shared.state.runner.for_request(extensions.cost.clone());
+    let (runner, touched) = shared.state.runner.for_request(extensions.cost.clone(), extensions.explain);
     let request = graphql::with_loaders(request, &runner).data(volatile.clone()).data(graphql::RequestRunner(runner));
     let mut response = shared.schema.execute(request).await;
     let answered = touched.answered();

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use duckdb::types::{TimeUnit, Value};
 use duckdb::{Config, Connection, params_from_iter};
@@ -95,13 +96,27 @@ pub struct Engine {
     rollup_refusals: std::sync::atomic::AtomicU64,
 }
 
-/// How one statement was answered: from rollups or from the posts (and why not from rollups).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// How one question was answered: from rollups or from the posts (and why not from rollups);
+/// when explained ([`explain_on_this_thread`]), with the statements that answered it and how
+/// long it took.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Answered {
     pub question: &'static str,
     pub from: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<Statement>,
+}
+
+/// One statement as it ran, for an explained question.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Param>,
+    pub ms: f64,
 }
 
 /// What the Redis buffer holds that the lake's files do not yet: posts, deletes and account
@@ -180,6 +195,8 @@ pub struct Touched {
 
 thread_local! {
     static ANSWERED: std::cell::RefCell<Vec<Answered>> = const { std::cell::RefCell::new(Vec::new()) };
+    static EXPLAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static STATEMENTS: std::cell::RefCell<Vec<Statement>> = const { std::cell::RefCell::new(Vec::new()) };
     static TOUCHED: std::cell::Cell<Touched> = const { std::cell::Cell::new(Touched { hot: false, today: false }) };
 }
 
@@ -188,13 +205,29 @@ pub fn take_touched() -> Touched {
     TOUCHED.with(|touched| touched.replace(Touched::default()))
 }
 
-/// How the statements of lake work on this thread were answered since the last call (and
-/// clears it): one entry per statement with a rollup path.
+/// How the questions of lake work on this thread were answered since the last call (and
+/// clears it): one entry per question with a rollup path, or per question when explaining.
 pub fn take_answered() -> Vec<Answered> {
     ANSWERED.with(|answered| answered.take())
 }
 
-fn note_answered(answered: Answered) {
+/// Whether lake work on this thread from now on notes every question it answers, with its
+/// statements (their SQL, parameters and time) and how long it took: an explained request.
+pub fn explain_on_this_thread(on: bool) {
+    EXPLAINING.with(|explaining| explaining.set(on));
+    STATEMENTS.with(|statements| statements.take());
+}
+
+fn explaining() -> bool {
+    EXPLAINING.with(std::cell::Cell::get)
+}
+
+/// Notes how a question was answered, with the statements it ran when explaining.
+fn note_answered(mut answered: Answered, started: Instant) {
+    if explaining() {
+        answered.ms = Some(started.elapsed().as_secs_f64() * 1e3);
+        answered.statements = STATEMENTS.with(|statements| statements.take());
+    }
     ANSWERED.with(|all| all.borrow_mut().push(answered));
 }
 
@@ -771,18 +804,21 @@ impl Engine {
         let compiled = compile(plan)?;
         self.note_touched(plan);
         self.once_more_if_a_file_went(|| {
-            match self.run_rollup(plan, &mut read)? {
+            let started = Instant::now();
+            let answered =
+                |from, why| Answered { question: plan.question(), from, why, ms: None, statements: Vec::new() };
+            let from_posts = match self.run_rollup(plan, &mut read)? {
                 Some(Ok(rows)) => {
                     self.rollup_uses.fetch_add(1, Ordering::Relaxed);
-                    note_answered(Answered { question: plan.question(), from: "rollups", why: None });
+                    note_answered(answered("rollups", None), started);
                     return Ok(rows);
                 }
                 Some(Err(why)) => {
                     self.rollup_refusals.fetch_add(1, Ordering::Relaxed);
-                    note_answered(Answered { question: plan.question(), from: "posts", why: Some(why) });
+                    Some(answered("posts", Some(why)))
                 }
-                None => {}
-            }
+                None => explaining().then(|| answered("posts", None)),
+            };
             let mut sql = compiled.clone();
             // Built for the snapshot of this try: it names its files.
             if let Some(filter) = plan.filter() {
@@ -795,7 +831,11 @@ impl Engine {
                     None => {}
                 }
             }
-            self.run_sql(&sql, &mut read)
+            let rows = self.run_sql(&sql, &mut read)?;
+            if let Some(answered) = from_posts {
+                note_answered(answered, started);
+            }
+            Ok(rows)
         })
     }
 
@@ -907,15 +947,29 @@ impl Engine {
         sql: &Sql,
         read: impl FnMut(&duckdb::Row<'_>) -> Result<T>,
     ) -> Result<Vec<T>> {
+        let started = Instant::now();
         let interrupt = CURRENT_INTERRUPT.with(|current| current.borrow().clone());
-        let Some(interrupt) = interrupt else { return run_statement(connection, sql, read) };
-        interrupt.register(connection.interrupt_handle())?;
-        let result = run_statement(connection, sql, read);
-        let interrupted = interrupt.unregister();
-        match result {
-            Err(Error::Query(_)) if interrupted => Err(Error::Interrupted),
-            other => other,
+        let result = match interrupt {
+            None => run_statement(connection, sql, read),
+            Some(interrupt) => {
+                interrupt.register(connection.interrupt_handle())?;
+                let result = run_statement(connection, sql, read);
+                let interrupted = interrupt.unregister();
+                match result {
+                    Err(Error::Query(_)) if interrupted => Err(Error::Interrupted),
+                    other => other,
+                }
+            }
+        };
+        if explaining() && result.is_ok() {
+            let statement = Statement {
+                sql: sql.text.clone(),
+                params: sql.params.clone(),
+                ms: started.elapsed().as_secs_f64() * 1e3,
+            };
+            STATEMENTS.with(|statements| statements.borrow_mut().push(statement));
         }
+        result
     }
 
     /// Runs `plan` and counts its rows without converting them: the raw DuckDB baseline that

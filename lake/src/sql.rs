@@ -786,6 +786,36 @@ mod tests {
     }
 
     #[test]
+    fn top_authors_read_the_posts_of_what_whole_days_leave_out() {
+        let day = |n: i64| 20_000 * DAY + n * DAY;
+        let date = |n: i64| Some(date_of_micros(day(n)));
+        let plan = |since: i64, until: i64| {
+            TopPlan::new(PostFilter { since_us: Some(since), until_us: Some(until), ..PostFilter::default() }, 10)
+        };
+        let settled = RollupScope::default();
+        let whole = compile_rollup_authors(&plan(day(0), day(3)), &settled).unwrap().unwrap();
+        assert_eq!((whole.first_day, whole.end_day, whole.rest), (date(0), date(3), None));
+
+        let ragged = plan(day(0) + 5, day(3) + 7);
+        let scope = RollupScope { unrolled: vec![date_of_micros(day(1))], hot: true };
+        let answer = compile_rollup_authors(&ragged, &scope).unwrap().unwrap();
+        assert_eq!((answer.first_day, answer.end_day), (date(1), date(3)));
+        let rest = answer.rest.unwrap();
+        assert_eq!(rest.text.matches('?').count(), rest.params.len());
+        // The hot tier, the unrolled day, and the two uneven ends, counted per author.
+        assert_eq!(rest.text.matches("FROM hot_live").count(), 1, "{}", rest.text);
+        assert_eq!(rest.text.matches("FROM posts WHERE").count(), 3, "{}", rest.text);
+        assert!(rest.text.contains("GROUP BY did"), "{}", rest.text);
+        assert!(
+            rest.params.contains(&Param::Timestamp(day(0) + 5)) && rest.params.contains(&Param::Timestamp(day(3) + 7))
+        );
+
+        assert_eq!(compile_rollup_authors(&plan(day(0) + 5, day(1) + 5), &settled).unwrap(), None, "no whole day");
+        let english = TopPlan::new(PostFilter { langs: vec!["en".into()], ..plan(day(0), day(3)).filter }, 10);
+        assert_eq!(compile_rollup_authors(&english, &settled).unwrap(), None, "filtered by more than time");
+    }
+
+    #[test]
     fn like_escaping_makes_wildcards_literal() {
         assert_eq!(escape_like("100%_a\\b"), "100\\%\\_a\\\\b");
     }

@@ -337,6 +337,7 @@ mod tests {
         fs::rename(rollup(&moved_from, "moved.parquet", Kind::Tags), rollup(&day, "moved.parquet", Kind::Tags))
             .unwrap();
         fs::copy(rollup(&day, "moved.parquet", Kind::Tags), rollup(&day, "gone.parquet", Kind::Tags)).unwrap();
+        fs::remove_file(rollup(&moved_from, "moved.parquet", Kind::Authors)).unwrap();
         fs::remove_dir(&moved_from).unwrap();
         // A truncated file, a deletes file among the posts, a temporary file and a stray.
         let good = fs::read(day.join("good.parquet")).unwrap();

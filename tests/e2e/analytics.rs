@@ -131,6 +131,34 @@ fn aggregates_buckets_and_authors_match_the_fixture() {
         answer["data"]["timeBuckets"].as_array().unwrap().iter().map(|b| b["posts"].as_u64().unwrap()).sum();
     assert_eq!(total, posts.len() as u64);
 
+    // Explained: every question, each with the statements that answered it (their SQL and
+    // time), computed afresh; the data is the same.
+    let query = "{ topAuthors(first: 3) { posts } timeBuckets(interval: MONTH) { posts authors } \
+                 posts(first: 2) { nodes { uri } } }";
+    let explained = app.request_with(query, json!({}), json!({"explain": true}));
+    assert_eq!(explained["data"], app.query(query, json!({})));
+    assert_eq!(explained["extensions"]["cache"], json!("BYPASS"));
+    let plans = explained["extensions"]["plans"].as_array().unwrap();
+    let plan_of = |question: &str| plans.iter().find(|p| p["question"] == json!(question)).unwrap();
+    let top = plan_of("topAuthors");
+    assert_eq!(top["from"], json!("rollups"));
+    let buckets = plan_of("timeBuckets");
+    assert_eq!(buckets["why"], json!("distinct authors are counted from the posts"));
+    assert!(buckets["statements"][0]["sql"].as_str().unwrap().contains("count(DISTINCT did)"), "{buckets:#}");
+    let page = plan_of("posts");
+    assert_eq!((&page["from"], &page["why"]), (&json!("posts"), &Value::Null));
+    for plan in [top, buckets, page] {
+        assert!(plan["ms"].as_f64().unwrap() >= 0.0, "{plan:#}");
+        for statement in plan["statements"].as_array().unwrap() {
+            assert!(
+                statement["sql"].as_str().unwrap().starts_with("SELECT")
+                    || statement["sql"].as_str().unwrap().starts_with("WITH"),
+                "{statement:#}"
+            );
+            assert!(statement["ms"].as_f64().unwrap() >= 0.0 && statement["params"].is_array(), "{statement:#}");
+        }
+    }
+
     // author(did) and the same author under every post of a page (batched, one query per level).
     let (did, n) = ranked[0];
     let theirs: Vec<&ExpectedPost> = posts.iter().filter(|p| p.did == did).collect();

@@ -227,9 +227,14 @@ impl App {
 
     /// POSTs a GraphQL query with variables and returns the whole response body.
     pub fn request(&self, query: &str, variables: Value) -> Value {
+        self.request_with(query, variables, json!({}))
+    }
+
+    /// [`App::request`] with the request's `extensions` (`{"explain": true}`, say).
+    pub fn request_with(&self, query: &str, variables: Value, extensions: Value) -> Value {
         self.client
             .post(format!("{}/graphql", self.base_url))
-            .json(&json!({ "query": query, "variables": variables }))
+            .json(&json!({ "query": query, "variables": variables, "extensions": extensions }))
             .send()
             .expect("the server answers")
             .json()

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 struct DayCounts {
     /// `(author, posts)`, by author.
     by_author: Vec<(u32, u32)>,
-    /// Positions in `by_author`, most posts first.
+    /// The authors, most posts first (ties by number).
     by_count: Vec<u32>,
     /// The data files whose rollups are counted (with their cells rollup's inode).
     files: HashMap<PathBuf, u64>,
@@ -42,23 +42,70 @@ struct DayCounts {
     dead: Vec<(u32, u32)>,
 }
 
+/// Changes to at most this share of a day's authors are made in place; more, and the day's
+/// lists are made again (a sort of the whole day).
+const IN_PLACE_SHARE: usize = 64;
+
 impl DayCounts {
     /// Adds `changes` (per author, any sign; an author may come more than once) to the counts.
-    fn change(&mut self, changes: Vec<(u32, i64)>) {
+    fn change(&mut self, mut changes: Vec<(u32, i64)>) {
+        changes.sort_unstable_by_key(|&(author, _)| author);
+        let mut net: Vec<(u32, i64)> = Vec::with_capacity(changes.len());
+        for run in changes.chunk_by(|a, b| a.0 == b.0) {
+            let n: i64 = run.iter().map(|(_, n)| n).sum();
+            if n != 0 {
+                net.push((run[0].0, n));
+            }
+        }
+        if net.len() <= self.by_author.len() / IN_PLACE_SHARE {
+            for (author, n) in net {
+                self.change_one(author, n);
+            }
+            return;
+        }
         let mut all: Vec<(u32, i64)> =
-            self.by_author.iter().map(|&(author, n)| (author, i64::from(n))).chain(changes).collect();
+            self.by_author.iter().map(|&(author, n)| (author, i64::from(n))).chain(net).collect();
         all.sort_unstable_by_key(|&(author, _)| author);
         let mut by_author: Vec<(u32, u32)> = Vec::with_capacity(all.len());
         for run in all.chunk_by(|a, b| a.0 == b.0) {
             let n: i64 = run.iter().map(|(_, n)| n).sum();
             if n > 0 {
-                by_author.push((run[0].0, u32::try_from(n).unwrap_or(u32::MAX)));
+                by_author.push((run[0].0, clamp(n)));
             }
         }
-        let mut by_count: Vec<u32> = (0..by_author.len() as u32).collect();
-        by_count.sort_unstable_by_key(|&i| std::cmp::Reverse(by_author[i as usize].1));
+        let mut by_count: Vec<(u32, u32)> = by_author.iter().map(|&(author, n)| (n, author)).collect();
+        by_count.sort_unstable_by_key(|&(n, author)| (std::cmp::Reverse(n), author));
         self.by_author = by_author;
-        self.by_count = by_count;
+        self.by_count = by_count.into_iter().map(|(_, author)| author).collect();
+    }
+
+    /// Adds `change` to `author`'s posts, moving it in `by_count`.
+    fn change_one(&mut self, author: u32, change: i64) {
+        let found = self.by_author.binary_search_by_key(&author, |&(a, _)| a);
+        let before = found.map_or(0, |i| self.by_author[i].1);
+        if before > 0 {
+            let at = self.count_position(before, author);
+            self.by_count.remove(at);
+        }
+        let after = i64::from(before) + change;
+        match found {
+            Ok(i) if after > 0 => self.by_author[i].1 = clamp(after),
+            Ok(i) => {
+                self.by_author.remove(i);
+            }
+            Err(i) if after > 0 => self.by_author.insert(i, (author, clamp(after))),
+            Err(_) => {}
+        }
+        if after > 0 {
+            let at = self.count_position(clamp(after), author);
+            self.by_count.insert(at, author);
+        }
+    }
+
+    /// Where `author` with `n` posts is (or goes) in `by_count`.
+    fn count_position(&self, n: u32, author: u32) -> usize {
+        let key = (std::cmp::Reverse(n), author);
+        self.by_count.partition_point(|&other| (std::cmp::Reverse(self.posts_of(other)), other) < key)
     }
 
     fn posts_of(&self, author: u32) -> u32 {
@@ -67,15 +114,19 @@ impl DayCounts {
 
     /// The `depth`-th most active author and its posts.
     fn at(&self, depth: usize) -> Option<(u32, u32)> {
-        self.by_count.get(depth).map(|&i| self.by_author[i as usize])
+        self.by_count.get(depth).map(|&author| (author, self.posts_of(author)))
     }
+}
+
+fn clamp(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Posts per author and day, for the days of the rolled-up partitions.
 #[derive(Debug, Default)]
 pub(super) struct AuthorCounts {
     names: Vec<Arc<str>>,
-    numbers: HashMap<Arc<str>, u32>,
+    numbers: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     days: BTreeMap<NaiveDate, DayCounts>,
 }
 
@@ -286,6 +337,35 @@ mod tests {
             }
             let top = held.top(first.map(day), end.map(day), &rest, limit);
             prop_assert_eq!(top, by_summing(&days, first, end, &rest, limit));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn changes_in_place_and_wholesale_keep_both_orders(
+            initial in proptest::collection::hash_map(0_u32..400, 1_u32..50, 0..300),
+            steps in proptest::collection::vec(proptest::collection::vec((0_u32..400, 0_u32..50), 1..40), 1..12),
+        ) {
+            let mut day = DayCounts::default();
+            let mut model: BTreeMap<u32, u32> = BTreeMap::new();
+            day.change(initial.iter().map(|(&a, &n)| (a, i64::from(n))).collect());
+            model.extend(initial);
+            for step in steps {
+                // Each step sets some authors' posts (0: gone), as differences.
+                let mut changes = Vec::new();
+                for (author, n) in step {
+                    let before = model.get(&author).copied().unwrap_or(0);
+                    changes.push((author, i64::from(n) - i64::from(before)));
+                    model.insert(author, n);
+                }
+                model.retain(|_, n| *n > 0);
+                day.change(changes);
+                let by_author: Vec<(u32, u32)> = model.iter().map(|(&a, &n)| (a, n)).collect();
+                prop_assert_eq!(&day.by_author, &by_author);
+                let mut by_count: Vec<(u32, u32)> = by_author.clone();
+                by_count.sort_by_key(|&(a, n)| (std::cmp::Reverse(n), a));
+                prop_assert_eq!(&day.by_count, &by_count.iter().map(|&(a, _)| a).collect::<Vec<_>>());
+            }
         }
     }
 

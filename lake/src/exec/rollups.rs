@@ -212,13 +212,30 @@ impl RollupTables {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        let ms = |since: std::time::Instant| since.elapsed().as_millis() as u64;
         let listing = self.listing.clone();
         self.sync_rollups(connection, &listing)?;
+        let rollups_ms = ms(started);
+        let at = std::time::Instant::now();
         self.sync_dead(connection, &listing)?;
+        let dead_ms = ms(at);
+        let at = std::time::Instant::now();
         Self::sum_live(connection)?;
+        let live_ms = ms(at);
+        let at = std::time::Instant::now();
+        let days = self.stale_days.len();
         self.count_authors(connection, &listing)?;
+        let authors_ms = ms(at);
         self.synced = true;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "rollup tables brought up to date");
+        tracing::debug!(
+            elapsed_ms = ms(started),
+            rollups_ms,
+            dead_ms,
+            live_ms,
+            authors_ms,
+            author_days = days,
+            "rollup tables brought up to date"
+        );
         Ok(())
     }
 
@@ -361,23 +378,36 @@ impl RollupTables {
                 files_of.entry(day).or_default().insert(path.clone(), *ino);
             }
         }
-        while let Some(&day) = self.stale_days.first() {
-            let files = files_of.remove(&day).unwrap_or_default();
-            let mut dead = Vec::new();
-            if !files.is_empty() {
-                let mut statement = connection.prepare(&format!(
-                    "SELECT did, count(*) FROM (SELECT DISTINCT ON (file, uri) did FROM dead_rows WHERE file IN ({}))
-                     GROUP BY did",
-                    quoted(files.keys().map(PathBuf::as_path))
-                ))?;
-                let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
-                for row in rows {
-                    let (did, n) = row?;
-                    dead.push((did, u64::try_from(n).unwrap_or(0)));
+        // The stale days' dead rows per author, in one statement.
+        let stale_files: Vec<&Path> = self
+            .stale_days
+            .iter()
+            .filter_map(|day| files_of.get(day))
+            .flat_map(|files| files.keys().map(PathBuf::as_path))
+            .collect();
+        let mut dead_of: HashMap<NaiveDate, Vec<(String, u64)>> = HashMap::new();
+        if !stale_files.is_empty() {
+            let mut statement = connection.prepare(&format!(
+                "SELECT file, did, count(*) FROM (SELECT DISTINCT ON (file, uri) file, did FROM dead_rows
+                   WHERE file IN ({})) GROUP BY ALL",
+                quoted(stale_files)
+            ))?;
+            let rows = statement
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?)))?;
+            for row in rows {
+                let (file, did, n) = row?;
+                if let Some(day) = partition_day(Path::new(&file)) {
+                    dead_of.entry(day).or_default().push((did, u64::try_from(n).unwrap_or(0)));
                 }
             }
-            self.authors.update_day(day, files, &dead)?;
-            self.stale_days.remove(&day);
+        }
+        while let Some(day) = self.stale_days.pop_first() {
+            let files = files_of.remove(&day).unwrap_or_default();
+            let dead = dead_of.remove(&day).unwrap_or_default();
+            if let Err(error) = self.authors.update_day(day, files, &dead) {
+                self.stale_days.insert(day);
+                return Err(error);
+            }
         }
         Ok(())
     }
