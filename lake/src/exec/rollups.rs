@@ -123,8 +123,8 @@ fn files_source(files: &[&PathBuf]) -> String {
     format!("read_parquet([{}], filename = true, union_by_name = true)", quoted(files.iter().map(|p| p.as_path())))
 }
 
-fn did_list(dids: &[&String]) -> Value {
-    Value::List(dids.iter().map(|d| Value::Text((*d).clone())).collect())
+fn did_list(dids: &[String]) -> Value {
+    Value::List(dids.iter().map(|d| Value::Text(d.clone())).collect())
 }
 
 /// Characters of a record key that a run of deletes shares: a TID's first five name a span of
@@ -314,12 +314,14 @@ impl RollupTables {
             listing.deletes.iter().filter(|d| !self.applied.contains(*d)).map(PathBuf::as_path).collect();
         // Rows a statement below adds to or takes from `dead_rows` make their file's day stale:
         // those of new files by being new, those of old files as the statement returns them.
-        let mut touched: HashSet<String> = HashSet::new();
-        let mut stale: Vec<PathBuf> = added.iter().map(|p| (*p).clone()).collect();
+        // Marked at once: a sync cut short after a statement must not lose what it changed.
+        let added_days: Vec<PathBuf> = added.iter().map(|p| (*p).clone()).collect();
+        self.stale(&added_days);
 
         // Deletes: new ones against the files already checked, every one against new files.
         if !old.is_empty() && !new_deletes.is_empty() {
-            touched.extend(probe_deletes(connection, &old, &new_deletes)?);
+            let touched = probe_deletes(connection, &old, &new_deletes)?;
+            self.stale(touched);
         }
         if !added.is_empty() && !listing.deletes.is_empty() {
             connection.execute_batch(&format!(
@@ -332,21 +334,22 @@ impl RollupTables {
 
         // Hidden accounts: those shown again leave, new ones are looked for in the files
         // already checked, every one in new files.
-        let shown: Vec<&String> = self.hidden.difference(&listing.hidden).collect();
+        let shown: Vec<String> = self.hidden.difference(&listing.hidden).cloned().collect();
         if !shown.is_empty() {
-            touched.extend(returned_files(
+            let touched = returned_files(
                 connection,
                 "DELETE FROM dead_rows WHERE NOT deleted AND did IN (SELECT unnest(?::VARCHAR[])) RETURNING file",
                 [did_list(&shown)],
-            )?);
+            )?;
+            self.stale(touched);
         }
-        let newly: Vec<&String> = listing.hidden.difference(&self.hidden).collect();
-        let all_hidden: Vec<&String> = listing.hidden.iter().collect();
+        let newly: Vec<String> = listing.hidden.difference(&self.hidden).cloned().collect();
+        let all_hidden: Vec<String> = listing.hidden.iter().cloned().collect();
         for (files, dids) in [(&old, &newly), (&added, &all_hidden)] {
             if files.is_empty() || dids.is_empty() {
                 continue;
             }
-            touched.extend(returned_files(
+            let touched = returned_files(
                 connection,
                 &format!(
                     "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE p.did IN (SELECT unnest(?::VARCHAR[])) \
@@ -355,10 +358,9 @@ impl RollupTables {
                     files_source(files)
                 ),
                 [did_list(dids)],
-            )?);
+            )?;
+            self.stale(touched);
         }
-        stale.extend(touched.into_iter().map(PathBuf::from));
-        self.stale(&stale);
         self.probed = listing.posts.clone();
         self.applied = listing.deletes.clone();
         self.hidden = listing.hidden.clone();
