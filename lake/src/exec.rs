@@ -932,6 +932,12 @@ impl Engine {
                 self.refresh_views(Refresh::Relist)?;
                 statement()
             }
+            // A rollup the author counts read went the same way.
+            Err(Error::Io { source, path, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(path = %path.display(), "a rollup went away under a query (compaction); running it again");
+                self.refresh_views(Refresh::Relist)?;
+                statement()
+            }
             other => other,
         }
     }
