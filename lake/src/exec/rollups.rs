@@ -13,8 +13,8 @@
 //! - `rollup_cells_live` and `rollup_tags_live`, what rollup statements read: the cells and tag
 //!   counts of all files summed, less those of the dead rows (each counted once), made again
 //!   after each change (a table of at most a few cells per hour and value, not per file).
-//! - Posts per author and day ([`AuthorCounts`]), in memory: a day's are made again when one of
-//!   its files, or their dead rows, changed.
+//! - Posts per author and day ([`AuthorCounts`]), in memory: a day's change, by differences,
+//!   when one of its files or their dead rows did (`stale_days`).
 //!
 //! Statements read the tables under the engine's read lock; a refresh of the snapshot takes it
 //! for writing, so no statement ever sees the tables of one snapshot with the views of another.
