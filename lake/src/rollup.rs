@@ -1,7 +1,7 @@
 //! Rollups: small pre-aggregated tables beside each `posts` data file, from which the engine
-//! answers time buckets and top hashtags over long ranges without reading the posts.
+//! answers time buckets, top hashtags and top authors over long ranges without reading the posts.
 //!
-//! Each data file `NAME.parquet` gets two hidden sidecars in its partition directory, so that a
+//! Each data file `NAME.parquet` gets three hidden sidecars in its partition directory, so that a
 //! partition exchange carries them with it and no listing of data files sees them:
 //!
 //! - `.NAME.cells` (Parquet, named so that no `*.parquet` glob takes it for data): the file's posts counted (`n`) per UTC hour of `created_at` and per
@@ -36,7 +36,7 @@ use duckdb::Connection;
 use crate::error::{Error, Result};
 use crate::layout;
 
-/// The two rollups of a data file.
+/// The rollups of a data file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Cells,
