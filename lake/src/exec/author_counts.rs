@@ -48,31 +48,16 @@ const IN_PLACE_SHARE: usize = 64;
 
 impl DayCounts {
     /// Adds `changes` (per author, any sign; an author may come more than once) to the counts.
-    fn change(&mut self, mut changes: Vec<(u32, i64)>) {
-        changes.sort_unstable_by_key(|&(author, _)| author);
-        let mut net: Vec<(u32, i64)> = Vec::with_capacity(changes.len());
-        for run in changes.chunk_by(|a, b| a.0 == b.0) {
-            let n: i64 = run.iter().map(|(_, n)| n).sum();
-            if n != 0 {
-                net.push((run[0].0, n));
-            }
-        }
+    fn change(&mut self, changes: Vec<(u32, i64)>) {
+        let net: Vec<(u32, i64)> = summed(changes).filter(|&(_, n)| n != 0).collect();
         if net.len() <= self.by_author.len() / IN_PLACE_SHARE {
             for (author, n) in net {
                 self.change_one(author, n);
             }
             return;
         }
-        let mut all: Vec<(u32, i64)> =
-            self.by_author.iter().map(|&(author, n)| (author, i64::from(n))).chain(net).collect();
-        all.sort_unstable_by_key(|&(author, _)| author);
-        let mut by_author: Vec<(u32, u32)> = Vec::with_capacity(all.len());
-        for run in all.chunk_by(|a, b| a.0 == b.0) {
-            let n: i64 = run.iter().map(|(_, n)| n).sum();
-            if n > 0 {
-                by_author.push((run[0].0, clamp(n)));
-            }
-        }
+        let all = self.by_author.iter().map(|&(author, n)| (author, i64::from(n))).chain(net).collect();
+        let by_author: Vec<(u32, u32)> = summed(all).filter(|&(_, n)| n > 0).map(|(a, n)| (a, clamp(n))).collect();
         let mut by_count: Vec<(u32, u32)> = by_author.iter().map(|&(author, n)| (n, author)).collect();
         by_count.sort_unstable_by_key(|&(n, author)| (std::cmp::Reverse(n), author));
         self.by_author = by_author;
@@ -116,6 +101,19 @@ impl DayCounts {
     fn at(&self, depth: usize) -> Option<(u32, u32)> {
         self.by_count.get(depth).map(|&author| (author, self.posts_of(author)))
     }
+}
+
+/// `changes` summed per author, by author.
+fn summed(mut changes: Vec<(u32, i64)>) -> impl Iterator<Item = (u32, i64)> {
+    changes.sort_unstable_by_key(|&(author, _)| author);
+    let mut sums: Vec<(u32, i64)> = Vec::with_capacity(changes.len());
+    for (author, n) in changes {
+        match sums.last_mut() {
+            Some(last) if last.0 == author => last.1 += n,
+            _ => sums.push((author, n)),
+        }
+    }
+    sums.into_iter()
 }
 
 fn clamp(n: i64) -> u32 {

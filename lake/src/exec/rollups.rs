@@ -114,6 +114,12 @@ fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
     list.join(", ")
 }
 
+/// The SQL list of the rollups `kind` of data files `files`.
+fn sidecars(files: &[PathBuf], kind: Kind) -> String {
+    let paths: Vec<PathBuf> = files.iter().map(|p| rollup::path_for(p, kind)).collect();
+    quoted(paths.iter().map(PathBuf::as_path))
+}
+
 /// The columns of `dead_rows`, from a data file read with `filename = true` as `p`.
 fn dead_columns(deleted: bool) -> String {
     format!("p.filename, p.uri, p.did, {deleted}, p.created_at, p.langs, p.embed_type, p.reply_parent, p.hashtags")
@@ -248,14 +254,10 @@ impl RollupTables {
             .collect();
         self.stale(&gone);
         if !gone.is_empty() {
-            let sidecars = |kind| {
-                let paths: Vec<PathBuf> = gone.iter().map(|p| rollup::path_for(p, kind)).collect();
-                quoted(paths.iter().map(PathBuf::as_path))
-            };
             connection.execute_batch(&format!(
                 "DELETE FROM rollup_cells WHERE file IN ({}); DELETE FROM rollup_tags WHERE file IN ({});",
-                sidecars(Kind::Cells),
-                sidecars(Kind::Tags)
+                sidecars(&gone, Kind::Cells),
+                sidecars(&gone, Kind::Tags)
             ))?;
         }
         let new: Vec<PathBuf> = listing
@@ -266,11 +268,7 @@ impl RollupTables {
             .collect();
         self.stale(&new);
         for chunk in new.chunks(256) {
-            let sidecars = |kind| {
-                let paths: Vec<PathBuf> = chunk.iter().map(|p| rollup::path_for(p, kind)).collect();
-                quoted(paths.iter().map(PathBuf::as_path))
-            };
-            let (cells, tags) = (sidecars(Kind::Cells), sidecars(Kind::Tags));
+            let (cells, tags) = (sidecars(chunk, Kind::Cells), sidecars(chunk, Kind::Tags));
             // Whatever a sync cut short loaded of them goes first: a file is never counted twice.
             connection.execute_batch(&format!(
                 "DELETE FROM rollup_cells WHERE file IN ({cells}); DELETE FROM rollup_tags WHERE file IN ({tags});
