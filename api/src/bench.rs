@@ -52,6 +52,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("bench: rollups against the posts on {}…", args.lake.display());
         report.push_str(&rollup_bench(&args).await?);
     }
+    if args.only.is_none_or(|part| part == BenchPart::Search) {
+        eprintln!("bench: text searches, indexed against scanned, on {}…", args.lake.display());
+        report.push_str(&search_bench(&args).await?);
+    }
     if args.only.is_none_or(|part| part == BenchPart::Cache) {
         eprintln!("bench: cached answers under wrk…");
         report.push_str(&cache_bench(&args).await?);
@@ -859,7 +863,10 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
         let lake = args.lake.clone();
         async move {
             anyhow::Ok(
-                tokio::task::spawn_blocking(move || Engine::open(&lake, &EngineConfig { threads, rollups })).await??,
+                tokio::task::spawn_blocking(move || {
+                    Engine::open(&lake, &EngineConfig { threads, rollups, text_indexes: true })
+                })
+                .await??,
             )
         }
     };
@@ -1125,6 +1132,203 @@ fn answer(engine: &Engine, plan: &Plan) -> anyhow::Result<Vec<String>> {
         }
         other => bail!("no rollup answers {other:?}"),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search
+
+/// One text search of the search benchmark: a page of the newest 20 posts matching it.
+struct SearchClass {
+    name: String,
+    text: TextQuery,
+    /// A common term (goal: under 1 s), else a selective one (under 100 ms).
+    common: bool,
+}
+
+/// Pages of text searches, each mode with a common and a selective term, from the server's
+/// engine (which narrows them with the text indexes) against an engine that scans the posts.
+async fn search_bench(args: &BenchArgs) -> anyhow::Result<String> {
+    let threads = EngineConfig::default().threads;
+    let open = |text_indexes: bool| {
+        let lake = args.lake.clone();
+        async move {
+            let config = EngineConfig { text_indexes, ..EngineConfig::with_threads(threads) };
+            anyhow::Ok(Arc::new(tokio::task::spawn_blocking(move || Engine::open(&lake, &config)).await??))
+        }
+    };
+    let (indexed, scanning) = (open(true).await?, open(false).await?);
+    let sizes = text_index_sizes(&args.lake)?;
+    if sizes.indexed_files == 0 {
+        bail!("{} has no text indexes; build them with `skyglass lake reindex`", args.lake.display());
+    }
+    let stats = {
+        let engine = indexed.clone();
+        tokio::task::spawn_blocking(move || engine.stats()).await??
+    };
+    // A selective term: the handle of an author that `skyglass generate` mentions some 2 in a
+    // million mentions (the one at 1/16 of its skewed author list), about 30 posts a month.
+    let days = stats.partitions.max(1);
+    let authors = usize::try_from(stats.posts / days / 3).unwrap_or(usize::MAX).max(1_000);
+    let did = ingest::source::synthetic::did_for(authors / 16);
+    let handle = did.strip_prefix("did:plc:").unwrap_or(&did)[..6].to_owned();
+    let class = |mode: TextMode, query: &str, common: bool| SearchClass {
+        name: format!("{} {}", if common { "common" } else { "selective" }, mode_name(mode).to_lowercase()),
+        text: TextQuery { query: query.to_owned(), mode },
+        common,
+    };
+    let classes = vec![
+        class(TextMode::Words, "coffee", true),
+        class(TextMode::Phrase, "the sky is", true),
+        class(TextMode::Prefix, "laun", true),
+        class(TextMode::Substring, "coffee first", true),
+        class(TextMode::Words, &handle, false),
+        class(TextMode::Phrase, &format!("@{handle}.bsky.social"), false),
+        class(TextMode::Prefix, &handle[..5], false),
+        class(TextMode::Substring, &format!("@{handle}.bsky"), false),
+    ];
+
+    let runner = QueryRunner::new(indexed.clone(), threads.max(1), Duration::from_secs(600));
+    let (address, server) = serve_router(args, runner, "redis://127.0.0.1:1", Duration::ZERO, 1_000).await?;
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/graphql");
+    let page_columns = [PostColumn::Uri, PostColumn::Text, PostColumn::CreatedAt, PostColumn::Did];
+    let mut rows = Vec::new();
+    for class in &classes {
+        let mode = mode_name(class.text.mode);
+        let graphql = format!(
+            "{{ posts(first: 20, filter: {{text: {{query: {}, mode: {mode}}}}}) {{ nodes {{ uri text createdAt authorDid }} \
+             pageInfo {{ endCursor }} }} }}",
+            serde_json::to_string(&class.text.query)?
+        );
+        let mut api = Vec::new();
+        let mut uris = Vec::new();
+        for _ in 0..=args.runs as usize {
+            let started = Instant::now();
+            let request = client.post(&url).header("cache-control", "no-store").json(&json!({ "query": graphql }));
+            let response: Value = request.send().await?.json().await?;
+            api.push(started.elapsed().as_secs_f64());
+            if let Some(errors) = response.get("errors") {
+                bail!("search class `{}` failed: {errors}", class.name);
+            }
+            uris = response["data"]["posts"]["nodes"]
+                .as_array()
+                .map(|nodes| nodes.iter().filter_map(|n| n["uri"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+        }
+        // The scan runs once: over a month of posts, a selective search reads every one.
+        let filter = PostFilter { text: vec![class.text.clone()], ..PostFilter::default() };
+        let plan = PostsPlan::new(filter.clone(), PostOrder::Newest, 21, page_columns);
+        let (engine, counter) = (scanning.clone(), indexed.clone());
+        let (scan, scanned, matches) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, Vec<String>, Option<u64>)> {
+                let started = Instant::now();
+                let page: Vec<String> = engine.posts(&plan)?.into_iter().take(20).map(|p| p.uri).collect();
+                let seconds = started.elapsed().as_secs_f64();
+                // How many posts a selective term finds (counting a common one is a scan).
+                let matches = (page.len() < 20).then(|| counter.summary(&filter)).transpose()?.map(|s| s.n_posts);
+                Ok((seconds, page, matches))
+            })
+            .await??;
+        if uris != scanned {
+            bail!("search class `{}`: the index and the scan give different pages", class.name);
+        }
+        let warm = median(&api[1..]);
+        eprintln!("bench: {:<24} index {:>8.1} ms  scan {:>9.1} ms", class.name, warm * 1e3, scan * 1e3);
+        rows.push((class, api[0], warm, scan, matches.unwrap_or(uris.len() as u64)));
+    }
+    server.abort();
+
+    let mut out = String::new();
+    writeln!(out, "## Text search: the indexes against a scan (issue 13)\n")?;
+    writeln!(
+        out,
+        "The same lake ({} posts, {} days). Each class is the GraphQL page of the 20 newest posts matching a text \
+         search, uncached, from the real router, whose engine narrows it with the text indexes, against the same \
+         page from an engine that scans the posts (`--text-indexes false`) in the same process, which must give \
+         the same posts. Cold is the first request; warm is the median of the next {}; the scan ran once (a \
+         selective search reads every post of the lake). Both use {} DuckDB threads. The selective terms are an \
+         author's handle as the synthetic posts mention it (`@{handle}.bsky.social`); the common ones come from \
+         the synthetic posts' phrases. Of {} pages, the indexed engine answered {} from the posts since the \
+         newest candidates.\n",
+        stats.posts,
+        stats.partitions,
+        args.runs,
+        threads,
+        rows.len() * (args.runs as usize + 1),
+        indexed.text_page_cuts(),
+    )?;
+    writeln!(out, "| class | query | posts found | index cold ms | index warm ms | scan ms | speed-up | goal |")?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|")?;
+    let mut all_met = true;
+    for (class, cold, warm, scan, matches) in &rows {
+        let (limit, label) = if class.common { (1.0, "< 1 s") } else { (0.1, "< 100 ms") };
+        let met = *warm < limit;
+        all_met &= met;
+        let found = if *matches >= 20 && class.common { "≥ 20".to_owned() } else { matches.to_string() };
+        writeln!(
+            out,
+            "| {} | `{}` | {found} | {:.1} | {:.1} | {:.1} | {:.0}× | {label} {} |",
+            class.name,
+            class.text.query,
+            cold * 1e3,
+            warm * 1e3,
+            scan * 1e3,
+            scan / warm,
+            if met { "✓" } else { "✗" }
+        )?;
+    }
+    writeln!(
+        out,
+        "\nGoal: under 100 ms warm for a selective term and under 1 s for a common one. {}\n",
+        verdict(all_met)
+    )?;
+    let ratio = sizes.index_bytes as f64 / sizes.data_bytes.max(1) as f64;
+    writeln!(
+        out,
+        "Index size: {} text indexes ({} of {} data files) hold {} bytes, {:.1}% of the {} bytes of Parquet \
+         (goal: at most half). {}\n",
+        sizes.indexed_files,
+        sizes.indexed_files,
+        sizes.data_files,
+        sizes.index_bytes,
+        ratio * 100.0,
+        sizes.data_bytes,
+        verdict(ratio <= 0.5)
+    )?;
+    Ok(out)
+}
+
+/// A search mode as GraphQL spells it.
+fn mode_name(mode: TextMode) -> &'static str {
+    match mode {
+        TextMode::Words => "WORDS",
+        TextMode::Phrase => "PHRASE",
+        TextMode::Prefix => "PREFIX",
+        TextMode::Substring => "SUBSTRING",
+    }
+}
+
+/// The bytes of a lake's `posts` data files and of their text indexes.
+struct TextIndexSizes {
+    data_files: u64,
+    data_bytes: u64,
+    indexed_files: u64,
+    index_bytes: u64,
+}
+
+fn text_index_sizes(lake: &Path) -> anyhow::Result<TextIndexSizes> {
+    let files = lake::catalog::table_files(lake, lake::layout::POSTS_TABLE)?;
+    let mut sizes =
+        TextIndexSizes { data_files: files.files, data_bytes: files.bytes, indexed_files: 0, index_bytes: 0 };
+    for path in &files.paths {
+        let dir = lake::textindex::dir_for(path);
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        sizes.indexed_files += 1;
+        for entry in entries {
+            sizes.index_bytes += entry?.metadata()?.len();
+        }
+    }
+    Ok(sizes)
 }
 
 // ---------------------------------------------------------------------------------------------

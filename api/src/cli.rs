@@ -298,6 +298,10 @@ pub struct GenerateArgs {
     /// Accounts taken down per day.
     #[arg(long, default_value_t = 3)]
     pub takedowns_per_day: u32,
+    /// Build each file's text index, as compaction does for the files it writes (`false`
+    /// leaves them to `skyglass lake reindex`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub text_indexes: bool,
     /// The lake directory to write; it must be empty or absent.
     #[arg(long)]
     pub out: PathBuf,
@@ -335,6 +339,8 @@ pub enum BenchPart {
     Load,
     /// Aggregates over the lake's last 30 days from rollups against the same from the posts.
     Rollups,
+    /// Text searches narrowed by the text indexes against the same scanning the posts.
+    Search,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -420,6 +426,10 @@ pub struct ServeArgs {
     /// the two: the answers are the same).
     #[arg(long, env = "SKYGLASS_ROLLUPS", default_value_t = true, action = clap::ArgAction::Set)]
     pub rollups: bool,
+    /// Narrow text searches with the files' text indexes; `false` scans the posts for every
+    /// search (to compare the two: the answers are the same).
+    #[arg(long, env = "SKYGLASS_TEXT_INDEXES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub text_indexes: bool,
     /// Longest a query may run (queueing included) before DuckDB is interrupted.
     #[arg(long, env = "SKYGLASS_QUERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub query_timeout: Duration,
@@ -650,6 +660,7 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
                 threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 deleted_share: args.deleted_share,
                 takedowns_per_day: args.takedowns_per_day,
+                text_indexes: args.text_indexes,
             };
             let report = tokio::task::spawn_blocking(move || ingest::generate::generate(&out, &config))
                 .await

@@ -434,6 +434,7 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     if let Some(engine) = &ops.engine {
         metrics::counter!(m::TEXT_SEARCH_STATEMENTS, "path" => "index").absolute(engine.text_index_uses());
         metrics::counter!(m::TEXT_SEARCH_STATEMENTS, "path" => "scan").absolute(engine.text_scans());
+        metrics::counter!(m::TEXT_SEARCH_CUT_PAGES).absolute(engine.text_page_cuts());
         metrics::counter!(m::ROLLUP_STATEMENTS, "path" => "rollup").absolute(engine.rollup_uses());
         metrics::counter!(m::ROLLUP_STATEMENTS, "path" => "posts").absolute(engine.rollup_refusals());
     }

@@ -48,6 +48,9 @@ pub const HOT_POSTS: &str = "skyglass_hot_posts";
 /// Statements with text searches, by `path`: `index` (narrowed by the files' text indexes) or
 /// `scan`.
 pub const TEXT_SEARCH_STATEMENTS: &str = "skyglass_text_search_statements_total";
+/// Pages of text searches with more candidates than a statement reads, answered from the posts
+/// since their newest (or until their oldest) candidates.
+pub const TEXT_SEARCH_CUT_PAGES: &str = "skyglass_text_search_cut_pages_total";
 /// Statements that rollups can answer (`timeBuckets`, `topHashtags`), by `path`: `rollup`, or
 /// `posts` when this one's filter, grouping or measures need the posts.
 pub const ROLLUP_STATEMENTS: &str = "skyglass_rollup_statements_total";
@@ -135,6 +138,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(
         TEXT_SEARCH_STATEMENTS,
         "Lake statements with text searches, by path: narrowed by the text indexes (index) or not (scan)"
+    );
+    describe_counter!(
+        TEXT_SEARCH_CUT_PAGES,
+        "Pages of text searches with too many candidates to read, answered from the posts since their newest \
+         (or until their oldest) candidates"
     );
     describe_counter!(
         ROLLUP_STATEMENTS,

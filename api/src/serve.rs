@@ -151,6 +151,7 @@ pub async fn serve(args: ServeArgs, exports: Vec<crate::export::ExportSpec>) -> 
         let engine_config = EngineConfig {
             threads: args.query_threads.unwrap_or_else(|| EngineConfig::default().threads),
             rollups: args.rollups,
+            text_indexes: args.text_indexes,
         };
         let engine_lake = lake.clone();
         let engine = Arc::new(

@@ -34,6 +34,8 @@ pub struct GenerateConfig {
     pub deleted_share: f64,
     /// Accounts taken down per day (their posts leave every answer).
     pub takedowns_per_day: u32,
+    /// Whether each file gets its text index, as the files compaction writes do.
+    pub text_indexes: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -128,6 +130,11 @@ fn generate_day(lake: &Path, config: &GenerateConfig, day: NaiveDate) -> anyhow:
         for file in lake::writer::write_posts(lake, &name, rows)? {
             report.files += 1;
             report.bytes += file.bytes;
+            // Written files are as large as compacted ones, and like them are searched through
+            // their index (published with the lake at the end).
+            if config.text_indexes {
+                lake::textindex::build_for_file(&file.path)?;
+            }
         }
         chunk += 1;
     }
@@ -280,6 +287,7 @@ mod tests {
             threads: 2,
             deleted_share: 0.0,
             takedowns_per_day: 0,
+            text_indexes: true,
         };
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let report = generate(a.path(), &config).unwrap();
@@ -292,6 +300,9 @@ mod tests {
         assert!(top[0].1 > 6_000 / 1_000, "the most active author posts far more than the average");
         let bytes = |dir: &Path| std::fs::read(dir.join("posts/date=2024-03-01/gen-2024-03-01-0000.parquet")).unwrap();
         assert_eq!(bytes(a.path()), bytes(b.path()), "the same seed writes the same file");
+        let file = a.path().join("posts/date=2024-03-01/gen-2024-03-01-0000.parquet");
+        let index = lake::textindex::TextIndex::open(&lake::textindex::dir_for(&file)).unwrap();
+        assert_eq!(index.posts().unwrap(), 3_000, "each file has its text index");
 
         // With deletes and takedowns: the same posts in the files, fewer in the answers.
         let config = GenerateConfig { deleted_share: 0.05, takedowns_per_day: 40, ..config };

@@ -17,6 +17,7 @@ use crate::layout;
 use crate::model::{EmbedType, Post, PostColumn};
 use crate::plan::{BucketsPlan, Clock, Dimension, Keyset, Measures, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
 use crate::sql::{Param, Sql, compile};
+use crate::textindex::Window;
 use crate::zone::{self, Interval};
 
 /// Most buckets one `time_buckets` answer may hold (buckets times groups).
@@ -32,11 +33,14 @@ pub struct EngineConfig {
     /// Whether statements may read rollups ([`crate::rollup`]); without, every one reads the
     /// posts (to compare the two).
     pub rollups: bool,
+    /// Whether text searches may be narrowed by the files' text indexes ([`crate::textindex`]);
+    /// without, every one scans the posts (to compare the two).
+    pub text_indexes: bool,
 }
 
 impl EngineConfig {
     pub fn with_threads(threads: usize) -> EngineConfig {
-        EngineConfig { threads, rollups: true }
+        EngineConfig { threads, rollups: true, text_indexes: true }
     }
 }
 
@@ -73,10 +77,12 @@ pub struct Engine {
     text_index_uses: std::sync::atomic::AtomicU64,
     /// Statements with text searches that scanned instead (no index narrowed them).
     text_scans: std::sync::atomic::AtomicU64,
+    /// Pages of text searches answered from the posts since their newest (oldest) candidates.
+    text_page_cuts: std::sync::atomic::AtomicU64,
     /// Searches found too common to list in a file's index, so that a repeated one is not
     /// counted again (counting a common term's posts costs about as much as scanning for it);
     /// forgotten at every snapshot.
-    too_common: Mutex<std::collections::HashSet<(PathBuf, crate::search::TextQuery)>>,
+    too_common: Mutex<std::collections::HashSet<(PathBuf, Vec<crate::search::TextQuery>, Window)>>,
     /// Whether `hidden_authors` has rows (the `posts` view anti-joins it only then).
     hidden_present: AtomicBool,
     /// The DIDs of `hidden_authors`, for callers that check posts one by one (live feeds).
@@ -91,6 +97,7 @@ pub struct Engine {
     rollups: std::sync::RwLock<rollups::RollupTables>,
     /// Whether statements may read them ([`EngineConfig::rollups`]).
     use_rollups: bool,
+    use_text_indexes: bool,
     /// Statements with a rollup path that took it, and that read the posts instead.
     rollup_uses: std::sync::atomic::AtomicU64,
     rollup_refusals: std::sync::atomic::AtomicU64,
@@ -244,21 +251,35 @@ enum Narrowed {
     Rows(Vec<u64>),
 }
 
-/// The values in both sorted lists.
-fn intersect_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
+/// The candidates a page of a text search looks for first, at least; eight times as many
+/// each time after, up to [`MAX_INDEX_CANDIDATES`].
+const TEXT_PAGE_DEPTH: usize = 1_000;
+
+/// The cursor of a page, with its order, to prune day partitions by.
+fn page_keyset(plan: &Plan) -> Option<(&Keyset, PostOrder)> {
+    match plan {
+        Plan::Posts(page) => page.after.as_ref().map(|after| (after, page.order)),
+        _ => None,
+    }
+}
+
+/// The `created_at` range of the posts a statement of `plan` can return, as far as its filter
+/// and cursor tell: what the text indexes are asked for.
+fn created_window(plan: &Plan) -> Window {
+    let Some(filter) = plan.filter() else { return Window::default() };
+    let mut window = match filter.clock {
+        Clock::CreatedAt => Window { since_us: filter.since_us, until_us: filter.until_us },
+        Clock::IndexedAt => Window::default(),
+    };
+    if let Plan::Posts(PostsPlan { after: Some(after), order, .. }) = plan {
+        // A page starts after its cursor: at or before its time (newest first), else at or after.
+        let at = after.created_at_us;
+        match order {
+            PostOrder::Newest => window.until_us = Some(window.until_us.map_or(at + 1, |until| until.min(at + 1))),
+            PostOrder::Oldest => window.since_us = Some(window.since_us.map_or(at, |since| since.max(at))),
         }
     }
-    out
+    window
 }
 
 /// When [`Engine::refresh_views`] lists the files.
@@ -398,6 +419,7 @@ impl Engine {
             text_indexes: Mutex::new(HashMap::new()),
             text_index_uses: std::sync::atomic::AtomicU64::new(0),
             text_scans: std::sync::atomic::AtomicU64::new(0),
+            text_page_cuts: std::sync::atomic::AtomicU64::new(0),
             too_common: Mutex::new(std::collections::HashSet::new()),
             hidden_present: AtomicBool::new(false),
             hidden_dids: Mutex::new(Arc::new(std::collections::HashSet::new())),
@@ -405,6 +427,7 @@ impl Engine {
             hot_overlay: Mutex::new((false, false)),
             rollups: std::sync::RwLock::new(rollups::RollupTables::default()),
             use_rollups: config.rollups,
+            use_text_indexes: config.text_indexes,
             rollup_uses: std::sync::atomic::AtomicU64::new(0),
             rollup_refusals: std::sync::atomic::AtomicU64::new(0),
         };
@@ -526,25 +549,23 @@ impl Engine {
     /// still checks each with the search's exact semantics), and every row of the files without
     /// an index, then the hot tier, less deleted and hidden posts, as in the `posts` view. None
     /// when no index narrows the search, or the candidates are so many that a scan is cheaper.
-    fn narrowed_posts_sql(&self, filter: &PostFilter) -> Option<String> {
+    fn narrowed_posts_sql(&self, plan: &Plan) -> Option<String> {
+        let filter = plan.filter()?;
         if filter.text.is_empty() {
             return None;
         }
         let paths = self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (first, last) = crate::sql::partition_days(filter, None);
+        let window = created_window(plan);
+        let (first, last) = crate::sql::partition_days(filter, page_keyset(plan));
         let (mut narrowed, mut whole, mut candidates) = (Vec::new(), Vec::new(), 0_usize);
         let mut indexed = false;
         for path in paths.iter() {
-            let day = path
-                .parent()
-                .and_then(|d| d.file_name())
-                .and_then(|n| n.to_str())
-                .and_then(layout::parse_partition_name);
+            let day = rollups::partition_day(path);
             if day.is_some_and(|day| first.is_some_and(|f| day < f) || last.is_some_and(|l| day > l)) {
                 continue;
             }
             let quoted = format!("'{}'", path.to_string_lossy().replace('\'', "''"));
-            match self.candidates_in(path, &filter.text, MAX_INDEX_CANDIDATES - candidates) {
+            match self.candidates_in(path, &filter.text, window, MAX_INDEX_CANDIDATES - candidates) {
                 Narrowed::TooMany => return None,
                 Narrowed::Whole => whole.push(quoted),
                 Narrowed::Rows(rows) => {
@@ -577,13 +598,41 @@ impl Engine {
         Some(self.live_posts_sql(&narrowed.join(" UNION ALL BY NAME "), true))
     }
 
-    /// The rows of the data file `path` that may match every search of `texts`, sorted, from
-    /// its index, if there are at most `limit`: `Whole` if it has no index (or one that does not
-    /// open) or no search narrows.
-    fn candidates_in(&self, path: &Path, texts: &[crate::search::TextQuery], limit: usize) -> Narrowed {
-        let index = {
-            let mut open = self.text_indexes.lock().unwrap_or_else(|p| p.into_inner());
-            let index = open.entry(path.to_path_buf()).or_insert_with(|| {
+    /// The rows of the data file `path` created in `window` that may match every search of
+    /// `texts`, sorted, from its index, if there are at most `limit`: `Whole` if it has no index
+    /// (or one that does not open) or no search narrows.
+    fn candidates_in(&self, path: &Path, texts: &[crate::search::TextQuery], window: Window, limit: usize) -> Narrowed {
+        let Some(index) = self.text_index(path) else { return Narrowed::Whole };
+        let key = (path.to_path_buf(), texts.to_vec(), window);
+        if self.too_common.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+            return Narrowed::TooMany;
+        }
+        // A search the index cannot narrow (or that the statement will refuse) narrows nothing.
+        match index.candidates_up_to(texts, window, limit) {
+            Ok(crate::textindex::Candidates::Rows(rows)) => Narrowed::Rows(rows),
+            Ok(crate::textindex::Candidates::TooMany) => {
+                // Too many for the whole budget, not just what other files left of it.
+                if limit == MAX_INDEX_CANDIDATES {
+                    let mut known = self.too_common.lock().unwrap_or_else(|p| p.into_inner());
+                    if known.len() < 100_000 {
+                        known.insert(key);
+                    }
+                }
+                Narrowed::TooMany
+            }
+            Ok(crate::textindex::Candidates::All) | Err(_) => Narrowed::Whole,
+        }
+    }
+
+    /// The text index of the data file `path`, opened once; `None` if it has none, or one that
+    /// does not open (its file is then scanned).
+    fn text_index(&self, path: &Path) -> Option<Arc<crate::textindex::TextIndex>> {
+        if !self.use_text_indexes {
+            return None;
+        }
+        let mut open = self.text_indexes.lock().unwrap_or_else(|p| p.into_inner());
+        open.entry(path.to_path_buf())
+            .or_insert_with(|| {
                 let dir = crate::textindex::dir_for(path);
                 if !dir.is_dir() {
                     return None;
@@ -594,46 +643,8 @@ impl Engine {
                     })
                     .ok()
                     .map(Arc::new)
-            });
-            index.clone()
-        };
-        let Some(index) = index else { return Narrowed::Whole };
-        let mut rows: Option<Vec<u64>> = None;
-        let mut too_many = false;
-        for text in texts {
-            let key = (path.to_path_buf(), text.clone());
-            if self.too_common.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
-                too_many = true;
-                continue;
-            }
-            // A search the index cannot narrow (or that the statement will refuse) narrows nothing.
-            match index.candidates_up_to(text, limit) {
-                Ok(crate::textindex::Candidates::Rows(found)) => {
-                    rows = Some(match rows {
-                        None => found,
-                        Some(before) => intersect_sorted(&before, &found),
-                    });
-                }
-                Ok(crate::textindex::Candidates::TooMany) => {
-                    too_many = true;
-                    // Too many for the whole budget, not just what other files left of it.
-                    if limit == MAX_INDEX_CANDIDATES {
-                        let mut known = self.too_common.lock().unwrap_or_else(|p| p.into_inner());
-                        if known.len() < 100_000 {
-                            known.insert(key);
-                        }
-                    }
-                }
-                Ok(crate::textindex::Candidates::All) | Err(_) => {}
-            }
-        }
-        match rows {
-            // Another search narrowed what this one could not.
-            Some(rows) if rows.len() <= limit => Narrowed::Rows(rows),
-            Some(_) => Narrowed::TooMany,
-            None if too_many => Narrowed::TooMany,
-            None => Narrowed::Whole,
-        }
+            })
+            .clone()
     }
 
     /// How many statements read posts narrowed by the text indexes, since the engine opened.
@@ -645,6 +656,12 @@ impl Engine {
     /// candidates), since the engine opened.
     pub fn text_scans(&self) -> u64 {
         self.text_scans.load(Ordering::Relaxed)
+    }
+
+    /// How many pages of text searches were answered from the posts since their newest (oldest)
+    /// candidates ([`Engine::posts`]), since the engine opened.
+    pub fn text_page_cuts(&self) -> u64 {
+        self.text_page_cuts.load(Ordering::Relaxed)
     }
 
     /// Sets the hot tier: posts still in the buffer (not in any file yet), answered with the
@@ -822,7 +839,7 @@ impl Engine {
             let mut sql = compiled.clone();
             // Built for the snapshot of this try: it names its files.
             if let Some(filter) = plan.filter() {
-                match self.narrowed_posts_sql(filter) {
+                match self.narrowed_posts_sql(plan) {
                     // The statement reads `posts` narrowed by the text indexes instead of the view.
                     Some(narrowed) => sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text),
                     None if !filter.text.is_empty() => {
@@ -991,6 +1008,79 @@ impl Engine {
     /// for it continues after its last row. Cheaper by far than deduplicating every matching
     /// row in SQL before the top-N.
     pub fn posts(&self, plan: &PostsPlan) -> Result<Vec<Post>> {
+        // A text search with more candidates than a statement may read: the page is looked for
+        // first among the posts created since the newest few of them (until the oldest few, for
+        // OLDEST). A full page there is the page: every match left out is older (newer) than
+        // every one of its rows.
+        let mut depth = TEXT_PAGE_DEPTH.max(plan.limit as usize * 8);
+        while depth <= MAX_INDEX_CANDIDATES {
+            let Some(nearer) = self.text_page_window(plan, depth)? else { break };
+            let rows = self.posts_within(&nearer)?;
+            if rows.len() == plan.limit as usize {
+                self.text_page_cuts.fetch_add(1, Ordering::Relaxed);
+                return Ok(rows);
+            }
+            depth *= 8;
+        }
+        self.posts_within(plan)
+    }
+
+    /// `plan` with its time range cut to the posts created since the `depth`-th newest
+    /// candidate of its text searches in the indexed files (until the `depth`-th oldest, for
+    /// OLDEST); `None` when there are fewer, when its filter has no text search the indexes can
+    /// narrow, or when its range is on `indexed_at` (then `created_at` cannot cut it).
+    fn text_page_window(&self, plan: &PostsPlan, depth: usize) -> Result<Option<PostsPlan>> {
+        let filter = &plan.filter;
+        if filter.text.is_empty() || filter.clock != Clock::CreatedAt {
+            return Ok(None);
+        }
+        self.refresh_views(Refresh::IfMoved)?;
+        let newest = plan.order == PostOrder::Newest;
+        let window = created_window(&Plan::Posts(plan.clone()));
+        let (first, last) = crate::sql::partition_days(filter, plan.after.as_ref().map(|after| (after, plan.order)));
+        let paths = self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut by_day: std::collections::BTreeMap<chrono::NaiveDate, Vec<&PathBuf>> = Default::default();
+        for path in paths.iter() {
+            if let Some(day) = rollups::partition_day(path)
+                && first.is_none_or(|f| day >= f)
+                && last.is_none_or(|l| day <= l)
+            {
+                by_day.entry(day).or_default().push(path);
+            }
+        }
+        let days: Box<dyn Iterator<Item = &Vec<&PathBuf>>> =
+            if newest { Box::new(by_day.values().rev()) } else { Box::new(by_day.values()) };
+        let mut times: Vec<i64> = Vec::new();
+        for files in days {
+            for path in files {
+                let Some(index) = self.text_index(path) else { continue };
+                match index.first_times(&filter.text, window, depth, newest)? {
+                    Some(found) => times.extend(found),
+                    None => return Ok(None),
+                }
+            }
+            // Every later day's posts are older (newer): the cut is known.
+            if times.len() >= depth {
+                if newest {
+                    times.sort_unstable_by(|a, b| b.cmp(a));
+                } else {
+                    times.sort_unstable();
+                }
+                let cut = times[depth - 1];
+                let mut nearer = plan.clone();
+                if newest {
+                    nearer.filter.since_us = Some(filter.since_us.map_or(cut + 1, |since| since.max(cut + 1)));
+                } else {
+                    nearer.filter.until_us = Some(filter.until_us.map_or(cut, |until| until.min(cut)));
+                }
+                return Ok(Some(nearer));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A page of `plan` as its statements give it.
+    fn posts_within(&self, plan: &PostsPlan) -> Result<Vec<Post>> {
         // The page's first day (the newest for NEWEST) holds its first rows: when that one
         // partition fills the page, the page is read from it alone.
         if let Some(first_day) = self.first_day_only(plan)? {

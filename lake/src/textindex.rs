@@ -25,10 +25,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tantivy::collector::{Count, DocSetCollector};
-use tantivy::query::{BooleanQuery, Occur, Query, RegexQuery, TermQuery};
+use std::ops::Bound;
+
+use tantivy::collector::{Count, DocSetCollector, TopDocs};
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
 use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
-use tantivy::{Index, IndexWriter, TantivyDocument, Term};
+use tantivy::{Index, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::error::{Error, Result};
 use crate::search::{self, TextQuery};
@@ -166,10 +168,27 @@ pub fn needs(literal: &str) -> Needs {
     needs
 }
 
-/// A built index, open for searching.
+/// A built index, open for searching. An index never changes once built, so one searcher
+/// serves every search.
 pub struct TextIndex {
-    index: Index,
+    searcher: Searcher,
     terms: Field,
+    created_at: Field,
+}
+
+/// The `created_at` range a search asks for, in UTC microseconds: from `since_us` (inclusive)
+/// to `until_us` (exclusive), either side open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+}
+
+impl Window {
+    /// Whether the window holds any time at all.
+    pub fn is_empty(&self) -> bool {
+        matches!((self.since_us, self.until_us), (Some(since), Some(until)) if since >= until)
+    }
 }
 
 /// The schema: the terms (whitespace-separated, already folded), the row and `created_at`.
@@ -192,7 +211,7 @@ impl TextIndex {
         let (schema, terms) = schema();
         let index = Index::create_in_ram(schema);
         Self::fill(&index, terms, posts)?;
-        Ok(TextIndex { index, terms })
+        Self::searching(&index)
     }
 
     /// Builds an index of `posts` in `dir` (which must be empty or absent).
@@ -201,14 +220,19 @@ impl TextIndex {
         let (schema, terms) = schema();
         let index = Index::create_in_dir(dir, schema).map_err(index_error)?;
         Self::fill(&index, terms, posts)?;
-        Ok(TextIndex { index, terms })
+        Self::searching(&index)
     }
 
     /// Opens an index built in `dir`.
     pub fn open(dir: &Path) -> Result<TextIndex> {
-        let index = Index::open_in_dir(dir).map_err(index_error)?;
-        let terms = index.schema().get_field("terms").map_err(index_error)?;
-        Ok(TextIndex { index, terms })
+        Self::searching(&Index::open_in_dir(dir).map_err(index_error)?)
+    }
+
+    fn searching(index: &Index) -> Result<TextIndex> {
+        let schema = index.schema();
+        let field = |name| schema.get_field(name).map_err(index_error);
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
+        Ok(TextIndex { searcher: reader.searcher(), terms: field("terms")?, created_at: field("created_at")? })
     }
 
     fn fill<'a>(index: &Index, terms: Field, posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<()> {
@@ -221,23 +245,80 @@ impl TextIndex {
 
     /// How many posts the index holds.
     pub fn posts(&self) -> Result<u64> {
-        Ok(self.index.reader().map_err(index_error)?.searcher().num_docs())
+        Ok(self.searcher.num_docs())
     }
 
     /// The rows that may match `query`, sorted; `None` when the index cannot narrow it (the
     /// query has no literal the index can look for), and every row must be checked.
     pub fn candidates(&self, query: &TextQuery) -> Result<Option<Vec<u64>>> {
-        Ok(match self.candidates_up_to(query, usize::MAX)? {
+        Ok(match self.candidates_up_to(std::slice::from_ref(query), Window::default(), usize::MAX)? {
             Candidates::Rows(rows) => Some(rows),
             Candidates::All | Candidates::TooMany => None,
         })
     }
 
-    /// [`TextIndex::candidates`], unless there are more than `limit`: those are counted, not
-    /// listed (counting a common term's millions of posts is cheap; listing them is not).
-    pub fn candidates_up_to(&self, query: &TextQuery, limit: usize) -> Result<Candidates> {
-        let Some(compiled) = search::compile(query)? else { return Ok(Candidates::All) };
+    /// The rows created in `window` that may match every one of `queries`, sorted, unless
+    /// there are more than `limit`: those are counted, not listed (counting a common term's
+    /// millions of posts is cheap; listing them is not).
+    pub fn candidates_up_to(&self, queries: &[TextQuery], window: Window, limit: usize) -> Result<Candidates> {
+        let Some(query) = self.query(queries, window)? else { return Ok(Candidates::All) };
+        if self.searcher.search(&query, &Count).map_err(index_error)? > limit {
+            return Ok(Candidates::TooMany);
+        }
+        let found = self.searcher.search(&query, &DocSetCollector).map_err(index_error)?;
+        let mut by_segment: Vec<Vec<u32>> = vec![Vec::new(); self.searcher.segment_readers().len()];
+        for address in found {
+            by_segment[address.segment_ord as usize].push(address.doc_id);
+        }
+        let mut rows = Vec::new();
+        for (segment, docs) in self.searcher.segment_readers().iter().zip(by_segment) {
+            let column = segment.fast_fields().u64("row").map_err(index_error)?;
+            rows.extend(docs.into_iter().filter_map(|doc| column.first(doc)));
+        }
+        rows.sort_unstable();
+        Ok(Candidates::Rows(rows))
+    }
+
+    /// The `created_at` of the `n` newest candidates of [`TextIndex::candidates_up_to`] (the
+    /// oldest, unless `newest`), in that order; fewer if there are not as many. `None` when the
+    /// index cannot narrow the search.
+    pub fn first_times(
+        &self,
+        queries: &[TextQuery],
+        window: Window,
+        n: usize,
+        newest: bool,
+    ) -> Result<Option<Vec<i64>>> {
+        let Some(query) = self.query(queries, window)? else { return Ok(None) };
+        let order = if newest { Order::Desc } else { Order::Asc };
+        let top = TopDocs::with_limit(n.max(1)).order_by_fast_field::<i64>("created_at", order);
+        let found = self.searcher.search(&query, &top).map_err(index_error)?;
+        Ok(Some(found.into_iter().filter_map(|(created_at, _)| created_at).take(n).collect()))
+    }
+
+    /// What a post must hold to match every one of `queries` and be created in `window`; `None`
+    /// when no query gives the index anything to look for.
+    fn query(&self, queries: &[TextQuery], window: Window) -> Result<Option<BooleanQuery>> {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for query in queries {
+            self.add_clauses(query, &mut clauses)?;
+        }
+        if clauses.is_empty() {
+            return Ok(None);
+        }
+        if window.since_us.is_some() || window.until_us.is_some() {
+            let term = |us| Term::from_field_i64(self.created_at, us);
+            let since = window.since_us.map_or(Bound::Unbounded, |us| Bound::Included(term(us)));
+            let until = window.until_us.map_or(Bound::Unbounded, |us| Bound::Excluded(term(us)));
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(since, until))));
+        }
+        Ok(Some(BooleanQuery::new(clauses)))
+    }
+
+    /// Adds to `clauses` what a post must hold to match `query` (nothing if the index cannot
+    /// narrow it).
+    fn add_clauses(&self, query: &TextQuery, clauses: &mut Vec<(Occur, Box<dyn Query>)>) -> Result<()> {
+        let Some(compiled) = search::compile(query)? else { return Ok(()) };
         for literal in &compiled.literals {
             let needs = needs(literal);
             if needs.is_empty() {
@@ -256,26 +337,7 @@ impl TextIndex {
                 clauses.push((Occur::Must, Box::new(query)));
             }
         }
-        if clauses.is_empty() {
-            return Ok(Candidates::All);
-        }
-        let query = BooleanQuery::new(clauses);
-        let searcher = self.index.reader().map_err(index_error)?.searcher();
-        if searcher.search(&query, &Count).map_err(index_error)? > limit {
-            return Ok(Candidates::TooMany);
-        }
-        let found = searcher.search(&query, &DocSetCollector).map_err(index_error)?;
-        let mut by_segment: Vec<Vec<u32>> = vec![Vec::new(); searcher.segment_readers().len()];
-        for address in found {
-            by_segment[address.segment_ord as usize].push(address.doc_id);
-        }
-        let mut rows = Vec::new();
-        for (segment, docs) in searcher.segment_readers().iter().zip(by_segment) {
-            let column = segment.fast_fields().u64("row").map_err(index_error)?;
-            rows.extend(docs.into_iter().filter_map(|doc| column.first(doc)));
-        }
-        rows.sort_unstable();
-        Ok(Candidates::Rows(rows))
+        Ok(())
     }
 }
 

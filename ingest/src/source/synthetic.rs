@@ -226,7 +226,7 @@ pub(crate) fn pick_language(rng: &mut SmallRng) -> (Option<&'static str>, &'stat
     unreachable!("the weights cover the range")
 }
 
-pub(crate) fn did_for(index: usize) -> String {
+pub fn did_for(index: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut n = (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let id: String = (0..24)

@@ -96,7 +96,7 @@ fn fixture() -> &'static Fixture {
         }
         let hot: Vec<Post> = (5000..5120).map(|i| post(i, &mut next)).collect();
         let open = |rollups: bool| {
-            let engine = Engine::open(dir.path(), &EngineConfig { threads: 2, rollups }).unwrap();
+            let engine = Engine::open(dir.path(), &EngineConfig { threads: 2, rollups, text_indexes: true }).unwrap();
             engine.set_hot(HotTier::posts(&hot)).unwrap();
             engine
         };
@@ -303,8 +303,8 @@ fn rollup_tables_follow_the_lake_as_it_changes() {
         ..AccountEvent::default()
     };
     write("a.parquet", &posts[..900]);
-    let rolled = Engine::open(lake, &EngineConfig { threads: 2, rollups: true }).unwrap();
-    let plain = Engine::open(lake, &EngineConfig { threads: 2, rollups: false }).unwrap();
+    let rolled = Engine::open(lake, &EngineConfig { threads: 2, rollups: true, text_indexes: true }).unwrap();
+    let plain = Engine::open(lake, &EngineConfig { threads: 2, rollups: false, text_indexes: true }).unwrap();
     let ragged = PostFilter {
         since_us: Some(start() + 5 * HOUR + 777),
         until_us: Some(start() + 9 * 24 * HOUR + 31),

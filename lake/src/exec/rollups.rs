@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::rollup::{self, Kind};
 
 /// The day partition a data file is in.
-fn partition_day(path: &Path) -> Option<NaiveDate> {
+pub(super) fn partition_day(path: &Path) -> Option<NaiveDate> {
     path.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).and_then(crate::layout::parse_partition_name)
 }
 

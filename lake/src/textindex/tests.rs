@@ -284,15 +284,15 @@ fn compaction_indexes_the_files_it_writes_and_reindex_builds_the_missing_ones() 
     assert!(!dir.join(".gone.parquet.textindex").exists());
 }
 
-/// Every post of `filter` in `order`, a page of 40 at a time.
-fn every_page(engine: &Engine, filter: &PostFilter, order: PostOrder) -> crate::Result<Vec<String>> {
+/// Every post of `filter` in `order`, in pages of 40.
+fn every_page(engine: &Engine, filter: &PostFilter, order: PostOrder) -> crate::Result<Vec<Vec<String>>> {
     let mut plan = PostsPlan::new(filter.clone(), order, 40, []);
-    let mut uris = Vec::new();
+    let mut pages = Vec::new();
     loop {
         let page = engine.posts(&plan)?;
-        let Some(last) = page.last() else { return Ok(uris) };
+        let Some(last) = page.last() else { return Ok(pages) };
         plan.after = Some(crate::plan::Keyset { created_at_us: last.created_at_us, uri: last.uri.clone() });
-        uris.extend(page.into_iter().map(|p| p.uri));
+        pages.push(page.into_iter().map(|p| p.uri).collect());
     }
 }
 
@@ -351,4 +351,109 @@ fn the_index_path_answers_exactly_as_the_scan() {
         .unwrap();
     assert!(a.text_index_uses() > 80, "the indexes narrowed only {} statements", a.text_index_uses());
     assert_eq!(b.text_index_uses(), 0);
+}
+
+/// Three days of posts whose times come in threes, over a small vocabulary: "the" is in most of
+/// them, other words in fewer, so searches have more candidates than a page first looks among.
+fn common_posts() -> Vec<Post> {
+    const WORDS: [&str; 12] =
+        ["the", "The", "sky", "is", "blue", "morning", "Rust", "水", "音", "🦋", "rain", "coffee"];
+    let mut state = 5_u64;
+    let mut next = move |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) % n as u64) as usize
+    };
+    (0..3_000)
+        .map(|row| {
+            let words: Vec<&str> = (0..2 + next(6))
+                .map(|_| if next(3) == 0 { WORDS[next(2)] } else { WORDS[next(WORDS.len())] })
+                .collect();
+            // Three posts a time, some 260 s apart: three UTC days, ties at every time.
+            let at = 1_700_006_400_000_000 + (row / 3) as i64 * 259_000_000;
+            Post {
+                uri: uri(row),
+                did: match row % 50 {
+                    7 => "did:plc:rare".into(),
+                    n if n % 10 == 3 => "did:plc:hidden".into(),
+                    _ => "did:plc:a".into(),
+                },
+                created_at_us: at,
+                indexed_at_us: at,
+                text: words.join(" "),
+                ..Post::default()
+            }
+        })
+        .collect()
+}
+
+/// Pages of searches with more candidates than a page first reads (the newest or oldest
+/// thousand, then eight thousand) are the scan's pages, in every mode, both ways, through every
+/// cursor, in a time range, with another filter that few candidates pass, a deleted post, a
+/// hidden author and a post in the hot tier.
+#[test]
+fn pages_cut_at_the_newest_candidates_are_the_scans_pages() {
+    let posts = common_posts();
+    let (indexed, plain) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for lake in [indexed.path(), plain.path()] {
+        for (n, chunk) in posts.chunks(700).enumerate() {
+            crate::writer::write_posts(lake, &format!("f{n}.parquet"), chunk.to_vec()).unwrap();
+        }
+        let newest = &posts[2_996];
+        let delete = crate::model::Delete { uri: newest.uri.clone(), did: newest.did.clone(), deleted_at_us: 1 };
+        crate::writer::write_rows(lake, "d.parquet", vec![delete]).unwrap();
+        let takedown = crate::model::AccountEvent {
+            did: "did:plc:hidden".into(),
+            seen_at_us: 1,
+            active: Some(false),
+            status: Some("takendown".into()),
+            ..Default::default()
+        };
+        crate::writer::write_rows(lake, "a.parquet", vec![takedown]).unwrap();
+    }
+    reindex(indexed.path(), None, None, false, |_| {}).unwrap();
+    let (a, b) = (
+        Engine::open(indexed.path(), &EngineConfig::with_threads(1)).unwrap(),
+        Engine::open(plain.path(), &EngineConfig::with_threads(1)).unwrap(),
+    );
+    let last = posts.last().unwrap();
+    let hot =
+        Post { uri: uri(9_999), text: "the sky is blue".into(), created_at_us: last.created_at_us + 5, ..last.clone() };
+    for engine in [&a, &b] {
+        engine.set_hot(crate::exec::HotTier::posts(std::slice::from_ref(&hot))).unwrap();
+    }
+    let text = |query: &str, mode| TextQuery { query: query.into(), mode };
+    let middle = posts[1_500].created_at_us;
+    let filters = [
+        vec![text("the", TextMode::Words)],
+        vec![text("THE", TextMode::Substring)],
+        vec![text("th", TextMode::Prefix)],
+        vec![text("the sky", TextMode::Phrase)],
+        vec![text("sky is blue", TextMode::Phrase)],
+        vec![text("the", TextMode::Words), text("blue", TextMode::Substring)],
+        vec![text("水", TextMode::Words)],
+    ]
+    .into_iter()
+    .enumerate()
+    .flat_map(|(n, texts)| {
+        let all = PostFilter { text: texts.clone(), ..PostFilter::default() };
+        let range = PostFilter { since_us: Some(middle - 86_400_000_000), until_us: Some(middle), ..all.clone() };
+        if n % 3 == 0 { vec![all, range] } else { vec![all] }
+    })
+    // Few of the newest candidates are this author's: the first cuts do not fill a page.
+    .chain([PostFilter {
+        text: vec![text("the", TextMode::Words)],
+        authors: vec!["did:plc:rare".into()],
+        ..PostFilter::default()
+    }]);
+    let scanned: usize = posts.iter().filter(|p| p.text.to_lowercase().contains("the")).count();
+    assert!(scanned > 2_000, "the common word is in {scanned} posts");
+    for filter in filters {
+        for order in [PostOrder::Newest, PostOrder::Oldest] {
+            let (with, without) = (every_page(&a, &filter, order).unwrap(), every_page(&b, &filter, order).unwrap());
+            assert!(!with.is_empty(), "{filter:?} finds posts");
+            assert_eq!(with, without, "{filter:?} {order:?}");
+        }
+    }
+    assert!(a.text_page_cuts() > 100, "only {} pages were cut at the newest candidates", a.text_page_cuts());
+    assert_eq!(b.text_page_cuts(), 0);
 }
