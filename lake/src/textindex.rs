@@ -17,10 +17,12 @@
 //! that is one word); and each other character of the literal as a term. The candidates are
 //! the posts that hold all of them.
 //!
-//! Each `posts` data file that compaction writes gets its index beside it ([`dir_for`],
-//! [`build_for_file`]), its rows the file's row numbers; `skyglass lake reindex` builds the
-//! missing ones. The engine narrows a statement's text searches with them
-//! (`Engine::narrowed_posts_sql`).
+//! Each `posts` data file that compaction or `skyglass generate` writes gets its index beside it
+//! ([`dir_for`], [`build_for_file`]), its rows the file's row numbers; `skyglass lake reindex`
+//! builds the missing ones. The engine narrows a statement's text searches with them, within
+//! the statement's `created_at` range (`Engine::narrowed_posts_sql`), and cuts a page of a
+//! common term at its newest candidates, which each post's `created_at` here gives
+//! ([`TextIndex::first_times`], `Engine::posts`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -182,13 +184,6 @@ pub struct TextIndex {
 pub struct Window {
     pub since_us: Option<i64>,
     pub until_us: Option<i64>,
-}
-
-impl Window {
-    /// Whether the window holds any time at all.
-    pub fn is_empty(&self) -> bool {
-        matches!((self.since_us, self.until_us), (Some(since), Some(until)) if since >= until)
-    }
 }
 
 /// The schema: the terms (whitespace-separated, already folded), the row and `created_at`.

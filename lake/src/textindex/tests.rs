@@ -64,12 +64,18 @@ const PIECES: &[&str] = &[
     "\u{a0}",
 ];
 
-fn corpus() -> Vec<String> {
-    let mut state = 11_u64;
-    let mut next = move |n: usize| {
+/// A seeded generator of numbers below its argument (a linear congruential one: enough for
+/// fixtures, the same on every machine).
+fn numbers(seed: u64) -> impl FnMut(usize) -> usize {
+    let mut state = seed;
+    move |n: usize| {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((state >> 33) % n as u64) as usize
-    };
+    }
+}
+
+fn corpus() -> Vec<String> {
+    let mut next = numbers(11);
     (0..400)
         .map(|_| {
             let n = 1 + next(8);
@@ -358,11 +364,7 @@ fn the_index_path_answers_exactly_as_the_scan() {
 fn common_posts() -> Vec<Post> {
     const WORDS: [&str; 12] =
         ["the", "The", "sky", "is", "blue", "morning", "Rust", "水", "音", "🦋", "rain", "coffee"];
-    let mut state = 5_u64;
-    let mut next = move |n: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) % n as u64) as usize
-    };
+    let mut next = numbers(5);
     (0..3_000)
         .map(|row| {
             let words: Vec<&str> = (0..2 + next(6))
