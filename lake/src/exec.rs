@@ -1036,8 +1036,9 @@ impl Engine {
         }
         self.refresh_views(Refresh::IfMoved)?;
         let newest = plan.order == PostOrder::Newest;
-        let window = created_window(&Plan::Posts(plan.clone()));
-        let (first, last) = crate::sql::partition_days(filter, plan.after.as_ref().map(|after| (after, plan.order)));
+        let page = Plan::Posts(plan.clone());
+        let window = created_window(&page);
+        let (first, last) = crate::sql::partition_days(filter, page_keyset(&page));
         let paths = self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut by_day: std::collections::BTreeMap<chrono::NaiveDate, Vec<&PathBuf>> = Default::default();
         for path in paths.iter() {
