@@ -25,9 +25,8 @@
 //! ([`TextIndex::first_times`], `Engine::posts`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
 
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
