@@ -77,7 +77,7 @@ pub fn words(text: &str) -> Vec<&str> {
 }
 
 /// RE2 class of characters that are not part of a word.
-const NON_WORD: &str = r"[^\pL\pN\pM_]";
+pub(crate) const NON_WORD: &str = r"[^\pL\pN\pM_]";
 
 fn single_char_class() -> String {
     let ranges: String = SINGLE_CHAR_WORDS

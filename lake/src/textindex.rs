@@ -4,18 +4,22 @@
 //!
 //! Each post's text is folded to lower case the way DuckDB's `lower()` and `ILIKE` fold it
 //! ([`fold`]), then cut into terms: its words ([`crate::search::words`]: runs of letters,
-//! digits and marks, each Han, Hiragana or Katakana character a word of its own) and every
-//! other character that is not white space (emoji, punctuation), one term each. Only which
-//! posts hold a term is kept (no frequencies, positions or stored text), with each post's row
-//! number and `created_at` as fast fields.
+//! digits and marks, each Han, Hiragana or Katakana character a word of its own), the pieces
+//! of those words between the characters DuckDB's regexes do not call letters ([`glue`]), and
+//! every other character that is not white space (emoji, punctuation), one term each. Only
+//! which posts hold a term is kept (no frequencies, positions or stored text), with each post's
+//! row number and `created_at` as fast fields.
 //!
 //! Every text search is checked by DuckDB against a case-insensitive literal the text must
 //! contain (`ILIKE`; see [`crate::search::Compiled::literals`]). A post contains a folded
 //! literal only if it holds, for each word of the literal, a term that the word can be part of:
 //! the same term when the word is bounded inside the literal on both sides, else a term that
 //! ends with it (the literal's first word), starts with it (its last) or contains it (a literal
-//! that is one word); and each other character of the literal as a term. The candidates are
-//! the posts that hold all of them.
+//! that is one word); and each other character of the literal as a term. A word, phrase or
+//! prefix search matches whole words (a prefix, a word's start), which its exact check bounds
+//! by what its regexes call non-word characters: every such word of a matching text is a term
+//! of the index (a prefix, the start of one), found by a term lookup instead of a look inside
+//! every term ([`Format::Pieces`]). The candidates are the posts that hold all of them.
 //!
 //! Each `posts` data file that compaction or `skyglass generate` writes gets its index beside it
 //! ([`dir_for`], [`build_for_file`]), its rows the file's row numbers; `skyglass lake reindex`
@@ -24,9 +28,11 @@
 //! common term at its newest candidates, which each post's `created_at` here gives
 //! ([`TextIndex::first_times`], `Engine::posts`).
 
+use std::collections::HashSet;
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
@@ -34,7 +40,7 @@ use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing,
 use tantivy::{Index, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::error::{Error, Result};
-use crate::search::{self, TextQuery};
+use crate::search::{self, TextMode, TextQuery};
 
 /// The memory an index build may take.
 const BUILD_MEMORY: usize = 64 << 20;
@@ -53,7 +59,7 @@ pub fn fold_char(c: char) -> char {
 /// DuckDB's `lower()` of every non-ASCII character that has a lower case in Rust's tables (a
 /// character without one has none in DuckDB's older tables either), where it changes it.
 fn fold_table() -> &'static std::collections::HashMap<char, char> {
-    static TABLE: std::sync::OnceLock<std::collections::HashMap<char, char>> = std::sync::OnceLock::new();
+    static TABLE: OnceLock<std::collections::HashMap<char, char>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let cased: Vec<String> = (0x80..=0x10FFFF_u32)
             .filter_map(char::from_u32)
@@ -82,11 +88,91 @@ fn fold_table() -> &'static std::collections::HashMap<char, char> {
 
 /// DuckDB's `lower()` of each of `texts`, in order.
 fn duckdb_lower(texts: &[String]) -> Result<Vec<String>> {
+    ask_duckdb("SELECT lower(unnest(?::VARCHAR[]))", texts)
+}
+
+/// The rows of `select` (one text column) asked of an in-memory DuckDB with `texts` as its one
+/// parameter, a list.
+fn ask_duckdb(select: &str, texts: &[String]) -> Result<Vec<String>> {
     let connection = duckdb::Connection::open_in_memory()?;
-    let mut statement = connection.prepare("SELECT lower(unnest(?::VARCHAR[]))")?;
+    let mut statement = connection.prepare(select)?;
     let list = duckdb::types::Value::List(texts.iter().map(|t| duckdb::types::Value::Text(t.clone())).collect());
     let rows = statement.query_map([list], |row| row.get::<_, String>(0))?;
     Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// The characters that Rust calls word characters and DuckDB's regex engine (RE2, whose Unicode
+/// tables are older than Rust's) does not: letters newer than its tables, and symbols Rust
+/// counts as letters, such as the circled ones. A search's exact check sees them as spaces,
+/// [`search::words`] as letters, so a whole word of a search may lie inside one term, glued to
+/// them (`ⅻⓡust` holds the word `ust`): an index also holds the pieces of each term between
+/// them ([`terms`]), with their folded forms, so that a whole word is always a whole term.
+/// Asked of the linked DuckDB once (`glue_is_what_duckdbs_regex_calls_no_word_character`
+/// checks every character); `None` if it cannot answer, and then indexes are built without
+/// pieces and words are looked for inside terms, as before.
+fn glue() -> Option<&'static HashSet<char>> {
+    static GLUE: OnceLock<Option<HashSet<char>>> = OnceLock::new();
+    GLUE.get_or_init(|| {
+        let words: Vec<String> =
+            (0x80..=0x10FFFF_u32).filter_map(char::from_u32).filter(|c| is_word_char(*c)).map(String::from).collect();
+        let select = format!(
+            "SELECT c FROM unnest(?::VARCHAR[]) AS t(c) WHERE regexp_full_match(c, '{}')",
+            search::NON_WORD
+        );
+        match ask_duckdb(&select, &words) {
+            Ok(non_words) => {
+                let mut glue: HashSet<char> = non_words.iter().filter_map(|c| c.chars().next()).collect();
+                let folded: Vec<char> = glue.iter().map(|c| fold_char(*c)).collect();
+                glue.extend(folded);
+                Some(glue)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not ask DuckDB which characters its regexes call words; text indexes are built without pieces");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// What an index built with the pieces between `glue` says of itself (its commit's payload):
+/// the format and a digest of the glue (FNV-1a of the sorted characters), so that an index built
+/// by a DuckDB whose regexes see words otherwise is looked up as one without pieces.
+fn pieces_payload(glue: &HashSet<char>) -> String {
+    let mut chars: Vec<char> = glue.iter().copied().collect();
+    chars.sort_unstable();
+    let digest = chars
+        .iter()
+        .flat_map(|c| (*c as u32).to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("skyglass text index: terms and their pieces, glue {digest:016x}")
+}
+
+/// The term pattern (a regex over whole terms) of a word that a text holds whole, as a word of
+/// the exact check sees it: its characters, each as any of its case-insensitive forms (RE2's
+/// simple case folding, a subset of Rust's) folded as the index folds. `None` if a form is glue
+/// (the text's term may be cut there) or no glue is known.
+fn whole_word_pattern(word: &str) -> Option<String> {
+    use regex_syntax::hir::{ClassUnicode, ClassUnicodeRange};
+    let glue = glue()?;
+    let mut pattern = String::new();
+    for c in word.chars() {
+        let mut class = ClassUnicode::new([ClassUnicodeRange::new(c, c)]);
+        class.case_fold_simple();
+        let mut forms: Vec<char> = class.iter().flat_map(|range| range.start()..=range.end()).map(fold_char).collect();
+        forms.sort_unstable();
+        forms.dedup();
+        if forms.iter().any(|form| glue.contains(form)) {
+            return None;
+        }
+        let escaped: String = forms.iter().map(|form| regex_syntax::escape(&form.to_string())).collect();
+        if forms.len() == 1 {
+            pattern.push_str(&escaped);
+        } else {
+            pattern.push_str(&format!("[{escaped}]"));
+        }
+    }
+    Some(pattern)
 }
 
 /// A text folded as DuckDB's `lower()` folds it.
@@ -94,10 +180,16 @@ pub fn fold(text: &str) -> String {
     text.chars().map(fold_char).collect()
 }
 
-/// The terms of a text (folded first).
-pub fn terms(text: &str) -> Vec<String> {
+/// The terms of a text (folded first), with the pieces of its words between `glue` characters.
+fn terms(text: &str, glue: Option<&HashSet<char>>) -> Vec<String> {
     let folded = fold(text);
-    let mut out: Vec<String> = search::words(&folded).into_iter().map(str::to_owned).collect();
+    let words = search::words(&folded);
+    let mut out: Vec<String> = words.iter().map(|word| (*word).to_owned()).collect();
+    if let Some(glue) = glue {
+        for word in words.iter().filter(|word| word.chars().any(|c| glue.contains(&c))) {
+            out.extend(word.split(|c| glue.contains(&c)).filter(|piece| !piece.is_empty()).map(str::to_owned));
+        }
+    }
     out.extend(folded.chars().filter(|c| !c.is_whitespace() && !is_word_char(*c)).map(String::from));
     out
 }
@@ -175,6 +267,21 @@ pub struct TextIndex {
     searcher: Searcher,
     terms: Field,
     created_at: Field,
+    /// Whether its terms include their pieces between glue characters ([`glue`]), so a word a
+    /// text holds whole is one of its terms.
+    has_pieces: bool,
+}
+
+/// How an index is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Each text's terms: a search's words are looked for inside them.
+    Terms,
+    /// Its terms and their pieces between glue characters ([`glue`]): a search's words are
+    /// looked up whole (or as the start of a term, for a prefix), which takes milliseconds
+    /// where looking inside millions of terms takes seconds. Indexes built before it are
+    /// [`Format::Terms`] until `skyglass lake reindex` builds them again.
+    Pieces,
 }
 
 /// The `created_at` range a search asks for, in UTC microseconds: from `since_us` (inclusive)
@@ -202,18 +309,38 @@ fn index_error(error: tantivy::TantivyError) -> Error {
 impl TextIndex {
     /// Builds an index of `posts` (row number, `created_at`, text) in memory.
     pub fn build_in_memory<'a>(posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<TextIndex> {
+        Self::build_in_memory_as(Format::Pieces, posts)
+    }
+
+    /// Builds an index of `posts` in memory, in `format`.
+    pub fn build_in_memory_as<'a>(
+        format: Format,
+        posts: impl IntoIterator<Item = (u64, i64, &'a str)>,
+    ) -> Result<TextIndex> {
         let (schema, terms) = schema();
         let index = Index::create_in_ram(schema);
-        Self::fill(&index, terms, posts)?;
+        let mut filler = Filler::new(&index, terms, format)?;
+        for (n, created_at_us, text) in posts {
+            filler.add(n, created_at_us, text)?;
+        }
+        filler.finish()?;
         Self::searching(&index)
     }
 
-    /// Builds an index of `posts` in `dir` (which must be empty or absent).
-    pub fn build_in_dir<'a>(dir: &Path, posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<TextIndex> {
+    /// Builds an index of `posts` in `dir` (which must be empty or absent), in `format`.
+    pub fn build_in_dir<'a>(
+        dir: &Path,
+        format: Format,
+        posts: impl IntoIterator<Item = (u64, i64, &'a str)>,
+    ) -> Result<TextIndex> {
         std::fs::create_dir_all(dir).map_err(Error::io("create index directory", dir))?;
         let (schema, terms) = schema();
         let index = Index::create_in_dir(dir, schema).map_err(index_error)?;
-        Self::fill(&index, terms, posts)?;
+        let mut filler = Filler::new(&index, terms, format)?;
+        for (n, created_at_us, text) in posts {
+            filler.add(n, created_at_us, text)?;
+        }
+        filler.finish()?;
         Self::searching(&index)
     }
 
@@ -226,15 +353,12 @@ impl TextIndex {
         let schema = index.schema();
         let field = |name| schema.get_field(name).map_err(index_error);
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
-        Ok(TextIndex { searcher: reader.searcher(), terms: field("terms")?, created_at: field("created_at")? })
-    }
-
-    fn fill<'a>(index: &Index, terms: Field, posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<()> {
-        let mut filler = Filler::new(index, terms)?;
-        for (n, created_at_us, text) in posts {
-            filler.add(n, created_at_us, text)?;
-        }
-        filler.finish()
+        Ok(TextIndex {
+            searcher: reader.searcher(),
+            terms: field("terms")?,
+            created_at: field("created_at")?,
+            has_pieces: format_of(index)? == Format::Pieces,
+        })
     }
 
     /// How many posts the index holds.
@@ -313,7 +437,21 @@ impl TextIndex {
     /// narrow it).
     fn add_clauses(&self, query: &TextQuery, clauses: &mut Vec<(Occur, Box<dyn Query>)>) -> Result<()> {
         let Some(compiled) = search::compile(query)? else { return Ok(()) };
+        // Words, phrases and prefixes match whole words (a prefix, the start of one): with the
+        // pieces, each is a term (or a term's start), not a string inside one.
+        let rest_of_term = match query.mode {
+            TextMode::Substring => None,
+            TextMode::Words | TextMode::Phrase => Some(""),
+            TextMode::Prefix => Some(".*"),
+        };
         for literal in &compiled.literals {
+            let whole =
+                rest_of_term.filter(|_| self.has_pieces).and_then(|rest| Some((whole_word_pattern(literal)?, rest)));
+            if let Some((word, rest)) = whole {
+                let query = RegexQuery::from_pattern(&format!("{word}{rest}"), self.terms).map_err(index_error)?;
+                clauses.push((Occur::Must, Box::new(query)));
+                continue;
+            }
             let needs = needs(literal);
             if needs.is_empty() {
                 continue;
@@ -346,26 +484,36 @@ pub enum Candidates {
     Rows(Vec<u64>),
 }
 
+/// The format an index was built in, from its commit's payload.
+fn format_of(index: &Index) -> Result<Format> {
+    let payload = index.load_metas().map_err(index_error)?.payload;
+    let current = glue().map(pieces_payload);
+    Ok(if payload.is_some() && payload == current { Format::Pieces } else { Format::Terms })
+}
+
 /// Adds posts to an index being built, then commits it.
 struct Filler {
     writer: IndexWriter<TantivyDocument>,
     terms: Field,
     row: Field,
     created_at: Field,
+    /// The glue to cut pieces at, for [`Format::Pieces`] (when it is known).
+    glue: Option<&'static HashSet<char>>,
 }
 
 impl Filler {
-    fn new(index: &Index, terms: Field) -> Result<Filler> {
+    fn new(index: &Index, terms: Field, format: Format) -> Result<Filler> {
         let schema = index.schema();
         let (row, created_at) =
             (schema.get_field("row").map_err(index_error)?, schema.get_field("created_at").map_err(index_error)?);
         let writer = index.writer_with_num_threads(1, BUILD_MEMORY).map_err(index_error)?;
-        Ok(Filler { writer, terms, row, created_at })
+        let glue = if format == Format::Pieces { glue() } else { None };
+        Ok(Filler { writer, terms, row, created_at, glue })
     }
 
     fn add(&mut self, row: u64, created_at_us: i64, text: &str) -> Result<()> {
         let mut document = TantivyDocument::default();
-        document.add_text(self.terms, terms_line(text));
+        document.add_text(self.terms, terms(text, self.glue).join(" "));
         document.add_u64(self.row, row);
         document.add_i64(self.created_at, created_at_us);
         self.writer.add_document(document).map_err(index_error)?;
@@ -373,7 +521,11 @@ impl Filler {
     }
 
     fn finish(mut self) -> Result<()> {
-        self.writer.commit().map_err(index_error)?;
+        let mut commit = self.writer.prepare_commit().map_err(index_error)?;
+        if let Some(glue) = self.glue {
+            commit.set_payload(&pieces_payload(glue));
+        }
+        commit.commit().map_err(index_error)?;
         self.writer.wait_merging_threads().map_err(index_error)
     }
 }
@@ -407,7 +559,7 @@ pub fn build_for_file(data_file: &Path) -> Result<u64> {
     fs::create_dir_all(&tmp).map_err(Error::io("create index directory", &tmp))?;
     let (schema, terms) = schema();
     let index = Index::create_in_dir(&tmp, schema).map_err(index_error)?;
-    let mut filler = Filler::new(&index, terms)?;
+    let mut filler = Filler::new(&index, terms, Format::Pieces)?;
     let mut row = 0_u64;
     for batch in reader {
         let batch = batch.map_err(|e| Error::Corrupt(format!("{}: {e}", data_file.display())))?;
@@ -471,7 +623,14 @@ pub struct Reindexed {
     pub orphans: usize,
 }
 
-/// Builds the missing indexes (every one, with `rebuild`) of the `posts` data files in the day
+/// Whether the index in `dir` opens and is in the format this build writes.
+pub fn up_to_date(dir: &Path) -> bool {
+    let wanted = if glue().is_some() { Format::Pieces } else { Format::Terms };
+    dir.is_dir()
+        && Index::open_in_dir(dir).map_err(index_error).and_then(|index| format_of(&index)).ok() == Some(wanted)
+}
+
+/// Builds the missing and outdated indexes ([`up_to_date`]; every one, with `rebuild`) of the `posts` data files in the day
 /// partitions from `since` to `until`, and removes indexes whose data file is gone; a partition
 /// at a time, under the flush lock, so no compaction swaps a partition being indexed. Publishes
 /// a generation if anything changed. `each` hears of every partition when it is done.
@@ -486,7 +645,7 @@ pub fn reindex(
         let mut report = Reindexed { date: Some(date), files: names.len(), ..Reindexed::default() };
         for name in names {
             let file = dir.join(name);
-            if rebuild || !dir_for(&file).is_dir() {
+            if rebuild || !up_to_date(&dir_for(&file)) {
                 report.posts += build_for_file(&file)?;
                 report.built += 1;
             }
@@ -505,11 +664,6 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", dir)(e)),
         _ => Ok(()),
     }
-}
-
-/// A text's terms, one line separated by spaces, for the whitespace tokenizer.
-fn terms_line(text: &str) -> String {
-    terms(text).join(" ")
 }
 
 #[cfg(test)]

@@ -174,8 +174,15 @@ fn index_problem(index: &Path, data: &Path) -> Option<String> {
         .ok()
         .and_then(|file| ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).ok())
         .map(|m| m.metadata().file_metadata().num_rows() as u64)?;
-    (posts != rows).then(|| {
-        format!("the text index holds {posts} posts, its data file {rows}; `skyglass lake reindex --rebuild` builds it again")
+    if posts != rows {
+        return Some(format!(
+            "the text index holds {posts} posts, its data file {rows}; `skyglass lake reindex --rebuild` builds it again"
+        ));
+    }
+    (!crate::textindex::up_to_date(index)).then(|| {
+        "the text index is in an older format, in which word searches look inside its terms (slower); \
+         `skyglass lake reindex` builds it again"
+            .into()
     })
 }
 

@@ -52,6 +52,9 @@ const PIECES: &[&str] = &[
     "ﬁ",
     "Ⅻ",
     "ⅻ",
+    "Ⓡust",
+    "ⓡust",
+    "ⅻⓡust",
     "①",
     "ß",
     "ẞ",
@@ -130,10 +133,9 @@ fn every_match_is_a_candidate() {
     let posts = posts_of(&texts);
     crate::writer::write_posts(lake.path(), "a.parquet", posts.clone()).unwrap();
     let engine = Engine::open(lake.path(), &EngineConfig::with_threads(1)).unwrap();
-    let index = TextIndex::build_in_memory(
-        posts.iter().enumerate().map(|(row, p)| (row as u64, p.created_at_us, p.text.as_str())),
-    )
-    .unwrap();
+    let rows = || posts.iter().enumerate().map(|(row, p)| (row as u64, p.created_at_us, p.text.as_str()));
+    let indexes = [Format::Pieces, Format::Terms].map(|format| TextIndex::build_in_memory_as(format, rows()).unwrap());
+    assert!(indexes[0].has_pieces && !indexes[1].has_pieces);
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
         cases: 300,
         failure_persistence: None,
@@ -149,12 +151,14 @@ fn every_match_is_a_candidate() {
                 return Ok(());
             };
             let matches: BTreeSet<String> = matches.into_iter().map(|p| p.uri).collect();
-            let Some(candidates) = index.candidates(&query).unwrap() else { return Ok(()) };
-            let candidates: BTreeSet<String> = candidates.into_iter().map(|row| uri(row as usize)).collect();
-            let missed: Vec<&String> = matches.difference(&candidates).collect();
-            prop_assert!(missed.is_empty(), "{query:?} missed {missed:?}");
-            if candidates.len() < texts.len() {
-                narrowed_count.set(narrowed_count.get() + 1);
+            for index in &indexes {
+                let Some(candidates) = index.candidates(&query).unwrap() else { return Ok(()) };
+                let candidates: BTreeSet<String> = candidates.into_iter().map(|row| uri(row as usize)).collect();
+                let missed: Vec<&String> = matches.difference(&candidates).collect();
+                prop_assert!(missed.is_empty(), "{query:?} missed {missed:?} (pieces: {})", index.has_pieces);
+                if candidates.len() < texts.len() && index.has_pieces {
+                    narrowed_count.set(narrowed_count.get() + 1);
+                }
             }
             Ok(())
         })
@@ -180,6 +184,45 @@ fn folding_is_duckdbs_lower_for_every_character() {
 }
 
 #[test]
+fn glue_is_what_duckdbs_regex_calls_no_word_character() {
+    let glue = glue().expect("DuckDB answers");
+    assert!(glue.contains(&'ⓡ') && glue.contains(&'Ⓡ'), "the circled letters are glue");
+    let connection = duckdb::Connection::open_in_memory().unwrap();
+    let words: Vec<char> = (0..=0x10FFFF_u32).filter_map(char::from_u32).filter(|c| is_word_char(*c)).collect();
+    for chunk in words.chunks(4096) {
+        let text: String = chunk.iter().collect();
+        // What is left once RE2 removes its word characters.
+        let left: String = connection
+            .query_row(&format!("SELECT regexp_replace(?, '{}', '', 'g')", r"[\pL\pN\pM_]"), [&text], |row| row.get(0))
+            .unwrap();
+        let non_words: HashSet<char> = left.chars().collect();
+        for c in chunk {
+            let folded_glue = || glue.iter().any(|g| fold_char(*g) == *c);
+            assert_eq!(glue.contains(c), non_words.contains(c) || folded_glue(), "{c:?} (U+{:04X})", *c as u32);
+        }
+    }
+    assert!(glue.iter().all(|c| is_word_char(*c)), "every glue character was checked above");
+}
+
+#[test]
+fn words_are_looked_up_whole_with_every_form_of_their_case() {
+    let texts = ["trust", "ⅻⓡust", "ust.", "USt", "ſun", "sun", "sunny", "ⓡ", "KELVIN", "\u{212A}elvin", "asun"];
+    let rows = || texts.iter().enumerate().map(|(row, text)| (row as u64, 0, *text));
+    let pieces = TextIndex::build_in_memory(rows()).unwrap();
+    let terms = TextIndex::build_in_memory_as(Format::Terms, rows()).unwrap();
+    let rows_of = |index: &TextIndex, query: &str, mode| {
+        index.candidates(&TextQuery { query: query.into(), mode }).unwrap().expect("the index narrows it")
+    };
+    assert_eq!(rows_of(&pieces, "ust", TextMode::Words), [1, 2, 3], "whole, or glued to a circled letter");
+    assert_eq!(rows_of(&terms, "ust", TextMode::Words), [0, 1, 2, 3], "inside a term");
+    assert_eq!(rows_of(&pieces, "Su", TextMode::Prefix), [4, 5, 6], "ſ is a case of s to RE2");
+    assert_eq!(rows_of(&pieces, "sun", TextMode::Phrase), [4, 5]);
+    assert_eq!(rows_of(&pieces, "kelvin", TextMode::Words), [8, 9], "the Kelvin sign folds to k");
+    assert_eq!(rows_of(&pieces, "ⓡust", TextMode::Words), [1], "a word with glue is looked for inside terms");
+    assert_eq!(whole_word_pattern("Sun").as_deref(), Some("[sſ]un"));
+}
+
+#[test]
 fn literals_need_exact_terms_inside_and_partial_ones_at_their_edges() {
     assert_eq!(
         needs("llo, Wor"),
@@ -197,9 +240,10 @@ fn literals_need_exact_terms_inside_and_partial_ones_at_their_edges() {
 fn an_index_in_a_directory_opens_again_with_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
     let texts = ["the Rust book", "水の音", "nothing here"];
-    let built =
-        TextIndex::build_in_dir(dir.path(), texts.iter().enumerate().map(|(i, t)| (i as u64 * 10, 0, *t))).unwrap();
+    let rows = texts.iter().enumerate().map(|(i, t)| (i as u64 * 10, 0, *t));
+    let built = TextIndex::build_in_dir(dir.path(), Format::Pieces, rows).unwrap();
     let opened = TextIndex::open(dir.path()).unwrap();
+    assert!(opened.has_pieces && up_to_date(dir.path()));
     let query = TextQuery { query: "rust".into(), mode: TextMode::Words };
     assert_eq!(built.candidates(&query).unwrap(), Some(vec![0]));
     assert_eq!(opened.candidates(&query).unwrap(), Some(vec![0]));
@@ -282,6 +326,17 @@ fn compaction_indexes_the_files_it_writes_and_reindex_builds_the_missing_ones() 
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".textindex"))
         .count();
     assert_eq!(indexes, 1, "the merged files' indexes went with them");
+
+    // An index in the older format is built again, and `lake verify` says so until it is.
+    let rows = texts.iter().enumerate().map(|(row, text)| (row as u64, 0, text.as_str()));
+    std::fs::remove_dir_all(dir_for(&file)).unwrap();
+    TextIndex::build_in_dir(&dir_for(&file), Format::Terms, rows).unwrap();
+    assert!(!up_to_date(&dir_for(&file)));
+    let findings = crate::verify::verify(lake.path()).unwrap().findings;
+    assert!(findings.iter().any(|f| f.what.contains("older format")), "{findings:?}");
+    let rebuilt = reindex(lake.path(), None, None, false, |_| {}).unwrap();
+    assert_eq!(rebuilt[0].built, 1);
+    assert!(up_to_date(&dir_for(&file)) && TextIndex::open(&dir_for(&file)).unwrap().has_pieces);
 
     // An index whose data file is gone is removed.
     std::fs::create_dir(dir.join(".gone.parquet.textindex")).unwrap();
