@@ -95,6 +95,9 @@ pub(super) struct RollupTables {
     authors: AuthorCounts,
     /// Days whose files or dead rows changed since their author counts were made.
     stale_days: BTreeSet<NaiveDate>,
+    /// The row numbers of the deleted posts (not those of hidden accounts) of each data file,
+    /// sorted: `dead_rows` as statements that narrow the files to some of their rows read it.
+    deleted_rows: Arc<HashMap<PathBuf, Vec<u64>>>,
 }
 
 /// Created with the engine.
@@ -103,7 +106,7 @@ CREATE TABLE rollup_cells (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, la
   reply_parent VARCHAR, n BIGINT);
 CREATE TABLE rollup_tags (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, tag VARCHAR, n BIGINT);
 CREATE TABLE dead_rows (file VARCHAR, uri VARCHAR, did VARCHAR, deleted BOOLEAN, created_at TIMESTAMP,
-  langs VARCHAR[], embed_type VARCHAR, reply_parent VARCHAR, hashtags VARCHAR[]);
+  langs VARCHAR[], embed_type VARCHAR, reply_parent VARCHAR, hashtags VARCHAR[], file_row BIGINT);
 CREATE TABLE rollup_cells_live AS SELECT * EXCLUDE (file) FROM rollup_cells WHERE false;
 CREATE TABLE rollup_tags_live AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE false;";
 
@@ -120,13 +123,19 @@ fn sidecars(files: &[PathBuf], kind: Kind) -> String {
     quoted(paths.iter().map(PathBuf::as_path))
 }
 
-/// The columns of `dead_rows`, from a data file read with `filename = true` as `p`.
+/// The columns of `dead_rows`, from data files read as `p` by [`files_source`].
 fn dead_columns(deleted: bool) -> String {
-    format!("p.filename, p.uri, p.did, {deleted}, p.created_at, p.langs, p.embed_type, p.reply_parent, p.hashtags")
+    format!(
+        "p.filename, p.uri, p.did, {deleted}, p.created_at, p.langs, p.embed_type, p.reply_parent, p.hashtags, \
+         p.file_row_number"
+    )
 }
 
 fn files_source(files: &[&PathBuf]) -> String {
-    format!("read_parquet([{}], filename = true, union_by_name = true)", quoted(files.iter().map(|p| p.as_path())))
+    format!(
+        "read_parquet([{}], filename = true, file_row_number = true, union_by_name = true)",
+        quoted(files.iter().map(|p| p.as_path()))
+    )
 }
 
 fn did_list(dids: &[String]) -> Value {
@@ -182,6 +191,31 @@ fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path])
     )
 }
 
+/// The row numbers of the deleted posts in `dead_rows`, by file, sorted.
+fn deleted_rows(connection: &Connection) -> Result<HashMap<PathBuf, Vec<u64>>> {
+    let mut statement = connection.prepare("SELECT file, file_row FROM dead_rows WHERE deleted")?;
+    let mut rows = statement.query([])?;
+    let mut by_file: HashMap<PathBuf, Vec<u64>> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let file = row
+            .get_ref(0)?
+            .as_str()
+            .map_err(|e| duckdb::Error::FromSqlConversionFailure(0, duckdb::types::Type::Text, Box::new(e)))?;
+        let n = u64::try_from(row.get::<_, i64>(1)?).unwrap_or_default();
+        match by_file.get_mut(Path::new(file)) {
+            Some(numbers) => numbers.push(n),
+            None => {
+                by_file.insert(PathBuf::from(file), vec![n]);
+            }
+        }
+    }
+    for numbers in by_file.values_mut() {
+        numbers.sort_unstable();
+        numbers.dedup();
+    }
+    Ok(by_file)
+}
+
 /// Runs `sql`, a statement `RETURNING file`, and gives the distinct files it returned.
 fn returned_files(connection: &Connection, sql: &str, params: impl duckdb::Params) -> Result<HashSet<String>> {
     let mut statement = connection.prepare(sql)?;
@@ -208,6 +242,12 @@ impl RollupTables {
         &self.authors
     }
 
+    /// The row numbers of each listed data file's deleted posts, sorted; `None` until the
+    /// tables hold what the listing lists.
+    pub fn deleted_rows(&self) -> Option<Arc<HashMap<PathBuf, Vec<u64>>>> {
+        self.synced.then(|| self.deleted_rows.clone())
+    }
+
     fn stale(&mut self, files: impl IntoIterator<Item = impl AsRef<Path>>) {
         self.stale_days.extend(files.into_iter().filter_map(|f| partition_day(f.as_ref())));
     }
@@ -224,6 +264,7 @@ impl RollupTables {
         let rollups_ms = ms(started);
         let at = std::time::Instant::now();
         self.sync_dead(connection, &listing)?;
+        self.deleted_rows = Arc::new(deleted_rows(connection)?);
         let dead_ms = ms(at);
         let at = std::time::Instant::now();
         Self::sum_live(connection)?;
