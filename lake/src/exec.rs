@@ -569,10 +569,14 @@ impl Engine {
         if filter.text.is_empty() {
             return None;
         }
-        // Both move with the snapshot under the rollup tables' lock.
-        let (paths, deleted) = {
-            let tables = self.rollups.read().unwrap_or_else(|p| p.into_inner());
-            (self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone(), tables.deleted_rows())
+        // Both move with the snapshot under the rollup tables' lock. While the tables are being
+        // brought up to date (which takes seconds at a month of posts), the statement anti-joins
+        // the deletes rather than wait.
+        let paths = || self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (paths, deleted) = match self.rollups.try_read() {
+            Ok(tables) => (paths(), tables.deleted_rows()),
+            Err(std::sync::TryLockError::Poisoned(tables)) => (paths(), tables.into_inner().deleted_rows()),
+            Err(std::sync::TryLockError::WouldBlock) => (paths(), None),
         };
         let window = created_window(plan);
         let (first, last) = crate::sql::partition_days(filter, page_keyset(plan));

@@ -264,8 +264,10 @@ impl RollupTables {
         let rollups_ms = ms(started);
         let at = std::time::Instant::now();
         self.sync_dead(connection, &listing)?;
-        self.deleted_rows = Arc::new(deleted_rows(connection)?);
         let dead_ms = ms(at);
+        let at = std::time::Instant::now();
+        self.deleted_rows = Arc::new(deleted_rows(connection)?);
+        let deleted_rows_ms = ms(at);
         let at = std::time::Instant::now();
         Self::sum_live(connection)?;
         let live_ms = ms(at);
@@ -278,6 +280,7 @@ impl RollupTables {
             elapsed_ms = ms(started),
             rollups_ms,
             dead_ms,
+            deleted_rows_ms,
             live_ms,
             authors_ms,
             author_days = days,
