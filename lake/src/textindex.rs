@@ -186,8 +186,10 @@ fn terms(text: &str, glue: Option<&HashSet<char>>) -> Vec<String> {
     let words = search::words(&folded);
     let mut out: Vec<String> = words.iter().map(|word| (*word).to_owned()).collect();
     if let Some(glue) = glue {
-        for word in words.iter().filter(|word| word.chars().any(|c| glue.contains(&c))) {
-            out.extend(word.split(|c| glue.contains(&c)).filter(|piece| !piece.is_empty()).map(str::to_owned));
+        // No ASCII character is glue: most words are looked at no further.
+        let is_glue = |c: char| !c.is_ascii() && glue.contains(&c);
+        for word in words.iter().filter(|word| word.chars().any(is_glue)) {
+            out.extend(word.split(is_glue).filter(|piece| !piece.is_empty()).map(str::to_owned));
         }
     }
     out.extend(folded.chars().filter(|c| !c.is_whitespace() && !is_word_char(*c)).map(String::from));
@@ -319,11 +321,7 @@ impl TextIndex {
     ) -> Result<TextIndex> {
         let (schema, terms) = schema();
         let index = Index::create_in_ram(schema);
-        let mut filler = Filler::new(&index, terms, format)?;
-        for (n, created_at_us, text) in posts {
-            filler.add(n, created_at_us, text)?;
-        }
-        filler.finish()?;
+        Filler::new(&index, terms, format)?.fill(posts)?;
         Self::searching(&index)
     }
 
@@ -336,11 +334,7 @@ impl TextIndex {
         std::fs::create_dir_all(dir).map_err(Error::io("create index directory", dir))?;
         let (schema, terms) = schema();
         let index = Index::create_in_dir(dir, schema).map_err(index_error)?;
-        let mut filler = Filler::new(&index, terms, format)?;
-        for (n, created_at_us, text) in posts {
-            filler.add(n, created_at_us, text)?;
-        }
-        filler.finish()?;
+        Filler::new(&index, terms, format)?.fill(posts)?;
         Self::searching(&index)
     }
 
@@ -520,6 +514,14 @@ impl Filler {
         Ok(())
     }
 
+    /// Adds every one of `posts` (row number, `created_at`, text), then commits.
+    fn fill<'a>(mut self, posts: impl IntoIterator<Item = (u64, i64, &'a str)>) -> Result<()> {
+        for (row, created_at_us, text) in posts {
+            self.add(row, created_at_us, text)?;
+        }
+        self.finish()
+    }
+
     fn finish(mut self) -> Result<()> {
         let mut commit = self.writer.prepare_commit().map_err(index_error)?;
         if let Some(glue) = self.glue {
@@ -630,8 +632,9 @@ pub fn up_to_date(dir: &Path) -> bool {
         && Index::open_in_dir(dir).map_err(index_error).and_then(|index| format_of(&index)).ok() == Some(wanted)
 }
 
-/// Builds the missing and outdated indexes ([`up_to_date`]; every one, with `rebuild`) of the `posts` data files in the day
-/// partitions from `since` to `until`, and removes indexes whose data file is gone; a partition
+/// Builds the missing and outdated indexes ([`up_to_date`]; every one, with `rebuild`) of the
+/// `posts` data files in the day partitions from `since` to `until`, and removes indexes whose
+/// data file is gone; a partition
 /// at a time, under the flush lock, so no compaction swaps a partition being indexed. Publishes
 /// a generation if anything changed. `each` hears of every partition when it is done.
 pub fn reindex(

@@ -201,7 +201,8 @@ fn deleted_rows(connection: &Connection) -> Result<HashMap<PathBuf, Vec<u64>>> {
             .get_ref(0)?
             .as_str()
             .map_err(|e| duckdb::Error::FromSqlConversionFailure(0, duckdb::types::Type::Text, Box::new(e)))?;
-        let n = u64::try_from(row.get::<_, i64>(1)?).unwrap_or_default();
+        let n = row.get::<_, i64>(1)?;
+        let n = u64::try_from(n).map_err(|_| crate::error::Error::Corrupt(format!("{file}: row number {n}")))?;
         match by_file.get_mut(Path::new(file)) {
             Some(numbers) => numbers.push(n),
             None => {
