@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::posts_schema;
 use crate::rewrite::swap_partition;
-use crate::writer::{PendingFile, ROW_GROUP_ROWS};
+use crate::writer::{BATCH_ROWS, PendingFile};
 
 /// The size compaction aims for, per file.
 pub const DEFAULT_TARGET_BYTES: u64 = 256 * 1024 * 1024;
@@ -121,7 +121,7 @@ fn stage(
     // Files of at least half the target stay as they are unless they hold something to leave
     // out; with copies anywhere, every file is merged (a copy may sit in any two of them).
     let bytes_per_row = (report.bytes_before / report.rows_before.max(1)).max(1);
-    let target_rows = (target_bytes / bytes_per_row).max(ROW_GROUP_ROWS as u64);
+    let target_rows = (target_bytes / bytes_per_row).max(BATCH_ROWS as u64);
     let merge: Vec<&Found> = found.iter().filter(|f| copies > 0 || f.deleted > 0 || f.rows < target_rows / 2).collect();
     let worth_it = merge.len() >= 2 || merge.iter().any(|f| f.deleted > 0) || copies > 0;
     if !worth_it {
@@ -369,8 +369,8 @@ mod tests {
             .file_metadata()
             .num_rows()
         };
-        assert_eq!(reader("compacted-7-1.parquet"), ROW_GROUP_ROWS as i64);
-        assert_eq!(reader("compacted-7-2.parquet"), 140_000 - ROW_GROUP_ROWS as i64);
+        assert_eq!(reader("compacted-7-1.parquet"), BATCH_ROWS as i64);
+        assert_eq!(reader("compacted-7-2.parquet"), 140_000 - BATCH_ROWS as i64);
         let merged = &posts[70_000..];
         assert!(merged.windows(2).all(|w| (w[0].created_at_us, &w[0].uri) <= (w[1].created_at_us, &w[1].uri)));
     }

@@ -18,9 +18,17 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::{Post, TableRow};
 
-/// Rows per row group: small enough for min/max pruning on `created_at` inside a day,
-/// large enough for good compression.
-pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per row group. Reading a few rows of a file (a text search's candidates, a post by
+/// uri) decodes, for each column read, the whole row group that holds each: measured with
+/// DuckDB on a file of 500,000 synthetic posts, a row's `uri`, `text`, `created_at` and `did`
+/// took 6 ms at 16 Ki rows a group against 14 ms at 128 Ki (every column: 13 against 39 ms),
+/// for 1.4% more bytes, and a scan of the file's texts was as fast. The `created_at` min/max
+/// pruning inside a day gets finer too.
+pub const ROW_GROUP_ROWS: usize = 16 * 1024;
+
+/// Rows turned into one Arrow batch and handed to the Parquet writer at a time (which cuts it
+/// into row groups), and the fewest rows a compacted file holds.
+pub const BATCH_ROWS: usize = 128 * 1024;
 
 /// One file that is now durably in the lake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +84,7 @@ pub fn stage_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Re
         let dir = layout::partition_dir(lake, R::TABLE, date);
         fs::create_dir_all(&dir).map_err(Error::io("create partition directory", &dir))?;
         let mut file = PendingFile::create(&dir.join(file_name), R::schema())?;
-        for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        for chunk in rows.chunks(BATCH_ROWS) {
             file.write(&R::to_batch(chunk)?)?;
         }
         let sealed = file.seal(date)?;
@@ -110,7 +118,7 @@ pub fn place(staged: Vec<StagedFile>) -> Result<Vec<WrittenFile>> {
 /// Writes `rows` (sorted already) to `path`: temp, fsync, rename, fsync the directory.
 pub(crate) fn write_file_atomically<R: TableRow>(path: &Path, rows: &[R]) -> Result<u64> {
     let mut file = PendingFile::create(path, R::schema())?;
-    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+    for chunk in rows.chunks(BATCH_ROWS) {
         file.write(&R::to_batch(chunk)?)?;
     }
     file.finish()
@@ -320,6 +328,20 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert!(crate::rollup::has_rollups(&files[0].path) && crate::rollup::has_rollups(&files[1].path));
+    }
+
+    #[test]
+    fn a_batch_is_cut_into_row_groups_of_row_group_rows() {
+        let lake = tempfile::tempdir().unwrap();
+        let rows = BATCH_ROWS + 1_000;
+        let posts = (0..rows).map(|n| post(&format!("at://did:plc:a/app.bsky.feed.post/{n:07}"), n as i64)).collect();
+        let files = write_posts(lake.path(), "x.parquet", posts).unwrap();
+        let reader = SerializedFileReader::new(File::open(&files[0].path).unwrap()).unwrap();
+        let groups: Vec<i64> = reader.metadata().row_groups().iter().map(|g| g.num_rows()).collect();
+        let full = BATCH_ROWS / ROW_GROUP_ROWS;
+        assert_eq!(groups.len(), full + 1, "{groups:?}");
+        assert!(groups[..full].iter().all(|n| *n == ROW_GROUP_ROWS as i64), "{groups:?}");
+        assert_eq!(groups[full], 1_000);
     }
 
     #[test]
