@@ -42,10 +42,10 @@ pub struct WrittenFile {
 fn writer_properties() -> WriterProperties {
     // High-cardinality columns gain nothing from a dictionary; low-cardinality ones do. A
     // dictionary is per row group, and groups of 16 Ki rows hold a dictionary small enough to
-    // be kept even for near-unique columns: with dictionaries on the reply, quote and link uris
-    // and the times, a flushed file of 200,000 synthetic posts was 6.6% bigger than with
-    // 128 Ki-row groups; without them, 3.0%. `did` keeps its dictionary: authors repeat (a
-    // lake of few authors doubled its `did` bytes without one).
+    // be kept even for near-unique columns: a flushed file of 200,000 synthetic posts was 6.6%
+    // bigger than with 128 Ki-row groups while `did`, the reply, quote and link uris and the
+    // times kept theirs, 3.0% without them. `did` keeps its dictionary anyway (0.2% more bytes
+    // in the ingest bench): an author's posts repeat it, the more so in a lake of few authors.
     // zstd level 2: on 300k synthetic posts the same bytes as level 3 (within 0.01%) for 3% less
     // of ingest's instructions; level 1 was 6% bigger.
     let plain = [
