@@ -355,6 +355,11 @@ impl TextIndex {
         })
     }
 
+    /// Whether it is in the format this build writes: with pieces, unless the glue is unknown.
+    pub fn is_current(&self) -> bool {
+        self.has_pieces == glue().is_some()
+    }
+
     /// How many posts the index holds.
     pub fn posts(&self) -> Result<u64> {
         Ok(self.searcher.num_docs())
@@ -627,9 +632,7 @@ pub struct Reindexed {
 
 /// Whether the index in `dir` opens and is in the format this build writes.
 pub fn up_to_date(dir: &Path) -> bool {
-    let wanted = if glue().is_some() { Format::Pieces } else { Format::Terms };
-    dir.is_dir()
-        && Index::open_in_dir(dir).map_err(index_error).and_then(|index| format_of(&index)).ok() == Some(wanted)
+    dir.is_dir() && TextIndex::open(dir).is_ok_and(|index| index.is_current())
 }
 
 /// Builds the missing and outdated indexes ([`up_to_date`]; every one, with `rebuild`) of the

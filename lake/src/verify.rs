@@ -162,8 +162,9 @@ fn index_problem(index: &Path, data: &Path) -> Option<String> {
     if !data.exists() {
         return Some("a text index whose data file is gone (`skyglass lake reindex` removes it)".into());
     }
-    let posts = match crate::textindex::TextIndex::open(index).and_then(|i| i.posts()) {
-        Ok(posts) => posts,
+    let opened = crate::textindex::TextIndex::open(index);
+    let (posts, current) = match opened.and_then(|i| Ok((i.posts()?, i.is_current()))) {
+        Ok(counted) => counted,
         Err(e) => {
             return Some(format!(
                 "the text index does not open ({e}); `skyglass lake reindex --rebuild` builds it again"
@@ -179,7 +180,7 @@ fn index_problem(index: &Path, data: &Path) -> Option<String> {
             "the text index holds {posts} posts, its data file {rows}; `skyglass lake reindex --rebuild` builds it again"
         ));
     }
-    (!crate::textindex::up_to_date(index)).then(|| {
+    (!current).then(|| {
         "the text index is in an older format, in which word searches look inside its terms (slower); \
          `skyglass lake reindex` builds it again"
             .into()
