@@ -169,6 +169,9 @@ impl Buffered {
                         changed |= self.deleted.insert(delete.uri, delete.deleted_at_us).is_none();
                     }
                 }
+                // Likes and reposts count once flushed: the hot tier holds posts.
+                Entry::Interaction(interaction) => self.newest_us = self.newest_us.max(interaction.indexed_at_us),
+                Entry::InteractionDelete(delete) => self.newest_us = self.newest_us.max(delete.deleted_at_us),
                 Entry::Account(event) => {
                     self.newest_us = self.newest_us.max(event.seen_at_us);
                     let Some(active) = event.active else { continue };

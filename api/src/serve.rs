@@ -79,8 +79,16 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let stats = lake::catalog::table_files(&args.lake.lake, lake::layout::POSTS_TABLE)?;
     info!(?report, files = stats.files, bytes = stats.bytes, "ingest finished");
     println!(
-        "ingested {} events: {} posts, {} post deletes, {} identity and account events, {} other, {} dropped to the dead-letter stream; lake has {} files",
-        report.events, report.posts, report.post_deletes, report.accounts, report.other, report.dropped, stats.files
+        "ingested {} events: {} posts, {} post deletes, {} likes and reposts, {} like and repost deletes, {} identity and account events, {} other, {} dropped to the dead-letter stream; lake has {} posts files",
+        report.events,
+        report.posts,
+        report.post_deletes,
+        report.interactions,
+        report.interaction_deletes,
+        report.accounts,
+        report.other,
+        report.dropped,
+        stats.files
     );
     Ok(())
 }

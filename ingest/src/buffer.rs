@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lake::model::{AccountEvent, Delete, Post};
+use lake::model::{AccountEvent, Delete, Interaction, InteractionDelete, Post};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +95,9 @@ pub enum Entry {
     Post(Box<Post>),
     Delete(Delete),
     Account(AccountEvent),
+    // New variants go last: postcard names a variant by its index.
+    Interaction(Interaction),
+    InteractionDelete(InteractionDelete),
 }
 
 /// A name for the next batch this process appends: unique across processes and restarts (the

@@ -1,11 +1,15 @@
 //! Decodes one Jetstream event (one JSON line) into what ingest does with it: a post row, a
-//! post deletion, an identity or account event, an event of another kind (counted, not stored
-//! yet), or a [`Drop`] with a reason. Pure, and never panics on any input.
+//! post deletion, a like or repost of a post or its deletion, an identity or account event, an
+//! event of another kind (counted, not stored), or a [`Drop`] with a reason. Pure, and never
+//! panics on any input.
 
 use std::borrow::Cow;
 
 use chrono::DateTime;
-use lake::model::{AccountEvent, Delete, EARLIEST_PLAUSIBLE_US, ENRICH_VERSION, EmbedType, MAX_FUTURE_SKEW_US, Post};
+use lake::model::{
+    AccountEvent, Delete, EARLIEST_PLAUSIBLE_US, ENRICH_VERSION, EmbedType, Interaction, InteractionDelete,
+    InteractionKind, MAX_FUTURE_SKEW_US, Post,
+};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -22,9 +26,13 @@ pub enum Decoded {
     Post(Box<Post>),
     /// A post was deleted on Bluesky.
     PostDelete(Delete),
+    /// A like or repost of a post.
+    Interaction(Interaction),
+    /// A like or repost was deleted (an unlike, an undone repost).
+    InteractionDelete(InteractionDelete),
     /// An identity event (a handle) or an account event (active or not).
     Account(AccountEvent),
-    /// A well-formed event that is not a post create or delete, by its kind label.
+    /// A well-formed event that is not stored, by its kind label.
     Other {
         kind: OtherKind,
         time_us: i64,
@@ -35,19 +43,23 @@ pub enum Decoded {
 /// Events that are valid but not stored yet. A closed set, used as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OtherKind {
-    /// A commit to another collection (likes, reposts, follows, non-Bluesky lexicons…).
+    /// A commit to another collection (follows, blocks, profiles, non-Bluesky lexicons…), or
+    /// an update of a like or repost record.
     OtherCollection,
     /// An update of a post record.
     PostUpdate,
+    /// A like of something that is not a post (a feed generator, a list…), or a repost of one.
+    OtherSubject,
 }
 
 impl OtherKind {
-    pub const ALL: [OtherKind; 2] = [OtherKind::OtherCollection, OtherKind::PostUpdate];
+    pub const ALL: [OtherKind; 3] = [OtherKind::OtherCollection, OtherKind::PostUpdate, OtherKind::OtherSubject];
 
     pub fn as_str(self) -> &'static str {
         match self {
             OtherKind::OtherCollection => "other_collection",
             OtherKind::PostUpdate => "post_update",
+            OtherKind::OtherSubject => "other_subject",
         }
     }
 }
@@ -74,10 +86,12 @@ pub enum DropReason {
     UnknownEmbed,
     /// An identity event's handle is not a domain name.
     BadHandle,
+    /// A like's or repost's subject is not the AT-URI of a record (`at://DID/COLLECTION/RKEY`).
+    BadSubject,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::InvalidJson,
         DropReason::UnknownKind,
         DropReason::MissingField,
@@ -87,6 +101,7 @@ impl DropReason {
         DropReason::TextTooLong,
         DropReason::UnknownEmbed,
         DropReason::BadHandle,
+        DropReason::BadSubject,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +115,7 @@ impl DropReason {
             DropReason::TextTooLong => "text_too_long",
             DropReason::UnknownEmbed => "unknown_embed",
             DropReason::BadHandle => "bad_handle",
+            DropReason::BadSubject => "bad_subject",
         }
     }
 }
@@ -170,7 +186,8 @@ fn decode_value(line: &[u8]) -> Decoded {
     if !matches!(operation, "create" | "update" | "delete") {
         return drop(DropReason::UnknownOperation, format!("operation `{}`", clip(operation)));
     }
-    if collection != POST_COLLECTION {
+    let interaction = InteractionKind::of_collection(collection);
+    if collection != POST_COLLECTION && interaction.is_none() {
         return Decoded::Other { kind: OtherKind::OtherCollection, time_us };
     }
     let Some(rkey) = str_field(commit, "rkey") else {
@@ -179,12 +196,90 @@ fn decode_value(line: &[u8]) -> Decoded {
     if !is_rkey(rkey) {
         return drop(DropReason::BadRkey, format!("rkey `{}`", clip(rkey)));
     }
+    if let Some(kind) = interaction {
+        let record = commit.get("record").filter(|r| r.is_object());
+        let subject = record.and_then(|r| r.get("subject")).filter(|s| s.is_object());
+        let parts = InteractionParts {
+            kind,
+            did,
+            rkey,
+            operation,
+            time_us,
+            created_at: record.and_then(|r| str_field(r, "createdAt")),
+            record: record.is_some(),
+            subject_uri: subject.map(|s| str_field(s, "uri")),
+        };
+        return interaction_row(parts);
+    }
     let uri = post_uri(did, rkey);
     match operation {
         "delete" => Decoded::PostDelete(Delete { uri, did: did.to_owned(), deleted_at_us: time_us }),
         "update" => Decoded::Other { kind: OtherKind::PostUpdate, time_us },
         _ => decode_post_record(commit, uri, did, rkey, time_us),
     }
+}
+
+/// What a like or repost event is made into, read from the event by either path of [`decode`].
+struct InteractionParts<'a> {
+    kind: InteractionKind,
+    did: &'a str,
+    rkey: &'a str,
+    operation: &'a str,
+    time_us: i64,
+    created_at: Option<&'a str>,
+    /// Whether the commit has a record.
+    record: bool,
+    /// The record's `subject.uri`: `None` without a subject, `Some(None)` without its uri.
+    subject_uri: Option<Option<&'a str>>,
+}
+
+fn interaction_row(parts: InteractionParts<'_>) -> Decoded {
+    let InteractionParts { kind, did, rkey, operation, time_us, .. } = parts;
+    match operation {
+        "delete" => {
+            let delete = InteractionDelete { did: did.to_owned(), kind, rkey: rkey.to_owned(), deleted_at_us: time_us };
+            return Decoded::InteractionDelete(delete);
+        }
+        "update" => return Decoded::Other { kind: OtherKind::OtherCollection, time_us },
+        _ => {}
+    }
+    if !parts.record {
+        return drop(DropReason::MissingField, "commit.record");
+    }
+    let Some(subject) = parts.subject_uri else {
+        return drop(DropReason::MissingField, "record.subject");
+    };
+    let Some(subject) = subject else {
+        return drop(DropReason::MissingField, "record.subject.uri");
+    };
+    let Some((subject_did, collection, subject_rkey)) = at_uri_parts(subject) else {
+        return drop(DropReason::BadSubject, format!("subject `{}`", clip(subject)));
+    };
+    if collection != POST_COLLECTION {
+        return Decoded::Other { kind: OtherKind::OtherSubject, time_us };
+    }
+    let (created_at_us, _) = created_at(parts.created_at, time_us);
+    Decoded::Interaction(Interaction {
+        did: did.to_owned(),
+        kind,
+        rkey: rkey.to_owned(),
+        subject_did: subject_did.to_owned(),
+        subject_rkey: subject_rkey.to_owned(),
+        created_at_us,
+        indexed_at_us: time_us,
+    })
+}
+
+/// `at://DID/COLLECTION/RKEY` as its three parts, each checked.
+fn at_uri_parts(uri: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = uri.strip_prefix("at://")?.split('/');
+    let (did, collection, rkey) = (parts.next()?, parts.next()?, parts.next()?);
+    let nsid = |c: &str| {
+        c.len() <= 317
+            && c.split('.').count() >= 3
+            && c.split('.').all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    };
+    (parts.next().is_none() && is_did(did) && nsid(collection) && is_rkey(rkey)).then_some((did, collection, rkey))
 }
 
 /// Longest handle accepted (a domain name's limit).
@@ -524,10 +619,11 @@ mod fast {
 
     use serde::Deserialize;
 
-    use lake::model::Delete;
+    use lake::model::{Delete, InteractionKind};
 
     use super::{
-        Decoded, EmbedParts, Labels, OtherKind, POST_COLLECTION, PostFields, Reply, is_did, is_rkey, post_row, post_uri,
+        Decoded, EmbedParts, InteractionParts, Labels, OtherKind, POST_COLLECTION, PostFields, Reply, UriRef,
+        interaction_row, is_did, is_rkey, post_row, post_uri,
     };
     use crate::text::Facet;
 
@@ -572,6 +668,16 @@ mod fast {
         facets: Option<Vec<Facet<'a>>>,
         #[serde(borrow)]
         labels: Option<Labels<'a>>,
+        #[serde(borrow)]
+        subject: Option<Subject<'a>>,
+    }
+
+    /// A like's or repost's `subject` (`{uri, cid}`), or another collection's (a follow's DID).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Subject<'a> {
+        Ref(#[serde(borrow)] UriRef<'a>),
+        Other(serde::de::IgnoredAny),
     }
 
     pub(super) fn decode_commit(line: &[u8]) -> Option<Decoded> {
@@ -584,13 +690,34 @@ mod fast {
             return None;
         }
         let time_us = event.time_us;
-        if commit.collection != POST_COLLECTION {
+        let interaction = InteractionKind::of_collection(&commit.collection);
+        if commit.collection != POST_COLLECTION && interaction.is_none() {
             return Some(Decoded::Other { kind: OtherKind::OtherCollection, time_us });
         }
         if !is_rkey(&commit.rkey) {
             return None;
         }
         let (did, rkey) = (&*event.did, &*commit.rkey);
+        if let Some(kind) = interaction {
+            let record = commit.record.as_ref();
+            let subject = match record.and_then(|r| r.subject.as_ref()) {
+                None => None,
+                Some(Subject::Ref(subject)) => Some(subject),
+                // Not `{uri: string}`: the `Value` path says which part is wrong.
+                Some(Subject::Other(_)) => return None,
+            };
+            let parts = InteractionParts {
+                kind,
+                did,
+                rkey,
+                operation: &commit.operation,
+                time_us,
+                created_at: record.and_then(|r| r.created_at.as_deref()),
+                record: record.is_some(),
+                subject_uri: subject.map(|s| s.uri.as_deref()),
+            };
+            return Some(interaction_row(parts));
+        }
         match &*commit.operation {
             "delete" => {
                 let delete = Delete { uri: post_uri(did, rkey), did: did.to_owned(), deleted_at_us: time_us };

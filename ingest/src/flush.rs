@@ -7,13 +7,15 @@
 //! leaves the entries pending; they are read again and rewritten under the same file name
 //! (named from their stream-id range), and any duplicate row is removed by uri at query time.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lake::model::{AccountEvent, Delete, Post};
+use lake::model::{AccountEvent, Delete, Interaction, InteractionDelete, Post};
+use lake::unique::Keyed;
 use metrics::{counter, gauge, histogram};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
@@ -560,6 +562,8 @@ impl Flusher {
         let mut posts: Vec<Post> = Vec::new();
         let mut deletes: Vec<Delete> = Vec::new();
         let mut accounts: Vec<AccountEvent> = Vec::new();
+        let mut interactions: Vec<Interaction> = Vec::new();
+        let mut interaction_deletes: Vec<InteractionDelete> = Vec::new();
         // Moved, not copied: a failed flush ends the flusher, and the entries stay pending in
         // Redis for the next run, so nothing needs them here afterwards.
         for entry in std::mem::take(&mut self.waiting).into_iter().flat_map(|w| w.rows) {
@@ -567,6 +571,8 @@ impl Flusher {
                 Entry::Post(post) => posts.push(*post),
                 Entry::Delete(delete) => deletes.push(delete),
                 Entry::Account(event) => accounts.push(event),
+                Entry::Interaction(interaction) => interactions.push(interaction),
+                Entry::InteractionDelete(delete) => interaction_deletes.push(delete),
             }
         }
         let newest_time_us = posts
@@ -574,9 +580,11 @@ impl Flusher {
             .map(|p| p.indexed_at_us)
             .chain(deletes.iter().map(|d| d.deleted_at_us))
             .chain(accounts.iter().map(|a| a.seen_at_us))
+            .chain(interactions.iter().map(|i| i.indexed_at_us))
+            .chain(interaction_deletes.iter().map(|d| d.deleted_at_us))
             .max()
             .unwrap_or_default();
-        let rows = posts.len() + deletes.len() + accounts.len();
+        let rows = posts.len() + deletes.len() + accounts.len() + interactions.len() + interaction_deletes.len();
         let lake = self.lake.clone();
         let cursor = self.cursor;
 
@@ -590,6 +598,9 @@ impl Flusher {
             let mut staged = lake::writer::stage_rows(&lake, &file_name, posts)?;
             staged.extend(lake::writer::stage_rows(&lake, &file_name, deletes)?);
             staged.extend(lake::writer::stage_rows(&lake, &file_name, accounts)?);
+            let interactions = without_copies(&lake, &file_name, interactions)?;
+            staged.extend(lake::writer::stage_rows(&lake, &file_name, interactions)?);
+            staged.extend(lake::writer::stage_rows(&lake, &file_name, interaction_deletes)?);
             let now_us = chrono::Utc::now().timestamp_micros();
             let flushed_through = (rows > 0).then_some(newest_time_us);
             let publishing = lake::catalog::PublishLock::exclusive(&lake)?;
@@ -631,39 +642,36 @@ fn id_set_digest(ids: &[String]) -> u64 {
     hash
 }
 
-/// Leaves out the posts the lake already has (a replay brings them back) and repeats within
-/// the batch, so a uri is in at most one row of the lake (see `lake::unique`).
-fn without_copies(lake: &std::path::Path, file_name: &str, posts: Vec<Post>) -> anyhow::Result<Vec<Post>> {
-    // The first row of each uri is a candidate; later ones in the batch are copies.
-    let mut seen = HashSet::with_capacity(posts.len());
-    let mut first = Vec::with_capacity(posts.len());
+/// Leaves out the rows the lake already has (a replay brings them back) and repeats within
+/// the batch, so a post (a like, a repost) is in at most one row of the lake (see
+/// `lake::unique`).
+fn without_copies<R: Keyed>(lake: &std::path::Path, file_name: &str, rows: Vec<R>) -> anyhow::Result<Vec<R>> {
+    // The first row of each key is a candidate; later ones in the batch are copies.
+    let keys: Vec<Cow<'_, str>> = rows.iter().map(Keyed::key).collect();
+    let mut seen = HashSet::with_capacity(rows.len());
+    let mut first = Vec::with_capacity(rows.len());
     let mut by_day: std::collections::BTreeMap<chrono::NaiveDate, Vec<(&str, i64)>> = Default::default();
-    for post in &posts {
-        let is_first = seen.insert(post.uri.as_str());
+    for (row, key) in rows.iter().zip(&keys) {
+        let is_first = seen.insert(&**key);
         first.push(is_first);
         if is_first {
-            by_day
-                .entry(lake::layout::date_of_micros(post.created_at_us))
-                .or_default()
-                .push((post.uri.as_str(), post.created_at_us));
+            let time = row.partition_micros();
+            by_day.entry(lake::layout::date_of_micros(time)).or_default().push((key, time));
         }
     }
     let mut known = HashSet::new();
     for (day, candidates) in by_day {
-        known.extend(lake::unique::known_uris(lake, day, file_name, &candidates)?);
+        known.extend(lake::unique::known_keys::<R>(lake, day, file_name, &candidates)?);
     }
+    let keep: Vec<bool> = first.iter().zip(&keys).map(|(first, key)| *first && !known.contains(&**key)).collect();
     drop(seen);
-    let before = posts.len();
-    let kept: Vec<Post> = posts
-        .into_iter()
-        .zip(first)
-        .filter(|(post, first)| *first && !known.contains(&post.uri))
-        .map(|(p, _)| p)
-        .collect();
+    drop(keys);
+    let before = rows.len();
+    let kept: Vec<R> = rows.into_iter().zip(keep).filter(|(_, keep)| *keep).map(|(row, _)| row).collect();
     let copies = before - kept.len();
     if copies > 0 {
-        counter!(crate::metrics::FLUSH_COPIES).increment(copies as u64);
-        tracing::info!(copies, "left out posts the lake already has");
+        counter!(crate::metrics::FLUSH_COPIES, "table" => R::TABLE).increment(copies as u64);
+        tracing::info!(copies, table = R::TABLE, "left out rows the lake already has");
     }
     Ok(kept)
 }

@@ -24,6 +24,10 @@ pub const SOURCE_RECONNECTS: &str = "skyglass_source_reconnects_total";
 /// Event kinds counted in [`EVENTS`].
 pub const KIND_POST: &str = "post";
 pub const KIND_POST_DELETE: &str = "post_delete";
+pub const KIND_LIKE: &str = "like";
+pub const KIND_REPOST: &str = "repost";
+pub const KIND_LIKE_DELETE: &str = "like_delete";
+pub const KIND_REPOST_DELETE: &str = "repost_delete";
 pub const KIND_IDENTITY: &str = "identity";
 pub const KIND_ACCOUNT: &str = "account";
 pub const KIND_DROPPED: &str = "dropped";
@@ -39,7 +43,7 @@ pub const FLUSH_DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 pub fn describe() {
     describe_counter!(EVENTS, "Events read from the source, by kind");
     describe_counter!(DROPPED, "Events dropped to the dead-letter stream, by reason");
-    describe_counter!(BUFFER_APPENDED, "Post rows appended to the Redis buffer stream");
+    describe_counter!(BUFFER_APPENDED, "Rows appended to the Redis buffer stream");
     describe_gauge!(BUFFER_PENDING, "Rows read by the flusher and not yet written to the lake");
     describe_gauge!(BUFFER_DEPTH, "Entries (batches of rows) in the Redis buffer stream, appended and not yet flushed");
     describe_counter!(
@@ -51,7 +55,7 @@ pub fn describe() {
     describe_counter!(FLUSH_BYTES, Unit::Bytes, "Parquet bytes written by the flusher");
     describe_histogram!(FLUSH_DURATION, Unit::Seconds, "Time to write, publish and acknowledge one flush");
     describe_counter!(FLUSH_FAILURES, "Flushes that failed");
-    describe_counter!(FLUSH_COPIES, "Posts a flush left out because the lake already had them (replays)");
+    describe_counter!(FLUSH_COPIES, "Rows a flush left out because the lake already had them (replays), by table");
     describe_gauge!(LAKE_GENERATION, "The lake generation after the last flush");
     describe_gauge!(CURSOR_LAG, Unit::Seconds, "Now minus the durable cursor's event time");
     describe_counter!(SOURCE_RECONNECTS, "Reconnections of a live source after a failure, close or stall");
@@ -62,6 +66,10 @@ pub fn describe() {
     for kind in OtherKind::ALL.iter().map(|k| k.as_str()).chain([
         KIND_POST,
         KIND_POST_DELETE,
+        KIND_LIKE,
+        KIND_REPOST,
+        KIND_LIKE_DELETE,
+        KIND_REPOST_DELETE,
         KIND_IDENTITY,
         KIND_ACCOUNT,
         KIND_DROPPED,
@@ -72,7 +80,9 @@ pub fn describe() {
         counter!(BUFFER_BATCHES_READ, "from" => from).increment(0);
     }
     counter!(FLUSH_FAILURES).increment(0);
-    counter!(FLUSH_COPIES).increment(0);
+    for table in [lake::layout::POSTS_TABLE, lake::layout::INTERACTIONS_TABLE] {
+        counter!(FLUSH_COPIES, "table" => table).increment(0);
+    }
     counter!(SOURCE_RECONNECTS).increment(0);
     gauge!(BUFFER_PENDING).set(0.0);
     gauge!(BUFFER_DEPTH).set(0.0);

@@ -13,6 +13,8 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use lake::model::InteractionKind;
+
 use crate::buffer::{self, Batch, Entry, Handoff, Keys};
 use crate::decode::{Decoded, Drop, decode};
 use crate::flush::{FlushConfig, Flushed, Flusher};
@@ -35,6 +37,10 @@ pub struct IngestReport {
     pub events: u64,
     pub posts: u64,
     pub post_deletes: u64,
+    /// Likes and reposts of posts.
+    pub interactions: u64,
+    /// Likes and reposts deleted.
+    pub interaction_deletes: u64,
     /// Identity and account events.
     pub accounts: u64,
     pub other: u64,
@@ -46,6 +52,8 @@ impl IngestReport {
         self.events += other.events;
         self.posts += other.posts;
         self.post_deletes += other.post_deletes;
+        self.interactions += other.interactions;
+        self.interaction_deletes += other.interaction_deletes;
         self.accounts += other.accounts;
         self.other += other.other;
         self.dropped += other.dropped;
@@ -76,6 +84,17 @@ pub async fn buffer_events(
         counter!(m::EVENTS, "kind" => m::KIND_POST_DELETE),
         counter!(m::EVENTS, "kind" => m::KIND_DROPPED),
     );
+    let interactions_in = |kind: InteractionKind| match kind {
+        InteractionKind::Like => counter!(m::EVENTS, "kind" => m::KIND_LIKE),
+        InteractionKind::Repost => counter!(m::EVENTS, "kind" => m::KIND_REPOST),
+    };
+    let interaction_deletes_in = |kind: InteractionKind| match kind {
+        InteractionKind::Like => counter!(m::EVENTS, "kind" => m::KIND_LIKE_DELETE),
+        InteractionKind::Repost => counter!(m::EVENTS, "kind" => m::KIND_REPOST_DELETE),
+    };
+    let (likes_in, reposts_in) = (interactions_in(InteractionKind::Like), interactions_in(InteractionKind::Repost));
+    let (unlikes_in, unreposts_in) =
+        (interaction_deletes_in(InteractionKind::Like), interaction_deletes_in(InteractionKind::Repost));
     while let Some(first) = events.recv().await {
         let mut next = Some(first);
         // Take what is already waiting, up to a batch, then write it in one round trip.
@@ -91,6 +110,22 @@ pub async fn buffer_events(
                     report.post_deletes += 1;
                     deletes_in.increment(1);
                     entries.push(Entry::Delete(delete));
+                }
+                Decoded::Interaction(interaction) => {
+                    report.interactions += 1;
+                    match interaction.kind {
+                        InteractionKind::Like => likes_in.increment(1),
+                        InteractionKind::Repost => reposts_in.increment(1),
+                    }
+                    entries.push(Entry::Interaction(interaction));
+                }
+                Decoded::InteractionDelete(delete) => {
+                    report.interaction_deletes += 1;
+                    match delete.kind {
+                        InteractionKind::Like => unlikes_in.increment(1),
+                        InteractionKind::Repost => unreposts_in.increment(1),
+                    }
+                    entries.push(Entry::InteractionDelete(delete));
                 }
                 Decoded::Account(event) => {
                     report.accounts += 1;

@@ -15,7 +15,10 @@ use crate::catalog::{self, Generation};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::{EmbedType, Post, PostColumn};
-use crate::plan::{BucketsPlan, Clock, Dimension, Keyset, Measures, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
+use crate::plan::{
+    BucketsPlan, Clock, Dimension, EngagementPlan, Keyset, Measures, Plan, PostFilter, PostOrder, PostsPlan,
+    RankedPostsPlan, TopPlan, TrendPlan,
+};
 use crate::sql::{Param, Sql, compile};
 use crate::textindex::Window;
 use crate::zone::{self, Interval};
@@ -63,7 +66,7 @@ impl Default for EngineConfig {
 pub struct Engine {
     lake: PathBuf,
     base: Mutex<Connection>,
-    tables: [TableView; 3],
+    tables: [TableView; 5],
     /// What the views read now; none before the first listing.
     snapshot: Mutex<Option<Snapshot>>,
     /// The `posts` day partitions of the snapshot, with their bytes.
@@ -352,6 +355,19 @@ const POST_COLUMNS_EMPTY: &str =
 const DELETE_COLUMNS_EMPTY: &str =
     "NULL::VARCHAR AS uri, NULL::VARCHAR AS did, NULL::TIMESTAMP AS deleted_at, NULL::DATE AS \"date\"";
 
+const INTERACTION_COLUMNS_EMPTY: &str = "NULL::VARCHAR AS did, NULL::VARCHAR AS kind, NULL::VARCHAR AS rkey,
+  NULL::VARCHAR AS subject_did, NULL::VARCHAR AS subject_rkey, NULL::TIMESTAMP AS created_at,
+  NULL::TIMESTAMP AS indexed_at, NULL::DATE AS \"date\"";
+
+const INTERACTION_DELETE_COLUMNS_EMPTY: &str = "NULL::VARCHAR AS did, NULL::VARCHAR AS kind, NULL::VARCHAR AS rkey,
+  NULL::TIMESTAMP AS deleted_at, NULL::DATE AS \"date\"";
+
+/// Where each table's view is in [`Engine::tables`] (and its listing in a refresh).
+const POSTS: usize = 0;
+const DELETES: usize = 1;
+const INTERACTIONS: usize = 3;
+const INTERACTION_DELETES: usize = 4;
+
 const ACCOUNT_COLUMNS_EMPTY: &str = "NULL::VARCHAR AS did, NULL::TIMESTAMP AS seen_at, NULL::VARCHAR AS handle,
   NULL::BOOLEAN AS active, NULL::VARCHAR AS status, NULL::DATE AS \"date\"";
 
@@ -405,6 +421,8 @@ impl Engine {
             TableView::new(layout::POSTS_TABLE, "post_files", POST_COLUMNS_EMPTY),
             TableView::new(layout::DELETES_TABLE, "deletes", DELETE_COLUMNS_EMPTY),
             TableView::new(layout::ACCOUNTS_TABLE, "account_files", ACCOUNT_COLUMNS_EMPTY),
+            TableView::new(layout::INTERACTIONS_TABLE, "interaction_files", INTERACTION_COLUMNS_EMPTY),
+            TableView::new(layout::INTERACTION_DELETES_TABLE, "interaction_deletes", INTERACTION_DELETE_COLUMNS_EMPTY),
         ];
         for table in &tables {
             connection.execute_batch(&table.empty_sql())?;
@@ -487,8 +505,8 @@ impl Engine {
         let hidden = Arc::new(hidden);
         *self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()) = hidden.clone();
         self.create_posts_view(&base)?;
-        let posts = &listed[0];
-        rollup_tables.moved(rollups::Listing::new(&posts.paths, &listed[1].paths, hidden));
+        let posts = &listed[POSTS];
+        rollup_tables.moved(rollups::Listing::new(&posts.paths, &listed[DELETES].paths, hidden));
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
         let listed_paths: std::collections::HashSet<&PathBuf> = posts.paths.iter().collect();
         self.text_indexes
@@ -509,17 +527,36 @@ impl Engine {
         base.execute_batch(&format!(
             "CREATE OR REPLACE VIEW posts AS {};
              CREATE OR REPLACE VIEW file_posts AS {};
-             CREATE OR REPLACE VIEW hot_live AS {};",
+             CREATE OR REPLACE VIEW hot_live AS {};
+             CREATE OR REPLACE VIEW interactions AS {};",
             self.live_posts_sql(&files, true),
             self.live_posts_sql(&files, false),
             self.live_posts_sql("SELECT * FROM post_files WHERE false", true),
+            self.live_interactions_sql(),
         ))?;
         Ok(())
     }
 
+    /// The live likes and reposts: the stored ones, less those deleted since and those of
+    /// hidden accounts (as Bluesky stops counting them). The buffer's are not counted until
+    /// they are flushed.
+    fn live_interactions_sql(&self) -> String {
+        let mut sql = String::from("SELECT i.* FROM interaction_files AS i");
+        if self.tables[INTERACTION_DELETES].reads_files.load(Ordering::Acquire) {
+            sql.push_str(
+                " ANTI JOIN interaction_deletes AS d ON d.did = i.did AND d.kind = i.kind AND d.rkey = i.rkey",
+            );
+        }
+        if self.hidden_present.load(Ordering::Acquire) && self.tables[INTERACTIONS].reads_files.load(Ordering::Acquire)
+        {
+            sql.push_str(" ANTI JOIN hidden_authors AS h ON h.did = i.did");
+        }
+        sql
+    }
+
     /// `files` (a relation of stored posts) less the posts the lake's deletes take out.
     fn less_file_deletes(&self, files: &str) -> String {
-        if self.tables[1].reads_files.load(Ordering::Acquire) {
+        if self.tables[DELETES].reads_files.load(Ordering::Acquire) {
             format!("SELECT f.* FROM ({files}) AS f ANTI JOIN deletes AS d ON d.uri = f.uri")
         } else {
             files.to_owned()
@@ -566,7 +603,8 @@ impl Engine {
     /// of Bluesky, most of a second) to take out a few rows.
     fn narrowed_posts_sql(&self, plan: &Plan) -> Option<String> {
         let filter = plan.filter()?;
-        if filter.text.is_empty() {
+        // A ranking counts replies and quotes from every post, not only the matching ones.
+        if filter.text.is_empty() || matches!(plan, Plan::RankedPosts(_)) {
             return None;
         }
         // Both move with the snapshot under the rollup tables' lock. While the tables are being
@@ -1222,6 +1260,43 @@ impl Engine {
         })
     }
 
+    /// How much of `plan.engagement` each of `plan.uris` got; a post that got none is absent.
+    pub fn engagement(&self, plan: &EngagementPlan) -> Result<HashMap<String, u64>> {
+        if plan.uris.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let asked: std::collections::HashSet<&str> = plan.uris.iter().map(String::as_str).collect();
+        let rows = self.run(&Plan::Engagement(plan.clone()), |row| Ok((row.get::<_, String>(0)?, count(row, 1)?)))?;
+        Ok(rows.into_iter().filter(|(uri, _)| asked.contains(uri.as_str())).collect())
+    }
+
+    /// A page of posts ranked by engagement, each with its count, most first.
+    pub fn ranked_posts(&self, plan: &RankedPostsPlan) -> Result<Vec<(Post, u64)>> {
+        let columns: Vec<PostColumn> = plan.columns.iter().copied().collect();
+        let n = columns.len();
+        self.run(&Plan::RankedPosts(plan.clone()), |row| {
+            let mut post = Post::default();
+            for (index, column) in columns.iter().enumerate() {
+                set_column(&mut post, *column, row.get::<_, Value>(index)?)?;
+            }
+            Ok((post, count(row, n)?))
+        })
+    }
+
+    /// The items rising most in `plan.window` against `plan.baseline`, best first.
+    pub fn trending(&self, plan: &TrendPlan) -> Result<Vec<Trend>> {
+        self.run(&Plan::Trending(plan.clone()), |row| {
+            Ok(Trend {
+                item: row.get(0)?,
+                posts: count(row, 1)?,
+                baseline_posts: count(row, 2)?,
+                expected: row.get(3)?,
+                ratio: row.get(4)?,
+                z_score: row.get(5)?,
+            })
+        })
+    }
+
     /// Authors with the most matching posts, most first (ties by DID).
     pub fn top_authors(&self, plan: &TopPlan) -> Result<Vec<(String, u64)>> {
         self.run(&Plan::TopAuthors(plan.clone()), |row| Ok((row.get(0)?, count(row, 1)?)))
@@ -1546,6 +1621,20 @@ pub struct AccountState {
     /// `None` until an account event was seen.
     pub active: Option<bool>,
     pub status: Option<String>,
+}
+
+/// One item of [`Engine::trending`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trend {
+    pub item: String,
+    /// Posts with it in the window.
+    pub posts: u64,
+    /// Posts with it in the baseline.
+    pub baseline_posts: u64,
+    /// The baseline's count scaled to the window's length.
+    pub expected: f64,
+    pub ratio: f64,
+    pub z_score: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! <lake>/posts/date=YYYY-MM-DD/<first-id>_<last-id>.parquet   posts created that UTC day
 //! <lake>/deletes/date=YYYY-MM-DD/<first-id>_<last-id>.parquet deletions seen that UTC day
 //! <lake>/accounts/date=YYYY-MM-DD/<first-id>_<last-id>.parquet identity and account events seen that day
+//! <lake>/interactions/date=YYYY-MM-DD/<first-id>_<last-id>.parquet likes and reposts created that UTC day
+//! <lake>/interaction_deletes/date=YYYY-MM-DD/<first-id>_<last-id>.parquet their deletions seen that day
 //! <lake>/posts/.date=YYYY-MM-DD.staging/                     a partition being rewritten (hidden)
 //! <lake>/_catalog/state.json                                   generation, last flush
 //! <lake>/_ingest/                                              owned by ingest (durable cursor)
@@ -18,6 +20,11 @@ use chrono::{DateTime, NaiveDate};
 pub const POSTS_TABLE: &str = "posts";
 pub const DELETES_TABLE: &str = "deletes";
 pub const ACCOUNTS_TABLE: &str = "accounts";
+pub const INTERACTIONS_TABLE: &str = "interactions";
+pub const INTERACTION_DELETES_TABLE: &str = "interaction_deletes";
+/// Every table of day partitions a flush writes into.
+pub const TABLES: [&str; 5] =
+    [POSTS_TABLE, DELETES_TABLE, ACCOUNTS_TABLE, INTERACTIONS_TABLE, INTERACTION_DELETES_TABLE];
 const PARTITION_PREFIX: &str = "date=";
 
 /// The UTC calendar day of a timestamp in microseconds.

@@ -381,6 +381,171 @@ impl TableRow for Delete {
     }
 }
 
+/// A post's uri (`at://{did}/app.bsky.feed.post/{rkey}`) as its DID and record key.
+pub fn post_uri_parts(uri: &str) -> Option<(&str, &str)> {
+    let (did, rkey) = uri.strip_prefix("at://")?.split_once("/app.bsky.feed.post/")?;
+    (!did.is_empty() && !did.contains('/') && !rkey.is_empty() && !rkey.contains('/')).then_some((did, rkey))
+}
+
+/// What an interaction is: a like or a repost of a post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InteractionKind {
+    #[default]
+    Like,
+    Repost,
+}
+
+impl InteractionKind {
+    pub const ALL: [InteractionKind; 2] = [InteractionKind::Like, InteractionKind::Repost];
+
+    /// As stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InteractionKind::Like => "like",
+            InteractionKind::Repost => "repost",
+        }
+    }
+
+    /// The record collection of its kind.
+    pub fn collection(self) -> &'static str {
+        match self {
+            InteractionKind::Like => "app.bsky.feed.like",
+            InteractionKind::Repost => "app.bsky.feed.repost",
+        }
+    }
+
+    pub fn of_collection(collection: &str) -> Option<InteractionKind> {
+        InteractionKind::ALL.into_iter().find(|k| k.collection() == collection)
+    }
+}
+
+/// A like or repost of a post (an `app.bsky.feed.like` or `app.bsky.feed.repost` record), as
+/// stored in the `interactions` table. Its own uri is `at://{did}/{collection}/{rkey}` and its
+/// subject's `at://{subject_did}/app.bsky.feed.post/{subject_rkey}`; the table keeps their
+/// parts, not the uris, which would double its size (likes are ten times as many as posts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Interaction {
+    /// Who liked or reposted.
+    pub did: String,
+    pub kind: InteractionKind,
+    pub rkey: String,
+    /// The post's author.
+    pub subject_did: String,
+    pub subject_rkey: String,
+    /// From the record's `createdAt`, clamped as a post's is.
+    pub created_at_us: i64,
+    /// The event's `time_us`.
+    pub indexed_at_us: i64,
+}
+
+static INTERACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("did", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("rkey", DataType::Utf8, false),
+        Field::new("subject_did", DataType::Utf8, false),
+        Field::new("subject_rkey", DataType::Utf8, false),
+        Field::new("created_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new("indexed_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+    ]))
+});
+
+impl TableRow for Interaction {
+    const TABLE: &'static str = crate::layout::INTERACTIONS_TABLE;
+    fn partition_micros(&self) -> i64 {
+        self.created_at_us
+    }
+    fn tie_break(&self) -> &str {
+        &self.rkey
+    }
+    fn schema() -> SchemaRef {
+        INTERACTIONS_SCHEMA.clone()
+    }
+    fn to_batch(rows: &[Self]) -> crate::Result<RecordBatch> {
+        let n = rows.len();
+        let mut did = StringBuilder::with_capacity(n, n * 32);
+        let mut kind = StringBuilder::with_capacity(n, n * 6);
+        let mut rkey = StringBuilder::with_capacity(n, n * 13);
+        let mut subject_did = StringBuilder::with_capacity(n, n * 32);
+        let mut subject_rkey = StringBuilder::with_capacity(n, n * 13);
+        let mut created_at = TimestampMicrosecondBuilder::with_capacity(n);
+        let mut indexed_at = TimestampMicrosecondBuilder::with_capacity(n);
+        for row in rows {
+            did.append_value(&row.did);
+            kind.append_value(row.kind.as_str());
+            rkey.append_value(&row.rkey);
+            subject_did.append_value(&row.subject_did);
+            subject_rkey.append_value(&row.subject_rkey);
+            created_at.append_value(row.created_at_us);
+            indexed_at.append_value(row.indexed_at_us);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(did.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(rkey.finish()),
+            Arc::new(subject_did.finish()),
+            Arc::new(subject_rkey.finish()),
+            Arc::new(created_at.finish()),
+            Arc::new(indexed_at.finish()),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
+    }
+}
+
+/// A like or repost deleted (an unlike, an undone repost), as stored in the
+/// `interaction_deletes` table: it takes the interaction with the same `did`, `kind` and
+/// `rkey` out of every count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InteractionDelete {
+    pub did: String,
+    pub kind: InteractionKind,
+    pub rkey: String,
+    /// The delete event's `time_us`.
+    pub deleted_at_us: i64,
+}
+
+static INTERACTION_DELETES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("did", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("rkey", DataType::Utf8, false),
+        Field::new("deleted_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+    ]))
+});
+
+impl TableRow for InteractionDelete {
+    const TABLE: &'static str = crate::layout::INTERACTION_DELETES_TABLE;
+    fn partition_micros(&self) -> i64 {
+        self.deleted_at_us
+    }
+    fn tie_break(&self) -> &str {
+        &self.rkey
+    }
+    fn schema() -> SchemaRef {
+        INTERACTION_DELETES_SCHEMA.clone()
+    }
+    fn to_batch(rows: &[Self]) -> crate::Result<RecordBatch> {
+        let mut did = StringBuilder::new();
+        let mut kind = StringBuilder::new();
+        let mut rkey = StringBuilder::new();
+        let mut deleted_at = TimestampMicrosecondBuilder::with_capacity(rows.len());
+        for row in rows {
+            did.append_value(&row.did);
+            kind.append_value(row.kind.as_str());
+            rkey.append_value(&row.rkey);
+            deleted_at.append_value(row.deleted_at_us);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(did.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(rkey.finish()),
+            Arc::new(deleted_at.finish()),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
+    }
+}
+
 /// Builds one Arrow batch of `posts` rows, in the order given.
 pub fn posts_to_batch(posts: &[Post]) -> crate::Result<RecordBatch> {
     let n = posts.len();

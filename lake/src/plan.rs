@@ -101,6 +101,74 @@ fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 
+/// A position in the (engagement, most first; uri) order of a [`RankedPostsPlan`]: its
+/// opaque `after` cursor, which the time order's cursors are not mistaken for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RankKeyset {
+    pub count: u64,
+    pub uri: String,
+}
+
+impl RankKeyset {
+    const VERSION: &'static str = "r1";
+
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", Self::VERSION, self.count, self.uri))
+    }
+
+    pub fn decode(cursor: &str) -> Result<RankKeyset> {
+        let invalid = || {
+            Error::InvalidCursor(format!(
+                "`{}` is not a cursor of this order returned by this API",
+                truncate(cursor, 64)
+            ))
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let mut parts = text.splitn(3, ':');
+        let (Some(Self::VERSION), Some(count), Some(uri)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        let count: u64 = count.parse().map_err(|_| invalid())?;
+        if i64::try_from(count).is_err() {
+            return Err(invalid());
+        }
+        Ok(RankKeyset { count, uri: uri.to_owned() })
+    }
+}
+
+/// A page of the posts matching `filter` ranked by how much of `engagement` each got since
+/// `filter.since_us` (less the clock-skew margin), most first, ties by uri. The filter must
+/// have a `since` on `created_at`: a ranking is of a time window.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RankedPostsPlan {
+    pub engagement: Engagement,
+    pub filter: PostFilter,
+    /// Rows to return (one more than the page, as for [`PostsPlan`]).
+    pub limit: u32,
+    pub after: Option<RankKeyset>,
+    /// The columns to read; `uri` is always read.
+    pub columns: BTreeSet<PostColumn>,
+}
+
+impl RankedPostsPlan {
+    pub fn new(
+        engagement: Engagement,
+        filter: PostFilter,
+        limit: u32,
+        columns: impl IntoIterator<Item = PostColumn>,
+    ) -> Result<RankedPostsPlan> {
+        if filter.since_us.is_none() || filter.clock != Clock::CreatedAt {
+            return Err(Error::InvalidArgument(
+                "posts ranked by engagement are those of a window: give filter.since (on createdAt)".into(),
+            ));
+        }
+        let mut columns: BTreeSet<PostColumn> = columns.into_iter().collect();
+        columns.insert(PostColumn::Uri);
+        Ok(RankedPostsPlan { engagement, filter, limit, after: None, columns })
+    }
+}
+
 /// A page of posts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PostsPlan {
@@ -202,6 +270,113 @@ pub enum Plan {
     Buckets(BucketsPlan),
     /// The latest handle and activity of these DIDs.
     Accounts(Vec<String>),
+    /// How many likes, reposts, replies or quotes each of some posts got.
+    Engagement(EngagementPlan),
+    /// What is rising: items whose rate in a window is highest against their baseline rate.
+    Trending(TrendPlan),
+    /// A page of posts ranked by engagement.
+    RankedPosts(RankedPostsPlan),
+}
+
+/// What `trending` ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrendKind {
+    Hashtag,
+    /// The host of a post's links and link card, lower-cased, without `www.`.
+    LinkDomain,
+    /// A declared language, bare (`en-US` is `en`).
+    Lang,
+}
+
+/// How `trending` orders its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TrendRank {
+    /// `(posts + 1) / (expected + 1)`: how many times its usual rate.
+    #[default]
+    Ratio,
+    /// `(posts − expected) / √(expected + 1)`: how far above its usual rate, in (Poisson)
+    /// standard deviations; favours big items more than the ratio does.
+    ZScore,
+}
+
+/// Items of `kind` on the posts matching `filter` in `window` (`[since, until)` on the filter's
+/// clock), ranked against their rate in `baseline`: `expected` is the baseline's count scaled
+/// to the window's length. Only items on at least `min_posts` posts of the window are ranked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TrendPlan {
+    pub kind: TrendKind,
+    /// Its `since` and `until` span the window and the baseline (set by [`TrendPlan::new`]).
+    pub filter: PostFilter,
+    pub window: (i64, i64),
+    pub baseline: (i64, i64),
+    pub rank: TrendRank,
+    pub min_posts: u32,
+    pub limit: u32,
+}
+
+impl TrendPlan {
+    /// Refuses an empty or reversed range; `filter`'s own `since` and `until` are replaced.
+    pub fn new(
+        kind: TrendKind,
+        filter: PostFilter,
+        window: (i64, i64),
+        baseline: (i64, i64),
+        rank: TrendRank,
+        min_posts: u32,
+        limit: u32,
+    ) -> crate::Result<TrendPlan> {
+        for (name, (since, until)) in [("window", window), ("baseline", baseline)] {
+            if since >= until {
+                return Err(crate::Error::InvalidArgument(format!("the {name} must end after it starts")));
+            }
+        }
+        let filter =
+            PostFilter { since_us: Some(window.0.min(baseline.0)), until_us: Some(window.1.max(baseline.1)), ..filter };
+        Ok(TrendPlan { kind, filter, window, baseline, rank, min_posts, limit })
+    }
+}
+
+/// What a post got from others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Engagement {
+    /// Live likes (`interactions` of kind `like`).
+    Likes,
+    /// Live reposts.
+    Reposts,
+    /// Live posts replying to it directly (`reply_parent`).
+    Replies,
+    /// Live posts quoting it (`quote_uri`).
+    Quotes,
+}
+
+impl Engagement {
+    pub const ALL: [Engagement; 4] = [Engagement::Likes, Engagement::Reposts, Engagement::Replies, Engagement::Quotes];
+}
+
+/// How much of one [`Engagement`] each of `uris` got. Nothing that engages with a post is
+/// older than it, less the clock skew a record's `createdAt` may have: rows created before
+/// `since_us` are not read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EngagementPlan {
+    pub engagement: Engagement,
+    pub uris: Vec<String>,
+    pub since_us: i64,
+}
+
+impl EngagementPlan {
+    /// Margin below the oldest post's `created_at`: a post's `createdAt` may be up to a day
+    /// ahead of its author's clock (`MAX_FUTURE_SKEW_US`), and a reply's or like's a day behind.
+    pub const SKEW_MARGIN_US: i64 = 2 * crate::model::MAX_FUTURE_SKEW_US;
+
+    /// The plan for posts given as `(uri, created_at)`.
+    pub fn new(engagement: Engagement, posts: &[(String, i64)]) -> EngagementPlan {
+        let oldest = posts.iter().map(|p| p.1).min().unwrap_or_default();
+        EngagementPlan {
+            engagement,
+            uris: posts.iter().map(|p| p.0.clone()).collect(),
+            since_us: oldest.saturating_sub(Self::SKEW_MARGIN_US),
+        }
+    }
 }
 
 impl Plan {
@@ -217,6 +392,14 @@ impl Plan {
             Plan::TopHashtagsPerAuthor(_) => "author.topHashtags",
             Plan::Buckets(_) => "timeBuckets",
             Plan::Accounts(_) => "accounts",
+            Plan::Trending(_) => "trending",
+            Plan::RankedPosts(_) => "posts",
+            Plan::Engagement(plan) => match plan.engagement {
+                Engagement::Likes => "Post.likeCount",
+                Engagement::Reposts => "Post.repostCount",
+                Engagement::Replies => "Post.replyCount",
+                Engagement::Quotes => "Post.quoteCount",
+            },
         }
     }
 
@@ -227,7 +410,9 @@ impl Plan {
             Plan::Summary(filter) | Plan::AuthorSummaries(filter) => Some(filter),
             Plan::TopAuthors(p) | Plan::TopHashtags(p) | Plan::TopHashtagsPerAuthor(p) => Some(&p.filter),
             Plan::Buckets(p) => Some(&p.filter),
-            Plan::Accounts(_) => None,
+            Plan::Trending(p) => Some(&p.filter),
+            Plan::RankedPosts(p) => Some(&p.filter),
+            Plan::Accounts(_) | Plan::Engagement(_) => None,
         }
     }
 }

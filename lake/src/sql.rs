@@ -13,10 +13,13 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::layout::date_of_micros;
-use crate::model::{MAX_FUTURE_SKEW_US, PostColumn};
+use crate::model::{InteractionKind, MAX_FUTURE_SKEW_US, PostColumn};
 #[cfg(test)]
 use crate::plan::Measures;
-use crate::plan::{BucketsPlan, Clock, Dimension, Keyset, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
+use crate::plan::{
+    BucketsPlan, Clock, Dimension, Engagement, EngagementPlan, Keyset, Plan, PostFilter, PostOrder, PostsPlan,
+    RankedPostsPlan, TopPlan, TrendKind, TrendPlan, TrendRank,
+};
 use crate::search;
 use crate::zone::Offsets;
 
@@ -118,6 +121,9 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
             write!(builder.text, "SELECT did, handle, active, status FROM account_state WHERE did IN ({list})")
                 .unwrap();
         }
+        Plan::Engagement(plan) => builder.engagement(plan),
+        Plan::Trending(plan) => builder.trending(plan)?,
+        Plan::RankedPosts(plan) => builder.ranked_posts(plan)?,
     }
     Ok(Sql { text: builder.text, params: builder.params })
 }
@@ -293,6 +299,124 @@ impl Builder {
     fn bind_list(&mut self, values: impl IntoIterator<Item = Param>) -> String {
         let placeholders: Vec<&str> = values.into_iter().map(|v| self.bind(v)).collect();
         placeholders.join(", ")
+    }
+
+    /// `(uri, n)` for the posts of `plan` that got any. The caller keeps the uris it asked for.
+    fn engagement(&mut self, plan: &EngagementPlan) {
+        let counts = self.engagement_counts(plan.engagement, plan.since_us, Some(&plan.uris));
+        self.text.push_str(&counts);
+    }
+
+    /// `SELECT subject, n`: how much of `engagement` each post got from rows created since
+    /// `since_us`, of the posts `subjects` only when given. Likes and reposts are looked for by
+    /// their subject's record key (a post's is unique to its author, nearly always unique
+    /// overall), and the subject's uri is made of its parts.
+    fn engagement_counts(&mut self, engagement: Engagement, since_us: i64, subjects: Option<&[String]>) -> String {
+        let since = self.bind(Param::Timestamp(since_us));
+        let first_day = self.bind(Param::Date(date_of_micros(since_us)));
+        let kind = match engagement {
+            Engagement::Likes => Some(InteractionKind::Like),
+            Engagement::Reposts => Some(InteractionKind::Repost),
+            Engagement::Replies | Engagement::Quotes => None,
+        };
+        if let Some(kind) = kind {
+            let kind = self.bind(Param::Text(kind.as_str().to_owned()));
+            let narrowed = subjects.map_or_else(String::new, |uris| {
+                let rkeys = uris.iter().filter_map(|uri| crate::model::post_uri_parts(uri)).map(|(_, rkey)| rkey);
+                let list = self.bind_list(rkeys.map(|rkey| Param::Text(rkey.to_owned())));
+                format!(" AND subject_rkey IN ({})", if list.is_empty() { "NULL" } else { &list })
+            });
+            format!(
+                "SELECT 'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS subject, count(*) AS n\n\
+                 FROM interactions\nWHERE created_at >= {since} AND \"date\" >= {first_day} AND kind = {kind}{narrowed}\n\
+                 GROUP BY subject_did, subject_rkey"
+            )
+        } else {
+            let column = if engagement == Engagement::Replies { "reply_parent" } else { "quote_uri" };
+            let narrowed = subjects.map_or_else(
+                || format!(" AND {column} IS NOT NULL"),
+                |uris| {
+                    let list = self.bind_list(uris.iter().map(|uri| Param::Text(uri.clone())));
+                    format!(" AND {column} IN ({})", if list.is_empty() { "NULL" } else { &list })
+                },
+            );
+            format!(
+                "SELECT {column} AS subject, count(*) AS n\nFROM posts\nWHERE created_at >= {since} \
+                 AND \"date\" >= {first_day}{narrowed}\nGROUP BY {column}"
+            )
+        }
+    }
+
+    /// A page of posts ranked by engagement: the plan's columns, then the count.
+    fn ranked_posts(&mut self, plan: &RankedPostsPlan) -> Result<()> {
+        let since_us = plan.filter.since_us.unwrap_or_default().saturating_sub(EngagementPlan::SKEW_MARGIN_US);
+        let counts = self.engagement_counts(plan.engagement, since_us, None);
+        let columns: Vec<String> = plan.columns.iter().map(|c| format!("p.{}", c.name())).collect();
+        write!(
+            self.text,
+            "SELECT {}, coalesce(c.n, 0) AS rank_n\nFROM posts AS p LEFT JOIN ({counts}) AS c ON c.subject = p.uri",
+            columns.join(", ")
+        )
+        .unwrap();
+        // The filter's columns are the posts': the counts are named apart.
+        let mut conditions = self.conditions(&plan.filter, None)?;
+        if let Some(after) = &plan.after {
+            let count = i64::try_from(after.count).unwrap_or(i64::MAX);
+            let [below, equal] = [count, count].map(|n| self.bind(Param::Int(n)));
+            let uri = self.bind(Param::Text(after.uri.clone()));
+            conditions.push(format!("(coalesce(c.n, 0) < {below} OR (coalesce(c.n, 0) = {equal} AND p.uri > {uri}))"));
+        }
+        if !conditions.is_empty() {
+            write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();
+        }
+        self.text.push_str("\nORDER BY rank_n DESC, p.uri");
+        self.limit(plan.limit);
+        Ok(())
+    }
+
+    /// `(item, posts in the window, in the baseline, expected, ratio, z)`, best first.
+    fn trending(&mut self, plan: &TrendPlan) -> Result<()> {
+        let clock = plan.filter.clock.column();
+        let item = match plan.kind {
+            TrendKind::Hashtag => "unnest(list_distinct(hashtags))",
+            TrendKind::Lang => "unnest(list_distinct(list_transform(langs, lambda l: lower(split_part(l, '-', 1)))))",
+            // The authority of each link (and the link card's), less user, `www.` and port.
+            TrendKind::LinkDomain => {
+                "unnest(list_distinct(list_filter(list_transform(\
+                 list_concat(links, CASE WHEN external_uri IS NULL THEN [] ELSE [external_uri] END), \
+                 lambda u: split_part(regexp_replace(regexp_extract(lower(u), '^[a-z][a-z0-9+.-]*://([^/?#]*)', 1), \
+                 '^([^@]*@)?(www[.])?', ''), ':', 1)), lambda d: d <> '')))"
+            }
+        };
+        let (window, baseline) = (plan.window, plan.baseline);
+        // In the order of the text.
+        let [window_len, baseline_len] =
+            [window.1 - window.0, baseline.1 - baseline.0].map(|len| self.bind(Param::Int(len)));
+        let [ws, wu, bs, bu] = [window.0, window.1, baseline.0, baseline.1].map(|t| self.bind(Param::Timestamp(t)));
+        write!(
+            self.text,
+            "SELECT item, n_window, n_baseline, expected, (n_window + 1) / (expected + 1) AS ratio, \
+             (n_window - expected) / sqrt(expected + 1) AS z\nFROM (\
+             SELECT item, n_window, n_baseline, \
+             n_baseline * CAST({window_len} AS DOUBLE) / CAST({baseline_len} AS DOUBLE) AS expected\nFROM (\
+             SELECT item, count(*) FILTER (WHERE t >= {ws} AND t < {wu}) AS n_window, \
+             count(*) FILTER (WHERE t >= {bs} AND t < {bu}) AS n_baseline\nFROM (\
+             SELECT {clock} AS t, {item} AS item FROM posts"
+        )
+        .unwrap();
+        self.where_clause(&plan.filter, None)?;
+        let min_posts = self.bind(Param::Int(i64::from(plan.min_posts.max(1))));
+        let order = match plan.rank {
+            TrendRank::Ratio => "ratio DESC, n_window DESC",
+            TrendRank::ZScore => "z DESC, n_window DESC",
+        };
+        write!(
+            self.text,
+            ")\nWHERE item IS NOT NULL AND item <> ''\nGROUP BY item)\nWHERE n_window >= {min_posts})\nORDER BY {order}, item"
+        )
+        .unwrap();
+        self.limit(plan.limit);
+        Ok(())
     }
 
     fn limit(&mut self, limit: u32) {

@@ -17,7 +17,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::file::statistics::Statistics;
 
 use crate::error::{Error, Result};
-use crate::model::{AccountEvent, Delete, Post, TableRow};
+use crate::model::{AccountEvent, Delete, Interaction, InteractionDelete, Post, TableRow};
 use crate::{catalog, layout};
 
 /// How bad a finding is.
@@ -59,11 +59,17 @@ struct Table {
     time_column: &'static str,
 }
 
-fn tables() -> [Table; 3] {
+fn tables() -> [Table; 5] {
     fn table<R: TableRow>(time_column: &'static str) -> Table {
         Table { name: R::TABLE, schema: R::schema(), time_column }
     }
-    [table::<Post>("created_at"), table::<Delete>("deleted_at"), table::<AccountEvent>("seen_at")]
+    [
+        table::<Post>("created_at"),
+        table::<Delete>("deleted_at"),
+        table::<AccountEvent>("seen_at"),
+        table::<Interaction>("created_at"),
+        table::<InteractionDelete>("deleted_at"),
+    ]
 }
 
 /// Verifies the whole lake. Only a lake that cannot be listed at all is an `Err`; everything

@@ -254,7 +254,7 @@ pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// happens under the [`crate::unique::FlushLock`], which the caller holds.
 pub fn remove_orphan_temporaries(lake: &Path, _held: &crate::unique::FlushLock) -> Result<usize> {
     let mut removed = 0;
-    for table in [layout::POSTS_TABLE, layout::DELETES_TABLE, layout::ACCOUNTS_TABLE] {
+    for table in layout::TABLES {
         let dir = layout::table_dir(lake, table);
         let Ok(partitions) = fs::read_dir(&dir) else { continue };
         for partition in partitions {

@@ -8,6 +8,7 @@ mod cache;
 mod compaction;
 mod config;
 mod crash;
+mod engagement;
 mod expected;
 mod export_files;
 mod export_runs;

@@ -12,7 +12,7 @@ fn verify_passes_an_ingested_lake_and_fails_a_damaged_one() {
     let output = skyglass(lake.path(), &redis.url()).args(["lake", "verify"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("0 errors, 0 warnings") && stdout.contains("of 3 tables"), "{stdout}");
+    assert!(stdout.contains("0 errors, 0 warnings") && stdout.contains("of 4 tables"), "{stdout}");
 
     let glob = lake::layout::table_glob(lake.path(), lake::layout::POSTS_TABLE);
     let connection = lake::duckdb::Connection::open_in_memory().unwrap();

@@ -119,8 +119,11 @@ impl Author {
         filter: Option<PostFilter>,
     ) -> async_graphql::Result<PostConnection> {
         let page_size = page_size(ctx, "first", first)?;
-        let order: lake::plan::PostOrder = order.unwrap_or_default().into();
         let filter = Arc::new(self.own(filter)?);
+        let order = match order.unwrap_or_default().by_time() {
+            Ok(order) => order,
+            Err(engagement) => return super::query::ranked_page(ctx, engagement, filter, page_size, after).await,
+        };
         let columns = connection_post_columns(ctx.field());
         let after = keyset(after)?;
         if page_size == 0 {

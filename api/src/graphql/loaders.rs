@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_graphql::dataloader::Loader;
 use lake::exec::{AccountState, Bucket, HashtagCount, Reads, Summary};
 use lake::model::{Post, PostColumn};
-use lake::plan::{Measures, PostFilter, PostOrder, PostsPlan, TopPlan};
+use lake::plan::{Engagement, EngagementPlan, Measures, PostFilter, PostOrder, PostsPlan, TopPlan};
 use lake::zone::Interval;
 
 use super::QueryRunner;
@@ -183,6 +183,42 @@ impl Loader<AuthorPostsKey> for AuthorPosts {
                 }
                 for (did, posts) in by_author {
                     found.insert(AuthorPostsKey { did, page: page.clone() }, Arc::new(posts));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// One post's count of one kind of engagement: the post's uri and `created_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EngagementKey {
+    pub engagement: Engagement,
+    pub uri: String,
+    pub created_at_us: i64,
+}
+
+/// Likes, reposts, replies or quotes of many posts, one statement per kind.
+pub struct Engagements(pub QueryRunner);
+
+impl Loader<EngagementKey> for Engagements {
+    type Value = u64;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[EngagementKey]) -> Result<HashMap<EngagementKey, u64>, Self::Error> {
+        let mut found = HashMap::new();
+        for engagement in Engagement::ALL {
+            let posts: Vec<(String, i64)> =
+                keys.iter().filter(|k| k.engagement == engagement).map(|k| (k.uri.clone(), k.created_at_us)).collect();
+            for chunk in posts.chunks(MAX_AUTHORS_PER_STATEMENT) {
+                let plan = EngagementPlan::new(engagement, chunk);
+                // Priced as the posts since the oldest of them.
+                let since = PostFilter { since_us: Some(plan.since_us), ..PostFilter::default() };
+                let estimate = self.0.estimate(Reads::Scan { filter: &since, rows: chunk.len() as u64 });
+                let counts = self.0.run(estimate, move |engine| engine.engagement(&plan)).await?;
+                for (uri, created_at_us) in chunk {
+                    let n = counts.get(uri).copied().unwrap_or(0);
+                    found.insert(EngagementKey { engagement, uri: uri.clone(), created_at_us: *created_at_us }, n);
                 }
             }
         }

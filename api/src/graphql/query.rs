@@ -12,7 +12,7 @@ use lake::plan::{Keyset, PostsPlan, TopPlan};
 use super::author::{Author, AuthorCount, validate_did};
 use super::types::{
     Clock, Dimension, HashtagCount, Interval, LakeStats, PageInfo, PostConnection, PostEdge, PostFilter, PostNode,
-    PostOrder, TimeBucket, post_field_columns,
+    PostOrder, TimeBucket, TimeRange, Trend, TrendKind, TrendRank, post_field_columns,
 };
 use super::{COMPLEXITY_PAGE_CAP, DEFAULT_PAGE_SIZE, QueryRunner, Services};
 use crate::error;
@@ -78,6 +78,38 @@ pub(super) fn connection(mut rows: Vec<Post>, page_size: u32, filter: Arc<lake::
     PostConnection { edges, page_info: PageInfo { has_next_page, end_cursor }, filter }
 }
 
+/// A page of the posts matching `filter` ranked by `engagement`, with cursors of that order.
+pub(super) async fn ranked_page(
+    ctx: &Context<'_>,
+    engagement: lake::plan::Engagement,
+    filter: Arc<lake::plan::PostFilter>,
+    page_size: u32,
+    after: Option<String>,
+) -> async_graphql::Result<PostConnection> {
+    let columns = connection_post_columns(ctx.field());
+    let mut plan = lake::plan::RankedPostsPlan::new(engagement, (*filter).clone(), page_size + 1, columns)
+        .map_err(error::from_lake)?;
+    plan.after = after.map(|cursor| lake::plan::RankKeyset::decode(&cursor)).transpose().map_err(error::from_lake)?;
+    let mut rows = if page_size == 0 {
+        Vec::new()
+    } else {
+        let runner = runner(ctx)?;
+        let estimate = runner.estimate(Reads::Scan { filter: &plan.filter, rows: u64::from(plan.limit) });
+        runner.run(estimate, move |engine| engine.ranked_posts(&plan)).await?
+    };
+    let has_next_page = rows.len() > page_size as usize;
+    rows.truncate(page_size as usize);
+    let edges: Vec<PostEdge> = rows
+        .into_iter()
+        .map(|(post, count)| {
+            let cursor = lake::plan::RankKeyset { count, uri: post.uri.clone() }.encode();
+            PostEdge { cursor, node: PostNode(post) }
+        })
+        .collect();
+    let end_cursor = edges.last().map(|e| e.cursor.clone());
+    Ok(PostConnection { edges, page_info: PageInfo { has_next_page, end_cursor }, filter })
+}
+
 /// Decodes an `after` cursor.
 pub(super) fn keyset(after: Option<String>) -> async_graphql::Result<Option<Keyset>> {
     after.map(|cursor| Keyset::decode(&cursor)).transpose().map_err(error::from_lake)
@@ -134,11 +166,13 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<PostConnection> {
         // An explicit null means the default, as an absent argument does.
-        let order = order.unwrap_or_default();
         let page_size = page_size(ctx, "first", first)?;
         let filter = Arc::new(filter.unwrap_or_default().into_plan()?);
-        let mut plan =
-            PostsPlan::new((*filter).clone(), order.into(), page_size + 1, connection_post_columns(ctx.field()));
+        let order = match order.unwrap_or_default().by_time() {
+            Ok(order) => order,
+            Err(engagement) => return ranked_page(ctx, engagement, filter, page_size, after).await,
+        };
+        let mut plan = PostsPlan::new((*filter).clone(), order, page_size + 1, connection_post_columns(ctx.field()));
         plan.after = keyset(after)?;
         let rows = if page_size == 0 {
             Vec::new()
@@ -219,6 +253,54 @@ impl Query {
             .into_iter()
             .map(HashtagCount)
             .collect())
+    }
+
+    /// What is rising: the hashtags, link domains or languages of the posts matching `filter`
+    /// whose rate in `window` (default: the last hour) is highest against their own rate in
+    /// `baseline` (default: the seven days before the window), ranked by `rank`. Only items on
+    /// at least `minPosts` posts of the window are ranked, so one lucky post does not trend.
+    /// The ranges replace `filter.since` and `filter.until`, which must be absent.
+    #[graphql(complexity = "first.unwrap_or(10).clamp(1, COMPLEXITY_PAGE_CAP) as usize * child_complexity")]
+    #[allow(clippy::too_many_arguments)]
+    async fn trending(
+        &self,
+        ctx: &Context<'_>,
+        kind: TrendKind,
+        window: Option<TimeRange>,
+        baseline: Option<TimeRange>,
+        filter: Option<PostFilter>,
+        #[graphql(default)] rank: TrendRank,
+        #[graphql(default = 5)] min_posts: i32,
+        #[graphql(default_with = "Some(10)")] first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Trend>> {
+        let filter = filter.unwrap_or_default();
+        if filter.since.is_some() || filter.until.is_some() {
+            return Err(error::bad_input(
+                "trending counts over window and baseline: leave filter.since and filter.until out",
+            ));
+        }
+        let Ok(min_posts) = u32::try_from(min_posts) else {
+            return Err(error::bad_input(format!("minPosts must be 0 or more, got {min_posts}")));
+        };
+        let limit = page_size(ctx, "first", first.or(Some(10)))?;
+        const HOUR_US: i64 = 3_600_000_000;
+        let now = chrono::Utc::now().timestamp_micros();
+        let window = window.map_or((now - HOUR_US, now), |w| (w.since.micros(), w.until.micros()));
+        let baseline =
+            baseline.map_or((window.0 - 7 * 24 * HOUR_US, window.0), |b| (b.since.micros(), b.until.micros()));
+        let plan = lake::plan::TrendPlan::new(
+            kind.into(),
+            filter.into_plan()?,
+            window,
+            baseline,
+            rank.into(),
+            min_posts,
+            limit,
+        )
+        .map_err(|e| error::bad_input(e.to_string()))?;
+        let runner = runner(ctx)?;
+        let estimate = runner.estimate(Reads::Scan { filter: &plan.filter, rows: u64::from(limit) });
+        Ok(runner.run(estimate, move |engine| engine.trending(&plan)).await?.into_iter().map(Trend).collect())
     }
 
     /// The exports declared in the server's config file, with their last and next runs.

@@ -8,7 +8,9 @@ use lake::model::{self, Post};
 use lake::plan;
 use lake::search::TextQuery;
 
+use super::RequestLoader;
 use super::author::Author;
+use super::loaders::{EngagementKey, Engagements};
 use super::scalars::DateTime;
 use crate::error;
 
@@ -24,13 +26,35 @@ pub enum EmbedType {
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
-#[graphql(remote = "lake::plan::PostOrder")]
 pub enum PostOrder {
     /// Newest `createdAt` first.
     #[default]
     Newest,
     /// Oldest `createdAt` first.
     Oldest,
+    /// Most liked first (ties by uri), counting the likes since `filter.since`, which it needs:
+    /// the posts of a window ranked.
+    MostLiked,
+    /// Most reposted first, as `MOST_LIKED`.
+    MostReposted,
+    /// Most replied to first (direct replies), as `MOST_LIKED`.
+    MostReplied,
+    /// Most quoted first, as `MOST_LIKED`.
+    MostQuoted,
+}
+
+impl PostOrder {
+    /// The order by time, or the engagement a ranking is by.
+    pub fn by_time(self) -> Result<plan::PostOrder, plan::Engagement> {
+        match self {
+            PostOrder::Newest => Ok(plan::PostOrder::Newest),
+            PostOrder::Oldest => Ok(plan::PostOrder::Oldest),
+            PostOrder::MostLiked => Err(plan::Engagement::Likes),
+            PostOrder::MostReposted => Err(plan::Engagement::Reposts),
+            PostOrder::MostReplied => Err(plan::Engagement::Replies),
+            PostOrder::MostQuoted => Err(plan::Engagement::Quotes),
+        }
+    }
 }
 
 /// Which of a post's two times a filter or a bucket reads.
@@ -223,6 +247,92 @@ impl PostNode {
     async fn image_count(&self) -> i32 {
         self.0.image_count
     }
+    /// Live likes: unliked ones and those of hidden accounts do not count. Likes still in the
+    /// buffer count once flushed (within `--flush-interval`).
+    async fn like_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        self.engagement(ctx, plan::Engagement::Likes).await
+    }
+    /// Live reposts, as `likeCount` counts likes.
+    async fn repost_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        self.engagement(ctx, plan::Engagement::Reposts).await
+    }
+    /// Live posts replying to this one directly (whose `replyParent` it is), buffered ones too.
+    async fn reply_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        self.engagement(ctx, plan::Engagement::Replies).await
+    }
+    /// Live posts quoting this one (whose `quoteUri` it is), buffered ones too.
+    async fn quote_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        self.engagement(ctx, plan::Engagement::Quotes).await
+    }
+}
+
+impl PostNode {
+    async fn engagement(&self, ctx: &Context<'_>, engagement: plan::Engagement) -> async_graphql::Result<u64> {
+        let key = EngagementKey { engagement, uri: self.0.uri.clone(), created_at_us: self.0.created_at_us };
+        Ok(ctx.data::<RequestLoader<Engagements>>()?.load_one(key).await?.unwrap_or(0))
+    }
+}
+
+/// What `trending` ranks.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "lake::plan::TrendKind")]
+pub enum TrendKind {
+    /// Hashtags, lower-cased.
+    Hashtag,
+    /// The hosts of posts' links and link cards, lower-cased, without `www.` or a port.
+    LinkDomain,
+    /// Declared languages, bare (`en-US` counts as `en`).
+    Lang,
+}
+
+/// How `trending` orders what rose.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+#[graphql(remote = "lake::plan::TrendRank")]
+pub enum TrendRank {
+    /// By `ratio`: how many times its usual rate; small items rise first.
+    #[default]
+    Ratio,
+    /// By `zScore`: how many standard deviations above its usual rate; big items weigh more.
+    ZScore,
+}
+
+/// A span of time, `since` included, `until` not.
+#[derive(InputObject, Clone, Copy, Debug)]
+pub struct TimeRange {
+    pub since: DateTime,
+    pub until: DateTime,
+}
+
+/// An item rising in `trending`'s window against its baseline.
+pub struct Trend(pub lake::exec::Trend);
+
+#[Object]
+impl Trend {
+    /// The hashtag, link domain or language.
+    async fn item(&self) -> &str {
+        &self.0.item
+    }
+    /// Posts with it in the window.
+    async fn posts(&self) -> u64 {
+        self.0.posts
+    }
+    /// Posts with it in the baseline.
+    async fn baseline_posts(&self) -> u64 {
+        self.0.baseline_posts
+    }
+    /// The posts it would have had in the window at its baseline rate: `baselinePosts` times
+    /// the window's length over the baseline's.
+    async fn expected(&self) -> f64 {
+        self.0.expected
+    }
+    /// `(posts + 1) / (expected + 1)`.
+    async fn ratio(&self) -> f64 {
+        self.0.ratio
+    }
+    /// `(posts - expected) / sqrt(expected + 1)`.
+    async fn z_score(&self) -> f64 {
+        self.0.z_score
+    }
 }
 
 /// Maps `Post` field names to the lake columns they read (projection pushdown).
@@ -245,6 +355,7 @@ pub fn post_field_columns(field: &str) -> &'static [model::PostColumn] {
         "quoteUri" => &[C::QuoteUri],
         "embedType" => &[C::EmbedType],
         "imageCount" => &[C::ImageCount],
+        "likeCount" | "repostCount" | "replyCount" | "quoteCount" => &[C::Uri, C::CreatedAt],
         _ => &[],
     }
 }

@@ -16,8 +16,27 @@ query NewestPosts($filter: PostFilter, $after: String) {
       createdAt
       langs
       hashtags
+      likeCount
+      repostCount
+      replyCount
+      quoteCount
       author { did handle }
     }
+  }
+}`,
+    variables: json({ filter: { langs: ['en'] } }),
+  },
+  {
+    query: `# What is rising: hashtags of the last hour against their rate in the week before.
+# Try kind: LINK_DOMAIN or LANG, rank: Z_SCORE, or an explicit window and baseline.
+query Trending($filter: PostFilter) {
+  trending(kind: HASHTAG, filter: $filter, minPosts: 5, first: 10) {
+    item
+    posts
+    baselinePosts
+    expected
+    ratio
+    zScore
   }
 }`,
     variables: json({ filter: { langs: ['en'] } }),

@@ -112,8 +112,72 @@ fn events_missing_what_they_need_are_dropped_with_the_field_named() {
 
 #[test]
 fn a_non_post_collection_is_counted_as_other() {
-    let like = br#"{"did":"did:plc:mcc5","time_us":1779719009132431,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.like","rkey":"3mmoojp7etg2g","record":{"$type":"app.bsky.feed.like","subject":{"cid":"c","uri":"at://x"}},"cid":"c"}}"#;
-    assert_eq!(decode(like), Decoded::Other { kind: OtherKind::OtherCollection, time_us: 1_779_719_009_132_431 });
+    let follow = br#"{"did":"did:plc:mcc5","time_us":1779719009132431,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.graph.follow","rkey":"3mmoojp7etg2g","record":{"$type":"app.bsky.graph.follow","subject":"did:plc:x"},"cid":"c"}}"#;
+    assert_eq!(decode(follow), Decoded::Other { kind: OtherKind::OtherCollection, time_us: 1_779_719_009_132_431 });
+}
+
+fn interaction_event(operation: &str, collection: &str, record: Option<Value>) -> Vec<u8> {
+    let mut line = json!({"did": "did:plc:mcc5yghbk7tixqryac2yxku7", "time_us": TIME_US, "kind": "commit",
+        "commit": {"rev": "3mmoojp7vgo2g", "operation": operation, "collection": collection, "rkey": "3mmoojp7etg2g",
+                   "cid": "bafyreidqpc7si"}});
+    if let Some(record) = record {
+        line["commit"]["record"] = record;
+    }
+    line.to_string().into_bytes()
+}
+
+#[test]
+fn likes_and_reposts_of_posts_become_interactions_and_their_deletes_take_them_back() {
+    let subject = "at://did:plc:vfnmgxg2yscfliemmcxzyfyh/app.bsky.feed.post/3mmoodizfwc2j";
+    let record = |kind: &str, uri: Value| json!({"$type": kind, "createdAt": "2026-05-25T14:23:28.778Z", "subject": {"cid": "bafyreiaxf7", "uri": uri}});
+    let like = interaction_event("create", "app.bsky.feed.like", Some(record("app.bsky.feed.like", json!(subject))));
+    let expected = Interaction {
+        did: "did:plc:mcc5yghbk7tixqryac2yxku7".into(),
+        kind: InteractionKind::Like,
+        rkey: "3mmoojp7etg2g".into(),
+        subject_did: "did:plc:vfnmgxg2yscfliemmcxzyfyh".into(),
+        subject_rkey: "3mmoodizfwc2j".into(),
+        created_at_us: 1_779_719_008_778_000,
+        indexed_at_us: TIME_US,
+    };
+    assert_eq!(decode(&like), Decoded::Interaction(expected.clone()));
+    let repost =
+        interaction_event("create", "app.bsky.feed.repost", Some(record("app.bsky.feed.repost", json!(subject))));
+    assert_eq!(
+        decode(&repost),
+        Decoded::Interaction(Interaction { kind: InteractionKind::Repost, ..expected.clone() })
+    );
+    let unlike = interaction_event("delete", "app.bsky.feed.like", None);
+    let taken_back = InteractionDelete {
+        did: expected.did.clone(),
+        kind: InteractionKind::Like,
+        rkey: expected.rkey.clone(),
+        deleted_at_us: TIME_US,
+    };
+    assert_eq!(decode(&unlike), Decoded::InteractionDelete(taken_back));
+    // A like of a feed generator is counted, not stored; a subject that is no record's uri is
+    // dropped, as is a like without one.
+    let feed = "at://did:plc:vfnmgxg2yscfliemmcxzyfyh/app.bsky.feed.generator/whats-hot";
+    let of_feed = interaction_event("create", "app.bsky.feed.like", Some(record("app.bsky.feed.like", json!(feed))));
+    assert_eq!(decode(&of_feed), Decoded::Other { kind: OtherKind::OtherSubject, time_us: TIME_US });
+    for bad in ["at://x", "https://bsky.app/post/1", "at://did:plc:a/app.bsky.feed.post/../x", "at://did:plc:a/post/3k"]
+    {
+        let line = interaction_event("create", "app.bsky.feed.like", Some(record("app.bsky.feed.like", json!(bad))));
+        assert_eq!(reason(&line), DropReason::BadSubject, "{bad}");
+    }
+    let no_subject =
+        interaction_event("create", "app.bsky.feed.like", Some(json!({"createdAt": "2026-05-25T14:23:28Z"})));
+    assert_eq!(reason(&no_subject), DropReason::MissingField);
+    let no_uri = interaction_event("create", "app.bsky.feed.like", Some(json!({"subject": {"cid": "c"}})));
+    assert_eq!(reason(&no_uri), DropReason::MissingField);
+    assert_eq!(reason(&interaction_event("create", "app.bsky.feed.repost", None)), DropReason::MissingField);
+    // A clock far off is clamped to the event's, as a post's is.
+    let mut skewed = record("app.bsky.feed.like", json!(subject));
+    skewed["createdAt"] = json!("2999-01-01T00:00:00Z");
+    let line = interaction_event("create", "app.bsky.feed.like", Some(skewed));
+    assert!(matches!(decode(&line), Decoded::Interaction(i) if i.created_at_us == TIME_US));
+    let update = interaction_event("update", "app.bsky.feed.like", Some(record("app.bsky.feed.like", json!(subject))));
+    assert_eq!(decode(&update), Decoded::Other { kind: OtherKind::OtherCollection, time_us: TIME_US });
 }
 
 #[test]
@@ -218,12 +282,22 @@ fn commits_of_every_kind_take_the_fast_path_and_decode_as_the_value_path_does() 
         }
         line.to_string().into_bytes()
     };
-    let like = json!({"$type": "app.bsky.feed.like", "subject": {"uri": "at://x", "cid": "y"}, "createdAt": "2026-05-25T14:23:28Z"});
+    let like = json!({"$type": "app.bsky.feed.like", "subject": {"uri": "at://did:plc:a/app.bsky.feed.post/3j", "cid": "y"}, "createdAt": "2026-05-25T14:23:28Z"});
+    let bad_like = json!({"$type": "app.bsky.feed.like", "subject": {"uri": "at://x", "cid": "y"}});
+    let feed_like = json!({"subject": {"uri": "at://did:plc:a/app.bsky.feed.generator/x", "cid": "y"}});
     let profile = json!({"displayName": "A", "labels": {"values": [{"val": "x"}]}, "embed": 5});
     let post = json!({"text": "hi"});
     let fast = [
-        (commit("create", "app.bsky.feed.like", json!("3k"), Some(like.clone())), "other_collection"),
-        (commit("delete", "app.bsky.feed.like", json!("3k"), None), "other_collection"),
+        (commit("create", "app.bsky.feed.like", json!("3k"), Some(like.clone())), "like"),
+        (commit("create", "app.bsky.feed.repost", json!("3k"), Some(like.clone())), "repost"),
+        (commit("create", "app.bsky.feed.like", json!("3k"), Some(bad_like)), "bad subject"),
+        (commit("create", "app.bsky.feed.like", json!("3k"), Some(feed_like)), "other subject"),
+        (commit("create", "app.bsky.feed.like", json!("3k"), None), "no record"),
+        (commit("delete", "app.bsky.feed.like", json!("3k"), None), "unlike"),
+        (
+            commit("create", "app.bsky.graph.follow", json!("3k"), Some(json!({"subject": "did:plc:b"}))),
+            "other_collection",
+        ),
         (commit("delete", POST_COLLECTION, json!("3k"), None), "delete"),
         (commit("update", POST_COLLECTION, json!("3k"), Some(post.clone())), "post_update"),
         (commit("create", POST_COLLECTION, json!("3k"), Some(post.clone())), "post"),

@@ -471,3 +471,267 @@ fn an_estimate_weighs_the_partitions_a_statement_reads() {
     assert_eq!(engine.estimate(Reads::Scan { filter: &indexed, rows: 0 }).partitions, 2);
     assert_eq!(engine.estimate(Reads::Accounts(3)), Estimate { bytes: 0, partitions: 0, rows: 3 });
 }
+
+/// Likes, reposts, replies and quotes per post, against the same counts made in Rust: unlikes,
+/// deleted replies and hidden accounts take theirs back, and a like whose clock runs behind the
+/// post's still counts.
+#[test]
+fn engagement_counts_what_is_live_and_nothing_else() {
+    use crate::model::{AccountEvent, Delete, Interaction, InteractionDelete, InteractionKind};
+    use crate::plan::{Engagement, EngagementPlan};
+    let rows = rows();
+    let (dir, engine) = lake_with(&rows);
+    let mut state = 7_u64;
+    let mut next = move |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let uri_parts = |uri: &str| {
+        let (did, rkey) = crate::model::post_uri_parts(uri).unwrap();
+        (did.to_owned(), rkey.to_owned())
+    };
+    let mut interactions = Vec::new();
+    for j in 0..3_000 {
+        let subject = &rows[next(200) as usize * 3 % 600];
+        let (subject_did, subject_rkey) = uri_parts(&subject.uri);
+        // Some clocks run behind: up to an hour before the post.
+        let created_at_us = subject.created_at_us - 3_600_000_000 + next(2 * DAY as u64) as i64;
+        interactions.push(Interaction {
+            did: format!("did:plc:u{}", j % 50),
+            kind: if j % 4 == 0 { InteractionKind::Repost } else { InteractionKind::Like },
+            rkey: format!("l{j:06}"),
+            subject_did,
+            subject_rkey,
+            created_at_us,
+            indexed_at_us: created_at_us + 1,
+        });
+    }
+    let undone: Vec<InteractionDelete> = interactions
+        .iter()
+        .filter(|i| i.rkey.ends_with('7'))
+        .map(|i| InteractionDelete {
+            did: i.did.clone(),
+            kind: i.kind,
+            rkey: i.rkey.clone(),
+            deleted_at_us: 20_010 * DAY,
+        })
+        .collect();
+    // Replies and quotes of the first posts, a day later; every fifth deleted.
+    let reactions: Vec<Post> = (0..400)
+        .map(|i| {
+            let subject = &rows[next(100) as usize];
+            let created_at_us = subject.created_at_us + DAY;
+            Post {
+                uri: format!("at://did:plc:r{}/app.bsky.feed.post/r{i:05}", i % 9),
+                did: format!("did:plc:r{}", i % 9),
+                rkey: format!("r{i:05}"),
+                created_at_us,
+                indexed_at_us: created_at_us,
+                reply_parent: (i % 2 == 0).then(|| subject.uri.clone()),
+                quote_uri: (i % 3 == 0).then(|| subject.uri.clone()),
+                ..Post::default()
+            }
+        })
+        .collect();
+    let deleted_reactions: Vec<Delete> = reactions
+        .iter()
+        .filter(|p| p.rkey.ends_with('5'))
+        .map(|p| Delete { uri: p.uri.clone(), did: p.did.clone(), deleted_at_us: 20_010 * DAY })
+        .collect();
+    let hidden = "did:plc:u3";
+    let takedown = AccountEvent {
+        did: hidden.into(),
+        seen_at_us: 20_010 * DAY,
+        active: Some(false),
+        status: Some("takendown".into()),
+        ..AccountEvent::default()
+    };
+    write_posts(dir.path(), "c.parquet", reactions.clone()).unwrap();
+    crate::writer::write_rows(dir.path(), "d.parquet", deleted_reactions.clone()).unwrap();
+    crate::writer::write_rows(dir.path(), "e.parquet", interactions.clone()).unwrap();
+    crate::writer::write_rows(dir.path(), "f.parquet", undone.clone()).unwrap();
+    crate::writer::write_rows(dir.path(), "g.parquet", vec![takedown]).unwrap();
+    crate::catalog::publish(dir.path(), 1).unwrap();
+
+    let posts: Vec<(String, i64)> = rows.iter().map(|p| (p.uri.clone(), p.created_at_us)).collect();
+    let live_reaction = |p: &&Post| !deleted_reactions.iter().any(|d| d.uri == p.uri);
+    for engagement in Engagement::ALL {
+        let mut expected: HashMap<String, u64> = HashMap::new();
+        let mut add = |uri: &str| *expected.entry(uri.to_owned()).or_default() += 1;
+        match engagement {
+            Engagement::Likes | Engagement::Reposts => {
+                let kind =
+                    if engagement == Engagement::Likes { InteractionKind::Like } else { InteractionKind::Repost };
+                for i in &interactions {
+                    let gone = undone.iter().any(|u| u.did == i.did && u.rkey == i.rkey) || i.did == hidden;
+                    if i.kind == kind && !gone {
+                        add(&format!("at://{}/app.bsky.feed.post/{}", i.subject_did, i.subject_rkey));
+                    }
+                }
+            }
+            Engagement::Replies => {
+                reactions.iter().filter(live_reaction).filter_map(|p| p.reply_parent.as_deref()).for_each(&mut add)
+            }
+            Engagement::Quotes => {
+                reactions.iter().filter(live_reaction).filter_map(|p| p.quote_uri.as_deref()).for_each(&mut add)
+            }
+        }
+        assert!(expected.len() > 20, "{engagement:?}: {}", expected.len());
+        let mut counted = HashMap::new();
+        for chunk in posts.chunks(97) {
+            counted.extend(engine.engagement(&EngagementPlan::new(engagement, chunk)).unwrap());
+        }
+        assert_eq!(counted, expected, "{engagement:?}");
+    }
+    // Pages ranked by each kind, from every live post's count.
+    let live: Vec<&Post> = rows.iter().chain(reactions.iter().filter(live_reaction)).collect();
+    for engagement in Engagement::ALL {
+        let counts: HashMap<String, u64> = posts
+            .chunks(97)
+            .flat_map(|chunk| engine.engagement(&EngagementPlan::new(engagement, chunk)).unwrap())
+            .collect();
+        for filter in [
+            PostFilter { since_us: Some(20_000 * DAY), ..PostFilter::default() },
+            PostFilter { since_us: Some(20_001 * DAY), hashtags: vec!["rust".into()], ..PostFilter::default() },
+        ] {
+            let mut expected: Vec<(u64, String)> = live
+                .iter()
+                .filter(|p| p.created_at_us >= filter.since_us.unwrap())
+                .filter(|p| filter.hashtags.is_empty() || p.hashtags.contains(&"rust".to_owned()))
+                .map(|p| (counts.get(&p.uri).copied().unwrap_or(0), p.uri.clone()))
+                .collect();
+            expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut plan =
+                crate::plan::RankedPostsPlan::new(engagement, filter.clone(), 7, [PostColumn::Text]).unwrap();
+            let mut seen = Vec::new();
+            loop {
+                let page = engine.ranked_posts(&plan).unwrap();
+                let Some((last, n)) = page.last() else { break };
+                plan.after = Some(crate::plan::RankKeyset { count: *n, uri: last.uri.clone() });
+                seen.extend(page.into_iter().map(|(p, n)| (n, p.uri)));
+            }
+            assert_eq!(seen, expected, "{engagement:?} {filter:?}");
+        }
+    }
+    let no_window = crate::plan::RankedPostsPlan::new(Engagement::Likes, PostFilter::default(), 7, []);
+    assert_eq!(no_window.unwrap_err().kind(), crate::ErrorKind::BadInput);
+
+    // A post nobody engaged with, and an empty question.
+    let quiet = vec![(rows[1].uri.clone(), rows[1].created_at_us)];
+    assert!(engine.engagement(&EngagementPlan::new(Engagement::Likes, &quiet)).unwrap().is_empty());
+    assert!(engine.engagement(&EngagementPlan::new(Engagement::Likes, &[])).unwrap().is_empty());
+}
+
+/// `trending` ranks each kind of item as the same arithmetic over the rows in Rust does, with
+/// its support threshold, and a filter narrows the posts counted.
+#[test]
+fn trending_ranks_items_by_their_window_rate_against_the_baseline() {
+    use crate::plan::{TrendKind, TrendPlan, TrendRank};
+    const HOUR: i64 = 3_600_000_000;
+    let start = 20_000 * DAY;
+    let mut state = 3_u64;
+    let mut next = move |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    // Two days of baseline, then a six-hour window in which `surge` and `example.org` rise.
+    let posts: Vec<Post> = (0..3_000)
+        .map(|i| {
+            let in_window = i >= 2_400;
+            let created_at_us = if in_window {
+                start + 48 * HOUR + next(6 * HOUR as u64) as i64
+            } else {
+                start + next(48 * HOUR as u64) as i64
+            };
+            let mut tags = vec![["rust", "duckdb", "bluesky", "art"][next(4) as usize].to_owned()];
+            if in_window && next(3) == 0 {
+                tags.push("surge".into());
+            }
+            if !in_window && next(200) == 0 {
+                tags.push("surge".into());
+            }
+            let host = if in_window && next(4) == 0 { "https://www.Example.org/a" } else { "https://news.test:8080/x" };
+            Post {
+                uri: format!("at://did:plc:t{}/app.bsky.feed.post/{i:05}", i % 11),
+                did: format!("did:plc:t{}", i % 11),
+                rkey: format!("{i:05}"),
+                created_at_us,
+                indexed_at_us: created_at_us,
+                langs: vec![["en-US", "ja", "pt-BR"][next(3) as usize].to_owned()],
+                hashtags: tags,
+                links: if next(2) == 0 { vec![host.to_owned()] } else { vec![] },
+                external_uri: (next(5) == 0).then(|| "http://user@blog.example.net/p".to_owned()),
+                ..Post::default()
+            }
+        })
+        .collect();
+    let (_dir, engine) = lake_with(&posts);
+    let window = (start + 48 * HOUR, start + 54 * HOUR);
+    let baseline = (start, start + 48 * HOUR);
+    let items = |kind: TrendKind, p: &Post| -> Vec<String> {
+        let mut items: Vec<String> = match kind {
+            TrendKind::Hashtag => p.hashtags.clone(),
+            TrendKind::Lang => p.langs.iter().map(|l| l.split('-').next().unwrap().to_lowercase()).collect(),
+            TrendKind::LinkDomain => p
+                .links
+                .iter()
+                .chain(&p.external_uri)
+                .map(|u| {
+                    let authority = u.split("://").nth(1).unwrap().split('/').next().unwrap().to_lowercase();
+                    let host = authority.rsplit('@').next().unwrap().split(':').next().unwrap().to_owned();
+                    host.strip_prefix("www.").map(str::to_owned).unwrap_or(host)
+                })
+                .collect(),
+        };
+        items.sort();
+        items.dedup();
+        items
+    };
+    for (kind, rank, min_posts, filter) in [
+        (TrendKind::Hashtag, TrendRank::Ratio, 5, PostFilter::default()),
+        (TrendKind::Hashtag, TrendRank::ZScore, 5, PostFilter::default()),
+        (TrendKind::Hashtag, TrendRank::Ratio, 1000, PostFilter::default()),
+        (TrendKind::Lang, TrendRank::Ratio, 1, PostFilter::default()),
+        (TrendKind::LinkDomain, TrendRank::ZScore, 2, PostFilter::default()),
+        (TrendKind::Hashtag, TrendRank::Ratio, 1, PostFilter { langs: vec!["ja".into()], ..PostFilter::default() }),
+    ] {
+        let plan = TrendPlan::new(kind, filter.clone(), window, baseline, rank, min_posts, 3).unwrap();
+        let got = engine.trending(&plan).unwrap();
+        let mut counts: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for p in posts.iter().filter(|p| filter.langs.is_empty() || p.langs.iter().any(|l| l.starts_with("ja"))) {
+            for item in items(kind, p) {
+                let entry = counts.entry(item).or_default();
+                if (window.0..window.1).contains(&p.created_at_us) {
+                    entry.0 += 1;
+                }
+                if (baseline.0..baseline.1).contains(&p.created_at_us) {
+                    entry.1 += 1;
+                }
+            }
+        }
+        let mut expected: Vec<(String, u64, u64, f64, f64)> = counts
+            .into_iter()
+            .filter(|(_, (w, _))| *w >= u64::from(min_posts))
+            .map(|(item, (w, b))| {
+                let e = b as f64 * 6.0 / 48.0;
+                let score = match rank {
+                    TrendRank::Ratio => (w as f64 + 1.0) / (e + 1.0),
+                    TrendRank::ZScore => (w as f64 - e) / (e + 1.0).sqrt(),
+                };
+                (item, w, b, e, score)
+            })
+            .collect();
+        expected.sort_by(|a, b| b.4.total_cmp(&a.4).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
+        expected.truncate(3);
+        let got_items: Vec<(String, u64, u64)> =
+            got.iter().map(|t| (t.item.clone(), t.posts, t.baseline_posts)).collect();
+        let want: Vec<(String, u64, u64)> = expected.iter().map(|e| (e.0.clone(), e.1, e.2)).collect();
+        assert_eq!(got_items, want, "{kind:?} {rank:?} {min_posts}");
+        for (t, e) in got.iter().zip(&expected) {
+            assert!((t.expected - e.3).abs() < 1e-9, "{t:?}");
+        }
+    }
+    let surge = TrendPlan::new(TrendKind::Hashtag, PostFilter::default(), window, baseline, TrendRank::Ratio, 5, 1);
+    assert_eq!(engine.trending(&surge.unwrap()).unwrap()[0].item, "surge");
+    assert!(TrendPlan::new(TrendKind::Lang, PostFilter::default(), (5, 5), baseline, TrendRank::Ratio, 1, 1).is_err());
+}
