@@ -98,6 +98,7 @@ pub fn add_loaders(data: &mut async_graphql::Data, runner: &QueryRunner) {
     data.insert(DataLoader::with_cache(loaders::AuthorActivity(runner.clone()), tokio::spawn, HashMapCache::default()));
     data.insert(DataLoader::with_cache(loaders::AuthorHashtags(runner.clone()), tokio::spawn, HashMapCache::default()));
     data.insert(DataLoader::with_cache(loaders::Engagements(runner.clone()), tokio::spawn, HashMapCache::default()));
+    data.insert(DataLoader::with_cache(loaders::Received(runner.clone()), tokio::spawn, HashMapCache::default()));
 }
 
 /// The runner of one request (it notes whether the request read the hot tier); resolvers use

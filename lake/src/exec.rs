@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::{EmbedType, Post, PostColumn};
 use crate::plan::{
-    BucketsPlan, Clock, Dimension, EngagementPlan, Keyset, Measures, Plan, PostFilter, PostOrder, PostsPlan,
-    RankedPostsPlan, TopPlan, TrendPlan,
+    BucketsPlan, Clock, Dimension, Engagement, EngagementPlan, Keyset, Measures, Plan, PostFilter, PostOrder,
+    PostsPlan, RankedPostsPlan, TopPlan, TrendPlan,
 };
 use crate::sql::{Param, Sql, compile};
 use crate::textindex::Window;
@@ -1268,6 +1268,16 @@ impl Engine {
         let asked: std::collections::HashSet<&str> = plan.uris.iter().map(String::as_str).collect();
         let rows = self.run(&Plan::Engagement(plan.clone()), |row| Ok((row.get::<_, String>(0)?, count(row, 1)?)))?;
         Ok(rows.into_iter().filter(|(uri, _)| asked.contains(uri.as_str())).collect())
+    }
+
+    /// How much of `engagement` the live posts of each of `dids` got, in all; an author whose
+    /// posts got none is absent.
+    pub fn received(&self, engagement: Engagement, dids: &[String]) -> Result<HashMap<String, u64>> {
+        if dids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = self.run(&Plan::Received(engagement, dids.to_vec()), |row| Ok((row.get(0)?, count(row, 1)?)))?;
+        Ok(rows.into_iter().collect())
     }
 
     /// A page of posts ranked by engagement, each with its count, most first.

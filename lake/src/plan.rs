@@ -276,6 +276,8 @@ pub enum Plan {
     Trending(TrendPlan),
     /// A page of posts ranked by engagement.
     RankedPosts(RankedPostsPlan),
+    /// How much of an engagement each author's live posts got, in all.
+    Received(Engagement, Vec<String>),
 }
 
 /// What `trending` ranks.
@@ -394,6 +396,12 @@ impl Plan {
             Plan::Accounts(_) => "accounts",
             Plan::Trending(_) => "trending",
             Plan::RankedPosts(_) => "posts",
+            Plan::Received(engagement, _) => match engagement {
+                Engagement::Likes => "Author.likesReceived",
+                Engagement::Reposts => "Author.repostsReceived",
+                Engagement::Replies => "Author.repliesReceived",
+                Engagement::Quotes => "Author.quotesReceived",
+            },
             Plan::Engagement(plan) => match plan.engagement {
                 Engagement::Likes => "Post.likeCount",
                 Engagement::Reposts => "Post.repostCount",
@@ -412,7 +420,7 @@ impl Plan {
             Plan::Buckets(p) => Some(&p.filter),
             Plan::Trending(p) => Some(&p.filter),
             Plan::RankedPosts(p) => Some(&p.filter),
-            Plan::Accounts(_) | Plan::Engagement(_) => None,
+            Plan::Accounts(_) | Plan::Engagement(_) | Plan::Received(..) => None,
         }
     }
 }

@@ -124,6 +124,7 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
         Plan::Engagement(plan) => builder.engagement(plan),
         Plan::Trending(plan) => builder.trending(plan)?,
         Plan::RankedPosts(plan) => builder.ranked_posts(plan)?,
+        Plan::Received(engagement, dids) => builder.received(*engagement, dids),
     }
     Ok(Sql { text: builder.text, params: builder.params })
 }
@@ -344,6 +345,39 @@ impl Builder {
                 "SELECT {column} AS subject, count(*) AS n\nFROM posts\nWHERE created_at >= {since} \
                  AND \"date\" >= {first_day}{narrowed}\nGROUP BY {column}"
             )
+        }
+    }
+
+    /// `(did, n)`: how much of `engagement` the live posts of each of `dids` got, in all (the
+    /// sum of their counts).
+    fn received(&mut self, engagement: Engagement, dids: &[String]) {
+        let list = self.bind_list(dids.iter().map(|did| Param::Text(did.clone())));
+        let list = if list.is_empty() { "NULL".to_owned() } else { list };
+        let theirs = format!("(SELECT did, rkey, uri FROM posts WHERE did IN ({list})) AS p");
+        let kind = match engagement {
+            Engagement::Likes => Some(InteractionKind::Like),
+            Engagement::Reposts => Some(InteractionKind::Repost),
+            Engagement::Replies | Engagement::Quotes => None,
+        };
+        if let Some(kind) = kind {
+            let kind = self.bind(Param::Text(kind.as_str().to_owned()));
+            let again = self.bind_list(dids.iter().map(|did| Param::Text(did.clone())));
+            let again = if again.is_empty() { "NULL".to_owned() } else { again };
+            write!(
+                self.text,
+                "SELECT p.did, count(*) AS n\nFROM {theirs}\nJOIN (SELECT subject_did, subject_rkey FROM interactions \
+                 WHERE kind = {kind} AND subject_did IN ({again})) AS i \
+                 ON i.subject_did = p.did AND i.subject_rkey = p.rkey\nGROUP BY p.did"
+            )
+            .unwrap();
+        } else {
+            let column = if engagement == Engagement::Replies { "reply_parent" } else { "quote_uri" };
+            write!(
+                self.text,
+                "SELECT p.did, count(*) AS n\nFROM {theirs}\nJOIN (SELECT {column} AS subject FROM posts \
+                 WHERE {column} IS NOT NULL) AS r ON r.subject = p.uri\nGROUP BY p.did"
+            )
+            .unwrap();
         }
     }
 

@@ -201,6 +201,22 @@ fn posts_count_their_live_likes_reposts_replies_and_quotes_once_however_often_re
         "another order's cursor: {crossed}"
     );
 
+    // An author's totals are the sums over their posts.
+    let authors = app.query(
+        "{ a: author(did: \"did:plc:author2\") { likesReceived repostsReceived repliesReceived quotesReceived } \
+           b: author(did: \"did:plc:author3\") { likesReceived repostsReceived repliesReceived quotesReceived } }",
+        json!({}),
+    );
+    for (alias, did) in [("a", "did:plc:author2"), ("b", "did:plc:author3")] {
+        let sum =
+            expected.iter().filter(|(uri, _)| uri.contains(&format!("//{did}/"))).fold([0; 4], |mut sum, (_, c)| {
+                (0..4).for_each(|k| sum[k] += c[k]);
+                sum
+            });
+        let totals = json!({"likesReceived": sum[0], "repostsReceived": sum[1], "repliesReceived": sum[2], "quotesReceived": sum[3]});
+        assert_eq!(authors[alias], totals, "{did}");
+    }
+
     // One post alone, by uri, asks the same.
     let (uri, counts) = expected.iter().max_by_key(|(_, c)| c[0]).unwrap();
     let one = app.query("query($uri: ID!) { post(uri: $uri) { likeCount repostCount } }", json!({"uri": uri}));

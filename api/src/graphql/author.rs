@@ -60,6 +60,11 @@ impl Author {
         ctx.data::<RequestLoader<Accounts>>()?.load_one(self.did.clone()).await
     }
 
+    async fn received(&self, ctx: &Context<'_>, engagement: lake::plan::Engagement) -> async_graphql::Result<u64> {
+        let loader = ctx.data::<RequestLoader<super::loaders::Received>>()?;
+        Ok(loader.load_one((self.did.clone(), engagement)).await?.unwrap_or(0))
+    }
+
     fn own(&self, filter: Option<PostFilter>) -> async_graphql::Result<lake::plan::PostFilter> {
         let mut filter = filter.unwrap_or_default().into_plan()?;
         filter.authors = vec![self.did.clone()];
@@ -96,6 +101,26 @@ impl Author {
     async fn post_count(&self, ctx: &Context<'_>, filter: Option<PostFilter>) -> async_graphql::Result<u64> {
         let filter = filter.unwrap_or_default().into_plan()?;
         Ok(self.summary(ctx, filter).await?.map_or(0, |s| s.n_posts))
+    }
+
+    /// Live likes of this author's live posts, in all: the sum of their `likeCount`.
+    async fn likes_received(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        self.received(ctx, lake::plan::Engagement::Likes).await
+    }
+
+    /// Live reposts of this author's live posts, in all.
+    async fn reposts_received(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        self.received(ctx, lake::plan::Engagement::Reposts).await
+    }
+
+    /// Live direct replies to this author's live posts (their own included), in all.
+    async fn replies_received(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        self.received(ctx, lake::plan::Engagement::Replies).await
+    }
+
+    /// Live quotes of this author's live posts, in all.
+    async fn quotes_received(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        self.received(ctx, lake::plan::Engagement::Quotes).await
     }
 
     async fn first_post_at(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DateTime>> {

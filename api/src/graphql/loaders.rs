@@ -226,6 +226,30 @@ impl Loader<EngagementKey> for Engagements {
     }
 }
 
+/// What the live posts of many authors got in all, one statement per kind of engagement.
+pub struct Received(pub QueryRunner);
+
+impl Loader<(String, Engagement)> for Received {
+    type Value = u64;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[(String, Engagement)]) -> Result<HashMap<(String, Engagement), u64>, Self::Error> {
+        let mut found = HashMap::new();
+        for (engagement, dids) in group(keys.iter().map(|(did, engagement)| (*engagement, did.clone()))) {
+            for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
+                let theirs = PostFilter { authors: chunk.to_vec(), ..PostFilter::default() };
+                let estimate = self.0.estimate(Reads::Scan { filter: &theirs, rows: chunk.len() as u64 });
+                let dids = chunk.to_vec();
+                let counts = self.0.run(estimate, move |engine| engine.received(engagement, &dids)).await?;
+                for did in chunk {
+                    found.insert((did.clone(), engagement), counts.get(did).copied().unwrap_or(0));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// Groups DIDs by the question asked about them, each DID once per question.
 fn group<Q: std::hash::Hash + Eq>(pairs: impl Iterator<Item = (Q, String)>) -> HashMap<Q, Vec<String>> {
     let mut groups: HashMap<Q, BTreeSet<String>> = HashMap::new();

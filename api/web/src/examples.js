@@ -66,6 +66,8 @@ query OneAuthor($did: ID!) {
     handle
     active
     postCount
+    likesReceived
+    repostsReceived
     firstPostAt
     lastPostAt
     activity(interval: DAY) { start posts }

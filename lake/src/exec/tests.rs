@@ -582,6 +582,16 @@ fn engagement_counts_what_is_live_and_nothing_else() {
             counted.extend(engine.engagement(&EngagementPlan::new(engagement, chunk)).unwrap());
         }
         assert_eq!(counted, expected, "{engagement:?}");
+        // An author's total is the sum over their live posts.
+        let mut dids: Vec<String> = (0..7).map(|k| format!("did:plc:a{k}")).collect();
+        dids.extend(["did:plc:r1".to_owned(), "did:plc:nobody".to_owned()]);
+        let mut received: HashMap<String, u64> = HashMap::new();
+        for post in rows.iter().chain(reactions.iter().filter(live_reaction)) {
+            if let Some(n) = expected.get(&post.uri).filter(|_| dids.contains(&post.did)) {
+                *received.entry(post.did.clone()).or_default() += n;
+            }
+        }
+        assert_eq!(engine.received(engagement, &dids).unwrap(), received, "{engagement:?}");
     }
     // Pages ranked by each kind, from every live post's count.
     let live: Vec<&Post> = rows.iter().chain(reactions.iter().filter(live_reaction)).collect();
