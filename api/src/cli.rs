@@ -302,6 +302,10 @@ pub struct GenerateArgs {
     /// leaves them to `skyglass lake reindex`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub text_indexes: bool,
+    /// Likes and reposts per post, on average (Bluesky has about ten): the `interactions`
+    /// table, a few posts getting most, some undone later. None by default.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_likes_per_post)]
+    pub likes_per_post: f64,
     /// The lake directory to write; it must be empty or absent.
     #[arg(long)]
     pub out: PathBuf,
@@ -543,6 +547,13 @@ fn parse_share(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_likes_per_post(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(n) if (0.0..=1_000.0).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a number of likes per post from 0 to 1000 (Bluesky has about 10)")),
+    }
+}
+
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).and_then(|d| if d.is_zero() { Err(format!("`{text}` must be above zero")) } else { Ok(d) })
 }
@@ -661,14 +672,16 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
                 deleted_share: args.deleted_share,
                 takedowns_per_day: args.takedowns_per_day,
                 text_indexes: args.text_indexes,
+                likes_per_post: args.likes_per_post,
             };
             let report = tokio::task::spawn_blocking(move || ingest::generate::generate(&out, &config))
                 .await
                 .context("generate task panicked")??;
             println!(
-                "generated {} posts ({} deleted later) in {} files ({} bytes) in {:.1} s: {:.0} posts/s",
+                "generated {} posts ({} deleted later) and {} likes and reposts in {} files ({} bytes) in {:.1} s: {:.0} posts/s",
                 report.posts,
                 report.deleted,
+                report.interactions,
                 report.files,
                 report.bytes,
                 report.seconds,

@@ -4,14 +4,18 @@
 //! activity is heavily skewed, a language mix, hashtag popularity, about 30% replies, quotes,
 //! images, links and mentions. Some posts are deleted later (the `deletes` table) and a few
 //! accounts taken down each day (the `accounts` table), as on Bluesky, so that queries pay for
-//! leaving them out. The same seed gives the same lake.
+//! leaving them out. With `likes_per_post`, posts get likes and reposts (the `interactions`
+//! table): a few posts most of them, mostly within hours, some undone later. The same seed
+//! gives the same lake.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use lake::model::{AccountEvent, Delete, ENRICH_VERSION, EmbedType, Post};
+use lake::model::{
+    AccountEvent, Delete, ENRICH_VERSION, EmbedType, Interaction, InteractionDelete, InteractionKind, Post,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -36,13 +40,22 @@ pub struct GenerateConfig {
     pub takedowns_per_day: u32,
     /// Whether each file gets its text index, as the files compaction writes do.
     pub text_indexes: bool,
+    /// Likes and reposts per post, on average (Bluesky has about ten); none by default.
+    pub likes_per_post: f64,
 }
+
+/// The share of likes and reposts undone later.
+const UNDONE_SHARE: f64 = 0.03;
+/// Interactions written per file.
+const INTERACTIONS_PER_FILE: usize = 1_000_000;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GenerateReport {
     pub posts: u64,
     /// Delete events written, each of a generated post.
     pub deleted: u64,
+    /// Likes and reposts written (some undone later).
+    pub interactions: u64,
     pub files: u64,
     pub bytes: u64,
     pub seconds: f64,
@@ -64,6 +77,7 @@ pub fn generate(lake: &Path, config: &GenerateConfig) -> anyhow::Result<Generate
                         let day_report = generate_day(lake, config, day)?;
                         report.posts += day_report.posts;
                         report.deleted += day_report.deleted;
+                        report.interactions += day_report.interactions;
                         report.files += day_report.files;
                         report.bytes += day_report.bytes;
                     }
@@ -81,6 +95,7 @@ pub fn generate(lake: &Path, config: &GenerateConfig) -> anyhow::Result<Generate
         let report = report?;
         total.posts += report.posts;
         total.deleted += report.deleted;
+        total.interactions += report.interactions;
         total.files += report.files;
         total.bytes += report.bytes;
     }
@@ -126,6 +141,9 @@ fn generate_day(lake: &Path, config: &GenerateConfig, day: NaiveDate) -> anyhow:
         if !deletes.is_empty() {
             lake::writer::write_rows(lake, &format!("gen-{day}-{chunk:04}-deletes.parquet"), deletes)?;
         }
+        if config.likes_per_post > 0.0 {
+            report.interactions += write_interactions(lake, config, &format!("gen-{day}-{chunk:04}"), &rows, &mut fate)?;
+        }
         let name = format!("gen-{day}-{chunk:04}.parquet");
         for file in lake::writer::write_posts(lake, &name, rows)? {
             report.files += 1;
@@ -138,6 +156,63 @@ fn generate_day(lake: &Path, config: &GenerateConfig, day: NaiveDate) -> anyhow:
         }
         chunk += 1;
     }
+}
+
+/// Likes and reposts of `posts` (about `likes_per_post` each, most on a few of them, mostly
+/// within hours of the post), and the few undone later; says how many were written.
+fn write_interactions(
+    lake: &Path,
+    config: &GenerateConfig,
+    name: &str,
+    posts: &[Post],
+    rng: &mut SmallRng,
+) -> anyhow::Result<u64> {
+    let total = (posts.len() as f64 * config.likes_per_post).round() as usize;
+    let likers = usize::try_from(config.posts_per_day).unwrap_or(usize::MAX).max(1_000);
+    let (mut written, mut part) = (0, 0);
+    while written < total {
+        let n = INTERACTIONS_PER_FILE.min(total - written);
+        let mut interactions = Vec::with_capacity(n);
+        let mut undone = Vec::new();
+        for k in 0..n {
+            // A heavy head: of half a million posts, the first (a random one in time) gets about
+            // 1% of the likes, the first 1% about a fifth.
+            let u: f64 = rng.random();
+            let subject = &posts[((posts.len() as f64) * u.powi(3)) as usize % posts.len()];
+            let u: f64 = rng.random();
+            let did = did_for(((likers as f64) * u.powi(3)) as usize % likers);
+            // Mostly within hours: an exponential delay of three hours on average, at most two days.
+            let delay = (-(1.0 - rng.random::<f64>()).ln() * 3.0 * 3_600_000_000.0) as i64;
+            let created_at_us = subject.created_at_us + delay.clamp(1_000_000, 2 * MICROS_PER_DAY);
+            let (subject_did, subject_rkey) =
+                lake::model::post_uri_parts(&subject.uri).context("generated uris have the post shape")?;
+            let interaction = Interaction {
+                did,
+                kind: if rng.random_range(0..6) == 0 { InteractionKind::Repost } else { InteractionKind::Like },
+                rkey: tid(created_at_us, (written + k) as u64),
+                subject_did: subject_did.to_owned(),
+                subject_rkey: subject_rkey.to_owned(),
+                created_at_us,
+                indexed_at_us: created_at_us + rng.random_range(0..2_000_000),
+            };
+            if rng.random_bool(UNDONE_SHARE) {
+                undone.push(InteractionDelete {
+                    did: interaction.did.clone(),
+                    kind: interaction.kind,
+                    rkey: interaction.rkey.clone(),
+                    deleted_at_us: interaction.indexed_at_us + rng.random_range(1_000_000..MICROS_PER_DAY),
+                });
+            }
+            interactions.push(interaction);
+        }
+        lake::writer::write_rows(lake, &format!("{name}-{part:02}-interactions.parquet"), interactions)?;
+        if !undone.is_empty() {
+            lake::writer::write_rows(lake, &format!("{name}-{part:02}-undone.parquet"), undone)?;
+        }
+        written += n;
+        part += 1;
+    }
+    Ok(written as u64)
 }
 
 /// The posts of one day, in no particular order (the writer sorts each file).
@@ -288,6 +363,7 @@ mod tests {
             deleted_share: 0.0,
             takedowns_per_day: 0,
             text_indexes: true,
+            likes_per_post: 0.0,
         };
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let report = generate(a.path(), &config).unwrap();
@@ -313,5 +389,18 @@ mod tests {
         let engine = lake::exec::Engine::open(c.path(), &lake::exec::EngineConfig::with_threads(2)).unwrap();
         let live = engine.summary(&Default::default()).unwrap().n_posts;
         assert!(live < 6_000 - report.deleted, "the takedowns hide posts too: {live} live");
+
+        // With likes: the same posts, about ten interactions each, a few posts with most.
+        let config = GenerateConfig { likes_per_post: 10.0, ..config };
+        let d = tempfile::tempdir().unwrap();
+        let report = generate(d.path(), &config).unwrap();
+        assert_eq!(bytes(d.path()), bytes(a.path()), "likes do not change the posts");
+        assert_eq!(report.interactions, 60_000);
+        let engine = lake::exec::Engine::open(d.path(), &lake::exec::EngineConfig::with_threads(2)).unwrap();
+        let newest = lake::plan::PostFilter { since_us: Some(0), ..Default::default() };
+        let plan = lake::plan::RankedPostsPlan::new(lake::plan::Engagement::Likes, newest, 10, []).unwrap();
+        let top: Vec<u64> = engine.ranked_posts(&plan).unwrap().into_iter().map(|(_, n)| n).collect();
+        // Ten likes a post on average, less deleted posts and taken-down likers.
+        assert!(top[9] > 50, "a few posts get far more likes than the average: {top:?}");
     }
 }
