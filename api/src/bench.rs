@@ -45,7 +45,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.is_none_or(|part| part == BenchPart::Queries) {
         eprintln!("bench: queries on {}…", args.lake.display());
-        report.push_str(&query_bench(&args).await?);
+        report.push_str(&query_bench(&args, Section::Queries).await?);
+    }
+    if args.only.is_some_and(|part| part == BenchPart::Engagement) {
+        eprintln!("bench: engagement queries on {}…", args.lake.display());
+        report.push_str(&query_bench(&args, Section::Engagement).await?);
     }
 
     if args.only.is_none_or(|part| part == BenchPart::Rollups) {
@@ -599,7 +603,16 @@ struct QueryClass {
     plans: Vec<Plan>,
 }
 
-async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
+/// Which classes [`query_bench`] measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// The ten classes of issue 4.
+    Queries,
+    /// Likes, reposts, replies, quotes and trends, over a lake with likes (issue 11).
+    Engagement,
+}
+
+async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<String> {
     let threads = EngineConfig::default().threads;
     let open = |lake: PathBuf| async move {
         anyhow::Ok(
@@ -617,7 +630,11 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
     }
     let classes = {
         let direct = direct.clone();
-        tokio::task::spawn_blocking(move || query_classes(&direct)).await??
+        tokio::task::spawn_blocking(move || match section {
+            Section::Queries => query_classes(&direct),
+            Section::Engagement => engagement_classes(&direct),
+        })
+        .await??
     };
 
     // The real router on a loopback port, one query slot per core, no timeout to speak of.
@@ -666,7 +683,10 @@ async fn query_bench(args: &BenchArgs) -> anyhow::Result<String> {
     server.abort();
 
     let mut out = String::new();
-    writeln!(out, "## Queries: the API against DuckDB (issue 4)\n")?;
+    match section {
+        Section::Queries => writeln!(out, "## Queries: the API against DuckDB (issue 4)\n")?,
+        Section::Engagement => writeln!(out, "## Engagement: the API against DuckDB (issue 11)\n")?,
+    }
     writeln!(
         out,
         "A synthetic lake of {} posts over {} days (`skyglass generate`), {} Parquet bytes. Each class is one \
@@ -847,6 +867,132 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
                 Plan::Accounts(vec![busy.clone()]),
                 buckets(PostFilter { clock: Clock::CreatedAt, ..author }, Interval::Day, utc, None, posts_only),
             ],
+        },
+    ])
+}
+
+/// The engagement classes, with arguments taken from the lake: its newest day and week, the
+/// newest day's most liked post, the most active author.
+fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
+    use lake::plan::{Engagement, EngagementPlan, RankedPostsPlan, TrendKind, TrendPlan, TrendRank};
+    const DAY: i64 = 86_400_000_000;
+    const HOUR: i64 = 3_600_000_000;
+    let all = PostFilter::default();
+    let stats = engine.stats()?;
+    let Some(newest_us) = stats.newest_post_us else { bail!("the lake is empty") };
+    let day_start = newest_us - newest_us.rem_euclid(DAY);
+    let week_start = day_start - 6 * DAY;
+    let rfc3339 = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    };
+    let counts_of = |posts: &[(String, i64)]| -> Vec<Plan> {
+        Engagement::ALL.into_iter().map(|e| Plan::Engagement(EngagementPlan::new(e, posts))).collect()
+    };
+    let newest = engine.posts(&PostsPlan::new(all.clone(), PostOrder::Newest, 21, [PostColumn::Uri]))?;
+    let page: Vec<(String, i64)> = newest.iter().take(20).map(|p| (p.uri.clone(), p.created_at_us)).collect();
+    let day = PostFilter { since_us: Some(day_start), until_us: Some(day_start + DAY), ..all.clone() };
+    let ranked_day =
+        RankedPostsPlan::new(Engagement::Likes, day.clone(), 21, [PostColumn::Uri, PostColumn::CreatedAt])?;
+    let liked = engine.ranked_posts(&ranked_day)?;
+    let Some((popular, _)) = liked.first() else { bail!("the newest day has no posts") };
+    let popular = (popular.uri.clone(), popular.created_at_us);
+    let liked_page: Vec<(String, i64)> = liked.iter().take(20).map(|(p, _)| (p.uri.clone(), p.created_at_us)).collect();
+    let week = PostFilter { since_us: Some(week_start), ..all.clone() };
+    let ranked_week = RankedPostsPlan::new(Engagement::Reposts, week, 21, [PostColumn::Uri, PostColumn::CreatedAt])?;
+    let reposted = engine.ranked_posts(&ranked_week)?;
+    let reposted_page: Vec<(String, i64)> =
+        reposted.iter().take(20).map(|(p, _)| (p.uri.clone(), p.created_at_us)).collect();
+    let busy =
+        engine.top_authors(&TopPlan::new(all.clone(), 1))?.first().map(|(did, _)| did.clone()).unwrap_or_default();
+    let last_hour = (newest_us - HOUR, newest_us);
+    let trend = |kind, window: (i64, i64), baseline: (i64, i64), rank| {
+        TrendPlan::new(kind, all.clone(), window, baseline, rank, 5, 10).map(Plan::Trending)
+    };
+    let range = |(since, until): (i64, i64)| json!({"since": rfc3339(since), "until": rfc3339(until)});
+    let counts = "likeCount repostCount replyCount quoteCount";
+    Ok(vec![
+        QueryClass {
+            name: "newest page with counts",
+            graphql: format!("{{ posts(first: 20) {{ nodes {{ uri {counts} }} }} }}"),
+            plans: [Plan::Posts(PostsPlan::new(all.clone(), PostOrder::Newest, 21, [PostColumn::Uri]))]
+                .into_iter()
+                .chain(counts_of(&page))
+                .collect(),
+        },
+        QueryClass {
+            name: "one popular post's counts",
+            graphql: format!("{{ post(uri: {}) {{ uri {counts} }} }}", json!(popular.0)),
+            plans: [Plan::Posts(PostsPlan::new(
+                PostFilter { uris: vec![popular.0.clone()], ..all.clone() },
+                PostOrder::Newest,
+                1,
+                [PostColumn::Uri],
+            ))]
+            .into_iter()
+            .chain(counts_of(std::slice::from_ref(&popular)))
+            .collect(),
+        },
+        QueryClass {
+            name: "most liked of a day",
+            graphql: format!(
+                "{{ posts(first: 20, order: MOST_LIKED, filter: {{since: {}, until: {}}}) {{ nodes {{ uri likeCount }} }} }}",
+                json!(rfc3339(day_start)),
+                json!(rfc3339(day_start + DAY))
+            ),
+            plans: vec![
+                Plan::RankedPosts(ranked_day),
+                Plan::Engagement(EngagementPlan::new(Engagement::Likes, &liked_page)),
+            ],
+        },
+        QueryClass {
+            name: "most reposted of a week",
+            graphql: format!(
+                "{{ posts(first: 20, order: MOST_REPOSTED, filter: {{since: {}}}) {{ nodes {{ uri repostCount }} }} }}",
+                json!(rfc3339(week_start))
+            ),
+            plans: vec![
+                Plan::RankedPosts(ranked_week),
+                Plan::Engagement(EngagementPlan::new(Engagement::Reposts, &reposted_page)),
+            ],
+        },
+        QueryClass {
+            name: "an author's totals received",
+            graphql: format!("{{ author(did: {}) {{ likesReceived repostsReceived }} }}", json!(busy)),
+            plans: vec![
+                Plan::AuthorSummaries(PostFilter { authors: vec![busy.clone()], ..all.clone() }),
+                Plan::Accounts(vec![busy.clone()]),
+                Plan::Received(Engagement::Likes, vec![busy.clone()]),
+                Plan::Received(Engagement::Reposts, vec![busy.clone()]),
+            ],
+        },
+        QueryClass {
+            name: "trending hashtags, last hour",
+            graphql: format!(
+                "{{ trending(kind: HASHTAG, window: {}, baseline: {}) {{ item posts ratio }} }}",
+                range(last_hour),
+                range((last_hour.0 - 7 * DAY, last_hour.0))
+            )
+            .replace("\"since\"", "since")
+            .replace("\"until\"", "until"),
+            plans: vec![trend(TrendKind::Hashtag, last_hour, (last_hour.0 - 7 * DAY, last_hour.0), TrendRank::Ratio)?],
+        },
+        QueryClass {
+            name: "trending link domains, a day",
+            graphql: format!(
+                "{{ trending(kind: LINK_DOMAIN, rank: Z_SCORE, window: {}, baseline: {}) {{ item posts zScore }} }}",
+                range((day_start, day_start + DAY)),
+                range((week_start, day_start))
+            )
+            .replace("\"since\"", "since")
+            .replace("\"until\"", "until"),
+            plans: vec![trend(
+                TrendKind::LinkDomain,
+                (day_start, day_start + DAY),
+                (week_start, day_start),
+                TrendRank::ZScore,
+            )?],
         },
     ])
 }

@@ -345,6 +345,9 @@ pub enum BenchPart {
     Rollups,
     /// Text searches narrowed by the text indexes against the same scanning the posts.
     Search,
+    /// Likes, reposts, replies, quotes and trends against the same plans run on DuckDB (over a
+    /// lake made with `generate --likes-per-post`; only with `--only`).
+    Engagement,
 }
 
 #[derive(Args, Debug, Clone)]

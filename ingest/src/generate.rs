@@ -142,7 +142,8 @@ fn generate_day(lake: &Path, config: &GenerateConfig, day: NaiveDate) -> anyhow:
             lake::writer::write_rows(lake, &format!("gen-{day}-{chunk:04}-deletes.parquet"), deletes)?;
         }
         if config.likes_per_post > 0.0 {
-            report.interactions += write_interactions(lake, config, &format!("gen-{day}-{chunk:04}"), &rows, &mut fate)?;
+            report.interactions +=
+                write_interactions(lake, config, &format!("gen-{day}-{chunk:04}"), &rows, &mut fate)?;
         }
         let name = format!("gen-{day}-{chunk:04}.parquet");
         for file in lake::writer::write_posts(lake, &name, rows)? {

@@ -2,7 +2,9 @@
 //! no internet. Authors post at a skewed rate (a few are very active), languages follow a
 //! plausible mix, texts carry hashtags, mentions, links, emoji and non-Latin scripts with
 //! correct UTF-8 facet offsets, and posts reply to, quote and embed like real ones. About one
-//! event in ten is a like and one in a hundred deletes an earlier post, as on the real stream.
+//! event in ten is a like or a repost (of recent posts, a few getting most), and one in a
+//! hundred deletes an earlier post. (Bluesky has about ten likes a post; these events are
+//! mostly posts, which is what the ingest benchmarks measure.)
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -303,20 +305,23 @@ impl Generator {
         json!({"did": did, "time_us": time_us, "kind": "commit", "commit": commit})
     }
 
+    /// A like (one in six a repost) of a recent post, a few of them getting most.
     fn like(&mut self, time_us: i64) -> Value {
         let did = self.author();
         let rkey = tid(time_us, self.sequence);
-        let subject = self
-            .recent_posts
-            .front()
-            .cloned()
-            .unwrap_or_else(|| format!("at://{}/app.bsky.feed.post/3kaaaaaaaaaaa", did_for(1)));
+        let subject = if self.recent_posts.is_empty() {
+            format!("at://{}/app.bsky.feed.post/3kaaaaaaaaaaa", did_for(1))
+        } else {
+            let index = self.skewed(self.recent_posts.len());
+            self.recent_posts[index].clone()
+        };
+        let collection = if self.rng.random_range(0..6) == 0 { "app.bsky.feed.repost" } else { "app.bsky.feed.like" };
         Self::commit(
             &did,
             time_us,
             json!({
-                "rev": rkey, "operation": "create", "collection": "app.bsky.feed.like", "rkey": rkey,
-                "record": {"$type": "app.bsky.feed.like", "createdAt": rfc3339(time_us), "subject": {"cid": cid(&mut self.rng, "bafyrei"), "uri": subject}},
+                "rev": rkey, "operation": "create", "collection": collection, "rkey": rkey,
+                "record": {"$type": collection, "createdAt": rfc3339(time_us), "subject": {"cid": cid(&mut self.rng, "bafyrei"), "uri": subject}},
                 "cid": cid(&mut self.rng, "bafyrei")
             }),
         )
