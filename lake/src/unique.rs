@@ -82,7 +82,8 @@ pub fn known_keys<R: Keyed>(
         }
     }
     let list: Vec<String> = files.iter().map(|f| format!("'{f}'")).collect();
-    // Copies share created_at, so row groups outside the batch's time range are skipped.
+    // Copies share created_at, so row groups outside the batch's time range are skipped (in
+    // posts files, sorted by it; interactions files are sorted by subject and read whole).
     let sql = format!(
         "SELECT b.k FROM batch AS b SEMI JOIN (SELECT {} AS k FROM read_parquet([{}]) \
          WHERE created_at BETWEEN make_timestamp(?) AND make_timestamp(?)) AS f ON f.k = b.k",
