@@ -353,6 +353,20 @@ pub enum Engagement {
 
 impl Engagement {
     pub const ALL: [Engagement; 4] = [Engagement::Likes, Engagement::Reposts, Engagement::Replies, Engagement::Quotes];
+
+    /// The interactions it counts; `None` for replies and quotes, which are posts.
+    pub fn interaction_kind(self) -> Option<crate::model::InteractionKind> {
+        match self {
+            Engagement::Likes => Some(crate::model::InteractionKind::Like),
+            Engagement::Reposts => Some(crate::model::InteractionKind::Repost),
+            Engagement::Replies | Engagement::Quotes => None,
+        }
+    }
+
+    /// The post column that names the post engaged with, for replies and quotes.
+    pub fn post_column(self) -> &'static str {
+        if self == Engagement::Replies { "reply_parent" } else { "quote_uri" }
+    }
 }
 
 /// How much of one [`Engagement`] each of `uris` got. Nothing that engages with a post is

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::layout::date_of_micros;
-use crate::model::{InteractionKind, MAX_FUTURE_SKEW_US, PostColumn};
+use crate::model::{MAX_FUTURE_SKEW_US, PostColumn};
 #[cfg(test)]
 use crate::plan::Measures;
 use crate::plan::{
@@ -315,17 +315,14 @@ impl Builder {
     fn engagement_counts(&mut self, engagement: Engagement, since_us: i64, subjects: Option<&[String]>) -> String {
         let since = self.bind(Param::Timestamp(since_us));
         let first_day = self.bind(Param::Date(date_of_micros(since_us)));
-        let kind = match engagement {
-            Engagement::Likes => Some(InteractionKind::Like),
-            Engagement::Reposts => Some(InteractionKind::Repost),
-            Engagement::Replies | Engagement::Quotes => None,
-        };
-        if let Some(kind) = kind {
+        if let Some(kind) = engagement.interaction_kind() {
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
             let narrowed = subjects.map_or_else(String::new, |uris| {
                 let rkeys = uris.iter().filter_map(|uri| crate::model::post_uri_parts(uri)).map(|(_, rkey)| rkey);
-                let list = self.bind_list(rkeys.map(|rkey| Param::Text(rkey.to_owned())));
-                format!(" AND subject_rkey IN ({})", if list.is_empty() { "NULL" } else { &list })
+                format!(
+                    " AND subject_rkey IN ({})",
+                    self.bind_list_or_null(rkeys.map(|rkey| Param::Text(rkey.to_owned())))
+                )
             });
             format!(
                 "SELECT 'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS subject, count(*) AS n\n\
@@ -333,12 +330,14 @@ impl Builder {
                  GROUP BY subject_did, subject_rkey"
             )
         } else {
-            let column = if engagement == Engagement::Replies { "reply_parent" } else { "quote_uri" };
+            let column = engagement.post_column();
             let narrowed = subjects.map_or_else(
                 || format!(" AND {column} IS NOT NULL"),
                 |uris| {
-                    let list = self.bind_list(uris.iter().map(|uri| Param::Text(uri.clone())));
-                    format!(" AND {column} IN ({})", if list.is_empty() { "NULL" } else { &list })
+                    format!(
+                        " AND {column} IN ({})",
+                        self.bind_list_or_null(uris.iter().map(|uri| Param::Text(uri.clone())))
+                    )
                 },
             );
             format!(
@@ -351,18 +350,12 @@ impl Builder {
     /// `(did, n)`: how much of `engagement` the live posts of each of `dids` got, in all (the
     /// sum of their counts).
     fn received(&mut self, engagement: Engagement, dids: &[String]) {
-        let list = self.bind_list(dids.iter().map(|did| Param::Text(did.clone())));
-        let list = if list.is_empty() { "NULL".to_owned() } else { list };
-        let theirs = format!("(SELECT did, rkey, uri FROM posts WHERE did IN ({list})) AS p");
-        let kind = match engagement {
-            Engagement::Likes => Some(InteractionKind::Like),
-            Engagement::Reposts => Some(InteractionKind::Repost),
-            Engagement::Replies | Engagement::Quotes => None,
-        };
-        if let Some(kind) = kind {
+        let dids = || dids.iter().map(|did| Param::Text(did.clone()));
+        let theirs =
+            format!("(SELECT did, rkey, uri FROM posts WHERE did IN ({})) AS p", self.bind_list_or_null(dids()));
+        if let Some(kind) = engagement.interaction_kind() {
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
-            let again = self.bind_list(dids.iter().map(|did| Param::Text(did.clone())));
-            let again = if again.is_empty() { "NULL".to_owned() } else { again };
+            let again = self.bind_list_or_null(dids());
             write!(
                 self.text,
                 "SELECT p.did, count(*) AS n\nFROM {theirs}\nJOIN (SELECT subject_did, subject_rkey FROM interactions \
@@ -371,7 +364,7 @@ impl Builder {
             )
             .unwrap();
         } else {
-            let column = if engagement == Engagement::Replies { "reply_parent" } else { "quote_uri" };
+            let column = engagement.post_column();
             write!(
                 self.text,
                 "SELECT p.did, count(*) AS n\nFROM {theirs}\nJOIN (SELECT {column} AS subject FROM posts \
@@ -451,6 +444,12 @@ impl Builder {
         .unwrap();
         self.limit(plan.limit);
         Ok(())
+    }
+
+    /// [`Builder::bind_list`], or `NULL` for no values (`x IN (NULL)` holds for no row).
+    fn bind_list_or_null(&mut self, values: impl IntoIterator<Item = Param>) -> String {
+        let list = self.bind_list(values);
+        if list.is_empty() { "NULL".to_owned() } else { list }
     }
 
     fn limit(&mut self, limit: u32) {

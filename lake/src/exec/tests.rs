@@ -11,13 +11,18 @@ const DAY: i64 = 86_400_000_000;
 const LANGS: [&[&str]; 5] = [&["en"], &["en-GB"], &["ja"], &["pt-BR", "en"], &[]];
 const WORDS: [&str; 5] = ["Water is wet", "the lake", "水の音", "café ☕ 100%", "WATERfall"];
 
-/// Deterministic rows spread over three days.
-fn rows() -> Vec<Post> {
-    let mut state = 42_u64;
-    let mut next = move |n: u64| {
+/// A deterministic pseudo-random source: each call gives a number below its argument.
+fn random(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n: u64| {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 33) % n
-    };
+    }
+}
+
+/// Deterministic rows spread over three days.
+fn rows() -> Vec<Post> {
+    let mut next = random(42_u64);
     (0..600)
         .map(|i| {
             let created_at_us = 20_000 * DAY + (next(3 * DAY as u64 / 1000) as i64) * 1000;
@@ -481,11 +486,7 @@ fn engagement_counts_what_is_live_and_nothing_else() {
     use crate::plan::{Engagement, EngagementPlan};
     let rows = rows();
     let (dir, engine) = lake_with(&rows);
-    let mut state = 7_u64;
-    let mut next = move |n: u64| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) % n
-    };
+    let mut next = random(7_u64);
     let uri_parts = |uri: &str| {
         let (did, rkey) = crate::model::post_uri_parts(uri).unwrap();
         (did.to_owned(), rkey.to_owned())
@@ -639,11 +640,7 @@ fn trending_ranks_items_by_their_window_rate_against_the_baseline() {
     use crate::plan::{TrendKind, TrendPlan, TrendRank};
     const HOUR: i64 = 3_600_000_000;
     let start = 20_000 * DAY;
-    let mut state = 3_u64;
-    let mut next = move |n: u64| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) % n
-    };
+    let mut next = random(3_u64);
     // Two days of baseline, then a six-hour window in which `surge` and `example.org` rise.
     let posts: Vec<Post> = (0..3_000)
         .map(|i| {
