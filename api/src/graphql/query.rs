@@ -63,17 +63,24 @@ pub(super) fn connection_post_columns(connection: SelectionField<'_>) -> Vec<Pos
 }
 
 /// A page from rows fetched with one extra row (which only tells that a next page exists).
-pub(super) fn connection(mut rows: Vec<Post>, page_size: u32, filter: Arc<lake::plan::PostFilter>) -> PostConnection {
+pub(super) fn connection(rows: Vec<Post>, page_size: u32, filter: Arc<lake::plan::PostFilter>) -> PostConnection {
+    page_of(rows, page_size, filter, |post| {
+        let cursor = Keyset { created_at_us: post.created_at_us, uri: post.uri.clone() }.encode();
+        PostEdge { cursor, node: PostNode(post) }
+    })
+}
+
+/// [`connection`] of any rows, each made an edge (with the cursor of its order) by `edge`.
+fn page_of<T>(
+    mut rows: Vec<T>,
+    page_size: u32,
+    filter: Arc<lake::plan::PostFilter>,
+    edge: impl FnMut(T) -> PostEdge,
+) -> PostConnection {
     let page_size = page_size as usize;
     let has_next_page = rows.len() > page_size;
     rows.truncate(page_size);
-    let edges: Vec<PostEdge> = rows
-        .into_iter()
-        .map(|post| {
-            let cursor = Keyset { created_at_us: post.created_at_us, uri: post.uri.clone() }.encode();
-            PostEdge { cursor, node: PostNode(post) }
-        })
-        .collect();
+    let edges: Vec<PostEdge> = rows.into_iter().map(edge).collect();
     let end_cursor = edges.last().map(|e| e.cursor.clone());
     PostConnection { edges, page_info: PageInfo { has_next_page, end_cursor }, filter }
 }
@@ -90,24 +97,17 @@ pub(super) async fn ranked_page(
     let mut plan = lake::plan::RankedPostsPlan::new(engagement, (*filter).clone(), page_size + 1, columns)
         .map_err(error::from_lake)?;
     plan.after = after.map(|cursor| lake::plan::RankKeyset::decode(&cursor)).transpose().map_err(error::from_lake)?;
-    let mut rows = if page_size == 0 {
+    let rows = if page_size == 0 {
         Vec::new()
     } else {
         let runner = runner(ctx)?;
         let estimate = runner.estimate(Reads::Scan { filter: &plan.filter, rows: u64::from(plan.limit) });
         runner.run(estimate, move |engine| engine.ranked_posts(&plan)).await?
     };
-    let has_next_page = rows.len() > page_size as usize;
-    rows.truncate(page_size as usize);
-    let edges: Vec<PostEdge> = rows
-        .into_iter()
-        .map(|(post, count)| {
-            let cursor = lake::plan::RankKeyset { count, uri: post.uri.clone() }.encode();
-            PostEdge { cursor, node: PostNode(post) }
-        })
-        .collect();
-    let end_cursor = edges.last().map(|e| e.cursor.clone());
-    Ok(PostConnection { edges, page_info: PageInfo { has_next_page, end_cursor }, filter })
+    Ok(page_of(rows, page_size, filter, |(post, count)| {
+        let cursor = lake::plan::RankKeyset { count, uri: post.uri.clone() }.encode();
+        PostEdge { cursor, node: PostNode(post) }
+    }))
 }
 
 /// Decodes an `after` cursor.
