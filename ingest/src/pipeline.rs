@@ -13,8 +13,6 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use lake::model::InteractionKind;
-
 use crate::buffer::{self, Batch, Entry, Handoff, Keys};
 use crate::decode::{Decoded, Drop, decode};
 use crate::flush::{FlushConfig, Flushed, Flusher};
@@ -84,17 +82,10 @@ pub async fn buffer_events(
         counter!(m::EVENTS, "kind" => m::KIND_POST_DELETE),
         counter!(m::EVENTS, "kind" => m::KIND_DROPPED),
     );
-    let interactions_in = |kind: InteractionKind| match kind {
-        InteractionKind::Like => counter!(m::EVENTS, "kind" => m::KIND_LIKE),
-        InteractionKind::Repost => counter!(m::EVENTS, "kind" => m::KIND_REPOST),
-    };
-    let interaction_deletes_in = |kind: InteractionKind| match kind {
-        InteractionKind::Like => counter!(m::EVENTS, "kind" => m::KIND_LIKE_DELETE),
-        InteractionKind::Repost => counter!(m::EVENTS, "kind" => m::KIND_REPOST_DELETE),
-    };
-    let (likes_in, reposts_in) = (interactions_in(InteractionKind::Like), interactions_in(InteractionKind::Repost));
-    let (unlikes_in, unreposts_in) =
-        (interaction_deletes_in(InteractionKind::Like), interaction_deletes_in(InteractionKind::Repost));
+    // By `InteractionKind as usize`: like, repost.
+    let interactions_in = [counter!(m::EVENTS, "kind" => m::KIND_LIKE), counter!(m::EVENTS, "kind" => m::KIND_REPOST)];
+    let interaction_deletes_in =
+        [counter!(m::EVENTS, "kind" => m::KIND_LIKE_DELETE), counter!(m::EVENTS, "kind" => m::KIND_REPOST_DELETE)];
     while let Some(first) = events.recv().await {
         let mut next = Some(first);
         // Take what is already waiting, up to a batch, then write it in one round trip.
@@ -113,18 +104,12 @@ pub async fn buffer_events(
                 }
                 Decoded::Interaction(interaction) => {
                     report.interactions += 1;
-                    match interaction.kind {
-                        InteractionKind::Like => likes_in.increment(1),
-                        InteractionKind::Repost => reposts_in.increment(1),
-                    }
+                    interactions_in[interaction.kind as usize].increment(1);
                     entries.push(Entry::Interaction(interaction));
                 }
                 Decoded::InteractionDelete(delete) => {
                     report.interaction_deletes += 1;
-                    match delete.kind {
-                        InteractionKind::Like => unlikes_in.increment(1),
-                        InteractionKind::Repost => unreposts_in.increment(1),
-                    }
+                    interaction_deletes_in[delete.kind as usize].increment(1);
                     entries.push(Entry::InteractionDelete(delete));
                 }
                 Decoded::Account(event) => {

@@ -393,7 +393,8 @@ pub fn post_uri_parts(uri: &str) -> Option<(&str, &str)> {
     (!did.is_empty() && !did.contains('/') && !rkey.is_empty() && !rkey.contains('/')).then_some((did, rkey))
 }
 
-/// What an interaction is: a like or a repost of a post.
+/// What an interaction is: a like or a repost of a post. (Ingest indexes per-kind counters by
+/// `kind as usize`: keep the order.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InteractionKind {
