@@ -746,22 +746,36 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             let reports = tokio::task::spawn_blocking(move || {
                 let (since, until, target) = (args.days.since, args.days.until, args.target.bytes());
                 crate::compaction::compact_lake(&lake, since, until, target, &Default::default(), |r| {
-                    let date = r.date.map(|d| d.to_string()).unwrap_or_default();
+                    let (table, date) = (r.table, r.date.map(|d| d.to_string()).unwrap_or_default());
+                    let left_out = if table == lake::layout::INTERACTION_DELETES_TABLE {
+                        format!("retired {} applied deletes", r.deleted_removed)
+                    } else {
+                        format!("left out {} deleted and {} copies", r.deleted_removed, r.copies_removed)
+                    };
                     if r.changed() {
                         println!(
-                            "{date}: {} files ({} posts, {} bytes) → {} files ({} posts, {} bytes); left out {} deleted and {} copies",
+                            "{table} {date}: {} files ({} rows, {} bytes) → {} files ({} rows, {} bytes); {left_out}",
                             r.files_before, r.rows_before, r.bytes_before, r.files_after, r.rows_after, r.bytes_after,
-                            r.deleted_removed, r.copies_removed
                         );
                     } else {
-                        println!("{date}: {} files, nothing to compact", r.files_before);
+                        println!("{table} {date}: {} files, nothing to compact", r.files_before);
                     }
                 })
             })
             .await
             .context("compact task panicked")??;
-            let changed = reports.iter().filter(|r| r.changed()).count();
-            println!("compacted {changed} of {} partitions", reports.len());
+            let tables: Vec<String> = lake::layout::COMPACTED_TABLES
+                .iter()
+                .map(|table| {
+                    let of_table = || reports.iter().filter(|r| r.table == *table);
+                    format!(
+                        "{} of {} {table} partitions",
+                        of_table().filter(|r| r.changed()).count(),
+                        of_table().count()
+                    )
+                })
+                .collect();
+            println!("compacted {}", tables.join(", "));
             Ok(())
         }
         Command::Lake { command: LakeCommand::Reindex(args) } => {

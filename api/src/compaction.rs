@@ -1,6 +1,7 @@
-//! Compaction of the lake's `posts` partitions: now (`skyglass lake compact`) or on a schedule
-//! in the writer roles of `serve` (`--compact-every`). The work is `lake::compact`; this adds
-//! the choice of partitions, logs and metrics.
+//! Compaction of the lake's partitions: now (`skyglass lake compact`) or on a schedule in the
+//! writer roles of `serve` (`--compact-every`). The work is `lake::compact` (posts) and
+//! `lake::compact::interactions` (likes and reposts, and their deletes); this adds the order of
+//! the steps, the choice of partitions, logs and metrics.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,16 +10,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use lake::compact::{Compacted, compact_partition};
+use lake::compact::{Compacted, compact_partition, interactions};
+use lake::layout;
 use metrics::{counter, histogram};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::metrics as m;
 
-/// Compacts every `posts` partition from `since` to `until` (inclusive; open ends take every
-/// one) that needs it, oldest first, calling `done` after each. Blocking. Once `cancel` is set
-/// it stops soon (the partition under way is left as it was) and returns what it did.
+/// Compacts every partition from `since` to `until` (inclusive; open ends take every one) that
+/// needs it, oldest first, calling `done` after each: the `posts`, then the `interactions`
+/// (applying the deletes of likes and reposts stored when they begin), then, when the run took
+/// every day and went through, the `interaction_deletes` (retiring the deletes applied).
+/// Blocking. Once `cancel` is set it stops soon (the partition under way is left as it was)
+/// and returns what it did.
 pub fn compact_lake(
     lake: &Path,
     since: Option<NaiveDate>,
@@ -28,46 +33,90 @@ pub fn compact_lake(
     mut done: impl FnMut(&Compacted),
 ) -> anyhow::Result<Vec<Compacted>> {
     let started = Instant::now();
-    let mut reports = Vec::new();
-    let partitions = lake::compact::partitions(lake).context("failed to list the lake's partitions")?;
-    for date in partitions.into_iter().filter(|d| since.is_none_or(|s| *d >= s) && until.is_none_or(|u| *d <= u)) {
-        if cancel.load(Ordering::Relaxed) {
-            info!(%date, "compaction called off");
-            break;
-        }
+    let mut run = Run { lake, since, until, cancel, reports: Vec::new(), done: &mut done };
+    let mut finished = run.each_partition(layout::POSTS_TABLE, |date, now_us| {
+        compact_partition(lake, date, target_bytes, now_us, cancel)
+    })?;
+    if finished {
         let now_us = chrono::Utc::now().timestamp_micros();
-        let result = compact_partition(lake, date, target_bytes, now_us, cancel)
-            .with_context(|| format!("failed to compact partition {date}"));
-        let report = match result {
-            Ok(report) => report,
-            Err(_) if cancel.load(Ordering::Relaxed) => {
-                info!(%date, "compaction called off; the partition is as it was");
-                break;
-            }
-            Err(e) => {
-                counter!(m::COMPACTIONS, "outcome" => m::OUTCOME_ERROR).increment(1);
-                return Err(e);
-            }
-        };
-        if report.changed() {
-            counter!(m::COMPACTIONS, "outcome" => m::OUTCOME_OK).increment(1);
-            counter!(m::COMPACTION_FILES_MERGED).increment(report.files_merged as u64);
-            counter!(m::COMPACTION_ROWS_LEFT_OUT, "reason" => "deleted").increment(report.deleted_removed);
-            counter!(m::COMPACTION_ROWS_LEFT_OUT, "reason" => "copy").increment(report.copies_removed);
-            info!(
-                %date,
-                files_before = report.files_before,
-                files_after = report.files_after,
-                deleted = report.deleted_removed,
-                copies = report.copies_removed,
-                "compacted a partition"
-            );
+        let undone = interactions::Undone::load(lake, now_us).context("failed to read the deletes of likes")?;
+        finished = run.each_partition(layout::INTERACTIONS_TABLE, |date, now_us| {
+            interactions::compact_partition(lake, date, target_bytes, now_us, &undone, cancel)
+        })?;
+        if finished && since.is_none() && until.is_none() {
+            run.each_partition(layout::INTERACTION_DELETES_TABLE, |date, now_us| {
+                interactions::retire_deletes(lake, date, now_us, &undone, cancel)
+            })?;
         }
-        done(&report);
-        reports.push(report);
     }
     histogram!(m::COMPACTION_DURATION).record(started.elapsed().as_secs_f64());
-    Ok(reports)
+    Ok(run.reports)
+}
+
+/// One compaction run, a table at a time.
+struct Run<'a, F: FnMut(&Compacted)> {
+    lake: &'a Path,
+    since: Option<NaiveDate>,
+    until: Option<NaiveDate>,
+    cancel: &'a AtomicBool,
+    reports: Vec<Compacted>,
+    done: &'a mut F,
+}
+
+impl<F: FnMut(&Compacted)> Run<'_, F> {
+    /// Runs `compact(date, now_us)` on each of `table`'s partitions in the run's days; says
+    /// whether it went through them all (false once called off).
+    fn each_partition(
+        &mut self,
+        table: &'static str,
+        mut compact: impl FnMut(NaiveDate, i64) -> lake::Result<Compacted>,
+    ) -> anyhow::Result<bool> {
+        let partitions = lake::compact::partitions(self.lake, table)
+            .with_context(|| format!("failed to list the partitions of {table}"))?;
+        let (since, until) = (self.since, self.until);
+        for date in partitions.into_iter().filter(|d| since.is_none_or(|s| *d >= s) && until.is_none_or(|u| *d <= u)) {
+            if self.cancel.load(Ordering::Relaxed) {
+                info!(table, %date, "compaction called off");
+                return Ok(false);
+            }
+            let now_us = chrono::Utc::now().timestamp_micros();
+            let result = compact(date, now_us).with_context(|| format!("failed to compact {table} partition {date}"));
+            let report = match result {
+                Ok(report) => report,
+                Err(_) if self.cancel.load(Ordering::Relaxed) => {
+                    info!(table, %date, "compaction called off; the partition is as it was");
+                    return Ok(false);
+                }
+                Err(e) => {
+                    counter!(m::COMPACTIONS, "table" => table, "outcome" => m::OUTCOME_ERROR).increment(1);
+                    return Err(e);
+                }
+            };
+            if report.changed() {
+                counter!(m::COMPACTIONS, "table" => table, "outcome" => m::OUTCOME_OK).increment(1);
+                counter!(m::COMPACTION_FILES_MERGED, "table" => table).increment(report.files_merged as u64);
+                let deleted = if table == layout::INTERACTION_DELETES_TABLE { "applied" } else { "deleted" };
+                counter!(m::COMPACTION_ROWS_LEFT_OUT, "table" => table, "reason" => deleted)
+                    .increment(report.deleted_removed);
+                if report.copies_removed > 0 {
+                    counter!(m::COMPACTION_ROWS_LEFT_OUT, "table" => table, "reason" => "copy")
+                        .increment(report.copies_removed);
+                }
+                info!(
+                    table,
+                    %date,
+                    files_before = report.files_before,
+                    files_after = report.files_after,
+                    deleted = report.deleted_removed,
+                    copies = report.copies_removed,
+                    "compacted a partition"
+                );
+            }
+            (self.done)(&report);
+            self.reports.push(report);
+        }
+        Ok(true)
+    }
 }
 
 /// Compacts the whole lake every `every` until `stop`; a failed run is logged and retried at

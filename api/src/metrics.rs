@@ -117,22 +117,32 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     for outcome in [OUTCOME_OK, OUTCOME_ERROR] {
         metrics::counter!(GRAPHQL_REQUESTS, "operation" => ANONYMOUS, "outcome" => outcome).increment(0);
     }
-    describe_counter!(COMPACTIONS, "Partition compactions that changed the partition, by outcome");
-    describe_counter!(COMPACTION_FILES_MERGED, "Small posts files merged by compaction");
-    describe_counter!(COMPACTION_ROWS_LEFT_OUT, "Posts left out by compaction, by reason (deleted, copy)");
+    describe_counter!(COMPACTIONS, "Partition compactions that changed the partition, by table and outcome");
+    describe_counter!(COMPACTION_FILES_MERGED, "Small files merged by compaction, by table");
+    describe_counter!(
+        COMPACTION_ROWS_LEFT_OUT,
+        "Rows left out by compaction, by table and reason (deleted, copy; applied: deletes of likes retired)"
+    );
     describe_histogram!(COMPACTION_DURATION, Unit::Seconds, "Time of one compaction pass over the lake");
-    for outcome in [OUTCOME_OK, OUTCOME_ERROR] {
-        metrics::counter!(COMPACTIONS, "outcome" => outcome).increment(0);
+    for table in lake::layout::COMPACTED_TABLES {
+        for outcome in [OUTCOME_OK, OUTCOME_ERROR] {
+            metrics::counter!(COMPACTIONS, "table" => table, "outcome" => outcome).increment(0);
+        }
+        metrics::counter!(COMPACTION_FILES_MERGED, "table" => table).increment(0);
     }
-    metrics::counter!(COMPACTION_FILES_MERGED).increment(0);
     describe_counter!(CACHE_REQUESTS, "GraphQL answers by how the result cache served them (HIT, MISS, BYPASS)");
     describe_counter!(CACHE_ERRORS, "Result cache operations that failed; those answers came uncached");
     for status in crate::cache::Status::ALL {
         metrics::counter!(CACHE_REQUESTS, "status" => status.as_str()).increment(0);
     }
     metrics::counter!(CACHE_ERRORS).increment(0);
-    for reason in ["deleted", "copy"] {
-        metrics::counter!(COMPACTION_ROWS_LEFT_OUT, "reason" => reason).increment(0);
+    for (table, reason) in [
+        (lake::layout::POSTS_TABLE, "deleted"),
+        (lake::layout::POSTS_TABLE, "copy"),
+        (lake::layout::INTERACTIONS_TABLE, "deleted"),
+        (lake::layout::INTERACTION_DELETES_TABLE, "applied"),
+    ] {
+        metrics::counter!(COMPACTION_ROWS_LEFT_OUT, "table" => table, "reason" => reason).increment(0);
     }
     describe_gauge!(HOT_POSTS, "Posts in the hot tier: still in the buffer, answered with the lake's");
     describe_counter!(

@@ -41,9 +41,13 @@ use crate::writer::{BATCH_ROWS, PendingFile};
 /// The size compaction aims for, per file.
 pub const DEFAULT_TARGET_BYTES: u64 = 256 * 1024 * 1024;
 
+pub mod interactions;
+
 /// What compacting one partition did (or found nothing to do).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Compacted {
+    /// The table (`posts`, `interactions` or `interaction_deletes`).
+    pub table: &'static str,
     pub date: Option<NaiveDate>,
     pub files_before: usize,
     pub files_after: usize,
@@ -51,7 +55,8 @@ pub struct Compacted {
     pub files_merged: usize,
     pub rows_before: u64,
     pub rows_after: u64,
-    /// Posts left out because they were deleted on Bluesky.
+    /// Rows left out because they were deleted on Bluesky (posts, likes and reposts), or, of
+    /// `interaction_deletes`, deletes retired once applied ([`interactions`]).
     pub deleted_removed: u64,
     /// Second copies of a post left out.
     pub copies_removed: u64,
@@ -83,16 +88,16 @@ pub fn compact_partition(
     now_us: i64,
     cancel: &AtomicBool,
 ) -> Result<Compacted> {
-    swap_partition(lake, date, now_us, |live, staging| {
+    swap_partition(lake, layout::POSTS_TABLE, date, now_us, |live, staging| {
         let report = stage(lake, live, staging, date, target_bytes, now_us, cancel)?;
         let changed = report.changed();
         Ok((report, changed))
     })
 }
 
-/// The `posts` day partitions of the lake, oldest first.
-pub fn partitions(lake: &Path) -> Result<Vec<NaiveDate>> {
-    Ok(crate::catalog::table_files(lake, layout::POSTS_TABLE)?.partitions.into_iter().map(|(day, _)| day).collect())
+/// The day partitions of `table`, oldest first.
+pub fn partitions(lake: &Path, table: &str) -> Result<Vec<NaiveDate>> {
+    Ok(crate::catalog::table_files(lake, table)?.partitions.into_iter().map(|(day, _)| day).collect())
 }
 
 fn stage(
@@ -105,62 +110,146 @@ fn stage(
     cancel: &AtomicBool,
 ) -> Result<Compacted> {
     let called_off = || if cancel.load(Ordering::Relaxed) { Err(Error::Interrupted) } else { Ok(()) };
-    let mut report = Compacted { date: Some(date), ..Compacted::default() };
+    let mut report = Compacted { table: layout::POSTS_TABLE, date: Some(date), ..Compacted::default() };
     let names = crate::catalog::data_file_names(live)?;
     if names.is_empty() {
         return Ok(report);
     }
     let connection = Connection::open_in_memory()?;
     let deletes = deletes_source(lake)?;
-    let found = survey(&connection, live, &names, deletes.as_deref())?;
+    let join = deletes.as_ref().map(|d| format!("LEFT JOIN {d} AS d ON d.uri = p.uri"));
+    let found = survey(&connection, live, &names, join.as_deref().map(|join| (join, "count(d.uri)")))?;
     let copies = copies(&connection, live, &names)?;
-    report.files_before = found.len();
-    report.rows_before = found.iter().map(|f| f.rows).sum();
-    report.bytes_before = found.iter().map(|f| f.bytes).sum();
-
-    // Files of at least half the target stay as they are unless they hold something to leave
-    // out; with copies anywhere, every file is merged (a copy may sit in any two of them).
-    let bytes_per_row = (report.bytes_before / report.rows_before.max(1)).max(1);
-    let target_rows = (target_bytes / bytes_per_row).max(BATCH_ROWS as u64);
-    let merge: Vec<&Found> = found.iter().filter(|f| copies > 0 || f.deleted > 0 || f.rows < target_rows / 2).collect();
-    let worth_it = merge.len() >= 2 || merge.iter().any(|f| f.deleted > 0) || copies > 0;
-    if !worth_it {
-        report.files_after = report.files_before;
-        report.rows_after = report.rows_before;
-        report.bytes_after = report.bytes_before;
+    // With copies anywhere, every file is merged (a copy may sit in any two of them).
+    let Some(merge) = Merge::choose(&mut report, found, target_bytes, copies > 0) else {
         return Ok(report);
-    }
+    };
+    merge.stage_kept(live, staging, &mut report, |from, to| {
+        crate::textindex::link_for(from, to)?;
+        crate::rollup::link_for(from, to)
+    })?;
 
-    fs::create_dir(staging).map_err(Error::io("create staging directory", staging))?;
-    for kept in found.iter().filter(|f| !merge.iter().any(|m| m.name == f.name)) {
-        let target = staging.join(&kept.name);
-        fs::hard_link(live.join(&kept.name), &target).map_err(Error::io("link into staging", &target))?;
-        crate::textindex::link_for(&live.join(&kept.name), &target)?;
-        crate::rollup::link_for(&live.join(&kept.name), &target)?;
-        report.files_after += 1;
-        report.rows_after += kept.rows;
-        report.bytes_after += kept.bytes;
-    }
-
-    let sources: Vec<String> = merge.iter().map(|f| sql_string(&live.join(&f.name))).collect();
-    // The columns in the schema's order, which `conform` relies on.
-    let schema = posts_schema();
-    let columns: Vec<String> = schema.fields().iter().map(|f| format!("p.\"{}\"", f.name())).collect();
     let anti_join = deletes.as_ref().map(|d| format!("ANTI JOIN {d} AS d ON d.uri = p.uri")).unwrap_or_default();
     let sql = format!(
         "SELECT {columns} FROM read_parquet([{sources}]) AS p {anti_join} \
          QUALIFY row_number() OVER (PARTITION BY p.uri ORDER BY p.indexed_at, p.cid) = 1 \
          ORDER BY p.created_at, p.uri",
-        columns = columns.join(", "),
-        sources = sources.join(", "),
+        columns = columns_of(&posts_schema()),
+        sources = merge.sources(live),
     );
-    let mut statement = connection.prepare(&sql)?;
+    let (written, new_files) =
+        write_sorted(&connection, &sql, &posts_schema(), staging, merge.target_rows, now_us, &mut report, cancel)?;
+    // Each new file's text index and rollups go into the staging directory with it, so the
+    // exchange publishes them together.
+    for path in &new_files {
+        called_off()?;
+        crate::textindex::build_for_file(path)?;
+        crate::rollup::build_for_file(path, path)?;
+    }
+    called_off()?;
+    merge.report_merged(&mut report, written);
+    Ok(report)
+}
+
+/// The files of a partition a compaction merges, and how many rows its new files hold.
+struct Merge {
+    found: Vec<Found>,
+    /// Indexes into `found`.
+    merged: Vec<usize>,
+    target_rows: u64,
+}
+
+impl Merge {
+    /// Files of at least half the target stay as they are unless they hold something to leave
+    /// out, or `all` says every file must be merged. None, with the report filled in, when there
+    /// is nothing worth doing: one small file and nothing to leave out.
+    fn choose(report: &mut Compacted, found: Vec<Found>, target_bytes: u64, all: bool) -> Option<Merge> {
+        report.files_before = found.len();
+        report.rows_before = found.iter().map(|f| f.rows).sum();
+        report.bytes_before = found.iter().map(|f| f.bytes).sum();
+        let bytes_per_row = (report.bytes_before / report.rows_before.max(1)).max(1);
+        let target_rows = (target_bytes / bytes_per_row).max(BATCH_ROWS as u64);
+        let merged: Vec<usize> =
+            (0..found.len()).filter(|&i| all || found[i].deleted > 0 || found[i].rows < target_rows / 2).collect();
+        if merged.len() < 2 && merged.iter().all(|&i| found[i].deleted == 0) && !all {
+            report.files_after = report.files_before;
+            report.rows_after = report.rows_before;
+            report.bytes_after = report.bytes_before;
+            return None;
+        }
+        Some(Merge { found, merged, target_rows })
+    }
+
+    fn is_merged(&self, index: usize) -> bool {
+        self.merged.contains(&index)
+    }
+
+    /// Creates the staging directory and hard-links the kept files into it, each with its
+    /// companions (`link_companions(live file, staged file)`).
+    fn stage_kept(
+        &self,
+        live: &Path,
+        staging: &Path,
+        report: &mut Compacted,
+        link_companions: impl Fn(&Path, &Path) -> Result<()>,
+    ) -> Result<()> {
+        fs::create_dir(staging).map_err(Error::io("create staging directory", staging))?;
+        for (_, kept) in self.found.iter().enumerate().filter(|(i, _)| !self.is_merged(*i)) {
+            let target = staging.join(&kept.name);
+            fs::hard_link(live.join(&kept.name), &target).map_err(Error::io("link into staging", &target))?;
+            link_companions(&live.join(&kept.name), &target)?;
+            report.files_after += 1;
+            report.rows_after += kept.rows;
+            report.bytes_after += kept.bytes;
+        }
+        Ok(())
+    }
+
+    /// The merged files as a `read_parquet` list.
+    fn sources(&self, live: &Path) -> String {
+        let sources: Vec<String> = self.merged.iter().map(|&i| sql_string(&live.join(&self.found[i].name))).collect();
+        sources.join(", ")
+    }
+
+    /// Completes `report` once the merged files' `written` rows are staged.
+    fn report_merged(&self, report: &mut Compacted, written: u64) {
+        let merged_rows: u64 = self.merged.iter().map(|&i| self.found[i].rows).sum();
+        report.files_merged = self.merged.len();
+        report.rows_after += written;
+        report.deleted_removed = self.merged.iter().map(|&i| self.found[i].deleted).sum();
+        report.copies_removed = merged_rows.saturating_sub(report.deleted_removed).saturating_sub(written);
+    }
+}
+
+/// The columns of `schema` of the relation `p`, in its order (which [`conform`] relies on).
+fn columns_of(schema: &arrow::datatypes::SchemaRef) -> String {
+    let columns: Vec<String> = schema.fields().iter().map(|f| format!("p.\"{}\"", f.name())).collect();
+    columns.join(", ")
+}
+
+/// Writes the rows of `sql` (already in the files' order, in `schema`'s columns) into new
+/// files of `target_rows` each in `staging`, named after `now_us` and counted in `report`.
+/// Returns the rows written and the new files.
+#[allow(clippy::too_many_arguments)]
+fn write_sorted(
+    connection: &Connection,
+    sql: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    staging: &Path,
+    target_rows: u64,
+    now_us: i64,
+    report: &mut Compacted,
+    cancel: &AtomicBool,
+) -> Result<(u64, Vec<std::path::PathBuf>)> {
+    let mut statement = connection.prepare(sql)?;
     let mut output: Option<PendingFile> = None;
     let mut written = 0_u64;
     let mut new_files = Vec::new();
     for batch in statement.query_arrow([])? {
-        called_off()?;
-        let batch = conform(&batch, &schema)?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let batch = conform(&batch, schema)?;
         if output.as_ref().is_some_and(|file| file.rows() as u64 >= target_rows) {
             report.bytes_after += output.take().map(PendingFile::finish).transpose()?.unwrap_or(0);
         }
@@ -178,29 +267,14 @@ fn stage(
     if let Some(file) = output {
         report.bytes_after += file.finish()?;
     }
-    // Each new file's text index and rollups go into the staging directory with it, so the
-    // exchange publishes them together.
-    for path in &new_files {
-        called_off()?;
-        crate::textindex::build_for_file(path)?;
-        crate::rollup::build_for_file(path, path)?;
-    }
-    called_off()?;
-    let merged_rows: u64 = merge.iter().map(|f| f.rows).sum();
-    report.files_merged = merge.len();
-    report.rows_after += written;
-    report.deleted_removed = merge.iter().map(|f| f.deleted).sum();
-    report.copies_removed = merged_rows.saturating_sub(report.deleted_removed).saturating_sub(written);
-    Ok(report)
+    Ok((written, new_files))
 }
 
-/// Each file's rows, deleted posts and bytes, in one statement over the partition.
-fn survey(connection: &Connection, live: &Path, names: &[String], deletes: Option<&str>) -> Result<Vec<Found>> {
+/// Each file's rows, rows to leave out and bytes, in one statement over the partition (`p`);
+/// `hits` is a join and the aggregate that counts the rows it finds to leave out.
+fn survey(connection: &Connection, live: &Path, names: &[String], hits: Option<(&str, &str)>) -> Result<Vec<Found>> {
     let sources: Vec<String> = names.iter().map(|name| sql_string(&live.join(name))).collect();
-    let (join, deleted) = match deletes {
-        Some(deletes) => (format!("LEFT JOIN {deletes} AS d ON d.uri = p.uri"), "count(d.uri)"),
-        None => (String::new(), "0"),
-    };
+    let (join, deleted) = hits.unwrap_or(("", "0"));
     let sql = format!(
         "SELECT p.filename, count(*), {deleted} FROM read_parquet([{}], filename = true) AS p {join} GROUP BY p.filename",
         sources.join(", ")
@@ -245,7 +319,7 @@ fn sql_string(path: &Path) -> String {
 }
 
 /// A batch as DuckDB returns it (plain strings, its own list field names, every column
-/// nullable) in the `posts` schema, so every data file has the same one.
+/// nullable) in its table's schema, so every data file has the same one.
 fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
     let columns = schema
         .fields()
@@ -253,9 +327,9 @@ fn conform(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<
         .zip(batch.columns())
         .map(|(field, column)| cast(column, field.data_type()))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Corrupt(format!("a compacted batch does not fit the posts schema: {e}")))?;
+        .map_err(|e| Error::Corrupt(format!("a compacted batch does not fit its table's schema: {e}")))?;
     RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| Error::Corrupt(format!("a compacted batch does not fit the posts schema: {e}")))
+        .map_err(|e| Error::Corrupt(format!("a compacted batch does not fit its table's schema: {e}")))
 }
 
 #[cfg(test)]

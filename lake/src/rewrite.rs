@@ -50,25 +50,27 @@ pub fn redo_stale_posts(
     now_us: i64,
     mut redo: impl FnMut(&mut Post),
 ) -> Result<Rewritten> {
-    swap_partition(lake, date, now_us, |live, staging| {
+    swap_partition(lake, layout::POSTS_TABLE, date, now_us, |live, staging| {
         let report = stage(live, staging, date, version, &mut redo)?;
         let changed = report.rewritten_files > 0;
         Ok((report, changed))
     })
 }
 
-/// The frame of every partition rewrite: under the [`FlushLock`], removes what a run cut short
-/// left, lets `stage` fill the staging directory from the live one (saying whether anything
-/// changed), and if so exchanges the two, publishes a generation and removes the old files.
+/// The frame of every partition rewrite (of `table`'s partition of `date`): under the
+/// [`FlushLock`], removes what a run cut short left, lets `stage` fill the staging directory
+/// from the live one (saying whether anything changed), and if so exchanges the two, publishes
+/// a generation and removes the old files.
 pub(crate) fn swap_partition<T>(
     lake: &Path,
+    table: &str,
     date: NaiveDate,
     now_us: i64,
     stage: impl FnOnce(&Path, &Path) -> Result<(T, bool)>,
 ) -> Result<T> {
     let _lock = FlushLock::acquire(lake)?;
-    let live = layout::partition_dir(lake, layout::POSTS_TABLE, date);
-    let staging = layout::staging_partition_dir(lake, layout::POSTS_TABLE, date);
+    let live = layout::partition_dir(lake, table, date);
+    let staging = layout::staging_partition_dir(lake, table, date);
     let cut_short = remove_leftover(&staging)?;
     let (report, changed) = match stage(&live, &staging) {
         Ok(staged) => staged,
@@ -89,7 +91,7 @@ pub(crate) fn swap_partition<T>(
     sync_dir(&staging)?;
     let publishing = catalog::PublishLock::exclusive(lake)?;
     exchange(&staging, &live)?;
-    sync_dir(&layout::table_dir(lake, layout::POSTS_TABLE))?;
+    sync_dir(&layout::table_dir(lake, table))?;
     catalog::publish(lake, now_us)?;
     drop(publishing);
     fs::remove_dir_all(&staging).map_err(Error::io("remove the replaced files", &staging))?;

@@ -41,7 +41,7 @@ fn compaction_merges_small_files_and_a_running_server_answers_the_same() {
     let output = skyglass(lake.path(), &redis.url()).args(["lake", "compact"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains(&format!("of {days} partitions")), "{stdout}");
+    assert!(stdout.contains(&format!(" of {days} posts partitions")), "{stdout}");
 
     let after_stats = stats(&app);
     assert_eq!(after_stats["files"], json!(days), "one file per day: {after_stats}");
@@ -50,7 +50,8 @@ fn compaction_merges_small_files_and_a_running_server_answers_the_same() {
 
     // Nothing left to do: a second run changes nothing.
     let output = skyglass(lake.path(), &redis.url()).args(["lake", "compact"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("compacted 0 of {days} partitions")));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("compacted 0 of {days} posts partitions, 0 of ")), "{stdout}");
     assert!(app.stop().success());
 }
 
@@ -111,7 +112,7 @@ fn serve_compacts_on_schedule_and_every_answer_meanwhile_counts_each_post_once()
     }
     assert!(files_seen.contains(&20), "the first answers came before the compaction: {files_seen:?}");
     // The run counts itself once its partition is published: the answer above may come first.
-    let ok = "skyglass_compactions_total{outcome=\"ok\"}";
+    let ok = "skyglass_compactions_total{table=\"posts\",outcome=\"ok\"}";
     let counted = skyglass_tests::poll(std::time::Duration::from_secs(10), || {
         skyglass_tests::metric_in(&app.get("/metrics").text().unwrap(), ok).filter(|n| *n == 1.0)
     });
