@@ -41,6 +41,19 @@ use crate::writer::{BATCH_ROWS, PendingFile};
 /// The size compaction aims for, per file.
 pub const DEFAULT_TARGET_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The memory a compaction's DuckDB may hold; its sorts spill the rest to
+/// [`layout::spill_dir`]. Unbounded, sorting a day of 30 M likes took 12 GB, inside `serve`.
+pub const MEMORY_LIMIT: &str = "1GB";
+
+/// A DuckDB connection for compaction's work: in memory, within [`MEMORY_LIMIT`].
+fn work_connection(lake: &Path) -> Result<Connection> {
+    let connection = Connection::open_in_memory()?;
+    let spill = layout::spill_dir(lake);
+    connection
+        .execute_batch(&format!("SET memory_limit = '{MEMORY_LIMIT}'; SET temp_directory = {};", sql_string(&spill)))?;
+    Ok(connection)
+}
+
 pub mod interactions;
 
 /// What compacting one partition did (or found nothing to do).
@@ -115,7 +128,7 @@ fn stage(
     if names.is_empty() {
         return Ok(report);
     }
-    let connection = Connection::open_in_memory()?;
+    let connection = work_connection(lake)?;
     let deletes = deletes_source(lake)?;
     let join = deletes.as_ref().map(|d| format!("LEFT JOIN {d} AS d ON d.uri = p.uri"));
     let found = survey(&connection, live, &names, join.as_deref().map(|join| (join, "count(d.uri)")))?;
@@ -245,11 +258,12 @@ fn write_sorted(
     let mut output: Option<PendingFile> = None;
     let mut written = 0_u64;
     let mut new_files = Vec::new();
-    for batch in statement.query_arrow([])? {
+    // Streamed: `query_arrow` would hold the whole result (5 GB for a day of 30 M likes).
+    for batch in statement.stream_arrow([])? {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        let batch = conform(&batch, schema)?;
+        let batch = conform(&batch?, schema)?;
         if output.as_ref().is_some_and(|file| file.rows() as u64 >= target_rows) {
             report.bytes_after += output.take().map(PendingFile::finish).transpose()?.unwrap_or(0);
         }

@@ -10,6 +10,7 @@
 //! <lake>/posts/.date=YYYY-MM-DD.staging/                     a partition being rewritten (hidden)
 //! <lake>/_catalog/state.json                                   generation, last flush
 //! <lake>/_ingest/                                              owned by ingest (durable cursor)
+//! <lake>/_spill/                                               compaction's sorts, spilled
 //! ```
 //! Temporary files start with '.', so no glob over `*.parquet` ever sees a half-written file.
 
@@ -92,6 +93,12 @@ pub fn catalog_dir(lake: &Path) -> PathBuf {
 
 pub fn ingest_dir(lake: &Path) -> PathBuf {
     lake.join("_ingest")
+}
+
+/// Where compaction's sorts spill what does not fit in their memory (DuckDB's temporary files,
+/// removed as it goes).
+pub fn spill_dir(lake: &Path) -> PathBuf {
+    lake.join("_spill")
 }
 
 #[cfg(test)]

@@ -284,6 +284,15 @@ impl Region<'_> {
     }
 }
 
+/// The posts whose engagement a statement counts.
+#[derive(Clone, Copy)]
+enum Subjects<'a> {
+    /// These, by uri.
+    Uris(&'a [String]),
+    /// Those of a relation of `did, rkey, uri` (SQL whose parameters are already bound).
+    Posts(&'a str),
+}
+
 #[derive(Default)]
 struct Builder {
     text: String,
@@ -304,45 +313,54 @@ impl Builder {
 
     /// `(uri, n)` for the posts of `plan` that got any. The caller keeps the uris it asked for.
     fn engagement(&mut self, plan: &EngagementPlan) {
-        let counts = self.engagement_counts(plan.engagement, plan.since_us, Some(&plan.uris));
+        let counts = self.engagement_counts(plan.engagement, plan.since_us, Subjects::Uris(&plan.uris));
         self.text.push_str(&counts);
     }
 
-    /// `SELECT subject, n`: how much of `engagement` each post got from rows created since
-    /// `since_us`, of the posts `subjects` only when given. Likes and reposts are looked for by
-    /// their subject's record key (a post's is unique to its author, nearly always unique
-    /// overall), and the subject's uri is made of its parts.
-    fn engagement_counts(&mut self, engagement: Engagement, since_us: i64, subjects: Option<&[String]>) -> String {
+    /// `SELECT subject, n`: how much of `engagement` each of `subjects` got from rows created
+    /// since `since_us` (`subject_did, subject_rkey, n` for likes and reposts of
+    /// [`Subjects::Posts`]). Likes and reposts are looked for by their subject's record key (a
+    /// post's is unique to its author, nearly always unique overall): by a list of them, or
+    /// by a semi-join with the posts, whose keys DuckDB then passes to the scan as a range
+    /// (the files are sorted by it) and so reads only the row groups that can hold them.
+    fn engagement_counts(&mut self, engagement: Engagement, since_us: i64, subjects: Subjects) -> String {
+        let (posts_join, interactions_join) = match subjects {
+            Subjects::Uris(_) => (String::new(), String::new()),
+            Subjects::Posts(posts) => (
+                format!(" SEMI JOIN ({posts}) AS w ON w.uri = r.{}", engagement.post_column()),
+                format!(" SEMI JOIN ({posts}) AS w ON w.did = r.subject_did AND w.rkey = r.subject_rkey"),
+            ),
+        };
         let since = self.bind(Param::Timestamp(since_us));
         let first_day = self.bind(Param::Date(date_of_micros(since_us)));
         if let Some(kind) = engagement.interaction_kind() {
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
-            let narrowed = subjects.map_or_else(String::new, |uris| {
-                let rkeys = uris.iter().filter_map(|uri| crate::model::post_uri_parts(uri)).map(|(_, rkey)| rkey);
-                format!(
-                    " AND subject_rkey IN ({})",
-                    self.bind_list_or_null(rkeys.map(|rkey| Param::Text(rkey.to_owned())))
-                )
-            });
+            let Subjects::Uris(uris) = subjects else {
+                return format!(
+                    "SELECT r.subject_did, r.subject_rkey, count(*) AS n\nFROM interactions AS r{interactions_join}\n\
+                     WHERE r.created_at >= {since} AND r.\"date\" >= {first_day} AND r.kind = {kind}\n\
+                     GROUP BY r.subject_did, r.subject_rkey"
+                );
+            };
+            let rkeys = uris.iter().filter_map(|uri| crate::model::post_uri_parts(uri)).map(|(_, rkey)| rkey);
+            let rkeys = self.bind_list_or_null(rkeys.map(|rkey| Param::Text(rkey.to_owned())));
             format!(
                 "SELECT 'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS subject, count(*) AS n\n\
-                 FROM interactions\nWHERE created_at >= {since} AND \"date\" >= {first_day} AND kind = {kind}{narrowed}\n\
-                 GROUP BY subject_did, subject_rkey"
+                 FROM interactions AS r\nWHERE created_at >= {since} AND \"date\" >= {first_day} AND kind = {kind} \
+                 AND subject_rkey IN ({rkeys})\nGROUP BY subject_did, subject_rkey"
             )
         } else {
             let column = engagement.post_column();
-            let narrowed = subjects.map_or_else(
-                || format!(" AND {column} IS NOT NULL"),
-                |uris| {
-                    format!(
-                        " AND {column} IN ({})",
-                        self.bind_list_or_null(uris.iter().map(|uri| Param::Text(uri.clone())))
-                    )
-                },
-            );
+            let narrowed = match subjects {
+                Subjects::Uris(uris) => format!(
+                    " AND r.{column} IN ({})",
+                    self.bind_list_or_null(uris.iter().map(|uri| Param::Text(uri.clone())))
+                ),
+                Subjects::Posts(_) => String::new(),
+            };
             format!(
-                "SELECT {column} AS subject, count(*) AS n\nFROM posts\nWHERE created_at >= {since} \
-                 AND \"date\" >= {first_day}{narrowed}\nGROUP BY {column}"
+                "SELECT r.{column} AS subject, count(*) AS n\nFROM posts AS r{posts_join}\nWHERE r.created_at >= {since} \
+                 AND r.\"date\" >= {first_day}{narrowed}\nGROUP BY r.{column}"
             )
         }
     }
@@ -353,14 +371,14 @@ impl Builder {
         let dids = || dids.iter().map(|did| Param::Text(did.clone()));
         let theirs =
             format!("(SELECT did, rkey, uri FROM posts WHERE did IN ({})) AS p", self.bind_list_or_null(dids()));
+        // Semi-joins with their posts, which DuckDB builds first and passes to the scan as key
+        // ranges (a page of likes is found by its subjects' record keys).
         if let Some(kind) = engagement.interaction_kind() {
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
-            let again = self.bind_list_or_null(dids());
             write!(
                 self.text,
-                "SELECT p.did, count(*) AS n\nFROM {theirs}\nJOIN (SELECT subject_did, subject_rkey FROM interactions \
-                 WHERE kind = {kind} AND subject_did IN ({again})) AS i \
-                 ON i.subject_did = p.did AND i.subject_rkey = p.rkey\nGROUP BY p.did"
+                "SELECT i.subject_did AS did, count(*) AS n\nFROM interactions AS i SEMI JOIN {theirs} \
+                 ON p.did = i.subject_did AND p.rkey = i.subject_rkey\nWHERE i.kind = {kind}\nGROUP BY i.subject_did"
             )
             .unwrap();
         } else {
@@ -374,14 +392,22 @@ impl Builder {
         }
     }
 
-    /// A page of posts ranked by engagement: the plan's columns, then the count.
+    /// A page of posts ranked by engagement: the plan's columns, then the count. The counts are
+    /// made for the posts of the window only (those of the filter).
     fn ranked_posts(&mut self, plan: &RankedPostsPlan) -> Result<()> {
         let since_us = plan.filter.since_us.unwrap_or_default().saturating_sub(EngagementPlan::SKEW_MARGIN_US);
-        let counts = self.engagement_counts(plan.engagement, since_us, None);
+        let window =
+            format!("SELECT did, rkey, uri FROM posts WHERE {}", self.conditions(&plan.filter, None)?.join(" AND "));
+        let counts = self.engagement_counts(plan.engagement, since_us, Subjects::Posts(&window));
+        let on = if plan.engagement.interaction_kind().is_some() {
+            "c.subject_did = p.did AND c.subject_rkey = p.rkey"
+        } else {
+            "c.subject = p.uri"
+        };
         let columns: Vec<String> = plan.columns.iter().map(|c| format!("p.{}", c.name())).collect();
         write!(
             self.text,
-            "SELECT {}, coalesce(c.n, 0) AS rank_n\nFROM posts AS p LEFT JOIN ({counts}) AS c ON c.subject = p.uri",
+            "SELECT {}, coalesce(c.n, 0) AS rank_n\nFROM posts AS p LEFT JOIN ({counts}) AS c ON {on}",
             columns.join(", ")
         )
         .unwrap();

@@ -62,7 +62,7 @@ impl Undone {
         // A lake no buffer ever fed (a generated one) has nothing on its way.
         let retire_before_us = state.flushed_through_us.unwrap_or(now_us).min(now_us) - RETIRE_MARGIN_US;
         let files = crate::catalog::table_files(lake, layout::INTERACTION_DELETES_TABLE)?.paths;
-        let connection = Connection::open_in_memory()?;
+        let connection = super::work_connection(lake)?;
         let source = if files.is_empty() {
             "(SELECT NULL::VARCHAR AS did, NULL::VARCHAR AS kind, NULL::VARCHAR AS rkey WHERE false)".to_owned()
         } else {
