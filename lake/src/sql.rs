@@ -289,8 +289,11 @@ impl Region<'_> {
 enum Subjects<'a> {
     /// These, by uri.
     Uris(&'a [String]),
-    /// Those of a relation of `did, rkey, uri` (SQL whose parameters are already bound).
-    Posts(&'a str),
+    /// Those whose record key is within the range of the keys of a relation of posts with an
+    /// `rkey` (SQL whose parameters are already bound, and come first): likes and reposts only.
+    KeysOf(&'a str),
+    /// Every post.
+    All,
 }
 
 #[derive(Default)]
@@ -319,17 +322,20 @@ impl Builder {
 
     /// `SELECT subject, n`: how much of `engagement` each of `subjects` got from rows created
     /// since `since_us` (`subject_did, subject_rkey, n` for likes and reposts of
-    /// [`Subjects::Posts`]). Likes and reposts are looked for by their subject's record key (a
-    /// post's is unique to its author, nearly always unique overall): by a list of them, or
-    /// by a semi-join with the posts, whose keys DuckDB then passes to the scan as a range
-    /// (the files are sorted by it) and so reads only the row groups that can hold them.
+    /// [`Subjects::KeysOf`]). Likes and reposts are looked for by their subject's record key (a
+    /// post's is unique to its author, nearly always unique overall), by which their files are
+    /// sorted: by a list of them, or by the range of a window's posts' keys, which reads only the
+    /// row groups that can hold them (record keys grow with time, so a day's posts span a
+    /// day's). Both were measured at the week tier: a semi-join with the window's posts, which
+    /// DuckDB also turns into a key range, built a hash of a week's 21 M posts and was slower
+    /// than no narrowing at all.
     fn engagement_counts(&mut self, engagement: Engagement, since_us: i64, subjects: Subjects) -> String {
-        let (posts_join, interactions_join) = match subjects {
-            Subjects::Uris(_) => (String::new(), String::new()),
-            Subjects::Posts(posts) => (
-                format!(" SEMI JOIN ({posts}) AS w ON w.uri = r.{}", engagement.post_column()),
-                format!(" SEMI JOIN ({posts}) AS w ON w.did = r.subject_did AND w.rkey = r.subject_rkey"),
+        let window = match subjects {
+            Subjects::KeysOf(posts) => format!(
+                " CROSS JOIN (SELECT min(rkey) AS lo, max(rkey) AS hi FROM ({posts})) AS w\n\
+                 WHERE r.subject_rkey BETWEEN w.lo AND w.hi AND"
             ),
+            _ => "\nWHERE".to_owned(),
         };
         let since = self.bind(Param::Timestamp(since_us));
         let first_day = self.bind(Param::Date(date_of_micros(since_us)));
@@ -337,8 +343,8 @@ impl Builder {
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
             let Subjects::Uris(uris) = subjects else {
                 return format!(
-                    "SELECT r.subject_did, r.subject_rkey, count(*) AS n\nFROM interactions AS r{interactions_join}\n\
-                     WHERE r.created_at >= {since} AND r.\"date\" >= {first_day} AND r.kind = {kind}\n\
+                    "SELECT r.subject_did, r.subject_rkey, count(*) AS n\nFROM interactions AS r{window} \
+                     r.created_at >= {since} AND r.\"date\" >= {first_day} AND r.kind = {kind}\n\
                      GROUP BY r.subject_did, r.subject_rkey"
                 );
             };
@@ -346,21 +352,21 @@ impl Builder {
             let rkeys = self.bind_list_or_null(rkeys.map(|rkey| Param::Text(rkey.to_owned())));
             format!(
                 "SELECT 'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS subject, count(*) AS n\n\
-                 FROM interactions AS r\nWHERE created_at >= {since} AND \"date\" >= {first_day} AND kind = {kind} \
+                 FROM interactions\nWHERE created_at >= {since} AND \"date\" >= {first_day} AND kind = {kind} \
                  AND subject_rkey IN ({rkeys})\nGROUP BY subject_did, subject_rkey"
             )
         } else {
             let column = engagement.post_column();
             let narrowed = match subjects {
                 Subjects::Uris(uris) => format!(
-                    " AND r.{column} IN ({})",
+                    " AND {column} IN ({})",
                     self.bind_list_or_null(uris.iter().map(|uri| Param::Text(uri.clone())))
                 ),
-                Subjects::Posts(_) => String::new(),
+                _ => format!(" AND {column} IS NOT NULL"),
             };
             format!(
-                "SELECT r.{column} AS subject, count(*) AS n\nFROM posts AS r{posts_join}\nWHERE r.created_at >= {since} \
-                 AND r.\"date\" >= {first_day}{narrowed}\nGROUP BY r.{column}"
+                "SELECT {column} AS subject, count(*) AS n\nFROM posts\nWHERE created_at >= {since} \
+                 AND \"date\" >= {first_day}{narrowed}\nGROUP BY {column}"
             )
         }
     }
@@ -392,17 +398,16 @@ impl Builder {
         }
     }
 
-    /// A page of posts ranked by engagement: the plan's columns, then the count. The counts are
-    /// made for the posts of the window only (those of the filter).
+    /// A page of posts ranked by engagement: the plan's columns, then the count. Likes and
+    /// reposts are counted for the posts in the key range of the window's (those of the filter).
     fn ranked_posts(&mut self, plan: &RankedPostsPlan) -> Result<()> {
         let since_us = plan.filter.since_us.unwrap_or_default().saturating_sub(EngagementPlan::SKEW_MARGIN_US);
-        let window =
-            format!("SELECT did, rkey, uri FROM posts WHERE {}", self.conditions(&plan.filter, None)?.join(" AND "));
-        let counts = self.engagement_counts(plan.engagement, since_us, Subjects::Posts(&window));
-        let on = if plan.engagement.interaction_kind().is_some() {
-            "c.subject_did = p.did AND c.subject_rkey = p.rkey"
+        let (counts, on) = if plan.engagement.interaction_kind().is_some() {
+            let window = format!("SELECT rkey FROM posts WHERE {}", self.conditions(&plan.filter, None)?.join(" AND "));
+            let counts = self.engagement_counts(plan.engagement, since_us, Subjects::KeysOf(&window));
+            (counts, "c.subject_did = p.did AND c.subject_rkey = p.rkey")
         } else {
-            "c.subject = p.uri"
+            (self.engagement_counts(plan.engagement, since_us, Subjects::All), "c.subject = p.uri")
         };
         let columns: Vec<String> = plan.columns.iter().map(|c| format!("p.{}", c.name())).collect();
         write!(
