@@ -935,7 +935,7 @@ impl Engine {
         plan: &Plan,
         read: &mut impl FnMut(&duckdb::Row<'_>) -> Result<T>,
     ) -> Result<Option<std::result::Result<Vec<T>, &'static str>>> {
-        if !matches!(plan, Plan::Buckets(_) | Plan::TopHashtags(_) | Plan::TopAuthors(_)) {
+        if !matches!(plan, Plan::Buckets(_) | Plan::TopHashtags(_) | Plan::TopAuthors(_) | Plan::Trending(_)) {
             return Ok(None);
         }
         if !self.use_rollups {

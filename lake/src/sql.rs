@@ -178,6 +178,16 @@ pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
         Plan::TopAuthors(top) => {
             (&top.filter, (!time_only(&top.filter)).then_some("author rollups are filtered by time alone"))
         }
+        Plan::Trending(trend) => (
+            &trend.filter,
+            if trend.kind != TrendKind::Hashtag {
+                Some("rollups hold hashtags, not languages or links, by themselves")
+            } else if !time_only(&trend.filter) {
+                Some("hashtag rollups are filtered by time alone")
+            } else {
+                None
+            },
+        ),
         _ => return Some("no rollup holds this question"),
     };
     match filter.clock {
@@ -208,6 +218,7 @@ pub fn compile_rollup(plan: &Plan, scope: &RollupScope) -> Result<Option<Sql>> {
     let mut builder = Builder::default();
     match plan {
         Plan::Buckets(buckets) => builder.rollup_buckets(buckets, &region)?,
+        Plan::Trending(trend) => builder.rollup_trending(trend, scope)?,
         Plan::TopHashtags(top) => {
             builder.text.push_str("SELECT tag, sum(n)::BIGINT AS n_posts, 0::BIGINT AS n_authors FROM (\n");
             builder.units(crate::rollup::Kind::Tags, "", &region);
@@ -446,35 +457,75 @@ impl Builder {
                  '^([^@]*@)?(www[.])?', ''), ':', 1)), lambda d: d <> '')))"
             }
         };
+        self.trend_scores(plan);
         let (window, baseline) = (plan.window, plan.baseline);
-        // In the order of the text.
-        let [window_len, baseline_len] =
-            [window.1 - window.0, baseline.1 - baseline.0].map(|len| self.bind(Param::Int(len)));
         let [ws, wu, bs, bu] = [window.0, window.1, baseline.0, baseline.1].map(|t| self.bind(Param::Timestamp(t)));
         write!(
             self.text,
-            "SELECT item, n_window, n_baseline, expected, (n_window + 1) / (expected + 1) AS ratio, \
-             (n_window - expected) / sqrt(expected + 1) AS z\nFROM (\
-             SELECT item, n_window, n_baseline, \
-             n_baseline * CAST({window_len} AS DOUBLE) / CAST({baseline_len} AS DOUBLE) AS expected\nFROM (\
-             SELECT item, count(*) FILTER (WHERE t >= {ws} AND t < {wu}) AS n_window, \
+            "SELECT item, count(*) FILTER (WHERE t >= {ws} AND t < {wu}) AS n_window, \
              count(*) FILTER (WHERE t >= {bs} AND t < {bu}) AS n_baseline\nFROM (\
              SELECT {clock} AS t, {item} AS item FROM posts"
         )
         .unwrap();
         self.where_clause(&plan.filter, None)?;
+        self.text.push_str(")\nWHERE item IS NOT NULL AND item <> ''\nGROUP BY item");
+        self.trend_ranking(plan);
+        Ok(())
+    }
+
+    /// [`Builder::trending`] of hashtags from the rollups: each range's tags counted as
+    /// `topHashtags` counts them from rollups (its whole hours from the tag rollups, the rest
+    /// from the posts), or from the posts alone when it holds no whole hour.
+    fn rollup_trending(&mut self, plan: &TrendPlan, scope: &RollupScope) -> Result<()> {
+        self.trend_scores(plan);
+        self.text.push_str(
+            "SELECT tag AS item, coalesce(sum(n) FILTER (WHERE part = 0), 0)::BIGINT AS n_window, \
+             coalesce(sum(n) FILTER (WHERE part = 1), 0)::BIGINT AS n_baseline\nFROM (",
+        );
+        for (part, (since_us, until_us)) in [plan.window, plan.baseline].into_iter().enumerate() {
+            if part > 0 {
+                self.text.push_str("\nUNION ALL ");
+            }
+            let filter = PostFilter { since_us: Some(since_us), until_us: Some(until_us), ..plan.filter.clone() };
+            write!(self.text, "SELECT {part} AS part, tag, n FROM (\n").unwrap();
+            match Region::of(&filter, HOUR_US, scope) {
+                Some(region) => self.units(crate::rollup::Kind::Tags, "", &region),
+                None => self
+                    .text
+                    .push_str("SELECT created_at, \"date\", unnest(list_distinct(hashtags)) AS tag, 1 AS n FROM posts"),
+            }
+            self.text.push_str("\n) AS posts");
+            self.where_clause(&filter, None)?;
+        }
+        self.text.push_str(")\nWHERE tag IS NOT NULL AND tag <> ''\nGROUP BY tag");
+        self.trend_ranking(plan);
+        Ok(())
+    }
+
+    /// The head of a trending statement, to the relation of `(item, n_window, n_baseline)`.
+    fn trend_scores(&mut self, plan: &TrendPlan) {
+        let (window, baseline) = (plan.window, plan.baseline);
+        let [window_len, baseline_len] =
+            [window.1 - window.0, baseline.1 - baseline.0].map(|len| self.bind(Param::Int(len)));
+        write!(
+            self.text,
+            "SELECT item, n_window, n_baseline, expected, (n_window + 1) / (expected + 1) AS ratio, \
+             (n_window - expected) / sqrt(expected + 1) AS z\nFROM (\
+             SELECT item, n_window, n_baseline, \
+             n_baseline * CAST({window_len} AS DOUBLE) / CAST({baseline_len} AS DOUBLE) AS expected\nFROM ("
+        )
+        .unwrap();
+    }
+
+    /// The tail of a trending statement: the support threshold, the order and the limit.
+    fn trend_ranking(&mut self, plan: &TrendPlan) {
         let min_posts = self.bind(Param::Int(i64::from(plan.min_posts.max(1))));
         let order = match plan.rank {
             TrendRank::Ratio => "ratio DESC, n_window DESC",
             TrendRank::ZScore => "z DESC, n_window DESC",
         };
-        write!(
-            self.text,
-            ")\nWHERE item IS NOT NULL AND item <> ''\nGROUP BY item)\nWHERE n_window >= {min_posts})\nORDER BY {order}, item"
-        )
-        .unwrap();
+        write!(self.text, ")\nWHERE n_window >= {min_posts})\nORDER BY {order}, item").unwrap();
         self.limit(plan.limit);
-        Ok(())
     }
 
     /// [`Builder::bind_list`], or `NULL` for no values (`x IN (NULL)` holds for no row).

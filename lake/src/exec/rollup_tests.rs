@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::model::{AccountEvent, Delete};
-use crate::plan::{Dimension, Measures, TopPlan};
+use crate::plan::{Dimension, Measures, TopPlan, TrendKind, TrendPlan, TrendRank};
 use crate::zone::Interval;
 
 const HOUR: i64 = 3_600_000_000;
@@ -373,4 +373,53 @@ fn rollup_tables_follow_the_lake_as_it_changes() {
     let rewritten = crate::rewrite::redo_stale_posts(lake, day, 99, 2, retag).unwrap();
     assert!(rewritten.rewritten_files > 0, "{rewritten:?}");
     check("a re-enrichment");
+}
+
+/// Trending hashtags from the rollups against the posts path, and against counts in plain Rust:
+/// windows and baselines with ragged ends, a window of no whole hour, overlapping ranges, over
+/// the day without rollups, deleted and hidden posts and the hot tier.
+#[test]
+fn trending_hashtags_from_rollups_match_the_posts_path_and_counts_in_rust() {
+    let lakes = fixture();
+    let day = 24 * HOUR;
+    let cases = [
+        ((start() + 10 * day + 1_234, start() + 11 * day - 77), (start() + 7 * HOUR + 5, start() + 10 * day + 1_234)),
+        ((start() + 5 * day + 60_000_000, start() + 5 * day + 1_800_000_000), (start(), start() + 5 * day)),
+        ((start() + 3 * day, start() + 4 * day), (start() + 2 * day + 17, start() + 6 * day)),
+    ];
+    take_answered();
+    for (window, baseline) in cases {
+        for rank in [TrendRank::Ratio, TrendRank::ZScore] {
+            let plan =
+                TrendPlan::new(TrendKind::Hashtag, PostFilter::default(), window, baseline, rank, 1, 10).unwrap();
+            let rolled = lakes.rolled.trending(&plan).unwrap();
+            assert_eq!(rolled, lakes.plain.trending(&plan).unwrap(), "{window:?} against {baseline:?}");
+            // Each tag's posts in the window and in the baseline, counted in Rust.
+            let count = |(since, until): (i64, i64), tag: &str| {
+                lakes
+                    .live
+                    .iter()
+                    .filter(|p| p.created_at_us >= since && p.created_at_us < until)
+                    .filter(|p| p.hashtags.iter().any(|t| t == tag))
+                    .count() as u64
+            };
+            let mut expected: Vec<(String, u64, u64)> = TAGS
+                .iter()
+                .flat_map(|tags| tags.iter())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|tag| (tag.to_string(), count(window, tag), count(baseline, tag)))
+                .filter(|(_, in_window, _)| *in_window > 0)
+                .collect();
+            expected.sort();
+            let mut got: Vec<(String, u64, u64)> =
+                rolled.iter().map(|t| (t.item.clone(), t.posts, t.baseline_posts)).collect();
+            got.sort();
+            assert!(!got.is_empty());
+            assert_eq!(got, expected, "{window:?} against {baseline:?}");
+        }
+    }
+    let answered = take_answered();
+    let rolled: Vec<_> = answered.iter().filter(|a| a.from == "rollups").map(|a| a.question).collect();
+    assert_eq!(rolled, ["trending"; 6], "{answered:?}");
 }
