@@ -487,7 +487,7 @@ impl Builder {
                 self.text.push_str("\nUNION ALL ");
             }
             let filter = PostFilter { since_us: Some(since_us), until_us: Some(until_us), ..plan.filter.clone() };
-            write!(self.text, "SELECT {part} AS part, tag, n FROM (\n").unwrap();
+            writeln!(self.text, "SELECT {part} AS part, tag, n FROM (").unwrap();
             match Region::of(&filter, HOUR_US, scope) {
                 Some(region) => self.units(crate::rollup::Kind::Tags, "", &region),
                 None => self
