@@ -747,11 +747,12 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
                 let (since, until, target) = (args.days.since, args.days.until, args.target.bytes());
                 crate::compaction::compact_lake(&lake, since, until, target, &Default::default(), |r| {
                     let (table, date) = (r.table, r.date.map(|d| d.to_string()).unwrap_or_default());
-                    let left_out = if table == lake::layout::INTERACTION_DELETES_TABLE {
-                        format!("retired {} applied deletes", r.deleted_removed)
-                    } else {
-                        format!("left out {} deleted and {} copies", r.deleted_removed, r.copies_removed)
-                    };
+                    let left_out =
+                        if matches!(table, lake::layout::INTERACTION_DELETES_TABLE | lake::layout::DELETES_TABLE) {
+                            format!("retired {} applied deletes", r.deleted_removed)
+                        } else {
+                            format!("left out {} deleted and {} copies", r.deleted_removed, r.copies_removed)
+                        };
                     if r.changed() {
                         println!(
                             "{table} {date}: {} files ({} rows, {} bytes) → {} files ({} rows, {} bytes); {left_out}",

@@ -33,6 +33,12 @@ pub fn compact_lake(
     mut done: impl FnMut(&Compacted),
 ) -> anyhow::Result<Vec<Compacted>> {
     let started = Instant::now();
+    let every_day = since.is_none() && until.is_none();
+    // The deletes of posts stored now: once every posts partition is compacted, none of
+    // theirs is in the files any more.
+    let post_tombstones =
+        interactions::Tombstones::list(lake, layout::DELETES_TABLE, chrono::Utc::now().timestamp_micros())
+            .context("failed to list the deletes of posts")?;
     let mut run = Run { lake, since, until, cancel, reports: Vec::new(), done: &mut done };
     let mut finished = run.each_partition(layout::POSTS_TABLE, |date, now_us| {
         compact_partition(lake, date, target_bytes, now_us, cancel)
@@ -43,10 +49,12 @@ pub fn compact_lake(
         finished = run.each_partition(layout::INTERACTIONS_TABLE, |date, now_us| {
             interactions::compact_partition(lake, date, target_bytes, now_us, &undone, cancel)
         })?;
-        if finished && since.is_none() && until.is_none() {
-            run.each_partition(layout::INTERACTION_DELETES_TABLE, |date, now_us| {
-                interactions::retire_deletes(lake, date, now_us, &undone, cancel)
-            })?;
+        if finished && every_day {
+            for tombstones in [undone.tombstones(), &post_tombstones] {
+                run.each_partition(tombstones.table(), |date, now_us| {
+                    interactions::retire_deletes(lake, date, now_us, tombstones, cancel)
+                })?;
+            }
         }
     }
     histogram!(m::COMPACTION_DURATION).record(started.elapsed().as_secs_f64());
@@ -95,7 +103,8 @@ impl<F: FnMut(&Compacted)> Run<'_, F> {
             if report.changed() {
                 counter!(m::COMPACTIONS, "table" => table, "outcome" => m::OUTCOME_OK).increment(1);
                 counter!(m::COMPACTION_FILES_MERGED, "table" => table).increment(report.files_merged as u64);
-                let deleted = if table == layout::INTERACTION_DELETES_TABLE { "applied" } else { "deleted" };
+                let deletes = matches!(table, layout::DELETES_TABLE | layout::INTERACTION_DELETES_TABLE);
+                let deleted = if deletes { "applied" } else { "deleted" };
                 counter!(m::COMPACTION_ROWS_LEFT_OUT, "table" => table, "reason" => deleted)
                     .increment(report.deleted_removed);
                 if report.copies_removed > 0 {

@@ -121,7 +121,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(COMPACTION_FILES_MERGED, "Small files merged by compaction, by table");
     describe_counter!(
         COMPACTION_ROWS_LEFT_OUT,
-        "Rows left out by compaction, by table and reason (deleted, copy; applied: deletes of likes retired)"
+        "Rows left out by compaction, by table and reason (deleted, copy; applied: deletes retired once applied)"
     );
     describe_histogram!(COMPACTION_DURATION, Unit::Seconds, "Time of one compaction pass over the lake");
     for table in lake::layout::COMPACTED_TABLES {
@@ -141,6 +141,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         (lake::layout::POSTS_TABLE, "copy"),
         (lake::layout::INTERACTIONS_TABLE, "deleted"),
         (lake::layout::INTERACTION_DELETES_TABLE, "applied"),
+        (lake::layout::DELETES_TABLE, "applied"),
     ] {
         metrics::counter!(COMPACTION_ROWS_LEFT_OUT, "table" => table, "reason" => reason).increment(0);
     }

@@ -27,7 +27,7 @@ pub const INTERACTION_DELETES_TABLE: &str = "interaction_deletes";
 pub const TABLES: [&str; 5] =
     [POSTS_TABLE, DELETES_TABLE, ACCOUNTS_TABLE, INTERACTIONS_TABLE, INTERACTION_DELETES_TABLE];
 /// The tables compaction rewrites (the others keep a file per flush and day).
-pub const COMPACTED_TABLES: [&str; 3] = [POSTS_TABLE, INTERACTIONS_TABLE, INTERACTION_DELETES_TABLE];
+pub const COMPACTED_TABLES: [&str; 4] = [POSTS_TABLE, INTERACTIONS_TABLE, INTERACTION_DELETES_TABLE, DELETES_TABLE];
 const PARTITION_PREFIX: &str = "date=";
 
 /// The UTC calendar day of a timestamp in microseconds.

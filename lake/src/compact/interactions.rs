@@ -13,8 +13,10 @@
 //!    those likes, or too small, without them, and swaps the partition in
 //!    ([`crate::rewrite::swap_partition`]).
 //! 3. [`retire_deletes`], once every partition is done, rewrites each `interaction_deletes`
-//!    partition without the snapshot's deletes older than [`Undone::retire_before_us`], merging
-//!    its files on the way.
+//!    partition without the snapshot's deletes older than [`Tombstones::retire_before_us`],
+//!    merging its files on the way. The deletes of posts are retired the same way once every
+//!    `posts` partition is compacted (`crate::compact` leaves deleted posts out), so that the
+//!    `posts` view's anti-join, in every statement over posts, holds only the recent ones too.
 //!
 //! Why a delete may go once applied: its like is in no file any more, and it comes back only if
 //! the source replays the like, which a replay does in the stream's order, so the delete comes
@@ -45,36 +47,58 @@ use crate::rewrite::swap_partition;
 /// `flushed_through_us`) before compaction may retire it.
 pub const RETIRE_MARGIN_US: i64 = 3_600 * 1_000_000;
 
+/// The files of a table of deletes (`deletes` of posts, `interaction_deletes`) when a
+/// compaction run began: the deletes it applies, and may retire at its end.
+#[derive(Debug, Clone)]
+pub struct Tombstones {
+    table: &'static str,
+    files: Vec<PathBuf>,
+    /// The deletes older than this may be retired.
+    retire_before_us: i64,
+}
+
+impl Tombstones {
+    pub fn list(lake: &Path, table: &'static str, now_us: i64) -> Result<Tombstones> {
+        let state = crate::catalog::read_state(lake)?;
+        // A lake no buffer ever fed (a generated one) has nothing on its way.
+        let retire_before_us = state.flushed_through_us.unwrap_or(now_us).min(now_us) - RETIRE_MARGIN_US;
+        let files = crate::catalog::table_files(lake, table)?.paths;
+        Ok(Tombstones { table, files, retire_before_us })
+    }
+
+    pub fn retire_before_us(&self) -> i64 {
+        self.retire_before_us
+    }
+
+    pub fn table(&self) -> &'static str {
+        self.table
+    }
+}
+
 /// The deletes of likes and reposts one compaction run applies: those stored when it began.
 pub struct Undone {
     /// Holds the table `undone (did, kind, rkey)`.
     connection: Connection,
-    /// The `interaction_deletes` files read (the snapshot).
-    files: Vec<PathBuf>,
-    /// The deletes of the snapshot older than this may be retired at the run's end.
-    retire_before_us: i64,
+    tombstones: Tombstones,
 }
 
 impl Undone {
     /// Reads the stored deletes of likes and reposts into memory.
     pub fn load(lake: &Path, now_us: i64) -> Result<Undone> {
-        let state = crate::catalog::read_state(lake)?;
-        // A lake no buffer ever fed (a generated one) has nothing on its way.
-        let retire_before_us = state.flushed_through_us.unwrap_or(now_us).min(now_us) - RETIRE_MARGIN_US;
-        let files = crate::catalog::table_files(lake, layout::INTERACTION_DELETES_TABLE)?.paths;
+        let tombstones = Tombstones::list(lake, layout::INTERACTION_DELETES_TABLE, now_us)?;
         let connection = super::work_connection(lake)?;
-        let source = if files.is_empty() {
+        let source = if tombstones.files.is_empty() {
             "(SELECT NULL::VARCHAR AS did, NULL::VARCHAR AS kind, NULL::VARCHAR AS rkey WHERE false)".to_owned()
         } else {
-            let list: Vec<String> = files.iter().map(|f| sql_string(f)).collect();
+            let list: Vec<String> = tombstones.files.iter().map(|f| sql_string(f)).collect();
             format!("read_parquet([{}])", list.join(", "))
         };
         connection.execute_batch(&format!("CREATE TABLE undone AS SELECT DISTINCT did, kind, rkey FROM {source}"))?;
-        Ok(Undone { connection, files, retire_before_us })
+        Ok(Undone { connection, tombstones })
     }
 
-    pub fn retire_before_us(&self) -> i64 {
-        self.retire_before_us
+    pub fn tombstones(&self) -> &Tombstones {
+        &self.tombstones
     }
 
     /// The likes and reposts undone, distinct.
@@ -138,33 +162,34 @@ pub fn compact_partition(
     })
 }
 
-/// Rewrites the `interaction_deletes` partition of `date` without the deletes of `undone`'s
-/// snapshot stored before its [`Undone::retire_before_us`], which the run applied to every
-/// `interactions` partition, and with the snapshot's other deletes there in one file. Files
-/// stored since the snapshot are kept as they are. Call it only after a run that compacted every
-/// `interactions` partition with `undone`.
+/// Rewrites the partition of `date` of the table of deletes `tombstones` lists without its
+/// deletes stored before [`Tombstones::retire_before_us`], which the run applied to every
+/// partition of the table they delete from, and with the other deletes of those files in one
+/// file. Files stored since are kept as they are. Call it only after a run that compacted every
+/// partition of that table (`interactions`, or `posts`) with at least these deletes.
 pub fn retire_deletes(
     lake: &Path,
     date: NaiveDate,
     now_us: i64,
-    undone: &Undone,
+    tombstones: &Tombstones,
     cancel: &AtomicBool,
 ) -> Result<Compacted> {
-    swap_partition(lake, layout::INTERACTION_DELETES_TABLE, date, now_us, |live, staging| {
-        let mut report =
-            Compacted { table: layout::INTERACTION_DELETES_TABLE, date: Some(date), ..Compacted::default() };
+    let table = tombstones.table;
+    let connection = super::work_connection(lake)?;
+    swap_partition(lake, table, date, now_us, |live, staging| {
+        let mut report = Compacted { table, date: Some(date), ..Compacted::default() };
         let names = crate::catalog::data_file_names(live)?;
-        let in_snapshot = |name: &String| undone.files.contains(&live.join(name));
+        let in_snapshot = |name: &String| tombstones.files.contains(&live.join(name));
         let (applied, later): (Vec<&String>, Vec<&String>) = names.iter().partition(|name| in_snapshot(name));
         let applied_sources: Vec<String> = applied.iter().map(|name| sql_string(&live.join(name))).collect();
-        let before = format!("make_timestamp({})", undone.retire_before_us);
+        let before = format!("make_timestamp({})", tombstones.retire_before_us);
         let rows = |names: &[&String]| -> Result<u64> {
             let sources: Vec<String> = names.iter().map(|name| sql_string(&live.join(name))).collect();
             if sources.is_empty() {
                 return Ok(0);
             }
             let sql = format!("SELECT count(*) FROM read_parquet([{}])", sources.join(", "));
-            let n: i64 = undone.connection.query_row(&sql, [], |row| row.get(0))?;
+            let n: i64 = connection.query_row(&sql, [], |row| row.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         };
         let bytes = |names: &[&String]| -> Result<u64> {
@@ -180,7 +205,7 @@ pub fn retire_deletes(
                 "SELECT count(*) FROM read_parquet([{}]) WHERE deleted_at < {before}",
                 applied_sources.join(", ")
             );
-            let n: i64 = undone.connection.query_row(&sql, [], |row| row.get(0))?;
+            let n: i64 = connection.query_row(&sql, [], |row| row.get(0))?;
             u64::try_from(n).unwrap_or(0)
         };
         report.files_before = names.len();
@@ -200,22 +225,18 @@ pub fn retire_deletes(
         report.files_after = later.len();
         report.rows_after = rows(&later)?;
         report.bytes_after = bytes(&later)?;
+        let (schema, tie_break) = if table == layout::DELETES_TABLE {
+            (crate::model::deletes_schema(), "uri")
+        } else {
+            (InteractionDelete::schema(), "rkey")
+        };
         let sql = format!(
             "SELECT {columns} FROM read_parquet([{sources}]) AS p WHERE p.deleted_at >= {before} \
-             ORDER BY p.deleted_at, p.rkey",
-            columns = columns_of(&InteractionDelete::schema()),
+             ORDER BY p.deleted_at, p.{tie_break}",
+            columns = columns_of(&schema),
             sources = applied_sources.join(", "),
         );
-        let (written, _) = write_sorted(
-            &undone.connection,
-            &sql,
-            &InteractionDelete::schema(),
-            staging,
-            u64::MAX,
-            now_us,
-            &mut report,
-            cancel,
-        )?;
+        let (written, _) = write_sorted(&connection, &sql, &schema, staging, u64::MAX, now_us, &mut report, cancel)?;
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
@@ -320,7 +341,7 @@ mod tests {
         let retired = crate::compact::partitions(lake, layout::INTERACTION_DELETES_TABLE)
             .unwrap()
             .into_iter()
-            .map(|date| retire_deletes(lake, date, now_us, &undone, &cancel).unwrap())
+            .map(|date| retire_deletes(lake, date, now_us, undone.tombstones(), &cancel).unwrap())
             .collect();
         (compacted, retired)
     }
