@@ -467,7 +467,26 @@ impl Engine {
     ///
     /// `Refresh::Relist` lists again even when the generation looks the same: a statement lost a
     /// listed file, because a partition swap is under way (it publishes under the lock).
+    ///
+    /// The views read their files' footers when they are made, after the listing and outside
+    /// the lock: a partition swapped in between takes a listed file away (seen with compaction
+    /// every second under a firehose). Then the files are listed again, a few times.
     fn refresh_views(&self, refresh: Refresh) -> Result<()> {
+        let mut refresh = refresh;
+        for _ in 0..4 {
+            match self.move_views(refresh) {
+                Err(Error::Query(error)) if lost_a_file(&error) => {
+                    tracing::debug!(%error, "a listed file went away before the views were made; listing again");
+                    refresh = Refresh::Relist;
+                }
+                other => return other,
+            }
+        }
+        self.move_views(Refresh::Relist)
+    }
+
+    /// One try of [`Engine::refresh_views`].
+    fn move_views(&self, refresh: Refresh) -> Result<()> {
         let mut snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
         if refresh == Refresh::IfMoved
             && let Some(current) = *snapshot
