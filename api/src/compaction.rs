@@ -21,7 +21,8 @@ use crate::metrics as m;
 /// Compacts every partition from `since` to `until` (inclusive; open ends take every one) that
 /// needs it, oldest first, calling `done` after each: the `posts`, then the `interactions`
 /// (applying the deletes of likes and reposts stored when they begin), then, when the run took
-/// every day and went through, the `interaction_deletes` (retiring the deletes applied).
+/// every day and went through, the `interaction_deletes` and the `deletes` of posts (retiring
+/// the deletes it applied).
 /// Blocking. Once `cancel` is set it stops soon (the partition under way is left as it was)
 /// and returns what it did.
 pub fn compact_lake(
