@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::NaiveDate;
 use duckdb::Connection;
 
-use super::{Compacted, Merge, columns_of, sql_string, survey, write_sorted};
+use super::{Compacted, Found, Merge, columns_of, sql_string, survey, write_sorted};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::model::{Interaction, InteractionDelete, TableRow};
@@ -99,16 +99,6 @@ impl Undone {
 
     pub fn tombstones(&self) -> &Tombstones {
         &self.tombstones
-    }
-
-    /// The likes and reposts undone, distinct.
-    pub fn len(&self) -> Result<u64> {
-        let n: i64 = self.connection.query_row("SELECT count(*) FROM undone", [], |row| row.get(0))?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
     }
 }
 
@@ -179,38 +169,18 @@ pub fn retire_deletes(
     swap_partition(lake, table, date, now_us, |live, staging| {
         let mut report = Compacted { table, date: Some(date), ..Compacted::default() };
         let names = crate::catalog::data_file_names(live)?;
-        let in_snapshot = |name: &String| tombstones.files.contains(&live.join(name));
-        let (applied, later): (Vec<&String>, Vec<&String>) = names.iter().partition(|name| in_snapshot(name));
-        let applied_sources: Vec<String> = applied.iter().map(|name| sql_string(&live.join(name))).collect();
+        if names.is_empty() {
+            return Ok((report, false));
+        }
         let before = format!("make_timestamp({})", tombstones.retire_before_us);
-        let rows = |names: &[&String]| -> Result<u64> {
-            let sources: Vec<String> = names.iter().map(|name| sql_string(&live.join(name))).collect();
-            if sources.is_empty() {
-                return Ok(0);
-            }
-            let sql = format!("SELECT count(*) FROM read_parquet([{}])", sources.join(", "));
-            let n: i64 = connection.query_row(&sql, [], |row| row.get(0))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        let bytes = |names: &[&String]| -> Result<u64> {
-            names
-                .iter()
-                .map(|name| Ok(fs::metadata(live.join(name)).map_err(Error::io("stat", live.join(name)))?.len()))
-                .sum()
-        };
-        let retired: u64 = if applied.is_empty() {
-            0
-        } else {
-            let sql = format!(
-                "SELECT count(*) FROM read_parquet([{}]) WHERE deleted_at < {before}",
-                applied_sources.join(", ")
-            );
-            let n: i64 = connection.query_row(&sql, [], |row| row.get(0))?;
-            u64::try_from(n).unwrap_or(0)
-        };
-        report.files_before = names.len();
-        report.rows_before = rows(&applied)? + rows(&later)?;
-        report.bytes_before = bytes(&applied)? + bytes(&later)?;
+        let old = format!("count(*) FILTER (WHERE p.deleted_at < {before})");
+        let found = survey(&connection, live, &names, Some(("", &old)))?;
+        let (applied, later): (Vec<&Found>, Vec<&Found>) =
+            found.iter().partition(|file| tombstones.files.contains(&live.join(&file.name)));
+        let retired: u64 = applied.iter().map(|file| file.deleted).sum();
+        report.files_before = found.len();
+        report.rows_before = found.iter().map(|file| file.rows).sum();
+        report.bytes_before = found.iter().map(|file| file.bytes).sum();
         if retired == 0 && applied.len() < 2 {
             report.files_after = report.files_before;
             report.rows_after = report.rows_before;
@@ -218,13 +188,14 @@ pub fn retire_deletes(
             return Ok((report, false));
         }
         fs::create_dir(staging).map_err(Error::io("create staging directory", staging))?;
-        for name in &later {
-            let target = staging.join(name);
-            fs::hard_link(live.join(name), &target).map_err(Error::io("link into staging", &target))?;
+        for file in &later {
+            let target = staging.join(&file.name);
+            fs::hard_link(live.join(&file.name), &target).map_err(Error::io("link into staging", &target))?;
+            report.files_after += 1;
+            report.rows_after += file.rows;
+            report.bytes_after += file.bytes;
         }
-        report.files_after = later.len();
-        report.rows_after = rows(&later)?;
-        report.bytes_after = bytes(&later)?;
+        let applied_sources: Vec<String> = applied.iter().map(|file| sql_string(&live.join(&file.name))).collect();
         let (schema, tie_break) = if table == layout::DELETES_TABLE {
             (crate::model::deletes_schema(), "uri")
         } else {
