@@ -341,18 +341,18 @@ impl Builder {
     /// DuckDB also turns into a key range, built a hash of a week's 21 M posts and was slower
     /// than no narrowing at all.
     fn engagement_counts(&mut self, engagement: Engagement, since_us: i64, subjects: Subjects) -> String {
-        let window = match subjects {
-            Subjects::KeysOf(posts) => format!(
-                " CROSS JOIN (SELECT min(rkey) AS lo, max(rkey) AS hi FROM ({posts})) AS w\n\
-                 WHERE r.subject_rkey BETWEEN w.lo AND w.hi AND"
-            ),
-            _ => "\nWHERE".to_owned(),
-        };
         let since = self.bind(Param::Timestamp(since_us));
         let first_day = self.bind(Param::Date(date_of_micros(since_us)));
         if let Some(kind) = engagement.interaction_kind() {
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
             let Subjects::Uris(uris) = subjects else {
+                let window = match subjects {
+                    Subjects::KeysOf(posts) => format!(
+                        " CROSS JOIN (SELECT min(rkey) AS lo, max(rkey) AS hi FROM ({posts})) AS w\n\
+                         WHERE r.subject_rkey BETWEEN w.lo AND w.hi AND"
+                    ),
+                    _ => "\nWHERE".to_owned(),
+                };
                 return format!(
                     "SELECT r.subject_did, r.subject_rkey, count(*) AS n\nFROM interactions AS r{window} \
                      r.created_at >= {since} AND r.\"date\" >= {first_day} AND r.kind = {kind}\n\

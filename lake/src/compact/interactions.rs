@@ -13,7 +13,7 @@
 //!    those likes, or too small, without them, and swaps the partition in
 //!    ([`crate::rewrite::swap_partition`]).
 //! 3. [`retire_deletes`], once every partition is done, rewrites each `interaction_deletes`
-//!    partition without the snapshot's deletes older than [`Tombstones::retire_before_us`],
+//!    partition without the snapshot's deletes older than the cutoff ([`RETIRE_MARGIN_US`]),
 //!    merging its files on the way. The deletes of posts are retired the same way once every
 //!    `posts` partition is compacted (`crate::compact` leaves deleted posts out), so that the
 //!    `posts` view's anti-join, in every statement over posts, holds only the recent ones too.
@@ -64,10 +64,6 @@ impl Tombstones {
         let retire_before_us = state.flushed_through_us.unwrap_or(now_us).min(now_us) - RETIRE_MARGIN_US;
         let files = crate::catalog::table_files(lake, table)?.paths;
         Ok(Tombstones { table, files, retire_before_us })
-    }
-
-    pub fn retire_before_us(&self) -> i64 {
-        self.retire_before_us
     }
 
     pub fn table(&self) -> &'static str {
@@ -153,9 +149,9 @@ pub fn compact_partition(
 }
 
 /// Rewrites the partition of `date` of the table of deletes `tombstones` lists without its
-/// deletes stored before [`Tombstones::retire_before_us`], which the run applied to every
-/// partition of the table they delete from, and with the other deletes of those files in one
-/// file. Files stored since are kept as they are. Call it only after a run that compacted every
+/// deletes older than its cutoff ([`RETIRE_MARGIN_US`] behind the newest flushed event), which
+/// the run applied to every partition of the table they delete from, and with the other deletes
+/// of those files in one file. Files stored since are kept as they are. Call it only after a run that compacted every
 /// partition of that table (`interactions`, or `posts`) with at least these deletes.
 pub fn retire_deletes(
     lake: &Path,
