@@ -1,7 +1,7 @@
 //! Rollups: small pre-aggregated tables beside each `posts` data file, from which the engine
 //! answers time buckets, top hashtags and top authors over long ranges without reading the posts.
 //!
-//! Each data file `NAME.parquet` gets three hidden sidecars in its partition directory, so that a
+//! Each data file `NAME.parquet` gets four hidden sidecars in its partition directory, so that a
 //! partition exchange carries them with it and no listing of data files sees them:
 //!
 //! - `.NAME.cells` (Parquet, named so that no `*.parquet` glob takes it for data): the file's posts counted (`n`) per UTC hour of `created_at` and per
@@ -10,7 +10,10 @@
 //! - `.NAME.tags`: the file's posts counted per UTC hour and hashtag, each post once
 //!   per distinct tag, as `topHashtags` counts them;
 //! - `.NAME.authors`: the file's posts counted per UTC day and author, from which
-//!   `topAuthors` over whole days is answered (see [`crate::exec`]'s author counts).
+//!   `topAuthors` over whole days is answered (see [`crate::exec`]'s author counts);
+//! - `.NAME.domains`: the file's posts counted per UTC hour and link domain
+//!   ([`link_domains`]), each post once per distinct domain, as `trending(kind: LINK_DOMAIN)`
+//!   counts them.
 //!
 //! The posts of a cell agree on every column such a statement reads (its hour stands for their
 //! `created_at`, which only hour-aligned ranges and buckets compare), so each condition holds
@@ -42,21 +45,40 @@ pub enum Kind {
     Cells,
     Tags,
     Authors,
+    Domains,
+}
+
+/// The distinct link domains of a post, as a SQL list expression over its `links` and
+/// `external_uri` (of the relation `alias`, or unqualified for `""`): each link's authority,
+/// lower-cased, less user, `www.` and port.
+pub fn link_domains(alias: &str) -> String {
+    let (links, card) = if alias.is_empty() {
+        ("links".to_owned(), "external_uri".to_owned())
+    } else {
+        (format!("{alias}.links"), format!("{alias}.external_uri"))
+    };
+    format!(
+        "list_distinct(list_filter(list_transform(\
+         list_concat({links}, CASE WHEN {card} IS NULL THEN [] ELSE [{card}] END), \
+         lambda u: split_part(regexp_replace(regexp_extract(lower(u), '^[a-z][a-z0-9+.-]*://([^/?#]*)', 1), \
+         '^([^@]*@)?(www[.])?', ''), ':', 1)), lambda d: d <> ''))"
+    )
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Cells, Kind::Tags, Kind::Authors];
+    pub const ALL: [Kind; 4] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains];
 
     fn suffix(self) -> &'static str {
         match self {
             Kind::Cells => "cells",
             Kind::Tags => "tags",
             Kind::Authors => "authors",
+            Kind::Domains => "domains",
         }
     }
 
     /// Whether the rollup counts each of its file's posts exactly once (its `n` sum to the
-    /// file's rows); a tag rollup counts a post once per tag.
+    /// file's rows); a tag rollup counts a post once per tag, a domain rollup once per domain.
     pub fn counts_each_post_once(self) -> bool {
         matches!(self, Kind::Cells | Kind::Authors)
     }
@@ -81,6 +103,12 @@ impl Kind {
             ),
             Kind::Authors => format!(
                 "SELECT CAST(created_at AS DATE) AS day, did, count(*) AS n FROM {source} GROUP BY ALL ORDER BY ALL"
+            ),
+            Kind::Domains => format!(
+                "SELECT date_trunc('hour', created_at) AS created_at, domain, count(*) AS n \
+                 FROM (SELECT created_at, unnest({}) AS domain FROM {source}) \
+                 GROUP BY ALL ORDER BY ALL",
+                link_domains("")
             ),
         }
     }
@@ -225,12 +253,16 @@ mod tests {
     fn a_files_rollups_count_its_posts_per_hour_and_value() {
         let lake = tempfile::tempdir().unwrap();
         let day = 20_000 * 24 * HOUR;
-        let posts = vec![
+        let mut posts = vec![
             post(1, day + 5, &["en"], &["rust", "rust"], false),
             post(2, day + 10, &["en"], &["rust"], true),
             post(3, day + HOUR + 1, &["ja", "en"], &[], false),
             post(4, day + HOUR + 2, &["en"], &["rust", "go"], false),
         ];
+        // Two links to one domain (user, `www.`, port and case aside) and a link card's.
+        posts[0].links = vec!["https://www.Example.com:443/a".into(), "http://me@example.com/b".into()];
+        posts[0].external_uri = Some("https://news.example.org/x".into());
+        posts[3].links = vec!["https://example.com/c".into(), "not a link".into()];
         let written = crate::writer::write_posts(lake.path(), "f.parquet", posts).unwrap();
         let file = &written[0].path;
         assert!(has_rollups(file), "the writer builds them");
@@ -259,6 +291,14 @@ mod tests {
         assert_eq!(
             rows(Kind::Tags, "concat_ws('|', created_at, tag, n)"),
             vec![format!("{}|rust|2", hour(0)), format!("{}|go|1", hour(1)), format!("{}|rust|1", hour(1))]
+        );
+        assert_eq!(
+            rows(Kind::Domains, "concat_ws('|', created_at, domain, n)"),
+            vec![
+                format!("{}|example.com|1", hour(0)),
+                format!("{}|news.example.org|1", hour(0)),
+                format!("{}|example.com|1", hour(1)),
+            ]
         );
         let day = chrono::DateTime::from_timestamp_micros(day).unwrap().date_naive();
         assert_eq!(rows(Kind::Authors, "concat_ws('|', day, did, n)"), vec![format!("{day}|did:plc:a|4")]);

@@ -138,6 +138,9 @@ pub struct RollupScope {
 }
 
 const HOUR_US: i64 = 3_600_000_000;
+/// The distinct languages of a post, as `trending(kind: LANG)` counts them: the primary
+/// subtag of each of its `langs`, lower-cased.
+const LANG_ITEMS: &str = "list_distinct(list_transform(langs, lambda l: lower(split_part(l, '-', 1))))";
 const DAY_US: i64 = 24 * HOUR_US;
 
 /// Why `plan` cannot be answered from rollups, or `None` when it can (see [`crate::rollup`]):
@@ -180,12 +183,11 @@ pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
         }
         Plan::Trending(trend) => (
             &trend.filter,
-            if trend.kind != TrendKind::Hashtag {
-                Some("rollups hold hashtags, not languages or links, by themselves")
-            } else if !time_only(&trend.filter) {
-                Some("hashtag rollups are filtered by time alone")
-            } else {
-                None
+            match trend.kind {
+                TrendKind::Lang if !cells_hold(&trend.filter) => Some("the filter reads a column rollups do not hold"),
+                TrendKind::Lang => None,
+                _ if !time_only(&trend.filter) => Some("hashtag and domain rollups are filtered by time alone"),
+                _ => None,
             },
         ),
         _ => return Some("no rollup holds this question"),
@@ -447,15 +449,9 @@ impl Builder {
     fn trending(&mut self, plan: &TrendPlan) -> Result<()> {
         let clock = plan.filter.clock.column();
         let item = match plan.kind {
-            TrendKind::Hashtag => "unnest(list_distinct(hashtags))",
-            TrendKind::Lang => "unnest(list_distinct(list_transform(langs, lambda l: lower(split_part(l, '-', 1)))))",
-            // The authority of each link (and the link card's), less user, `www.` and port.
-            TrendKind::LinkDomain => {
-                "unnest(list_distinct(list_filter(list_transform(\
-                 list_concat(links, CASE WHEN external_uri IS NULL THEN [] ELSE [external_uri] END), \
-                 lambda u: split_part(regexp_replace(regexp_extract(lower(u), '^[a-z][a-z0-9+.-]*://([^/?#]*)', 1), \
-                 '^([^@]*@)?(www[.])?', ''), ':', 1)), lambda d: d <> '')))"
-            }
+            TrendKind::Hashtag => "unnest(list_distinct(hashtags))".to_owned(),
+            TrendKind::Lang => format!("unnest({LANG_ITEMS})"),
+            TrendKind::LinkDomain => format!("unnest({})", crate::rollup::link_domains("")),
         };
         self.trend_scores(plan);
         let (window, baseline) = (plan.window, plan.baseline);
@@ -473,13 +469,30 @@ impl Builder {
         Ok(())
     }
 
-    /// [`Builder::trending`] of hashtags from the rollups: each range's tags counted as
-    /// `topHashtags` counts them from rollups (its whole hours from the tag rollups, the rest
-    /// from the posts), or from the posts alone when it holds no whole hour.
+    /// [`Builder::trending`] from the rollups: each range's items counted from the units of
+    /// their rollup (hashtags from the tag rollups, link domains from the domain rollups,
+    /// languages from the cells' `langs`), its whole hours from the rollups and the rest from
+    /// the posts, or from the posts alone when it holds no whole hour.
     fn rollup_trending(&mut self, plan: &TrendPlan, scope: &RollupScope) -> Result<()> {
+        use crate::rollup::Kind;
+        let (kind, columns, item) = match plan.kind {
+            TrendKind::Hashtag => (Kind::Tags, String::new(), "tag".to_owned()),
+            TrendKind::LinkDomain => (Kind::Domains, String::new(), "domain".to_owned()),
+            TrendKind::Lang => {
+                // The cells' columns that the item and the filter read.
+                let mut columns = vec!["created_at", "\"date\"", "langs"];
+                if !plan.filter.embed_types.is_empty() {
+                    columns.push("embed_type");
+                }
+                if plan.filter.is_reply.is_some() {
+                    columns.push("reply_parent");
+                }
+                (Kind::Cells, columns.join(", "), format!("unnest({LANG_ITEMS})"))
+            }
+        };
         self.trend_scores(plan);
         self.text.push_str(
-            "SELECT tag AS item, coalesce(sum(n) FILTER (WHERE part = 0), 0)::BIGINT AS n_window, \
+            "SELECT item, coalesce(sum(n) FILTER (WHERE part = 0), 0)::BIGINT AS n_window, \
              coalesce(sum(n) FILTER (WHERE part = 1), 0)::BIGINT AS n_baseline\nFROM (",
         );
         for (part, (since_us, until_us)) in [plan.window, plan.baseline].into_iter().enumerate() {
@@ -487,17 +500,18 @@ impl Builder {
                 self.text.push_str("\nUNION ALL ");
             }
             let filter = PostFilter { since_us: Some(since_us), until_us: Some(until_us), ..plan.filter.clone() };
-            writeln!(self.text, "SELECT {part} AS part, tag, n FROM (").unwrap();
+            writeln!(self.text, "SELECT {part} AS part, {item} AS item, n FROM (").unwrap();
             match Region::of(&filter, HOUR_US, scope) {
-                Some(region) => self.units(crate::rollup::Kind::Tags, "", &region),
-                None => self
-                    .text
-                    .push_str("SELECT created_at, \"date\", unnest(list_distinct(hashtags)) AS tag, 1 AS n FROM posts"),
+                Some(region) => self.units(kind, &columns, &region),
+                None => {
+                    let rows = Self::unit_columns(kind, &columns).1;
+                    write!(self.text, "SELECT {rows}, 1 AS n FROM posts").unwrap();
+                }
             }
             self.text.push_str("\n) AS posts");
             self.where_clause(&filter, None)?;
         }
-        self.text.push_str(")\nWHERE tag IS NOT NULL AND tag <> ''\nGROUP BY tag");
+        self.text.push_str(")\nWHERE item IS NOT NULL AND item <> ''\nGROUP BY item");
         self.trend_ranking(plan);
         Ok(())
     }
@@ -645,19 +659,31 @@ impl Builder {
     /// Cells carry `columns` (what the statement reads besides `n`), summed over the others
     /// first: fewer rows for the groupings to work through.
     fn units(&mut self, kind: crate::rollup::Kind, columns: &str, region: &Region<'_>) {
-        let (stored, rows, table) = match kind {
-            crate::rollup::Kind::Cells => (columns, columns, "rollup_cells_live"),
-            crate::rollup::Kind::Tags => (
-                "created_at, \"date\", tag",
-                "created_at, \"date\", unnest(list_distinct(hashtags)) AS tag",
-                "rollup_tags_live",
-            ),
-            crate::rollup::Kind::Authors => unreachable!("author counts are held in memory, not in a table"),
-        };
+        let (stored, rows, table) = Self::unit_columns(kind, columns);
         let inside = self.in_region(region);
         let mut units = vec![format!("SELECT {stored}, sum(n)::BIGINT AS n FROM {table} WHERE {inside} GROUP BY ALL")];
         units.extend(self.rows_outside(&format!("{rows}, 1 AS n"), region));
         self.text.push_str(&units.join("\nUNION ALL "));
+    }
+
+    /// What the units of rollup `kind` hold besides `n`: (the columns of its live table, the
+    /// same from a post, the table). Cells hold `columns`.
+    fn unit_columns(kind: crate::rollup::Kind, columns: &str) -> (String, String, &'static str) {
+        use crate::rollup::Kind;
+        match kind {
+            Kind::Cells => (columns.to_owned(), columns.to_owned(), "rollup_cells_live"),
+            Kind::Tags => (
+                "created_at, \"date\", tag".to_owned(),
+                "created_at, \"date\", unnest(list_distinct(hashtags)) AS tag".to_owned(),
+                "rollup_tags_live",
+            ),
+            Kind::Domains => (
+                "created_at, \"date\", domain".to_owned(),
+                format!("created_at, \"date\", unnest({}) AS domain", crate::rollup::link_domains("")),
+                "rollup_domains_live",
+            ),
+            Kind::Authors => unreachable!("author counts are held in memory, not in a table"),
+        }
     }
 
     /// The statements that select `rows` of every live post a rollup does not count: the hot

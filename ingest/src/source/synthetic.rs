@@ -4,7 +4,8 @@
 //! correct UTF-8 facet offsets, and posts reply to, quote and embed like real ones. About one
 //! event in ten is a like or a repost (of recent posts, a few getting most), and one in a
 //! hundred deletes an earlier post. (Bluesky has about ten likes a post; these events are
-//! mostly posts, which is what the ingest benchmarks measure.)
+//! mostly posts, which is what the posts ingest benchmark measures.
+//! [`Generator::with_likes_per_post`] makes Bluesky's mix, with a few likes undone.)
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,6 +20,9 @@ use super::RawEvent;
 
 const N_AUTHORS: usize = 20_000;
 const RECENT_POSTS: usize = 2_000;
+const RECENT_LIKES: usize = 2_000;
+/// Of the likes and reposts in Bluesky's mix, the percentage that undo an earlier one.
+const UNDONE_PERCENT: u32 = 3;
 
 /// (language tag or none, weight, phrases). Phrases mix scripts, emoji and punctuation; a post
 /// strings one to six of them together (see [`body`]), short quips and longer sentences alike.
@@ -213,6 +217,10 @@ pub struct Generator {
     authors: Vec<String>,
     recent_posts: VecDeque<String>,
     sequence: u64,
+    /// Percentage of events that are likes or reposts (or, with `unlikes`, undo one).
+    likes_percent: u32,
+    /// Recent likes and reposts as (did, collection, rkey), kept only when some are undone.
+    recent_likes: Option<VecDeque<(String, &'static str, String)>>,
 }
 
 /// A language of [`LANGUAGES`] by its weight: its tag (if any) and its phrases.
@@ -273,7 +281,18 @@ impl Generator {
             authors: (0..N_AUTHORS).map(did_for).collect(),
             recent_posts: VecDeque::with_capacity(RECENT_POSTS),
             sequence: 0,
+            likes_percent: 10,
+            recent_likes: None,
         }
+    }
+
+    /// Bluesky's own mix: `likes_per_post` likes and reposts for each post (at most 98), a
+    /// hundredth of the events deleting a post and 3% of the likes and reposts undoing one.
+    pub fn with_likes_per_post(seed: u64, likes_per_post: u32) -> Generator {
+        let likes_per_post = likes_per_post.min(98);
+        // Of every 100 events, one deletes a post; the other 99 split likes_per_post : 1.
+        let likes_percent = (99 * likes_per_post).div_ceil(likes_per_post + 1);
+        Generator { likes_percent, recent_likes: Some(VecDeque::with_capacity(RECENT_LIKES)), ..Generator::new(seed) }
     }
 
     /// A skewed pick: index 0 is the most likely, with a long tail.
@@ -291,9 +310,9 @@ impl Generator {
     pub fn event(&mut self, time_us: i64) -> String {
         self.sequence += 1;
         let roll: u32 = self.rng.random_range(0..100);
-        let event = if roll < 10 {
-            self.like(time_us)
-        } else if roll < 11 && !self.recent_posts.is_empty() {
+        let event = if roll < self.likes_percent {
+            self.like_or_unlike(time_us)
+        } else if roll < self.likes_percent + 1 && !self.recent_posts.is_empty() {
             self.delete(time_us)
         } else {
             self.post(time_us)
@@ -303,6 +322,37 @@ impl Generator {
 
     fn commit(did: &str, time_us: i64, commit: Value) -> Value {
         json!({"did": did, "time_us": time_us, "kind": "commit", "commit": commit})
+    }
+
+    /// A like or a repost, or (when some are undone) now and then the deletion of a recent one.
+    fn like_or_unlike(&mut self, time_us: i64) -> Value {
+        let Some(recent) = &mut self.recent_likes else { return self.like(time_us) };
+        if recent.is_empty() || self.rng.random_range(0..100) >= UNDONE_PERCENT {
+            let like = self.like(time_us);
+            let commit = &like["commit"];
+            let key = (
+                like["did"].as_str().unwrap_or_default().to_owned(),
+                if commit["collection"] == "app.bsky.feed.repost" {
+                    "app.bsky.feed.repost"
+                } else {
+                    "app.bsky.feed.like"
+                },
+                commit["rkey"].as_str().unwrap_or_default().to_owned(),
+            );
+            let recent = self.recent_likes.as_mut().expect("checked above");
+            if recent.len() == RECENT_LIKES {
+                recent.pop_front();
+            }
+            recent.push_back(key);
+            return like;
+        }
+        let index = self.rng.random_range(0..recent.len());
+        let (did, collection, rkey) = recent.remove(index).expect("index is in range");
+        Self::commit(
+            &did,
+            time_us,
+            json!({"rev": tid(time_us, self.sequence), "operation": "delete", "collection": collection, "rkey": rkey}),
+        )
     }
 
     /// A like (one in six a repost) of a recent post, a few of them getting most.
@@ -533,6 +583,38 @@ mod tests {
         assert!((100..=180).contains(&text_mean), "mean text {text_mean} bytes");
         assert!((650..=1_000).contains(&event_mean), "mean post event {event_mean} bytes");
         assert!(longest <= 300, "a text of {longest} graphemes is over the lexicon limit");
+    }
+
+    #[test]
+    fn bluesky_s_mix_has_ten_likes_a_post_and_undoes_only_likes_it_made() {
+        let mut generator = Generator::with_likes_per_post(5, 10);
+        let (mut posts, mut post_deletes, mut reposts) = (0_usize, 0_usize, 0_usize);
+        let mut live = std::collections::HashSet::new();
+        let mut likes_and_reposts = 0_usize;
+        let mut undone = 0_usize;
+        for i in 0..50_000 {
+            match decode(generator.event(1_780_000_000_000_000 + i * 1000).as_bytes()) {
+                Decoded::Post(_) => posts += 1,
+                Decoded::PostDelete(_) => post_deletes += 1,
+                Decoded::Interaction(like) => {
+                    likes_and_reposts += 1;
+                    reposts += usize::from(like.kind == lake::model::InteractionKind::Repost);
+                    live.insert((like.did, like.kind, like.rkey));
+                }
+                Decoded::InteractionDelete(unlike) => {
+                    undone += 1;
+                    assert!(live.remove(&(unlike.did, unlike.kind, unlike.rkey)), "an unlike of a like never made");
+                }
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        let per_post = likes_and_reposts as f64 / posts as f64;
+        assert!((9.0..=11.0).contains(&per_post), "{per_post:.1} likes and reposts a post");
+        assert!((300..=700).contains(&post_deletes), "{post_deletes} post deletes in 50,000 events");
+        let undone_percent = undone as f64 * 100.0 / likes_and_reposts as f64;
+        assert!((2.0..=4.0).contains(&undone_percent), "{undone_percent:.1}% undone");
+        let repost_percent = reposts as f64 * 100.0 / likes_and_reposts as f64;
+        assert!((12.0..=22.0).contains(&repost_percent), "{repost_percent:.1}% reposts");
     }
 
     #[test]

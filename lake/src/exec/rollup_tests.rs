@@ -19,6 +19,14 @@ use crate::zone::Interval;
 const HOUR: i64 = 3_600_000_000;
 const LANGS: [&[&str]; 6] = [&["en"], &["en-US", "ja"], &["ja"], &["pt-BR"], &[], &["EN"]];
 const TAGS: [&[&str]; 5] = [&["rust"], &["rust", "tokyo"], &[], &["lake"], &["tokyo", "lake", "rust"]];
+/// Links to two domains in several spellings, and a text that is no link.
+const LINKS: [&[&str]; 5] = [
+    &[],
+    &["https://www.Example.com/a"],
+    &["https://example.com/b", "http://me@news.example.org:8080/c"],
+    &["https://news.example.org/d"],
+    &["not a link"],
+];
 const EMBEDS: [EmbedType; 4] = [EmbedType::None, EmbedType::Images, EmbedType::External, EmbedType::Record];
 const ZONES: [&str; 6] =
     ["UTC", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "Asia/Kolkata", "Australia/Adelaide"];
@@ -56,7 +64,33 @@ fn post(i: u64, next: &mut impl FnMut(u64) -> u64) -> Post {
         hashtags: TAGS[next(5) as usize].iter().map(|t| t.to_string()).collect(),
         reply_parent: (next(3) == 0).then(|| "at://p".to_owned()),
         embed_type: EMBEDS[next(4) as usize],
+        links: LINKS[next(5) as usize].iter().map(|l| l.to_string()).collect(),
+        external_uri: (next(4) == 0).then(|| "https://video.example.io/v".to_owned()),
         ..Post::default()
+    }
+}
+
+/// A link's domain as trending counts it, in plain Rust: the authority, lower-cased, less
+/// user, `www.` and port.
+fn domain_of(link: &str) -> Option<String> {
+    let link = link.to_lowercase();
+    let (scheme, rest) = link.split_once("://")?;
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c));
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = host.strip_prefix("www.").unwrap_or(host).split(':').next()?;
+    (scheme_ok && !host.is_empty()).then(|| host.to_owned())
+}
+
+/// The distinct items of `kind` in a post, as trending counts them, in plain Rust.
+fn trend_items(kind: TrendKind, post: &Post) -> std::collections::BTreeSet<String> {
+    match kind {
+        TrendKind::Hashtag => post.hashtags.iter().cloned().collect(),
+        TrendKind::Lang => post.langs.iter().map(|l| l.split('-').next().unwrap_or_default().to_lowercase()).collect(),
+        TrendKind::LinkDomain => {
+            post.links.iter().chain(post.external_uri.as_ref()).filter_map(|link| domain_of(link)).collect()
+        }
     }
 }
 
@@ -379,7 +413,7 @@ fn rollup_tables_follow_the_lake_as_it_changes() {
 /// windows and baselines with ragged ends, a window of no whole hour, overlapping ranges, over
 /// the day without rollups, deleted and hidden posts and the hot tier.
 #[test]
-fn trending_hashtags_from_rollups_match_the_posts_path_and_counts_in_rust() {
+fn trending_from_rollups_matches_the_posts_path_and_counts_in_rust_for_every_kind() {
     let lakes = fixture();
     let day = 24 * HOUR;
     let cases = [
@@ -387,39 +421,44 @@ fn trending_hashtags_from_rollups_match_the_posts_path_and_counts_in_rust() {
         ((start() + 5 * day + 60_000_000, start() + 5 * day + 1_800_000_000), (start(), start() + 5 * day)),
         ((start() + 3 * day, start() + 4 * day), (start() + 2 * day + 17, start() + 6 * day)),
     ];
+    let replies = PostFilter { is_reply: Some(true), ..PostFilter::default() };
+    let kinds = [
+        (TrendKind::Hashtag, PostFilter::default()),
+        (TrendKind::LinkDomain, PostFilter::default()),
+        (TrendKind::Lang, PostFilter::default()),
+        (TrendKind::Lang, replies),
+    ];
     take_answered();
-    for (window, baseline) in cases {
-        for rank in [TrendRank::Ratio, TrendRank::ZScore] {
-            let plan =
-                TrendPlan::new(TrendKind::Hashtag, PostFilter::default(), window, baseline, rank, 1, 10).unwrap();
-            let rolled = lakes.rolled.trending(&plan).unwrap();
-            assert_eq!(rolled, lakes.plain.trending(&plan).unwrap(), "{window:?} against {baseline:?}");
-            // Each tag's posts in the window and in the baseline, counted in Rust.
-            let count = |(since, until): (i64, i64), tag: &str| {
-                lakes
-                    .live
-                    .iter()
-                    .filter(|p| p.created_at_us >= since && p.created_at_us < until)
-                    .filter(|p| p.hashtags.iter().any(|t| t == tag))
-                    .count() as u64
-            };
-            let mut expected: Vec<(String, u64, u64)> = TAGS
-                .iter()
-                .flat_map(|tags| tags.iter())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .map(|tag| (tag.to_string(), count(window, tag), count(baseline, tag)))
-                .filter(|(_, in_window, _)| *in_window > 0)
-                .collect();
-            expected.sort();
-            let mut got: Vec<(String, u64, u64)> =
-                rolled.iter().map(|t| (t.item.clone(), t.posts, t.baseline_posts)).collect();
-            got.sort();
-            assert!(!got.is_empty());
-            assert_eq!(got, expected, "{window:?} against {baseline:?}");
+    for (kind, filter) in &kinds {
+        for (window, baseline) in cases {
+            for rank in [TrendRank::Ratio, TrendRank::ZScore] {
+                let plan = TrendPlan::new(*kind, filter.clone(), window, baseline, rank, 1, 100).unwrap();
+                let rolled = lakes.rolled.trending(&plan).unwrap();
+                let context = format!("{kind:?} {filter:?}, {window:?} against {baseline:?}");
+                assert_eq!(rolled, lakes.plain.trending(&plan).unwrap(), "{context}");
+                // Each item's posts in the window and in the baseline, counted in Rust.
+                let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+                let posts = lakes.live.iter().filter(|p| filter.is_reply.is_none_or(|r| p.reply_parent.is_some() == r));
+                for post in posts {
+                    let at = post.created_at_us;
+                    let [in_window, in_baseline] =
+                        [window, baseline].map(|(since, until)| u64::from(at >= since && at < until));
+                    for item in trend_items(*kind, post) {
+                        let count = counts.entry(item).or_default();
+                        (count.0, count.1) = (count.0 + in_window, count.1 + in_baseline);
+                    }
+                }
+                let expected: Vec<(String, u64, u64)> =
+                    counts.into_iter().filter(|(_, (w, _))| *w > 0).map(|(item, (w, b))| (item, w, b)).collect();
+                let mut got: Vec<(String, u64, u64)> =
+                    rolled.iter().map(|t| (t.item.clone(), t.posts, t.baseline_posts)).collect();
+                got.sort();
+                assert!(!got.is_empty(), "{context}");
+                assert_eq!(got, expected, "{context}");
+            }
         }
     }
     let answered = take_answered();
     let rolled: Vec<_> = answered.iter().filter(|a| a.from == "rollups").map(|a| a.question).collect();
-    assert_eq!(rolled, ["trending"; 6], "{answered:?}");
+    assert_eq!(rolled, ["trending"; 24], "{answered:?}");
 }

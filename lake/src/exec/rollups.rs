@@ -3,15 +3,15 @@
 //! kept up to date file by file as the snapshot moves, when a rollup statement first needs them
 //! (or [`super::Engine::prepare_rollups`] asks).
 //!
-//! - `rollup_cells` and `rollup_tags` hold the rollups of every data file of the partitions
+//! - `rollup_cells`, `rollup_tags` and `rollup_domains` hold the rollups of every data file of the partitions
 //!   whose files all have them, keyed by the rollup's path: a file new to the snapshot is
 //!   loaded, one gone (or replaced under its name, as re-enrichment does) is dropped.
 //! - `dead_rows` holds the rows of the files that a delete or a hidden account takes out, keyed
 //!   by data file: a new file is checked against every delete and hidden account, a new
 //!   deletes file and a newly hidden account against the files already checked, and an account
 //!   shown again leaves.
-//! - `rollup_cells_live` and `rollup_tags_live`, what rollup statements read: the cells and tag
-//!   counts of all files summed, less those of the dead rows (each counted once), made again
+//! - `rollup_cells_live`, `rollup_tags_live` and `rollup_domains_live`, what rollup statements
+//!   read: the cells, tag and domain counts of all files summed, less those of the dead rows (each counted once), made again
 //!   after each change (a table of at most a few cells per hour and value, not per file).
 //! - Posts per author and day ([`AuthorCounts`]), in memory: a day's change, by differences,
 //!   when one of its files or their dead rows did (`stale_days`).
@@ -105,10 +105,13 @@ pub(super) const CREATE_TABLES: &str = "
 CREATE TABLE rollup_cells (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, langs VARCHAR[], embed_type VARCHAR,
   reply_parent VARCHAR, n BIGINT);
 CREATE TABLE rollup_tags (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, tag VARCHAR, n BIGINT);
+CREATE TABLE rollup_domains (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, domain VARCHAR, n BIGINT);
 CREATE TABLE dead_rows (file VARCHAR, uri VARCHAR, did VARCHAR, deleted BOOLEAN, created_at TIMESTAMP,
-  langs VARCHAR[], embed_type VARCHAR, reply_parent VARCHAR, hashtags VARCHAR[], file_row BIGINT);
+  langs VARCHAR[], embed_type VARCHAR, reply_parent VARCHAR, hashtags VARCHAR[], file_row BIGINT,
+  domains VARCHAR[]);
 CREATE TABLE rollup_cells_live AS SELECT * EXCLUDE (file) FROM rollup_cells WHERE false;
-CREATE TABLE rollup_tags_live AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE false;";
+CREATE TABLE rollup_tags_live AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE false;
+CREATE TABLE rollup_domains_live AS SELECT * EXCLUDE (file) FROM rollup_domains WHERE false;";
 
 /// `'a', 'b'` for a SQL list of paths (paths come from the lake's listing, never from a user).
 fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
@@ -127,7 +130,8 @@ fn sidecars(files: &[PathBuf], kind: Kind) -> String {
 fn dead_columns(deleted: bool) -> String {
     format!(
         "p.filename, p.uri, p.did, {deleted}, p.created_at, p.langs, p.embed_type, p.reply_parent, p.hashtags, \
-         p.file_row_number"
+         p.file_row_number, {}",
+        rollup::link_domains("p")
     )
 }
 
@@ -300,9 +304,11 @@ impl RollupTables {
         self.stale(&gone);
         if !gone.is_empty() {
             connection.execute_batch(&format!(
-                "DELETE FROM rollup_cells WHERE file IN ({}); DELETE FROM rollup_tags WHERE file IN ({});",
+                "DELETE FROM rollup_cells WHERE file IN ({}); DELETE FROM rollup_tags WHERE file IN ({});
+                 DELETE FROM rollup_domains WHERE file IN ({});",
                 sidecars(&gone, Kind::Cells),
-                sidecars(&gone, Kind::Tags)
+                sidecars(&gone, Kind::Tags),
+                sidecars(&gone, Kind::Domains)
             ))?;
         }
         let new: Vec<PathBuf> = listing
@@ -313,14 +319,17 @@ impl RollupTables {
             .collect();
         self.stale(&new);
         for chunk in new.chunks(256) {
-            let (cells, tags) = (sidecars(chunk, Kind::Cells), sidecars(chunk, Kind::Tags));
+            let [cells, tags, domains] = [Kind::Cells, Kind::Tags, Kind::Domains].map(|kind| sidecars(chunk, kind));
             // Whatever a sync cut short loaded of them goes first: a file is never counted twice.
             connection.execute_batch(&format!(
                 "DELETE FROM rollup_cells WHERE file IN ({cells}); DELETE FROM rollup_tags WHERE file IN ({tags});
+                 DELETE FROM rollup_domains WHERE file IN ({domains});
                  INSERT INTO rollup_cells SELECT filename, created_at, CAST(created_at AS DATE), langs, embed_type,
                    CASE WHEN is_reply THEN '' END, n FROM read_parquet([{cells}], filename = true);
                  INSERT INTO rollup_tags SELECT filename, created_at, CAST(created_at AS DATE), tag, n
-                   FROM read_parquet([{tags}], filename = true);"
+                   FROM read_parquet([{tags}], filename = true);
+                 INSERT INTO rollup_domains SELECT filename, created_at, CAST(created_at AS DATE), domain, n
+                   FROM read_parquet([{domains}], filename = true);"
             ))?;
         }
         self.loaded = listing.rolled.clone();
@@ -457,7 +466,7 @@ impl RollupTables {
         Ok(())
     }
 
-    /// Makes `rollup_cells_live` and `rollup_tags_live` again: every file's counts summed, less
+    /// Makes the `rollup_*_live` tables again: every file's counts summed, less
     /// each dead row once (one deleted and hidden both, or deleted twice, counts once).
     fn sum_live(connection: &Connection) -> Result<()> {
         connection.execute_batch(
@@ -475,6 +484,12 @@ impl RollupTables {
                  UNION ALL
                  SELECT date_trunc('hour', created_at), CAST(created_at AS DATE), unnest(list_distinct(hashtags)), -1
                  FROM dead_once)
+               GROUP BY ALL HAVING sum(n) <> 0;
+             CREATE OR REPLACE TABLE rollup_domains_live AS
+               SELECT created_at, \"date\", domain, sum(n)::BIGINT AS n FROM (
+                 SELECT created_at, \"date\", domain, n FROM rollup_domains
+                 UNION ALL
+                 SELECT date_trunc('hour', created_at), CAST(created_at AS DATE), unnest(domains), -1 FROM dead_once)
                GROUP BY ALL HAVING sum(n) <> 0;
              DROP TABLE dead_once;",
         )?;
