@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use lake::exec::{Engine, EngineConfig};
 use lake::model::PostColumn;
-use lake::plan::{BucketsPlan, Clock, Dimension, Keyset, Measures, Plan, PostFilter, PostOrder, PostsPlan, TopPlan};
+use lake::plan::{
+    BucketsPlan, Clock, Dimension, Keyset, Measures, Plan, PostFilter, PostOrder, PostsPlan, TopPlan, TrendKind,
+    TrendPlan, TrendRank,
+};
 use lake::search::{TextMode, TextQuery};
 use lake::zone::{self, Interval};
 use serde_json::{Value, json};
@@ -981,7 +984,7 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
 /// The engagement classes, with arguments taken from the lake: its newest day and week, the
 /// newest day's most liked post, the most active author.
 fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
-    use lake::plan::{Engagement, EngagementPlan, RankedPostsPlan, TrendKind, TrendPlan, TrendRank};
+    use lake::plan::{Engagement, EngagementPlan, RankedPostsPlan};
     const DAY: i64 = 86_400_000_000;
     const HOUR: i64 = 3_600_000_000;
     let all = PostFilter::default();
@@ -1171,6 +1174,22 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
             measures: counts,
         })
     };
+    // Trending: the range's last day against the days before it.
+    let last_day = (until - DAY_US, until);
+    let trending = |kind: &str| {
+        format!(
+            "{{ trending(kind: {kind}, window: {{since: \"{}\", until: \"{}\"}}, \
+             baseline: {{since: \"{}\", until: \"{}\"}}) {{ item posts baselinePosts }} }}",
+            rfc3339(last_day.0),
+            rfc3339(last_day.1),
+            rfc3339(since),
+            rfc3339(last_day.0)
+        )
+    };
+    let trend = |kind| {
+        TrendPlan::new(kind, PostFilter::default(), last_day, (since, last_day.0), TrendRank::Ratio, 5, 10)
+            .map(Plan::Trending)
+    };
     let classes = vec![
         QueryClass {
             name: "hourly buckets",
@@ -1206,6 +1225,21 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
             name: "top authors",
             graphql: format!("{{ topAuthors(first: 10, filter: {{{range}}}) {{ posts author {{ did }} }} }}"),
             plans: vec![Plan::TopAuthors(TopPlan::new(window.clone(), 10))],
+        },
+        QueryClass {
+            name: "trending hashtags, a day",
+            graphql: trending("HASHTAG"),
+            plans: vec![trend(TrendKind::Hashtag)?],
+        },
+        QueryClass {
+            name: "trending link domains, a day",
+            graphql: trending("LINK_DOMAIN"),
+            plans: vec![trend(TrendKind::LinkDomain)?],
+        },
+        QueryClass {
+            name: "trending languages, a day",
+            graphql: trending("LANG"),
+            plans: vec![trend(TrendKind::Lang)?],
         },
         QueryClass {
             name: "top authors, ragged ends",
@@ -1252,7 +1286,7 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
         }
         let (rollup_warm, raw_warm) = (median(&api[1..]), median(&raw[1..]));
         eprintln!("bench: {:<32} rollups {:>8.1} ms  posts {:>8.1} ms", class.name, rollup_warm * 1e3, raw_warm * 1e3);
-        let graded = class.plans[0].filter() == Some(&window);
+        let graded = class.plans[0].filter() == Some(&window) || matches!(class.plans[0], Plan::Trending(_));
         rows.push((class, api[0], raw[0], rollup_warm, raw_warm, graded));
     }
     server.abort();
@@ -1383,6 +1417,11 @@ fn answer(engine: &Engine, plan: &Plan) -> anyhow::Result<Vec<String>> {
         Plan::TopAuthors(top) => {
             engine.top_authors(top)?.into_iter().map(|(did, posts)| format!("{did} {posts}")).collect()
         }
+        Plan::Trending(trend) => engine
+            .trending(trend)?
+            .into_iter()
+            .map(|t| format!("{} {} {}", t.item, t.posts, t.baseline_posts))
+            .collect(),
         other => bail!("no rollup answers {other:?}"),
     })
 }

@@ -133,6 +133,21 @@ impl<F: FnMut(&Compacted)> Run<'_, F> {
 /// the next one. A run still going at shutdown is called off: it stops within a batch of rows
 /// (or one file's text index), leaving its partition as it was, so that the last flush, which
 /// needs the flush lock the run holds, does not wait for a whole partition.
+/// Builds the rollups that files of the lake lack (a kind newer than the files, or one whose
+/// build was cut short), as `skyglass lake rollup` does: until then their days are answered
+/// from the posts. Cheap when none is missing: a look at each file's sidecars.
+fn build_missing_rollups(lake: &Path) {
+    match lake::rollup::rollup(lake, None, None, false, |_| {}) {
+        Ok(reports) => {
+            let built: usize = reports.iter().map(|r| r.built).sum();
+            if built > 0 {
+                info!(files = built, "built the rollups some files lacked");
+            }
+        }
+        Err(e) => warn!(error = %e, "building missing rollups failed; trying again next time"),
+    }
+}
+
 pub async fn run_schedule(lake: PathBuf, every: Duration, target_bytes: u64, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -142,7 +157,10 @@ pub async fn run_schedule(lake: PathBuf, every: Duration, target_bytes: u64, mut
         let lake = lake.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();
-        let run = tokio::task::spawn_blocking(move || compact_lake(&lake, None, None, target_bytes, &flag, |_| {}));
+        let run = tokio::task::spawn_blocking(move || {
+            build_missing_rollups(&lake);
+            compact_lake(&lake, None, None, target_bytes, &flag, |_| {})
+        });
         tokio::select! {
             result = run => match result {
                 Ok(Ok(reports)) => {

@@ -342,13 +342,15 @@ mod tests {
         fs::rename(moved_from.join(".moved.parquet.textindex"), day.join(".good.parquet.textindex")).unwrap();
         fs::create_dir(day.join(".gone.parquet.textindex")).unwrap();
         fs::rename(moved_from.join("moved.parquet"), day.join("moved.parquet")).unwrap();
-        // Its rollups move with it: the cells of 3 posts over those of the file of 10, the tag
-        // counts beside it, and one whose file is gone.
+        // Its rollups move with it: the cells of 3 posts over those of the file of 10, the tag and
+        // domain counts beside it, and a tag rollup whose file is gone.
         let rollup = |dir: &Path, name: &str, kind| crate::rollup::path_for(&dir.join(name), kind);
         use crate::rollup::Kind;
         fs::rename(rollup(&moved_from, "moved.parquet", Kind::Cells), rollup(&day, "good.parquet", Kind::Cells))
             .unwrap();
         fs::rename(rollup(&moved_from, "moved.parquet", Kind::Tags), rollup(&day, "moved.parquet", Kind::Tags))
+            .unwrap();
+        fs::rename(rollup(&moved_from, "moved.parquet", Kind::Domains), rollup(&day, "moved.parquet", Kind::Domains))
             .unwrap();
         fs::copy(rollup(&day, "moved.parquet", Kind::Tags), rollup(&day, "gone.parquet", Kind::Tags)).unwrap();
         fs::remove_file(rollup(&moved_from, "moved.parquet", Kind::Authors)).unwrap();
