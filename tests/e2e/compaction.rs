@@ -124,6 +124,74 @@ fn serve_compacts_on_schedule_and_every_answer_meanwhile_counts_each_post_once()
     assert!(app.stop().success());
 }
 
+/// A lake whose file lacks a kind of rollup (as one written before link domains had theirs)
+/// gets it from `serve`'s scheduled compaction, and answers the same before and after.
+#[test]
+fn serve_builds_the_rollups_a_lake_lacks_and_answers_the_same() {
+    const DAY: i64 = 86_400_000_000;
+    const HOUR: i64 = 3_600_000_000;
+    let redis = RedisServer::start().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    // A post every 28.8 s over a day, each with a link; from 18:00 a third link to a new site.
+    let day = 20_400 * DAY;
+    let posts: Vec<lake::model::Post> = (0..3_000_i64)
+        .map(|i| {
+            let did = format!("did:plc:author{}", i % 31);
+            let at = day + i * 28_800_000;
+            let site = if at >= day + 18 * HOUR && i % 3 == 0 { "rising".to_owned() } else { format!("site{}", i % 4) };
+            lake::model::Post {
+                uri: format!("at://{did}/app.bsky.feed.post/{i:08}"),
+                cid: format!("bafy{i}"),
+                rkey: format!("{i:08}"),
+                created_at_us: at,
+                indexed_at_us: at,
+                text: format!("post {i}"),
+                links: vec![format!("https://www.{site}.example/p/{i}")],
+                did,
+                ..lake::model::Post::default()
+            }
+        })
+        .collect();
+    let rising = posts.iter().filter(|p| p.links[0].contains("rising")).count();
+    let written = lake::writer::write_posts(lake.path(), "old.parquet", posts).unwrap();
+    let domains = lake::rollup::path_for(&written[0].path, lake::rollup::Kind::Domains);
+    std::fs::remove_file(&domains).unwrap();
+
+    let idle = skyglass_tests::jetstream::JetstreamStandIn::start(Vec::new(), tokio::sync::watch::channel(true).1);
+    let app = App::serve(
+        skyglass(lake.path(), &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--compact-every", "1s", "--source"])
+            .arg(format!("jetstream:{}", idle.url)),
+    )
+    .unwrap();
+    let iso = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap().to_rfc3339();
+    let query = format!(
+        "{{ trending(kind: LINK_DOMAIN, window: {{since: \"{}\", until: \"{}\"}}, \
+         baseline: {{since: \"{}\", until: \"{}\"}}) {{ item posts baselinePosts }} }}",
+        iso(day + 18 * HOUR),
+        iso(day + DAY),
+        iso(day),
+        iso(day + 18 * HOUR)
+    );
+    let ask = || {
+        let answer = app.request_with(&query, json!({}), json!({"explain": true}));
+        assert!(answer.get("errors").is_none(), "{answer:#}");
+        answer["data"]["trending"].clone()
+    };
+    let generation = || app.query("{ lake { generation } }", json!({}))["lake"]["generation"].as_u64().unwrap();
+    let first = generation();
+    let before = ask();
+    assert_eq!(before[0], json!({"item": "rising.example", "posts": rising, "baselinePosts": 0}), "{before:#}");
+    assert_eq!(before.as_array().unwrap().len(), 5, "{before:#}");
+
+    let built = skyglass_tests::poll(std::time::Duration::from_secs(60), || domains.is_file().then_some(()));
+    assert!(built.is_some(), "the scheduled compaction did not build the missing domain rollup");
+    // The rollup is published with a new generation; the answers from it are the same.
+    let same = skyglass_tests::poll(std::time::Duration::from_secs(30), || (generation() > first).then(ask));
+    assert_eq!(same, Some(before));
+    assert!(app.stop().success());
+}
+
 /// Twenty small files of 20,000 posts in one day partition, written straight through the
 /// lake writer.
 pub(crate) fn many_small_files(lake: &std::path::Path) {
