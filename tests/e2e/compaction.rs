@@ -63,13 +63,7 @@ fn serve_compacts_on_schedule_and_every_answer_meanwhile_counts_each_post_once()
     let redis = RedisServer::start().unwrap();
     let lake = tempfile::tempdir().unwrap();
     many_small_files(lake.path());
-    let idle = skyglass_tests::jetstream::JetstreamStandIn::start(Vec::new(), tokio::sync::watch::channel(true).1);
-    let app = App::serve(
-        skyglass(lake.path(), &redis.url())
-            .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--compact-every", "2s", "--source"])
-            .arg(format!("jetstream:{}", idle.url)),
-    )
-    .unwrap();
+    let (app, _idle) = serve_compacting(lake.path(), &redis, "2s");
     const QUERY: &str = "{ posts(first: 3, filter: {hashtags: [\"topic5\"]}) { totalCount } \
       all: posts(first: 1) { totalCount } lake { files } }";
     let topic5 = (0..400_000).filter(|i| i % 13 == 5).count();
@@ -157,13 +151,7 @@ fn serve_builds_the_rollups_a_lake_lacks_and_answers_the_same() {
     let domains = lake::rollup::path_for(&written[0].path, lake::rollup::Kind::Domains);
     std::fs::remove_file(&domains).unwrap();
 
-    let idle = skyglass_tests::jetstream::JetstreamStandIn::start(Vec::new(), tokio::sync::watch::channel(true).1);
-    let app = App::serve(
-        skyglass(lake.path(), &redis.url())
-            .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--compact-every", "1s", "--source"])
-            .arg(format!("jetstream:{}", idle.url)),
-    )
-    .unwrap();
+    let (app, _idle) = serve_compacting(lake.path(), &redis, "1s");
     let iso = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap().to_rfc3339();
     let query = format!(
         "{{ trending(kind: LINK_DOMAIN, window: {{since: \"{}\", until: \"{}\"}}, \
@@ -190,6 +178,23 @@ fn serve_builds_the_rollups_a_lake_lacks_and_answers_the_same() {
     let same = skyglass_tests::poll(std::time::Duration::from_secs(30), || (generation() > first).then(ask));
     assert_eq!(same, Some(before));
     assert!(app.stop().success());
+}
+
+/// `skyglass serve` on `lake`, flushing hourly and compacting every `every`, its source a
+/// Jetstream stand-in that sends nothing (kept alive by the caller).
+fn serve_compacting(
+    lake: &std::path::Path,
+    redis: &RedisServer,
+    every: &str,
+) -> (App, skyglass_tests::jetstream::JetstreamStandIn) {
+    let idle = skyglass_tests::jetstream::JetstreamStandIn::start(Vec::new(), tokio::sync::watch::channel(true).1);
+    let app = App::serve(
+        skyglass(lake, &redis.url())
+            .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1h", "--compact-every", every, "--source"])
+            .arg(format!("jetstream:{}", idle.url)),
+    )
+    .unwrap();
+    (app, idle)
 }
 
 /// Twenty small files of 20,000 posts in one day partition, written straight through the
