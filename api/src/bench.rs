@@ -208,11 +208,7 @@ fn mix_bench(args: &BenchArgs, pinned: bool) -> anyhow::Result<String> {
          (likes, reposts, a hundredth deleting a post) 3% undo an earlier like or repost. The same \
          command and baseline as above, {INGEST_RUNS} runs each, medians.\n"
     )?;
-    writeln!(
-        out,
-        "| | seconds | events/s | posts/s | vs baseline |
-|---|---:|---:|---:|---:|"
-    )?;
+    writeln!(out, "| | seconds | events/s | posts/s | vs baseline |\n|---|---:|---:|---:|---:|")?;
     for (name, seconds) in
         [("read + decode (baseline)", parse_seconds), ("file → Redis → Parquet (`ingest --once`)", ingest_seconds)]
     {

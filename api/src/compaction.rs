@@ -129,10 +129,6 @@ impl<F: FnMut(&Compacted)> Run<'_, F> {
     }
 }
 
-/// Compacts the whole lake every `every` until `stop`; a failed run is logged and retried at
-/// the next one. A run still going at shutdown is called off: it stops within a batch of rows
-/// (or one file's text index), leaving its partition as it was, so that the last flush, which
-/// needs the flush lock the run holds, does not wait for a whole partition.
 /// Builds the rollups that files of the lake lack (a kind newer than the files, or one whose
 /// build was cut short), as `skyglass lake rollup` does: until then their days are answered
 /// from the posts. Cheap when none is missing: a look at each file's sidecars.
@@ -148,6 +144,10 @@ fn build_missing_rollups(lake: &Path) {
     }
 }
 
+/// Compacts the whole lake every `every` until `stop`; a failed run is logged and retried at
+/// the next one. A run still going at shutdown is called off: it stops within a batch of rows
+/// (or one file's text index), leaving its partition as it was, so that the last flush, which
+/// needs the flush lock the run holds, does not wait for a whole partition.
 pub async fn run_schedule(lake: PathBuf, every: Duration, target_bytes: u64, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {

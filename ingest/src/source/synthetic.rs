@@ -217,7 +217,7 @@ pub struct Generator {
     authors: Vec<String>,
     recent_posts: VecDeque<String>,
     sequence: u64,
-    /// Percentage of events that are likes or reposts (or, with `unlikes`, undo one).
+    /// Percentage of events that are likes or reposts, or (with `recent_likes`) undo one.
     likes_percent: u32,
     /// Recent likes and reposts as (did, collection, rkey), kept only when some are undone.
     recent_likes: Option<VecDeque<(String, &'static str, String)>>,
