@@ -138,10 +138,10 @@ pub struct RollupScope {
 }
 
 const HOUR_US: i64 = 3_600_000_000;
+const DAY_US: i64 = 24 * HOUR_US;
 /// The distinct languages of a post, as `trending(kind: LANG)` counts them: the primary
 /// subtag of each of its `langs`, lower-cased.
 const LANG_ITEMS: &str = "list_distinct(list_transform(langs, lambda l: lower(split_part(l, '-', 1))))";
-const DAY_US: i64 = 24 * HOUR_US;
 
 /// Why `plan` cannot be answered from rollups, or `None` when it can (see [`crate::rollup`]):
 /// time buckets of an hour or more, in a zone whose offsets are whole hours, counting posts and

@@ -326,26 +326,20 @@ impl Generator {
 
     /// A like or a repost, or (when some are undone) now and then the deletion of a recent one.
     fn like_or_unlike(&mut self, time_us: i64) -> Value {
-        let Some(recent) = &mut self.recent_likes else { return self.like(time_us) };
-        if recent.is_empty() || self.rng.random_range(0..100) >= UNDONE_PERCENT {
-            let like = self.like(time_us);
-            let commit = &like["commit"];
-            let key = (
-                like["did"].as_str().unwrap_or_default().to_owned(),
-                if commit["collection"] == "app.bsky.feed.repost" {
-                    "app.bsky.feed.repost"
-                } else {
-                    "app.bsky.feed.like"
-                },
-                commit["rkey"].as_str().unwrap_or_default().to_owned(),
-            );
-            let recent = self.recent_likes.as_mut().expect("checked above");
-            if recent.len() == RECENT_LIKES {
-                recent.pop_front();
+        let undone = match &self.recent_likes {
+            Some(recent) if !recent.is_empty() => self.rng.random_range(0..100) < UNDONE_PERCENT,
+            _ => false,
+        };
+        let Some(recent) = self.recent_likes.as_mut().filter(|_| undone) else {
+            let (like, key) = self.like(time_us);
+            if let Some(recent) = &mut self.recent_likes {
+                if recent.len() == RECENT_LIKES {
+                    recent.pop_front();
+                }
+                recent.push_back(key);
             }
-            recent.push_back(key);
             return like;
-        }
+        };
         let index = self.rng.random_range(0..recent.len());
         let (did, collection, rkey) = recent.remove(index).expect("index is in range");
         Self::commit(
@@ -355,8 +349,9 @@ impl Generator {
         )
     }
 
-    /// A like (one in six a repost) of a recent post, a few of them getting most.
-    fn like(&mut self, time_us: i64) -> Value {
+    /// A like (one in six a repost) of a recent post, a few of them getting most, with its key
+    /// (did, collection, rkey).
+    fn like(&mut self, time_us: i64) -> (Value, (String, &'static str, String)) {
         let did = self.author();
         let rkey = tid(time_us, self.sequence);
         let subject = if self.recent_posts.is_empty() {
@@ -366,7 +361,7 @@ impl Generator {
             self.recent_posts[index].clone()
         };
         let collection = if self.rng.random_range(0..6) == 0 { "app.bsky.feed.repost" } else { "app.bsky.feed.like" };
-        Self::commit(
+        let like = Self::commit(
             &did,
             time_us,
             json!({
@@ -374,7 +369,8 @@ impl Generator {
                 "record": {"$type": collection, "createdAt": rfc3339(time_us), "subject": {"cid": cid(&mut self.rng, "bafyrei"), "uri": subject}},
                 "cid": cid(&mut self.rng, "bafyrei")
             }),
-        )
+        );
+        (like, (did, collection, rkey))
     }
 
     fn delete(&mut self, time_us: i64) -> Value {

@@ -3,16 +3,18 @@
 //! kept up to date file by file as the snapshot moves, when a rollup statement first needs them
 //! (or [`super::Engine::prepare_rollups`] asks).
 //!
-//! - `rollup_cells`, `rollup_tags` and `rollup_domains` hold the rollups of every data file of the partitions
-//!   whose files all have them, keyed by the rollup's path: a file new to the snapshot is
-//!   loaded, one gone (or replaced under its name, as re-enrichment does) is dropped.
+//! - `rollup_cells`, `rollup_tags` and `rollup_domains` hold the rollups of every data file of
+//!   the partitions whose files all have them, keyed by the rollup's path: a file new to the
+//!   snapshot is loaded, one gone (or replaced under its name, as re-enrichment does) is
+//!   dropped.
 //! - `dead_rows` holds the rows of the files that a delete or a hidden account takes out, keyed
 //!   by data file: a new file is checked against every delete and hidden account, a new
 //!   deletes file and a newly hidden account against the files already checked, and an account
 //!   shown again leaves.
 //! - `rollup_cells_live`, `rollup_tags_live` and `rollup_domains_live`, what rollup statements
-//!   read: the cells, tag and domain counts of all files summed, less those of the dead rows (each counted once), made again
-//!   after each change (a table of at most a few cells per hour and value, not per file).
+//!   read: the cells, tag and domain counts of all files summed, less those of the dead rows
+//!   (each counted once), made again after each change (a table of at most a few cells per hour
+//!   and value, not per file).
 //! - Posts per author and day ([`AuthorCounts`]), in memory: a day's change, by differences,
 //!   when one of its files or their dead rows did (`stale_days`).
 //!
