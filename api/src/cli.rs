@@ -803,7 +803,10 @@ async fn run(cli: Cli, exports: Vec<crate::export::ExportSpec>) -> anyhow::Resul
             let reports = tokio::task::spawn_blocking(move || {
                 lake::rollup::rollup(&lake, args.days.since, args.days.until, args.rebuild, |r| {
                     let date = r.date.map(|d| d.to_string()).unwrap_or_default();
-                    println!("{date}: {} files, rolled up {}, removed {} orphaned", r.files, r.built, r.orphans);
+                    println!(
+                        "{} {date}: {} files, rolled up {}, removed {} orphaned",
+                        r.table, r.files, r.built, r.orphans
+                    );
                 })
             })
             .await

@@ -182,26 +182,27 @@ pub fn data_file_names(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Runs `work` on each `posts` day partition from `since` to `until` (its day, directory and
+/// Runs `work` on each day partition of `table` from `since` to `until` (its day, directory and
 /// data file names), a partition at a time under the flush lock, so that no flush or compaction
 /// changes a partition being worked on, and publishes a generation after each partition `work`
 /// says it changed. `each` hears of every partition's result when it is done. The frame of the
 /// commands that keep the files' companions (text indexes, rollups) up to date.
-pub fn each_posts_partition<R>(
+pub fn each_partition<R>(
     lake: &Path,
+    table: &str,
     since: Option<NaiveDate>,
     until: Option<NaiveDate>,
     mut work: impl FnMut(NaiveDate, &Path, &[String]) -> Result<(R, bool)>,
     mut each: impl FnMut(&R),
 ) -> Result<Vec<R>> {
-    let days = table_files(lake, layout::POSTS_TABLE)?.partitions;
+    let days = table_files(lake, table)?.partitions;
     let mut reports = Vec::new();
     for (date, _) in days {
         if since.is_some_and(|s| date < s) || until.is_some_and(|u| date > u) {
             continue;
         }
         let _lock = crate::unique::FlushLock::acquire(lake)?;
-        let dir = layout::partition_dir(lake, layout::POSTS_TABLE, date);
+        let dir = layout::partition_dir(lake, table, date);
         let names = data_file_names(&dir)?;
         let (report, changed) = work(date, &dir, &names)?;
         if changed {

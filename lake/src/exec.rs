@@ -454,7 +454,12 @@ impl Engine {
             rollup_uses: std::sync::atomic::AtomicU64::new(0),
             rollup_refusals: std::sync::atomic::AtomicU64::new(0),
         };
-        engine.base.lock().unwrap_or_else(|p| p.into_inner()).execute_batch(rollups::CREATE_TABLES)?;
+        {
+            let base = engine.base.lock().unwrap_or_else(|p| p.into_inner());
+            base.execute_batch(rollups::CREATE_TABLES)?;
+            base.execute_batch(undone::CREATE_TABLE)?;
+            base.execute_batch(&undone::counts_view_sql(&[]))?;
+        }
         engine.refresh_views(Refresh::IfMoved)?;
         Ok(engine)
     }
@@ -530,7 +535,14 @@ impl Engine {
         *self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()) = hidden.clone();
         self.create_posts_view(&base)?;
         let posts = &listed[POSTS];
-        rollup_tables.moved(rollups::Listing::new(&posts.paths, &listed[DELETES].paths, hidden));
+        base.execute_batch(&undone::counts_view_sql(&listed[INTERACTIONS].paths))?;
+        rollup_tables.moved(rollups::Listing::new(
+            &posts.paths,
+            &listed[DELETES].paths,
+            hidden,
+            &listed[INTERACTIONS].paths,
+            &listed[INTERACTION_DELETES].paths,
+        ));
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
         let listed_paths: std::collections::HashSet<&PathBuf> = posts.paths.iter().collect();
         self.text_indexes
@@ -939,7 +951,11 @@ impl Engine {
                     None => {}
                 }
             }
-            let rows = self.run_sql(&sql, &mut read)?;
+            let rows = if counts_interactions(plan) {
+                self.run_counting(&sql, &mut read)?
+            } else {
+                self.run_sql(&sql, &mut read)?
+            };
             if let Some(answered) = from_posts {
                 note_answered(answered, started);
             }
@@ -995,6 +1011,33 @@ impl Engine {
                 return Ok(Some(Err("the range holds no whole hour")));
             };
             return Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)));
+        }
+    }
+
+    /// Runs `sql`, which reads `interaction_counts`, under the rollup tables' read lock once
+    /// they hold the snapshot's undone likes and reposts (`undone`); with rollups off, over the
+    /// likes and reposts themselves, one row each.
+    fn run_counting<T>(&self, sql: &Sql, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
+        if !self.use_rollups {
+            let rows =
+                "interaction_counts AS (SELECT kind, subject_did, subject_rkey, \"date\", 1 AS n FROM interactions)";
+            let text = match sql.text.strip_prefix("WITH ") {
+                Some(rest) => format!("WITH {rows}, {rest}"),
+                None => format!("WITH {rows}\n{}", sql.text),
+            };
+            return self.run_sql(&Sql { text, params: sql.params.clone() }, read);
+        }
+        self.refresh_views(Refresh::IfMoved)?;
+        loop {
+            let tables = self.rollups.read().unwrap_or_else(|p| p.into_inner());
+            if !tables.synced() {
+                drop(tables);
+                self.prepare_rollup_tables()?;
+                continue;
+            }
+            // Not `self.connection()`: a refresh would wait for the lock this statement holds.
+            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+            return self.run_sql_on(&connection, sql, read);
         }
     }
 
@@ -1566,6 +1609,17 @@ fn zero_filled(
 }
 
 /// Whether DuckDB failed because a file it listed was gone when it came to read it.
+/// Whether `plan` counts likes or reposts (from `interaction_counts`).
+fn counts_interactions(plan: &Plan) -> bool {
+    let engagement = match plan {
+        Plan::Engagement(plan) => plan.engagement,
+        Plan::Received(engagement, _) => *engagement,
+        Plan::RankedPosts(plan) => plan.engagement,
+        _ => return false,
+    };
+    engagement.interaction_kind().is_some()
+}
+
 pub(crate) fn lost_a_file(error: &duckdb::Error) -> bool {
     let message = error.to_string();
     message.contains("No such file or directory") || message.contains("No files found")
@@ -1821,3 +1875,4 @@ mod rollup_tests;
 mod rollups;
 #[cfg(test)]
 mod tests;
+mod undone;

@@ -466,11 +466,14 @@ impl TableRow for Interaction {
     fn tie_break(&self) -> &str {
         &self.rkey
     }
-    /// By subject: a post's likes are looked for by its record key, and row groups of nearby
-    /// keys let a statement skip all the others (16 times faster for the 20 most liked posts of
-    /// a day, and a file a fifth smaller, measured on a generated day of 30 M likes).
+    /// By actor: an undo names the like (`did`, `kind`, `rkey`), and the row groups of nearby
+    /// actors let the engine find the likes a batch of undos takes out in a few of them
+    /// (`exec`'s interaction counts); a post's likes are looked for in the file's rollup of
+    /// subjects ([`crate::rollup`]), sorted by subject. Measured on a generated file of 6 M
+    /// likes: 60 undos found in 56 of 373 row groups, 35 ms; the file 8% larger than sorted by
+    /// subject.
     fn sort_key(&self) -> (i64, &str, &str) {
-        (0, &self.subject_rkey, &self.rkey)
+        (0, &self.did, &self.rkey)
     }
     fn schema() -> SchemaRef {
         INTERACTIONS_SCHEMA.clone()

@@ -1,8 +1,9 @@
-//! Rollups: small pre-aggregated tables beside each `posts` data file, from which the engine
-//! answers time buckets, top hashtags and top authors over long ranges without reading the posts.
+//! Rollups: small pre-aggregated tables beside each `posts` and `interactions` data file, from
+//! which the engine answers time buckets, top hashtags, top authors and engagement counts over
+//! long ranges without reading the rows.
 //!
-//! Each data file `NAME.parquet` gets four hidden sidecars in its partition directory, so that a
-//! partition exchange carries them with it and no listing of data files sees them:
+//! Each `posts` data file `NAME.parquet` gets four hidden sidecars in its partition directory,
+//! so that a partition exchange carries them with it and no listing of data files sees them:
 //!
 //! - `.NAME.cells` (Parquet, named so that no `*.parquet` glob takes it for data): the file's posts counted (`n`) per UTC hour of `created_at` and per
 //!   value of every column that a filter or a grouping answered from rollups reads: `langs` (the
@@ -14,6 +15,13 @@
 //! - `.NAME.domains`: the file's posts counted per UTC hour and link domain
 //!   ([`link_domains`]), each post once per distinct domain, as `trending(kind: LINK_DOMAIN)`
 //!   counts them.
+//!
+//! Each `interactions` data file gets one, `.NAME.subjects`: its likes and reposts counted (`n`)
+//! per kind and subject post, sorted by `(kind, subject_rkey, subject_did)` in small row groups,
+//! so that a page of posts' counts reads a few row groups and a ranking reads one row per post
+//! and file instead of one per like (a week of Bluesky: 204 M likes and reposts, 43 M rows).
+//! The engine subtracts the rows undone since (deleted, or of a hidden account) from a table it
+//! keeps per lake generation, as it does for posts (see [`crate::exec`]).
 //!
 //! The posts of a cell agree on every column such a statement reads (its hour stands for their
 //! `created_at`, which only hour-aligned ranges and buckets compare), so each condition holds
@@ -46,6 +54,8 @@ pub enum Kind {
     Tags,
     Authors,
     Domains,
+    /// Of an `interactions` file: likes and reposts per kind and subject.
+    Subjects,
 }
 
 /// The distinct link domains of a post, as a SQL list expression over its `links` and
@@ -66,7 +76,27 @@ pub fn link_domains(alias: &str) -> String {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains];
+    /// Every kind, of any table.
+    pub const ALL: [Kind; 5] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::Subjects];
+    /// Those of a `posts` data file.
+    pub const POSTS: [Kind; 4] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains];
+    /// Those of an `interactions` data file.
+    pub const INTERACTIONS: [Kind; 1] = [Kind::Subjects];
+
+    /// The rollups a data file of `table` has (none for the other tables).
+    pub fn of_table(table: &str) -> &'static [Kind] {
+        match table {
+            layout::POSTS_TABLE => &Kind::POSTS,
+            layout::INTERACTIONS_TABLE => &Kind::INTERACTIONS,
+            _ => &[],
+        }
+    }
+
+    /// The rollups of a data file, by the table its partition is in.
+    pub fn of_file(data_file: &Path) -> &'static [Kind] {
+        let table = data_file.parent().and_then(Path::parent).and_then(Path::file_name);
+        table.and_then(|t| t.to_str()).map_or(&[], Kind::of_table)
+    }
 
     fn suffix(self) -> &'static str {
         match self {
@@ -74,13 +104,23 @@ impl Kind {
             Kind::Tags => "tags",
             Kind::Authors => "authors",
             Kind::Domains => "domains",
+            Kind::Subjects => "subjects",
         }
     }
 
-    /// Whether the rollup counts each of its file's posts exactly once (its `n` sum to the
+    /// Whether the rollup counts each of its file's rows exactly once (its `n` sum to the
     /// file's rows); a tag rollup counts a post once per tag, a domain rollup once per domain.
     pub fn counts_each_post_once(self) -> bool {
-        matches!(self, Kind::Cells | Kind::Authors)
+        matches!(self, Kind::Cells | Kind::Authors | Kind::Subjects)
+    }
+
+    /// Rows per row group: the subjects of a page of posts are looked up by key, which small
+    /// row groups narrow; the others are read whole.
+    fn row_group_rows(self) -> usize {
+        match self {
+            Kind::Subjects => crate::writer::ROW_GROUP_ROWS,
+            _ => 1_000_000,
+        }
     }
 
     /// The kind of a rollup, from its file name.
@@ -110,11 +150,15 @@ impl Kind {
                  GROUP BY ALL ORDER BY ALL",
                 link_domains("")
             ),
+            Kind::Subjects => format!(
+                "SELECT kind, subject_did, subject_rkey, count(*) AS n FROM {source} \
+                 GROUP BY ALL ORDER BY kind, subject_rkey, subject_did"
+            ),
         }
     }
 }
 
-/// Where rollup `kind` of a `posts` data file lives: beside it, hidden (`.NAME.cells`), and
+/// Where rollup `kind` of a data file lives: beside it, hidden (`.NAME.cells`), and
 /// without the `.parquet` ending that globs over data files match.
 pub fn path_for(data_file: &Path, kind: Kind) -> PathBuf {
     let name = data_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -130,26 +174,26 @@ pub fn data_file_of(sidecar_name: &str) -> Option<&str> {
         .filter(|data| layout::is_data_file(data))
 }
 
-/// Whether a data file has all its rollups.
+/// Whether a data file has all its rollups (those of its table: [`Kind::of_file`]).
 pub fn has_rollups(data_file: &Path) -> bool {
     missing(data_file).is_empty()
 }
 
 /// The rollups a data file lacks.
 pub fn missing(data_file: &Path) -> Vec<Kind> {
-    Kind::ALL.into_iter().filter(|kind| !path_for(data_file, *kind).is_file()).collect()
+    Kind::of_file(data_file).iter().copied().filter(|kind| !path_for(data_file, *kind).is_file()).collect()
 }
 
 fn sql_path(path: &Path) -> String {
     format!("'{}'", path.to_string_lossy().replace('\'', "''"))
 }
 
-/// Builds every rollup of the `posts` data file `data_file` from `source` (the file itself, or
-/// the same rows under a temporary name before it is placed), replacing any, durably: written
+/// Builds every rollup of the data file `data_file` ([`Kind::of_file`]) from `source` (the file
+/// itself, or the same rows under a temporary name before it is placed), replacing any, durably: written
 /// under a temporary name (`.NAME.cells.tmp`, which the flusher's cleanup removes if a
 /// build is cut short), fsynced, renamed into place, and the directory fsynced.
 pub fn build_for_file(source: &Path, data_file: &Path) -> Result<()> {
-    build_kinds(source, data_file, &Kind::ALL)
+    build_kinds(source, data_file, Kind::of_file(data_file))
 }
 
 /// [`build_for_file`] for the rollups `kinds` alone.
@@ -161,9 +205,10 @@ fn build_kinds(source: &Path, data_file: &Path, kinds: &[Kind]) -> Result<()> {
         let target = path_for(data_file, kind);
         let tmp = layout::temp_path_for(&target);
         let copy = format!(
-            "COPY ({}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)",
+            "COPY ({}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {})",
             kind.select(&read),
-            sql_path(&tmp)
+            sql_path(&tmp),
+            kind.row_group_rows()
         );
         if let Err(error) = connection.execute_batch(&copy) {
             let _ = fs::remove_file(&tmp);
@@ -191,6 +236,7 @@ pub fn link_for(from: &Path, to: &Path) -> Result<()> {
 /// What `skyglass lake rollup` did in one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rolled {
+    pub table: &'static str,
     pub date: Option<chrono::NaiveDate>,
     /// The partition's data files.
     pub files: usize,
@@ -200,8 +246,8 @@ pub struct Rolled {
     pub orphans: usize,
 }
 
-/// Builds the missing rollups (every one, with `rebuild`) of the `posts` data files in the day
-/// partitions from `since` to `until`, and removes rollups whose data file is gone; a partition
+/// Builds the missing rollups (every one, with `rebuild`) of the `posts` and `interactions` data
+/// files in the day partitions from `since` to `until`, and removes rollups whose data file is gone; a partition
 /// at a time, under the flush lock, so no compaction swaps a partition being rolled up.
 /// Publishes a generation if anything changed. `each` hears of every partition when it is done.
 pub fn rollup(
@@ -209,23 +255,27 @@ pub fn rollup(
     since: Option<chrono::NaiveDate>,
     until: Option<chrono::NaiveDate>,
     rebuild: bool,
-    each: impl FnMut(&Rolled),
+    mut each: impl FnMut(&Rolled),
 ) -> Result<Vec<Rolled>> {
-    let work = |date, dir: &Path, names: &[String]| {
-        let mut report = Rolled { date: Some(date), files: names.len(), ..Rolled::default() };
-        for name in names {
-            let file = dir.join(name);
-            let kinds = if rebuild { Kind::ALL.to_vec() } else { missing(&file) };
-            if !kinds.is_empty() {
-                build_kinds(&file, &file, &kinds)?;
-                report.built += 1;
+    let mut reports = Vec::new();
+    for table in [layout::POSTS_TABLE, layout::INTERACTIONS_TABLE] {
+        let work = |date, dir: &Path, names: &[String]| {
+            let mut report = Rolled { table, date: Some(date), files: names.len(), ..Rolled::default() };
+            for name in names {
+                let file = dir.join(name);
+                let kinds = if rebuild { Kind::of_table(table).to_vec() } else { missing(&file) };
+                if !kinds.is_empty() {
+                    build_kinds(&file, &file, &kinds)?;
+                    report.built += 1;
+                }
             }
-        }
-        report.orphans = crate::catalog::remove_orphans(dir, names, data_file_of)?;
-        let changed = report.built + report.orphans > 0;
-        Ok((report, changed))
-    };
-    crate::catalog::each_posts_partition(lake, since, until, work, each)
+            report.orphans = crate::catalog::remove_orphans(dir, names, data_file_of)?;
+            let changed = report.built + report.orphans > 0;
+            Ok((report, changed))
+        };
+        reports.extend(crate::catalog::each_partition(lake, table, since, until, work, &mut each)?);
+    }
+    Ok(reports)
 }
 
 #[cfg(test)]
@@ -266,7 +316,7 @@ mod tests {
         let written = crate::writer::write_posts(lake.path(), "f.parquet", posts).unwrap();
         let file = &written[0].path;
         assert!(has_rollups(file), "the writer builds them");
-        for kind in Kind::ALL {
+        for kind in Kind::POSTS {
             fs::remove_file(path_for(file, kind)).unwrap();
         }
         assert!(!has_rollups(file));

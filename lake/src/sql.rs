@@ -333,19 +333,21 @@ impl Builder {
         self.text.push_str(&counts);
     }
 
-    /// `SELECT subject, n`: how much of `engagement` each of `subjects` got from rows created
-    /// since `since_us` (`subject_did, subject_rkey, n` for likes and reposts of
-    /// [`Subjects::KeysOf`]). Likes and reposts are looked for by their subject's record key (a
-    /// post's is unique to its author, nearly always unique overall), by which their files are
-    /// sorted: by a list of them, or by the range of a window's posts' keys, which reads only the
-    /// row groups that can hold them (record keys grow with time, so a day's posts span a
-    /// day's). Both were measured at the week tier: a semi-join with the window's posts, which
-    /// DuckDB also turns into a key range, built a hash of a week's 21 M posts and was slower
-    /// than no narrowing at all.
+    /// `SELECT subject, n`: how much of `engagement` each of `subjects` got (`subject_did,
+    /// subject_rkey, n` for likes and reposts of [`Subjects::KeysOf`]), from rows since
+    /// `since_us`: likes and reposts of its day on, replies and quotes created since.
+    ///
+    /// Likes and reposts are counted from `interaction_counts` (the files' rollups of subjects,
+    /// less the rows undone since: `exec`'s `undone`), looked for by their subject's record key
+    /// (a post's is unique to its author, nearly always unique overall), by which the rollups
+    /// are sorted: by a list of them, or by the range of a window's posts' keys, which reads
+    /// only the row groups that can hold them (record keys grow with time, so a day's posts
+    /// span a day's). Both were measured at the week tier: a semi-join with the window's posts,
+    /// which DuckDB also turns into a key range, built a hash of a week's 21 M posts and was
+    /// slower than no narrowing at all.
     fn engagement_counts(&mut self, engagement: Engagement, since_us: i64, subjects: Subjects) -> String {
-        let since = self.bind(Param::Timestamp(since_us));
-        let first_day = self.bind(Param::Date(date_of_micros(since_us)));
         if let Some(kind) = engagement.interaction_kind() {
+            let first_day = self.bind(Param::Date(date_of_micros(since_us)));
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
             let Subjects::Uris(uris) = subjects else {
                 let window = match subjects {
@@ -356,19 +358,21 @@ impl Builder {
                     _ => "\nWHERE".to_owned(),
                 };
                 return format!(
-                    "SELECT r.subject_did, r.subject_rkey, count(*) AS n\nFROM interactions AS r{window} \
-                     r.created_at >= {since} AND r.\"date\" >= {first_day} AND r.kind = {kind}\n\
-                     GROUP BY r.subject_did, r.subject_rkey"
+                    "SELECT r.subject_did, r.subject_rkey, sum(r.n) AS n\nFROM interaction_counts AS r{window} \
+                     r.\"date\" >= {first_day} AND r.kind = {kind}\n\
+                     GROUP BY r.subject_did, r.subject_rkey HAVING sum(r.n) > 0"
                 );
             };
             let rkeys = uris.iter().filter_map(|uri| crate::model::post_uri_parts(uri)).map(|(_, rkey)| rkey);
             let rkeys = self.bind_list_or_null(rkeys.map(|rkey| Param::Text(rkey.to_owned())));
             format!(
-                "SELECT 'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS subject, count(*) AS n\n\
-                 FROM interactions\nWHERE created_at >= {since} AND \"date\" >= {first_day} AND kind = {kind} \
-                 AND subject_rkey IN ({rkeys})\nGROUP BY subject_did, subject_rkey"
+                "SELECT 'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS subject, sum(n) AS n\n\
+                 FROM interaction_counts\nWHERE \"date\" >= {first_day} AND kind = {kind} \
+                 AND subject_rkey IN ({rkeys})\nGROUP BY subject_did, subject_rkey HAVING sum(n) > 0"
             )
         } else {
+            let since = self.bind(Param::Timestamp(since_us));
+            let first_day = self.bind(Param::Date(date_of_micros(since_us)));
             let column = engagement.post_column();
             let narrowed = match subjects {
                 Subjects::Uris(uris) => format!(
@@ -396,8 +400,9 @@ impl Builder {
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
             write!(
                 self.text,
-                "SELECT i.subject_did AS did, count(*) AS n\nFROM interactions AS i SEMI JOIN {theirs} \
-                 ON p.did = i.subject_did AND p.rkey = i.subject_rkey\nWHERE i.kind = {kind}\nGROUP BY i.subject_did"
+                "SELECT i.subject_did AS did, sum(i.n) AS n\nFROM interaction_counts AS i SEMI JOIN {theirs} \
+                 ON p.did = i.subject_did AND p.rkey = i.subject_rkey\nWHERE i.kind = {kind}\n\
+                 GROUP BY i.subject_did HAVING sum(i.n) > 0"
             )
             .unwrap();
         } else {
@@ -683,6 +688,7 @@ impl Builder {
                 "rollup_domains_live",
             ),
             Kind::Authors => unreachable!("author counts are held in memory, not in a table"),
+            Kind::Subjects => unreachable!("a rollup of likes, not of posts"),
         }
     }
 

@@ -662,7 +662,7 @@ pub fn reindex(
         let changed = report.built + report.orphans > 0;
         Ok((report, changed))
     };
-    crate::catalog::each_posts_partition(lake, since, until, work, each)
+    crate::catalog::each_partition(lake, crate::layout::POSTS_TABLE, since, until, work, each)
 }
 
 fn remove_dir_if_present(dir: &Path) -> Result<()> {

@@ -151,8 +151,8 @@ fn verify_partition(table: &Table, dir: &Path, date: NaiveDate, report: &mut Ver
         match verify_file(table, &path, date) {
             Ok(rows) => {
                 report.rows += rows;
-                if table.name == layout::POSTS_TABLE && !crate::rollup::has_rollups(&path) {
-                    let what = "no rollups: queries read its day row by row (`skyglass lake rollup` builds them)";
+                if !crate::rollup::has_rollups(&path) {
+                    let what = "no rollups: queries read its rows one by one (`skyglass lake rollup` builds them)";
                     report.findings.push(Finding { severity: Severity::Warning, path, what: what.to_owned() });
                 }
             }

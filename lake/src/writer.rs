@@ -104,7 +104,7 @@ pub fn stage_rows<R: TableRow>(lake: &Path, file_name: &str, rows: Vec<R>) -> Re
             file.write(&R::to_batch(chunk)?)?;
         }
         let sealed = file.seal(date)?;
-        if R::TABLE == layout::POSTS_TABLE {
+        if !crate::rollup::Kind::of_table(R::TABLE).is_empty() {
             // In place before the data file: a placed file has its rollups, unless a crash came
             // between the two (then it is read row by row until `lake rollup` builds them).
             crate::rollup::build_for_file(sealed.tmp.path(), &sealed.file.path)?;
@@ -315,7 +315,7 @@ mod tests {
         assert!(written[0].path.exists() && staging.join(".compaction.parquet.tmp").exists());
         assert_eq!(
             fs::read_dir(&partition).unwrap().count(),
-            1 + crate::rollup::Kind::ALL.len(),
+            1 + crate::rollup::Kind::POSTS.len(),
             "the file, its rollups"
         );
         assert_eq!(remove_orphan_temporaries(lake.path(), &lock).unwrap(), 0);
@@ -360,10 +360,10 @@ mod tests {
         assert_eq!(groups[full], 1_000);
     }
 
-    /// Interactions are sorted by their subject's record key, not their time, so the likes of
-    /// a few posts sit in a few row groups.
+    /// Interactions are sorted by actor, not their time, so the likes a batch of undos names
+    /// sit in a few row groups; their rollup of subjects is sorted by subject, and counts them.
     #[test]
-    fn interactions_files_are_sorted_by_subject() {
+    fn interactions_files_are_sorted_by_actor_and_their_subjects_by_subject() {
         use crate::model::{Interaction, InteractionKind};
         let lake = tempfile::tempdir().unwrap();
         let day = 1_700_000_000_000_000_i64;
@@ -380,14 +380,28 @@ mod tests {
             .collect();
         let files = write_rows(lake.path(), "x.parquet", rows).unwrap();
         let connection = duckdb::Connection::open_in_memory().unwrap();
-        let sql = format!("SELECT subject_rkey, rkey FROM '{}'", files[0].path.display());
-        let mut statement = connection.prepare(&sql).unwrap();
-        let read: Vec<(String, String)> =
-            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect();
-        let mut sorted = read.clone();
+        let read = |sql: &str| -> Vec<(String, String, i64)> {
+            let mut statement = connection.prepare(sql).unwrap();
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let rows = read(&format!("SELECT did, rkey, 1 FROM '{}'", files[0].path.display()));
+        let mut sorted = rows.clone();
         sorted.sort();
-        assert_eq!(read.len(), 500);
-        assert_eq!(read, sorted);
+        assert_eq!(rows.len(), 500);
+        assert_eq!(rows, sorted);
+        let subjects = crate::rollup::path_for(&files[0].path, crate::rollup::Kind::Subjects);
+        let counted = read(&format!("SELECT kind, subject_rkey, n FROM read_parquet('{}')", subjects.display()));
+        let mut expected = std::collections::BTreeMap::new();
+        for n in 0..500_i64 {
+            *expected.entry(format!("s{:03}", (n * 7919) % 101)).or_insert(0_i64) += 1;
+        }
+        let expected: Vec<(String, String, i64)> =
+            expected.into_iter().map(|(subject, n)| ("like".to_owned(), subject, n)).collect();
+        assert_eq!(counted, expected, "one row per subject, in order, counting its likes");
     }
 
     #[test]
@@ -397,6 +411,6 @@ mod tests {
         let second = write_posts(lake.path(), "x.parquet", vec![post("a", 1), post("b", 2)]).unwrap();
         assert_eq!(first[0].path, second[0].path);
         let names = fs::read_dir(first[0].path.parent().unwrap()).unwrap().count();
-        assert_eq!(names, 1 + crate::rollup::Kind::ALL.len(), "the file and its rollups");
+        assert_eq!(names, 1 + crate::rollup::Kind::POSTS.len(), "the file and its rollups");
     }
 }

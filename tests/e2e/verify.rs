@@ -40,22 +40,28 @@ fn lake_rollup_builds_the_rollups_verify_finds_missing_or_wrong() {
     let files = lake::catalog::table_files(lake.path(), lake::layout::POSTS_TABLE).unwrap().paths;
     assert!(files.len() >= 2, "the fixture spans days: {files:?}");
     let cells = |file: &std::path::Path| lake::rollup::path_for(file, lake::rollup::Kind::Cells);
+    let likes = lake::catalog::table_files(lake.path(), lake::layout::INTERACTIONS_TABLE).unwrap().paths;
+    assert!(!likes.is_empty(), "the fixture has likes");
+    let subjects = lake::rollup::path_for(&likes[0], lake::rollup::Kind::Subjects);
 
     // Flushes wrote them; one removed is a warning, one that counts another file's posts an error.
     std::fs::remove_file(cells(&files[0])).unwrap();
+    std::fs::remove_file(&subjects).unwrap();
     std::fs::copy(cells(&files[files.len() - 1]), cells(&files[1])).unwrap();
     let (code, stdout) = run(&["lake", "verify"]);
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains(&format!("warning: {}: no rollups", files[0].display())), "{stdout}");
+    assert!(stdout.contains(&format!("warning: {}: no rollups", likes[0].display())), "{stdout}");
     assert!(stdout.contains(&format!("error: {}: the rollup counts", cells(&files[1]).display())), "{stdout}");
 
     // `lake rollup` builds the missing one; `--rebuild` redoes every one, the wrong one with it.
     let (code, stdout) = run(&["lake", "rollup"]);
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains("rolled up 1 files"), "{stdout}");
+    assert!(stdout.contains("rolled up 2 files"), "{stdout}");
+    assert!(subjects.is_file(), "the likes' rollup is back");
     let (code, stdout) = run(&["lake", "rollup", "--rebuild"]);
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains(&format!("rolled up {} files", files.len())), "{stdout}");
+    assert!(stdout.contains(&format!("rolled up {} files", files.len() + likes.len())), "{stdout}");
     let (code, stdout) = run(&["lake", "verify"]);
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("0 errors, 0 warnings"), "{stdout}");

@@ -1,6 +1,10 @@
-//! Compaction of likes and reposts: merges a day's small `interactions` files into files of the
-//! target size (sorted by subject, as every interactions file), leaves out the likes and
-//! reposts that were undone, and then retires the undone ones' deletes.
+//! Compaction of likes and reposts: merges a day's small `interactions` files into one file
+//! (sorted by actor, as every interactions file, with its rollup of subjects), leaves out the
+//! likes and reposts that were undone, and then retires the undone ones' deletes.
+//!
+//! One file, not several of the target size: files sorted by actor each hold some likes of
+//! most posts, and the rollup of subjects of each (one row per post and file) would grow with
+//! their number. A day of Bluesky's likes makes one file of about 1.2 GB.
 //!
 //! Every statement that counts likes takes the `interaction_deletes` out of them with an
 //! anti-join (`exec`'s `interactions` view), and at a week of Bluesky that join alone (6 M
@@ -126,23 +130,29 @@ pub fn compact_partition(
         let Some(merge) = Merge::choose(&mut report, found, target_bytes, false) else {
             return Ok((report, false));
         };
-        merge.stage_kept(live, staging, &mut report, |_, _| Ok(()))?;
+        merge.stage_kept(live, staging, &mut report, crate::rollup::link_for)?;
         let sql = format!(
             "SELECT {columns} FROM read_parquet([{sources}]) AS p ANTI JOIN undone AS u ON {UNDONE_ON} \
-             ORDER BY p.subject_rkey, p.rkey",
+             ORDER BY p.did, p.rkey, p.kind",
             columns = columns_of(&Interaction::schema()),
             sources = merge.sources(live),
         );
-        let (written, _) = write_sorted(
+        let (written, new_files) = write_sorted(
             &undone.connection,
             &sql,
             &Interaction::schema(),
             staging,
-            merge.target_rows,
+            u64::MAX,
             now_us,
             &mut report,
             cancel,
         )?;
+        for path in &new_files {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            crate::rollup::build_for_file(path, path)?;
+        }
         merge.report_merged(&mut report, written);
         Ok((report, true))
     })
@@ -287,9 +297,19 @@ mod tests {
             .collect()
     }
 
-    fn sorted_by_subject(path: &Path) -> bool {
+    /// Whether the file is sorted by actor, and has its rollup of subjects, which counts its rows.
+    fn sorted_by_actor_with_subjects(path: &Path) -> bool {
         let connection = Connection::open_in_memory().unwrap();
-        let sql = format!("SELECT subject_rkey, rkey FROM read_parquet({})", sql_string(path));
+        let subjects = crate::rollup::path_for(path, crate::rollup::Kind::Subjects);
+        let sums = format!(
+            "SELECT (SELECT sum(n) FROM read_parquet({})) = (SELECT count(*) FROM read_parquet({}))",
+            sql_string(&subjects),
+            sql_string(path)
+        );
+        if !connection.query_row(&sums, [], |row| row.get::<_, bool>(0)).unwrap() {
+            return false;
+        }
+        let sql = format!("SELECT did, rkey FROM read_parquet({})", sql_string(path));
         let mut statement = connection.prepare(&sql).unwrap();
         let rows: Vec<(String, String)> =
             statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect();
@@ -348,7 +368,7 @@ mod tests {
 
         let (compacted, retired) = run(lake, FLUSHED_THROUGH + 5);
         assert_eq!(live(lake), expected, "after");
-        // Each day's four files merged into one sorted file, without the undone rows.
+        // Each day's four files merged into one sorted file (with its rollup), without the undone rows.
         assert_eq!(compacted.len(), 2);
         for report in &compacted {
             assert_eq!((report.files_before, report.files_merged, report.files_after), (4, 4, 1), "{report:?}");
@@ -359,7 +379,7 @@ mod tests {
         assert_eq!(keys(lake, layout::INTERACTIONS_TABLE), expected, "the undone rows are gone from the files");
         for (date, names) in partition_files(lake, layout::INTERACTIONS_TABLE) {
             let dir = layout::partition_dir(lake, layout::INTERACTIONS_TABLE, date);
-            assert!(names.iter().all(|name| sorted_by_subject(&dir.join(name))), "{date}: {names:?}");
+            assert!(names.iter().all(|name| sorted_by_actor_with_subjects(&dir.join(name))), "{date}: {names:?}");
         }
         // The old deletes, and those of likes never stored, retired; the recent ones kept.
         let kept: BTreeSet<Key> = recent.iter().map(|d| key_of(&d.did, d.kind.as_str(), &d.rkey)).collect();

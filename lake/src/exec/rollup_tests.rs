@@ -125,7 +125,7 @@ fn fixture() -> &'static Fixture {
         crate::writer::write_rows(dir.path(), "e.parquet", vec![takedown]).unwrap();
         // One file of 2024-10-30 without rollups: that day is read row by row.
         let unrolled = dir.path().join("posts/date=2024-10-30/b.parquet");
-        for kind in crate::rollup::Kind::ALL {
+        for kind in crate::rollup::Kind::POSTS {
             fs::remove_file(crate::rollup::path_for(&unrolled, kind)).unwrap();
         }
         let hot: Vec<Post> = (5000..5120).map(|i| post(i, &mut next)).collect();
