@@ -98,6 +98,9 @@ pub struct Engine {
     /// The tables rollup statements read, and what they hold (see [`rollups`]): read-locked by
     /// rollup statements, write-locked to bring them up to date and by a refresh.
     rollups: std::sync::RwLock<rollups::RollupTables>,
+    /// The likes and reposts counts leave out (see [`undone`]): read-locked by the statements
+    /// that count them, write-locked to bring it up to date and by a refresh.
+    undone: std::sync::RwLock<undone::UndoneInteractions>,
     /// Whether statements may read them ([`EngineConfig::rollups`]).
     use_rollups: bool,
     use_text_indexes: bool,
@@ -449,6 +452,7 @@ impl Engine {
             hot: Mutex::new(HotRange::default()),
             hot_overlay: Mutex::new((false, false)),
             rollups: std::sync::RwLock::new(rollups::RollupTables::default()),
+            undone: std::sync::RwLock::new(undone::UndoneInteractions::default()),
             use_rollups: config.rollups,
             use_text_indexes: config.text_indexes,
             rollup_uses: std::sync::atomic::AtomicU64::new(0),
@@ -511,8 +515,10 @@ impl Engine {
             }
             (state, listed)
         };
-        // Before the connection, as rollup statements take them: none runs while the views move.
+        // Before the connection, as rollup and counting statements take them: none runs while
+        // the views move.
         let mut rollup_tables = self.rollups.write().unwrap_or_else(|p| p.into_inner());
+        let mut undone = self.undone.write().unwrap_or_else(|p| p.into_inner());
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         for (table, files) in self.tables.iter().zip(&listed) {
             base.execute_batch(&table.files_sql(&files.paths))?;
@@ -536,13 +542,8 @@ impl Engine {
         self.create_posts_view(&base)?;
         let posts = &listed[POSTS];
         base.execute_batch(&undone::counts_view_sql(&listed[INTERACTIONS].paths))?;
-        rollup_tables.moved(rollups::Listing::new(
-            &posts.paths,
-            &listed[DELETES].paths,
-            hidden,
-            &listed[INTERACTIONS].paths,
-            &listed[INTERACTION_DELETES].paths,
-        ));
+        undone.moved(&listed[INTERACTIONS].paths, &listed[INTERACTION_DELETES].paths, hidden.clone());
+        rollup_tables.moved(rollups::Listing::new(&posts.paths, &listed[DELETES].paths, hidden));
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
         let listed_paths: std::collections::HashSet<&PathBuf> = posts.paths.iter().collect();
         self.text_indexes
@@ -1029,16 +1030,29 @@ impl Engine {
         }
         self.refresh_views(Refresh::IfMoved)?;
         loop {
-            let tables = self.rollups.read().unwrap_or_else(|p| p.into_inner());
-            if !tables.synced() {
-                drop(tables);
-                self.prepare_rollup_tables()?;
+            let undone = self.undone.read().unwrap_or_else(|p| p.into_inner());
+            if !undone.synced() {
+                drop(undone);
+                self.prepare_undone()?;
                 continue;
             }
             // Not `self.connection()`: a refresh would wait for the lock this statement holds.
             let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
             return self.run_sql_on(&connection, sql, read);
         }
+    }
+
+    /// Brings `dead_interactions` up to the current snapshot (once, by whoever gets there first).
+    fn prepare_undone(&self) -> Result<()> {
+        if self.undone.read().unwrap_or_else(|p| p.into_inner()).synced() {
+            return Ok(());
+        }
+        let mut undone = self.undone.write().unwrap_or_else(|p| p.into_inner());
+        if !undone.synced() {
+            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+            undone.sync(&connection)?;
+        }
+        Ok(())
     }
 
     /// Brings the tables rollup statements read up to the current snapshot; rollup statements
@@ -1049,6 +1063,7 @@ impl Engine {
             return Ok(());
         }
         self.refresh_views(Refresh::IfMoved)?;
+        self.prepare_undone()?;
         self.prepare_rollup_tables()
     }
 
@@ -1348,16 +1363,39 @@ impl Engine {
     }
 
     /// A page of posts ranked by engagement, each with its count, most first.
+    ///
+    /// Likes and reposts (with rollups) are ranked first among the posts counted the most
+    /// ([`RankedPostsPlan::candidates`]: four times the page, and a hundred); a page that does
+    /// not come back full from them (a filter few of them pass, or a window with fewer posts
+    /// liked than the page), or whose last count some post left out could reach, is ranked
+    /// again over the whole window.
     pub fn ranked_posts(&self, plan: &RankedPostsPlan) -> Result<Vec<(Post, u64)>> {
         let columns: Vec<PostColumn> = plan.columns.iter().copied().collect();
         let n = columns.len();
-        self.run(&Plan::RankedPosts(plan.clone()), |row| {
+        let read = |row: &duckdb::Row<'_>| {
             let mut post = Post::default();
             for (index, column) in columns.iter().enumerate() {
                 set_column(&mut post, *column, row.get::<_, Value>(index)?)?;
             }
             Ok((post, count(row, n)?))
-        })
+        };
+        if self.use_rollups && plan.engagement.interaction_kind().is_some() && plan.candidates.is_none() {
+            let candidates = plan.limit.saturating_mul(4).saturating_add(100);
+            let first = RankedPostsPlan { candidates: Some(candidates), ..plan.clone() };
+            let rows =
+                self.run(&Plan::RankedPosts(first), |row| Ok((read(row)?, int(&row.get::<_, Value>(n + 1)?))))?;
+            let exact = match rows.last() {
+                Some(((_, last), beyond)) => {
+                    rows.len() >= plan.limit as usize && i64::try_from(*last).unwrap_or(i64::MAX) > *beyond
+                }
+                None => false,
+            };
+            tracing::debug!(rows = rows.len(), exact, "posts ranked among the most counted");
+            if exact {
+                return Ok(rows.into_iter().map(|(row, _)| row).collect());
+            }
+        }
+        self.run(&Plan::RankedPosts(plan.clone()), read)
     }
 
     /// The items rising most in `plan.window` against `plan.baseline`, best first.

@@ -149,6 +149,11 @@ pub struct RankedPostsPlan {
     pub after: Option<RankKeyset>,
     /// The columns to read; `uri` is always read.
     pub columns: BTreeSet<PostColumn>,
+    /// Rank only the posts with the most likes or reposts: the first `candidates` of the
+    /// window's counts after the cursor, in the ranking's order, joined with the window's
+    /// posts. The answer is exact when it comes back full (every post left out comes after all
+    /// of it); the engine's first try for likes and reposts, then the whole window.
+    pub candidates: Option<u32>,
 }
 
 impl RankedPostsPlan {
@@ -165,7 +170,7 @@ impl RankedPostsPlan {
         }
         let mut columns: BTreeSet<PostColumn> = columns.into_iter().collect();
         columns.insert(PostColumn::Uri);
-        Ok(RankedPostsPlan { engagement, filter, limit, after: None, columns })
+        Ok(RankedPostsPlan { engagement, filter, limit, after: None, columns, candidates: None })
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::layout::date_of_micros;
-use crate::model::{MAX_FUTURE_SKEW_US, PostColumn};
+use crate::model::{InteractionKind, MAX_FUTURE_SKEW_US, PostColumn};
 #[cfg(test)]
 use crate::plan::Measures;
 use crate::plan::{
@@ -358,7 +358,7 @@ impl Builder {
                     _ => "\nWHERE".to_owned(),
                 };
                 return format!(
-                    "SELECT r.subject_did, r.subject_rkey, sum(r.n) AS n\nFROM interaction_counts AS r{window} \
+                    "SELECT r.subject_did, r.subject_rkey, sum(r.n)::BIGINT AS n\nFROM interaction_counts AS r{window} \
                      r.\"date\" >= {first_day} AND r.kind = {kind}\n\
                      GROUP BY r.subject_did, r.subject_rkey HAVING sum(r.n) > 0"
                 );
@@ -366,7 +366,7 @@ impl Builder {
             let rkeys = uris.iter().filter_map(|uri| crate::model::post_uri_parts(uri)).map(|(_, rkey)| rkey);
             let rkeys = self.bind_list_or_null(rkeys.map(|rkey| Param::Text(rkey.to_owned())));
             format!(
-                "SELECT 'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS subject, sum(n) AS n\n\
+                "SELECT 'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS subject, sum(n)::BIGINT AS n\n\
                  FROM interaction_counts\nWHERE \"date\" >= {first_day} AND kind = {kind} \
                  AND subject_rkey IN ({rkeys})\nGROUP BY subject_did, subject_rkey HAVING sum(n) > 0"
             )
@@ -395,14 +395,17 @@ impl Builder {
         let theirs =
             format!("(SELECT did, rkey, uri FROM posts WHERE did IN ({})) AS p", self.bind_list_or_null(dids()));
         // Semi-joins with their posts, which DuckDB builds first and passes to the scan as key
-        // ranges (a page of likes is found by its subjects' record keys).
+        // ranges (a page of likes is found by its subjects' record keys). The counts are first
+        // narrowed to the accounts' by a list, which the scan checks before any join: a busy
+        // author's posts span every key range.
         if let Some(kind) = engagement.interaction_kind() {
             let kind = self.bind(Param::Text(kind.as_str().to_owned()));
+            let listed = self.bind_list_or_null(dids());
             write!(
                 self.text,
-                "SELECT i.subject_did AS did, sum(i.n) AS n\nFROM interaction_counts AS i SEMI JOIN {theirs} \
-                 ON p.did = i.subject_did AND p.rkey = i.subject_rkey\nWHERE i.kind = {kind}\n\
-                 GROUP BY i.subject_did HAVING sum(i.n) > 0"
+                "SELECT i.subject_did AS did, sum(i.n)::BIGINT AS n\nFROM interaction_counts AS i SEMI JOIN {theirs} \
+                 ON p.did = i.subject_did AND p.rkey = i.subject_rkey\nWHERE i.kind = {kind} \
+                 AND i.subject_did IN ({listed})\nGROUP BY i.subject_did HAVING sum(i.n) > 0"
             )
             .unwrap();
         } else {
@@ -420,6 +423,9 @@ impl Builder {
     /// reposts are counted for the posts in the key range of the window's (those of the filter).
     fn ranked_posts(&mut self, plan: &RankedPostsPlan) -> Result<()> {
         let since_us = plan.filter.since_us.unwrap_or_default().saturating_sub(EngagementPlan::SKEW_MARGIN_US);
+        if let (Some(candidates), Some(kind)) = (plan.candidates, plan.engagement.interaction_kind()) {
+            return self.ranked_candidates(plan, since_us, candidates, kind);
+        }
         let (counts, on) = if plan.engagement.interaction_kind().is_some() {
             let window = format!("SELECT rkey FROM posts WHERE {}", self.conditions(&plan.filter, None)?.join(" AND "));
             let counts = self.engagement_counts(plan.engagement, since_us, Subjects::KeysOf(&window));
@@ -441,6 +447,57 @@ impl Builder {
             let [below, equal] = [count, count].map(|n| self.bind(Param::Int(n)));
             let uri = self.bind(Param::Text(after.uri.clone()));
             conditions.push(format!("(coalesce(c.n, 0) < {below} OR (coalesce(c.n, 0) = {equal} AND p.uri > {uri}))"));
+        }
+        if !conditions.is_empty() {
+            write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();
+        }
+        self.text.push_str("\nORDER BY rank_n DESC, p.uri");
+        self.limit(plan.limit);
+        Ok(())
+    }
+
+    /// [`Self::ranked_posts`] over the posts counted the most ([`RankedPostsPlan::candidates`]),
+    /// instead of the window's posts (21 M in a week) joined with all their counts: those with,
+    /// in some source of `interaction_sources` (a file's rollup, a day of rows), one of the
+    /// `candidates` largest counts. After the count, a column `beyond`: the most any other
+    /// post can have (each of its rows is below the smallest of those, `t`, so `sources ×
+    /// (t - 1)`). A page that comes back full and ends above `beyond` is the page: every post
+    /// left out comes after all of it.
+    fn ranked_candidates(
+        &mut self,
+        plan: &RankedPostsPlan,
+        since_us: i64,
+        candidates: u32,
+        kind: InteractionKind,
+    ) -> Result<()> {
+        let window = format!("SELECT rkey FROM posts WHERE {}", self.conditions(&plan.filter, None)?.join(" AND "));
+        // Bound in the order the statement names them.
+        let first_day = self.bind(Param::Date(date_of_micros(since_us)));
+        let kind = self.bind(Param::Text(kind.as_str().to_owned()));
+        let most = self.bind(Param::Int(i64::from(candidates)));
+        let sources_day = self.bind(Param::Date(date_of_micros(since_us)));
+        let columns: Vec<String> = plan.columns.iter().map(|c| format!("p.{}", c.name())).collect();
+        write!(
+            self.text,
+            "WITH rows AS MATERIALIZED (SELECT r.subject_did, r.subject_rkey, r.n FROM interaction_counts AS r \
+             CROSS JOIN (SELECT min(rkey) AS lo, max(rkey) AS hi FROM ({window})) AS w\n\
+             WHERE r.subject_rkey BETWEEN w.lo AND w.hi AND r.\"date\" >= {first_day} AND r.kind = {kind}),\n\
+             floor AS (SELECT coalesce(min(n), 1) AS t FROM (SELECT n FROM rows ORDER BY n DESC LIMIT {most})),\n\
+             counts AS (SELECT subject_did, subject_rkey, sum(n)::BIGINT AS n FROM rows \
+             WHERE (subject_did, subject_rkey) IN (SELECT subject_did, subject_rkey FROM rows, floor WHERE n >= t)\n\
+             GROUP BY subject_did, subject_rkey HAVING sum(n) > 0)\n\
+             SELECT {}, c.n AS rank_n, (SELECT count(*) FROM interaction_sources WHERE \"date\" >= {sources_day}) \
+             * ((SELECT t FROM floor) - 1) AS beyond\n\
+             FROM posts AS p JOIN counts AS c ON c.subject_did = p.did AND c.subject_rkey = p.rkey",
+            columns.join(", ")
+        )
+        .unwrap();
+        let mut conditions = self.conditions(&plan.filter, None)?;
+        if let Some(after) = &plan.after {
+            let count = i64::try_from(after.count).unwrap_or(i64::MAX);
+            let [below, equal] = [count, count].map(|n| self.bind(Param::Int(n)));
+            let uri = self.bind(Param::Text(after.uri.clone()));
+            conditions.push(format!("(c.n < {below} OR (c.n = {equal} AND p.uri > {uri}))"));
         }
         if !conditions.is_empty() {
             write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();

@@ -17,9 +17,6 @@
 //!   and value, not per file).
 //! - Posts per author and day ([`AuthorCounts`]), in memory: a day's change, by differences,
 //!   when one of its files or their dead rows did (`stale_days`).
-//! - `dead_interactions`, the likes and reposts of the `interactions` files that a delete or a
-//!   hidden account takes out ([`UndoneInteractions`]), which counts from the files' rollups of
-//!   subjects subtract.
 //!
 //! Statements read the tables under the engine's read lock; a refresh of the snapshot takes it
 //! for writing, so no statement ever sees the tables of one snapshot with the views of another.
@@ -33,13 +30,18 @@ use duckdb::Connection;
 use duckdb::types::Value;
 
 use super::author_counts::AuthorCounts;
-use super::undone::UndoneInteractions;
 use crate::error::Result;
 use crate::rollup::{self, Kind};
 
 /// The day partition a data file is in.
 pub(super) fn partition_day(path: &Path) -> Option<NaiveDate> {
     path.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).and_then(crate::layout::parse_partition_name)
+}
+
+/// A file's inode (a file replaced under its name is another), if it exists.
+pub(super) fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.ino()).ok()
 }
 
 /// What a snapshot lists, as the rollup tables need it: taken whole at each refresh.
@@ -55,33 +57,14 @@ pub(super) struct Listing {
     pub deletes: HashSet<PathBuf>,
     /// The accounts whose posts are hidden.
     pub hidden: Arc<HashSet<String>>,
-    /// Every `interactions` data file, with its inode, and the `interaction_deletes` files.
-    pub interactions: HashMap<PathBuf, u64>,
-    pub interaction_deletes: HashSet<PathBuf>,
 }
 
 impl Listing {
     /// The listing of `posts` data files (by partition, then name), `deletes` files and
-    /// hidden accounts, and of `interactions` files and their deletes.
-    pub fn new(
-        posts: &[PathBuf],
-        deletes: &[PathBuf],
-        hidden: Arc<HashSet<String>>,
-        interactions: &[PathBuf],
-        interaction_deletes: &[PathBuf],
-    ) -> Listing {
-        let inode = |path: &Path| {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(path).map(|m| m.ino()).ok()
-        };
+    /// hidden accounts.
+    pub fn new(posts: &[PathBuf], deletes: &[PathBuf], hidden: Arc<HashSet<String>>) -> Listing {
         let day_of = |path: &PathBuf| partition_day(path);
-        let mut listing = Listing {
-            deletes: deletes.iter().cloned().collect(),
-            hidden,
-            interactions: interactions.iter().map(|path| (path.clone(), inode(path).unwrap_or_default())).collect(),
-            interaction_deletes: interaction_deletes.iter().cloned().collect(),
-            ..Listing::default()
-        };
+        let mut listing = Listing { deletes: deletes.iter().cloned().collect(), hidden, ..Listing::default() };
         for day in posts.chunk_by(|a, b| day_of(a) == day_of(b)) {
             let cells: Vec<Option<u64>> = day
                 .iter()
@@ -119,7 +102,6 @@ pub(super) struct RollupTables {
     /// The row numbers of the deleted posts (not those of hidden accounts) of each data file,
     /// sorted: `dead_rows` as statements that narrow the files to some of their rows read it.
     deleted_rows: Arc<HashMap<PathBuf, Vec<u64>>>,
-    undone: UndoneInteractions,
 }
 
 /// Created with the engine.
@@ -293,9 +275,6 @@ impl RollupTables {
         self.sync_dead(connection, &listing)?;
         let dead_ms = ms(at);
         let at = std::time::Instant::now();
-        self.undone.sync(connection, &listing.interactions, &listing.interaction_deletes, &listing.hidden)?;
-        let undone_ms = ms(at);
-        let at = std::time::Instant::now();
         self.deleted_rows = Arc::new(deleted_rows(connection)?);
         let deleted_rows_ms = ms(at);
         let at = std::time::Instant::now();
@@ -310,7 +289,6 @@ impl RollupTables {
             elapsed_ms = ms(started),
             rollups_ms,
             dead_ms,
-            undone_ms,
             deleted_rows_ms,
             live_ms,
             authors_ms,

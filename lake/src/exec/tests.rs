@@ -620,6 +620,7 @@ fn engagement_counts_what_is_live_and_nothing_else() {
                 let Some((last, n)) = page.last() else { break };
                 plan.after = Some(crate::plan::RankKeyset { count: *n, uri: last.uri.clone() });
                 seen.extend(page.into_iter().map(|(p, n)| (n, p.uri)));
+                assert!(seen.len() <= expected.len(), "{engagement:?} {filter:?}: pages past the end");
             }
             assert_eq!(seen, expected, "{engagement:?} {filter:?}");
         }
@@ -631,6 +632,54 @@ fn engagement_counts_what_is_live_and_nothing_else() {
     let quiet = vec![(rows[1].uri.clone(), rows[1].created_at_us)];
     assert!(engine.engagement(&EngagementPlan::new(Engagement::Likes, &quiet)).unwrap().is_empty());
     assert!(engine.engagement(&EngagementPlan::new(Engagement::Likes, &[])).unwrap().is_empty());
+}
+
+/// A ranking of likes is first tried among the posts with one of the largest counts in some
+/// file's rollup; a post left out with more in all (a few likes on each of several days) still
+/// takes its place, and a page that the candidates alone answer is the same page.
+#[test]
+fn ranking_among_the_most_counted_leaves_no_post_out() {
+    use crate::model::{Interaction, InteractionKind};
+    use crate::plan::{Engagement, RankKeyset, RankedPostsPlan};
+    let rows = rows();
+    let (dir, engine) = lake_with(&rows);
+    let mut likes = Vec::new();
+    let mut like = |post: &Post, day: i64| {
+        let created_at_us = (20_000 + day) * DAY + likes.len() as i64;
+        likes.push(Interaction {
+            did: format!("did:plc:f{}", likes.len()),
+            kind: InteractionKind::Like,
+            rkey: format!("l{:06}", likes.len()),
+            subject_did: post.did.clone(),
+            subject_rkey: post.rkey.clone(),
+            created_at_us,
+            indexed_at_us: created_at_us,
+        });
+    };
+    // 120 posts liked 4 times on the third day (more than a page of one's candidates: 104),
+    // one of them 12 times; a post liked 3 times on each of the three days, 9 in all.
+    for (i, post) in rows[..120].iter().enumerate() {
+        (0..if i == 50 { 12 } else { 4 }).for_each(|_| like(post, 2));
+    }
+    let steady = &rows[300];
+    (0..3).for_each(|day| (0..3).for_each(|_| like(steady, day)));
+    crate::writer::write_rows(dir.path(), "h.parquet", likes.clone()).unwrap();
+    crate::catalog::publish(dir.path(), 1).unwrap();
+
+    let mut expected: Vec<(u64, String)> =
+        rows[..120].iter().enumerate().map(|(i, p)| (if i == 50 { 12 } else { 4 }, p.uri.clone())).collect();
+    expected.push((9, steady.uri.clone()));
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let filter = PostFilter { since_us: Some(20_000 * DAY), ..PostFilter::default() };
+    let mut plan = RankedPostsPlan::new(Engagement::Likes, filter, 1, []).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let page = engine.ranked_posts(&plan).unwrap();
+        let [(post, n)] = &page[..] else { panic!("a page of one: {page:?}") };
+        plan.after = Some(RankKeyset { count: *n, uri: post.uri.clone() });
+        seen.push((*n, post.uri.clone()));
+    }
+    assert_eq!(seen, expected[..4]);
 }
 
 /// `trending` ranks each kind of item as the same arithmetic over the rows in Rust does, with
