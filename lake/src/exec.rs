@@ -1044,13 +1044,24 @@ impl Engine {
 
     /// Brings `dead_interactions` up to the current snapshot (once, by whoever gets there first).
     fn prepare_undone(&self) -> Result<()> {
-        if self.undone.read().unwrap_or_else(|p| p.into_inner()).synced() {
+        self.sync_once(&self.undone, undone::UndoneInteractions::synced, undone::UndoneInteractions::sync)
+    }
+
+    /// Brings the tables under `lock` up to the current snapshot, unless `synced` says they
+    /// are: under the write lock, checked again, by whoever gets there first.
+    fn sync_once<T>(
+        &self,
+        lock: &std::sync::RwLock<T>,
+        synced: fn(&T) -> bool,
+        sync: fn(&mut T, &Connection) -> Result<()>,
+    ) -> Result<()> {
+        if synced(&lock.read().unwrap_or_else(|p| p.into_inner())) {
             return Ok(());
         }
-        let mut undone = self.undone.write().unwrap_or_else(|p| p.into_inner());
-        if !undone.synced() {
+        let mut tables = lock.write().unwrap_or_else(|p| p.into_inner());
+        if !synced(&tables) {
             let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
-            undone.sync(&connection)?;
+            sync(&mut tables, &connection)?;
         }
         Ok(())
     }
@@ -1068,15 +1079,7 @@ impl Engine {
     }
 
     fn prepare_rollup_tables(&self) -> Result<()> {
-        if self.rollups.read().unwrap_or_else(|p| p.into_inner()).synced() {
-            return Ok(());
-        }
-        let mut tables = self.rollups.write().unwrap_or_else(|p| p.into_inner());
-        if !tables.synced() {
-            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
-            tables.sync(&connection)?;
-        }
-        Ok(())
+        self.sync_once(&self.rollups, rollups::RollupTables::synced, rollups::RollupTables::sync)
     }
 
     /// Statements with a rollup path that took it ([`crate::rollup`]).

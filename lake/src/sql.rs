@@ -440,13 +440,18 @@ impl Builder {
             columns.join(", ")
         )
         .unwrap();
-        // The filter's columns are the posts': the counts are named apart.
+        self.ranked_page(plan, "coalesce(c.n, 0)")
+    }
+
+    /// The end of a ranking over `posts AS p` with counts `c`: the filter (whose columns are
+    /// the posts': the counts are named apart), the cursor on `count` and the page.
+    fn ranked_page(&mut self, plan: &RankedPostsPlan, count: &str) -> Result<()> {
         let mut conditions = self.conditions(&plan.filter, None)?;
         if let Some(after) = &plan.after {
-            let count = i64::try_from(after.count).unwrap_or(i64::MAX);
-            let [below, equal] = [count, count].map(|n| self.bind(Param::Int(n)));
+            let after_count = i64::try_from(after.count).unwrap_or(i64::MAX);
+            let [below, equal] = [after_count, after_count].map(|n| self.bind(Param::Int(n)));
             let uri = self.bind(Param::Text(after.uri.clone()));
-            conditions.push(format!("(coalesce(c.n, 0) < {below} OR (coalesce(c.n, 0) = {equal} AND p.uri > {uri}))"));
+            conditions.push(format!("({count} < {below} OR ({count} = {equal} AND p.uri > {uri}))"));
         }
         if !conditions.is_empty() {
             write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();
@@ -492,19 +497,7 @@ impl Builder {
             columns.join(", ")
         )
         .unwrap();
-        let mut conditions = self.conditions(&plan.filter, None)?;
-        if let Some(after) = &plan.after {
-            let count = i64::try_from(after.count).unwrap_or(i64::MAX);
-            let [below, equal] = [count, count].map(|n| self.bind(Param::Int(n)));
-            let uri = self.bind(Param::Text(after.uri.clone()));
-            conditions.push(format!("(c.n < {below} OR (c.n = {equal} AND p.uri > {uri}))"));
-        }
-        if !conditions.is_empty() {
-            write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();
-        }
-        self.text.push_str("\nORDER BY rank_n DESC, p.uri");
-        self.limit(plan.limit);
-        Ok(())
+        self.ranked_page(plan, "c.n")
     }
 
     /// `(item, posts in the window, in the baseline, expected, ratio, z)`, best first.
