@@ -1368,37 +1368,64 @@ impl Engine {
     /// A page of posts ranked by engagement, each with its count, most first.
     ///
     /// Likes and reposts (with rollups) are ranked first among the posts counted the most
-    /// ([`RankedPostsPlan::candidates`]: four times the page, and a hundred); a page that does
-    /// not come back full from them (a filter few of them pass, or a window with fewer posts
-    /// liked than the page), or whose last count some post left out could reach, is ranked
+    /// ([`Self::ranked_among_candidates`]); a page they do not answer for certain is ranked
     /// again over the whole window.
     pub fn ranked_posts(&self, plan: &RankedPostsPlan) -> Result<Vec<(Post, u64)>> {
+        if self.use_rollups
+            && plan.engagement.interaction_kind().is_some()
+            && plan.candidates.is_none()
+            && plan.filter.uris.is_empty()
+            && let Some(page) = self.ranked_among_candidates(plan)?
+        {
+            return Ok(page);
+        }
         let columns: Vec<PostColumn> = plan.columns.iter().copied().collect();
         let n = columns.len();
-        let read = |row: &duckdb::Row<'_>| {
+        self.run(&Plan::RankedPosts(plan.clone()), |row| {
             let mut post = Post::default();
             for (index, column) in columns.iter().enumerate() {
                 set_column(&mut post, *column, row.get::<_, Value>(index)?)?;
             }
             Ok((post, count(row, n)?))
-        };
-        if self.use_rollups && plan.engagement.interaction_kind().is_some() && plan.candidates.is_none() {
-            let candidates = plan.limit.saturating_mul(4).saturating_add(100);
-            let first = RankedPostsPlan { candidates: Some(candidates), ..plan.clone() };
-            let rows =
-                self.run(&Plan::RankedPosts(first), |row| Ok((read(row)?, int(&row.get::<_, Value>(n + 1)?))))?;
-            let exact = match rows.last() {
-                Some(((_, last), beyond)) => {
-                    rows.len() >= plan.limit as usize && i64::try_from(*last).unwrap_or(i64::MAX) > *beyond
-                }
-                None => false,
-            };
-            tracing::debug!(rows = rows.len(), exact, "posts ranked among the most counted");
-            if exact {
-                return Ok(rows.into_iter().map(|(row, _)| row).collect());
+        })
+    }
+
+    /// The page of `plan` among its candidates ([`RankedPostsPlan::candidates`]: four times the
+    /// page, and a hundred), if they answer it for certain. Their posts are read a few at a
+    /// time, in the ranking's order, with the filter: the page is the first of them that pass
+    /// it, exact when it is full and its last count is above what any post left out can have.
+    /// `None` for a filter few of them pass, a window with fewer posts liked than the page, or
+    /// counts too even for a bound (a page deep in the ranking).
+    fn ranked_among_candidates(&self, plan: &RankedPostsPlan) -> Result<Option<Vec<(Post, u64)>>> {
+        let most = plan.limit.saturating_mul(4).saturating_add(100);
+        let first = Plan::RankedPosts(RankedPostsPlan { candidates: Some(most), ..plan.clone() });
+        let candidates: Vec<(String, u64, i64)> = self.run(&first, |row| {
+            let (did, rkey): (String, String) = (row.get(0)?, row.get(1)?);
+            Ok((format!("at://{did}/app.bsky.feed.post/{rkey}"), count(row, 2)?, int(&row.get::<_, Value>(3)?)))
+        })?;
+        let limit = plan.limit as usize;
+        let mut page = Vec::with_capacity(limit);
+        for chunk in candidates.chunks(limit * 2 + 10) {
+            let filter =
+                PostFilter { uris: chunk.iter().map(|(uri, _, _)| uri.clone()).collect(), ..plan.filter.clone() };
+            let found =
+                self.posts(&PostsPlan::new(filter, PostOrder::Newest, chunk.len() as u32, plan.columns.clone()))?;
+            let mut found: HashMap<String, Post> = found.into_iter().map(|post| (post.uri.clone(), post)).collect();
+            page.extend(
+                chunk
+                    .iter()
+                    .filter_map(|(uri, n, _)| found.remove(uri).map(|post| (post, *n)))
+                    .take(limit - page.len()),
+            );
+            if page.len() == limit {
+                break;
             }
         }
-        self.run(&Plan::RankedPosts(plan.clone()), read)
+        let beyond = candidates.first().map_or(i64::MAX, |(_, _, beyond)| *beyond);
+        let exact =
+            page.len() == limit && page.last().is_some_and(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX) > beyond);
+        tracing::debug!(candidates = candidates.len(), beyond, exact, "posts ranked among the most counted");
+        Ok(exact.then_some(page))
     }
 
     /// The items rising most in `plan.window` against `plan.baseline`, best first.

@@ -461,13 +461,16 @@ impl Builder {
         Ok(())
     }
 
-    /// [`Self::ranked_posts`] over the posts counted the most ([`RankedPostsPlan::candidates`]),
-    /// instead of the window's posts (21 M in a week) joined with all their counts: those with,
-    /// in some source of `interaction_sources` (a file's rollup, a day of rows), one of the
-    /// `candidates` largest counts. After the count, a column `beyond`: the most any other
-    /// post can have (each of its rows is below the smallest of those, `t`, so `sources ×
-    /// (t - 1)`). A page that comes back full and ends above `beyond` is the page: every post
-    /// left out comes after all of it.
+    /// The first `candidates` of the posts counted the most, after the cursor and in the
+    /// ranking's order ([`RankedPostsPlan::candidates`]): `(subject_did, subject_rkey, n,
+    /// beyond)`, without reading the posts (21 M in a week) or summing every count by post.
+    ///
+    /// A post is a candidate when one of its rows (in `interaction_counts`, one per source of
+    /// `interaction_sources`: a file's rollup, a day of rows) reaches `t`: the `candidates`-th
+    /// largest row over the number of sources `s`. Any other post has at most `beyond`, that is
+    /// `s × (t − 1)`, less than that row, so a page whose last count is above it is exact. The window's
+    /// posts narrow the rows by the range of their record keys only: the engine fetches the
+    /// candidates' posts, with the filter, and checks the rest.
     fn ranked_candidates(
         &mut self,
         plan: &RankedPostsPlan,
@@ -479,25 +482,32 @@ impl Builder {
         // Bound in the order the statement names them.
         let first_day = self.bind(Param::Date(date_of_micros(since_us)));
         let kind = self.bind(Param::Text(kind.as_str().to_owned()));
-        let most = self.bind(Param::Int(i64::from(candidates)));
         let sources_day = self.bind(Param::Date(date_of_micros(since_us)));
-        let columns: Vec<String> = plan.columns.iter().map(|c| format!("p.{}", c.name())).collect();
+        let most = self.bind(Param::Int(i64::from(candidates)));
         write!(
             self.text,
             "WITH rows AS MATERIALIZED (SELECT r.subject_did, r.subject_rkey, r.n FROM interaction_counts AS r \
              CROSS JOIN (SELECT min(rkey) AS lo, max(rkey) AS hi FROM ({window})) AS w\n\
              WHERE r.subject_rkey BETWEEN w.lo AND w.hi AND r.\"date\" >= {first_day} AND r.kind = {kind}),\n\
-             floor AS (SELECT coalesce(min(n), 1) AS t FROM (SELECT n FROM rows ORDER BY n DESC LIMIT {most})),\n\
-             counts AS (SELECT subject_did, subject_rkey, sum(n)::BIGINT AS n FROM rows \
+             sources AS (SELECT greatest(count(*), 1) AS s FROM interaction_sources WHERE \"date\" >= {sources_day}),\n\
+             floor AS (SELECT greatest(coalesce(min(n), 1) // (SELECT s FROM sources), 1) AS t \
+             FROM (SELECT n FROM rows ORDER BY n DESC LIMIT {most})),\n\
+             counts AS (SELECT subject_did, subject_rkey, sum(n)::BIGINT AS n, \
+             'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS uri FROM rows \
              WHERE (subject_did, subject_rkey) IN (SELECT subject_did, subject_rkey FROM rows, floor WHERE n >= t)\n\
              GROUP BY subject_did, subject_rkey HAVING sum(n) > 0)\n\
-             SELECT {}, c.n AS rank_n, (SELECT count(*) FROM interaction_sources WHERE \"date\" >= {sources_day}) \
-             * ((SELECT t FROM floor) - 1) AS beyond\n\
-             FROM posts AS p JOIN counts AS c ON c.subject_did = p.did AND c.subject_rkey = p.rkey",
-            columns.join(", ")
+             SELECT subject_did, subject_rkey, n, (SELECT s * (t - 1) FROM sources, floor) AS beyond\nFROM counts"
         )
         .unwrap();
-        self.ranked_page(plan, "c.n")
+        if let Some(after) = &plan.after {
+            let after_count = i64::try_from(after.count).unwrap_or(i64::MAX);
+            let [below, equal] = [after_count, after_count].map(|n| self.bind(Param::Int(n)));
+            let uri = self.bind(Param::Text(after.uri.clone()));
+            write!(self.text, "\nWHERE n < {below} OR (n = {equal} AND uri > {uri})").unwrap();
+        }
+        self.text.push_str("\nORDER BY n DESC, uri");
+        self.limit(candidates);
+        Ok(())
     }
 
     /// `(item, posts in the window, in the baseline, expected, ratio, z)`, best first.
@@ -855,6 +865,10 @@ impl Builder {
         if !filter.uris.is_empty() {
             let list = self.bind_list(filter.uris.iter().cloned().map(Param::Text));
             conditions.push(format!("uri IN ({list})"));
+            // The same posts by their record keys, which grow with time: the row groups'
+            // statistics rule out most of a day's for a few keys, which those of `uri` cannot.
+            let rkeys = filter.uris.iter().filter_map(|uri| crate::model::post_uri_parts(uri)).map(|(_, rkey)| rkey);
+            conditions.push(format!("rkey IN ({})", self.bind_list_or_null(rkeys.map(|k| Param::Text(k.to_owned())))));
         }
         if !filter.authors.is_empty() {
             let list = self.bind_list(filter.authors.iter().cloned().map(Param::Text));

@@ -634,9 +634,9 @@ fn engagement_counts_what_is_live_and_nothing_else() {
     assert!(engine.engagement(&EngagementPlan::new(Engagement::Likes, &[])).unwrap().is_empty());
 }
 
-/// A ranking of likes is first tried among the posts with one of the largest counts in some
-/// file's rollup; a post left out with more in all (a few likes on each of several days) still
-/// takes its place, and a page that the candidates alone answer is the same page.
+/// A ranking of likes is first tried among the posts with a large count in some file's rollup;
+/// a post left out with more in all (a like on each of several days) still takes its place,
+/// and a page that the candidates alone answer is the same page.
 #[test]
 fn ranking_among_the_most_counted_leaves_no_post_out() {
     use crate::model::{Interaction, InteractionKind};
@@ -656,30 +656,42 @@ fn ranking_among_the_most_counted_leaves_no_post_out() {
             indexed_at_us: created_at_us,
         });
     };
-    // 120 posts liked 4 times on the third day (more than a page of one's candidates: 104),
-    // one of them 12 times; a post liked 3 times on each of the three days, 9 in all.
+    // 120 posts liked 7 times on the third day (more than a page of one's 104 candidates), one
+    // of them 12 times: candidates are the posts liked at least 7 / 3 files = 2 times in a
+    // file, and a post left out has at most 3 × 1. One liked once on each day (3, left out),
+    // one twice on the first day (2, a candidate).
     for (i, post) in rows[..120].iter().enumerate() {
-        (0..if i == 50 { 12 } else { 4 }).for_each(|_| like(post, 2));
+        (0..if i == 50 { 12 } else { 7 }).for_each(|_| like(post, 2));
     }
-    let steady = &rows[300];
-    (0..3).for_each(|day| (0..3).for_each(|_| like(steady, day)));
+    let (steady, twice) = (&rows[300], &rows[301]);
+    (0..3).for_each(|day| like(steady, day));
+    (0..2).for_each(|_| like(twice, 0));
     crate::writer::write_rows(dir.path(), "h.parquet", likes.clone()).unwrap();
     crate::catalog::publish(dir.path(), 1).unwrap();
 
     let mut expected: Vec<(u64, String)> =
-        rows[..120].iter().enumerate().map(|(i, p)| (if i == 50 { 12 } else { 4 }, p.uri.clone())).collect();
-    expected.push((9, steady.uri.clone()));
+        rows[..120].iter().enumerate().map(|(i, p)| (if i == 50 { 12 } else { 7 }, p.uri.clone())).collect();
+    expected.extend([(3, steady.uri.clone()), (2, twice.uri.clone())]);
     expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let filter = PostFilter { since_us: Some(20_000 * DAY), ..PostFilter::default() };
     let mut plan = RankedPostsPlan::new(Engagement::Likes, filter, 1, []).unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..4 {
+    let mut page_after = |after: Option<RankKeyset>| {
+        plan.after = after;
         let page = engine.ranked_posts(&plan).unwrap();
         let [(post, n)] = &page[..] else { panic!("a page of one: {page:?}") };
-        plan.after = Some(RankKeyset { count: *n, uri: post.uri.clone() });
-        seen.push((*n, post.uri.clone()));
+        (*n, post.uri.clone())
+    };
+    // The first pages; then those after the last post liked 7 times.
+    let mut seen = vec![page_after(None)];
+    for _ in 0..2 {
+        let (count, uri) = seen.last().cloned().unwrap();
+        seen.push(page_after(Some(RankKeyset { count, uri })));
     }
-    assert_eq!(seen, expected[..4]);
+    assert_eq!(seen, expected[..3]);
+    let (count, uri) = expected[119].clone();
+    let after_sevens = page_after(Some(RankKeyset { count, uri }));
+    let (count, uri) = after_sevens.clone();
+    assert_eq!([after_sevens, page_after(Some(RankKeyset { count, uri }))], expected[120..122]);
 }
 
 /// `trending` ranks each kind of item as the same arithmetic over the rows in Rust does, with
