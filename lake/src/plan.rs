@@ -149,10 +149,10 @@ pub struct RankedPostsPlan {
     pub after: Option<RankKeyset>,
     /// The columns to read; `uri` is always read.
     pub columns: BTreeSet<PostColumn>,
-    /// Rank only the posts with the most likes or reposts: the first `candidates` of the
-    /// window's counts after the cursor, in the ranking's order, joined with the window's
-    /// posts. The answer is exact when it comes back full (every post left out comes after all
-    /// of it); the engine's first try for likes and reposts, then the whole window.
+    /// Instead of the page, the first `candidates` of the posts with the most likes or reposts
+    /// after the cursor, in the ranking's order, from the rollups of subjects alone, with the
+    /// most any post left out can have (`sql::Builder::ranked_candidates`): the engine's first
+    /// try for likes and reposts, which reads their posts itself, then the whole window.
     pub candidates: Option<u32>,
 }
 
