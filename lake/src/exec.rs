@@ -101,6 +101,8 @@ pub struct Engine {
     /// The likes and reposts counts leave out (see [`undone`]): read-locked by the statements
     /// that count them, write-locked to bring it up to date and by a refresh.
     undone: std::sync::RwLock<undone::UndoneInteractions>,
+    /// What `post_key_ranges` holds (see [`key_ranges`]), kept with the views.
+    key_ranges: Mutex<key_ranges::KeyRanges>,
     /// Whether statements may read them ([`EngineConfig::rollups`]).
     use_rollups: bool,
     use_text_indexes: bool,
@@ -453,6 +455,7 @@ impl Engine {
             hot_overlay: Mutex::new((false, false)),
             rollups: std::sync::RwLock::new(rollups::RollupTables::default()),
             undone: std::sync::RwLock::new(undone::UndoneInteractions::default()),
+            key_ranges: Mutex::new(key_ranges::KeyRanges::default()),
             use_rollups: config.rollups,
             use_text_indexes: config.text_indexes,
             rollup_uses: std::sync::atomic::AtomicU64::new(0),
@@ -462,6 +465,7 @@ impl Engine {
             let base = engine.base.lock().unwrap_or_else(|p| p.into_inner());
             base.execute_batch(rollups::CREATE_TABLES)?;
             base.execute_batch(undone::CREATE_TABLE)?;
+            base.execute_batch(key_ranges::CREATE_TABLE)?;
             base.execute_batch(&undone::counts_view_sql(&[]))?;
         }
         engine.refresh_views(Refresh::IfMoved)?;
@@ -524,6 +528,7 @@ impl Engine {
             base.execute_batch(&table.files_sql(&files.paths))?;
             table.reads_files.store(!files.paths.is_empty(), Ordering::Release);
         }
+        self.key_ranges.lock().unwrap_or_else(|p| p.into_inner()).sync(&base, &listed[POSTS].paths)?;
         // The new files hold the hot posts up to `flushed_through_us`: they leave the hot tier
         // in the same step, before any statement could count them twice.
         if let Some(through) = state.flushed_through_us
@@ -1938,6 +1943,7 @@ pub(crate) fn set_column(post: &mut Post, column: PostColumn, value: Value) -> R
 #[cfg(test)]
 mod analytics_tests;
 mod author_counts;
+mod key_ranges;
 #[cfg(test)]
 mod rollup_tests;
 mod rollups;

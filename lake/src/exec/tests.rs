@@ -666,6 +666,16 @@ fn ranking_among_the_most_counted_leaves_no_post_out() {
     let (steady, twice) = (&rows[300], &rows[301]);
     (0..3).for_each(|day| like(steady, day));
     (0..2).for_each(|_| like(twice, 0));
+    // A post the hot tier will hold, past every stored post's key, liked the most.
+    let hot = Post {
+        uri: "at://did:plc:a0/app.bsky.feed.post/99999".into(),
+        did: "did:plc:a0".into(),
+        rkey: "99999".into(),
+        created_at_us: 20_001 * DAY,
+        indexed_at_us: 20_010 * DAY,
+        ..Post::default()
+    };
+    (0..20).for_each(|_| like(&hot, 1));
     crate::writer::write_rows(dir.path(), "h.parquet", likes.clone()).unwrap();
     crate::catalog::publish(dir.path(), 1).unwrap();
 
@@ -692,6 +702,10 @@ fn ranking_among_the_most_counted_leaves_no_post_out() {
     let after_sevens = page_after(Some(RankKeyset { count, uri }));
     let (count, uri) = after_sevens.clone();
     assert_eq!([after_sevens, page_after(Some(RankKeyset { count, uri }))], expected[120..122]);
+
+    // Once the hot tier holds it, the window's keys reach it.
+    engine.set_hot(HotTier { posts: std::slice::from_ref(&hot), ..HotTier::default() }).unwrap();
+    assert_eq!(page_after(None), (20, hot.uri.clone()));
 }
 
 /// `trending` ranks each kind of item as the same arithmetic over the rows in Rust does, with
