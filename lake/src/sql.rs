@@ -18,7 +18,7 @@ use crate::model::{InteractionKind, MAX_FUTURE_SKEW_US, PostColumn};
 use crate::plan::Measures;
 use crate::plan::{
     BucketsPlan, Clock, Dimension, Engagement, EngagementPlan, Keyset, Plan, PostFilter, PostOrder, PostsPlan,
-    RankedPostsPlan, TopPlan, TrendKind, TrendPlan, TrendRank,
+    RankKeyset, RankedPostsPlan, TopPlan, TrendKind, TrendPlan, TrendRank,
 };
 use crate::search;
 use crate::zone::Offsets;
@@ -439,18 +439,10 @@ impl Builder {
             columns.join(", ")
         )
         .unwrap();
-        self.ranked_page(plan, "coalesce(c.n, 0)")
-    }
-
-    /// The end of a ranking over `posts AS p` with counts `c`: the filter (whose columns are
-    /// the posts': the counts are named apart), the cursor on `count` and the page.
-    fn ranked_page(&mut self, plan: &RankedPostsPlan, count: &str) -> Result<()> {
+        // The filter's columns are the posts': the counts are named apart.
         let mut conditions = self.conditions(&plan.filter, None)?;
         if let Some(after) = &plan.after {
-            let after_count = i64::try_from(after.count).unwrap_or(i64::MAX);
-            let [below, equal] = [after_count, after_count].map(|n| self.bind(Param::Int(n)));
-            let uri = self.bind(Param::Text(after.uri.clone()));
-            conditions.push(format!("({count} < {below} OR ({count} = {equal} AND p.uri > {uri}))"));
+            conditions.push(self.after_rank(after, "coalesce(c.n, 0)", "p.uri"));
         }
         if !conditions.is_empty() {
             write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();
@@ -458,6 +450,14 @@ impl Builder {
         self.text.push_str("\nORDER BY rank_n DESC, p.uri");
         self.limit(plan.limit);
         Ok(())
+    }
+
+    /// The rows of a ranking (by `count` then `uri`) after the cursor's.
+    fn after_rank(&mut self, after: &RankKeyset, count: &str, uri: &str) -> String {
+        let after_count = i64::try_from(after.count).unwrap_or(i64::MAX);
+        let [below, equal] = [after_count, after_count].map(|n| self.bind(Param::Int(n)));
+        let after_uri = self.bind(Param::Text(after.uri.clone()));
+        format!("({count} < {below} OR ({count} = {equal} AND {uri} > {after_uri}))")
     }
 
     /// `(lo, hi)`: a range that holds the record key of every post in `filter`'s time window
@@ -471,6 +471,7 @@ impl Builder {
         };
         let (lowest, highest) = (hot(self)?, hot(self)?);
         let clock = filter.clock.column();
+        // A microsecond wider each way: statistics of a coarser unit may be rounded.
         let mut meets = Vec::new();
         if let Some(since) = filter.since_us {
             let since = self.bind(Param::Int(since.saturating_sub(1)));
@@ -496,10 +497,10 @@ impl Builder {
     ///
     /// A post is a candidate when one of its rows (in `interaction_counts`, one per source of
     /// `interaction_sources`: a file's rollup, a day of rows) reaches `t`: the `candidates`-th
-    /// largest row over the number of sources `s`. Any other post has at most `beyond`, that is
-    /// `s × (t − 1)`, less than that row, so a page whose last count is above it is exact. The window's
-    /// posts narrow the rows by the range of their record keys only: the engine fetches the
-    /// candidates' posts, with the filter, and checks the rest.
+    /// largest row over the number of sources `s`. Any other post has at most `beyond`, that
+    /// is `s × (t − 1)`, less than that row, so a page whose last count is above it is exact.
+    /// The window's posts narrow the rows by the range of their record keys only: the engine
+    /// fetches the candidates' posts, with the filter, and checks the rest.
     fn ranked_candidates(
         &mut self,
         plan: &RankedPostsPlan,
@@ -529,10 +530,8 @@ impl Builder {
         )
         .unwrap();
         if let Some(after) = &plan.after {
-            let after_count = i64::try_from(after.count).unwrap_or(i64::MAX);
-            let [below, equal] = [after_count, after_count].map(|n| self.bind(Param::Int(n)));
-            let uri = self.bind(Param::Text(after.uri.clone()));
-            write!(self.text, "\nWHERE n < {below} OR (n = {equal} AND uri > {uri})").unwrap();
+            let after = self.after_rank(after, "n", "uri");
+            write!(self.text, "\nWHERE {after}").unwrap();
         }
         self.text.push_str("\nORDER BY n DESC, uri");
         self.limit(candidates);
