@@ -986,43 +986,34 @@ impl Engine {
             return Ok(Some(Err(why)));
         }
         self.refresh_views(Refresh::IfMoved)?;
-        loop {
-            let tables = self.rollups.read().unwrap_or_else(|p| p.into_inner());
-            if !tables.synced() {
-                // Behind the snapshot: brought up to it (once, by whoever gets there first).
-                drop(tables);
-                self.prepare_rollup_tables()?;
-                continue;
-            }
-            let listing = tables.listing();
-            if listing.rolled.is_empty() {
-                return Ok(Some(Err("no partition has rollups")));
-            }
-            let scope =
-                crate::sql::RollupScope { unrolled: listing.unrolled.clone(), hot: !self.hot_range().is_empty() };
-            // Not `self.connection()`: a refresh would wait for the lock this statement holds.
-            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
-            if let Plan::TopAuthors(top) = plan {
-                let Some(days) = crate::sql::compile_rollup_authors(top, &scope)? else {
-                    return Ok(Some(Err("the range holds no whole UTC day")));
-                };
-                let rest = match &days.rest {
-                    Some(sql) => self.run_sql_on(&connection, sql, |row| Ok((row.get(0)?, count(row, 1)?)))?,
-                    None => Vec::new(),
-                };
-                let best = tables.authors().top(days.first_day, days.end_day, &rest, top.limit as usize);
-                return Ok(Some(Ok(self.run_sql_on(&connection, &rows_of(&best), read)?)));
-            }
-            let Some(sql) = crate::sql::compile_rollup(plan, &scope)? else {
-                return Ok(Some(Err("the range holds no whole hour")));
-            };
-            return Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)));
+        let tables = self.read_synced(&self.rollups, rollups::RollupTables::synced, rollups::RollupTables::sync)?;
+        let listing = tables.listing();
+        if listing.rolled.is_empty() {
+            return Ok(Some(Err("no partition has rollups")));
         }
+        let scope = crate::sql::RollupScope { unrolled: listing.unrolled.clone(), hot: !self.hot_range().is_empty() };
+        // Not `self.connection()`: a refresh would wait for the lock this statement holds.
+        let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+        if let Plan::TopAuthors(top) = plan {
+            let Some(days) = crate::sql::compile_rollup_authors(top, &scope)? else {
+                return Ok(Some(Err("the range holds no whole UTC day")));
+            };
+            let rest = match &days.rest {
+                Some(sql) => self.run_sql_on(&connection, sql, |row| Ok((row.get(0)?, count(row, 1)?)))?,
+                None => Vec::new(),
+            };
+            let best = tables.authors().top(days.first_day, days.end_day, &rest, top.limit as usize);
+            return Ok(Some(Ok(self.run_sql_on(&connection, &rows_of(&best), read)?)));
+        }
+        let Some(sql) = crate::sql::compile_rollup(plan, &scope)? else {
+            return Ok(Some(Err("the range holds no whole hour")));
+        };
+        Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)))
     }
 
-    /// Runs `sql`, which reads `interaction_counts`, under the rollup tables' read lock once
-    /// they hold the snapshot's undone likes and reposts (`undone`); with rollups off, over the
-    /// likes and reposts themselves, one row each.
+    /// Runs `sql`, which reads `interaction_counts`, under `undone`'s read lock once it holds
+    /// the snapshot's undone likes and reposts; with rollups off, over the likes and reposts
+    /// themselves, one row each.
     fn run_counting<T>(&self, sql: &Sql, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         if !self.use_rollups {
             let rows =
@@ -1034,16 +1025,28 @@ impl Engine {
             return self.run_sql(&Sql { text, params: sql.params.clone() }, read);
         }
         self.refresh_views(Refresh::IfMoved)?;
+        let _undone =
+            self.read_synced(&self.undone, undone::UndoneInteractions::synced, undone::UndoneInteractions::sync)?;
+        // Not `self.connection()`: a refresh would wait for the lock this statement holds.
+        let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+        self.run_sql_on(&connection, sql, read)
+    }
+
+    /// The tables under `lock`, read-locked once they hold the current snapshot (brought up to
+    /// it by [`Self::sync_once`] when behind).
+    fn read_synced<'a, T>(
+        &self,
+        lock: &'a std::sync::RwLock<T>,
+        synced: fn(&T) -> bool,
+        sync: fn(&mut T, &Connection) -> Result<()>,
+    ) -> Result<std::sync::RwLockReadGuard<'a, T>> {
         loop {
-            let undone = self.undone.read().unwrap_or_else(|p| p.into_inner());
-            if !undone.synced() {
-                drop(undone);
-                self.prepare_undone()?;
-                continue;
+            let tables = lock.read().unwrap_or_else(|p| p.into_inner());
+            if synced(&tables) {
+                return Ok(tables);
             }
-            // Not `self.connection()`: a refresh would wait for the lock this statement holds.
-            let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
-            return self.run_sql_on(&connection, sql, read);
+            drop(tables);
+            self.sync_once(lock, synced, sync)?;
         }
     }
 
