@@ -7,10 +7,11 @@
 //! takes out those of files gone (or replaced under their name).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use duckdb::Connection;
 
+use super::undone::paths;
 use crate::error::Result;
 
 /// Created with the engine. Times are microseconds since the epoch; `NULL` where a row group
@@ -25,11 +26,6 @@ pub(super) struct KeyRanges {
     loaded: HashMap<PathBuf, u64>,
 }
 
-/// A SQL list of the paths' string literals.
-fn literals<'a>(paths: impl Iterator<Item = &'a Path>) -> String {
-    paths.map(|path| format!("'{}'", path.to_string_lossy().replace('\'', "''"))).collect::<Vec<_>>().join(", ")
-}
-
 impl KeyRanges {
     /// Brings the table to `files`, the snapshot's `posts` data files.
     pub fn sync(&mut self, connection: &Connection, files: &[PathBuf]) -> Result<()> {
@@ -37,7 +33,7 @@ impl KeyRanges {
             files.iter().map(|path| (path.clone(), super::rollups::inode(path).unwrap_or_default())).collect();
         let mut gone = self.loaded.iter().filter(|(path, inode)| now.get(*path) != Some(inode)).peekable();
         if gone.peek().is_some() {
-            let list = literals(gone.map(|(path, _)| path.as_path()));
+            let list = paths(gone.map(|(path, _)| path));
             connection.execute_batch(&format!("DELETE FROM post_key_ranges WHERE file IN ({list})"))?;
         }
         let new: Vec<PathBuf> = now
@@ -46,7 +42,7 @@ impl KeyRanges {
             .map(|(path, _)| path.clone())
             .collect();
         if !new.is_empty() {
-            let list = literals(new.iter().map(PathBuf::as_path));
+            let list = paths(&new);
             let bound = |column: &str, end: &str| {
                 // Evaluated on every row (a filter of the aggregate comes after): a statistic
                 // that is no time is none.
@@ -71,9 +67,7 @@ impl KeyRanges {
                 // statements of this snapshot retry on the next (`once_more_if_a_file_went`).
                 // Until then these files' posts may have any key and any time.
                 tracing::warn!(error = %error, "the statistics of new posts files could not be read; they narrow nothing");
-                let unknown = new.iter().map(|path| {
-                    format!("({}, NULL, NULL, NULL, NULL, NULL, NULL)", literals(std::iter::once(path.as_path())))
-                });
+                let unknown = new.iter().map(|path| format!("({}, NULL, NULL, NULL, NULL, NULL, NULL)", paths([path])));
                 connection.execute_batch(&format!(
                     "INSERT INTO post_key_ranges VALUES {}",
                     unknown.collect::<Vec<_>>().join(", ")

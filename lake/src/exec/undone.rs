@@ -62,7 +62,8 @@ fn literals<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
     list.join(", ")
 }
 
-fn paths<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> String {
+/// A SQL list of the paths' string literals.
+pub(super) fn paths<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> String {
     literals(paths.into_iter().map(|p| p.to_str().unwrap_or_default()))
 }
 
