@@ -1027,7 +1027,7 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
                 json!(busy)
             ),
             plans: vec![
-                Plan::AuthorSummaries(author.clone()),
+                Plan::AuthorPosts(vec![busy.clone()]),
                 Plan::Accounts(vec![busy.clone()]),
                 buckets(PostFilter { clock: Clock::CreatedAt, ..author }, Interval::Day, utc, None, posts_only),
             ],
@@ -1125,7 +1125,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
             name: "an author's totals received",
             graphql: format!("{{ author(did: {}) {{ likesReceived repostsReceived }} }}", json!(busy)),
             plans: vec![
-                Plan::AuthorSummaries(PostFilter { authors: vec![busy.clone()], ..all.clone() }),
+                Plan::AuthorPosts(vec![busy.clone()]),
                 Plan::Accounts(vec![busy.clone()]),
                 Plan::Received(Engagement::Likes, vec![busy.clone()]),
                 Plan::Received(Engagement::Reposts, vec![busy.clone()]),
@@ -1485,6 +1485,7 @@ fn answer(engine: &Engine, plan: &Plan) -> anyhow::Result<Vec<String>> {
             .collect(),
         Plan::Engagement(counts) => sorted_counts(engine.engagement(counts)?),
         Plan::Received(engagement, dids) => sorted_counts(engine.received(*engagement, dids)?),
+        Plan::AuthorPosts(dids) => sorted_counts(engine.author_posts(dids)?),
         Plan::RankedPosts(ranked) => {
             engine.ranked_posts(ranked)?.into_iter().map(|(post, n)| format!("{} {n}", post.uri)).collect()
         }

@@ -94,6 +94,7 @@ pub fn add_loaders(data: &mut async_graphql::Data, runner: &QueryRunner) {
         HashMapCache::default(),
     ));
     data.insert(DataLoader::with_cache(loaders::AuthorPosts(runner.clone()), tokio::spawn, HashMapCache::default()));
+    data.insert(DataLoader::with_cache(loaders::PostCounts(runner.clone()), tokio::spawn, HashMapCache::default()));
     data.insert(DataLoader::with_cache(loaders::Accounts(runner.clone()), tokio::spawn, HashMapCache::default()));
     data.insert(DataLoader::with_cache(loaders::AuthorActivity(runner.clone()), tokio::spawn, HashMapCache::default()));
     data.insert(DataLoader::with_cache(loaders::AuthorHashtags(runner.clone()), tokio::spawn, HashMapCache::default()));

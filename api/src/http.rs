@@ -437,6 +437,9 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
         metrics::counter!(m::TEXT_SEARCH_CUT_PAGES).absolute(engine.text_page_cuts());
         metrics::counter!(m::ROLLUP_STATEMENTS, "path" => "rollup").absolute(engine.rollup_uses());
         metrics::counter!(m::ROLLUP_STATEMENTS, "path" => "posts").absolute(engine.rollup_refusals());
+        for ranked in lake::exec::Ranked::ALL {
+            metrics::counter!(m::RANKINGS, "path" => ranked.as_str()).absolute(engine.rankings(ranked));
+        }
     }
     ([("content-type", "text/plain; version=0.0.4")], ops.metrics.render())
 }

@@ -55,6 +55,10 @@ pub const TEXT_SEARCH_CUT_PAGES: &str = "skyglass_text_search_cut_pages_total";
 /// `posts` when this one's filter, grouping or measures need the posts.
 pub const ROLLUP_STATEMENTS: &str = "skyglass_rollup_statements_total";
 
+/// Rankings of posts by likes or reposts, by `path`: among the rollups' largest rows
+/// (`largest_rows`), among the posts with a large row (`candidates`), or the whole window.
+pub const RANKINGS: &str = "skyglass_rankings_total";
+
 /// Live subscriptions open now, and those ended for falling behind.
 pub const LIVE_SUBSCRIBERS: &str = "skyglass_live_subscribers";
 pub const LIVE_DROPPED: &str = "skyglass_live_dropped_total";
@@ -158,6 +162,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(
         ROLLUP_STATEMENTS,
         "Lake statements of a kind rollups answer, by path: from the rollups (rollup) or the posts (posts)"
+    );
+    describe_counter!(
+        RANKINGS,
+        "Rankings of posts by likes or reposts, by path: largest_rows, candidates or window (every post of it)"
     );
     metrics::gauge!(HOT_POSTS).set(0.0);
     describe_gauge!(LIVE_SUBSCRIBERS, "livePosts subscriptions open now");

@@ -109,6 +109,29 @@ pub struct Engine {
     /// Statements with a rollup path that took it, and that read the posts instead.
     rollup_uses: std::sync::atomic::AtomicU64,
     rollup_refusals: std::sync::atomic::AtomicU64,
+    /// Rankings of likes and reposts, by how they were answered ([`Ranked`]).
+    rankings: [std::sync::atomic::AtomicU64; 3],
+}
+
+/// How a ranking of likes or reposts was answered: among the posts the rollups' largest rows
+/// can give the most, among those with a large row in some rollup, or over the whole window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ranked {
+    LargestRows,
+    Candidates,
+    Window,
+}
+
+impl Ranked {
+    pub const ALL: [Ranked; 3] = [Ranked::LargestRows, Ranked::Candidates, Ranked::Window];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ranked::LargestRows => "largest_rows",
+            Ranked::Candidates => "candidates",
+            Ranked::Window => "window",
+        }
+    }
 }
 
 /// How one question was answered: from rollups or from the posts (and why not from rollups);
@@ -460,6 +483,7 @@ impl Engine {
             use_text_indexes: config.text_indexes,
             rollup_uses: std::sync::atomic::AtomicU64::new(0),
             rollup_refusals: std::sync::atomic::AtomicU64::new(0),
+            rankings: Default::default(),
         };
         {
             let base = engine.base.lock().unwrap_or_else(|p| p.into_inner());
@@ -547,7 +571,7 @@ impl Engine {
         self.create_posts_view(&base)?;
         let posts = &listed[POSTS];
         base.execute_batch(&undone::counts_view_sql(&listed[INTERACTIONS].paths))?;
-        undone.moved(&listed[INTERACTIONS].paths, &listed[INTERACTION_DELETES].paths, hidden.clone());
+        undone.moved(state.generation, &listed[INTERACTIONS].paths, &listed[INTERACTION_DELETES].paths, hidden.clone());
         rollup_tables.moved(rollups::Listing::new(&posts.paths, &listed[DELETES].paths, hidden));
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
         let listed_paths: std::collections::HashSet<&PathBuf> = posts.paths.iter().collect();
@@ -976,7 +1000,10 @@ impl Engine {
         plan: &Plan,
         read: &mut impl FnMut(&duckdb::Row<'_>) -> Result<T>,
     ) -> Result<Option<std::result::Result<Vec<T>, &'static str>>> {
-        if !matches!(plan, Plan::Buckets(_) | Plan::TopHashtags(_) | Plan::TopAuthors(_) | Plan::Trending(_)) {
+        if !matches!(
+            plan,
+            Plan::Buckets(_) | Plan::TopHashtags(_) | Plan::TopAuthors(_) | Plan::AuthorPosts(_) | Plan::Trending(_)
+        ) {
             return Ok(None);
         }
         if !self.use_rollups {
@@ -1004,6 +1031,14 @@ impl Engine {
             };
             let best = tables.authors().top(days.first_day, days.end_day, &rest, top.limit as usize);
             return Ok(Some(Ok(self.run_sql_on(&connection, &rows_of(&best), read)?)));
+        }
+        if let Plan::AuthorPosts(dids) = plan {
+            let rest = match crate::sql::compile_rollup_author_posts(dids, &scope)? {
+                Some(sql) => self.run_sql_on(&connection, &sql, |row| Ok((row.get(0)?, count(row, 1)?)))?,
+                None => Vec::new(),
+            };
+            let counts = tables.authors().posts_of(dids, &rest);
+            return Ok(Some(Ok(self.run_sql_on(&connection, &rows_of(&counts), read)?)));
         }
         let Some(sql) = crate::sql::compile_rollup(plan, &scope)? else {
             return Ok(Some(Err("the range holds no whole hour")));
@@ -1098,6 +1133,11 @@ impl Engine {
     /// Statements with a rollup path that read the posts instead.
     pub fn rollup_refusals(&self) -> u64 {
         self.rollup_refusals.load(Ordering::Relaxed)
+    }
+
+    /// Rankings of likes and reposts answered the way `ranked` says.
+    pub fn rankings(&self, ranked: Ranked) -> u64 {
+        self.rankings[ranked as usize].load(Ordering::Relaxed)
     }
 
     /// Runs `statement`, and once more on a snapshot listed anew if it lost a file its snapshot
@@ -1318,6 +1358,16 @@ impl Engine {
         Ok(rows.into_iter().next().unwrap_or(Summary { n_posts: 0, oldest_us: None, newest_us: None }))
     }
 
+    /// How many live posts each of `dids` has, in all; an author without any is absent. From the
+    /// author counts of whole days (in memory) and the posts they leave out, with rollups.
+    pub fn author_posts(&self, dids: &[String]) -> Result<HashMap<String, u64>> {
+        if dids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = self.run(&Plan::AuthorPosts(dids.to_vec()), |row| Ok((row.get(0)?, count(row, 1)?)))?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// A summary per author of `filter.authors`; authors without matching posts are absent.
     pub fn author_summaries(&self, filter: &PostFilter) -> Result<Vec<(String, Summary)>> {
         if filter.authors.is_empty() {
@@ -1375,17 +1425,25 @@ impl Engine {
 
     /// A page of posts ranked by engagement, each with its count, most first.
     ///
-    /// Likes and reposts (with rollups) are ranked first among the posts counted the most
-    /// ([`Self::ranked_among_candidates`]); a page they do not answer for certain is ranked
-    /// again over the whole window.
+    /// Likes and reposts (with rollups) are ranked first among the posts the rollups' largest
+    /// rows can give the most ([`Self::ranked_among_heads`]), then among those with a large
+    /// row in some rollup ([`Self::ranked_among_candidates`]); a page neither answers for
+    /// certain is ranked again over the whole window.
     pub fn ranked_posts(&self, plan: &RankedPostsPlan) -> Result<Vec<(Post, u64)>> {
-        if self.use_rollups
-            && plan.engagement.interaction_kind().is_some()
-            && plan.candidates.is_none()
-            && plan.filter.uris.is_empty()
-            && let Some(page) = self.ranked_among_candidates(plan)?
-        {
-            return Ok(page);
+        let counted = plan.engagement.interaction_kind().is_some() && plan.candidates.is_none();
+        if counted && self.use_rollups && plan.filter.uris.is_empty() {
+            for (ranked, among) in [
+                (Ranked::LargestRows, Self::ranked_among_heads as fn(&Self, &RankedPostsPlan) -> _),
+                (Ranked::Candidates, Self::ranked_among_candidates),
+            ] {
+                if let Some(page) = among(self, plan)? {
+                    self.rankings[ranked as usize].fetch_add(1, Ordering::Relaxed);
+                    return Ok(page);
+                }
+            }
+        }
+        if counted {
+            self.rankings[Ranked::Window as usize].fetch_add(1, Ordering::Relaxed);
         }
         let columns: Vec<PostColumn> = plan.columns.iter().copied().collect();
         let n = columns.len();
@@ -1407,33 +1465,78 @@ impl Engine {
     fn ranked_among_candidates(&self, plan: &RankedPostsPlan) -> Result<Option<Vec<(Post, u64)>>> {
         let most = plan.limit.saturating_mul(4).saturating_add(100);
         let first = Plan::RankedPosts(RankedPostsPlan { candidates: Some(most), ..plan.clone() });
-        let candidates: Vec<(String, u64, i64)> = self.run(&first, |row| {
+        let mut beyond = None;
+        let candidates: Vec<(String, u64)> = self.run(&first, |row| {
             let (did, rkey): (String, String) = (row.get(0)?, row.get(1)?);
-            Ok((format!("at://{did}/app.bsky.feed.post/{rkey}"), count(row, 2)?, int(&row.get::<_, Value>(3)?)))
+            beyond = Some(u64::try_from(int(&row.get::<_, Value>(3)?)).unwrap_or_default());
+            Ok((crate::model::post_uri(&did, &rkey), count(row, 2)?))
         })?;
+        self.page_among(plan, &candidates, beyond, "posts ranked among the most counted")
+    }
+
+    /// The page of `plan` among the posts the largest rows of the rollups of subjects can give
+    /// the most (see [`heads`]), if they answer it for certain: their exact counts are read,
+    /// then their posts as [`Self::page_among`] does. `None` for a window with a file whose
+    /// rollup's largest rows are not known, a snapshot that moved between the two, or a page
+    /// they do not answer.
+    fn ranked_among_heads(&self, plan: &RankedPostsPlan) -> Result<Option<Vec<(Post, u64)>>> {
+        let Some(kind) = plan.engagement.interaction_kind() else { return Ok(None) };
+        let since_us = plan.filter.since_us.unwrap_or_default().saturating_sub(EngagementPlan::SKEW_MARGIN_US);
+        let keys = crate::sql::compile_window_keys(&plan.filter)?;
+        let range =
+            self.run_sql(&keys, |row| Ok((row.get::<_, Option<String>>(0)?, row.get::<_, Option<String>>(1)?)))?;
+        let Some((Some(lo), Some(hi))) = range.into_iter().next() else { return Ok(None) };
+        let most = plan.limit as usize * 2 + 10;
+        self.refresh_views(Refresh::IfMoved)?;
+        let picked = self
+            .read_synced(&self.undone, undone::UndoneInteractions::synced, undone::UndoneInteractions::sync)?
+            .pick(crate::layout::date_of_micros(since_us), kind, (&lo, &hi), most);
+        let Some((picked, generation)) = picked else { return Ok(None) };
+        let counts = self.engagement(&EngagementPlan { engagement: plan.engagement, uris: picked.uris, since_us })?;
+        if self.generation() != Some(generation) {
+            return Ok(None);
+        }
+        let mut candidates: Vec<(String, u64)> = counts.into_iter().collect();
+        candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if let Some(after) = &plan.after {
+            candidates.retain(|(uri, n)| *n < after.count || (*n == after.count && *uri > after.uri));
+        }
+        self.page_among(plan, &candidates, Some(picked.beyond), "posts ranked among the largest rows")
+    }
+
+    /// The first page of `plan` among `candidates` (in the ranking's order, with their exact
+    /// counts), if it is exact: full, and its last count above `beyond`, the most any post that
+    /// is not a candidate can have. Their posts are read a few dozen at a time, with the filter.
+    fn page_among(
+        &self,
+        plan: &RankedPostsPlan,
+        candidates: &[(String, u64)],
+        beyond: Option<u64>,
+        what: &'static str,
+    ) -> Result<Option<Vec<(Post, u64)>>> {
+        let Some(beyond) = beyond else { return Ok(None) };
         let limit = plan.limit as usize;
         let mut page = Vec::with_capacity(limit);
         for chunk in candidates.chunks(limit * 2 + 10) {
-            let filter =
-                PostFilter { uris: chunk.iter().map(|(uri, _, _)| uri.clone()).collect(), ..plan.filter.clone() };
+            let filter = PostFilter { uris: chunk.iter().map(|(uri, _)| uri.clone()).collect(), ..plan.filter.clone() };
             let found =
                 self.posts(&PostsPlan::new(filter, PostOrder::Newest, chunk.len() as u32, plan.columns.clone()))?;
             let mut found: HashMap<String, Post> = found.into_iter().map(|post| (post.uri.clone(), post)).collect();
             page.extend(
-                chunk
-                    .iter()
-                    .filter_map(|(uri, n, _)| found.remove(uri).map(|post| (post, *n)))
-                    .take(limit - page.len()),
+                chunk.iter().filter_map(|(uri, n)| found.remove(uri).map(|post| (post, *n))).take(limit - page.len()),
             );
             if page.len() == limit {
                 break;
             }
         }
-        let beyond = candidates.first().map_or(i64::MAX, |(_, _, beyond)| *beyond);
-        let exact =
-            page.len() == limit && page.last().is_some_and(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX) > beyond);
-        tracing::debug!(candidates = candidates.len(), beyond, exact, "posts ranked among the most counted");
+        let exact = page.len() == limit && page.last().is_some_and(|(_, n)| *n > beyond);
+        tracing::debug!(candidates = candidates.len(), beyond, exact, "{what}");
         Ok(exact.then_some(page))
+    }
+
+    /// The catalog generation of the snapshot the views read, if they read one.
+    fn generation(&self) -> Option<catalog::Generation> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.state.generation)
     }
 
     /// The items rising most in `plan.window` against `plan.baseline`, best first.
@@ -1946,6 +2049,7 @@ pub(crate) fn set_column(post: &mut Post, column: PostColumn, value: Value) -> R
 #[cfg(test)]
 mod analytics_tests;
 mod author_counts;
+mod heads;
 mod key_ranges;
 #[cfg(test)]
 mod rollup_tests;

@@ -387,6 +387,11 @@ impl TableRow for Delete {
     }
 }
 
+/// The URI of the post `rkey` of `did`.
+pub fn post_uri(did: &str, rkey: &str) -> String {
+    format!("at://{did}/app.bsky.feed.post/{rkey}")
+}
+
 /// A post's uri (`at://{did}/app.bsky.feed.post/{rkey}`) as its DID and record key.
 pub fn post_uri_parts(uri: &str) -> Option<(&str, &str)> {
     let (did, rkey) = uri.strip_prefix("at://")?.split_once("/app.bsky.feed.post/")?;

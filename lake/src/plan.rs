@@ -265,6 +265,8 @@ pub enum Plan {
     /// Per author in `filter.authors` (all of them must be listed): distinct posts matching the
     /// filter and their oldest and newest `created_at`.
     AuthorSummaries(PostFilter),
+    /// How many live posts each of these authors has, in all.
+    AuthorPosts(Vec<String>),
     /// Authors with the most posts.
     TopAuthors(TopPlan),
     /// Hashtags on the most posts, with how many authors used them.
@@ -408,6 +410,7 @@ impl Plan {
             Plan::PostsPerAuthor(_) => "author.posts",
             Plan::Summary(_) => "totalCount",
             Plan::AuthorSummaries(_) => "author.postCount",
+            Plan::AuthorPosts(_) => "author.postCount",
             Plan::TopAuthors(_) => "topAuthors",
             Plan::TopHashtags(_) => "topHashtags",
             Plan::TopHashtagsPerAuthor(_) => "author.topHashtags",
@@ -439,7 +442,7 @@ impl Plan {
             Plan::Buckets(p) => Some(&p.filter),
             Plan::Trending(p) => Some(&p.filter),
             Plan::RankedPosts(p) => Some(&p.filter),
-            Plan::Accounts(_) | Plan::Engagement(_) | Plan::Received(..) => None,
+            Plan::Accounts(_) | Plan::Engagement(_) | Plan::Received(..) | Plan::AuthorPosts(_) => None,
         }
     }
 }

@@ -88,6 +88,11 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
             builder.where_clause(filter, None)?;
             builder.text.push_str("\nGROUP BY did");
         }
+        Plan::AuthorPosts(dids) => {
+            builder.text.push_str("SELECT did, count(*) AS n_posts FROM posts");
+            builder.where_clause(&PostFilter { authors: dids.clone(), ..PostFilter::default() }, None)?;
+            builder.text.push_str("\nGROUP BY did");
+        }
         Plan::TopAuthors(top) => {
             builder.text.push_str("SELECT did, count(*) AS n_posts FROM posts");
             builder.where_clause(&top.filter, None)?;
@@ -126,6 +131,15 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
         Plan::RankedPosts(plan) => builder.ranked_posts(plan)?,
         Plan::Received(engagement, dids) => builder.received(*engagement, dids),
     }
+    Ok(Sql { text: builder.text, params: builder.params })
+}
+
+/// `(lo, hi)`: a range that holds the record key of every post in `filter`'s time window
+/// (`Builder::window_keys`); both `NULL` when the window has no posts.
+pub fn compile_window_keys(filter: &PostFilter) -> Result<Sql> {
+    let mut builder = Builder::default();
+    let range = builder.window_keys(filter)?;
+    write!(builder.text, "SELECT w.lo, w.hi FROM {range} AS w").unwrap();
     Ok(Sql { text: builder.text, params: builder.params })
 }
 
@@ -190,6 +204,8 @@ pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
                 _ => None,
             },
         ),
+        // Every day's posts per author, in memory.
+        Plan::AuthorPosts(_) => return None,
         _ => return Some("no rollup holds this question"),
     };
     match filter.clock {
@@ -268,6 +284,22 @@ pub fn compile_rollup_authors(plan: &TopPlan, scope: &RollupScope) -> Result<Opt
         end_day: region.end.map(date_of_micros),
         rest,
     }))
+}
+
+/// `(did, n_posts)`: the live posts of each of `dids` that the author counts of whole days leave
+/// out (the hot tier's, those of the days `scope` leaves out); `None` when there are none.
+pub fn compile_rollup_author_posts(dids: &[String], scope: &RollupScope) -> Result<Option<Sql>> {
+    let everything = PostFilter::default();
+    let Some(region) = Region::of(&everything, DAY_US, scope) else { return Ok(None) };
+    let mut builder = Builder::default();
+    let units = builder.rows_outside("did, created_at, \"date\"", &region);
+    if units.is_empty() {
+        return Ok(None);
+    }
+    write!(builder.text, "SELECT did, count(*) AS n_posts FROM (\n{}\n) AS posts", units.join("\nUNION ALL ")).unwrap();
+    builder.where_clause(&PostFilter { authors: dids.to_vec(), ..everything }, None)?;
+    builder.text.push_str("\nGROUP BY did");
+    Ok(Some(Sql { text: builder.text, params: builder.params }))
 }
 
 /// The part of a plan's range that rollups answer: the whole UTC hours (or days) from `start`

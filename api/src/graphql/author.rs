@@ -9,7 +9,7 @@ use lake::plan::PostsPlan;
 
 use super::loaders::{
     Accounts, ActivityShape, AuthorActivity, AuthorHashtags, AuthorKey, AuthorPosts, AuthorPostsKey, AuthorSummaries,
-    PageShape,
+    PageShape, PostCounts,
 };
 use super::query::{connection, connection_post_columns, keyset, page_size, runner, selects};
 use super::scalars::DateTime;
@@ -53,6 +53,11 @@ impl Author {
         let loader = ctx.data::<RequestLoader<AuthorSummaries>>()?;
         let filter = lake::plan::PostFilter { authors: Vec::new(), ..filter };
         loader.load_one(AuthorKey { did: self.did.clone(), filter }).await
+    }
+
+    /// How many live posts this author has, in all.
+    pub async fn post_total(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        Ok(ctx.data::<RequestLoader<PostCounts>>()?.load_one(self.did.clone()).await?.unwrap_or(0))
     }
 
     /// What identity and account events said last about this author.
@@ -100,6 +105,9 @@ impl Author {
     /// Posts of this author matching `filter`.
     async fn post_count(&self, ctx: &Context<'_>, filter: Option<PostFilter>) -> async_graphql::Result<u64> {
         let filter = filter.unwrap_or_default().into_plan()?;
+        if filter == lake::plan::PostFilter::default() {
+            return self.post_total(ctx).await;
+        }
         Ok(self.summary(ctx, filter).await?.map_or(0, |s| s.n_posts))
     }
 

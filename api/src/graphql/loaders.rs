@@ -45,6 +45,25 @@ impl Loader<AuthorKey> for AuthorSummaries {
     }
 }
 
+/// Per author: how many live posts it has, in all. Absent when none.
+pub struct PostCounts(pub QueryRunner);
+
+impl Loader<String> for PostCounts {
+    type Value = u64;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, dids: &[String]) -> Result<HashMap<String, u64>, Self::Error> {
+        let mut found = HashMap::new();
+        for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
+            let chunk = chunk.to_vec();
+            // Whole days from the author counts in memory; the rest from the hot tier.
+            let estimate = self.0.estimate(Reads::Accounts(chunk.len()));
+            found.extend(self.0.run(estimate, move |engine| engine.author_posts(&chunk)).await?);
+        }
+        Ok(found)
+    }
+}
+
 /// What identity and account events said last about a DID. Absent when none was seen.
 pub struct Accounts(pub QueryRunner);
 

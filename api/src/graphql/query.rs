@@ -188,9 +188,8 @@ impl Query {
     async fn author(&self, ctx: &Context<'_>, did: ID) -> async_graphql::Result<Option<Author>> {
         validate_did(&did)?;
         let author = Author { did: did.0 };
-        let (summary, account) =
-            futures_util::try_join!(author.summary(ctx, lake::plan::PostFilter::default()), author.account(ctx))?;
-        Ok((summary.is_some() || account.is_some()).then_some(author))
+        let (posts, account) = futures_util::try_join!(author.post_total(ctx), author.account(ctx))?;
+        Ok((posts > 0 || account.is_some()).then_some(author))
     }
 
     /// Authors with the most posts matching `filter`, most first.

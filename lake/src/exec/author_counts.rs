@@ -204,6 +204,23 @@ impl AuthorCounts {
         self.days.insert(day, held);
     }
 
+    /// The posts of each of `dids` over every day held plus `rest` (posts per author counted
+    /// elsewhere), by DID; an author without any is absent.
+    pub fn posts_of(&self, dids: &[String], rest: &[(String, u64)]) -> Vec<(String, u64)> {
+        let rest: HashMap<&str, u64> = rest.iter().map(|(did, n)| (did.as_str(), *n)).collect();
+        let mut dids: Vec<&String> = dids.iter().collect();
+        dids.sort_unstable();
+        dids.dedup();
+        let total = |did: &str| {
+            let in_days = self
+                .numbers
+                .get(did)
+                .map_or(0, |&number| self.days.values().map(|day| u64::from(day.posts_of(number))).sum::<u64>());
+            in_days + rest.get(did).copied().unwrap_or(0)
+        };
+        dids.into_iter().map(|did| (did.clone(), total(did))).filter(|(_, n)| *n > 0).collect()
+    }
+
     /// The `limit` authors with the most posts over the days from `first` to `end` (exclusive;
     /// unbounded where `None`) plus `rest` (posts per author counted elsewhere; an author at
     /// most once), most first, ties by DID: what `GROUP BY did ORDER BY count(*) DESC, did`

@@ -314,6 +314,26 @@ fn rollup_answers_match_counts_in_rust() {
     assert_eq!(from, ["rollups", "rollups", "rollups"]);
 }
 
+/// An author's posts in all, from the author counts of whole days and the posts they leave out
+/// (the hot tier, the partition with a file without rollups), against counts in plain Rust and
+/// the posts path; an author without posts (or an unknown DID) is absent.
+#[test]
+fn author_post_counts_from_rollups_match_counts_in_rust() {
+    let lakes = fixture();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for post in &lakes.live {
+        *expected.entry(post.did.clone()).or_default() += 1;
+    }
+    let mut dids: Vec<String> = (0..30).map(|author| format!("did:plc:u{author}")).collect();
+    dids.push("did:plc:nobody".into());
+    take_answered();
+    let got = lakes.rolled.author_posts(&dids).unwrap();
+    assert_eq!(got.into_iter().collect::<BTreeMap<_, _>>(), expected);
+    let from: Vec<&str> = take_answered().iter().map(|a| a.from).collect();
+    assert_eq!(from, ["rollups"]);
+    assert_eq!(lakes.plain.author_posts(&dids).unwrap(), lakes.rolled.author_posts(&dids).unwrap());
+}
+
 /// The rollup tables follow the lake file by file: after each change (a new file, new deletes,
 /// a takedown and a reactivation, a compaction, a re-enrichment that changes hashtags and
 /// embed types under the same file names), the rollup path answers as the posts path does.

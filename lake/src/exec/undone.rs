@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use duckdb::Connection;
 
+use super::heads::{Picked, SubjectHeads};
 use super::rollups::partition_day;
 use crate::error::Result;
 
@@ -53,6 +54,10 @@ pub(super) struct UndoneInteractions {
     probed: HashMap<PathBuf, u64>,
     applied: HashSet<PathBuf>,
     hidden_applied: Arc<HashSet<String>>,
+    /// The largest rows of the files' rollups of subjects, kept with the table.
+    heads: SubjectHeads,
+    /// The catalog generation the snapshot listed.
+    generation: crate::catalog::Generation,
 }
 
 /// A SQL list of string literals (paths and DIDs come from the lake, never from a user; a
@@ -127,7 +132,14 @@ fn probe(connection: &Connection, files: &[&PathBuf], taken: Taken<'_>) -> Resul
 
 impl UndoneInteractions {
     /// The snapshot moved: the table must catch up before the next statement counts.
-    pub fn moved(&mut self, files: &[PathBuf], deletes: &[PathBuf], hidden: Arc<HashSet<String>>) {
+    pub fn moved(
+        &mut self,
+        generation: crate::catalog::Generation,
+        files: &[PathBuf],
+        deletes: &[PathBuf],
+        hidden: Arc<HashSet<String>>,
+    ) {
+        self.generation = generation;
         self.files = files.iter().map(|path| (path.clone(), super::rollups::inode(path).unwrap_or_default())).collect();
         self.deletes = deletes.iter().cloned().collect();
         self.hidden = hidden;
@@ -136,6 +148,27 @@ impl UndoneInteractions {
 
     pub fn synced(&self) -> bool {
         self.synced
+    }
+
+    /// Keeps `kept` of the largest rows per file and kind, read again at the next sync.
+    #[cfg(test)]
+    pub fn keep_largest_rows(&mut self, kept: usize) {
+        self.heads.keep(kept);
+        self.synced = false;
+    }
+
+    /// The candidates of a ranking of `kind` over the posts with keys in `range`, counted from
+    /// `first_day` on, picked from the largest rows of the files' rollups of subjects (see
+    /// [`SubjectHeads::pick`]), with the generation they are of.
+    pub fn pick(
+        &self,
+        first_day: chrono::NaiveDate,
+        kind: crate::model::InteractionKind,
+        range: (&str, &str),
+        most: usize,
+    ) -> Option<(Picked, crate::catalog::Generation)> {
+        let picked = self.heads.pick(self.files.keys().map(PathBuf::as_path), first_day, kind, range, most)?;
+        Some((picked, self.generation))
     }
 
     /// Brings `dead_interactions` to the snapshot.
@@ -187,6 +220,7 @@ impl UndoneInteractions {
         probe(connection, &old, Taken::Hidden(&newly))?;
         probe(connection, &added, Taken::Hidden(&all_hidden))?;
 
+        self.heads.sync(connection, &files);
         self.probed = files;
         self.applied = deletes;
         self.hidden_applied = hidden;
