@@ -1127,8 +1127,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
             plans: vec![
                 Plan::AuthorPosts(vec![busy.clone()]),
                 Plan::Accounts(vec![busy.clone()]),
-                Plan::Received(Engagement::Likes, vec![busy.clone()]),
-                Plan::Received(Engagement::Reposts, vec![busy.clone()]),
+                Plan::Received(vec![Engagement::Likes, Engagement::Reposts], vec![busy.clone()]),
             ],
         },
         QueryClass {
@@ -1484,7 +1483,10 @@ fn answer(engine: &Engine, plan: &Plan) -> anyhow::Result<Vec<String>> {
             .map(|t| format!("{} {} {}", t.item, t.posts, t.baseline_posts))
             .collect(),
         Plan::Engagement(counts) => sorted_counts(engine.engagement(counts)?),
-        Plan::Received(engagement, dids) => sorted_counts(engine.received(*engagement, dids)?),
+        Plan::Received(engagements, dids) => {
+            let counts = engine.received(engagements, dids)?;
+            sorted_counts(counts.into_iter().map(|((did, e), n)| (format!("{did} {}", e.as_str()), n)).collect())
+        }
         Plan::AuthorPosts(dids) => sorted_counts(engine.author_posts(dids)?),
         Plan::RankedPosts(ranked) => {
             engine.ranked_posts(ranked)?.into_iter().map(|(post, n)| format!("{} {n}", post.uri)).collect()

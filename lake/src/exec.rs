@@ -1046,13 +1046,13 @@ impl Engine {
         Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)))
     }
 
-    /// Runs `sql`, which reads `interaction_counts`, under `undone`'s read lock once it holds
-    /// the snapshot's undone likes and reposts; with rollups off, over the likes and reposts
-    /// themselves, one row each.
+    /// Runs `sql`, which reads `interaction_counts` or `interaction_received`, under `undone`'s
+    /// read lock once it holds the snapshot's undone likes and reposts; with rollups off, over
+    /// the likes and reposts themselves, one row each.
     fn run_counting<T>(&self, sql: &Sql, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         if !self.use_rollups {
-            let rows =
-                "interaction_counts AS (SELECT kind, subject_did, subject_rkey, \"date\", 1 AS n FROM interactions)";
+            let rows = "interaction_counts AS (SELECT kind, subject_did, subject_rkey, \"date\", 1 AS n FROM interactions), \
+                        interaction_received AS (FROM interaction_counts)";
             let text = match sql.text.strip_prefix("WITH ") {
                 Some(rest) => format!("WITH {rows}, {rest}"),
                 None => format!("WITH {rows}\n{}", sql.text),
@@ -1413,13 +1413,19 @@ impl Engine {
         Ok(rows.into_iter().filter(|(uri, _)| asked.contains(uri.as_str())).collect())
     }
 
-    /// How much of `engagement` the live posts of each of `dids` got, in all; an author whose
-    /// posts got none is absent.
-    pub fn received(&self, engagement: Engagement, dids: &[String]) -> Result<HashMap<String, u64>> {
-        if dids.is_empty() {
+    /// How much of each of `engagements` the live posts of each of `dids` got, in all, in one
+    /// statement; an author whose posts got none of one is absent for it.
+    pub fn received(&self, engagements: &[Engagement], dids: &[String]) -> Result<HashMap<(String, Engagement), u64>> {
+        if dids.is_empty() || engagements.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = self.run(&Plan::Received(engagement, dids.to_vec()), |row| Ok((row.get(0)?, count(row, 1)?)))?;
+        let plan = Plan::Received(engagements.to_vec(), dids.to_vec());
+        let rows = self.run(&plan, |row| {
+            let what: String = row.get(1)?;
+            let engagement = Engagement::of_str(&what)
+                .ok_or_else(|| Error::Corrupt(format!("a statement counted `{what}`, no engagement")))?;
+            Ok(((row.get(0)?, engagement), count(row, 2)?))
+        })?;
         Ok(rows.into_iter().collect())
     }
 
@@ -1792,7 +1798,7 @@ fn zero_filled(
 fn counts_interactions(plan: &Plan) -> bool {
     let engagement = match plan {
         Plan::Engagement(plan) => plan.engagement,
-        Plan::Received(engagement, _) => *engagement,
+        Plan::Received(engagements, _) => return engagements.iter().any(|e| e.interaction_kind().is_some()),
         Plan::RankedPosts(plan) => plan.engagement,
         _ => return false,
     };

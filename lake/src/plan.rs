@@ -283,8 +283,9 @@ pub enum Plan {
     Trending(TrendPlan),
     /// A page of posts ranked by engagement.
     RankedPosts(RankedPostsPlan),
-    /// How much of an engagement each author's live posts got, in all.
-    Received(Engagement, Vec<String>),
+    /// How much of each engagement each author's live posts got, in all: one statement, which
+    /// reads the authors' posts once.
+    Received(Vec<Engagement>, Vec<String>),
 }
 
 /// What `trending` ranks.
@@ -370,6 +371,21 @@ impl Engagement {
         }
     }
 
+    /// Its name in a statement's rows: its interaction kind's (`like`, `repost`), or `reply`,
+    /// `quote`.
+    pub fn as_str(self) -> &'static str {
+        match self.interaction_kind() {
+            Some(kind) => kind.as_str(),
+            None if self == Engagement::Replies => "reply",
+            None => "quote",
+        }
+    }
+
+    /// The engagement [`Self::as_str`] names.
+    pub fn of_str(name: &str) -> Option<Engagement> {
+        Engagement::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+
     /// The post column that names the post engaged with, for replies and quotes.
     pub fn post_column(self) -> &'static str {
         if self == Engagement::Replies { "reply_parent" } else { "quote_uri" }
@@ -418,11 +434,12 @@ impl Plan {
             Plan::Accounts(_) => "accounts",
             Plan::Trending(_) => "trending",
             Plan::RankedPosts(_) => "posts",
-            Plan::Received(engagement, _) => match engagement {
-                Engagement::Likes => "Author.likesReceived",
-                Engagement::Reposts => "Author.repostsReceived",
-                Engagement::Replies => "Author.repliesReceived",
-                Engagement::Quotes => "Author.quotesReceived",
+            Plan::Received(engagements, _) => match engagements.as_slice() {
+                [Engagement::Likes] => "Author.likesReceived",
+                [Engagement::Reposts] => "Author.repostsReceived",
+                [Engagement::Replies] => "Author.repliesReceived",
+                [Engagement::Quotes] => "Author.quotesReceived",
+                _ => "Author.received",
             },
             Plan::Engagement(plan) => match plan.engagement {
                 Engagement::Likes => "Post.likeCount",

@@ -16,10 +16,16 @@
 //!   ([`link_domains`]), each post once per distinct domain, as `trending(kind: LINK_DOMAIN)`
 //!   counts them.
 //!
-//! Each `interactions` data file gets one, `.NAME.subjects`: its likes and reposts counted (`n`)
-//! per kind and subject post, sorted by `(kind, subject_rkey, subject_did)` in small row groups,
-//! so that a page of posts' counts reads a few row groups and a ranking reads one row per post
-//! and file instead of one per like (a week of Bluesky: 204 M likes and reposts, 43 M rows).
+//! Each `interactions` data file gets two:
+//!
+//! - `.NAME.subjects`: its likes and reposts counted (`n`) per kind and subject post, sorted by
+//!   `(kind, subject_rkey, subject_did)` in small row groups, so that a page of posts' counts
+//!   reads a few row groups and a ranking reads one row per post and file instead of one per
+//!   like (a week of Bluesky: 204 M likes and reposts, 43 M rows);
+//! - `.NAME.received`: the same rows sorted by `(kind, subject_did, subject_rkey)`, so that what
+//!   an author's posts got in all reads the row groups of the author's rows, not every row's
+//!   author (a busy author's posts span every record key).
+//!
 //! The engine subtracts the rows undone since (deleted, or of a hidden account) from a table it
 //! keeps per lake generation, as it does for posts (see [`crate::exec`]).
 //!
@@ -56,6 +62,8 @@ pub enum Kind {
     Domains,
     /// Of an `interactions` file: likes and reposts per kind and subject.
     Subjects,
+    /// Of an `interactions` file: the rows of [`Kind::Subjects`] by the subject's author.
+    Received,
 }
 
 /// The distinct link domains of a post, as a SQL list expression over its `links` and
@@ -77,11 +85,12 @@ pub fn link_domains(alias: &str) -> String {
 
 impl Kind {
     /// Every kind, of any table.
-    pub const ALL: [Kind; 5] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::Subjects];
+    pub const ALL: [Kind; 6] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::Subjects, Kind::Received];
     /// Those of a `posts` data file.
     pub const POSTS: [Kind; 4] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains];
-    /// Those of an `interactions` data file.
-    pub const INTERACTIONS: [Kind; 1] = [Kind::Subjects];
+    /// Those of an `interactions` data file, in the order they are built: [`Kind::Received`]
+    /// is read from [`Kind::Subjects`].
+    pub const INTERACTIONS: [Kind; 2] = [Kind::Subjects, Kind::Received];
 
     /// The rollups a data file of `table` has (none for the other tables).
     pub fn of_table(table: &str) -> &'static [Kind] {
@@ -105,20 +114,21 @@ impl Kind {
             Kind::Authors => "authors",
             Kind::Domains => "domains",
             Kind::Subjects => "subjects",
+            Kind::Received => "received",
         }
     }
 
     /// Whether the rollup counts each of its file's rows exactly once (its `n` sum to the
     /// file's rows); a tag rollup counts a post once per tag, a domain rollup once per domain.
     pub fn counts_each_post_once(self) -> bool {
-        matches!(self, Kind::Cells | Kind::Authors | Kind::Subjects)
+        matches!(self, Kind::Cells | Kind::Authors | Kind::Subjects | Kind::Received)
     }
 
     /// Rows per row group: the subjects of a page of posts are looked up by key, which small
     /// row groups narrow; the others are read whole.
     fn row_group_rows(self) -> usize {
         match self {
-            Kind::Subjects => crate::writer::ROW_GROUP_ROWS,
+            Kind::Subjects | Kind::Received => crate::writer::ROW_GROUP_ROWS,
             _ => 1_000_000,
         }
     }
@@ -153,6 +163,10 @@ impl Kind {
             Kind::Subjects => format!(
                 "SELECT kind, subject_did, subject_rkey, count(*) AS n FROM {source} \
                  GROUP BY ALL ORDER BY kind, subject_rkey, subject_did"
+            ),
+            Kind::Received => format!(
+                "SELECT kind, subject_did, subject_rkey, count(*) AS n FROM {source} \
+                 GROUP BY ALL ORDER BY kind, subject_did, subject_rkey"
             ),
         }
     }
@@ -201,12 +215,22 @@ fn build_kinds(source: &Path, data_file: &Path, kinds: &[Kind]) -> Result<()> {
     let connection = Connection::open_in_memory()?;
     connection.execute_batch("SET threads = 1; SET preserve_insertion_order = false;")?;
     let read = format!("read_parquet({})", sql_path(source));
+    let subjects = path_for(data_file, Kind::Subjects);
     for &kind in kinds {
         let target = path_for(data_file, kind);
         let tmp = layout::temp_path_for(&target);
+        let select = match kind {
+            // The rollup of subjects (in place before it) in another order: the rows are not
+            // counted twice.
+            Kind::Received if subjects.is_file() => format!(
+                "SELECT kind, subject_did, subject_rkey, n FROM read_parquet({}) \
+                 ORDER BY kind, subject_did, subject_rkey",
+                sql_path(&subjects)
+            ),
+            _ => kind.select(&read),
+        };
         let copy = format!(
-            "COPY ({}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {})",
-            kind.select(&read),
+            "COPY ({select}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {})",
             sql_path(&tmp),
             kind.row_group_rows()
         );

@@ -129,7 +129,7 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
         Plan::Engagement(plan) => builder.engagement(plan),
         Plan::Trending(plan) => builder.trending(plan)?,
         Plan::RankedPosts(plan) => builder.ranked_posts(plan)?,
-        Plan::Received(engagement, dids) => builder.received(*engagement, dids),
+        Plan::Received(engagements, dids) => builder.received(engagements, dids),
     }
     Ok(Sql { text: builder.text, params: builder.params })
 }
@@ -419,35 +419,46 @@ impl Builder {
         }
     }
 
-    /// `(did, n)`: how much of `engagement` the live posts of each of `dids` got, in all (the
-    /// sum of their counts).
-    fn received(&mut self, engagement: Engagement, dids: &[String]) {
+    /// `(did, engagement, n)`: how much of each of `engagements` ([`Engagement::as_str`]) the
+    /// live posts of each of `dids` got, in all (the sums of their counts). The authors' posts
+    /// are read once, for every engagement.
+    fn received(&mut self, engagements: &[Engagement], dids: &[String]) {
         let dids = || dids.iter().map(|did| Param::Text(did.clone()));
-        let theirs =
-            format!("(SELECT did, rkey, uri FROM posts WHERE did IN ({})) AS p", self.bind_list_or_null(dids()));
-        // Semi-joins with their posts, which DuckDB builds first and passes to the scan as key
-        // ranges (a page of likes is found by its subjects' record keys). The counts are first
-        // narrowed to the accounts' by a list, which the scan checks before any join: a busy
-        // author's posts span every key range.
-        if let Some(kind) = engagement.interaction_kind() {
-            let kind = self.bind(Param::Text(kind.as_str().to_owned()));
+        let theirs = self.bind_list_or_null(dids());
+        let mut parts = Vec::new();
+        // Likes and reposts in one read of the counts by author, semi-joined with the posts.
+        // The counts are first narrowed to the accounts' by a list, which the rollups' row
+        // groups narrow before any join: a busy author's posts span every key range.
+        let kinds: Vec<Param> = engagements
+            .iter()
+            .filter_map(|e| e.interaction_kind())
+            .map(|k| Param::Text(k.as_str().to_owned()))
+            .collect();
+        if !kinds.is_empty() {
+            let kinds = self.bind_list(kinds);
             let listed = self.bind_list_or_null(dids());
-            write!(
-                self.text,
-                "SELECT i.subject_did AS did, sum(i.n)::BIGINT AS n\nFROM interaction_counts AS i SEMI JOIN {theirs} \
-                 ON p.did = i.subject_did AND p.rkey = i.subject_rkey\nWHERE i.kind = {kind} \
-                 AND i.subject_did IN ({listed})\nGROUP BY i.subject_did HAVING sum(i.n) > 0"
-            )
-            .unwrap();
-        } else {
-            let column = engagement.post_column();
-            write!(
-                self.text,
-                "SELECT p.did, count(*) AS n\nFROM {theirs}\nJOIN (SELECT {column} AS subject FROM posts \
-                 WHERE {column} IS NOT NULL) AS r ON r.subject = p.uri\nGROUP BY p.did"
-            )
-            .unwrap();
+            parts.push(format!(
+                "SELECT i.subject_did AS did, i.kind AS what, sum(i.n)::BIGINT AS n\n\
+                 FROM interaction_received AS i SEMI JOIN theirs AS p ON p.did = i.subject_did AND p.rkey = i.subject_rkey\n\
+                 WHERE i.kind IN ({kinds}) AND i.subject_did IN ({listed})\n\
+                 GROUP BY i.subject_did, i.kind HAVING sum(i.n) > 0"
+            ));
         }
+        for engagement in engagements.iter().filter(|e| e.interaction_kind().is_none()) {
+            let column = engagement.post_column();
+            let what = self.bind(Param::Text(engagement.as_str().to_owned()));
+            parts.push(format!(
+                "SELECT p.did, {what} AS what, count(*) AS n\nFROM theirs AS p\n\
+                 JOIN (SELECT {column} AS subject FROM posts WHERE {column} IS NOT NULL) AS r ON r.subject = p.uri\n\
+                 GROUP BY p.did"
+            ));
+        }
+        write!(
+            self.text,
+            "WITH theirs AS MATERIALIZED (SELECT did, rkey, uri FROM posts WHERE did IN ({theirs}))\n{}",
+            parts.join("\nUNION ALL\n")
+        )
+        .unwrap();
     }
 
     /// A page of posts ranked by engagement: the plan's columns, then the count. Likes and
@@ -808,7 +819,7 @@ impl Builder {
                 "rollup_domains_live",
             ),
             Kind::Authors => unreachable!("author counts are held in memory, not in a table"),
-            Kind::Subjects => unreachable!("a rollup of likes, not of posts"),
+            Kind::Subjects | Kind::Received => unreachable!("a rollup of likes, not of posts"),
         }
     }
 

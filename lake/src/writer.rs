@@ -361,9 +361,10 @@ mod tests {
     }
 
     /// Interactions are sorted by actor, not their time, so the likes a batch of undos names
-    /// sit in a few row groups; their rollup of subjects is sorted by subject, and counts them.
+    /// sit in a few row groups; their rollup of subjects is sorted by subject, and counts them,
+    /// and their rollup by author holds the same counts sorted by the subject's author.
     #[test]
-    fn interactions_files_are_sorted_by_actor_and_their_subjects_by_subject() {
+    fn interactions_files_are_sorted_by_actor_and_their_subjects_by_subject_and_author() {
         use crate::model::{Interaction, InteractionKind};
         let lake = tempfile::tempdir().unwrap();
         let day = 1_700_000_000_000_000_i64;
@@ -372,7 +373,7 @@ mod tests {
                 did: format!("did:plc:u{}", n % 7),
                 kind: InteractionKind::Like,
                 rkey: format!("l{n:04}"),
-                subject_did: "did:plc:a".into(),
+                subject_did: format!("did:plc:a{}", n % 3),
                 subject_rkey: format!("s{:03}", (n * 7919) % 101),
                 created_at_us: day + n,
                 indexed_at_us: day + n,
@@ -394,14 +395,29 @@ mod tests {
         assert_eq!(rows.len(), 500);
         assert_eq!(rows, sorted);
         let subjects = crate::rollup::path_for(&files[0].path, crate::rollup::Kind::Subjects);
-        let counted = read(&format!("SELECT kind, subject_rkey, n FROM read_parquet('{}')", subjects.display()));
+        let counted = read(&format!(
+            "SELECT kind, subject_rkey || ' ' || subject_did, n FROM read_parquet('{}')",
+            subjects.display()
+        ));
+        // Per (author, key) of the subject, counted apart.
         let mut expected = std::collections::BTreeMap::new();
         for n in 0..500_i64 {
-            *expected.entry(format!("s{:03}", (n * 7919) % 101)).or_insert(0_i64) += 1;
+            *expected.entry((format!("did:plc:a{}", n % 3), format!("s{:03}", (n * 7919) % 101))).or_insert(0_i64) += 1;
         }
-        let expected: Vec<(String, String, i64)> =
-            expected.into_iter().map(|(subject, n)| ("like".to_owned(), subject, n)).collect();
-        assert_eq!(counted, expected, "one row per subject, in order, counting its likes");
+        let by_key: std::collections::BTreeMap<String, i64> =
+            expected.iter().map(|((did, rkey), n)| (format!("{rkey} {did}"), *n)).collect();
+        let by_key: Vec<(String, String, i64)> =
+            by_key.into_iter().map(|(subject, n)| ("like".to_owned(), subject, n)).collect();
+        assert_eq!(counted, by_key, "one row per subject, by key, counting its likes");
+        let received = crate::rollup::path_for(&files[0].path, crate::rollup::Kind::Received);
+        let counted = read(&format!(
+            "SELECT kind, subject_did || ' ' || subject_rkey, n FROM read_parquet('{}')",
+            received.display()
+        ));
+        let by_author: Vec<(String, String, i64)> =
+            expected.into_iter().map(|((did, rkey), n)| ("like".to_owned(), format!("{did} {rkey}"), n)).collect();
+        assert!(by_author.len() > 101, "a key liked on two authors' posts is two subjects");
+        assert_eq!(counted, by_author, "the same rows, by author");
     }
 
     #[test]

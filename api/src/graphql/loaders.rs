@@ -245,7 +245,8 @@ impl Loader<EngagementKey> for Engagements {
     }
 }
 
-/// What the live posts of many authors got in all, one statement per kind of engagement.
+/// What the live posts of many authors got in all: one statement for every engagement asked
+/// (which reads the authors' posts once), per chunk of authors.
 pub struct Received(pub QueryRunner);
 
 impl Loader<(String, Engagement)> for Received {
@@ -253,19 +254,19 @@ impl Loader<(String, Engagement)> for Received {
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[(String, Engagement)]) -> Result<HashMap<(String, Engagement), u64>, Self::Error> {
+        let engagements: BTreeSet<Engagement> = keys.iter().map(|(_, engagement)| *engagement).collect();
+        let engagements: Vec<Engagement> = engagements.into_iter().collect();
+        let dids: BTreeSet<&String> = keys.iter().map(|(did, _)| did).collect();
+        let dids: Vec<String> = dids.into_iter().cloned().collect();
         let mut found = HashMap::new();
-        for (engagement, dids) in group(keys.iter().map(|(did, engagement)| (*engagement, did.clone()))) {
-            for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
-                let theirs = PostFilter { authors: chunk.to_vec(), ..PostFilter::default() };
-                let estimate = self.0.estimate(Reads::Scan { filter: &theirs, rows: chunk.len() as u64 });
-                let dids = chunk.to_vec();
-                let counts = self.0.run(estimate, move |engine| engine.received(engagement, &dids)).await?;
-                for did in chunk {
-                    found.insert((did.clone(), engagement), counts.get(did).copied().unwrap_or(0));
-                }
-            }
+        for chunk in dids.chunks(MAX_AUTHORS_PER_STATEMENT) {
+            let theirs = PostFilter { authors: chunk.to_vec(), ..PostFilter::default() };
+            let estimate = self.0.estimate(Reads::Scan { filter: &theirs, rows: chunk.len() as u64 });
+            let (asked, dids) = (engagements.clone(), chunk.to_vec());
+            found.extend(self.0.run(estimate, move |engine| engine.received(&asked, &dids)).await?);
         }
-        Ok(found)
+        // What an author's posts got none of is 0; only the pairs asked are answered.
+        Ok(keys.iter().map(|key| (key.clone(), found.get(key).copied().unwrap_or(0))).collect())
     }
 }
 

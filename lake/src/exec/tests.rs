@@ -556,6 +556,9 @@ fn engagement_counts_what_is_live_and_nothing_else() {
 
     let posts: Vec<(String, i64)> = rows.iter().map(|p| (p.uri.clone(), p.created_at_us)).collect();
     let live_reaction = |p: &&Post| !deleted_reactions.iter().any(|d| d.uri == p.uri);
+    let mut dids: Vec<String> = (0..7).map(|k| format!("did:plc:a{k}")).collect();
+    dids.extend(["did:plc:r1".to_owned(), "did:plc:nobody".to_owned()]);
+    let mut every_received = HashMap::new();
     for engagement in Engagement::ALL {
         let mut expected: HashMap<String, u64> = HashMap::new();
         let mut add = |uri: &str| *expected.entry(uri.to_owned()).or_default() += 1;
@@ -584,16 +587,25 @@ fn engagement_counts_what_is_live_and_nothing_else() {
         }
         assert_eq!(counted, expected, "{engagement:?}");
         // An author's total is the sum over their live posts.
-        let mut dids: Vec<String> = (0..7).map(|k| format!("did:plc:a{k}")).collect();
-        dids.extend(["did:plc:r1".to_owned(), "did:plc:nobody".to_owned()]);
-        let mut received: HashMap<String, u64> = HashMap::new();
+        let mut received: HashMap<(String, Engagement), u64> = HashMap::new();
         for post in rows.iter().chain(reactions.iter().filter(live_reaction)) {
             if let Some(n) = expected.get(&post.uri).filter(|_| dids.contains(&post.did)) {
-                *received.entry(post.did.clone()).or_default() += n;
+                *received.entry((post.did.clone(), engagement)).or_default() += n;
             }
         }
-        assert_eq!(engine.received(engagement, &dids).unwrap(), received, "{engagement:?}");
+        assert_eq!(engine.received(&[engagement], &dids).unwrap(), received, "{engagement:?}");
+        every_received.extend(received);
     }
+    // Every engagement at once, in one statement, gives the same.
+    assert_eq!(engine.received(&Engagement::ALL, &dids).unwrap(), every_received);
+    let dids = ["did:plc:a1".to_owned()];
+    let likes_and_quotes = engine.received(&[Engagement::Quotes, Engagement::Likes], &dids).unwrap();
+    let expected: HashMap<_, _> = every_received
+        .into_iter()
+        .filter(|((did, e), _)| *did == dids[0] && matches!(e, Engagement::Quotes | Engagement::Likes))
+        .collect();
+    assert!(expected.len() == 2, "a1 got likes and quotes: {expected:?}");
+    assert_eq!(likes_and_quotes, expected);
     // Pages ranked by each kind, from every live post's count.
     let live: Vec<&Post> = rows.iter().chain(reactions.iter().filter(live_reaction)).collect();
     for engagement in Engagement::ALL {

@@ -236,30 +236,34 @@ impl UndoneInteractions {
 /// The `interaction_counts` view (`kind, subject_did, subject_rkey, "date", n`) over `files`,
 /// the snapshot's `interactions` data files: their rollups of subjects (or, for the files
 /// without one, their rows counted by day and subject), less `dead_interactions`, each row
-/// once; and the `interaction_sources` view (`"date"`), one row for each file with a rollup
-/// and for each day of the files without, the most positive rows a subject can have.
+/// once; `interaction_received`, the same rows from the rollups by the subject's author (an
+/// author's rows are a few row groups of those); and the `interaction_sources` view
+/// (`"date"`), one row for each file with a rollup and for each day of the files without, the
+/// most positive rows a subject can have.
 pub(super) fn counts_view_sql(files: &[PathBuf]) -> String {
     let read = |list: &[PathBuf]| {
         format!("read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}})", paths(list))
     };
     let (rolled, unrolled): (Vec<PathBuf>, Vec<PathBuf>) =
         files.iter().cloned().partition(|path| crate::rollup::has_rollups(path));
-    let sidecars: Vec<PathBuf> =
-        rolled.iter().map(|path| crate::rollup::path_for(path, crate::rollup::Kind::Subjects)).collect();
-    let mut parts = vec![
-        "SELECT kind, subject_did, subject_rkey, \"date\", -1 AS n FROM (SELECT DISTINCT file, did, kind, rkey, \
-         subject_did, subject_rkey, \"date\" FROM dead_interactions)"
-            .to_owned(),
-    ];
-    if !sidecars.is_empty() {
-        parts.push(format!("SELECT kind, subject_did, subject_rkey, \"date\", n FROM {}", read(&sidecars)));
-    }
-    if !unrolled.is_empty() {
-        parts.push(format!(
-            "SELECT kind, subject_did, subject_rkey, \"date\", count(*) AS n FROM {} GROUP BY ALL",
-            read(&unrolled)
-        ));
-    }
+    let view = |kind: crate::rollup::Kind| {
+        let sidecars: Vec<PathBuf> = rolled.iter().map(|path| crate::rollup::path_for(path, kind)).collect();
+        let mut parts = vec![
+            "SELECT kind, subject_did, subject_rkey, \"date\", -1 AS n FROM (SELECT DISTINCT file, did, kind, rkey, \
+             subject_did, subject_rkey, \"date\" FROM dead_interactions)"
+                .to_owned(),
+        ];
+        if !sidecars.is_empty() {
+            parts.push(format!("SELECT kind, subject_did, subject_rkey, \"date\", n FROM {}", read(&sidecars)));
+        }
+        if !unrolled.is_empty() {
+            parts.push(format!(
+                "SELECT kind, subject_did, subject_rkey, \"date\", count(*) AS n FROM {} GROUP BY ALL",
+                read(&unrolled)
+            ));
+        }
+        parts.join("\nUNION ALL ")
+    };
     // Where a subject's positive rows come from, at most one each: a file's sidecar, or a day
     // of the files without one (their rows summed by day above).
     let unrolled_days: std::collections::BTreeSet<_> = unrolled.iter().filter_map(|path| partition_day(path)).collect();
@@ -274,8 +278,10 @@ pub(super) fn counts_view_sql(files: &[PathBuf]) -> String {
         false => format!("SELECT * FROM (VALUES {}) AS s(\"date\")", sources.join(", ")),
     };
     format!(
-        "CREATE OR REPLACE VIEW interaction_counts AS {};\nCREATE OR REPLACE VIEW interaction_sources AS {sources}",
-        parts.join("\nUNION ALL ")
+        "CREATE OR REPLACE VIEW interaction_counts AS {};\nCREATE OR REPLACE VIEW interaction_received AS {};\n\
+         CREATE OR REPLACE VIEW interaction_sources AS {sources}",
+        view(crate::rollup::Kind::Subjects),
+        view(crate::rollup::Kind::Received)
     )
 }
 
@@ -380,13 +386,13 @@ mod tests {
                 let plan = EngagementPlan::new(engagement, &subjects);
                 assert_eq!(rolled.engagement(&plan).unwrap(), expected, "{step}: {engagement:?}");
                 assert_eq!(rows.engagement(&plan).unwrap(), expected, "{step}: {engagement:?}, the rows");
-                let mut received: HashMap<String, u64> = HashMap::new();
+                let mut received: HashMap<(String, Engagement), u64> = HashMap::new();
                 for post in &posts {
                     if let Some(n) = expected.get(&post.uri) {
-                        *received.entry(post.did.clone()).or_default() += n;
+                        *received.entry((post.did.clone(), engagement)).or_default() += n;
                     }
                 }
-                assert_eq!(rolled.received(engagement, &authors).unwrap(), received, "{step}: {engagement:?}");
+                assert_eq!(rolled.received(&[engagement], &authors).unwrap(), received, "{step}: {engagement:?}");
             }
         };
         let mut model = Model::default();
