@@ -286,6 +286,12 @@ enum Narrowed {
 /// each time after, up to [`MAX_INDEX_CANDIDATES`].
 const TEXT_PAGE_DEPTH: usize = 1_000;
 
+/// The fewest rows the row groups of a first look for a page of the newest or oldest posts
+/// hold (`Engine::stats_page_window`), and the most of a last look before the whole range:
+/// each look reads about its row groups, each 16 times the last's.
+const STATS_PAGE_DEPTH: usize = 1_000;
+const MAX_STATS_PAGE_DEPTH: usize = 1 << 20;
+
 /// The cursor of a page, with its order, to prune day partitions by.
 fn page_keyset(plan: &Plan) -> Option<(&Keyset, PostOrder)> {
     match plan {
@@ -1222,7 +1228,55 @@ impl Engine {
             }
             depth *= 8;
         }
+        // A page of the newest (oldest) posts: looked for first among the newest (oldest) row
+        // groups that hold `depth` rows by their statistics, then deeper.
+        let mut depth = STATS_PAGE_DEPTH.max(plan.limit as usize * 64);
+        while depth <= MAX_STATS_PAGE_DEPTH {
+            let Some(nearer) = self.stats_page_window(plan, depth)? else { break };
+            let rows = self.posts_within(&nearer)?;
+            if rows.len() == plan.limit as usize {
+                return Ok(rows);
+            }
+            depth *= 16;
+        }
         self.posts_within(plan)
+    }
+
+    /// `plan` with its time range cut to the newest (oldest, for OLDEST) row groups of the
+    /// stored posts, by their statistics (`post_key_ranges`), that lie whole in its range and
+    /// hold at least `depth` rows: the cut is the oldest time of those (the newest, for
+    /// OLDEST). Every post left out is older (newer) than every one of theirs, so a full page
+    /// within the cut is the page. `None` when the stored row groups in range hold fewer, or
+    /// when its range is on `indexed_at` (then `created_at` orders nothing it cuts), or when it
+    /// searches text (the text indexes narrow that: [`Self::text_page_window`]).
+    fn stats_page_window(&self, plan: &PostsPlan, depth: usize) -> Result<Option<PostsPlan>> {
+        if plan.filter.clock != Clock::CreatedAt || !plan.filter.text.is_empty() {
+            return Ok(None);
+        }
+        let window = created_window(&Plan::Posts(plan.clone()));
+        let (since, until) = (window.since_us.unwrap_or(i64::MIN), window.until_us.unwrap_or(i64::MAX));
+        let (cut_column, direction) = match plan.order {
+            PostOrder::Newest => ("created_at_lo", "DESC"),
+            PostOrder::Oldest => ("created_at_hi", "ASC"),
+        };
+        let sql = Sql {
+            text: format!(
+                "SELECT cut FROM (SELECT {cut_column} AS cut, \
+                 sum(n_rows) OVER (ORDER BY {cut_column} {direction} ROWS UNBOUNDED PRECEDING) AS seen \
+                 FROM post_key_ranges WHERE created_at_lo >= ? AND created_at_hi < ? AND n_rows IS NOT NULL) \
+                 WHERE seen >= ? ORDER BY cut {direction} LIMIT 1"
+            ),
+            params: vec![Param::Int(since), Param::Int(until), Param::Int(i64::try_from(depth).unwrap_or(i64::MAX))],
+        };
+        let Some(cut) = self.run_sql(&sql, |row| Ok(row.get::<_, i64>(0)?))?.pop() else { return Ok(None) };
+        let mut nearer = plan.clone();
+        match plan.order {
+            PostOrder::Newest => nearer.filter.since_us = Some(plan.filter.since_us.map_or(cut, |s| s.max(cut))),
+            PostOrder::Oldest => {
+                nearer.filter.until_us = Some(plan.filter.until_us.map_or(cut + 1, |u| u.min(cut + 1)));
+            }
+        }
+        Ok(Some(nearer))
     }
 
     /// `plan` with its time range cut to the posts created since the `depth`-th newest

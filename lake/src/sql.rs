@@ -453,9 +453,12 @@ impl Builder {
                  GROUP BY p.did"
             ));
         }
+        // Their uris only for replies and quotes, which name posts by it: a column of every
+        // row group read (a busy author's posts are in all of them) is most of the reading.
+        let uri = if engagements.iter().any(|e| e.interaction_kind().is_none()) { ", uri" } else { "" };
         write!(
             self.text,
-            "WITH theirs AS MATERIALIZED (SELECT did, rkey, uri FROM posts WHERE did IN ({theirs}))\n{}",
+            "WITH theirs AS MATERIALIZED (SELECT did, rkey{uri} FROM posts WHERE did IN ({theirs}))\n{}",
             parts.join("\nUNION ALL\n")
         )
         .unwrap();

@@ -1,7 +1,9 @@
 //! `post_key_ranges`: for each row group of the snapshot's `posts` data files, the range of
-//! its `created_at`, `indexed_at` and `rkey`, from the files' statistics. A window of time
-//! gives the range of its posts' record keys from it (`sql::Builder::window_keys`) without
-//! reading the posts: the likes of a window's posts are looked for in that range.
+//! its `created_at`, `indexed_at` and `rkey`, and its rows, from the files' statistics. A
+//! window of time gives the range of its posts' record keys from it
+//! (`sql::Builder::window_keys`) without reading the posts: the likes of a window's posts are
+//! looked for in that range. A page of the newest (oldest) posts is looked for first among
+//! the newest (oldest) row groups that hold enough rows (`Engine::stats_page_window`).
 //!
 //! Kept with the views, a file's row groups read once: a refresh adds those of new files and
 //! takes out those of files gone (or replaced under their name).
@@ -18,7 +20,7 @@ use crate::error::Result;
 /// has no statistics.
 pub(super) const CREATE_TABLE: &str = "
 CREATE TABLE post_key_ranges (file VARCHAR, created_at_lo BIGINT, created_at_hi BIGINT,
-  indexed_at_lo BIGINT, indexed_at_hi BIGINT, rkey_lo VARCHAR, rkey_hi VARCHAR);";
+  indexed_at_lo BIGINT, indexed_at_hi BIGINT, rkey_lo VARCHAR, rkey_hi VARCHAR, n_rows BIGINT);";
 
 /// The files (with their inodes) whose row groups `post_key_ranges` holds.
 #[derive(Debug, Default)]
@@ -54,7 +56,8 @@ impl KeyRanges {
             let read = connection.execute_batch(&format!(
                 "INSERT INTO post_key_ranges SELECT file_name, {}, {}, {}, {}, \
                  max(stats_min_value) FILTER (WHERE path_in_schema = 'rkey'), \
-                 max(stats_max_value) FILTER (WHERE path_in_schema = 'rkey') \
+                 max(stats_max_value) FILTER (WHERE path_in_schema = 'rkey'), \
+                 max(row_group_num_rows) \
                  FROM parquet_metadata([{list}]) \
                  WHERE path_in_schema IN ('created_at', 'indexed_at', 'rkey') GROUP BY file_name, row_group_id",
                 bound("created_at", "min"),
@@ -67,7 +70,8 @@ impl KeyRanges {
                 // statements of this snapshot retry on the next (`once_more_if_a_file_went`).
                 // Until then these files' posts may have any key and any time.
                 tracing::warn!(error = %error, "the statistics of new posts files could not be read; they narrow nothing");
-                let unknown = new.iter().map(|path| format!("({}, NULL, NULL, NULL, NULL, NULL, NULL)", paths([path])));
+                let unknown =
+                    new.iter().map(|path| format!("({}, NULL, NULL, NULL, NULL, NULL, NULL, NULL)", paths([path])));
                 connection.execute_batch(&format!(
                     "INSERT INTO post_key_ranges VALUES {}",
                     unknown.collect::<Vec<_>>().join(", ")
@@ -111,7 +115,7 @@ mod tests {
         assert_eq!(left, 0);
     }
 
-    /// A written file's row group gives its times and keys, exactly.
+    /// A written file's row group gives its times, keys and rows, exactly.
     #[test]
     fn a_row_group_gives_the_range_of_its_times_and_keys() {
         let dir = tempfile::tempdir().unwrap();
@@ -132,11 +136,13 @@ mod tests {
         connection.execute_batch(CREATE_TABLE).unwrap();
         let files: Vec<PathBuf> = written.into_iter().map(|file| file.path).collect();
         KeyRanges::default().sync(&connection, &files).unwrap();
-        let row: (i64, i64, i64, i64, String, String) = connection
+        let row: (i64, i64, i64, i64, String, String, i64) = connection
             .query_row("SELECT * EXCLUDE (file) FROM post_key_ranges", [], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
             })
             .unwrap();
-        assert_eq!(row, (day + 1_000_000, day + 3_000_000, day + 1_000_007, day + 3_000_007, "3a".into(), "3c".into()));
+        let expected =
+            (day + 1_000_000, day + 3_000_000, day + 1_000_007, day + 3_000_007, "3a".into(), "3c".into(), 3);
+        assert_eq!(row, expected);
     }
 }

@@ -184,6 +184,74 @@ fn stats_count_files_partitions_and_distinct_posts() {
     assert_eq!(stats.oldest_post_us, rows.iter().map(|p| p.created_at_us).min());
 }
 
+/// Pages of the newest and oldest posts are looked for first in the newest (oldest) row groups
+/// by their statistics, then deeper: pages that fill there, pages a filter or deletes leave
+/// short there, and pages after a cursor are all the pages of the whole range.
+#[test]
+fn pages_looked_for_in_the_nearest_row_groups_first_are_the_pages() {
+    // One day: each file of 35,000 rows is three row groups.
+    let mut next = random(7);
+    let rows: Vec<Post> = (0..70_000)
+        .map(|i| {
+            let created_at_us = 20_000 * DAY + (next(DAY as u64 / 1000) as i64) * 1000;
+            Post {
+                uri: format!("at://did:plc:a{}/app.bsky.feed.post/{i:06}", i % 7),
+                did: format!("did:plc:a{}", i % 7),
+                rkey: format!("{i:06}"),
+                created_at_us,
+                indexed_at_us: created_at_us + 1,
+                langs: vec![if next(5) == 0 { "ja" } else { "en" }.to_owned()],
+                ..Post::default()
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    write_posts(dir.path(), "a.parquet", rows[..35_000].to_vec()).unwrap();
+    write_posts(dir.path(), "b.parquet", rows[35_000..].to_vec()).unwrap();
+    // The newest 6,000 posts but six are deleted: a first look there finds too few.
+    let newest = newest_first(&rows, |_| true);
+    let deleted: Vec<String> =
+        newest[..6_000].iter().enumerate().filter(|(i, _)| i % 1_000 != 0).map(|(_, uri)| uri.clone()).collect();
+    let deletes: Vec<crate::model::Delete> = deleted
+        .iter()
+        .map(|uri| crate::model::Delete {
+            uri: uri.clone(),
+            did: crate::model::post_uri_parts(uri).unwrap().0.to_owned(),
+            deleted_at_us: 20_010 * DAY,
+        })
+        .collect();
+    crate::writer::write_rows(dir.path(), "d.parquet", deletes).unwrap();
+    crate::catalog::publish(dir.path(), 1).unwrap();
+    let engine = Engine::open(dir.path(), &EngineConfig::with_threads(2)).unwrap();
+
+    let deleted: std::collections::HashSet<String> = deleted.into_iter().collect();
+    let first_pages = |filter: &PostFilter, order: PostOrder, page: u32, pages: usize| {
+        let mut plan = PostsPlan::new(filter.clone(), order, page, []);
+        let mut seen = Vec::new();
+        for _ in 0..pages {
+            let rows = engine.posts(&plan).unwrap();
+            let Some(last) = rows.last() else { break };
+            plan.after = Some(Keyset { created_at_us: last.created_at_us, uri: last.uri.clone() });
+            seen.extend(rows.into_iter().map(|p| p.uri));
+        }
+        seen
+    };
+    let everything = PostFilter::default();
+    let plan = PostsPlan::new(everything.clone(), PostOrder::Newest, 20, []);
+    let cut = engine.stats_page_window(&plan, 1_000).unwrap().expect("the row groups narrow the page");
+    assert!(cut.filter.since_us.is_some(), "{cut:?}");
+    let live = newest_first(&rows, |p| !deleted.contains(&p.uri));
+    assert_eq!(first_pages(&everything, PostOrder::Newest, 20, 30), live[..600]);
+    let mut oldest = live.clone();
+    oldest.reverse();
+    assert_eq!(first_pages(&everything, PostOrder::Oldest, 50, 12), oldest[..600]);
+    // A filter few posts pass: one author's posts in Japanese.
+    let few = PostFilter { authors: vec!["did:plc:a3".into()], langs: vec!["ja".into()], ..Default::default() };
+    let expected = newest_first(&rows, |p| !deleted.contains(&p.uri) && p.did == "did:plc:a3" && p.langs == ["ja"]);
+    assert!(expected.len() > 1_500, "{}", expected.len());
+    assert_eq!(first_pages(&few, PostOrder::Newest, 100, 100), expected);
+}
+
 #[test]
 fn deleted_posts_disappear_from_every_answer() {
     let rows = rows();
