@@ -53,6 +53,20 @@ fn lake_with(rows: &[Post]) -> (tempfile::TempDir, Engine) {
     (dir, engine)
 }
 
+/// The `n`-th like of a test, of `post` by `actor`, on day 20,000 + `day`.
+fn like_of(post: &Post, actor: String, n: usize, day: i64) -> crate::model::Interaction {
+    let created_at_us = (20_000 + day) * DAY + n as i64;
+    crate::model::Interaction {
+        did: actor,
+        kind: crate::model::InteractionKind::Like,
+        rkey: format!("l{n:06}"),
+        subject_did: post.did.clone(),
+        subject_rkey: post.rkey.clone(),
+        created_at_us,
+        indexed_at_us: created_at_us,
+    }
+}
+
 fn newest_first(rows: &[Post], keep: impl Fn(&Post) -> bool) -> Vec<String> {
     let mut kept: Vec<&Post> = rows.iter().filter(|p| keep(p)).collect();
     kept.sort_by(|a, b| (b.created_at_us, &b.uri).cmp(&(a.created_at_us, &a.uri)));
@@ -719,23 +733,12 @@ fn engagement_counts_what_is_live_and_nothing_else() {
 /// and a page that the candidates alone answer is the same page.
 #[test]
 fn ranking_among_the_most_counted_leaves_no_post_out() {
-    use crate::model::{Interaction, InteractionKind};
     use crate::plan::{Engagement, RankKeyset, RankedPostsPlan};
     let rows = rows();
     let (dir, engine) = lake_with(&rows);
     let mut likes = Vec::new();
-    let mut like = |post: &Post, day: i64| {
-        let created_at_us = (20_000 + day) * DAY + likes.len() as i64;
-        likes.push(Interaction {
-            did: format!("did:plc:f{}", likes.len()),
-            kind: InteractionKind::Like,
-            rkey: format!("l{:06}", likes.len()),
-            subject_did: post.did.clone(),
-            subject_rkey: post.rkey.clone(),
-            created_at_us,
-            indexed_at_us: created_at_us,
-        });
-    };
+    let mut like =
+        |post: &Post, day: i64| likes.push(like_of(post, format!("did:plc:f{}", likes.len()), likes.len(), day));
     // 120 posts liked 7 times on the third day (more than a page of one's 104 candidates), one
     // of them 12 times: candidates are the posts liked at least 7 / 3 files = 2 times in a
     // file, and a post left out has at most 3 × 1. One liked once on each day (3, left out),
@@ -794,7 +797,7 @@ fn ranking_among_the_most_counted_leaves_no_post_out() {
 /// ranked another way. Over several draws of skewed likes on three days.
 #[test]
 fn ranking_among_the_largest_rows_agrees_with_counting_every_like() {
-    use crate::model::{Interaction, InteractionDelete, InteractionKind};
+    use crate::model::InteractionDelete;
     use crate::plan::{Engagement, RankKeyset, RankedPostsPlan};
     let rows = rows();
     for seed in 0..4_u64 {
@@ -807,16 +810,7 @@ fn ranking_among_the_largest_rows_agrees_with_counting_every_like() {
             for (i, post) in rows[..41].iter().enumerate() {
                 let times = if i == 40 { 4 } else { next(40 / (i as u64 + 1) + 1) };
                 for _ in 0..times {
-                    let created_at_us = (20_000 + day) * DAY + likes.len() as i64;
-                    likes.push(Interaction {
-                        did: format!("did:plc:f{}", likes.len() % 97),
-                        kind: InteractionKind::Like,
-                        rkey: format!("l{:06}", likes.len()),
-                        subject_did: post.did.clone(),
-                        subject_rkey: post.rkey.clone(),
-                        created_at_us,
-                        indexed_at_us: created_at_us,
-                    });
+                    likes.push(like_of(post, format!("did:plc:f{}", likes.len() % 97), likes.len(), day));
                 }
             }
         }
