@@ -2,7 +2,7 @@
 //! which the engine answers time buckets, top hashtags, top authors and engagement counts over
 //! long ranges without reading the rows.
 //!
-//! Each `posts` data file `NAME.parquet` gets four hidden sidecars in its partition directory,
+//! Each `posts` data file `NAME.parquet` gets five hidden sidecars in its partition directory,
 //! so that a partition exchange carries them with it and no listing of data files sees them:
 //!
 //! - `.NAME.cells` (Parquet, named so that no `*.parquet` glob takes it for data): the file's posts counted (`n`) per UTC hour of `created_at` and per
@@ -14,7 +14,10 @@
 //!   `topAuthors` over whole days is answered (see [`crate::exec`]'s author counts);
 //! - `.NAME.domains`: the file's posts counted per UTC hour and link domain
 //!   ([`link_domains`]), each post once per distinct domain, as `trending(kind: LINK_DOMAIN)`
-//!   counts them.
+//!   counts them;
+//! - `.NAME.keys`: the file's posts' keys (`did, rkey`), sorted by author in small row groups,
+//!   so that an author's posts are found in a few row groups instead of in every one (a busy
+//!   author posts in each of them): what an author's posts got in all is read from these.
 //!
 //! Each `interactions` data file gets two:
 //!
@@ -60,6 +63,8 @@ pub enum Kind {
     Tags,
     Authors,
     Domains,
+    /// Of a `posts` file: its posts' keys by author.
+    Keys,
     /// Of an `interactions` file: likes and reposts per kind and subject.
     Subjects,
     /// Of an `interactions` file: the rows of [`Kind::Subjects`] by the subject's author.
@@ -85,9 +90,10 @@ pub fn link_domains(alias: &str) -> String {
 
 impl Kind {
     /// Every kind, of any table.
-    pub const ALL: [Kind; 6] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::Subjects, Kind::Received];
+    pub const ALL: [Kind; 7] =
+        [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::Keys, Kind::Subjects, Kind::Received];
     /// Those of a `posts` data file.
-    pub const POSTS: [Kind; 4] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains];
+    pub const POSTS: [Kind; 5] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::Keys];
     /// Those of an `interactions` data file, in the order they are built: [`Kind::Received`]
     /// is read from [`Kind::Subjects`].
     pub const INTERACTIONS: [Kind; 2] = [Kind::Subjects, Kind::Received];
@@ -113,22 +119,29 @@ impl Kind {
             Kind::Tags => "tags",
             Kind::Authors => "authors",
             Kind::Domains => "domains",
+            Kind::Keys => "keys",
             Kind::Subjects => "subjects",
             Kind::Received => "received",
         }
     }
 
     /// Whether the rollup counts each of its file's rows exactly once (its `n` sum to the
-    /// file's rows); a tag rollup counts a post once per tag, a domain rollup once per domain.
+    /// file's rows, or it holds one row per row: [`Kind::has_counts`]); a tag rollup counts a
+    /// post once per tag, a domain rollup once per domain.
     pub fn counts_each_post_once(self) -> bool {
-        matches!(self, Kind::Cells | Kind::Authors | Kind::Subjects | Kind::Received)
+        matches!(self, Kind::Cells | Kind::Authors | Kind::Keys | Kind::Subjects | Kind::Received)
     }
 
-    /// Rows per row group: the subjects of a page of posts are looked up by key, which small
-    /// row groups narrow; the others are read whole.
+    /// Whether it holds a count (`n`) per row; [`Kind::Keys`] holds one row per post instead.
+    pub fn has_counts(self) -> bool {
+        self != Kind::Keys
+    }
+
+    /// Rows per row group: the subjects of a page of posts and an author's keys are looked up
+    /// by key, which small row groups narrow; the others are read whole.
     fn row_group_rows(self) -> usize {
         match self {
-            Kind::Subjects | Kind::Received => crate::writer::ROW_GROUP_ROWS,
+            Kind::Keys | Kind::Subjects | Kind::Received => crate::writer::ROW_GROUP_ROWS,
             _ => 1_000_000,
         }
     }
@@ -160,17 +173,20 @@ impl Kind {
                  GROUP BY ALL ORDER BY ALL",
                 link_domains("")
             ),
+            Kind::Keys => format!("SELECT did, rkey FROM {source} ORDER BY did, rkey"),
             Kind::Subjects => format!(
                 "SELECT kind, subject_did, subject_rkey, count(*) AS n FROM {source} \
                  GROUP BY ALL ORDER BY kind, subject_rkey, subject_did"
             ),
-            Kind::Received => format!(
-                "SELECT kind, subject_did, subject_rkey, count(*) AS n FROM {source} \
-                 GROUP BY ALL ORDER BY kind, subject_did, subject_rkey"
-            ),
+            Kind::Received => {
+                format!("SELECT kind, subject_did, subject_rkey, count(*) AS n FROM {source} GROUP BY ALL {BY_AUTHOR}")
+            }
         }
     }
 }
+
+/// The order of [`Kind::Received`]'s rows.
+const BY_AUTHOR: &str = "ORDER BY kind, subject_did, subject_rkey";
 
 /// Where rollup `kind` of a data file lives: beside it, hidden (`.NAME.cells`), and
 /// without the `.parquet` ending that globs over data files match.
@@ -222,11 +238,12 @@ fn build_kinds(source: &Path, data_file: &Path, kinds: &[Kind]) -> Result<()> {
         let select = match kind {
             // The rollup of subjects (in place before it) in another order: the rows are not
             // counted twice.
-            Kind::Received if subjects.is_file() => format!(
-                "SELECT kind, subject_did, subject_rkey, n FROM read_parquet({}) \
-                 ORDER BY kind, subject_did, subject_rkey",
-                sql_path(&subjects)
-            ),
+            Kind::Received if subjects.is_file() => {
+                format!(
+                    "SELECT kind, subject_did, subject_rkey, n FROM read_parquet({}) {BY_AUTHOR}",
+                    sql_path(&subjects)
+                )
+            }
             _ => kind.select(&read),
         };
         let copy = format!(
@@ -313,6 +330,7 @@ mod tests {
         Post {
             uri: format!("at://did:plc:a/app.bsky.feed.post/{n}"),
             did: "did:plc:a".into(),
+            rkey: n.to_string(),
             created_at_us: at,
             indexed_at_us: at,
             langs: langs.iter().map(|l| (*l).to_owned()).collect(),
@@ -376,6 +394,10 @@ mod tests {
         );
         let day = chrono::DateTime::from_timestamp_micros(day).unwrap().date_naive();
         assert_eq!(rows(Kind::Authors, "concat_ws('|', day, did, n)"), vec![format!("{day}|did:plc:a|4")]);
+        assert_eq!(
+            rows(Kind::Keys, "concat_ws('|', did, rkey)"),
+            ["1", "2", "3", "4"].map(|k| format!("did:plc:a|{k}"))
+        );
     }
 
     #[test]

@@ -420,8 +420,8 @@ impl Builder {
     }
 
     /// `(did, engagement, n)`: how much of each of `engagements` ([`Engagement::as_str`]) the
-    /// live posts of each of `dids` got, in all (the sums of their counts). The authors' posts
-    /// are read once, for every engagement.
+    /// live posts of each of `dids` got, in all (the sums of their counts). The authors' posts'
+    /// keys (`post_keys`: the live posts' `did, rkey, uri`) are read once, for every engagement.
     fn received(&mut self, engagements: &[Engagement], dids: &[String]) {
         let dids = || dids.iter().map(|did| Param::Text(did.clone()));
         let theirs = self.bind_list_or_null(dids());
@@ -453,12 +453,12 @@ impl Builder {
                  GROUP BY p.did"
             ));
         }
-        // Their uris only for replies and quotes, which name posts by it: a column of every
-        // row group read (a busy author's posts are in all of them) is most of the reading.
+        // Their uris only for replies and quotes, which name posts by it: without rollups, a
+        // column of every row group read (a busy author's posts are in all of them).
         let uri = if engagements.iter().any(|e| e.interaction_kind().is_none()) { ", uri" } else { "" };
         write!(
             self.text,
-            "WITH theirs AS MATERIALIZED (SELECT did, rkey{uri} FROM posts WHERE did IN ({theirs}))\n{}",
+            "WITH theirs AS MATERIALIZED (SELECT did, rkey{uri} FROM post_keys WHERE did IN ({theirs}))\n{}",
             parts.join("\nUNION ALL\n")
         )
         .unwrap();
@@ -822,6 +822,7 @@ impl Builder {
                 "rollup_domains_live",
             ),
             Kind::Authors => unreachable!("author counts are held in memory, not in a table"),
+            Kind::Keys => unreachable!("keys are read through `post_keys`, not counted by hour"),
             Kind::Subjects | Kind::Received => unreachable!("a rollup of likes, not of posts"),
         }
     }
@@ -1119,6 +1120,13 @@ mod tests {
         insta::assert_snapshot!(check(Plan::TopHashtagsPerAuthor(TopPlan::new(filter.clone(), 3))));
         let plan = PostsPlan::new(filter, PostOrder::Newest, 5, [PostColumn::Text]);
         insta::assert_snapshot!(check(Plan::PostsPerAuthor(plan)));
+    }
+
+    #[test]
+    fn totals_received_read_the_authors_keys_once() {
+        let dids = vec!["did:plc:a".to_owned(), "did:plc:b".to_owned()];
+        insta::assert_snapshot!(check(Plan::Received(vec![Engagement::Likes, Engagement::Reposts], dids.clone())));
+        insta::assert_snapshot!(check(Plan::Received(Engagement::ALL.to_vec(), dids)));
     }
 
     #[test]

@@ -208,9 +208,14 @@ fn rollup_problem(rollup: &Path, data: &Path) -> Option<(Severity, String)> {
         ));
     }
     let rebuild = "`skyglass lake rollup --rebuild` builds it again";
+    let kind = rollup.file_name().and_then(|n| crate::rollup::Kind::of_sidecar(&n.to_string_lossy()));
     let counted = (|| -> std::result::Result<i64, String> {
         let file = File::open(rollup).map_err(|e| e.to_string())?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+        if kind.is_some_and(|kind| !kind.has_counts()) {
+            // One row per post.
+            return Ok(builder.metadata().file_metadata().num_rows());
+        }
         let mask = ProjectionMask::columns(builder.parquet_schema(), ["n"]);
         let mut total = 0;
         for batch in builder.with_projection(mask).build().map_err(|e| e.to_string())? {
@@ -229,12 +234,9 @@ fn rollup_problem(rollup: &Path, data: &Path) -> Option<(Severity, String)> {
         .ok()
         .and_then(|file| ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).ok())
         .map(|m| m.metadata().row_groups().iter().map(|g| g.num_rows()).sum())?;
-    // Cells and author counts count each post once; a tag rollup counts it once per tag, so
-    // only that it reads.
-    let once = rollup
-        .file_name()
-        .and_then(|n| crate::rollup::Kind::of_sidecar(&n.to_string_lossy()))
-        .is_some_and(crate::rollup::Kind::counts_each_post_once);
+    // Cells and author counts count each post once, and keys hold it once; a tag rollup counts
+    // it once per tag, so only that it reads.
+    let once = kind.is_some_and(crate::rollup::Kind::counts_each_post_once);
     (once && counted != rows)
         .then(|| (Severity::Error, format!("the rollup counts {counted} posts, its data file holds {rows}; {rebuild}")))
 }
@@ -342,12 +344,13 @@ mod tests {
         fs::rename(moved_from.join(".moved.parquet.textindex"), day.join(".good.parquet.textindex")).unwrap();
         fs::create_dir(day.join(".gone.parquet.textindex")).unwrap();
         fs::rename(moved_from.join("moved.parquet"), day.join("moved.parquet")).unwrap();
-        // Its rollups move with it: the cells of 3 posts over those of the file of 10, the tag and
-        // domain counts beside it, and a tag rollup whose file is gone.
+        // Its rollups move with it: the cells and keys of 3 posts over those of the file of 10,
+        // the tag and domain counts beside it, and a tag rollup whose file is gone.
         let rollup = |dir: &Path, name: &str, kind| crate::rollup::path_for(&dir.join(name), kind);
         use crate::rollup::Kind;
         fs::rename(rollup(&moved_from, "moved.parquet", Kind::Cells), rollup(&day, "good.parquet", Kind::Cells))
             .unwrap();
+        fs::rename(rollup(&moved_from, "moved.parquet", Kind::Keys), rollup(&day, "good.parquet", Kind::Keys)).unwrap();
         fs::rename(rollup(&moved_from, "moved.parquet", Kind::Tags), rollup(&day, "moved.parquet", Kind::Tags))
             .unwrap();
         fs::rename(rollup(&moved_from, "moved.parquet", Kind::Domains), rollup(&day, "moved.parquet", Kind::Domains))
@@ -397,8 +400,11 @@ mod tests {
         let miscounted = found(".good.parquet.cells");
         assert!(miscounted.what.contains("counts 3 posts, its data file holds 10"), "{miscounted:?}");
         assert_eq!(miscounted.severity, Severity::Error);
+        let short = found(".good.parquet.keys");
+        assert!(short.what.contains("counts 3 posts, its data file holds 10"), "{short:?}");
+        assert_eq!(short.severity, Severity::Error);
         assert_eq!(found(".gone.parquet.tags").severity, Severity::Warning);
-        assert_eq!(report.errors(), 4, "{:#?}", report.findings);
+        assert_eq!(report.errors(), 5, "{:#?}", report.findings);
         assert!(report.findings.iter().all(|f| f.path.file_name() != Some("good.parquet".as_ref())));
     }
 
