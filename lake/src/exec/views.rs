@@ -202,9 +202,9 @@ impl Engine {
         self.hidden_present.store(!hidden.is_empty(), Ordering::Release);
         let hidden = Arc::new(hidden);
         *self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()) = hidden.clone();
-        base.execute_batch(&keys::key_files_view_sql(&listed[POSTS].paths))?;
-        self.create_posts_view(&base)?;
         let posts = &listed[POSTS];
+        base.execute_batch(&keys::key_files_view_sql(&posts.paths))?;
+        self.create_posts_view(&base)?;
         base.execute_batch(&undone::counts_view_sql(&listed[INTERACTIONS].paths))?;
         undone.moved(state.generation, &listed[INTERACTIONS].paths, &listed[INTERACTION_DELETES].paths, hidden.clone());
         rollup_tables.moved(rollups::Listing::new(&posts.paths, &listed[DELETES].paths, hidden));
@@ -228,14 +228,14 @@ impl Engine {
         let files = self.less_file_deletes("SELECT * FROM post_files");
         let keys = match self.use_rollups {
             true => self.live_posts_sql(&self.less_file_deletes("SELECT * FROM post_key_files"), true),
-            false => "SELECT did, rkey, uri FROM posts".to_owned(),
+            false => "SELECT * FROM posts".to_owned(),
         };
         base.execute_batch(&format!(
             "CREATE OR REPLACE VIEW posts AS {};
              CREATE OR REPLACE VIEW file_posts AS {};
              CREATE OR REPLACE VIEW hot_live AS {};
              CREATE OR REPLACE VIEW interactions AS {};
-             CREATE OR REPLACE VIEW post_keys AS {keys};",
+             CREATE OR REPLACE VIEW post_keys AS SELECT did, rkey, uri FROM ({keys});",
             self.live_posts_sql(&files, true),
             self.live_posts_sql(&files, false),
             self.live_posts_sql("SELECT * FROM post_files WHERE false", true),
