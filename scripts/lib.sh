@@ -28,6 +28,23 @@ ensure_wrk() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
 }
 
+# Prints a Python that has chDB (ClickHouse in-process, from PyPI), for the query benchmark's
+# peer: a virtual environment of its own beside the build cache, made (with python3 and venv
+# from the system packages when missing) and filled from PyPI once.
+ensure_chdb_python() {
+  local venv="$HOME/.cache/skyglass/chdb-venv"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import chdb" 2>/dev/null; then
+    echo "$venv/bin/python"; return 0
+  fi
+  echo "==> installing chdb from PyPI into $venv" >&2
+  if ! command -v python3 >/dev/null || ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c "import ensurepip" 2>/dev/null; then
+    as_root apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv" >&2 && "$venv/bin/pip" install -q "chdb==4.4.0" >&2 && echo "$venv/bin/python"
+}
+
 # Installs promtool (Debian's prometheus package) when it is missing, to check deploy/.
 ensure_promtool() {
   if command -v promtool >/dev/null; then return 0; fi

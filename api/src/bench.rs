@@ -6,7 +6,8 @@
 //! - Storage: Parquet bytes per post against the raw JSON bytes of the post events.
 //! - Queries: for each query class, the GraphQL request over HTTP (this binary's router on a
 //!   loopback port) against the same plans run directly on DuckDB over the same files, cold
-//!   (first run) and warm (median of the runs).
+//!   (first run) and warm (median of the runs), and the same question asked of chDB in its own
+//!   SQL over the same files when a Python with `chdb` is given ([`chdb`]).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -29,6 +30,8 @@ use serde_json::{Value, json};
 use crate::cli::{BenchArgs, BenchPart};
 use crate::graphql::{Limits, QueryRunner};
 use crate::http::{self, AppState};
+
+mod chdb;
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.work).with_context(|| format!("failed to create {}", args.work.display()))?;
@@ -521,6 +524,12 @@ async fn spawn_serve(
         .kill_on_drop(true)
         .spawn()
         .context("failed to start skyglass serve")?;
+    let address = served_address(&mut child).await?;
+    Ok((child, address))
+}
+
+/// The address a `skyglass serve` child listens on: the first line it prints says.
+async fn served_address(child: &mut tokio::process::Child) -> anyhow::Result<String> {
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??.unwrap_or_default();
@@ -530,7 +539,39 @@ async fn spawn_serve(
         .and_then(|rest| rest.split('/').next())
         .with_context(|| format!("serve printed no address: {first:?}"))?
         .to_owned();
-    Ok((child, address))
+    Ok(address)
+}
+
+/// `skyglass serve --role api` (this binary, as deployed: one process, its result cache in a
+/// private `redis-server`) over the benchmark's lake, asked every class once uncached: its peak
+/// resident memory (`VmHWM`) in MiB, after it made its tables and answered them all.
+async fn server_memory(args: &BenchArgs, classes: &[QueryClass]) -> anyhow::Result<f64> {
+    let redis = PrivateRedis::start(&args.work)?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--role", "api", "--listen", "127.0.0.1:0", "--query-timeout", "10m"])
+        .arg("--lake")
+        .arg(&args.lake)
+        .arg("--redis-url")
+        .arg(redis.url())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("failed to start skyglass serve")?;
+    let pid = child.id().context("serve ended at once")?;
+    let url = format!("http://{}/graphql", served_address(&mut child).await?);
+    let client = reqwest::Client::new();
+    for class in classes {
+        let request = client.post(&url).header("cache-control", "no-store").json(&json!({"query": class.graphql}));
+        let response: Value = request.send().await?.json().await?;
+        if let Some(errors) = response.get("errors") {
+            bail!("serve failed class `{}`: {errors}", class.name);
+        }
+    }
+    let peak = status_mib(pid, "VmHWM:").context("no VmHWM for serve")?;
+    child.kill().await?;
+    Ok(peak)
 }
 
 /// How long a post takes from ingest to answers, with no flush: `skyglass serve` (this binary)
@@ -687,6 +728,8 @@ struct QueryClass {
     name: &'static str,
     graphql: String,
     plans: Vec<Plan>,
+    /// The same question in ClickHouse's SQL, for chDB (none: not asked of it).
+    peer: Vec<String>,
 }
 
 /// Which classes [`query_bench`] measures.
@@ -725,12 +768,19 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
         bail!("{} holds no posts; make one with `skyglass generate`", args.lake.display());
     }
     let classes = {
-        let direct = direct.clone();
+        let (direct, lake) = (direct.clone(), args.lake.clone());
         tokio::task::spawn_blocking(move || match section {
-            Section::Queries => query_classes(&direct),
+            Section::Queries => query_classes(&direct, &lake),
             Section::Engagement => engagement_classes(&direct),
         })
         .await??
+    };
+    let mut peer = match (section, &args.chdb_python) {
+        (Section::Queries, Some(python)) => {
+            let (python, work) = (python.clone(), args.work.clone());
+            Some(tokio::task::spawn_blocking(move || chdb::Chdb::start(&python, &work)).await??)
+        }
+        _ => None,
     };
 
     // The real router on a loopback port, one query slot per core, no timeout to speak of.
@@ -746,6 +796,8 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
     'classes: for class in &classes {
         let mut api = Vec::new();
         let mut raw = Vec::new();
+        // The API's first answer, which chDB's must equal.
+        let mut answer = Value::Null;
         for _ in 0..=args.runs as usize {
             let started = Instant::now();
             // Uncached, like the DuckDB side: the result cache is measured on its own.
@@ -770,6 +822,9 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
                 failed.push((class.name, errors[0]["message"].as_str().unwrap_or_default().to_owned()));
                 continue 'classes;
             }
+            if answer.is_null() {
+                answer = response["data"].clone();
+            }
             let plans = class.plans.clone();
             let engine = direct.clone();
             raw.push(
@@ -793,14 +848,24 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
         let (api_cold, raw_cold) = (api[0], raw[0]);
         let (api_warm, raw_warm) = (median(&api[1..]), median(&raw[1..]));
         eprintln!("bench: {:<28} api {:>8.1} ms  duckdb {:>8.1} ms", class.name, api_warm * 1e3, raw_warm * 1e3);
-        rows.push((class, api_cold, raw_cold, api_warm, raw_warm, None));
+        let peer = match peer.as_mut() {
+            Some(chdb) if !class.peer.is_empty() => Some(ask_peer(chdb, class, &answer, args.runs)),
+            _ => None,
+        };
+        rows.push(Measured { class, api_cold, raw_cold, api_warm, raw_warm, without: None, peer });
     }
+    drop(peer);
     server.abort();
+    let memory = match section {
+        Section::Queries => Some(server_memory(args, &classes).await?),
+        Section::Engagement => None,
+    };
     // After every other measure: the rows it reads (a week of likes) push the files the others
     // read out of the page cache.
     if let Some(without) = &without {
         for row in &mut rows {
-            let (name, plans, without, direct) = (row.0.name, row.0.plans.clone(), without.clone(), direct.clone());
+            let (name, plans, without, direct) =
+                (row.class.name, row.class.plans.clone(), without.clone(), direct.clone());
             let runs = args.runs as usize;
             let plain = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
                 // The first run also checks the answers (every plan with one to compare).
@@ -823,7 +888,7 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
             })
             .await??;
             eprintln!("bench: {name:<28} without rollups {:>8.1} ms", plain * 1e3);
-            row.5 = Some(plain);
+            row.without = Some(plain);
         }
     }
 
@@ -842,6 +907,19 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
          threads.\n",
         stats.posts, stats.partitions, stats.bytes, args.runs, threads
     )?;
+    let peers = rows.iter().filter(|row| row.peer.is_some()).count();
+    if peers > 0 {
+        writeln!(
+            out,
+            "chDB: the same question in ClickHouse's SQL (in `api/src/bench.rs`), asked of chDB {} (ClickHouse \
+             in-process, one session, from PyPI) over the same files: the `posts` files less the posts the \
+             `deletes` files name and less hidden accounts', as the engine's `posts` view has them, each \
+             class's `date` partitions pruned where it names a day. Its answers (the uris of a page, the \
+             counts of a bucket or a ranking) must be the API's; timed inside its Python process, after the \
+             API and DuckDB runs of the class. The speed-up is chDB's warm time over the API's.\n",
+            chdb_version(args)
+        )?;
+    }
     if section == Section::Engagement {
         writeln!(
             out,
@@ -850,31 +928,55 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
              time over DuckDB's.\n"
         )?;
     }
-    let (without_header, without_rule) = match section {
-        Section::Queries => ("", ""),
-        Section::Engagement => (" without rollups warm ms | speed-up |", "---:|---:|"),
-    };
+    let (mut extra_header, mut extra_rule) = (String::new(), String::new());
+    if section == Section::Engagement {
+        extra_header.push_str(" without rollups warm ms | speed-up |");
+        extra_rule.push_str("---:|---:|");
+    }
+    if peers > 0 {
+        extra_header.push_str(" chDB cold ms | chDB warm ms | API vs chDB |");
+        extra_rule.push_str("---:|---:|---|");
+    }
     writeln!(
         out,
-        "| class | statements | API cold ms | DuckDB cold ms | API warm ms | DuckDB warm ms |{without_header} \
+        "| class | statements | API cold ms | DuckDB cold ms | API warm ms | DuckDB warm ms |{extra_header} \
          API overhead | goal |"
     )?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|{without_rule}---:|---|")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|{extra_rule}---:|---|")?;
     let mut all_met = true;
-    for (class, api_cold, raw_cold, api_warm, raw_warm, plain_warm) in &rows {
-        let without =
-            plain_warm.map(|plain| format!(" {:.1} | {:.0}× |", plain * 1e3, plain / raw_warm)).unwrap_or_default();
+    let (mut under_a_second, mut peer_beaten, mut peer_answers_differ) = (0, 0, 0);
+    for row in &rows {
+        let (api_warm, raw_warm) = (row.api_warm, row.raw_warm);
+        let mut extra =
+            row.without.map(|plain| format!(" {:.1} | {:.0}× |", plain * 1e3, plain / raw_warm)).unwrap_or_default();
+        if peers > 0 {
+            match &row.peer {
+                Some(PeerMeasure::Timed { cold, warm, differs }) => {
+                    peer_beaten += usize::from(api_warm <= *warm);
+                    peer_answers_differ += usize::from(differs.is_some());
+                    let versus = match differs {
+                        Some(how) => format!("answers differ: {how}"),
+                        None if api_warm <= *warm => format!("{:.1}× faster ✓", warm / api_warm),
+                        None => format!("{:.1}× slower ✗", api_warm / warm),
+                    };
+                    write!(extra, " {:.1} | {:.1} | {versus} |", cold * 1e3, warm * 1e3)?;
+                }
+                Some(PeerMeasure::Failed(why)) => write!(extra, " | | chDB failed: {why} |")?,
+                None => extra.push_str(" | | |"),
+            }
+        }
+        under_a_second += usize::from(api_warm < 1.0);
         let overhead = api_warm - raw_warm;
         let (goal, met) =
-            if *raw_warm > 0.050 { ("≤ 15%", overhead / raw_warm <= 0.15) } else { ("≤ 2 ms", overhead <= 0.002) };
+            if raw_warm > 0.050 { ("≤ 15%", overhead / raw_warm <= 0.15) } else { ("≤ 2 ms", overhead <= 0.002) };
         all_met &= met;
         writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |{without} {:+.1} ms ({:+.0}%) | {goal} {} |",
-            class.name,
-            class.plans.len(),
-            api_cold * 1e3,
-            raw_cold * 1e3,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |{extra} {:+.1} ms ({:+.0}%) | {goal} {} |",
+            row.class.name,
+            row.class.plans.len(),
+            row.api_cold * 1e3,
+            row.raw_cold * 1e3,
             api_warm * 1e3,
             raw_warm * 1e3,
             overhead * 1e3,
@@ -883,7 +985,7 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
         )?;
     }
     for (name, why) in &failed {
-        let blanks = if without.is_some() { " | |" } else { "" };
+        let blanks = " | |".repeat(usize::from(without.is_some())) + &" | | |".repeat(usize::from(peers > 0));
         writeln!(out, "| {name} | | | | | |{blanks} not answered: {why} | ✗ |")?;
     }
     writeln!(
@@ -891,12 +993,108 @@ async fn query_bench(args: &BenchArgs, section: Section) -> anyhow::Result<Strin
         "\nGoal: the API adds at most 15% over DuckDB for queries over 50 ms, at most 2 ms for the others. {}\n",
         verdict(all_met && failed.is_empty())
     )?;
+    if section == Section::Queries {
+        let classes = rows.len() + failed.len();
+        writeln!(
+            out,
+            "Goal (issue 8, set for the month tier; this lake holds {} days): every class under 1 s warm: \
+             {under_a_second} of {classes}. {}\n",
+            stats.partitions,
+            verdict(under_a_second == classes)
+        )?;
+    }
+    if let Some(peak) = memory {
+        writeln!(
+            out,
+            "Server memory: `skyglass serve --role api` over the same lake (its result cache in a private \
+             `redis-server`), asked every class once uncached, peaked at {peak:.0} MiB resident (`VmHWM`, with \
+             the tables it makes at start). Goal: under 4 GiB. {}\n",
+            verdict(peak < 4096.0)
+        )?;
+    }
+    if peers > 0 {
+        writeln!(
+            out,
+            "Goal: the API at least as fast as chDB on most classes: {peer_beaten} of {peers}, with the same \
+             answers on {} of {peers}. {}\n",
+            peers - peer_answers_differ,
+            verdict(peer_beaten * 2 > peers && peer_answers_differ == 0)
+        )?;
+    }
     writeln!(out, "The GraphQL of each class:\n")?;
     for class in &classes {
         writeln!(out, "- {}: `{}`", class.name, class.graphql)?;
     }
     writeln!(out)?;
     Ok(out)
+}
+
+/// One class's figures in [`query_bench`].
+struct Measured<'a> {
+    class: &'a QueryClass,
+    api_cold: f64,
+    raw_cold: f64,
+    api_warm: f64,
+    raw_warm: f64,
+    /// Engagement: the warm time of the plans on an engine without rollups.
+    without: Option<f64>,
+    peer: Option<PeerMeasure>,
+}
+
+/// What chDB did with a class.
+enum PeerMeasure {
+    /// Its cold and warm (median) seconds, and how its answer differs from the API's, if it does.
+    Timed { cold: f64, warm: f64, differs: Option<String> },
+    /// It could not answer (the error).
+    Failed(String),
+}
+
+/// Asks chDB a class's question once cold and `runs` times warm, comparing its first answer with
+/// the API's (`answer`, a GraphQL `data`).
+fn ask_peer(chdb: &mut chdb::Chdb, class: &QueryClass, answer: &Value, runs: u32) -> PeerMeasure {
+    let expected = chdb::canonical(answer);
+    let mut seconds = Vec::new();
+    let mut differs = None;
+    for run in 0..=runs {
+        let got = match tokio::task::block_in_place(|| chdb.run(&class.peer)) {
+            Ok(got) => got,
+            Err(error) => {
+                eprintln!("bench: {:<28} chDB failed: {error:#}", class.name);
+                return PeerMeasure::Failed(error.to_string().chars().take(200).collect());
+            }
+        };
+        if run == 0 && got.rows != expected {
+            let at =
+                got.rows.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(got.rows.len().min(expected.len()));
+            let how = format!(
+                "row {at} of {} (API: {})",
+                got.rows.len(),
+                expected.get(at).map(String::as_str).unwrap_or("none"),
+            );
+            eprintln!(
+                "bench: {:<28} chDB answers differently at {how}; chDB: {}",
+                class.name,
+                got.rows.get(at).map(String::as_str).unwrap_or("none")
+            );
+            differs = Some(how);
+        }
+        seconds.push(got.seconds);
+    }
+    let warm = median(&seconds[1..]);
+    eprintln!("bench: {:<28} chdb {:>8.1} ms", class.name, warm * 1e3);
+    PeerMeasure::Timed { cold: seconds[0], warm, differs }
+}
+
+/// The chDB package's version, as its Python reports it.
+fn chdb_version(args: &BenchArgs) -> String {
+    let Some(python) = &args.chdb_python else { return String::new() };
+    Command::new(python)
+        .args(["-c", "import chdb; print(chdb.__version__)"])
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|version| !version.is_empty())
+        .unwrap_or_else(|| "(version unknown)".into())
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -906,8 +1104,10 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// The query classes, with arguments taken from the lake itself (a real uri, a busy author, a
-/// cursor deep in the newest posts).
-fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
+/// cursor deep in the newest posts), each also written as a user of chDB would ask it of the
+/// lake's files: the live posts (less deletes and hidden accounts, [`chdb::live_posts`]), with
+/// the `date` partitions pruned where the question names a day.
+fn query_classes(engine: &Engine, lake: &Path) -> anyhow::Result<Vec<QueryClass>> {
     let all = PostFilter::default();
     let newest = PostsPlan::new(all.clone(), PostOrder::Newest, 5_001, [PostColumn::Uri]);
     let deep = engine.posts(&newest)?;
@@ -952,9 +1152,40 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
     let mut deep_plan = PostsPlan::new(all.clone(), PostOrder::Newest, 101, page_columns);
     deep_plan.after = Some(cursor.clone());
 
+    // The same in ClickHouse's SQL, named as the GraphQL fields are (see `chdb::canonical`).
+    let posts = chdb::live_posts(lake);
+    let lit = |text: &str| chdb::literal(text);
+    let peer_page = |conditions: &[String], limit: u32| {
+        let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        format!(
+            "SELECT uri, text, created_at AS createdAt, did AS authorDid FROM {posts}{filter} \
+             ORDER BY created_at DESC, uri DESC LIMIT {limit}"
+        )
+    };
+    let peer_text = |query: &TextQuery| -> anyhow::Result<Vec<String>> {
+        let Some(compiled) = lake::search::compile(query)? else { return Ok(Vec::new()) };
+        let like = |literal: &str| literal.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let literals = compiled.literals.iter().map(|l| format!("text ILIKE {}", lit(&format!("%{}%", like(l)))));
+        let patterns = compiled.patterns.iter().map(|p| format!("match(text, {})", lit(&format!("(?i){p}"))));
+        Ok(literals.chain(patterns).collect())
+    };
+    let coffee_peer = peer_text(&coffee.text[0])?;
+    let busy_lit = lit(&busy);
+    let day_peer = format!(
+        "date = toDate({}) AND created_at >= {} AND created_at < {}",
+        lit(&lake::layout::date_of_micros(day_start).to_string()),
+        chdb::timestamp(day_start),
+        chdb::timestamp(day_start + 86_400_000_000)
+    );
+    let peer_langs = "arrayMap(l -> lower(splitByChar('-', assumeNotNull(l))[1]), langs)";
+
     Ok(vec![
         QueryClass {
             name: "lookup by uri",
+            peer: vec![format!(
+                "SELECT uri, text, created_at AS createdAt, did AS authorDid FROM {posts} WHERE uri = {}",
+                lit(&uri)
+            )],
             graphql: format!("{{ post(uri: {}) {{ uri text createdAt authorDid }} }}", json!(uri)),
             plans: vec![Plan::Posts(PostsPlan::new(
                 PostFilter { uris: vec![uri.clone()], ..all.clone() },
@@ -965,26 +1196,47 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
         },
         QueryClass {
             name: "newest page",
+            peer: vec![peer_page(&[], 20)],
             graphql: format!("{{ posts(first: 20) {{ {fields} }} }}"),
             plans: vec![page(all.clone(), 21)],
         },
         QueryClass {
             name: "filtered list (lang + tag)",
+            peer: vec![peer_page(
+                &[
+                    format!("has({peer_langs}, 'ja')"),
+                    format!("has(hashtags, {})", lit(&lake::model::normalise_tag("猫"))),
+                ],
+                20,
+            )],
             graphql: format!("{{ posts(first: 20, filter: {{langs: [\"ja\"], hashtags: [\"猫\"]}}) {{ {fields} }} }}"),
             plans: vec![page(ja_cats, 21)],
         },
         QueryClass {
             name: "deep page (after 5,000)",
+            peer: vec![peer_page(
+                &[format!(
+                    "(created_at < {at} OR (created_at = {at} AND uri < {}))",
+                    lit(&cursor.uri),
+                    at = chdb::timestamp(cursor.created_at_us)
+                )],
+                100,
+            )],
             graphql: format!("{{ posts(first: 100, after: {}) {{ {fields} }} }}", json!(cursor.encode())),
             plans: vec![Plan::Posts(deep_plan)],
         },
         QueryClass {
             name: "substring search + count",
+            peer: vec![
+                format!("SELECT count() AS totalCount FROM {posts} WHERE {}", coffee_peer.join(" AND ")),
+                peer_page(&coffee_peer, 20),
+            ],
             graphql: format!("{{ posts(first: 20, filter: {{textContains: \"coffee\"}}) {{ totalCount {fields} }} }}"),
             plans: vec![page(coffee.clone(), 21), Plan::Summary(coffee)],
         },
         QueryClass {
             name: "phrase search",
+            peer: vec![peer_page(&peer_text(&phrase.text[0])?, 20)],
             graphql: format!(
                 "{{ posts(first: 20, filter: {{text: {{query: \"the sky is\", mode: PHRASE}}}}) {{ {fields} }} }}"
             ),
@@ -992,11 +1244,17 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
         },
         QueryClass {
             name: "count of replies",
+            peer: vec![format!("SELECT count() AS totalCount FROM {posts} WHERE reply_parent IS NOT NULL")],
             graphql: "{ posts(first: 0, filter: {isReply: true}) { totalCount } }".into(),
             plans: vec![Plan::Summary(replies)],
         },
         QueryClass {
             name: "hourly buckets, one day",
+            peer: vec![format!(
+                "SELECT toUnixTimestamp(toStartOfHour(created_at)) AS start, count() AS posts, \
+                 uniqExact(did) AS authors, countIf(reply_parent IS NOT NULL) AS replies \
+                 FROM {posts} WHERE {day_peer} GROUP BY start ORDER BY start"
+            )],
             graphql: format!(
                 "{{ timeBuckets(interval: HOUR, filter: {{since: {}, until: {}}}) {{ start posts authors replies }} }}",
                 day_json["since"], day_json["until"]
@@ -1005,6 +1263,12 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
         },
         QueryClass {
             name: "daily buckets by lang, New York",
+            peer: vec![format!(
+                "SELECT toUnixTimestamp(toStartOfDay(created_at, 'America/New_York')) AS start, \
+                 arrayJoin(if(empty(langs), [CAST(NULL, 'Nullable(String)')], \
+                 arrayDistinct(arrayMap(l -> toNullable(l), {peer_langs})))) AS `group`, count() AS posts \
+                 FROM {posts} GROUP BY start, `group` ORDER BY start, `group` NULLS LAST"
+            )],
             graphql:
                 "{ timeBuckets(interval: DAY, timeZone: \"America/New_York\", groupBy: LANG) { start group posts } }"
                     .into(),
@@ -1012,16 +1276,31 @@ fn query_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
         },
         QueryClass {
             name: "top authors",
+            peer: vec![format!(
+                "SELECT did, count() AS posts FROM {posts} GROUP BY did ORDER BY posts DESC, did LIMIT 10"
+            )],
             graphql: "{ topAuthors(first: 10) { posts author { did } } }".into(),
             plans: vec![Plan::TopAuthors(TopPlan::new(all.clone(), 10))],
         },
         QueryClass {
             name: "top hashtags",
+            peer: vec![format!(
+                "SELECT tag, count() AS posts, uniqExact(did) AS authors \
+                 FROM (SELECT arrayJoin(arrayDistinct(hashtags)) AS tag, did FROM {posts}) \
+                 GROUP BY tag ORDER BY posts DESC, tag LIMIT 10"
+            )],
             graphql: "{ topHashtags(first: 10) { tag posts authors } }".into(),
             plans: vec![Plan::TopHashtags(TopPlan::new(all.clone(), 10))],
         },
         QueryClass {
             name: "author activity",
+            peer: vec![
+                format!("SELECT count() AS postCount FROM {posts} WHERE did = {busy_lit}"),
+                format!(
+                    "SELECT toUnixTimestamp(toStartOfDay(created_at, 'UTC')) AS start, count() AS posts \
+                     FROM {posts} WHERE did = {busy_lit} GROUP BY start ORDER BY start"
+                ),
+            ],
             graphql: format!(
                 "{{ author(did: {}) {{ postCount activity(interval: DAY) {{ start posts }} }} }}",
                 json!(busy)
@@ -1080,6 +1359,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
         QueryClass {
             name: "newest page with counts",
             graphql: format!("{{ posts(first: 20) {{ nodes {{ uri {counts} }} }} }}"),
+            peer: Vec::new(),
             plans: [Plan::Posts(PostsPlan::new(all.clone(), PostOrder::Newest, 21, [PostColumn::Uri]))]
                 .into_iter()
                 .chain(counts_of(&page))
@@ -1088,6 +1368,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
         QueryClass {
             name: "one popular post's counts",
             graphql: format!("{{ post(uri: {}) {{ uri {counts} }} }}", json!(popular.0)),
+            peer: Vec::new(),
             plans: [Plan::Posts(PostsPlan::new(
                 PostFilter { uris: vec![popular.0.clone()], ..all.clone() },
                 PostOrder::Newest,
@@ -1105,6 +1386,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
                 json!(rfc3339(day_start)),
                 json!(rfc3339(day_start + DAY))
             ),
+            peer: Vec::new(),
             plans: vec![
                 Plan::RankedPosts(ranked_day),
                 Plan::Engagement(EngagementPlan::new(Engagement::Likes, &liked_page)),
@@ -1116,6 +1398,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
                 "{{ posts(first: 20, order: MOST_REPOSTED, filter: {{since: {}}}) {{ nodes {{ uri repostCount }} }} }}",
                 json!(rfc3339(week_start))
             ),
+            peer: Vec::new(),
             plans: vec![
                 Plan::RankedPosts(ranked_week),
                 Plan::Engagement(EngagementPlan::new(Engagement::Reposts, &reposted_page)),
@@ -1124,6 +1407,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
         QueryClass {
             name: "an author's totals received",
             graphql: format!("{{ author(did: {}) {{ likesReceived repostsReceived }} }}", json!(busy)),
+            peer: Vec::new(),
             plans: vec![
                 Plan::AuthorPosts(vec![busy.clone()]),
                 Plan::Accounts(vec![busy.clone()]),
@@ -1139,6 +1423,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
             )
             .replace("\"since\"", "since")
             .replace("\"until\"", "until"),
+            peer: Vec::new(),
             plans: vec![trend(TrendKind::Hashtag, last_hour, (last_hour.0 - 7 * DAY, last_hour.0), TrendRank::Ratio)?],
         },
         QueryClass {
@@ -1150,6 +1435,7 @@ fn engagement_classes(engine: &Engine) -> anyhow::Result<Vec<QueryClass>> {
             )
             .replace("\"since\"", "since")
             .replace("\"until\"", "until"),
+            peer: Vec::new(),
             plans: vec![trend(
                 TrendKind::LinkDomain,
                 (day_start, day_start + DAY),
@@ -1245,16 +1531,19 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
     };
     let classes = vec![
         QueryClass {
+            peer: Vec::new(),
             name: "hourly buckets",
             graphql: format!("{{ timeBuckets(interval: HOUR, filter: {{{range}}}) {{ start posts replies }} }}"),
             plans: vec![buckets(Interval::Hour, "UTC", None)],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "daily buckets",
             graphql: format!("{{ timeBuckets(interval: DAY, filter: {{{range}}}) {{ start posts replies }} }}"),
             plans: vec![buckets(Interval::Day, "UTC", None)],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "hourly buckets by embed type",
             graphql: format!(
                 "{{ timeBuckets(interval: HOUR, groupBy: EMBED_TYPE, filter: {{{range}}}) {{ start group posts replies }} }}"
@@ -1262,6 +1551,7 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
             plans: vec![buckets(Interval::Hour, "UTC", Some(Dimension::EmbedType))],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "daily buckets by lang, New York",
             graphql: format!(
                 "{{ timeBuckets(interval: DAY, timeZone: \"America/New_York\", groupBy: LANG, filter: {{{range}}}) \
@@ -1270,31 +1560,37 @@ async fn rollup_bench(args: &BenchArgs) -> anyhow::Result<String> {
             plans: vec![buckets(Interval::Day, "America/New_York", Some(Dimension::Lang))],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "top hashtags",
             graphql: format!("{{ topHashtags(first: 10, filter: {{{range}}}) {{ tag posts }} }}"),
             plans: vec![Plan::TopHashtags(TopPlan { filter: window.clone(), limit: 10, count_authors: false })],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "top authors",
             graphql: format!("{{ topAuthors(first: 10, filter: {{{range}}}) {{ posts author {{ did }} }} }}"),
             plans: vec![Plan::TopAuthors(TopPlan::new(window.clone(), 10))],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "trending hashtags, a day",
             graphql: trending("HASHTAG"),
             plans: vec![trend(TrendKind::Hashtag)?],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "trending link domains, a day",
             graphql: trending("LINK_DOMAIN"),
             plans: vec![trend(TrendKind::LinkDomain)?],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "trending languages, a day",
             graphql: trending("LANG"),
             plans: vec![trend(TrendKind::Lang)?],
         },
         QueryClass {
+            peer: Vec::new(),
             name: "top authors, ragged ends",
             graphql: format!(
                 "{{ topAuthors(first: 10, filter: {{since: \"{}\", until: \"{}\"}}) {{ posts author {{ did }} }} }}",
@@ -1714,8 +2010,13 @@ struct LoadSample {
 
 /// The resident memory of process `pid`, MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A memory figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix(field))?.split_whitespace().next()?.parse().ok()?;
     Some(kib / 1024.0)
 }
 

@@ -331,6 +331,10 @@ pub struct BenchArgs {
     /// Measure one part only (for working on it); the report then holds that part alone.
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
+    /// A Python with the `chdb` package (`pip install chdb`): the query classes are also asked
+    /// of chDB over the same files, side by side. Without it, chDB is not measured.
+    #[arg(long)]
+    pub chdb_python: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
