@@ -509,13 +509,25 @@ async fn spawn_serve(
 ) -> anyhow::Result<(tokio::process::Child, String)> {
     let lake = args.work.join(format!("{name}-lake"));
     let _ = std::fs::remove_dir_all(&lake);
+    let source = format!("synthetic:{events_per_second}");
+    let namespace = format!("{name}bench");
+    let mut options = vec!["--redis-namespace", &namespace, "--source", &source];
+    options.extend_from_slice(extra);
+    serve_child(&lake, redis, &options).await
+}
+
+/// `skyglass serve` (this binary) on `lake` with `options`, listening on a free loopback port,
+/// with `redis`: the process and the address it listens on (the first line it prints says).
+async fn serve_child(
+    lake: &Path,
+    redis: &PrivateRedis,
+    options: &[&str],
+) -> anyhow::Result<(tokio::process::Child, String)> {
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", "127.0.0.1:0", "--redis-namespace", &format!("{name}bench")])
-        .args(extra)
-        .arg("--source")
-        .arg(format!("synthetic:{events_per_second}"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(options)
         .arg("--lake")
-        .arg(&lake)
+        .arg(lake)
         .arg("--redis-url")
         .arg(redis.url())
         .env("RUST_LOG", "warn")
@@ -524,12 +536,6 @@ async fn spawn_serve(
         .kill_on_drop(true)
         .spawn()
         .context("failed to start skyglass serve")?;
-    let address = served_address(&mut child).await?;
-    Ok((child, address))
-}
-
-/// The address a `skyglass serve` child listens on: the first line it prints says.
-async fn served_address(child: &mut tokio::process::Child) -> anyhow::Result<String> {
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??.unwrap_or_default();
@@ -539,7 +545,7 @@ async fn served_address(child: &mut tokio::process::Child) -> anyhow::Result<Str
         .and_then(|rest| rest.split('/').next())
         .with_context(|| format!("serve printed no address: {first:?}"))?
         .to_owned();
-    Ok(address)
+    Ok((child, address))
 }
 
 /// `skyglass serve --role api` (this binary, as deployed: one process, its result cache in a
@@ -547,20 +553,9 @@ async fn served_address(child: &mut tokio::process::Child) -> anyhow::Result<Str
 /// resident memory (`VmHWM`) in MiB, after it made its tables and answered them all.
 async fn server_memory(args: &BenchArgs, classes: &[QueryClass]) -> anyhow::Result<(f64, Vec<String>)> {
     let redis = PrivateRedis::start(&args.work)?;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--role", "api", "--listen", "127.0.0.1:0", "--query-timeout", "10m"])
-        .arg("--lake")
-        .arg(&args.lake)
-        .arg("--redis-url")
-        .arg(redis.url())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("failed to start skyglass serve")?;
+    let (mut child, address) = serve_child(&args.lake, &redis, &["--role", "api", "--query-timeout", "10m"]).await?;
     let pid = child.id().context("serve ended at once")?;
-    let url = format!("http://{}/graphql", served_address(&mut child).await?);
+    let url = format!("http://{address}/graphql");
     let client = reqwest::Client::new();
     // The classes it did not answer (past the HTTP limit, say): they count for memory too.
     let mut unanswered = Vec::new();
