@@ -1180,8 +1180,8 @@ fn query_classes(engine: &Engine, lake: &Path) -> anyhow::Result<Vec<QueryClass>
     };
     let peer_text = |query: &TextQuery| -> anyhow::Result<Vec<String>> {
         let Some(compiled) = lake::search::compile(query)? else { return Ok(Vec::new()) };
-        let like = |literal: &str| literal.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        let literals = compiled.literals.iter().map(|l| format!("text ILIKE {}", lit(&format!("%{}%", like(l)))));
+        let like = |l: &str| lit(&format!("%{}%", lake::sql::escape_like(l)));
+        let literals = compiled.literals.iter().map(|l| format!("text ILIKE {}", like(l)));
         let patterns = compiled.patterns.iter().map(|p| format!("match(text, {})", lit(&format!("(?i){p}"))));
         Ok(literals.chain(patterns).collect())
     };

@@ -1036,7 +1036,7 @@ fn bucket_expression(calendar: bool, unit: &str) -> String {
 }
 
 /// Escapes `%`, `_` and the escape character itself so a needle matches literally in LIKE.
-fn escape_like(needle: &str) -> String {
+pub fn escape_like(needle: &str) -> String {
     let mut out = String::with_capacity(needle.len());
     for c in needle.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -182,11 +182,7 @@ pub(super) fn live_posts(lake: &Path) -> String {
 
 /// Whether a table has a data file (ClickHouse fails on a glob that matches none).
 fn has_files(lake: &Path, table: &str) -> bool {
-    let Ok(partitions) = std::fs::read_dir(layout::table_dir(lake, table)) else { return false };
-    partitions.flatten().any(|partition| {
-        std::fs::read_dir(partition.path())
-            .is_ok_and(|files| files.flatten().any(|file| layout::is_data_file(&file.file_name().to_string_lossy())))
-    })
+    lake::catalog::table_files(lake, table).is_ok_and(|files| files.files > 0)
 }
 
 #[cfg(test)]
