@@ -445,7 +445,8 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
 }
 
 /// Ready when the lake's catalog reads, Redis answers (where it is required: see
-/// [`Ops::redis_required`]) and, where this process ingests, the lake is at most `max_lag`
+/// [`Ops::redis_required`]), the engine (where this process answers queries) has its rollup
+/// tables made, so that no query waits a minute for them, and, where this process ingests, the lake is at most `max_lag`
 /// behind the source (a process that has flushed nothing yet is not behind). The body says
 /// which is which.
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
@@ -461,6 +462,11 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     .unwrap_or((false, None));
     let mut body = serde_json::json!({ "redis": redis_ok, "lake": lake_ok });
     let mut ready = lake_ok && (redis_ok || !ops.redis_required);
+    if let Some(engine) = &ops.engine {
+        let rollups = engine.rollups_prepared();
+        body["rollups"] = serde_json::json!(rollups);
+        ready &= rollups;
+    }
     if let Some(ingest) = ops.ingest {
         let lag = cursor.map(|c| (chrono::Utc::now().timestamp_micros() - c.time_us).max(0) as f64 / 1e6);
         body["ingestLagSeconds"] = serde_json::json!(lag);

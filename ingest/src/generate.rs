@@ -388,7 +388,7 @@ mod tests {
         assert_eq!(bytes(c.path()), bytes(a.path()), "deletes do not change the posts");
         assert!((200..400).contains(&report.deleted), "about 5% of 6,000 deleted: {}", report.deleted);
         let engine = lake::exec::Engine::open(c.path(), &lake::exec::EngineConfig::with_threads(2)).unwrap();
-        let live = engine.summary(&Default::default()).unwrap().n_posts;
+        let live = engine.count(&Default::default()).unwrap();
         assert!(live < 6_000 - report.deleted, "the takedowns hide posts too: {live} live");
 
         // With likes: the same posts, about ten interactions each, a few posts with most.

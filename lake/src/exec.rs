@@ -117,6 +117,8 @@ pub struct Engine {
     /// Statements with a rollup path that took it, and that read the posts instead.
     rollup_uses: std::sync::atomic::AtomicU64,
     rollup_refusals: std::sync::atomic::AtomicU64,
+    /// Whether [`Engine::prepare_rollups`] has brought the rollup tables up to a snapshot once.
+    rollups_prepared: std::sync::atomic::AtomicBool,
     /// Rankings of likes and reposts, by how they were answered ([`Ranked`]).
     rankings: [std::sync::atomic::AtomicU64; 3],
 }
@@ -330,6 +332,7 @@ impl Engine {
             use_text_indexes: config.text_indexes,
             rollup_uses: std::sync::atomic::AtomicU64::new(0),
             rollup_refusals: std::sync::atomic::AtomicU64::new(0),
+            rollups_prepared: std::sync::atomic::AtomicBool::new(!config.rollups),
             rankings: Default::default(),
         };
         {
@@ -339,6 +342,7 @@ impl Engine {
             base.execute_batch(key_ranges::CREATE_TABLE)?;
             base.execute_batch(&undone::counts_view_sql(&[]))?;
             base.execute_batch(&keys::key_files_view_sql(&[]))?;
+            base.execute_batch(&rollups::tag_author_files_view_sql(&[]))?;
         }
         engine.refresh_views(Refresh::IfMoved)?;
         Ok(engine)
@@ -417,6 +421,12 @@ impl Engine {
         self.rollup_uses.load(Ordering::Relaxed)
     }
 
+    /// Whether the rollup tables have been prepared once (or rollups are off): until then a
+    /// statement that reads them waits for them, a minute for a month of posts.
+    pub fn rollups_prepared(&self) -> bool {
+        self.rollups_prepared.load(Ordering::Relaxed)
+    }
+
     /// Statements with a rollup path that read the posts instead.
     pub fn rollup_refusals(&self) -> u64 {
         self.rollup_refusals.load(Ordering::Relaxed)
@@ -433,16 +443,10 @@ impl Engine {
         Ok(self.run(plan, |_| Ok(()))?.len())
     }
 
-    /// Counts distinct posts matching `filter`, with their oldest and newest `created_at`.
-    pub fn summary(&self, filter: &PostFilter) -> Result<Summary> {
-        let rows = self.run(&Plan::Summary(filter.clone()), |row| {
-            Ok(Summary {
-                n_posts: count(row, 0)?,
-                oldest_us: timestamp_micros(&row.get::<_, Value>(1)?),
-                newest_us: timestamp_micros(&row.get::<_, Value>(2)?),
-            })
-        })?;
-        Ok(rows.into_iter().next().unwrap_or(Summary { n_posts: 0, oldest_us: None, newest_us: None }))
+    /// How many live posts match `filter`: from rollups when the cells hold what it reads.
+    pub fn count(&self, filter: &PostFilter) -> Result<u64> {
+        let rows = self.run(&Plan::Count(filter.clone()), |row| count(row, 0))?;
+        Ok(rows.into_iter().next().unwrap_or(0))
     }
 
     /// How many live posts each of `dids` has, in all; an author without any is absent. From the

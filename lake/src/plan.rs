@@ -260,8 +260,8 @@ pub enum Plan {
     /// The first `limit` posts of each author in `filter.authors`, in the plan's order, for
     /// nested `posts` under many authors in one statement. `after` must be `None`.
     PostsPerAuthor(PostsPlan),
-    /// How many distinct posts match a filter, and their oldest and newest `created_at`.
-    Summary(PostFilter),
+    /// How many posts match a filter.
+    Count(PostFilter),
     /// Per author in `filter.authors` (all of them must be listed): distinct posts matching the
     /// filter and their oldest and newest `created_at`.
     AuthorSummaries(PostFilter),
@@ -424,7 +424,7 @@ impl Plan {
         match self {
             Plan::Posts(_) => "posts",
             Plan::PostsPerAuthor(_) => "author.posts",
-            Plan::Summary(_) => "totalCount",
+            Plan::Count(_) => "totalCount",
             Plan::AuthorSummaries(_) => "author.postCount",
             Plan::AuthorPosts(_) => "author.postCount",
             Plan::TopAuthors(_) => "topAuthors",
@@ -454,7 +454,7 @@ impl Plan {
     pub fn filter(&self) -> Option<&PostFilter> {
         match self {
             Plan::Posts(p) | Plan::PostsPerAuthor(p) => Some(&p.filter),
-            Plan::Summary(filter) | Plan::AuthorSummaries(filter) => Some(filter),
+            Plan::Count(filter) | Plan::AuthorSummaries(filter) => Some(filter),
             Plan::TopAuthors(p) | Plan::TopHashtags(p) | Plan::TopHashtagsPerAuthor(p) => Some(&p.filter),
             Plan::Buckets(p) => Some(&p.filter),
             Plan::Trending(p) => Some(&p.filter),

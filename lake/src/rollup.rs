@@ -2,7 +2,7 @@
 //! which the engine answers time buckets, top hashtags, top authors and engagement counts over
 //! long ranges without reading the rows.
 //!
-//! Each `posts` data file `NAME.parquet` gets five hidden sidecars in its partition directory,
+//! Each `posts` data file `NAME.parquet` gets six hidden sidecars in its partition directory,
 //! so that a partition exchange carries them with it and no listing of data files sees them:
 //!
 //! - `.NAME.cells` (Parquet, named so that no `*.parquet` glob takes it for data): the file's posts counted (`n`) per UTC hour of `created_at` and per
@@ -15,6 +15,9 @@
 //! - `.NAME.domains`: the file's posts counted per UTC hour and link domain
 //!   ([`link_domains`]), each post once per distinct domain, as `trending(kind: LINK_DOMAIN)`
 //!   counts them;
+//! - `.NAME.tagauthors`: the file's posts counted per hashtag and author, sorted by tag in
+//!   small row groups, from which the distinct authors of a few tags over whole days are
+//!   counted (`topHashtags { authors }`) without reading the posts;
 //! - `.NAME.keys`: the file's posts' keys (`did, rkey`), sorted by author in small row groups,
 //!   so that an author's posts are found in a few row groups instead of in every one (a busy
 //!   author posts in each of them): what an author's posts got in all is read from these.
@@ -63,6 +66,8 @@ pub enum Kind {
     Tags,
     Authors,
     Domains,
+    /// Of a `posts` file: its posts per hashtag and author, by tag.
+    TagAuthors,
     /// Of a `posts` file: its posts' keys by author.
     Keys,
     /// Of an `interactions` file: likes and reposts per kind and subject.
@@ -90,10 +95,18 @@ pub fn link_domains(alias: &str) -> String {
 
 impl Kind {
     /// Every kind, of any table.
-    pub const ALL: [Kind; 7] =
-        [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::Keys, Kind::Subjects, Kind::Received];
+    pub const ALL: [Kind; 8] = [
+        Kind::Cells,
+        Kind::Tags,
+        Kind::Authors,
+        Kind::Domains,
+        Kind::TagAuthors,
+        Kind::Keys,
+        Kind::Subjects,
+        Kind::Received,
+    ];
     /// Those of a `posts` data file.
-    pub const POSTS: [Kind; 5] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::Keys];
+    pub const POSTS: [Kind; 6] = [Kind::Cells, Kind::Tags, Kind::Authors, Kind::Domains, Kind::TagAuthors, Kind::Keys];
     /// Those of an `interactions` data file, in the order they are built: [`Kind::Received`]
     /// is read from [`Kind::Subjects`].
     pub const INTERACTIONS: [Kind; 2] = [Kind::Subjects, Kind::Received];
@@ -119,6 +132,7 @@ impl Kind {
             Kind::Tags => "tags",
             Kind::Authors => "authors",
             Kind::Domains => "domains",
+            Kind::TagAuthors => "tagauthors",
             Kind::Keys => "keys",
             Kind::Subjects => "subjects",
             Kind::Received => "received",
@@ -137,11 +151,11 @@ impl Kind {
         self != Kind::Keys
     }
 
-    /// Rows per row group: the subjects of a page of posts and an author's keys are looked up
-    /// by key, which small row groups narrow; the others are read whole.
+    /// Rows per row group: the subjects of a page of posts, an author's keys and a tag's
+    /// authors are looked up by key, which small row groups narrow; the others are read whole.
     fn row_group_rows(self) -> usize {
         match self {
-            Kind::Keys | Kind::Subjects | Kind::Received => crate::writer::ROW_GROUP_ROWS,
+            Kind::TagAuthors | Kind::Keys | Kind::Subjects | Kind::Received => crate::writer::ROW_GROUP_ROWS,
             _ => 1_000_000,
         }
     }
@@ -172,6 +186,11 @@ impl Kind {
                  FROM (SELECT created_at, unnest({}) AS domain FROM {source}) \
                  GROUP BY ALL ORDER BY ALL",
                 link_domains("")
+            ),
+            Kind::TagAuthors => format!(
+                "SELECT tag, did, count(*) AS n \
+                 FROM (SELECT did, unnest(list_distinct(hashtags)) AS tag FROM {source}) \
+                 GROUP BY ALL ORDER BY tag, did"
             ),
             Kind::Keys => format!("SELECT did, rkey FROM {source} ORDER BY did, rkey"),
             Kind::Subjects => format!(
@@ -394,6 +413,7 @@ mod tests {
         );
         let day = chrono::DateTime::from_timestamp_micros(day).unwrap().date_naive();
         assert_eq!(rows(Kind::Authors, "concat_ws('|', day, did, n)"), vec![format!("{day}|did:plc:a|4")]);
+        assert_eq!(rows(Kind::TagAuthors, "concat_ws('|', tag, did, n)"), ["go|did:plc:a|1", "rust|did:plc:a|3"]);
         assert_eq!(
             rows(Kind::Keys, "concat_ws('|', did, rkey)"),
             ["1", "2", "3", "4"].map(|k| format!("did:plc:a|{k}"))

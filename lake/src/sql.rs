@@ -74,10 +74,8 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
     match plan {
         Plan::Posts(posts) => builder.posts(posts)?,
         Plan::PostsPerAuthor(posts) => builder.posts_per_author(posts)?,
-        Plan::Summary(filter) => {
-            builder.text.push_str(
-                "SELECT count(*) AS n_posts, min(created_at) AS oldest, max(created_at) AS newest FROM posts",
-            );
+        Plan::Count(filter) => {
+            builder.text.push_str("SELECT count(*) AS n_posts FROM posts");
             builder.where_clause(filter, None)?;
         }
         Plan::AuthorSummaries(filter) => {
@@ -159,13 +157,16 @@ const LANG_ITEMS: &str = "list_distinct(list_transform(langs, lambda l: lower(sp
 
 /// Why `plan` cannot be answered from rollups, or `None` when it can (see [`crate::rollup`]):
 /// time buckets of an hour or more, in a zone whose offsets are whole hours, counting posts and
-/// replies, filtered and grouped by what cells hold; top hashtags and top authors by posts over
-/// a time range.
+/// replies, filtered and grouped by what cells hold; counts of posts filtered by what cells hold;
+/// top hashtags and top authors by posts over a time range.
 pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
     let time_only = |filter: &PostFilter| {
         filter.langs.is_empty() && filter.is_reply.is_none() && filter.embed_types.is_empty() && cells_hold(filter)
     };
     let (filter, refusal) = match plan {
+        Plan::Buckets(buckets) if !buckets.filter.authors.is_empty() => {
+            (&buckets.filter, author_buckets_refusal(buckets))
+        }
         Plan::Buckets(buckets) => (
             &buckets.filter,
             if buckets.measures.authors {
@@ -182,18 +183,14 @@ pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
                 None
             },
         ),
-        Plan::TopHashtags(top) => (
-            &top.filter,
-            if top.count_authors {
-                Some("distinct authors are counted from the posts")
-            } else if !time_only(&top.filter) {
-                Some("hashtag rollups are filtered by time alone")
-            } else {
-                None
-            },
-        ),
+        Plan::TopHashtags(top) => {
+            (&top.filter, (!time_only(&top.filter)).then_some("hashtag rollups are filtered by time alone"))
+        }
         Plan::TopAuthors(top) => {
             (&top.filter, (!time_only(&top.filter)).then_some("author rollups are filtered by time alone"))
+        }
+        Plan::Count(filter) => {
+            (filter, (!cells_hold(filter)).then_some("the filter reads a column rollups do not hold"))
         }
         Plan::Trending(trend) => (
             &trend.filter,
@@ -212,6 +209,50 @@ pub fn rollup_refusal(plan: &Plan) -> Option<&'static str> {
         Clock::IndexedAt => Some("rollups are by createdAt"),
         Clock::CreatedAt => refusal,
     }
+}
+
+/// Why time buckets of `plan.filter.authors` cannot be answered from the posts per author and
+/// UTC day held in memory (and the posts they leave out), or `None` when they can: buckets of
+/// whole UTC days, weeks or months, filtered by time and author alone, counting posts and
+/// authors, grouped by author or not at all.
+fn author_buckets_refusal(plan: &BucketsPlan) -> Option<&'static str> {
+    let filter = &plan.filter;
+    let authors_alone = filter.uris.is_empty()
+        && filter.langs.is_empty()
+        && filter.detected_langs.is_empty()
+        && filter.text.is_empty()
+        && filter.hashtags.is_empty()
+        && filter.mentions.is_empty()
+        && filter.is_reply.is_none()
+        && filter.embed_types.is_empty();
+    let utc = plan.offsets.initial_s == 0 && plan.offsets.changes.iter().all(|&(_, offset_s)| offset_s == 0);
+    if !authors_alone {
+        Some("the filter reads a column rollups do not hold")
+    } else if !plan.interval.is_calendar() || !utc {
+        Some("posts per author are counted by UTC day")
+    } else if plan.measures.replies {
+        Some("replies per author are counted from the posts")
+    } else if !matches!(plan.group_by, None | Some(Dimension::Author)) {
+        Some("posts per author and day are not grouped further")
+    } else {
+        None
+    }
+}
+
+/// The columns of the cells that a statement filtering by `filter`, grouping by `group_by` and
+/// counting replies or not reads: the time, and what the filter and the grouping name.
+fn cell_columns(filter: &PostFilter, group_by: Option<Dimension>, replies: bool) -> Vec<&'static str> {
+    let mut columns = vec!["created_at", "\"date\""];
+    if !filter.langs.is_empty() || group_by == Some(Dimension::Lang) {
+        columns.push("langs");
+    }
+    if !filter.embed_types.is_empty() || group_by == Some(Dimension::EmbedType) {
+        columns.push("embed_type");
+    }
+    if filter.is_reply.is_some() || group_by == Some(Dimension::IsReply) || replies {
+        columns.push("reply_parent");
+    }
+    columns
 }
 
 /// Whether the cells hold every column `filter` reads besides time.
@@ -235,7 +276,18 @@ pub fn compile_rollup(plan: &Plan, scope: &RollupScope) -> Result<Option<Sql>> {
     let Some(region) = Region::of(filter, HOUR_US, scope) else { return Ok(None) };
     let mut builder = Builder::default();
     match plan {
+        // Of some authors: from the author counts (`compile_rollup_author_buckets`).
+        Plan::Buckets(buckets) if !buckets.filter.authors.is_empty() => return Ok(None),
         Plan::Buckets(buckets) => builder.rollup_buckets(buckets, &region)?,
+        // Their authors too: `compile_rollup_tag_authors` over these.
+        Plan::TopHashtags(top) if top.count_authors => return Ok(None),
+        Plan::Count(filter) => {
+            builder.text.push_str("SELECT coalesce(sum(n), 0)::BIGINT AS n_posts FROM (\n");
+            let columns = cell_columns(filter, None, false);
+            builder.units(crate::rollup::Kind::Cells, &columns.join(", "), &region);
+            builder.text.push_str("\n) AS posts");
+            builder.where_clause(filter, None)?;
+        }
         Plan::Trending(trend) => builder.rollup_trending(trend, scope)?,
         Plan::TopHashtags(top) => {
             builder.text.push_str("SELECT tag, sum(n)::BIGINT AS n_posts, 0::BIGINT AS n_authors FROM (\n");
@@ -284,6 +336,87 @@ pub fn compile_rollup_authors(plan: &TopPlan, scope: &RollupScope) -> Result<Opt
         end_day: region.end.map(date_of_micros),
         rest,
     }))
+}
+
+/// Compiles `timeBuckets` of `plan.filter.authors` to count their posts per UTC day from
+/// `days` (called with the whole UTC days of the range that `scope` covers, from the first to
+/// the end, exclusive, unbounded where `None`; it returns the posts of each author and day
+/// there, from the author counts) and the posts those days leave out row by row; `None` when
+/// the plan cannot be answered so ([`rollup_refusal`]) or its range holds no whole UTC day.
+pub fn compile_rollup_author_buckets(
+    plan: &BucketsPlan,
+    scope: &RollupScope,
+    days: impl FnOnce(Option<NaiveDate>, Option<NaiveDate>) -> Vec<(String, NaiveDate, u64)>,
+) -> Result<Option<Sql>> {
+    if plan.filter.authors.is_empty() || rollup_refusal(&Plan::Buckets(plan.clone())).is_some() {
+        return Ok(None);
+    }
+    let Some(region) = Region::of(&plan.filter, DAY_US, scope) else { return Ok(None) };
+    let days = days(region.start.map(date_of_micros), region.end.map(date_of_micros));
+    let mut builder = Builder::default();
+    builder.author_buckets(plan, &region, &days)?;
+    Ok(Some(Sql { text: builder.text, params: builder.params }))
+}
+
+/// Compiles `topHashtags` with authors from its tags `top` (`(tag, posts)`, most first, from
+/// [`compile_rollup`] without authors): each tag's distinct authors among the posts matching
+/// `filter` (time alone), from the rollups of tag authors of the whole UTC days of its range
+/// that `scope` covers less the dead rows' (`dead_tag_authors`), and from the posts outside
+/// them row by row. Rows `(tag, n_posts, n_authors)` in `top`'s order; `None` when the range
+/// holds no whole UTC day.
+pub fn compile_rollup_tag_authors(
+    filter: &PostFilter,
+    top: &[(String, u64)],
+    scope: &RollupScope,
+) -> Result<Option<Sql>> {
+    let Some(region) = Region::of(filter, DAY_US, scope) else { return Ok(None) };
+    let mut builder = Builder::default();
+    if top.is_empty() {
+        builder.text.push_str("SELECT NULL::VARCHAR AS tag, 0::BIGINT AS n_posts, 0::BIGINT AS n_authors WHERE false");
+        return Ok(Some(Sql { text: builder.text, params: builder.params }));
+    }
+    let rows = vec!["(?, ?::BIGINT, ?::BIGINT)"; top.len()].join(", ");
+    for (position, (tag, n)) in top.iter().enumerate() {
+        builder.params.push(Param::Text(tag.clone()));
+        builder.params.push(Param::Int(i64::try_from(*n).unwrap_or(i64::MAX)));
+        builder.params.push(Param::Int(position as i64));
+    }
+    write!(
+        builder.text,
+        "SELECT t.tag, t.n_posts, coalesce(a.n_authors, 0)::BIGINT AS n_authors\n\
+         FROM (VALUES {rows}) AS t(tag, n_posts, i)\n\
+         LEFT JOIN (\nSELECT tag, count(*) AS n_authors FROM (\nSELECT tag, did FROM (\n"
+    )
+    .unwrap();
+    let tags = |builder: &mut Builder| builder.bind_list(top.iter().map(|(tag, _)| Param::Text(tag.clone())));
+    let mut units = Vec::new();
+    for (table, n) in [("tag_author_files", "n"), ("dead_tag_authors", "-n")] {
+        let days = builder.days_in_region(&region);
+        let listed = tags(&mut builder);
+        units.push(format!(
+            "SELECT tag, did, CAST(\"date\" AS TIMESTAMP) AS created_at, \"date\", {n} AS n FROM {table} \
+             WHERE {days} AND tag IN ({listed})"
+        ));
+    }
+    units.extend(
+        builder.rows_outside("unnest(list_distinct(hashtags)) AS tag, did, created_at, \"date\", 1 AS n", &region),
+    );
+    builder.text.push_str(&units.join("\nUNION ALL "));
+    builder.text.push_str("\n) AS posts");
+    let mut conditions = builder.conditions(filter, None)?;
+    conditions.push(format!("tag IN ({})", tags(&mut builder)));
+    write!(
+        builder.text,
+        "\nWHERE {}\nGROUP BY tag, did\nHAVING sum(n) > 0\n) GROUP BY tag\n) AS a USING (tag)\nORDER BY t.i",
+        conditions.join("\n  AND ")
+    )
+    .unwrap();
+    Ok(Some(Sql { text: builder.text, params: builder.params }))
+}
+
+/// Whether `filter`'s range holds a whole UTC day.
+pub fn holds_a_whole_day(filter: &PostFilter) -> bool {
+    Region::of(filter, DAY_US, &RollupScope::default()).is_some()
 }
 
 /// `(did, n_posts)`: the live posts of each of `dids` that the author counts of whole days leave
@@ -762,18 +895,8 @@ impl Builder {
         let offset = self.offset_expression("created_at", &plan.offsets);
         let group = group_expression(plan.group_by);
         let bucket = bucket_expression(plan.interval.is_calendar(), unit);
-        let mut columns = vec!["created_at", "\"date\""];
-        if !plan.filter.langs.is_empty() || plan.group_by == Some(Dimension::Lang) {
-            columns.push("langs");
-        }
-        if !plan.filter.embed_types.is_empty() || plan.group_by == Some(Dimension::EmbedType) {
-            columns.push("embed_type");
-        }
-        let reads_replies =
-            plan.filter.is_reply.is_some() || plan.group_by == Some(Dimension::IsReply) || plan.measures.replies;
-        if reads_replies {
-            columns.push("reply_parent");
-        }
+        let columns = cell_columns(&plan.filter, plan.group_by, plan.measures.replies);
+        let reads_replies = columns.contains(&"reply_parent");
         let is_reply = if reads_replies { "reply_parent IS NOT NULL" } else { "false" };
         let replies =
             if plan.measures.replies { "coalesce(sum(n) FILTER (WHERE is_reply), 0)::BIGINT" } else { "0::BIGINT" };
@@ -785,6 +908,51 @@ impl Builder {
         )
         .unwrap();
         self.units(crate::rollup::Kind::Cells, &columns.join(", "), region);
+        self.text.push_str("\n) AS posts");
+        self.where_clause(&plan.filter, None)?;
+        self.text.push_str("))\nGROUP BY bucket, grp\nHAVING sum(n) > 0\nORDER BY bucket, grp NULLS LAST");
+        Ok(())
+    }
+
+    /// [`Self::buckets`] of some authors over their posts per day `days` (`(did, day, posts)`)
+    /// and the posts outside them, each weighted by `n`.
+    fn author_buckets(
+        &mut self,
+        plan: &BucketsPlan,
+        region: &Region<'_>,
+        days: &[(String, NaiveDate, u64)],
+    ) -> Result<()> {
+        let offset = self.offset_expression("created_at", &plan.offsets);
+        let group = group_expression(plan.group_by);
+        let bucket = bucket_expression(plan.interval.is_calendar(), plan.interval.unit());
+        let authors = if plan.measures.authors { "count(DISTINCT did)" } else { "0::BIGINT" };
+        write!(
+            self.text,
+            "SELECT bucket, grp, sum(n)::BIGINT AS n_posts, {authors} AS n_authors, 0::BIGINT AS n_replies\n\
+             FROM (\nSELECT {bucket} AS bucket, grp, did, n FROM (\n\
+             SELECT created_at AS t, {offset} AS off, {group} AS grp, did, n FROM (\n"
+        )
+        .unwrap();
+        let mut units = Vec::new();
+        if !days.is_empty() {
+            let rows = vec!["(?, ?::DATE, ?::BIGINT)"; days.len()].join(", ");
+            for (did, day, n) in days {
+                self.params.push(Param::Text(did.clone()));
+                self.params.push(Param::Date(*day));
+                self.params.push(Param::Int(i64::try_from(*n).unwrap_or(i64::MAX)));
+            }
+            units.push(format!(
+                "SELECT did, CAST(\"date\" AS TIMESTAMP) AS created_at, \"date\", n FROM (VALUES {rows}) AS days(did, \"date\", n)"
+            ));
+        }
+        units.extend(self.rows_outside("did, created_at, \"date\", 1 AS n", region));
+        if units.is_empty() {
+            units.push(
+                "SELECT NULL::VARCHAR AS did, NULL::TIMESTAMP AS created_at, NULL::DATE AS \"date\", 0::BIGINT AS n WHERE false"
+                    .to_owned(),
+            );
+        }
+        self.text.push_str(&units.join("\nUNION ALL "));
         self.text.push_str("\n) AS posts");
         self.where_clause(&plan.filter, None)?;
         self.text.push_str("))\nGROUP BY bucket, grp\nHAVING sum(n) > 0\nORDER BY bucket, grp NULLS LAST");
@@ -823,6 +991,7 @@ impl Builder {
             ),
             Kind::Authors => unreachable!("author counts are held in memory, not in a table"),
             Kind::Keys => unreachable!("keys are read through `post_keys`, not counted by hour"),
+            Kind::TagAuthors => unreachable!("a tag's authors are read through `tag_author_files`"),
             Kind::Subjects | Kind::Received => unreachable!("a rollup of likes, not of posts"),
         }
     }
@@ -867,6 +1036,21 @@ impl Builder {
         }
         if let Some(end) = region.end {
             conditions.push(format!("created_at < {}", self.bind(Param::Timestamp(end))));
+        }
+        if conditions.is_empty() {
+            conditions.push("true".to_owned());
+        }
+        format!("{}{}", conditions.join(" AND "), self.not_unrolled(region))
+    }
+
+    /// The condition that a unit of a whole day (by its `"date"`) lies in the region.
+    fn days_in_region(&mut self, region: &Region<'_>) -> String {
+        let mut conditions = Vec::new();
+        if let Some(start) = region.start {
+            conditions.push(format!("\"date\" >= {}", self.bind(Param::Date(date_of_micros(start)))));
+        }
+        if let Some(end) = region.end {
+            conditions.push(format!("\"date\" < {}", self.bind(Param::Date(date_of_micros(end)))));
         }
         if conditions.is_empty() {
             conditions.push("true".to_owned());
@@ -1097,12 +1281,12 @@ mod tests {
     }
 
     #[test]
-    fn a_summary_counts_each_uri_once() {
+    fn a_count_reads_the_posts_view() {
         let filter = PostFilter {
             text: vec![TextQuery { query: "猫".into(), mode: TextMode::Substring }],
             ..PostFilter::default()
         };
-        insta::assert_snapshot!(check(Plan::Summary(filter)));
+        insta::assert_snapshot!(check(Plan::Count(filter)));
     }
 
     #[test]
@@ -1173,7 +1357,7 @@ mod tests {
             ],
             ..PostFilter::default()
         };
-        insta::assert_snapshot!(check(Plan::Summary(filter)));
+        insta::assert_snapshot!(check(Plan::Count(filter)));
     }
 
     #[test]

@@ -355,6 +355,11 @@ mod tests {
             .unwrap();
         fs::rename(rollup(&moved_from, "moved.parquet", Kind::Domains), rollup(&day, "moved.parquet", Kind::Domains))
             .unwrap();
+        fs::rename(
+            rollup(&moved_from, "moved.parquet", Kind::TagAuthors),
+            rollup(&day, "moved.parquet", Kind::TagAuthors),
+        )
+        .unwrap();
         fs::copy(rollup(&day, "moved.parquet", Kind::Tags), rollup(&day, "gone.parquet", Kind::Tags)).unwrap();
         fs::remove_file(rollup(&moved_from, "moved.parquet", Kind::Authors)).unwrap();
         fs::remove_dir(&moved_from).unwrap();

@@ -217,7 +217,16 @@ impl App {
             bail!("skyglass serve did not report its address (first line {line:?}); stderr:\n{stderr}");
         };
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build()?;
-        Ok(App { child, base_url, client, stderr })
+        let app = App { child, base_url, client, stderr };
+        // A server is ready for queries once its rollup tables are made (`/readyz` says
+        // `"rollups": true`; roles that answer no queries do not say): wait for that, and no
+        // more, so that tests of readiness still see what else is missing.
+        let rollups_made = poll(Duration::from_secs(30), || {
+            let body = app.client.get(format!("{}/readyz", app.base_url)).send().ok()?.json::<Value>().ok()?;
+            (body["rollups"] != json!(false)).then_some(())
+        });
+        anyhow::ensure!(rollups_made.is_some(), "skyglass serve did not make its rollup tables within 30 s");
+        Ok(app)
     }
 
     /// The lines the process has logged so far (stderr).

@@ -232,7 +232,7 @@ fn statements(arguments: &Arguments) -> Option<Vec<lake::sql::Sql>> {
     page.after = arguments.after.as_deref().and_then(|cursor| Keyset::decode(cursor).ok());
     let plans = [
         Plan::Posts(page),
-        Plan::Summary(filter.clone()),
+        Plan::Count(filter.clone()),
         Plan::TopHashtags(TopPlan::new(filter.clone(), 10)),
         Plan::TopAuthors(TopPlan::new(filter, 10)),
     ];

@@ -394,7 +394,7 @@ impl PostConnection {
         let filter = self.filter.clone();
         let runner = super::query::runner(ctx)?;
         let estimate = runner.estimate(lake::exec::Reads::Scan { filter: &filter, rows: 1 });
-        Ok(runner.run(estimate, move |engine| engine.summary(&filter)).await?.n_posts)
+        runner.run(estimate, move |engine| engine.count(&filter)).await
     }
 }
 

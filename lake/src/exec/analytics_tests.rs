@@ -261,7 +261,7 @@ fn an_indexed_at_range_finds_backdated_posts_in_earlier_partitions() {
         PostFilter { since_us: Some(since), until_us: Some(until), clock: Clock::IndexedAt, ..PostFilter::default() };
     let expected: Vec<&Post> = rows.iter().filter(|p| (since..until).contains(&p.indexed_at_us)).collect();
     assert!(expected.iter().any(|p| p.created_at_us < since - 24 * HOUR), "the fixture has backdated posts");
-    assert_eq!(engine.summary(&filter).unwrap().n_posts, expected.len() as u64);
+    assert_eq!(engine.count(&filter).unwrap(), expected.len() as u64);
 }
 
 /// Words as a reader sees them: letter and digit runs, each CJK character alone.
@@ -310,7 +310,7 @@ fn search_modes_match_a_reference_tokenizer() {
         let expected = rows.iter().filter(|p| matches(&reference_words(&p.text))).count() as u64;
         assert!(expected > 0, "{mode:?} {query} selects nothing");
         let filter = PostFilter { text: vec![TextQuery { query: query.into(), mode }], ..PostFilter::default() };
-        assert_eq!(engine.summary(&filter).unwrap().n_posts, expected, "{mode:?} `{query}`");
+        assert_eq!(engine.count(&filter).unwrap(), expected, "{mode:?} `{query}`");
     }
     // Substring still finds "trust" for "rust"; words do not.
     let substring = PostFilter {
@@ -318,5 +318,5 @@ fn search_modes_match_a_reference_tokenizer() {
         ..PostFilter::default()
     };
     let expected = rows.iter().filter(|p| p.text.to_lowercase().contains("rust")).count() as u64;
-    assert_eq!(engine.summary(&substring).unwrap().n_posts, expected);
+    assert_eq!(engine.count(&substring).unwrap(), expected);
 }

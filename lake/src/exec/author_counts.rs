@@ -221,6 +221,35 @@ impl AuthorCounts {
         dids.into_iter().map(|did| (did.clone(), total(did))).filter(|(_, n)| *n > 0).collect()
     }
 
+    /// The posts of each of `dids` on each day held from `first` to `end` (exclusive; unbounded
+    /// where `None`), as `(did, day, posts)` by day and DID; days without posts are absent.
+    pub fn days_of(
+        &self,
+        dids: &[String],
+        first: Option<NaiveDate>,
+        end: Option<NaiveDate>,
+    ) -> Vec<(String, NaiveDate, u64)> {
+        if matches!((first, end), (Some(first), Some(end)) if first >= end) {
+            return Vec::new();
+        }
+        let lower = first.map_or(Bound::Unbounded, Bound::Included);
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut numbered: Vec<(&String, u32)> =
+            dids.iter().filter_map(|did| self.numbers.get(did.as_str()).map(|&number| (did, number))).collect();
+        numbered.sort_unstable();
+        numbered.dedup();
+        let mut out = Vec::new();
+        for (day, counts) in self.days.range((lower, upper)) {
+            for &(did, number) in &numbered {
+                let posts = counts.posts_of(number);
+                if posts > 0 {
+                    out.push((did.clone(), *day, u64::from(posts)));
+                }
+            }
+        }
+        out
+    }
+
     /// The `limit` authors with the most posts over the days from `first` to `end` (exclusive;
     /// unbounded where `None`) plus `rest` (posts per author counted elsewhere; an author at
     /// most once), most first, ties by DID: what `GROUP BY did ORDER BY count(*) DESC, did`

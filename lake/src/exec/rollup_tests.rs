@@ -179,6 +179,21 @@ fn filter() -> impl Strategy<Value = PostFilter> {
         })
 }
 
+/// Whether `post` matches `filter` (of what [`filter`] sets), in plain Rust.
+fn matches(filter: &PostFilter, post: &Post) -> bool {
+    let time = filter.since_us.is_none_or(|since| post.created_at_us >= since)
+        && filter.until_us.is_none_or(|until| post.created_at_us < until);
+    let lang = filter.langs.is_empty()
+        || post.langs.iter().any(|tag| {
+            let tag = tag.to_lowercase();
+            let bare = tag.split('-').next().unwrap_or_default();
+            filter.langs.iter().any(|wanted| if wanted.contains('-') { *wanted == tag } else { wanted == bare })
+        });
+    let reply = filter.is_reply.is_none_or(|is_reply| post.reply_parent.is_some() == is_reply);
+    let embed = filter.embed_types.is_empty() || filter.embed_types.contains(&post.embed_type);
+    time && lang && reply && embed
+}
+
 fn buckets_of(engine: &Engine, plan: &(PostFilter, Interval, &str, Option<Dimension>, bool)) -> Vec<Bucket> {
     let (filter, interval, zone_name, group_by, replies) = plan;
     let measures = Measures { authors: false, replies: *replies };
@@ -202,10 +217,43 @@ proptest! {
     }
 
     #[test]
-    fn top_hashtags_from_rollups_are_the_posts_own((since_us, until_us) in range(), limit in 1_u32..6) {
+    fn counts_from_rollups_are_the_posts_own_and_the_live_posts_counted_in_rust(filter in filter()) {
+        let lakes = fixture();
+        let expected = lakes.live.iter().filter(|post| matches(&filter, post)).count() as u64;
+        prop_assert_eq!(lakes.rolled.count(&filter).unwrap(), expected);
+        prop_assert_eq!(lakes.plain.count(&filter).unwrap(), expected);
+    }
+
+    /// An author's activity: from the posts per author and UTC day in memory where the plan
+    /// allows (UTC, by day, week or month), from the posts otherwise; the same either way, and
+    /// as many posts in all as the author has in the range.
+    #[test]
+    fn author_buckets_from_rollups_are_the_posts_own(
+        (since_us, until_us) in range(),
+        authors in prop::sample::subsequence((0..12).map(|a| format!("did:plc:u{a}")).collect::<Vec<_>>(), 1..4),
+        interval in prop::sample::select(vec![Interval::Hour, Interval::Day, Interval::Week, Interval::Month]),
+        zone_name in prop::sample::select(vec!["UTC", "UTC", "Asia/Tokyo"]),
+        group_by in prop::sample::select(vec![None, Some(Dimension::Author)]),
+        measures in prop::sample::select(vec![Measures { authors: false, replies: false }, Measures { authors: true, replies: false }, Measures::ALL]),
+    ) {
+        let lakes = fixture();
+        let filter = PostFilter { since_us, until_us, authors, ..PostFilter::default() };
+        let of = |engine: &Engine| engine.time_buckets(&filter, interval, zone(zone_name), group_by, measures).unwrap();
+        let rolled = of(&lakes.rolled);
+        prop_assert_eq!(&rolled, &of(&lakes.plain));
+        let expected = lakes.live.iter().filter(|post| matches(&filter, post) && filter.authors.contains(&post.did)).count();
+        prop_assert_eq!(rolled.iter().map(|b| b.posts).sum::<u64>(), expected as u64);
+    }
+
+    #[test]
+    fn top_hashtags_from_rollups_are_the_posts_own(
+        (since_us, until_us) in range(),
+        limit in 1_u32..6,
+        count_authors in prop::bool::ANY,
+    ) {
         let lakes = fixture();
         let filter = PostFilter { since_us, until_us, ..PostFilter::default() };
-        let plan = TopPlan { filter, limit, count_authors: false };
+        let plan = TopPlan { filter, limit, count_authors };
         prop_assert_eq!(lakes.rolled.top_hashtags(&plan).unwrap(), lakes.plain.top_hashtags(&plan).unwrap());
     }
 
@@ -229,10 +277,18 @@ fn rollups_answer_what_they_can_and_say_which_path_answered() {
     lakes.rolled.time_buckets(&whole_days, Interval::Day, zone("UTC"), None, Measures::ALL).unwrap();
     lakes.rolled.time_buckets(&whole_days, Interval::Hour, zone("Asia/Kolkata"), None, counts).unwrap();
     lakes.rolled.top_hashtags(&TopPlan { filter: whole_days.clone(), limit: 3, count_authors: false }).unwrap();
+    lakes.rolled.top_hashtags(&TopPlan::new(whole_days.clone(), 3)).unwrap();
+    let within_a_day = PostFilter { until_us: Some(start() + 20 * HOUR), ..whole_days.clone() };
+    lakes.rolled.top_hashtags(&TopPlan::new(within_a_day.clone(), 3)).unwrap();
+    lakes.rolled.count(&PostFilter { is_reply: Some(true), ..whole_days.clone() }).unwrap();
+    lakes.rolled.count(&PostFilter { hashtags: vec!["rust".into()], ..whole_days.clone() }).unwrap();
+    let some = PostFilter { authors: vec!["did:plc:u1".into(), "did:plc:u2".into()], ..whole_days.clone() };
+    let posts_and_authors = Measures { authors: true, replies: false };
+    lakes.rolled.time_buckets(&some, Interval::Week, zone("UTC"), Some(Dimension::Author), posts_and_authors).unwrap();
+    lakes.rolled.time_buckets(&some, Interval::Day, zone("UTC"), None, Measures::ALL).unwrap();
     lakes.rolled.top_authors(&TopPlan::new(whole_days.clone(), 3)).unwrap();
     let english = PostFilter { langs: vec!["en".into()], ..whole_days.clone() };
     lakes.rolled.top_authors(&TopPlan::new(english, 3)).unwrap();
-    let within_a_day = PostFilter { until_us: Some(start() + 20 * HOUR), ..whole_days.clone() };
     lakes.rolled.top_authors(&TopPlan::new(within_a_day, 3)).unwrap();
     let from = |a: &Answered| (a.question, a.from, a.why);
     assert_eq!(
@@ -242,6 +298,12 @@ fn rollups_answer_what_they_can_and_say_which_path_answered() {
             ("timeBuckets", "posts", Some("distinct authors are counted from the posts")),
             ("timeBuckets", "posts", Some("the time zone's offset is not a whole number of hours")),
             ("topHashtags", "rollups", None),
+            ("topHashtags", "rollups", None),
+            ("topHashtags", "posts", Some("the range holds no whole UTC day")),
+            ("totalCount", "rollups", None),
+            ("totalCount", "posts", Some("the filter reads a column rollups do not hold")),
+            ("timeBuckets", "rollups", None),
+            ("timeBuckets", "posts", Some("replies per author are counted from the posts")),
             ("topAuthors", "rollups", None),
             ("topAuthors", "posts", Some("author rollups are filtered by time alone")),
             ("topAuthors", "posts", Some("the range holds no whole UTC day")),
@@ -287,19 +349,22 @@ fn rollup_answers_match_counts_in_rust() {
         buckets.into_iter().filter(|b| b.posts > 0).map(|b| ((b.start_us, b.group), (b.posts, b.replies))).collect();
     assert_eq!(got, expected);
 
-    let top = lakes.rolled.top_hashtags(&TopPlan { filter: filter.clone(), limit: 10, count_authors: false }).unwrap();
-    let mut tags: BTreeMap<String, u64> = BTreeMap::new();
+    let top = lakes.rolled.top_hashtags(&TopPlan::new(filter.clone(), 10)).unwrap();
+    let mut tags: BTreeMap<String, (u64, std::collections::BTreeSet<&str>)> = BTreeMap::new();
     for post in &in_range {
         let mut distinct = post.hashtags.clone();
         distinct.sort();
         distinct.dedup();
         for tag in distinct {
-            *tags.entry(tag).or_default() += 1;
+            let entry = tags.entry(tag).or_default();
+            entry.0 += 1;
+            entry.1.insert(&post.did);
         }
     }
-    let mut expected: Vec<(String, u64)> = tags.into_iter().collect();
+    let mut expected: Vec<(String, u64, u64)> =
+        tags.into_iter().map(|(tag, (posts, authors))| (tag, posts, authors.len() as u64)).collect();
     expected.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    assert_eq!(top.into_iter().map(|t| (t.tag, t.posts)).collect::<Vec<_>>(), expected);
+    assert_eq!(top.into_iter().map(|t| (t.tag, t.posts, t.authors)).collect::<Vec<_>>(), expected);
 
     let top = lakes.rolled.top_authors(&TopPlan::new(filter, 8)).unwrap();
     let mut authors: BTreeMap<String, u64> = BTreeMap::new();
@@ -378,9 +443,10 @@ fn rollup_tables_follow_the_lake_as_it_changes() {
             assert_eq!(got, plain.time_buckets(&filter, interval, z, group_by, counts).unwrap(), "{step}");
         }
         for filter in [PostFilter::default(), ragged.clone()] {
-            let top = TopPlan { filter, limit: 10, count_authors: false };
-            assert_eq!(rolled.top_hashtags(&top).unwrap(), plain.top_hashtags(&top).unwrap(), "{step}");
+            let top = TopPlan::new(filter, 10);
             take_answered();
+            assert_eq!(rolled.top_hashtags(&top).unwrap(), plain.top_hashtags(&top).unwrap(), "{step}");
+            assert_eq!(take_answered()[0].from, "rollups", "{step}");
             assert_eq!(rolled.top_authors(&top).unwrap(), plain.top_authors(&top).unwrap(), "{step}");
             assert_eq!(take_answered()[0].from, "rollups", "{step}");
         }

@@ -15,6 +15,9 @@
 //!   read: the cells, tag and domain counts of all files summed, less those of the dead rows
 //!   (each counted once), made again after each change (a table of at most a few cells per hour
 //!   and value, not per file).
+//! - `dead_tag_authors`: the dead rows per day, hashtag and author, which statements counting a
+//!   tag's distinct authors take from the rollups of tag authors (read where they lie, through
+//!   the `tag_author_files` view: [`tag_author_files_view_sql`]), made again with the others.
 //! - Posts per author and day ([`AuthorCounts`]), in memory: a day's change, by differences,
 //!   when one of its files or their dead rows did (`stale_days`).
 //!
@@ -113,6 +116,7 @@ CREATE TABLE rollup_domains (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, 
 CREATE TABLE dead_rows (file VARCHAR, uri VARCHAR, did VARCHAR, deleted BOOLEAN, created_at TIMESTAMP,
   langs VARCHAR[], embed_type VARCHAR, reply_parent VARCHAR, hashtags VARCHAR[], file_row BIGINT,
   domains VARCHAR[]);
+CREATE TABLE dead_tag_authors (\"date\" DATE, tag VARCHAR, did VARCHAR, n BIGINT);
 CREATE TABLE rollup_cells_live AS SELECT * EXCLUDE (file) FROM rollup_cells WHERE false;
 CREATE TABLE rollup_tags_live AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE false;
 CREATE TABLE rollup_domains_live AS SELECT * EXCLUDE (file) FROM rollup_domains WHERE false;";
@@ -122,6 +126,24 @@ fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
     let list: Vec<String> =
         paths.into_iter().map(|p| format!("'{}'", p.to_string_lossy().replace('\'', "''"))).collect();
     list.join(", ")
+}
+
+/// The `tag_author_files` view (`tag, did, n, "date"`) over the rollups of tag authors of those
+/// of `files` (the snapshot's `posts` data files) that have all their rollups: what they hold,
+/// dead rows and all. Statements read it for the days the rollup tables count as rolled up.
+pub(super) fn tag_author_files_view_sql(files: &[PathBuf]) -> String {
+    let rolled: Vec<PathBuf> = files.iter().filter(|path| rollup::has_rollups(path)).cloned().collect();
+    let source = match rolled.is_empty() {
+        true => {
+            "SELECT NULL::VARCHAR AS tag, NULL::VARCHAR AS did, NULL::BIGINT AS n, NULL::DATE AS \"date\" WHERE false"
+                .to_owned()
+        }
+        false => format!(
+            "SELECT tag, did, n, \"date\" FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}})",
+            sidecars(&rolled, Kind::TagAuthors)
+        ),
+    };
+    format!("CREATE OR REPLACE VIEW tag_author_files AS {source}")
 }
 
 /// The SQL list of the rollups `kind` of data files `files`.
@@ -495,6 +517,10 @@ impl RollupTables {
                  UNION ALL
                  SELECT date_trunc('hour', created_at), CAST(created_at AS DATE), unnest(domains), -1 FROM dead_once)
                GROUP BY ALL HAVING sum(n) <> 0;
+             CREATE OR REPLACE TABLE dead_tag_authors AS
+               SELECT CAST(created_at AS DATE) AS \"date\", tag, did, count(*)::BIGINT AS n
+               FROM (SELECT created_at, did, unnest(list_distinct(hashtags)) AS tag FROM dead_once)
+               GROUP BY ALL;
              DROP TABLE dead_once;",
         )?;
         Ok(())

@@ -145,7 +145,12 @@ impl Engine {
     ) -> Result<Option<std::result::Result<Vec<T>, &'static str>>> {
         if !matches!(
             plan,
-            Plan::Buckets(_) | Plan::TopHashtags(_) | Plan::TopAuthors(_) | Plan::AuthorPosts(_) | Plan::Trending(_)
+            Plan::Buckets(_)
+                | Plan::Count(_)
+                | Plan::TopHashtags(_)
+                | Plan::TopAuthors(_)
+                | Plan::AuthorPosts(_)
+                | Plan::Trending(_)
         ) {
             return Ok(None);
         }
@@ -182,6 +187,32 @@ impl Engine {
             };
             let counts = tables.authors().posts_of(dids, &rest);
             return Ok(Some(Ok(self.run_sql_on(&connection, &rows_of(&counts), read)?)));
+        }
+        if let Plan::TopHashtags(top) = plan
+            && top.count_authors
+        {
+            if !crate::sql::holds_a_whole_day(&top.filter) {
+                return Ok(Some(Err("the range holds no whole UTC day")));
+            }
+            let posts_only = Plan::TopHashtags(TopPlan { count_authors: false, ..top.clone() });
+            let Some(sql) = crate::sql::compile_rollup(&posts_only, &scope)? else {
+                return Ok(Some(Err("the range holds no whole hour")));
+            };
+            let tags = self.run_sql_on(&connection, &sql, |row| Ok((row.get(0)?, count(row, 1)?)))?;
+            let Some(sql) = crate::sql::compile_rollup_tag_authors(&top.filter, &tags, &scope)? else {
+                return Ok(Some(Err("the range holds no whole UTC day")));
+            };
+            return Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)));
+        }
+        if let Plan::Buckets(buckets) = plan
+            && !buckets.filter.authors.is_empty()
+        {
+            let authors = tables.authors();
+            let days = |first, end| authors.days_of(&buckets.filter.authors, first, end);
+            let Some(sql) = crate::sql::compile_rollup_author_buckets(buckets, &scope, days)? else {
+                return Ok(Some(Err("the range holds no whole UTC day")));
+            };
+            return Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)));
         }
         let Some(sql) = crate::sql::compile_rollup(plan, &scope)? else {
             return Ok(Some(Err("the range holds no whole hour")));
@@ -240,7 +271,9 @@ impl Engine {
         }
         self.refresh_views(Refresh::IfMoved)?;
         self.prepare_undone()?;
-        self.prepare_rollup_tables()
+        self.prepare_rollup_tables()?;
+        self.rollups_prepared.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(super) fn prepare_rollup_tables(&self) -> Result<()> {

@@ -204,6 +204,7 @@ impl Engine {
         *self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()) = hidden.clone();
         let posts = &listed[POSTS];
         base.execute_batch(&keys::key_files_view_sql(&posts.paths))?;
+        base.execute_batch(&rollups::tag_author_files_view_sql(&posts.paths))?;
         self.create_posts_view(&base)?;
         base.execute_batch(&undone::counts_view_sql(&listed[INTERACTIONS].paths))?;
         undone.moved(state.generation, &listed[INTERACTIONS].paths, &listed[INTERACTION_DELETES].paths, hidden.clone());
