@@ -128,11 +128,10 @@ fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
     list.join(", ")
 }
 
-/// The `tag_author_files` view (`tag, did, n, "date"`) over the rollups of tag authors of those
-/// of `files` (the snapshot's `posts` data files) that have all their rollups: what they hold,
-/// dead rows and all. Statements read it for the days the rollup tables count as rolled up.
-pub(super) fn tag_author_files_view_sql(files: &[PathBuf]) -> String {
-    let rolled: Vec<PathBuf> = files.iter().filter(|path| rollup::has_rollups(path)).cloned().collect();
+/// The `tag_author_files` view (`tag, did, n, "date"`) over the rollups of tag authors of
+/// `rolled` (the snapshot's `posts` data files in the partitions whose files all have rollups,
+/// as [`Listing`] finds them): what they hold, dead rows and all.
+pub(super) fn tag_author_files_view_sql(rolled: &[PathBuf]) -> String {
     let source = match rolled.is_empty() {
         true => {
             "SELECT NULL::VARCHAR AS tag, NULL::VARCHAR AS did, NULL::BIGINT AS n, NULL::DATE AS \"date\" WHERE false"
@@ -140,7 +139,7 @@ pub(super) fn tag_author_files_view_sql(files: &[PathBuf]) -> String {
         }
         false => format!(
             "SELECT tag, did, n, \"date\" FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}})",
-            sidecars(&rolled, Kind::TagAuthors)
+            sidecars(rolled, Kind::TagAuthors)
         ),
     };
     format!("CREATE OR REPLACE VIEW tag_author_files AS {source}")

@@ -160,6 +160,13 @@ impl Engine {
         if let Some(why) = crate::sql::rollup_refusal(plan) {
             return Ok(Some(Err(why)));
         }
+        // A count hides what the buffer deletes or hides at once, as a page does; the cells
+        // would show it at the next flush (as time buckets do).
+        if matches!(plan, Plan::Count(_))
+            && *self.hot_overlay.lock().unwrap_or_else(|p| p.into_inner()) != (false, false)
+        {
+            return Ok(Some(Err("the buffer holds deletes or account changes, which a count shows at once")));
+        }
         self.refresh_views(Refresh::IfMoved)?;
         let tables = self.read_synced(&self.rollups, rollups::RollupTables::synced, rollups::RollupTables::sync)?;
         let listing = tables.listing();

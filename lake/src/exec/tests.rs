@@ -356,10 +356,7 @@ fn accounts_carry_the_latest_handle_and_hide_posts_while_inactive() {
 fn the_hot_tiers_deletes_and_account_states_apply_to_every_post() {
     use crate::model::AccountEvent;
     let rows = rows();
-    let (dir, _) = lake_with(&rows[..500]);
-    // The posts path: rollup answers (counts among them) see the buffer's deletes and account
-    // states of the files' posts at the next flush, as the README says.
-    let engine = Engine::open(dir.path(), &EngineConfig { threads: 2, rollups: false, text_indexes: true }).unwrap();
+    let (dir, engine) = lake_with(&rows[..500]);
     let hidden = AccountEvent {
         did: "did:plc:a2".into(),
         seen_at_us: DAY,

@@ -204,11 +204,15 @@ impl Engine {
         *self.hidden_dids.lock().unwrap_or_else(|p| p.into_inner()) = hidden.clone();
         let posts = &listed[POSTS];
         base.execute_batch(&keys::key_files_view_sql(&posts.paths))?;
-        base.execute_batch(&rollups::tag_author_files_view_sql(&posts.paths))?;
         self.create_posts_view(&base)?;
         base.execute_batch(&undone::counts_view_sql(&listed[INTERACTIONS].paths))?;
         undone.moved(state.generation, &listed[INTERACTIONS].paths, &listed[INTERACTION_DELETES].paths, hidden.clone());
-        rollup_tables.moved(rollups::Listing::new(&posts.paths, &listed[DELETES].paths, hidden));
+        let listing = rollups::Listing::new(&posts.paths, &listed[DELETES].paths, hidden);
+        // Of the files the listing counts as rolled up, so that the two agree.
+        let mut rolled: Vec<PathBuf> = listing.rolled.keys().cloned().collect();
+        rolled.sort_unstable();
+        base.execute_batch(&rollups::tag_author_files_view_sql(&rolled))?;
+        rollup_tables.moved(listing);
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
         let listed_paths: std::collections::HashSet<&PathBuf> = posts.paths.iter().collect();
         self.text_indexes
