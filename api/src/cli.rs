@@ -121,8 +121,9 @@ pub enum LakeCommand {
     Reindex(CompanionArgs),
 
     /// Build the rollups (posts per hour and language, embed type, reply; posts per hour and
-    /// hashtag; posts per day and author) of every `posts` data file that lacks them (flushes
-    /// and compactions write them for their files), and remove rollups whose data file is gone.
+    /// hashtag, and per hashtag and author; posts per day and author; link domains; keys by
+    /// author; likes per post) of every data file that lacks them (flushes and compactions
+    /// write them for their files), and remove rollups whose data file is gone.
     /// Safe while `serve` runs.
     Rollup(CompanionArgs),
     /// Check every data file from its footer (row counts, schema, partition placement) and

@@ -10,6 +10,9 @@ use super::*;
 /// The most candidate rows the text indexes may give one statement; with more, a scan is
 /// cheaper than reading them scattered through the files.
 pub(super) const MAX_INDEX_CANDIDATES: usize = 10_000;
+/// The most days of partitions whose files a statement reads by name, less their deleted posts
+/// from the rollup tables ([`Engine::days_posts_sql`]), rather than through the `posts` view.
+pub(super) const MAX_NARROWED_DAYS: i64 = 7;
 
 /// What the text index of one data file narrows a statement's searches to.
 pub(super) enum Narrowed {
@@ -170,6 +173,59 @@ impl Engine {
         self.text_index_uses.fetch_add(1, Ordering::Relaxed);
         let files = narrowed.join(" UNION ALL BY NAME ");
         let files = if deleted.is_some() { files } else { self.less_file_deletes(&files) };
+        Some(self.live_posts_sql(&files, true))
+    }
+
+    /// The `posts` a statement over a few days reads: the files of those day partitions alone,
+    /// less their deleted posts as `dead_rows` holds them, then the hot tier, less hidden
+    /// accounts' posts, as in the `posts` view. The view takes the deletes out by an anti-join
+    /// with every delete of the lake (1.8 million at a month of Bluesky, most of a second to
+    /// read and hash); the rollup tables know which of them fall in each file. `None` for a
+    /// plan that may read posts outside its filter's days (trending's baseline, a ranking's
+    /// replies), a range of more than [`MAX_NARROWED_DAYS`] days or none, or while the rollup
+    /// tables are behind the snapshot.
+    pub(super) fn days_posts_sql(&self, plan: &Plan) -> Option<String> {
+        if !matches!(
+            plan,
+            Plan::Posts(_)
+                | Plan::PostsPerAuthor(_)
+                | Plan::Count(_)
+                | Plan::AuthorSummaries(_)
+                | Plan::TopAuthors(_)
+                | Plan::TopHashtags(_)
+                | Plan::TopHashtagsPerAuthor(_)
+                | Plan::Buckets(_)
+        ) || !self.use_rollups
+            || !self.tables[DELETES].reads_files.load(Ordering::Acquire)
+        {
+            return None;
+        }
+        let filter = plan.filter()?;
+        let (Some(first), Some(last)) = crate::sql::partition_days(filter, page_keyset(plan)) else { return None };
+        if (last - first).num_days() >= MAX_NARROWED_DAYS {
+            return None;
+        }
+        // As in `narrowed_posts_sql`: the files and the tables' state of one snapshot.
+        let paths = match self.rollups.try_read() {
+            Ok(tables) if tables.synced() => self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            _ => return None,
+        };
+        let files: Vec<String> = paths
+            .iter()
+            .filter(|path| rollups::partition_day(path).is_some_and(|day| day >= first && day <= last))
+            .map(|path| format!("'{}'", path.to_string_lossy().replace('\'', "''")))
+            .collect();
+        let files = match files.is_empty() {
+            true => format!("SELECT {POST_COLUMNS_EMPTY} WHERE false"),
+            false => {
+                let list = files.join(", ");
+                format!(
+                    "SELECT f.* FROM read_parquet([{list}], hive_partitioning = true, hive_types = {{'date': DATE}}, \
+                     union_by_name = true) AS f \
+                     ANTI JOIN (SELECT uri FROM dead_rows WHERE deleted AND file IN ({list})) AS d ON d.uri = f.uri"
+                )
+            }
+        };
         Some(self.live_posts_sql(&files, true))
     }
 

@@ -224,6 +224,22 @@ proptest! {
         prop_assert_eq!(lakes.plain.count(&filter).unwrap(), expected);
     }
 
+    /// A count the rollups cannot answer (by hashtag) reads the posts: over a week or less, the
+    /// day partitions' files by name less their deleted posts as the rollup tables know them
+    /// (`Engine::days_posts_sql`), else the `posts` view. Either way, the live posts.
+    #[test]
+    fn counts_from_the_posts_of_a_few_days_leave_out_what_is_not_live(
+        filter in filter(),
+        tag in prop::sample::select(vec!["rust", "tokyo", "lake"]),
+    ) {
+        let lakes = fixture();
+        let filter = PostFilter { hashtags: vec![tag.to_owned()], ..filter };
+        let tagged = |post: &Post| post.hashtags.iter().any(|t| t.eq_ignore_ascii_case(tag));
+        let expected = lakes.live.iter().filter(|post| matches(&filter, post) && tagged(post)).count() as u64;
+        prop_assert_eq!(lakes.rolled.count(&filter).unwrap(), expected);
+        prop_assert_eq!(lakes.plain.count(&filter).unwrap(), expected);
+    }
+
     /// An author's activity: from the posts per author and UTC day in memory where the plan
     /// allows (UTC, by day, week or month), from the posts otherwise; the same either way, and
     /// as many posts in all as the author has in the range.
@@ -311,6 +327,33 @@ fn rollups_answer_what_they_can_and_say_which_path_answered() {
     );
     lakes.plain.time_buckets(&whole_days, Interval::Day, zone("UTC"), None, counts).unwrap();
     assert_eq!(take_answered()[0].why, Some("rollups are off (--rollups false)"));
+}
+
+/// A statement over a few days reads those days' files by name, less their deleted posts from
+/// the rollup tables; over more days, or with rollups off, the `posts` view and its anti-join
+/// with every delete.
+#[test]
+fn statements_over_a_few_days_read_their_files_less_the_dead_rows() {
+    let lakes = fixture();
+    let day = |n: i64| start() + n * 24 * HOUR;
+    let tagged = |since_us, until_us| PostFilter {
+        since_us: Some(since_us),
+        until_us: Some(until_us),
+        hashtags: vec!["rust".into()],
+        ..PostFilter::default()
+    };
+    let statement = |engine: &Engine, filter: &PostFilter| {
+        crate::exec::explain_on_this_thread(true);
+        take_answered();
+        engine.count(filter).unwrap();
+        let answered = take_answered();
+        crate::exec::explain_on_this_thread(false);
+        answered[0].statements.last().expect("a statement").sql.clone()
+    };
+    assert!(statement(&lakes.rolled, &tagged(day(2), day(3))).contains("FROM dead_rows WHERE deleted"));
+    assert!(statement(&lakes.rolled, &tagged(day(1) + 5, day(8))).contains("FROM dead_rows WHERE deleted"));
+    assert!(!statement(&lakes.rolled, &tagged(day(0), day(9))).contains("dead_rows"), "more than a week");
+    assert!(!statement(&lakes.plain, &tagged(day(2), day(3))).contains("dead_rows"), "rollups off");
 }
 
 /// The rollup path's answers against counts over the live posts in plain Rust: per local day in

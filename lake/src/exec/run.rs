@@ -118,10 +118,15 @@ impl Engine {
                 match self.narrowed_posts_sql(plan) {
                     // The statement reads `posts` narrowed by the text indexes instead of the view.
                     Some(narrowed) => sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text),
-                    None if !filter.text.is_empty() => {
-                        self.text_scans.fetch_add(1, Ordering::Relaxed);
+                    None => {
+                        if !filter.text.is_empty() {
+                            self.text_scans.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Or by its days, less their deleted posts as the rollup tables know them.
+                        if let Some(days) = self.days_posts_sql(plan) {
+                            sql.text = format!("WITH posts AS ({days})\n{}", sql.text);
+                        }
                     }
-                    None => {}
                 }
             }
             let rows = if counts_interactions(plan) {
