@@ -445,9 +445,9 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
 }
 
 /// Ready when the lake's catalog reads, Redis answers (where it is required: see
-/// [`Ops::redis_required`]), the engine (where this process answers queries) has its rollup
-/// tables made, so that no query waits a minute for them, and, where this process ingests, the lake is at most `max_lag`
-/// behind the source (a process that has flushed nothing yet is not behind). The body says
+/// [`Ops::redis_required`]), the engine (where this process answers queries) has made its
+/// rollup tables, so that no query waits a minute for them, and, where this process ingests,
+/// the lake is at most `max_lag` behind the source (a process that has flushed nothing yet is not behind). The body says
 /// which is which.
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     let redis_ok = ops.redis.ping().await;

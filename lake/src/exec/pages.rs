@@ -210,15 +210,15 @@ impl Engine {
             Ok(tables) if tables.synced() => self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             _ => return None,
         };
-        let files: Vec<String> = paths
+        let in_days: Vec<&Path> = paths
             .iter()
             .filter(|path| rollups::partition_day(path).is_some_and(|day| day >= first && day <= last))
-            .map(|path| format!("'{}'", path.to_string_lossy().replace('\'', "''")))
+            .map(PathBuf::as_path)
             .collect();
-        let files = match files.is_empty() {
+        let files = match in_days.is_empty() {
             true => format!("SELECT {POST_COLUMNS_EMPTY} WHERE false"),
             false => {
-                let list = files.join(", ");
+                let list = rollups::quoted(in_days);
                 format!(
                     "SELECT f.* FROM read_parquet([{list}], hive_partitioning = true, hive_types = {{'date': DATE}}, \
                      union_by_name = true) AS f \

@@ -122,7 +122,7 @@ CREATE TABLE rollup_tags_live AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE 
 CREATE TABLE rollup_domains_live AS SELECT * EXCLUDE (file) FROM rollup_domains WHERE false;";
 
 /// `'a', 'b'` for a SQL list of paths (paths come from the lake's listing, never from a user).
-fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
+pub(super) fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
     let list: Vec<String> =
         paths.into_iter().map(|p| format!("'{}'", p.to_string_lossy().replace('\'', "''"))).collect();
     list.join(", ")
