@@ -1198,7 +1198,7 @@ fn query_classes(engine: &Engine, lake: &Path) -> anyhow::Result<Vec<QueryClass>
         let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         format!(
             "SELECT uri, text, created_at AS createdAt, did AS authorDid FROM {posts}{filter} \
-             ORDER BY created_at DESC, uri DESC LIMIT {limit}"
+             ORDER BY created_at DESC, did DESC, rkey DESC LIMIT {limit}"
         )
     };
     let peer_text = |query: &TextQuery| -> anyhow::Result<Vec<String>> {
@@ -1222,8 +1222,9 @@ fn query_classes(engine: &Engine, lake: &Path) -> anyhow::Result<Vec<QueryClass>
         QueryClass {
             name: "lookup by uri",
             peer: vec![format!(
-                "SELECT uri, text, created_at AS createdAt, did AS authorDid FROM {posts} WHERE uri = {}",
-                lit(&uri)
+                "SELECT uri, text, created_at AS createdAt, did AS authorDid FROM {posts} WHERE did = {} AND rkey = {}",
+                lit(lake::model::post_order_key(&uri).0),
+                lit(lake::model::post_order_key(&uri).1)
             )],
             graphql: format!("{{ post(uri: {}) {{ uri text createdAt authorDid }} }}", json!(uri)),
             plans: vec![Plan::Posts(PostsPlan::new(
@@ -1255,8 +1256,9 @@ fn query_classes(engine: &Engine, lake: &Path) -> anyhow::Result<Vec<QueryClass>
             name: "deep page (after 5,000)",
             peer: vec![peer_page(
                 &[format!(
-                    "(created_at < {at} OR (created_at = {at} AND uri < {}))",
-                    lit(&cursor.uri),
+                    "(created_at < {at} OR (created_at = {at} AND (did, rkey) < ({}, {})))",
+                    lit(lake::model::post_order_key(&cursor.uri).0),
+                    lit(lake::model::post_order_key(&cursor.uri).1),
                     at = chdb::timestamp(cursor.created_at_us)
                 )],
                 100,

@@ -346,7 +346,7 @@ mod tests {
 
     fn post(did: &str, rkey: &str, at: i64) -> Entry {
         let uri = format!("at://{did}/app.bsky.feed.post/{rkey}");
-        Entry::Post(Box::new(Post { uri, did: did.into(), indexed_at_us: at, ..Post::default() }))
+        Entry::Post(Box::new(Post { uri, did: did.into(), rkey: rkey.into(), indexed_at_us: at, ..Post::default() }))
     }
 
     fn takedown(did: &str, at: i64) -> Entry {

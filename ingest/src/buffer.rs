@@ -301,6 +301,8 @@ mod tests {
     fn batches_round_trip_and_version_1_entries_still_decode() {
         let post = Post {
             uri: "at://did:plc:a/app.bsky.feed.post/1".into(),
+            did: "did:plc:a".into(),
+            rkey: "1".into(),
             text: "日本 🎉".into(),
             langs: vec!["ja".into()],
             reply_parent: Some("at://p".into()),

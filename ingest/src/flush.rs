@@ -685,6 +685,8 @@ mod tests {
         let lake = tempfile::tempdir().unwrap();
         let post = |n: u32, text: &str| Post {
             uri: format!("at://did:plc:a/app.bsky.feed.post/{n}"),
+            did: "did:plc:a".into(),
+            rkey: n.to_string(),
             created_at_us: 1_700_000_000_000_000 + i64::from(n),
             text: text.to_owned(),
             ..Post::default()

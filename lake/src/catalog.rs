@@ -283,7 +283,7 @@ pub fn table_files(lake: &Path, table: &str) -> Result<TableFiles> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Post;
+    use crate::model::{Post, post_uri};
 
     #[test]
     fn a_new_lake_is_at_generation_zero_and_each_publish_bumps_it() {
@@ -315,8 +315,14 @@ mod tests {
         let lake = tempfile::tempdir().unwrap();
         let day = 86_400_000_000_i64;
         let posts = vec![
-            Post { uri: "a".into(), created_at_us: day, ..Post::default() },
-            Post { uri: "b".into(), created_at_us: 3 * day, ..Post::default() },
+            Post { uri: post_uri("d", "a"), did: "d".into(), rkey: "a".into(), created_at_us: day, ..Post::default() },
+            Post {
+                uri: post_uri("d", "b"),
+                did: "d".into(),
+                rkey: "b".into(),
+                created_at_us: 3 * day,
+                ..Post::default()
+            },
         ];
         let written = crate::writer::write_posts(lake.path(), "f.parquet", posts).unwrap();
         fs::write(written[0].path.with_file_name(".half.parquet.tmp"), b"x").unwrap();

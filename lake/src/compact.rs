@@ -130,8 +130,8 @@ fn stage(
     }
     let connection = work_connection(lake)?;
     let deletes = deletes_source(lake)?;
-    let join = deletes.as_ref().map(|d| format!("LEFT JOIN {d} AS d ON d.uri = p.uri"));
-    let found = survey(&connection, live, &names, join.as_deref().map(|join| (join, "count(d.uri)")))?;
+    let join = deletes.as_ref().map(|d| format!("LEFT JOIN {d} AS d ON d.did = p.did AND d.rkey = p.rkey"));
+    let found = survey(&connection, live, &names, join.as_deref().map(|join| (join, "count(d.rkey)")))?;
     let copies = copies(&connection, live, &names)?;
     // With copies anywhere, every file is merged (a copy may sit in any two of them).
     let Some(merge) = Merge::choose(&mut report, found, target_bytes, copies > 0) else {
@@ -142,11 +142,16 @@ fn stage(
         crate::rollup::link_for(from, to)
     })?;
 
-    let anti_join = deletes.as_ref().map(|d| format!("ANTI JOIN {d} AS d ON d.uri = p.uri")).unwrap_or_default();
+    let anti_join = deletes
+        .as_ref()
+        .map(|d| format!("ANTI JOIN {d} AS d ON d.did = p.did AND d.rkey = p.rkey"))
+        .unwrap_or_default();
+    // The schema's columns: a `uri` that older files store is left behind (it is made of
+    // `did` and `rkey`).
     let sql = format!(
-        "SELECT {columns} FROM read_parquet([{sources}]) AS p {anti_join} \
-         QUALIFY row_number() OVER (PARTITION BY p.uri ORDER BY p.indexed_at, p.cid) = 1 \
-         ORDER BY p.created_at, p.uri",
+        "SELECT {columns} FROM read_parquet([{sources}], union_by_name = true) AS p {anti_join} \
+         QUALIFY row_number() OVER (PARTITION BY p.did, p.rkey ORDER BY p.indexed_at, p.cid) = 1 \
+         ORDER BY p.created_at, p.did, p.rkey",
         columns = columns_of(&posts_schema()),
         sources = merge.sources(live),
     );
@@ -311,10 +316,10 @@ fn survey(connection: &Connection, live: &Path, names: &[String], hits: Option<(
         .collect()
 }
 
-/// Rows of the partition beyond the first of each uri.
+/// Rows of the partition beyond the first of each post (DID and record key).
 fn copies(connection: &Connection, live: &Path, names: &[String]) -> Result<u64> {
     let sources: Vec<String> = names.iter().map(|name| sql_string(&live.join(name))).collect();
-    let sql = format!("SELECT count(*) - count(DISTINCT uri) FROM read_parquet([{}])", sources.join(", "));
+    let sql = format!("SELECT count(*) - count(DISTINCT (did, rkey)) FROM read_parquet([{}])", sources.join(", "));
     let copies: i64 = connection.query_row(&sql, [], |row| row.get(0))?;
     Ok(u64::try_from(copies).unwrap_or(0))
 }
@@ -325,7 +330,7 @@ fn deletes_source(lake: &Path) -> Result<Option<String>> {
         return Ok(None);
     }
     let glob = layout::table_glob(lake, layout::DELETES_TABLE).replace('\'', "''");
-    Ok(Some(format!("(SELECT DISTINCT uri FROM read_parquet('{glob}'))")))
+    Ok(Some(format!("(SELECT DISTINCT did, {} AS rkey FROM read_parquet('{glob}'))", crate::model::DELETE_RKEY_SQL)))
 }
 
 fn sql_string(path: &Path) -> String {
@@ -521,7 +526,7 @@ mod tests {
         std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
                 let connection = Connection::open_in_memory().unwrap();
-                let sql = format!("SELECT count(*), count(DISTINCT uri) FROM read_parquet('{glob}')");
+                let sql = format!("SELECT count(*), count(DISTINCT (did, rkey)) FROM read_parquet('{glob}')");
                 let (mut reads, mut lost) = (0, 0);
                 while !done.load(std::sync::atomic::Ordering::Acquire) || reads == 0 {
                     let before = surely.load(std::sync::atomic::Ordering::Acquire);

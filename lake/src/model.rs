@@ -205,7 +205,6 @@ static POSTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
     let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     Arc::new(Schema::new(vec![
-        Field::new("uri", DataType::Utf8, false),
         Field::new("cid", DataType::Utf8, false),
         Field::new("did", DataType::Utf8, false),
         Field::new("rkey", DataType::Utf8, false),
@@ -230,10 +229,42 @@ static POSTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// The Arrow schema of the `posts` table (without the hive `date` partition column).
+/// The Arrow schema of the `posts` table (without the hive `date` partition column). A post's
+/// uri is not stored: it is [`post_uri`] of its `did` and `rkey`, which readers make with
+/// [`post_uri_sql`] (files written before kept a `uri` column, which readers leave unread).
 pub fn posts_schema() -> SchemaRef {
     POSTS_SCHEMA.clone()
 }
+
+/// SQL for the uri of the post whose columns `did` and `rkey` are qualified by `alias` (none
+/// when empty): [`post_uri`] in SQL.
+pub fn post_uri_sql(alias: &str) -> String {
+    let dot = if alias.is_empty() { "" } else { "." };
+    format!("'at://' || {alias}{dot}did || '/app.bsky.feed.post/' || {alias}{dot}rkey")
+}
+
+/// The rows of `read_parquet` (the FROM clause of a `read_parquet` of `posts` files, which may
+/// end in a WHERE) with their `uri` made from `did` and `rkey` in its usual place, first,
+/// whether or not a file still stores one.
+pub fn posts_with_uri_sql(read_parquet: &str) -> String {
+    format!("SELECT {} AS uri, COLUMNS(lambda c: c <> 'uri') FROM {read_parquet}", post_uri_sql(""))
+}
+
+/// Whether the posts file `path` stores a `uri` column (as files written before uris were made
+/// of `did` and `rkey` do); false for a file that does not read.
+pub fn stores_uri(path: &std::path::Path) -> bool {
+    use parquet::file::reader::FileReader;
+    std::fs::File::open(path)
+        .ok()
+        .and_then(|file| parquet::file::reader::SerializedFileReader::new(file).ok())
+        .is_some_and(|reader| {
+            reader.metadata().file_metadata().schema_descr().columns().iter().any(|c| c.path().string() == "uri")
+        })
+}
+
+/// SQL for the record key of a delete's `uri` (the last of its five `/`-separated parts), by
+/// which with `did` deletes match posts without making every post's uri.
+pub const DELETE_RKEY_SQL: &str = "split_part(uri, '/', 5)";
 
 /// A post deleted on Bluesky: it disappears from every answer (anti-join at query time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -390,6 +421,14 @@ impl TableRow for Delete {
 /// The URI of the post `rkey` of `did`.
 pub fn post_uri(did: &str, rkey: &str) -> String {
     format!("at://{did}/app.bsky.feed.post/{rkey}")
+}
+
+/// The key by which posts of the same time (or count, in a ranking) are ordered: their DID,
+/// then their record key; the `uri` itself for a uri that is not a post's. (Not the uri's own
+/// order, which would have every row's uri made: the two differ only for a DID that begins
+/// another and is followed in it by a character before `/`.)
+pub fn post_order_key(uri: &str) -> (&str, &str) {
+    post_uri_parts(uri).unwrap_or((uri, ""))
 }
 
 /// A post's uri (`at://{did}/app.bsky.feed.post/{rkey}`) as its DID and record key.
@@ -570,7 +609,6 @@ impl TableRow for InteractionDelete {
 /// Builds one Arrow batch of `posts` rows, in the order given.
 pub fn posts_to_batch(posts: &[Post]) -> crate::Result<RecordBatch> {
     let n = posts.len();
-    let mut uri = StringBuilder::with_capacity(n, n * 72);
     let mut cid = StringBuilder::with_capacity(n, n * 60);
     let mut did = StringBuilder::with_capacity(n, n * 32);
     let mut rkey = StringBuilder::with_capacity(n, n * 13);
@@ -601,7 +639,12 @@ pub fn posts_to_batch(posts: &[Post]) -> crate::Result<RecordBatch> {
     }
 
     for post in posts {
-        uri.append_value(&post.uri);
+        if post_uri_parts(&post.uri) != Some((post.did.as_str(), post.rkey.as_str())) {
+            return Err(crate::Error::Corrupt(format!(
+                "post {} is not at://{}/app.bsky.feed.post/{}: a post's uri is made of its did and rkey",
+                post.uri, post.did, post.rkey
+            )));
+        }
         cid.append_value(&post.cid);
         did.append_value(&post.did);
         rkey.append_value(&post.rkey);
@@ -626,7 +669,6 @@ pub fn posts_to_batch(posts: &[Post]) -> crate::Result<RecordBatch> {
     }
 
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(uri.finish()),
         Arc::new(cid.finish()),
         Arc::new(did.finish()),
         Arc::new(rkey.finish()),
@@ -658,25 +700,40 @@ mod tests {
     use arrow::array::Array;
 
     #[test]
-    fn post_columns_are_the_schema_fields_in_order() {
+    fn post_columns_are_the_uri_then_the_schema_fields_in_order() {
         let schema = posts_schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let columns: Vec<&str> = PostColumn::ALL.iter().map(|c| c.name()).collect();
-        assert_eq!(names, columns);
+        assert_eq!(columns[0], "uri");
+        assert_eq!(names, columns[1..]);
+    }
+
+    #[test]
+    fn a_post_whose_uri_is_not_made_of_its_did_and_rkey_is_not_written() {
+        let post = |uri: &str| Post { uri: uri.into(), did: "did:plc:a".into(), rkey: "1".into(), ..Post::default() };
+        assert!(posts_to_batch(&[post("at://did:plc:a/app.bsky.feed.post/1")]).is_ok());
+        for wrong in ["at://did:plc:b/app.bsky.feed.post/1", "at://did:plc:a/app.bsky.feed.post/2", "", "1"] {
+            let error = posts_to_batch(&[post(wrong)]).unwrap_err().to_string();
+            assert!(error.contains("made of its did and rkey"), "{wrong}: {error}");
+        }
     }
 
     #[test]
     fn a_batch_has_one_row_per_post_and_keeps_list_values() {
         let post = Post {
             uri: "at://did:plc:a/app.bsky.feed.post/1".into(),
+            did: "did:plc:a".into(),
+            rkey: "1".into(),
             langs: vec!["en".into(), "ja".into()],
             hashtags: vec!["rust".into()],
             embed_type: EmbedType::Images,
             ..Post::default()
         };
-        let batch = posts_to_batch(&[post.clone(), Post::default()]).unwrap();
+        let other =
+            Post { uri: post_uri("did:plc:b", "2"), did: "did:plc:b".into(), rkey: "2".into(), ..Post::default() };
+        let batch = posts_to_batch(&[post.clone(), other]).unwrap();
         assert_eq!(batch.num_rows(), 2);
-        let langs = batch.column(8).as_any().downcast_ref::<arrow::array::ListArray>().unwrap();
+        let langs = batch.column(7).as_any().downcast_ref::<arrow::array::ListArray>().unwrap();
         assert_eq!(langs.value(0).len(), 2);
         assert_eq!(langs.value(1).len(), 0);
     }

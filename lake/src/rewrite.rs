@@ -191,7 +191,7 @@ fn count_stale(connection: &Connection, path: &Path, version: i32) -> Result<(u6
 /// Every column of every row of one `posts` file.
 pub(crate) fn read_posts(connection: &Connection, path: &Path) -> Result<Vec<Post>> {
     let names: Vec<&str> = PostColumn::ALL.iter().map(|c| c.name()).collect();
-    let sql = format!("SELECT {} FROM {}", names.join(", "), parquet_source(path));
+    let sql = format!("SELECT {} FROM ({})", names.join(", "), crate::model::posts_with_uri_sql(&parquet_source(path)));
     let mut statement = connection.prepare(&sql)?;
     let mut rows = statement.query([])?;
     let mut posts = Vec::new();
@@ -226,6 +226,7 @@ mod tests {
         Post {
             uri: format!("at://did:plc:a/app.bsky.feed.post/{n}"),
             did: "did:plc:a".into(),
+            rkey: n.to_string(),
             created_at_us: 20_000 * DAY + n,
             indexed_at_us: 20_000 * DAY + n,
             text: format!("post {n}"),
@@ -332,8 +333,9 @@ mod tests {
         std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
                 let connection = Connection::open_in_memory().unwrap();
-                let sql =
-                    format!("SELECT count(*), count(DISTINCT uri), max(enrich_version) FROM read_parquet('{glob}')");
+                let sql = format!(
+                    "SELECT count(*), count(DISTINCT (did, rkey)), max(enrich_version) FROM read_parquet('{glob}')"
+                );
                 let mut reads = 0;
                 while !done.load(std::sync::atomic::Ordering::Acquire) || reads == 0 {
                     let (rows, uris, _version): (i64, i64, i32) =

@@ -100,7 +100,7 @@ pub fn compile(plan: &Plan) -> Result<Sql> {
         Plan::TopHashtags(top) => {
             let authors = if top.count_authors { "count(DISTINCT did)" } else { "0::BIGINT" };
             write!(builder.text, "SELECT tag, count(*) AS n_posts, {authors} AS n_authors\nFROM (").unwrap();
-            builder.text.push_str("SELECT unnest(list_distinct(hashtags)) AS tag, uri, did FROM posts");
+            builder.text.push_str("SELECT unnest(list_distinct(hashtags)) AS tag, did FROM posts");
             builder.where_clause(&top.filter, None)?;
             builder.text.push_str(")\nGROUP BY tag\nORDER BY n_posts DESC, tag");
             builder.limit(top.limit);
@@ -604,13 +604,20 @@ impl Builder {
         if let (Some(candidates), Some(kind)) = (plan.candidates, plan.engagement.interaction_kind()) {
             return self.ranked_candidates(plan, since_us, candidates, kind);
         }
-        let (counts, on) = if plan.engagement.interaction_kind().is_some() {
+        let counts = if plan.engagement.interaction_kind().is_some() {
             let range = self.window_keys(&plan.filter)?;
-            let counts = self.engagement_counts(plan.engagement, since_us, Subjects::KeysOf(&range));
-            (counts, "c.subject_did = p.did AND c.subject_rkey = p.rkey")
+            self.engagement_counts(plan.engagement, since_us, Subjects::KeysOf(&range))
         } else {
-            (self.engagement_counts(plan.engagement, since_us, Subjects::All), "c.subject = p.uri")
+            // Replies and quotes name their subject by uri: cut into the DID and key the posts
+            // store, where it is a post's uri, rather than making every post's.
+            let counts = self.engagement_counts(plan.engagement, since_us, Subjects::All);
+            let (did, rkey) = ("split_part(subject, '/', 3)", "split_part(subject, '/', 5)");
+            format!(
+                "SELECT {did} AS subject_did, {rkey} AS subject_rkey, n FROM ({counts})\n\
+                 WHERE subject = 'at://' || {did} || '/app.bsky.feed.post/' || {rkey}"
+            )
         };
+        let on = "c.subject_did = p.did AND c.subject_rkey = p.rkey";
         let columns: Vec<String> = plan.columns.iter().map(|c| format!("p.{}", c.name())).collect();
         write!(
             self.text,
@@ -621,22 +628,32 @@ impl Builder {
         // The filter's columns are the posts': the counts are named apart.
         let mut conditions = self.conditions(&plan.filter, None)?;
         if let Some(after) = &plan.after {
-            conditions.push(self.after_rank(after, "coalesce(c.n, 0)", "p.uri"));
+            conditions.push(self.after_rank(after, "coalesce(c.n, 0)", ("p.did", "p.rkey")));
         }
         if !conditions.is_empty() {
             write!(self.text, "\nWHERE {}", conditions.join("\n  AND ")).unwrap();
         }
-        self.text.push_str("\nORDER BY rank_n DESC, p.uri");
+        self.text.push_str("\nORDER BY rank_n DESC, p.did, p.rkey");
         self.limit(plan.limit);
         Ok(())
     }
 
-    /// The rows of a ranking (by `count` then `uri`) after the cursor's.
-    fn after_rank(&mut self, after: &RankKeyset, count: &str, uri: &str) -> String {
+    /// The rows of a ranking (by `count` then the post's DID and key, the columns `key`) after
+    /// the cursor's.
+    fn after_rank(&mut self, after: &RankKeyset, count: &str, key: (&str, &str)) -> String {
         let after_count = i64::try_from(after.count).unwrap_or(i64::MAX);
         let [below, equal] = [after_count, after_count].map(|n| self.bind(Param::Int(n)));
-        let after_uri = self.bind(Param::Text(after.uri.clone()));
-        format!("({count} < {below} OR ({count} = {equal} AND {uri} > {after_uri}))")
+        let after_key = self.after_key(&after.uri, ">", key.0, key.1);
+        format!("({count} < {below} OR ({count} = {equal} AND {after_key}))")
+    }
+
+    /// The posts whose DID and key (the columns `did` and `rkey`) come after (`op` `>`) or
+    /// before (`<`) those of the post `uri`, in the order of [`crate::model::post_order_key`].
+    fn after_key(&mut self, uri: &str, op: &str, did: &str, rkey: &str) -> String {
+        let (after_did, after_rkey) = crate::model::post_order_key(uri);
+        let [after_did, after_did_again] = [after_did, after_did].map(|d| self.bind(Param::Text(d.to_owned())));
+        let after_rkey = self.bind(Param::Text(after_rkey.to_owned()));
+        format!("({did} {op} {after_did} OR ({did} = {after_did_again} AND {rkey} {op} {after_rkey}))")
     }
 
     /// `(lo, hi)`: a range that holds the record key of every post in `filter`'s time window
@@ -701,18 +718,17 @@ impl Builder {
              sources AS (SELECT greatest(count(*), 1) AS s FROM interaction_sources WHERE \"date\" >= {sources_day}),\n\
              floor AS (SELECT greatest(coalesce(min(n), 1) // (SELECT s FROM sources), 1) AS t \
              FROM (SELECT n FROM rows ORDER BY n DESC LIMIT {most})),\n\
-             counts AS (SELECT subject_did, subject_rkey, sum(n)::BIGINT AS n, \
-             'at://' || subject_did || '/app.bsky.feed.post/' || subject_rkey AS uri FROM rows \
+             counts AS (SELECT subject_did, subject_rkey, sum(n)::BIGINT AS n FROM rows \
              WHERE (subject_did, subject_rkey) IN (SELECT subject_did, subject_rkey FROM rows, floor WHERE n >= t)\n\
              GROUP BY subject_did, subject_rkey HAVING sum(n) > 0)\n\
              SELECT subject_did, subject_rkey, n, (SELECT s * (t - 1) FROM sources, floor) AS beyond\nFROM counts"
         )
         .unwrap();
         if let Some(after) = &plan.after {
-            let after = self.after_rank(after, "n", "uri");
+            let after = self.after_rank(after, "n", ("subject_did", "subject_rkey"));
             write!(self.text, "\nWHERE {after}").unwrap();
         }
-        self.text.push_str("\nORDER BY n DESC, uri");
+        self.text.push_str("\nORDER BY n DESC, subject_did, subject_rkey");
         self.limit(candidates);
         Ok(())
     }
@@ -838,8 +854,9 @@ impl Builder {
         let keyset = plan.after.as_ref().map(|k| (k, plan.order));
         self.where_clause(&plan.filter, keyset)?;
         // Copies of a post are neighbours in this order; `exec` skips them.
+        // A post's uri is made of its DID and record key (see `crate::model::post_order_key`).
         let direction = Self::direction(plan.order);
-        write!(self.text, "\nORDER BY created_at {direction}, uri {direction}").unwrap();
+        write!(self.text, "\nORDER BY created_at {direction}, did {direction}, rkey {direction}").unwrap();
         self.limit(plan.limit);
         Ok(())
     }
@@ -857,8 +874,8 @@ impl Builder {
         let limit = self.bind(Param::Int(i64::from(plan.limit)));
         write!(
             self.text,
-            "\nQUALIFY row_number() OVER (PARTITION BY did ORDER BY created_at {direction}, uri {direction}) <= {limit}\n\
-             ORDER BY did, created_at {direction}, uri {direction}"
+            "\nQUALIFY row_number() OVER (PARTITION BY did ORDER BY created_at {direction}, rkey {direction}) <= {limit}\n\
+             ORDER BY did, created_at {direction}, rkey {direction}"
         )
         .unwrap();
         Ok(())
@@ -879,8 +896,8 @@ impl Builder {
             self.text,
             "SELECT bucket, grp, count(*) AS n_posts, {authors} AS n_authors,\n  \
              {replies} AS n_replies\n\
-             FROM (\nSELECT {bucket} AS bucket, grp, uri, did, is_reply FROM (\n\
-             SELECT {clock} AS t, {offset} AS off, {group} AS grp, uri, did, reply_parent IS NOT NULL AS is_reply \
+             FROM (\nSELECT {bucket} AS bucket, grp, did, is_reply FROM (\n\
+             SELECT {clock} AS t, {offset} AS off, {group} AS grp, did, reply_parent IS NOT NULL AS is_reply \
              FROM posts"
         )
         .unwrap();
@@ -1118,8 +1135,8 @@ impl Builder {
             };
             let at = self.bind(Param::Timestamp(keyset.created_at_us));
             let at_again = self.bind(Param::Timestamp(keyset.created_at_us));
-            let uri = self.bind(Param::Text(keyset.uri.clone()));
-            conditions.push(format!("(created_at {op} {at} OR (created_at = {at_again} AND uri {op} {uri}))"));
+            let after = self.after_key(&keyset.uri, op, "did", "rkey");
+            conditions.push(format!("(created_at {op} {at} OR (created_at = {at_again} AND {after}))"));
         }
         if !filter.uris.is_empty() {
             let list = self.bind_list(filter.uris.iter().cloned().map(Param::Text));

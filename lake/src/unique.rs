@@ -29,7 +29,7 @@ pub trait Keyed: TableRow {
 }
 
 impl Keyed for Post {
-    const KEY_SQL: &'static str = "uri";
+    const KEY_SQL: &'static str = "'at://' || did || '/app.bsky.feed.post/' || rkey";
     fn key(&self) -> Cow<'_, str> {
         Cow::Borrowed(&self.uri)
     }
@@ -102,6 +102,8 @@ mod tests {
     fn post(n: i64) -> Post {
         Post {
             uri: format!("at://did:plc:a/app.bsky.feed.post/{n}"),
+            did: "did:plc:a".into(),
+            rkey: n.to_string(),
             created_at_us: 1_700_000_000_000_000 + n,
             ..Post::default()
         }

@@ -39,7 +39,7 @@ pub struct WrittenFile {
     pub bytes: u64,
 }
 
-fn writer_properties() -> WriterProperties {
+fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     // High-cardinality columns gain nothing from a dictionary; low-cardinality ones do. A
     // dictionary is per row group, and groups of 16 Ki rows hold a dictionary small enough to
     // be kept even for near-unique columns: a flushed file of 200,000 synthetic posts was 6.6%
@@ -48,18 +48,8 @@ fn writer_properties() -> WriterProperties {
     // in the ingest bench): an author's posts repeat it, the more so in a lake of few authors.
     // zstd level 2: on 300k synthetic posts the same bytes as level 3 (within 0.01%) for 3% less
     // of ingest's instructions; level 1 was 6% bigger.
-    let plain = [
-        "uri",
-        "cid",
-        "rkey",
-        "text",
-        "reply_root",
-        "reply_parent",
-        "quote_uri",
-        "external_uri",
-        "created_at",
-        "indexed_at",
-    ];
+    let plain =
+        ["cid", "rkey", "text", "reply_root", "reply_parent", "quote_uri", "external_uri", "created_at", "indexed_at"];
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(2).expect("2 is a valid zstd level")))
         .set_dictionary_enabled(true)
@@ -68,13 +58,17 @@ fn writer_properties() -> WriterProperties {
     for column in plain {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
-    // A bloom filter on `uri` lets a lookup by uri skip the row groups that lack it. Measured on
-    // 1 M posts: `uri = ?` 77 → 20 ms in DuckDB, for about 1.5% more bytes at this rate.
-    let uri = || ColumnPath::from("uri");
+    // In posts files, a bloom filter on `rkey` lets a lookup by uri (by its record key) skip the
+    // row groups that lack it. Measured on 1 M posts, when it was on `uri`: `uri = ?` 77 → 20 ms
+    // in DuckDB, for about 1.5% more bytes at this rate.
+    if **schema != *crate::model::posts_schema() {
+        return builder.build();
+    }
+    let rkey = || ColumnPath::from("rkey");
     builder = builder
-        .set_column_bloom_filter_enabled(uri(), true)
-        .set_column_bloom_filter_fpp(uri(), 0.05)
-        .set_column_bloom_filter_max_ndv(uri(), ROW_GROUP_ROWS as u64);
+        .set_column_bloom_filter_enabled(rkey(), true)
+        .set_column_bloom_filter_fpp(rkey(), 0.05)
+        .set_column_bloom_filter_max_ndv(rkey(), ROW_GROUP_ROWS as u64);
     builder.build()
 }
 
@@ -201,7 +195,8 @@ impl PendingFile {
         let tmp = layout::temp_path_for(path);
         let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
         let tmp = TempFile(Some(tmp));
-        let writer = ArrowWriter::try_new(file, schema, Some(writer_properties()))
+        let properties = writer_properties(&schema);
+        let writer = ArrowWriter::try_new(file, schema, Some(properties))
             .map_err(|source| Error::Parquet { path: tmp.path().to_path_buf(), source })?;
         Ok(PendingFile { path: path.to_path_buf(), tmp, writer, rows: 0 })
     }
@@ -295,7 +290,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.parquet");
         let mut file = PendingFile::create(&path, Post::schema()).unwrap();
-        file.write(&Post::to_batch(&[post("at://a", 1)]).unwrap()).unwrap();
+        file.write(&Post::to_batch(&[post("a", 1)]).unwrap()).unwrap();
         assert!(layout::temp_path_for(&path).exists());
         drop(file);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -304,7 +299,7 @@ mod tests {
     #[test]
     fn orphan_temporaries_go_from_the_partitions_only() {
         let lake = tempfile::tempdir().unwrap();
-        let written = write_posts(lake.path(), "kept.parquet", vec![post("at://a", 1)]).unwrap();
+        let written = write_posts(lake.path(), "kept.parquet", vec![post("a", 1)]).unwrap();
         let partition = written[0].path.parent().unwrap().to_path_buf();
         fs::write(partition.join(".dead-writer.parquet.tmp"), b"half").unwrap();
         let staging = layout::staging_partition_dir(lake.path(), layout::POSTS_TABLE, written[0].date);
@@ -321,8 +316,11 @@ mod tests {
         assert_eq!(remove_orphan_temporaries(lake.path(), &lock).unwrap(), 0);
     }
 
-    fn post(uri: &str, created_at_us: i64) -> Post {
-        Post { uri: uri.into(), created_at_us, indexed_at_us: created_at_us, ..Post::default() }
+    /// The post `rkey` of one author.
+    fn post(rkey: &str, created_at_us: i64) -> Post {
+        let did = "did:plc:w";
+        let uri = crate::model::post_uri(did, rkey);
+        Post { uri, did: did.into(), rkey: rkey.into(), created_at_us, indexed_at_us: created_at_us, ..Post::default() }
     }
 
     #[test]
@@ -350,7 +348,7 @@ mod tests {
     fn a_batch_is_cut_into_row_groups_of_row_group_rows() {
         let lake = tempfile::tempdir().unwrap();
         let rows = BATCH_ROWS + 1_000;
-        let posts = (0..rows).map(|n| post(&format!("at://did:plc:a/app.bsky.feed.post/{n:07}"), n as i64)).collect();
+        let posts = (0..rows).map(|n| post(&format!("{n:07}"), n as i64)).collect();
         let files = write_posts(lake.path(), "x.parquet", posts).unwrap();
         let reader = SerializedFileReader::new(File::open(&files[0].path).unwrap()).unwrap();
         let groups: Vec<i64> = reader.metadata().row_groups().iter().map(|g| g.num_rows()).collect();

@@ -223,12 +223,13 @@ pub(crate) fn many_small_files(lake: &std::path::Path) {
     }
 }
 
-/// (rows, distinct uris, data files) of the lake's posts, read straight from the files.
+/// (rows, distinct posts (DID and record key), data files) of the lake's posts, read straight
+/// from the files.
 fn census(lake: &std::path::Path) -> (i64, i64, usize) {
     let glob = lake::layout::table_glob(lake, lake::layout::POSTS_TABLE);
     let connection = lake::duckdb::Connection::open_in_memory().unwrap();
     let sql = format!(
-        "SELECT count(*), count(DISTINCT uri), count(DISTINCT filename) FROM read_parquet('{glob}', filename = true)"
+        "SELECT count(*), count(DISTINCT (did, rkey)), count(DISTINCT filename) FROM read_parquet('{glob}', filename = true)"
     );
     connection.query_row(&sql, [], |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as usize))).unwrap()
 }

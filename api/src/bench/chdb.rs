@@ -159,10 +159,20 @@ pub(super) fn timestamp(us: i64) -> String {
 /// deleted: their latest account event says so), as a ClickHouse subquery.
 pub(super) fn live_posts(lake: &Path) -> String {
     let table = |name: &str| format!("file({}, Parquet)", literal(&layout::table_glob(lake, name)));
-    let mut sql = format!("(SELECT * FROM {}", table(layout::POSTS_TABLE));
+    // The uri is made of `did` and `rkey`, as the engine makes it; a lake written before may
+    // still store one (ClickHouse takes the schema of the first file).
+    let first = lake::catalog::table_files(lake, layout::POSTS_TABLE).ok().and_then(|f| f.paths.first().cloned());
+    let except = if first.is_some_and(|path| lake::model::stores_uri(&path)) { " EXCEPT (uri)" } else { "" };
+    let mut sql = format!(
+        "(SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, *{except} FROM {}",
+        table(layout::POSTS_TABLE)
+    );
     let mut conditions = Vec::new();
     if has_files(lake, layout::DELETES_TABLE) {
-        conditions.push(format!("uri NOT IN (SELECT uri FROM {})", table(layout::DELETES_TABLE)));
+        conditions.push(format!(
+            "(did, rkey) NOT IN (SELECT did, splitByChar('/', uri)[5] FROM {})",
+            table(layout::DELETES_TABLE)
+        ));
     }
     if has_files(lake, layout::ACCOUNTS_TABLE) {
         conditions.push(format!(

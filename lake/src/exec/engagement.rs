@@ -138,9 +138,11 @@ impl Engine {
             return Ok(None);
         }
         let mut candidates: Vec<(String, u64)> = counts.into_iter().collect();
-        candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let key = crate::model::post_order_key;
+        candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| key(&a.0).cmp(&key(&b.0))));
         if let Some(after) = &plan.after {
-            candidates.retain(|(uri, n)| *n < after.count || (*n == after.count && *uri > after.uri));
+            let after_key = key(&after.uri);
+            candidates.retain(|(uri, n)| *n < after.count || (*n == after.count && key(uri) > after_key));
         }
         self.page_among(plan, &candidates, Some(picked.beyond), "posts ranked among the largest rows")
     }

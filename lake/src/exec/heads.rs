@@ -156,7 +156,8 @@ impl SubjectHeads {
                 (kept.saturating_add(bounds - kept_bounds), crate::model::post_uri(did, rkey))
             })
             .collect();
-        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let key = crate::model::post_order_key;
+        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| key(&a.1).cmp(&key(&b.1))));
         let beyond = ranked.get(most).map_or(bounds, |(most_left, _)| (*most_left).max(bounds));
         ranked.truncate(most);
         Some(Picked { uris: ranked.into_iter().map(|(_, uri)| uri).collect(), beyond })

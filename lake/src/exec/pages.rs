@@ -148,10 +148,14 @@ impl Engine {
                     }
                     if !rows.is_empty() {
                         let rows: Vec<String> = rows.iter().map(u64::to_string).collect();
-                        narrowed.push(format!(
-                            "SELECT * EXCLUDE (file_row_number) FROM read_parquet({quoted}, hive_partitioning = true, \
-                             hive_types = {{'date': DATE}}, file_row_number = true) WHERE file_row_number IN ({})",
+                        let read = format!(
+                            "read_parquet({quoted}, hive_partitioning = true, hive_types = {{'date': DATE}}, \
+                             file_row_number = true) WHERE file_row_number IN ({})",
                             rows.join(", ")
+                        );
+                        narrowed.push(format!(
+                            "SELECT * EXCLUDE (file_row_number) FROM ({})",
+                            crate::model::posts_with_uri_sql(&read)
                         ));
                     }
                 }
@@ -161,10 +165,10 @@ impl Engine {
             return None;
         }
         if !whole.is_empty() {
-            let scanned = format!(
-                "SELECT * FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)",
+            let scanned = crate::model::posts_with_uri_sql(&format!(
+                "read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)",
                 whole.join(", ")
-            );
+            ));
             narrowed.push(if deleted.is_some() { self.less_file_deletes(&scanned) } else { scanned });
         }
         if narrowed.is_empty() {
@@ -219,10 +223,14 @@ impl Engine {
             true => format!("SELECT {POST_COLUMNS_EMPTY} WHERE false"),
             false => {
                 let list = rollups::quoted(in_days);
+                let read = format!(
+                    "read_parquet([{list}], hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)"
+                );
                 format!(
-                    "SELECT f.* FROM read_parquet([{list}], hive_partitioning = true, hive_types = {{'date': DATE}}, \
-                     union_by_name = true) AS f \
-                     ANTI JOIN (SELECT uri FROM dead_rows WHERE deleted AND file IN ({list})) AS d ON d.uri = f.uri"
+                    "SELECT f.* FROM ({}) AS f \
+                     ANTI JOIN (SELECT did, rkey FROM dead_rows WHERE deleted AND file IN ({list})) AS d \
+                     ON d.did = f.did AND d.rkey = f.rkey",
+                    crate::model::posts_with_uri_sql(&read)
                 )
             }
         };

@@ -113,7 +113,7 @@ CREATE TABLE rollup_cells (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, la
   reply_parent VARCHAR, n BIGINT);
 CREATE TABLE rollup_tags (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, tag VARCHAR, n BIGINT);
 CREATE TABLE rollup_domains (file VARCHAR, created_at TIMESTAMP, \"date\" DATE, domain VARCHAR, n BIGINT);
-CREATE TABLE dead_rows (file VARCHAR, uri VARCHAR, did VARCHAR, deleted BOOLEAN, created_at TIMESTAMP,
+CREATE TABLE dead_rows (file VARCHAR, rkey VARCHAR, did VARCHAR, deleted BOOLEAN, created_at TIMESTAMP,
   langs VARCHAR[], embed_type VARCHAR, reply_parent VARCHAR, hashtags VARCHAR[], file_row BIGINT,
   domains VARCHAR[]);
 CREATE TABLE dead_tag_authors (\"date\" DATE, tag VARCHAR, did VARCHAR, n BIGINT);
@@ -154,7 +154,7 @@ fn sidecars(files: &[PathBuf], kind: Kind) -> String {
 /// The columns of `dead_rows`, from data files read as `p` by [`files_source`].
 fn dead_columns(deleted: bool) -> String {
     format!(
-        "p.filename, p.uri, p.did, {deleted}, p.created_at, p.langs, p.embed_type, p.reply_parent, p.hashtags, \
+        "p.filename, p.rkey, p.did, {deleted}, p.created_at, p.langs, p.embed_type, p.reply_parent, p.hashtags, \
          p.file_row_number, {}",
         rollup::link_domains("p")
     )
@@ -178,8 +178,8 @@ const RKEY_SPAN: usize = 5;
 /// Adds to `dead_rows` the rows of `files` that the deletes in `deletes` (new deletes files)
 /// take out. A post's record key is a TID, a time close to its `created_at`, by which the files
 /// are sorted: the deletes' keys, cut into runs that share a prefix, are ranges that the row
-/// groups' statistics of `rkey` rule most of the files' row groups out of, so only the `uri`s
-/// of the rest are read. A key outside any range is never missed: statistics only skip row
+/// groups' statistics of `rkey` rule most of the files' row groups out of, so only the uris
+/// of the rest are made. A key outside any range is never missed: statistics only skip row
 /// groups that hold no key in range.
 fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path]) -> Result<HashSet<String>> {
     let mut statement = connection.prepare(&format!(
@@ -210,11 +210,12 @@ fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path])
     returned_files(
         connection,
         &format!(
-            "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE ({}) AND p.uri IN (SELECT unnest(?::VARCHAR[])) \
+            "INSERT INTO dead_rows SELECT {} FROM {} AS p WHERE ({}) AND {} IN (SELECT unnest(?::VARCHAR[])) \
              RETURNING file",
             dead_columns(true),
             files_source(files),
-            conditions.join(" OR ")
+            conditions.join(" OR "),
+            crate::model::post_uri_sql("p")
         ),
         duckdb::params_from_iter(params),
     )
@@ -402,9 +403,11 @@ impl RollupTables {
         }
         if !added.is_empty() && !listing.deletes.is_empty() {
             connection.execute_batch(&format!(
-                "INSERT INTO dead_rows SELECT {} FROM {} AS p SEMI JOIN read_parquet([{}]) AS d ON d.uri = p.uri",
+                "INSERT INTO dead_rows SELECT {} FROM {} AS p \
+                 SEMI JOIN (SELECT did, {} AS rkey FROM read_parquet([{}])) AS d ON d.did = p.did AND d.rkey = p.rkey",
                 dead_columns(true),
                 files_source(&added),
+                crate::model::DELETE_RKEY_SQL,
                 quoted(listing.deletes.iter().map(PathBuf::as_path))
             ))?;
         }
@@ -467,7 +470,7 @@ impl RollupTables {
         let mut dead_of: HashMap<NaiveDate, Vec<(String, u64)>> = HashMap::new();
         if !stale_files.is_empty() {
             let mut statement = connection.prepare(&format!(
-                "SELECT file, did, count(*) FROM (SELECT DISTINCT ON (file, uri) file, did FROM dead_rows
+                "SELECT file, did, count(*) FROM (SELECT DISTINCT ON (file, did, rkey) file, did FROM dead_rows
                    WHERE file IN ({})) GROUP BY ALL",
                 quoted(stale_files)
             ))?;
@@ -495,7 +498,7 @@ impl RollupTables {
     /// each dead row once (one deleted and hidden both, or deleted twice, counts once).
     fn sum_live(connection: &Connection) -> Result<()> {
         connection.execute_batch(
-            "CREATE OR REPLACE TEMP TABLE dead_once AS SELECT DISTINCT ON (file, uri) * FROM dead_rows;
+            "CREATE OR REPLACE TEMP TABLE dead_once AS SELECT DISTINCT ON (file, did, rkey) * FROM dead_rows;
              CREATE OR REPLACE TABLE rollup_cells_live AS
                SELECT created_at, \"date\", langs, embed_type, reply_parent, sum(n)::BIGINT AS n FROM (
                  SELECT created_at, \"date\", langs, embed_type, reply_parent, n FROM rollup_cells

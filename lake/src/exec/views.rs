@@ -78,7 +78,8 @@ pub(super) const POST_COLUMNS_EMPTY: &str =
   NULL::DATE AS \"date\"";
 
 pub(super) const DELETE_COLUMNS_EMPTY: &str =
-    "NULL::VARCHAR AS uri, NULL::VARCHAR AS did, NULL::TIMESTAMP AS deleted_at, NULL::DATE AS \"date\"";
+    "NULL::VARCHAR AS uri, NULL::VARCHAR AS did, NULL::TIMESTAMP AS deleted_at, NULL::DATE AS \"date\",
+  NULL::VARCHAR AS rkey";
 
 pub(super) const INTERACTION_COLUMNS_EMPTY: &str = "NULL::VARCHAR AS did, NULL::VARCHAR AS kind, NULL::VARCHAR AS rkey,
   NULL::VARCHAR AS subject_did, NULL::VARCHAR AS subject_rkey, NULL::TIMESTAMP AS created_at,
@@ -120,12 +121,18 @@ impl TableView {
         }
         let list: Vec<String> =
             files.iter().map(|path| format!("'{}'", path.to_string_lossy().replace('\'', "''"))).collect();
-        format!(
-            "CREATE OR REPLACE VIEW {} AS SELECT * FROM read_parquet([{}], \
-             hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)",
-            self.view,
+        let read = format!(
+            "read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)",
             list.join(", ")
-        )
+        );
+        // Posts get their uri made (it is not stored), deletes the record key of theirs (by
+        // which, with the DID, they match posts).
+        let select = match self.table {
+            layout::POSTS_TABLE => crate::model::posts_with_uri_sql(&read),
+            layout::DELETES_TABLE => format!("SELECT *, {} AS rkey FROM {read}", crate::model::DELETE_RKEY_SQL),
+            _ => format!("SELECT * FROM {read}"),
+        };
+        format!("CREATE OR REPLACE VIEW {} AS {select}", self.view)
     }
 }
 
@@ -269,7 +276,7 @@ impl Engine {
     /// `files` (a relation of stored posts) less the posts the lake's deletes take out.
     pub(super) fn less_file_deletes(&self, files: &str) -> String {
         if self.tables[DELETES].reads_files.load(Ordering::Acquire) {
-            format!("SELECT f.* FROM ({files}) AS f ANTI JOIN deletes AS d ON d.uri = f.uri")
+            format!("SELECT f.* FROM ({files}) AS f ANTI JOIN deletes AS d ON d.did = f.did AND d.rkey = f.rkey")
         } else {
             files.to_owned()
         }
@@ -287,7 +294,7 @@ impl Engine {
             if with_hot { *self.hot_overlay.lock().unwrap_or_else(|p| p.into_inner()) } else { (false, false) };
         let mut hidden = String::new();
         if hot_deletes {
-            hidden.push_str(" ANTI JOIN hot_deletes AS hd ON hd.uri = p.uri");
+            hidden.push_str(" ANTI JOIN hot_deletes AS hd ON hd.did = p.did AND hd.rkey = p.rkey");
         }
         if hot_accounts {
             // The buffer's account state is newer than the lake's: it decides for its DIDs.
@@ -328,9 +335,10 @@ impl Engine {
         };
         let was_empty = self.hot.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
         if !posts.is_empty() {
-            // Typed like the files: the same columns in the same order, then the partition date.
+            // Typed like the files: the same columns in the same order (the uri made, first),
+            // then the partition date.
             base.execute_batch(&format!(
-                "CREATE OR REPLACE TABLE hot_posts_rows AS SELECT * EXCLUDE (\"date\") FROM (SELECT {POST_COLUMNS_EMPTY}) WHERE false"
+                "CREATE OR REPLACE TABLE hot_posts_rows AS SELECT * EXCLUDE (uri, \"date\") FROM (SELECT {POST_COLUMNS_EMPTY}) WHERE false"
             ))?;
             let batch = <Post as crate::model::TableRow>::to_batch(posts)?;
             let schema = batch.schema();
@@ -354,15 +362,28 @@ impl Engine {
             let batch =
                 arrow::record_batch::RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
             base.appender("hot_posts_rows")?.append_record_batch(batch)?;
-            base.execute_batch(
-                "CREATE OR REPLACE TABLE hot_posts AS SELECT *, CAST(created_at AS DATE) AS \"date\" FROM hot_posts_rows;
+            base.execute_batch(&format!(
+                "CREATE OR REPLACE TABLE hot_posts AS SELECT {} AS uri, *, CAST(created_at AS DATE) AS \"date\" FROM hot_posts_rows;
                  DROP TABLE hot_posts_rows;",
-            )?;
+                crate::model::post_uri_sql("")
+            ))?;
         }
         let overlay_was = *self.hot_overlay.lock().unwrap_or_else(|p| p.into_inner());
-        replace_hot_table(&base, "hot_deletes", "uri VARCHAR", overlay_was.0, hot.deleted.len(), |appender| {
-            hot.deleted.iter().try_for_each(|uri| appender.append_row([uri]))
-        })?;
+        // By DID and record key, as the lake's deletes match posts. A uri that is not a post's
+        // names no post (every stored post's is made of its DID and key).
+        replace_hot_table(
+            &base,
+            "hot_deletes",
+            "did VARCHAR, rkey VARCHAR",
+            overlay_was.0,
+            hot.deleted.len(),
+            |appender| {
+                hot.deleted
+                    .iter()
+                    .filter_map(|uri| crate::model::post_uri_parts(uri))
+                    .try_for_each(|(did, rkey)| appender.append_row([did, rkey]))
+            },
+        )?;
         replace_hot_table(
             &base,
             "hot_accounts",

@@ -95,7 +95,11 @@ fn corpus() -> Vec<String> {
 }
 
 fn uri(row: usize) -> String {
-    format!("at://did:plc:a/app.bsky.feed.post/{row:05}")
+    crate::model::post_uri("did:plc:a", &rkey(row))
+}
+
+fn rkey(row: usize) -> String {
+    format!("{row:05}")
 }
 
 /// A query cut from a text of the corpus: a slice at character boundaries, or a piece.
@@ -118,6 +122,7 @@ fn posts_of(texts: &[String]) -> Vec<Post> {
         .map(|(row, text)| Post {
             uri: uri(row),
             did: "did:plc:a".into(),
+            rkey: rkey(row),
             created_at_us: 1_700_000_000_000_000 + row as i64,
             indexed_at_us: 1_700_000_000_000_000 + row as i64,
             text: text.clone(),
@@ -384,7 +389,10 @@ fn the_index_path_answers_exactly_as_the_scan() {
     // the rollup tables' dead rows, which `c` has brought up to date.
     let open = |lake: &Path| Engine::open(lake, &EngineConfig::with_threads(1)).unwrap();
     let (a, b, c) = (open(indexed.path()), open(plain.path()), open(indexed.path()));
-    let hot = Post { uri: uri(9_999), text: "Rust 水の音 🦋 hot".into(), ..posts_of(&texts)[399].clone() };
+    let hot =
+        Post {
+            uri: uri(9_999), rkey: rkey(9_999), text: "Rust 水の音 🦋 hot".into(), ..posts_of(&texts)[399].clone()
+        };
     let hot = Post { created_at_us: hot.created_at_us + 10, indexed_at_us: hot.indexed_at_us + 10, ..hot };
     for engine in [&a, &b, &c] {
         engine.set_hot(crate::exec::HotTier::posts(std::slice::from_ref(&hot))).unwrap();
@@ -439,13 +447,15 @@ fn common_posts() -> Vec<Post> {
                 .collect();
             // Three posts a time, some 260 s apart: three UTC days, ties at every time.
             let at = 1_700_006_400_000_000 + (row / 3) as i64 * 259_000_000;
+            let did = match row % 50 {
+                7 => "did:plc:rare",
+                n if n % 10 == 3 => "did:plc:hidden",
+                _ => "did:plc:a",
+            };
             Post {
-                uri: uri(row),
-                did: match row % 50 {
-                    7 => "did:plc:rare".into(),
-                    n if n % 10 == 3 => "did:plc:hidden".into(),
-                    _ => "did:plc:a".into(),
-                },
+                uri: crate::model::post_uri(did, &rkey(row)),
+                did: did.into(),
+                rkey: rkey(row),
                 created_at_us: at,
                 indexed_at_us: at,
                 text: words.join(" "),
@@ -485,8 +495,13 @@ fn pages_cut_at_the_newest_candidates_are_the_scans_pages() {
         Engine::open(plain.path(), &EngineConfig::with_threads(1)).unwrap(),
     );
     let last = posts.last().unwrap();
-    let hot =
-        Post { uri: uri(9_999), text: "the sky is blue".into(), created_at_us: last.created_at_us + 5, ..last.clone() };
+    let hot = Post {
+        uri: uri(9_999),
+        rkey: rkey(9_999),
+        text: "the sky is blue".into(),
+        created_at_us: last.created_at_us + 5,
+        ..last.clone()
+    };
     for engine in [&a, &b] {
         engine.set_hot(crate::exec::HotTier::posts(std::slice::from_ref(&hot))).unwrap();
     }
