@@ -434,6 +434,64 @@ mod tests {
         assert_eq!(catalog::read_state(lake.path()).unwrap().generation, 1);
     }
 
+    /// `path` written again as posts files were before uris were made of `did` and `rkey`: with
+    /// a `uri` column first.
+    fn store_uri_in(path: &Path) {
+        use arrow::array::{ArrayRef, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let posts = crate::rewrite::read_posts(&Connection::open_in_memory().unwrap(), path).unwrap();
+        let batch = crate::model::posts_to_batch(&posts).unwrap();
+        let uri: ArrayRef = std::sync::Arc::new(StringArray::from_iter_values(posts.iter().map(|p| p.uri.as_str())));
+        let mut fields = vec![Field::new("uri", DataType::Utf8, false)];
+        fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
+        let columns = std::iter::once(uri).chain(batch.columns().iter().cloned()).collect();
+        let batch = RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).unwrap();
+        let legacy = path.with_extension("legacy");
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(fs::File::create(&legacy).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        fs::rename(&legacy, path).unwrap();
+    }
+
+    #[test]
+    fn files_that_still_store_their_uri_are_read_verified_and_compacted_as_the_others() {
+        use crate::model::PostColumn;
+        use crate::plan::{PostFilter, PostOrder, PostsPlan};
+        let lake = tempfile::tempdir().unwrap();
+        writer::write_posts(lake.path(), "old.parquet", (0..40).map(post).collect()).unwrap();
+        writer::write_posts(lake.path(), "new.parquet", (40..80).map(post).collect()).unwrap();
+        let dir = layout::partition_dir(lake.path(), layout::POSTS_TABLE, date());
+        store_uri_in(&dir.join("old.parquet"));
+        assert!(crate::model::stores_uri(&dir.join("old.parquet")));
+        assert!(!crate::model::stores_uri(&dir.join("new.parquet")));
+        let deleted = [7_i64, 47];
+        let deletes =
+            deleted.iter().map(|n| Delete { uri: post(*n).uri, did: post(*n).did, deleted_at_us: 20_001 * DAY });
+        writer::write_rows(lake.path(), "d.parquet", deletes.collect()).unwrap();
+        catalog::publish(lake.path(), 1).unwrap();
+        let verified = crate::verify::verify(lake.path()).unwrap();
+        assert_eq!(verified.errors(), 0, "{:?}", verified.findings);
+
+        let mut expected: Vec<Post> = (0..80).filter(|n| !deleted.contains(n)).map(post).collect();
+        expected.sort_by(|a, b| (b.created_at_us, &b.did, &b.rkey).cmp(&(a.created_at_us, &a.did, &a.rkey)));
+        let newest = |filter: PostFilter| {
+            let engine = crate::exec::Engine::open(lake.path(), &crate::exec::EngineConfig::with_threads(1)).unwrap();
+            engine.posts(&PostsPlan::new(filter, PostOrder::Newest, 100, PostColumn::ALL)).unwrap()
+        };
+        assert_eq!(newest(PostFilter::default()), expected);
+        for n in [3_i64, 45] {
+            let found = newest(PostFilter { uris: vec![post(n).uri], ..PostFilter::default() });
+            assert_eq!(found, [post(n)], "post {n}");
+        }
+
+        let report = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 42, &AtomicBool::new(false)).unwrap();
+        assert_eq!((report.files_merged, report.deleted_removed), (2, 2), "{report:?}");
+        let (_, names) = read_partition(lake.path());
+        assert!(names.iter().all(|name| !crate::model::stores_uri(&dir.join(name))), "{names:?}");
+        assert_eq!(newest(PostFilter::default()), expected);
+    }
+
     #[test]
     fn big_clean_files_are_kept_and_output_files_stop_at_the_target() {
         let lake = tempfile::tempdir().unwrap();
