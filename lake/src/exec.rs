@@ -80,6 +80,10 @@ pub struct Engine {
     /// The `posts` day partitions of the snapshot, with their bytes.
     partitions: Mutex<Vec<(chrono::NaiveDate, u64)>>,
     /// The snapshot's `posts` data files.
+    /// The `deletes` files whose posts' keys the `deleted_keys` table holds (made again when
+    /// they change): `did` and the record key cut from each uri, read once per change rather
+    /// than by every statement.
+    deleted_keys_of: Mutex<Vec<PathBuf>>,
     post_paths: Mutex<Arc<Vec<PathBuf>>>,
     /// The text indexes opened so far, by data file, and the files found without one (both
     /// forgotten when a new snapshot no longer lists the file; the latter at every snapshot,
@@ -316,6 +320,7 @@ impl Engine {
             snapshot: Mutex::new(None),
             partitions: Mutex::new(Vec::new()),
             post_paths: Mutex::new(Arc::new(Vec::new())),
+            deleted_keys_of: Mutex::new(Vec::new()),
             text_indexes: Mutex::new(HashMap::new()),
             text_index_uses: std::sync::atomic::AtomicU64::new(0),
             text_scans: std::sync::atomic::AtomicU64::new(0),

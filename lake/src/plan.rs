@@ -63,7 +63,8 @@ pub enum PostOrder {
     Oldest,
 }
 
-/// A position in the `(created_at, uri)` order of posts: the opaque `after` cursor of a page.
+/// A position in the `(created_at, did, rkey)` order of posts (see
+/// [`crate::model::post_order_key`]): the opaque `after` cursor of a page.
 /// Keyset pagination: a page starts strictly after it, so rows that arrive meanwhile cause
 /// neither duplicates nor gaps.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,7 +102,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 
-/// A position in the (engagement, most first; uri) order of a [`RankedPostsPlan`]: its
+/// A position in the (engagement, most first; DID, record key) order of a [`RankedPostsPlan`]: its
 /// opaque `after` cursor, which the time order's cursors are not mistaken for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RankKeyset {
@@ -138,7 +139,7 @@ impl RankKeyset {
 }
 
 /// A page of the posts matching `filter` ranked by how much of `engagement` each got since
-/// `filter.since_us` (less the clock-skew margin), most first, ties by uri. The filter must
+/// `filter.since_us` (less the clock-skew margin), most first, ties by DID then key. The filter must
 /// have a `since` on `created_at`: a ranking is of a time window.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RankedPostsPlan {
@@ -255,7 +256,7 @@ impl TopPlan {
 /// One question to the lake; compiled to one SQL statement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Plan {
-    /// A page of posts in `(created_at, uri)` order.
+    /// A page of posts in `(created_at, did, rkey)` order.
     Posts(PostsPlan),
     /// The first `limit` posts of each author in `filter.authors`, in the plan's order, for
     /// nested `posts` under many authors in one statement. `after` must be `None`.

@@ -3,8 +3,9 @@
 //! `compile` is pure and deterministic: the same plan gives the same text and parameters, so
 //! its output can be snapshot-tested and used as a cache key. Identifiers come only from enums
 //! ([`crate::model::PostColumn`], orders); every value a user gave is a parameter. Queries read the `posts`
-//! view that [`crate::exec`] defines over the Parquet files (hive column `date`). A uri is in
-//! at most one row (see [`crate::unique`]), so posts are counted with `count(*)`.
+//! view that [`crate::exec`] defines over the Parquet files (hive column `date`; `uri` made of
+//! `did` and `rkey`, so no statement over many rows reads it). A post is in at most one row
+//! (see [`crate::unique`]), so posts are counted with `count(*)`.
 
 use std::fmt::Write as _;
 

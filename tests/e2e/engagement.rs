@@ -202,10 +202,12 @@ fn assert_counts(app: &App, expected: &BTreeMap<String, [u64; 4]>) {
         sum
     });
     assert!(totals.iter().all(|n| *n > 5), "every kind is exercised: {totals:?}");
-    // The posts of the window ranked by each count, most first, ties by uri, over pages of 4.
+    // The posts of the window ranked by each count, most first, ties by DID then record key,
+    // over pages of 4.
     for (slot, order) in ["MOST_LIKED", "MOST_REPOSTED", "MOST_REPLIED", "MOST_QUOTED"].into_iter().enumerate() {
         let mut ranked: Vec<(u64, &String)> = expected.iter().map(|(uri, c)| (c[slot], uri)).collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let key = lake::model::post_order_key;
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(key(a.1).cmp(&key(b.1))));
         let (mut seen, mut after) = (Vec::new(), Value::Null);
         loop {
             let page = app.query(

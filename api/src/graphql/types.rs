@@ -32,7 +32,7 @@ pub enum PostOrder {
     Newest,
     /// Oldest `createdAt` first.
     Oldest,
-    /// Most liked first (ties by uri), counting the likes since `filter.since`, which it needs:
+    /// Most liked first (ties by the author's DID, then the record key), counting the likes since `filter.since`, which it needs:
     /// the posts of a window ranked.
     MostLiked,
     /// Most reposted first, as `MOST_LIKED`.

@@ -10,8 +10,8 @@ use crate::rollup::{self, Kind};
 
 /// The `post_key_files` view (`did, rkey, uri`) over `files`, the snapshot's `posts` data files:
 /// their rollups of keys, or the rows themselves for the files without rollups. The uri is
-/// made from the key, as every post's is (`at://{did}/app.bsky.feed.post/{rkey}`), so that
-/// deletes (which name posts by uri) apply to it. Like `post_files`, it holds what the files
+/// made from the key, as every post's is (`at://{did}/app.bsky.feed.post/{rkey}`), for the
+/// replies and quotes that name posts by it. Like `post_files`, it holds what the files
 /// hold: the engine's `post_keys` view takes out what is not live.
 pub(super) fn key_files_view_sql(files: &[PathBuf]) -> String {
     let (rolled, unrolled): (Vec<&PathBuf>, Vec<&PathBuf>) = files.iter().partition(|path| rollup::has_rollups(path));

@@ -183,10 +183,11 @@ impl Engine {
     /// The `posts` a statement over a few days reads: the files of those day partitions alone,
     /// less their deleted posts as `dead_rows` holds them, then the hot tier, less hidden
     /// accounts' posts, as in the `posts` view. The view takes the deletes out by an anti-join
-    /// with every delete of the lake (1.8 million at a month of Bluesky, most of a second to
-    /// read and hash); the rollup tables know which of them fall in each file. `None` for a
+    /// with every delete of the lake (1.8 million at a month of Bluesky, a quarter of a second
+    /// to hash from the `deleted_keys` table); the rollup tables know which of them fall in
+    /// each file. A range open at an end runs to the lake's first or last day. `None` for a
     /// plan that may read posts outside its filter's days (trending's baseline, a ranking's
-    /// replies), a range of more than [`MAX_NARROWED_DAYS`] days or none, or while the rollup
+    /// replies), a range of more than [`MAX_NARROWED_DAYS`] days of files, or while the rollup
     /// tables are behind the snapshot.
     pub(super) fn days_posts_sql(&self, plan: &Plan) -> Option<String> {
         if !matches!(
@@ -205,15 +206,20 @@ impl Engine {
             return None;
         }
         let filter = plan.filter()?;
-        let (Some(first), Some(last)) = crate::sql::partition_days(filter, page_keyset(plan)) else { return None };
-        if (last - first).num_days() >= MAX_NARROWED_DAYS {
-            return None;
-        }
         // As in `narrowed_posts_sql`: the files and the tables' state of one snapshot.
         let paths = match self.rollups.try_read() {
             Ok(tables) if tables.synced() => self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             _ => return None,
         };
+        // A range open at an end ends with the lake's files (a newest page's, say).
+        let (first, last) = crate::sql::partition_days(filter, page_keyset(plan));
+        let days = || paths.iter().filter_map(|path| rollups::partition_day(path));
+        let (Some(first), Some(last)) = (first.or_else(|| days().min()), last.or_else(|| days().max())) else {
+            return None;
+        };
+        if (last - first).num_days() >= MAX_NARROWED_DAYS {
+            return None;
+        }
         let in_days: Vec<&Path> = paths
             .iter()
             .filter(|path| rollups::partition_day(path).is_some_and(|day| day >= first && day <= last))
@@ -294,7 +300,7 @@ impl Engine {
 
     /// Runs a posts plan; each returned post has the plan's columns filled, the others default.
     ///
-    /// Copies of a post (the same uri ingested twice by a replay) share `(created_at, uri)`, so
+    /// Copies of a post (the same uri ingested twice by a replay) share `(created_at, did, rkey)`, so
     /// they are neighbours in the page order: they are skipped here, and a page short of rows
     /// for it continues after its last row. Cheaper by far than deduplicating every matching
     /// row in SQL before the top-N.

@@ -193,6 +193,13 @@ impl Engine {
             base.execute_batch(&table.files_sql(&files.paths))?;
             table.reads_files.store(!files.paths.is_empty(), Ordering::Release);
         }
+        let deletes = &listed[DELETES].paths;
+        let mut keyed = self.deleted_keys_of.lock().unwrap_or_else(|p| p.into_inner());
+        if !deletes.is_empty() && *keyed != *deletes {
+            base.execute_batch("CREATE OR REPLACE TABLE deleted_keys AS SELECT DISTINCT did, rkey FROM deletes")?;
+            *keyed = deletes.clone();
+        }
+        drop(keyed);
         self.key_ranges.lock().unwrap_or_else(|p| p.into_inner()).sync(&base, &listed[POSTS].paths)?;
         // The new files hold the hot posts up to `flushed_through_us`: they leave the hot tier
         // in the same step, before any statement could count them twice.
@@ -276,7 +283,7 @@ impl Engine {
     /// `files` (a relation of stored posts) less the posts the lake's deletes take out.
     pub(super) fn less_file_deletes(&self, files: &str) -> String {
         if self.tables[DELETES].reads_files.load(Ordering::Acquire) {
-            format!("SELECT f.* FROM ({files}) AS f ANTI JOIN deletes AS d ON d.did = f.did AND d.rkey = f.rkey")
+            format!("SELECT f.* FROM ({files}) AS f ANTI JOIN deleted_keys AS d ON d.did = f.did AND d.rkey = f.rkey")
         } else {
             files.to_owned()
         }
