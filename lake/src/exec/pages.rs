@@ -185,10 +185,9 @@ impl Engine {
     /// accounts' posts, as in the `posts` view. The view takes the deletes out by an anti-join
     /// with every delete of the lake (1.8 million at a month of Bluesky, a quarter of a second
     /// to hash from the `deleted_keys` table); the rollup tables know which of them fall in
-    /// each file. A range open at an end runs to the lake's first or last day. `None` for a
-    /// plan that may read posts outside its filter's days (trending's baseline, a ranking's
-    /// replies), a range of more than [`MAX_NARROWED_DAYS`] days of files, or while the rollup
-    /// tables are behind the snapshot.
+    /// each file. `None` for a plan that may read posts outside its filter's days (trending's
+    /// baseline, a ranking's replies), a range of more than [`MAX_NARROWED_DAYS`] days or none,
+    /// or while the rollup tables are behind the snapshot.
     pub(super) fn days_posts_sql(&self, plan: &Plan) -> Option<String> {
         if !matches!(
             plan,
@@ -211,12 +210,7 @@ impl Engine {
             Ok(tables) if tables.synced() => self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             _ => return None,
         };
-        // A range open at an end ends with the lake's files (a newest page's, say).
-        let (first, last) = crate::sql::partition_days(filter, page_keyset(plan));
-        let days = || paths.iter().filter_map(|path| rollups::partition_day(path));
-        let (Some(first), Some(last)) = (first.or_else(|| days().min()), last.or_else(|| days().max())) else {
-            return None;
-        };
+        let (Some(first), Some(last)) = crate::sql::partition_days(filter, page_keyset(plan)) else { return None };
         if (last - first).num_days() >= MAX_NARROWED_DAYS {
             return None;
         }
