@@ -183,8 +183,8 @@ impl Engine {
     /// The `posts` a statement over a few days reads: the files of those day partitions alone,
     /// less their deleted posts as `dead_rows` holds them, then the hot tier, less hidden
     /// accounts' posts, as in the `posts` view. The view takes the deletes out by an anti-join
-    /// with every delete of the lake (1.8 million at a month of Bluesky, a quarter of a second
-    /// to hash from the `deleted_keys` table); the rollup tables know which of them fall in
+    /// with every delete of the lake (1.8 million at a month of Bluesky, hashed from the
+    /// `deleted_keys` table in each statement); the rollup tables know which of them fall in
     /// each file. `None` for a plan that may read posts outside its filter's days (trending's
     /// baseline, a ranking's replies), a range of more than [`MAX_NARROWED_DAYS`] days or none,
     /// or while the rollup tables are behind the snapshot.
@@ -205,15 +205,15 @@ impl Engine {
             return None;
         }
         let filter = plan.filter()?;
+        let (Some(first), Some(last)) = crate::sql::partition_days(filter, page_keyset(plan)) else { return None };
+        if (last - first).num_days() >= MAX_NARROWED_DAYS {
+            return None;
+        }
         // As in `narrowed_posts_sql`: the files and the tables' state of one snapshot.
         let paths = match self.rollups.try_read() {
             Ok(tables) if tables.synced() => self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             _ => return None,
         };
-        let (Some(first), Some(last)) = crate::sql::partition_days(filter, page_keyset(plan)) else { return None };
-        if (last - first).num_days() >= MAX_NARROWED_DAYS {
-            return None;
-        }
         let in_days: Vec<&Path> = paths
             .iter()
             .filter(|path| rollups::partition_day(path).is_some_and(|day| day >= first && day <= last))
