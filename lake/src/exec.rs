@@ -79,12 +79,17 @@ pub struct Engine {
     snapshot: Mutex<Option<Snapshot>>,
     /// The `posts` day partitions of the snapshot, with their bytes.
     partitions: Mutex<Vec<(chrono::NaiveDate, u64)>>,
-    /// The snapshot's `posts` data files.
     /// The `deletes` files whose posts' keys the `deleted_keys` table holds (made again when
     /// they change): `did` and the record key cut from each uri, read once per change rather
     /// than by every statement.
     deleted_keys_of: Mutex<Vec<PathBuf>>,
+    /// The snapshot's `posts` data files.
     post_paths: Mutex<Arc<Vec<PathBuf>>>,
+    /// Write-held while the views move to a new snapshot; read-held by a statement that names
+    /// the snapshot's files (a few days' files, the text indexes' candidates) from when it is
+    /// made until it has run, so that it reads them with the hot tier of the same snapshot: a
+    /// move takes the posts of a flush's files out of the hot tier.
+    moves: std::sync::RwLock<()>,
     /// The text indexes opened so far, by data file, and the files found without one (both
     /// forgotten when a new snapshot no longer lists the file; the latter at every snapshot,
     /// since `lake reindex` publishes what it builds).
@@ -321,6 +326,7 @@ impl Engine {
             partitions: Mutex::new(Vec::new()),
             post_paths: Mutex::new(Arc::new(Vec::new())),
             deleted_keys_of: Mutex::new(Vec::new()),
+            moves: std::sync::RwLock::new(()),
             text_indexes: Mutex::new(HashMap::new()),
             text_index_uses: std::sync::atomic::AtomicU64::new(0),
             text_scans: std::sync::atomic::AtomicU64::new(0),

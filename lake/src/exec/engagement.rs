@@ -19,7 +19,8 @@ pub(super) fn counts_interactions(plan: &Plan) -> bool {
 impl Engine {
     /// Runs `sql`, which reads `interaction_counts` or `interaction_received`, under `undone`'s
     /// read lock once it holds the snapshot's undone likes and reposts; with rollups off, over
-    /// the likes and reposts themselves, one row each.
+    /// the likes and reposts themselves, one row each. On the views as they are: the caller
+    /// refreshes them.
     pub(super) fn run_counting<T>(&self, sql: &Sql, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
         if !self.use_rollups {
             let rows = "interaction_counts AS (SELECT kind, subject_did, subject_rkey, \"date\", 1 AS n FROM interactions), \
@@ -28,14 +29,11 @@ impl Engine {
                 Some(rest) => format!("WITH {rows}, {rest}"),
                 None => format!("WITH {rows}\n{}", sql.text),
             };
-            return self.run_sql(&Sql { text, params: sql.params.clone() }, read);
+            return self.run_sql_on(&self.unmoved_connection()?, &Sql { text, params: sql.params.clone() }, read);
         }
-        self.refresh_views(Refresh::IfMoved)?;
         let _undone =
             self.read_synced(&self.undone, undone::UndoneInteractions::synced, undone::UndoneInteractions::sync)?;
-        // Not `self.connection()`: a refresh would wait for the lock this statement holds.
-        let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
-        self.run_sql_on(&connection, sql, read)
+        self.run_sql_on(&self.unmoved_connection()?, sql, read)
     }
 
     /// How much of `plan.engagement` each of `plan.uris` got; a post that got none is absent.

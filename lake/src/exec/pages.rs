@@ -112,14 +112,16 @@ impl Engine {
     /// tables know them (`RollupTables::deleted_rows`, of the same snapshot as the files): an
     /// anti-join with the lake's deletes would read every one of them (1.8 million at a month
     /// of Bluesky, most of a second) to take out a few rows.
+    ///
+    /// It names the snapshot's files: the caller holds [`Engine::moves`] until it has run.
     pub(super) fn narrowed_posts_sql(&self, plan: &Plan) -> Option<String> {
         let filter = plan.filter()?;
         // A ranking counts replies and quotes from every post, not only the matching ones.
         if filter.text.is_empty() || matches!(plan, Plan::RankedPosts(_)) {
             return None;
         }
-        // Both move with the snapshot under the rollup tables' lock. While the tables are being
-        // brought up to date (which takes seconds at a month of posts), the statement anti-joins
+        // Both are of the snapshot, which the caller keeps from moving. While the rollup tables
+        // are being brought up to date (which takes seconds at a month of posts), the statement anti-joins
         // the deletes rather than wait.
         let paths = || self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (paths, deleted) = match self.rollups.try_read() {
@@ -188,6 +190,8 @@ impl Engine {
     /// each file. `None` for a plan that may read posts outside its filter's days (trending's
     /// baseline, a ranking's replies), a range of more than [`MAX_NARROWED_DAYS`] days or none,
     /// or while the rollup tables are behind the snapshot.
+    ///
+    /// It names the snapshot's files: the caller holds [`Engine::moves`] until it has run.
     pub(super) fn days_posts_sql(&self, plan: &Plan) -> Option<String> {
         if !matches!(
             plan,
@@ -209,7 +213,7 @@ impl Engine {
         if (last - first).num_days() >= MAX_NARROWED_DAYS {
             return None;
         }
-        // As in `narrowed_posts_sql`: the files and the tables' state of one snapshot.
+        // The tables hold the dead rows of the snapshot's files once synced (it cannot move).
         let paths = match self.rollups.try_read() {
             Ok(tables) if tables.synced() => self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             _ => return None,

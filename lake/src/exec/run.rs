@@ -85,6 +85,12 @@ impl Interrupt {
 impl Engine {
     pub(super) fn connection(&self) -> Result<Connection> {
         self.refresh_views(Refresh::IfMoved)?;
+        self.unmoved_connection()
+    }
+
+    /// A connection to the views as they are, for a statement that holds a lock a refresh
+    /// would wait for ([`Engine::moves`], the rollup tables', the undone interactions').
+    pub(super) fn unmoved_connection(&self) -> Result<Connection> {
         Ok(self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?)
     }
 
@@ -113,11 +119,18 @@ impl Engine {
                 None => explaining().then(|| answered("posts", None)),
             };
             let mut sql = compiled.clone();
-            // Built for the snapshot of this try: it names its files.
+            self.refresh_views(Refresh::IfMoved)?;
+            // Built for the snapshot of this try, a statement that names its files runs before
+            // the views move on: a flush's files and the hot tier it empties move together.
+            let mut unmoved = None;
             if let Some(filter) = plan.filter() {
+                let moves = self.moves.read().unwrap_or_else(|p| p.into_inner());
                 match self.narrowed_posts_sql(plan) {
                     // The statement reads `posts` narrowed by the text indexes instead of the view.
-                    Some(narrowed) => sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text),
+                    Some(narrowed) => {
+                        sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);
+                        unmoved = Some(moves);
+                    }
                     None => {
                         if !filter.text.is_empty() {
                             self.text_scans.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +138,7 @@ impl Engine {
                         // Or by its days, less their deleted posts as the rollup tables know them.
                         if let Some(days) = self.days_posts_sql(plan) {
                             sql.text = format!("WITH posts AS ({days})\n{}", sql.text);
+                            unmoved = Some(moves);
                         }
                     }
                 }
@@ -132,8 +146,9 @@ impl Engine {
             let rows = if counts_interactions(plan) {
                 self.run_counting(&sql, &mut read)?
             } else {
-                self.run_sql(&sql, &mut read)?
+                self.run_sql_on(&self.unmoved_connection()?, &sql, &mut read)?
             };
+            drop(unmoved);
             if let Some(answered) = from_posts {
                 note_answered(answered, started);
             }
@@ -179,8 +194,7 @@ impl Engine {
             return Ok(Some(Err("no partition has rollups")));
         }
         let scope = crate::sql::RollupScope { unrolled: listing.unrolled.clone(), hot: !self.hot_range().is_empty() };
-        // Not `self.connection()`: a refresh would wait for the lock this statement holds.
-        let connection = self.base.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
+        let connection = self.unmoved_connection()?;
         if let Plan::TopAuthors(top) = plan {
             let Some(days) = crate::sql::compile_rollup_authors(top, &scope)? else {
                 return Ok(Some(Err("the range holds no whole UTC day")));

@@ -184,8 +184,9 @@ impl Engine {
             }
             (state, listed)
         };
-        // Before the connection, as rollup and counting statements take them: none runs while
-        // the views move.
+        // Before the connection, as rollup, counting and file-naming statements take them: none
+        // runs while the views move.
+        let _moving = self.moves.write().unwrap_or_else(|p| p.into_inner());
         let mut rollup_tables = self.rollups.write().unwrap_or_else(|p| p.into_inner());
         let mut undone = self.undone.write().unwrap_or_else(|p| p.into_inner());
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
