@@ -187,9 +187,10 @@ impl Engine {
     /// accounts' posts, as in the `posts` view. The view takes the deletes out by an anti-join
     /// with every delete of the lake (1.8 million at a month of Bluesky, hashed from the
     /// `deleted_keys` table in each statement); the rollup tables know which of them fall in
-    /// each file. `None` for a plan that may read posts outside its filter's days (trending's
-    /// baseline, a ranking's replies), a range of more than [`MAX_NARROWED_DAYS`] days or none,
-    /// or while the rollup tables are behind the snapshot.
+    /// each file. A range open at an end runs to the lake's first or last day of files. `None`
+    /// for a plan that may read posts outside its filter's days (trending's baseline, a
+    /// ranking's replies), a range of more than [`MAX_NARROWED_DAYS`] days of files, or while
+    /// the rollup tables are behind the snapshot.
     ///
     /// It names the snapshot's files: the caller holds [`Engine::moves`] until it has run.
     pub(super) fn days_posts_sql(&self, plan: &Plan) -> Option<String> {
@@ -209,8 +210,10 @@ impl Engine {
             return None;
         }
         let filter = plan.filter()?;
-        let (Some(first), Some(last)) = crate::sql::partition_days(filter, page_keyset(plan)) else { return None };
-        if (last - first).num_days() >= MAX_NARROWED_DAYS {
+        let (first, last) = crate::sql::partition_days(filter, page_keyset(plan));
+        if let (Some(first), Some(last)) = (first, last)
+            && (last - first).num_days() >= MAX_NARROWED_DAYS
+        {
             return None;
         }
         // The tables hold the dead rows of the snapshot's files once synced (it cannot move).
@@ -218,6 +221,14 @@ impl Engine {
             Ok(tables) if tables.synced() => self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             _ => return None,
         };
+        // A range open at an end ends with the lake's files (a newest page's, say).
+        let days = || paths.iter().filter_map(|path| rollups::partition_day(path));
+        let (Some(first), Some(last)) = (first.or_else(|| days().min()), last.or_else(|| days().max())) else {
+            return None;
+        };
+        if (last - first).num_days() >= MAX_NARROWED_DAYS {
+            return None;
+        }
         let in_days: Vec<&Path> = paths
             .iter()
             .filter(|path| rollups::partition_day(path).is_some_and(|day| day >= first && day <= last))

@@ -329,9 +329,9 @@ fn rollups_answer_what_they_can_and_say_which_path_answered() {
     assert_eq!(take_answered()[0].why, Some("rollups are off (--rollups false)"));
 }
 
-/// A statement over a few days reads those days' files by name, less their deleted posts from
-/// the rollup tables; over more days, or with rollups off, the `posts` view and its anti-join
-/// with every delete.
+/// A statement over a few days (of the lake's files, for a range open at an end) reads those
+/// days' files by name, less their deleted posts from the rollup tables; over more days, or
+/// with rollups off, the `posts` view and its anti-join with every delete.
 #[test]
 fn statements_over_a_few_days_read_their_files_less_the_dead_rows() {
     let lakes = fixture();
@@ -355,6 +355,10 @@ fn statements_over_a_few_days_read_their_files_less_the_dead_rows() {
     assert!(statement(&lakes.rolled, &tagged(day(2), day(3))).contains("FROM dead_rows WHERE deleted"));
     assert!(statement(&lakes.rolled, &tagged(day(1) + 5, day(8))).contains("FROM dead_rows WHERE deleted"));
     assert!(!statement(&lakes.rolled, &tagged(day(0), day(9))).contains("dead_rows"), "more than a week");
+    // Open at the end: up to the lake's last day of files (its 12th).
+    let since = |since_us| PostFilter { until_us: None, ..tagged(since_us, 0) };
+    assert!(statement(&lakes.rolled, &since(day(DAYS - 4))).contains("FROM dead_rows WHERE deleted"));
+    assert!(!statement(&lakes.rolled, &since(day(DAYS - 9))).contains("dead_rows"), "more than a week of files");
     assert!(!statement(&lakes.plain, &tagged(day(2), day(3))).contains("dead_rows"), "rollups off");
 }
 
