@@ -79,10 +79,11 @@ pub struct Engine {
     snapshot: Mutex<Option<Snapshot>>,
     /// The `posts` day partitions of the snapshot, with their bytes.
     partitions: Mutex<Vec<(chrono::NaiveDate, u64)>>,
-    /// The `deletes` files whose posts' keys the `deleted_keys` table holds (made again when
-    /// they change): `did` and the record key cut from each uri, read once per change rather
-    /// than by every statement.
-    deleted_keys_of: Mutex<Vec<PathBuf>>,
+    /// The `deletes` files (and inodes) whose posts' keys the `deleted_keys` table holds: `did`
+    /// and the record key cut from each uri, read once per file rather than by every statement.
+    /// New files' keys are added; when one goes (compaction retires deletes), the table is
+    /// made again.
+    deleted_keys_of: Mutex<HashMap<PathBuf, u64>>,
     /// The snapshot's `posts` data files.
     post_paths: Mutex<Arc<Vec<PathBuf>>>,
     /// Write-held while the views move to a new snapshot; read-held by a statement that names
@@ -325,7 +326,7 @@ impl Engine {
             snapshot: Mutex::new(None),
             partitions: Mutex::new(Vec::new()),
             post_paths: Mutex::new(Arc::new(Vec::new())),
-            deleted_keys_of: Mutex::new(Vec::new()),
+            deleted_keys_of: Mutex::new(HashMap::new()),
             moves: std::sync::RwLock::new(()),
             text_indexes: Mutex::new(HashMap::new()),
             text_index_uses: std::sync::atomic::AtomicU64::new(0),

@@ -57,7 +57,8 @@ pub(super) struct Listing {
     pub rolled: HashMap<PathBuf, u64>,
     /// The days of the other partitions.
     pub unrolled: Vec<NaiveDate>,
-    pub deletes: HashSet<PathBuf>,
+    /// Every `deletes` file, with its inode.
+    pub deletes: HashMap<PathBuf, u64>,
     /// The accounts whose posts are hidden.
     pub hidden: Arc<HashSet<String>>,
 }
@@ -67,7 +68,8 @@ impl Listing {
     /// hidden accounts.
     pub fn new(posts: &[PathBuf], deletes: &[PathBuf], hidden: Arc<HashSet<String>>) -> Listing {
         let day_of = |path: &PathBuf| partition_day(path);
-        let mut listing = Listing { deletes: deletes.iter().cloned().collect(), hidden, ..Listing::default() };
+        let deletes = deletes.iter().map(|path| (path.clone(), inode(path).unwrap_or_default())).collect();
+        let mut listing = Listing { deletes, hidden, ..Listing::default() };
         for day in posts.chunk_by(|a, b| day_of(a) == day_of(b)) {
             let cells: Vec<Option<u64>> = day
                 .iter()
@@ -97,7 +99,7 @@ pub(super) struct RollupTables {
     /// The data files (and inodes) whose dead rows `dead_rows` holds, against `applied` and
     /// `hidden`.
     probed: HashMap<PathBuf, u64>,
-    applied: HashSet<PathBuf>,
+    applied: HashMap<PathBuf, u64>,
     hidden: Arc<HashSet<String>>,
     authors: AuthorCounts,
     /// Days whose files or dead rows changed since their author counts were made.
@@ -363,8 +365,9 @@ impl RollupTables {
     }
 
     fn sync_dead(&mut self, connection: &Connection, listing: &Listing) -> Result<()> {
-        if !self.applied.is_subset(&listing.deletes) {
-            // A deletes file went away (none does today): start over.
+        if !self.applied.iter().all(|(path, ino)| listing.deletes.get(path) == Some(ino)) {
+            // A deletes file went away (compaction retires old deletes) or was replaced under
+            // its name: start over.
             connection.execute_batch("DELETE FROM dead_rows")?;
             self.stale(self.probed.keys().cloned().collect::<Vec<_>>());
             self.probed.clear();
@@ -388,8 +391,12 @@ impl RollupTables {
             listing.posts.iter().filter(|(path, ino)| self.probed.get(*path) == Some(ino)).map(|(p, _)| p).collect();
         let added: Vec<&PathBuf> =
             listing.posts.iter().filter(|(path, ino)| self.probed.get(*path) != Some(ino)).map(|(p, _)| p).collect();
-        let new_deletes: Vec<&Path> =
-            listing.deletes.iter().filter(|d| !self.applied.contains(*d)).map(PathBuf::as_path).collect();
+        let new_deletes: Vec<&Path> = listing
+            .deletes
+            .iter()
+            .filter(|(d, ino)| self.applied.get(*d) != Some(ino))
+            .map(|(d, _)| d.as_path())
+            .collect();
         // Rows a statement below adds to or takes from `dead_rows` make their file's day stale:
         // those of new files by being new, those of old files as the statement returns them.
         // Marked at once: a sync cut short after a statement must not lose what it changed.
@@ -408,7 +415,7 @@ impl RollupTables {
                 dead_columns(true),
                 files_source(&added),
                 crate::model::DELETE_RKEY_SQL,
-                quoted(listing.deletes.iter().map(PathBuf::as_path))
+                quoted(listing.deletes.keys().map(PathBuf::as_path))
             ))?;
         }
 

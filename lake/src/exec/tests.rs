@@ -471,6 +471,48 @@ fn the_hot_tier_answers_with_the_files_until_it_is_emptied() {
     assert_eq!(engine.hot_range(), HotRange::default());
 }
 
+/// The deletes' keys are read once per deletes file: a new file's are added, a file gone or
+/// replaced under its name makes them again. Every answer leaves out exactly the posts the
+/// listed deletes name, through the `posts` view (rollups off) as through the rollup tables.
+#[test]
+fn deleted_keys_follow_the_deletes_files_as_they_come_and_go() {
+    let rows = rows();
+    let (dir, engine) = lake_with(&rows);
+    let plain = Engine::open(dir.path(), &EngineConfig { rollups: false, ..EngineConfig::with_threads(2) }).unwrap();
+    let ending = |digit: char| -> Vec<crate::model::Delete> {
+        rows.iter()
+            .filter(|p| p.rkey.ends_with(digit))
+            .map(|p| crate::model::Delete { uri: p.uri.clone(), did: p.did.clone(), deleted_at_us: 20_010 * DAY })
+            .collect()
+    };
+    let write = |name: &str, digit: char| -> Vec<PathBuf> {
+        let written = crate::writer::write_rows(dir.path(), name, ending(digit)).unwrap();
+        crate::catalog::publish(dir.path(), 1).unwrap();
+        written.into_iter().map(|file| file.path).collect()
+    };
+    let live = |digits: &[char]| rows.iter().filter(|p| !digits.iter().any(|d| p.rkey.ends_with(*d))).count() as u64;
+    let check = |digits: &[char], when: &str| {
+        let everything = PostFilter::default();
+        assert_eq!(plain.count(&everything).unwrap(), live(digits), "{when}, the posts view");
+        assert_eq!(engine.count(&everything).unwrap(), live(digits), "{when}, with rollups");
+        let page = plain.posts(&PostsPlan::new(everything, PostOrder::Newest, 1000, [])).unwrap();
+        assert_eq!(page.len() as u64, live(digits), "{when}, a page");
+    };
+    let first = write("d1.parquet", '7');
+    check(&['7'], "one deletes file");
+    write("d2.parquet", '3');
+    check(&['7', '3'], "a second one");
+    write("d3.parquet", '3');
+    check(&['7', '3'], "the same deletes again, as a replay writes them");
+    for path in first {
+        std::fs::remove_file(path).unwrap();
+    }
+    crate::catalog::publish(dir.path(), 1).unwrap();
+    check(&['3'], "the first file gone");
+    write("d2.parquet", '5');
+    check(&['3', '5'], "the second replaced under its name");
+}
+
 /// A statement that names the snapshot's files (a few days' files less their dead rows, the
 /// text indexes' candidates) reads the hot tier of the same snapshot: a flush published since
 /// the engine last looked brings its file into the statement as its posts leave the hot tier.
