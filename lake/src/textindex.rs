@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery};
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, RangeQuery, RegexQuery, TermQuery};
 use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::{Index, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument, Term};
 
@@ -396,6 +396,37 @@ impl TextIndex {
         Ok(Candidates::Rows(rows))
     }
 
+    /// How many posts created in `window` match every one of `queries`, less the rows `dead`
+    /// (sorted), when the index's candidates are exactly the posts that match ([`is_exact`]);
+    /// `None` otherwise. Counted from the postings alone: no text is read.
+    pub fn exact_count(&self, queries: &[TextQuery], window: Window, dead: &[u64]) -> Result<Option<u64>> {
+        if queries.is_empty() || !queries.iter().all(is_exact) {
+            return Ok(None);
+        }
+        let Some(query) = self.query(queries, window)? else { return Ok(None) };
+        let weight = query.weight(EnableScoring::disabled_from_searcher(&self.searcher)).map_err(index_error)?;
+        // The dead rows as a bitset: a test per matching post, of millions at a month.
+        let mut is_dead = vec![0_u64; dead.last().map_or(0, |last| (*last / 64 + 1) as usize)];
+        for row in dead {
+            is_dead[(row / 64) as usize] |= 1 << (row % 64);
+        }
+        let dead_row = |row: u64| is_dead.get((row / 64) as usize).is_some_and(|bits| bits & (1 << (row % 64)) != 0);
+        let mut n = 0_u64;
+        for segment in self.searcher.segment_readers() {
+            if dead.is_empty() {
+                n += u64::from(weight.count(segment).map_err(index_error)?);
+                continue;
+            }
+            let rows = segment.fast_fields().u64("row").map_err(index_error)?;
+            weight
+                .for_each_no_score(segment, &mut |docs| {
+                    n += docs.iter().filter(|doc| !rows.first(**doc).is_some_and(dead_row)).count() as u64;
+                })
+                .map_err(index_error)?;
+        }
+        Ok(Some(n))
+    }
+
     /// The `created_at` of the `n` newest candidates of [`TextIndex::candidates_up_to`] (the
     /// oldest, unless `newest`), in that order; fewer if there are not as many. `None` when the
     /// index cannot narrow the search.
@@ -470,6 +501,17 @@ impl TextIndex {
         }
         Ok(())
     }
+}
+
+/// Whether the candidates of `query` are exactly the posts that match it: a substring of word
+/// characters alone (letters, digits and `_`, not the characters that are words of their own),
+/// which, folded, lies inside one word of any text that holds it, so that a post holds it if
+/// and only if one of its terms does (the index looks for it inside every term).
+pub fn is_exact(query: &TextQuery) -> bool {
+    query.mode == TextMode::Substring
+        && !query.query.is_empty()
+        && query.query.chars().count() <= search::MAX_QUERY_CHARS
+        && fold(&query.query).chars().all(|c| is_word_char(c) && !search::is_single_char_word(c))
 }
 
 /// What an index can say of a text search.

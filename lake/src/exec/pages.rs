@@ -14,6 +14,24 @@ pub(super) const MAX_INDEX_CANDIDATES: usize = 10_000;
 /// from the rollup tables ([`Engine::days_posts_sql`]), rather than through the `posts` view.
 pub(super) const MAX_NARROWED_DAYS: i64 = 7;
 
+/// The posts of the data files `paths`, with their uris, less their deleted posts as `dead_rows`
+/// holds them (none for no files).
+fn files_less_deleted_sql(paths: &[&Path]) -> String {
+    if paths.is_empty() {
+        return format!("SELECT {POST_COLUMNS_EMPTY} WHERE false");
+    }
+    let list = rollups::quoted(paths.iter().copied());
+    let read = format!(
+        "read_parquet([{list}], hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)"
+    );
+    format!(
+        "SELECT f.* FROM ({}) AS f \
+         ANTI JOIN (SELECT did, rkey FROM dead_rows WHERE deleted AND file IN ({list})) AS d \
+         ON d.did = f.did AND d.rkey = f.rkey",
+        crate::model::posts_with_uri_sql(&read)
+    )
+}
+
 /// What the text index of one data file narrows a statement's searches to.
 pub(super) enum Narrowed {
     /// No index narrows them: the file is read whole.
@@ -234,22 +252,77 @@ impl Engine {
             .filter(|path| rollups::partition_day(path).is_some_and(|day| day >= first && day <= last))
             .map(PathBuf::as_path)
             .collect();
-        let files = match in_days.is_empty() {
-            true => format!("SELECT {POST_COLUMNS_EMPTY} WHERE false"),
-            false => {
-                let list = rollups::quoted(in_days);
-                let read = format!(
-                    "read_parquet([{list}], hive_partitioning = true, hive_types = {{'date': DATE}}, union_by_name = true)"
-                );
-                format!(
-                    "SELECT f.* FROM ({}) AS f \
-                     ANTI JOIN (SELECT did, rkey FROM dead_rows WHERE deleted AND file IN ({list})) AS d \
-                     ON d.did = f.did AND d.rkey = f.rkey",
-                    crate::model::posts_with_uri_sql(&read)
-                )
+        Some(self.live_posts_sql(&files_less_deleted_sql(&in_days), true))
+    }
+
+    /// A count of posts matching text searches that the text indexes answer exactly
+    /// ([`crate::textindex::is_exact`]), as a statement: each indexed file's matches in the
+    /// range counted from its index less its dead rows as the rollup tables know them, added
+    /// to `count` (the plan's statement) over the rest, the files without an index less their
+    /// deleted posts and the hot tier, as in the `posts` view. `None` for a filter with more
+    /// than such searches and a `created_at` range, while the rollup tables are behind the
+    /// snapshot or the buffer holds deletes or account changes (which a count shows at once),
+    /// or when an index fails.
+    ///
+    /// It names the snapshot's files: the caller holds [`Engine::moves`] until it has run.
+    pub(super) fn indexed_count_sql(&self, plan: &Plan, count: &str) -> Option<String> {
+        let Plan::Count(filter) = plan else { return None };
+        let PostFilter {
+            since_us,
+            until_us,
+            clock,
+            uris,
+            authors,
+            langs,
+            detected_langs,
+            text,
+            hashtags,
+            mentions,
+            is_reply,
+            embed_types,
+        } = filter;
+        let ranged = since_us.is_some() || until_us.is_some();
+        let only_text = (*clock == Clock::CreatedAt || !ranged)
+            && [uris, authors, langs, detected_langs, hashtags, mentions].iter().all(|list| list.is_empty())
+            && is_reply.is_none()
+            && embed_types.is_empty()
+            && !text.is_empty()
+            && text.iter().all(crate::textindex::is_exact);
+        if !only_text
+            || !self.use_text_indexes
+            || !self.use_rollups
+            || *self.hot_overlay.lock().unwrap_or_else(|p| p.into_inner()) != (false, false)
+        {
+            return None;
+        }
+        // Of the snapshot, which the caller keeps from moving.
+        let dead = self.rollups.try_read().ok()?.dead_row_numbers()?;
+        let paths = self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let window = created_window(plan);
+        let (first, last) = crate::sql::partition_days(filter, None);
+        let (mut indexed, mut rest) = (0_u64, Vec::new());
+        for path in paths.iter() {
+            let day = rollups::partition_day(path);
+            if day.is_some_and(|day| first.is_some_and(|f| day < f) || last.is_some_and(|l| day > l)) {
+                continue;
             }
-        };
-        Some(self.live_posts_sql(&files, true))
+            let Some(index) = self.text_index(path) else {
+                rest.push(path.as_path());
+                continue;
+            };
+            let dead = dead.get(path).map_or(&[][..], Vec::as_slice);
+            match index.exact_count(text, window, dead) {
+                Ok(Some(n)) => indexed += n,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "a text index could not count; counting from the posts");
+                    return None;
+                }
+            }
+        }
+        self.text_index_uses.fetch_add(1, Ordering::Relaxed);
+        let posts = self.live_posts_sql(&files_less_deleted_sql(&rest), true);
+        Some(format!("WITH posts AS ({posts})\nSELECT n_posts + {indexed} AS n_posts FROM ({count})"))
     }
 
     /// The rows of the data file `path` created in `window` that may match every search of

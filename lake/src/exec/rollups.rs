@@ -107,6 +107,9 @@ pub(super) struct RollupTables {
     /// The row numbers of the deleted posts (not those of hidden accounts) of each data file,
     /// sorted: `dead_rows` as statements that narrow the files to some of their rows read it.
     deleted_rows: Arc<HashMap<PathBuf, Vec<u64>>>,
+    /// The row numbers of every dead row (deleted, or a hidden account's) of each data file,
+    /// sorted: what counts from the text indexes leave out.
+    dead_row_numbers: Arc<HashMap<PathBuf, Vec<u64>>>,
 }
 
 /// Created with the engine.
@@ -223,11 +226,14 @@ fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path])
     )
 }
 
-/// The row numbers of the deleted posts in `dead_rows`, by file, sorted.
-fn deleted_rows(connection: &Connection) -> Result<HashMap<PathBuf, Vec<u64>>> {
-    let mut statement = connection.prepare("SELECT file, file_row FROM dead_rows WHERE deleted")?;
+/// The row numbers of the rows in `dead_rows`, by file, sorted: of the deleted posts, and of
+/// all (deleted or of hidden accounts).
+type RowNumbers = HashMap<PathBuf, Vec<u64>>;
+fn dead_row_numbers(connection: &Connection) -> Result<(RowNumbers, RowNumbers)> {
+    let mut statement = connection.prepare("SELECT file, file_row, deleted FROM dead_rows")?;
     let mut rows = statement.query([])?;
     let mut by_file: HashMap<PathBuf, Vec<u64>> = HashMap::new();
+    let mut deleted_by_file: HashMap<PathBuf, Vec<u64>> = HashMap::new();
     while let Some(row) = rows.next()? {
         let file = row
             .get_ref(0)?
@@ -235,18 +241,22 @@ fn deleted_rows(connection: &Connection) -> Result<HashMap<PathBuf, Vec<u64>>> {
             .map_err(|e| duckdb::Error::FromSqlConversionFailure(0, duckdb::types::Type::Text, Box::new(e)))?;
         let n = row.get::<_, i64>(1)?;
         let n = u64::try_from(n).map_err(|_| crate::error::Error::Corrupt(format!("{file}: row number {n}")))?;
-        match by_file.get_mut(Path::new(file)) {
+        let push = |map: &mut RowNumbers| match map.get_mut(Path::new(file)) {
             Some(numbers) => numbers.push(n),
             None => {
-                by_file.insert(PathBuf::from(file), vec![n]);
+                map.insert(PathBuf::from(file), vec![n]);
             }
+        };
+        push(&mut by_file);
+        if row.get::<_, bool>(2)? {
+            push(&mut deleted_by_file);
         }
     }
-    for numbers in by_file.values_mut() {
+    for numbers in by_file.values_mut().chain(deleted_by_file.values_mut()) {
         numbers.sort_unstable();
         numbers.dedup();
     }
-    Ok(by_file)
+    Ok((deleted_by_file, by_file))
 }
 
 /// Runs `sql`, a statement `RETURNING file`, and gives the distinct files it returned.
@@ -281,6 +291,12 @@ impl RollupTables {
         self.synced.then(|| self.deleted_rows.clone())
     }
 
+    /// The row numbers of every dead row (deleted, or a hidden account's) of each listed data
+    /// file, sorted; `None` until the tables hold what the listing lists.
+    pub fn dead_row_numbers(&self) -> Option<Arc<HashMap<PathBuf, Vec<u64>>>> {
+        self.synced.then(|| self.dead_row_numbers.clone())
+    }
+
     fn stale(&mut self, files: impl IntoIterator<Item = impl AsRef<Path>>) {
         self.stale_days.extend(files.into_iter().filter_map(|f| partition_day(f.as_ref())));
     }
@@ -299,7 +315,8 @@ impl RollupTables {
         self.sync_dead(connection, &listing)?;
         let dead_ms = ms(at);
         let at = std::time::Instant::now();
-        self.deleted_rows = Arc::new(deleted_rows(connection)?);
+        let (deleted, dead) = dead_row_numbers(connection)?;
+        (self.deleted_rows, self.dead_row_numbers) = (Arc::new(deleted), Arc::new(dead));
         let deleted_rows_ms = ms(at);
         let at = std::time::Instant::now();
         Self::sum_live(connection)?;

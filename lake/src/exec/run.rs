@@ -125,21 +125,22 @@ impl Engine {
             let mut unmoved = None;
             if let Some(filter) = plan.filter() {
                 let moves = self.moves.read().unwrap_or_else(|p| p.into_inner());
-                match self.narrowed_posts_sql(plan) {
+                // A count the text indexes answer, plus the rest's from the posts.
+                if let Some(counted) = self.indexed_count_sql(plan, &sql.text) {
+                    sql.text = counted;
+                    unmoved = Some(moves);
+                } else if let Some(narrowed) = self.narrowed_posts_sql(plan) {
                     // The statement reads `posts` narrowed by the text indexes instead of the view.
-                    Some(narrowed) => {
-                        sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);
-                        unmoved = Some(moves);
+                    sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);
+                    unmoved = Some(moves);
+                } else {
+                    if !filter.text.is_empty() {
+                        self.text_scans.fetch_add(1, Ordering::Relaxed);
                     }
-                    None => {
-                        if !filter.text.is_empty() {
-                            self.text_scans.fetch_add(1, Ordering::Relaxed);
-                        }
-                        // Or by its days, less their deleted posts as the rollup tables know them.
-                        if let Some(days) = self.days_posts_sql(plan) {
-                            sql.text = format!("WITH posts AS ({days})\n{}", sql.text);
-                            unmoved = Some(moves);
-                        }
+                    // Or by its days, less their deleted posts as the rollup tables know them.
+                    if let Some(days) = self.days_posts_sql(plan) {
+                        sql.text = format!("WITH posts AS ({days})\n{}", sql.text);
+                        unmoved = Some(moves);
                     }
                 }
             }

@@ -514,7 +514,7 @@ fn deleted_keys_follow_the_deletes_files_as_they_come_and_go() {
 }
 
 /// A statement that names the snapshot's files (a few days' files less their dead rows, the
-/// text indexes' candidates) reads the hot tier of the same snapshot: a flush published since
+/// text indexes' candidates, a count from the indexes) reads the hot tier of the same snapshot: a flush published since
 /// the engine last looked brings its file into the statement as its posts leave the hot tier.
 /// (Built before the engine looked, the statement read the old files and the emptied hot tier,
 /// and missed the flush's posts: seen under `serve` after Redis restarted empty.)
@@ -524,10 +524,13 @@ fn statements_that_name_their_files_count_a_flush_published_meanwhile_once() {
     let day = PostFilter { since_us: Some(20_001 * DAY), until_us: Some(20_002 * DAY), ..PostFilter::default() };
     let in_day = |p: &Post| (20_001 * DAY..20_002 * DAY).contains(&p.created_at_us);
     let tagged = PostFilter { hashtags: vec!["rust".into()], ..day.clone() };
-    let water = PostFilter { text: vec![TextQuery { query: "water".into(), mode: TextMode::Substring }], ..day };
+    let substring = |query: &str| TextQuery { query: query.into(), mode: TextMode::Substring };
+    let water_is = PostFilter { text: vec![substring("water is")], ..day.clone() };
+    let water = PostFilter { text: vec![substring("water")], ..day };
     // As fn pointers: the cases below are of one type.
     let is_tagged: fn(&Post) -> bool = |p| p.hashtags.iter().any(|t| t == "rust");
     let has_water: fn(&Post) -> bool = |p| p.text.to_lowercase().contains("water");
+    let has_water_is: fn(&Post) -> bool = |p| p.text.to_lowercase().contains("water is");
     let statement = |engine: &Engine, filter: &PostFilter| {
         crate::exec::explain_on_this_thread(true);
         take_answered();
@@ -536,7 +539,12 @@ fn statements_that_name_their_files_count_a_flush_published_meanwhile_once() {
         crate::exec::explain_on_this_thread(false);
         (n, answered[0].statements.last().expect("a statement").sql.clone())
     };
-    let cases = [(&tagged, is_tagged, "FROM dead_rows WHERE deleted"), (&water, has_water, "file_row_number IN")];
+    // Read from the days' files, from the index's candidates, counted from the index.
+    let cases = [
+        (&tagged, is_tagged, "FROM dead_rows WHERE deleted"),
+        (&water_is, has_water_is, "file_row_number IN"),
+        (&water, has_water, "n_posts +"),
+    ];
     // Some stored posts are deleted: a few days' files are read less their dead rows only then.
     let deleted = |p: &Post| p.rkey.ends_with('7') && p.rkey.as_str() < "00500";
     for (filter, matches, narrowed) in cases {

@@ -434,6 +434,93 @@ fn the_index_path_answers_exactly_as_the_scan() {
     assert_eq!(b.text_index_uses(), 0);
 }
 
+/// A count of substring searches of word characters alone comes from the indexes (whose
+/// candidates are then exactly the matches), less the deleted posts and a hidden account's,
+/// plus a file without an index and the hot tier counted from the posts: the counts a scan
+/// gives, and the live texts that hold the search, folded, counted in Rust.
+#[test]
+fn exact_searches_are_counted_from_the_indexes_as_a_scan_counts_them() {
+    let texts = corpus();
+    let mut posts = posts_of(&texts);
+    // Every tenth post is by an account taken down.
+    for post in posts.iter_mut().skip(3).step_by(10) {
+        post.did = "did:plc:gone".into();
+        post.uri = crate::model::post_uri(&post.did, &post.rkey);
+    }
+    let (indexed, plain) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let deleted = [7_usize, 21, 150, 299];
+    for lake in [indexed.path(), plain.path()] {
+        for (n, chunk) in posts.chunks(150).enumerate() {
+            crate::writer::write_posts(lake, &format!("f{n}.parquet"), chunk.to_vec()).unwrap();
+        }
+        let deletes = deleted.map(|row| crate::model::Delete {
+            uri: posts[row].uri.clone(),
+            did: posts[row].did.clone(),
+            deleted_at_us: posts[row].created_at_us + 1,
+        });
+        crate::writer::write_rows(lake, "d.parquet", deletes.to_vec()).unwrap();
+        let takedown = crate::model::AccountEvent {
+            did: "did:plc:gone".into(),
+            seen_at_us: 1_700_000_000_000_000,
+            active: Some(false),
+            status: Some("takendown".into()),
+            ..Default::default()
+        };
+        crate::writer::write_rows(lake, "a.parquet", vec![takedown]).unwrap();
+    }
+    reindex(indexed.path(), None, None, false, |_| {}).unwrap();
+    let date = crate::layout::date_of_micros(posts[0].created_at_us);
+    let dir = crate::layout::partition_dir(indexed.path(), crate::layout::POSTS_TABLE, date);
+    std::fs::remove_dir_all(dir_for(&dir.join("f1.parquet"))).unwrap();
+    crate::catalog::publish(indexed.path(), 1).unwrap();
+    let open = |lake: &Path| Engine::open(lake, &EngineConfig::with_threads(1)).unwrap();
+    let (with, without) = (open(indexed.path()), open(plain.path()));
+    let hot = Post { uri: uri(9_999), rkey: rkey(9_999), text: "Rust hot ☕".into(), ..posts[399].clone() };
+    let hot = Post { created_at_us: hot.created_at_us + 10, indexed_at_us: hot.indexed_at_us + 10, ..hot };
+    for engine in [&with, &without] {
+        engine.set_hot(crate::exec::HotTier::posts(std::slice::from_ref(&hot))).unwrap();
+    }
+    with.prepare_rollups().unwrap();
+
+    let mut live: Vec<&Post> = posts
+        .iter()
+        .enumerate()
+        .filter(|(row, p)| !deleted.contains(row) && p.did != "did:plc:gone")
+        .map(|(_, p)| p)
+        .collect();
+    live.push(&hot);
+    let words = texts.iter().take(80).flat_map(|text| text.split(|c: char| !c.is_alphanumeric() && c != '_'));
+    let queries: BTreeSet<String> =
+        PIECES.iter().copied().chain(words).filter(|q| !q.is_empty()).map(str::to_owned).collect();
+    let middle = posts[200].created_at_us;
+    let (mut exact, mut found) = (0, 0);
+    for query in queries {
+        let text = TextQuery { query, mode: TextMode::Substring };
+        for (since_us, until_us) in [(None, None), (Some(middle), None), (Some(middle - 100), Some(middle + 37))] {
+            let filter = PostFilter { since_us, until_us, text: vec![text.clone()], ..PostFilter::default() };
+            crate::exec::explain_on_this_thread(true);
+            crate::exec::take_answered();
+            let counted = with.count(&filter).unwrap();
+            let answered = crate::exec::take_answered();
+            crate::exec::explain_on_this_thread(false);
+            assert_eq!(counted, without.count(&filter).unwrap(), "{filter:?}");
+            let from_index = answered.iter().flat_map(|a| &a.statements).any(|s| s.sql.contains("n_posts +"));
+            assert_eq!(from_index, is_exact(&text), "{text:?}");
+            if from_index {
+                exact += 1;
+                let needle = fold(&text.query);
+                let in_range = |p: &&&Post| {
+                    since_us.is_none_or(|s| p.created_at_us >= s) && until_us.is_none_or(|u| p.created_at_us < u)
+                };
+                let expected = live.iter().filter(in_range).filter(|p| fold(&p.text).contains(&needle)).count();
+                assert_eq!(counted, expected as u64, "{filter:?}");
+                found += usize::from(expected > 0);
+            }
+        }
+    }
+    assert!(exact > 30 && found > 30, "{exact} counts from the indexes, {found} of them not zero");
+}
+
 /// Three days of posts whose times come in threes, over a small vocabulary: "the" is in most of
 /// them, other words in fewer, so searches have more candidates than a page first looks among.
 fn common_posts() -> Vec<Post> {
