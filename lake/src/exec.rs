@@ -124,6 +124,9 @@ pub struct Engine {
     /// Whether statements may read them ([`EngineConfig::rollups`]).
     use_rollups: bool,
     use_text_indexes: bool,
+    /// Threads a statement may use ([`EngineConfig::threads`]): DuckDB's, and counts from the
+    /// text indexes'.
+    threads: usize,
     /// Statements with a rollup path that took it, and that read the posts instead.
     rollup_uses: std::sync::atomic::AtomicU64,
     rollup_refusals: std::sync::atomic::AtomicU64,
@@ -342,6 +345,7 @@ impl Engine {
             key_ranges: Mutex::new(key_ranges::KeyRanges::default()),
             use_rollups: config.rollups,
             use_text_indexes: config.text_indexes,
+            threads: config.threads.max(1),
             rollup_uses: std::sync::atomic::AtomicU64::new(0),
             rollup_refusals: std::sync::atomic::AtomicU64::new(0),
             rollups_prepared: std::sync::atomic::AtomicBool::new(!config.rollups),

@@ -300,26 +300,42 @@ impl Engine {
         let paths = self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let window = created_window(plan);
         let (first, last) = crate::sql::partition_days(filter, None);
-        let (mut indexed, mut rest) = (0_u64, Vec::new());
+        let (mut with_index, mut rest) = (Vec::new(), Vec::new());
         for path in paths.iter() {
             let day = rollups::partition_day(path);
             if day.is_some_and(|day| first.is_some_and(|f| day < f) || last.is_some_and(|l| day > l)) {
                 continue;
             }
-            let Some(index) = self.text_index(path) else {
-                rest.push(path.as_path());
-                continue;
-            };
-            let dead = dead.get(path).map_or(&[][..], Vec::as_slice);
-            match index.exact_count(text, window, dead) {
-                Ok(Some(n)) => indexed += n,
-                Ok(None) => return None,
-                Err(error) => {
-                    tracing::warn!(%error, path = %path.display(), "a text index could not count; counting from the posts");
-                    return None;
-                }
+            match self.text_index(path) {
+                Some(index) => with_index.push((path, index)),
+                None => rest.push(path.as_path()),
             }
         }
+        // Each index's count is a look through its terms (a substring may lie inside any):
+        // about 11 ms for a file of 500,000 posts. The files are shared among the threads.
+        let workers = self.threads.min(with_index.len()).max(1);
+        let counts: Vec<Option<u64>> = std::thread::scope(|scope| {
+            let count_some = |worker: usize| {
+                let (with_index, dead) = (&with_index, &dead);
+                move || -> Option<u64> {
+                    let mut n = 0;
+                    for (path, index) in with_index.iter().skip(worker).step_by(workers) {
+                        let dead = dead.get(*path).map_or(&[][..], Vec::as_slice);
+                        match index.exact_count(text, window, dead) {
+                            Ok(count) => n += count?,
+                            Err(error) => {
+                                tracing::warn!(%error, path = %path.display(), "a text index could not count; counting from the posts");
+                                return None;
+                            }
+                        }
+                    }
+                    Some(n)
+                }
+            };
+            let handles: Vec<_> = (0..workers).map(|worker| scope.spawn(count_some(worker))).collect();
+            handles.into_iter().map(|handle| handle.join().ok().flatten()).collect()
+        });
+        let indexed: u64 = counts.into_iter().sum::<Option<u64>>()?;
         self.text_index_uses.fetch_add(1, Ordering::Relaxed);
         let posts = self.live_posts_sql(&files_less_deleted_sql(&rest), true);
         Some(format!("WITH posts AS ({posts})\nSELECT n_posts + {indexed} AS n_posts FROM ({count})"))
