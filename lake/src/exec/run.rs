@@ -106,7 +106,7 @@ impl Engine {
             let started = Instant::now();
             let answered =
                 |from, why| Answered { question: plan.question(), from, why, ms: None, statements: Vec::new() };
-            let from_posts = match self.run_rollup(plan, &mut read)? {
+            let mut from_posts = match self.run_rollup(plan, &mut read)? {
                 Some(Ok(rows)) => {
                     self.rollup_uses.fetch_add(1, Ordering::Relaxed);
                     note_answered(answered("rollups", None), started);
@@ -129,6 +129,9 @@ impl Engine {
                 if let Some(counted) = self.indexed_count_sql(plan, &sql.text) {
                     sql.text = counted;
                     unmoved = Some(moves);
+                    if let Some(answered) = from_posts.as_mut() {
+                        answered.from = "text indexes";
+                    }
                 } else if let Some(narrowed) = self.narrowed_posts_sql(plan) {
                     // The statement reads `posts` narrowed by the text indexes instead of the view.
                     sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);

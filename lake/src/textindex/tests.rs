@@ -506,6 +506,7 @@ fn exact_searches_are_counted_from_the_indexes_as_a_scan_counts_them() {
             assert_eq!(counted, without.count(&filter).unwrap(), "{filter:?}");
             let from_index = answered.iter().flat_map(|a| &a.statements).any(|s| s.sql.contains("n_posts +"));
             assert_eq!(from_index, is_exact(&text), "{text:?}");
+            assert_eq!(answered[0].from == "text indexes", from_index, "{answered:?}");
             if from_index {
                 exact += 1;
                 let needle = fold(&text.query);
