@@ -378,12 +378,8 @@ fn the_index_path_answers_exactly_as_the_scan() {
             crate::model::Delete { uri: uri(7), did: "did:plc:a".into(), deleted_at_us: posts[7].created_at_us + 1 };
         crate::writer::write_rows(lake, "d.parquet", vec![delete]).unwrap();
     }
-    reindex(indexed.path(), None, None, false, |_| {}).unwrap();
     // One file is left without its index: it is read whole.
-    let date = crate::layout::date_of_micros(posts[0].created_at_us);
-    let dir = crate::layout::partition_dir(indexed.path(), crate::layout::POSTS_TABLE, date);
-    std::fs::remove_dir_all(dir_for(&dir.join("f1.parquet"))).unwrap();
-    crate::catalog::publish(indexed.path(), 1).unwrap();
+    index_all_but_f1(indexed.path(), posts[0].created_at_us);
 
     // `a` takes out the indexed files' deleted rows with an anti-join of the deletes, `c` from
     // the rollup tables' dead rows, which `c` has brought up to date.
@@ -434,6 +430,27 @@ fn the_index_path_answers_exactly_as_the_scan() {
     assert_eq!(b.text_index_uses(), 0);
 }
 
+/// Builds the index of every data file of `lake` but `f1.parquet` (of the day of `day_us`),
+/// and publishes.
+fn index_all_but_f1(lake: &Path, day_us: i64) {
+    reindex(lake, None, None, false, |_| {}).unwrap();
+    let dir = crate::layout::partition_dir(lake, crate::layout::POSTS_TABLE, crate::layout::date_of_micros(day_us));
+    std::fs::remove_dir_all(dir_for(&dir.join("f1.parquet"))).unwrap();
+    crate::catalog::publish(lake, 1).unwrap();
+}
+
+/// Writes the takedown of `did`'s account into `lake`: its posts leave every answer.
+fn take_down(lake: &Path, did: &str) {
+    let takedown = crate::model::AccountEvent {
+        did: did.into(),
+        seen_at_us: 1,
+        active: Some(false),
+        status: Some("takendown".into()),
+        ..Default::default()
+    };
+    crate::writer::write_rows(lake, "a.parquet", vec![takedown]).unwrap();
+}
+
 /// A count of substring searches of word characters alone comes from the indexes (whose
 /// candidates are then exactly the matches), less the deleted posts and a hidden account's,
 /// plus a file without an index and the hot tier counted from the posts: the counts a scan
@@ -459,20 +476,9 @@ fn exact_searches_are_counted_from_the_indexes_as_a_scan_counts_them() {
             deleted_at_us: posts[row].created_at_us + 1,
         });
         crate::writer::write_rows(lake, "d.parquet", deletes.to_vec()).unwrap();
-        let takedown = crate::model::AccountEvent {
-            did: "did:plc:gone".into(),
-            seen_at_us: 1_700_000_000_000_000,
-            active: Some(false),
-            status: Some("takendown".into()),
-            ..Default::default()
-        };
-        crate::writer::write_rows(lake, "a.parquet", vec![takedown]).unwrap();
+        take_down(lake, "did:plc:gone");
     }
-    reindex(indexed.path(), None, None, false, |_| {}).unwrap();
-    let date = crate::layout::date_of_micros(posts[0].created_at_us);
-    let dir = crate::layout::partition_dir(indexed.path(), crate::layout::POSTS_TABLE, date);
-    std::fs::remove_dir_all(dir_for(&dir.join("f1.parquet"))).unwrap();
-    crate::catalog::publish(indexed.path(), 1).unwrap();
+    index_all_but_f1(indexed.path(), posts[0].created_at_us);
     let open = |lake: &Path| Engine::open(lake, &EngineConfig::with_threads(1)).unwrap();
     let (with, without) = (open(indexed.path()), open(plain.path()));
     let hot = Post { uri: uri(9_999), rkey: rkey(9_999), text: "Rust hot ☕".into(), ..posts[399].clone() };
@@ -568,14 +574,7 @@ fn pages_cut_at_the_newest_candidates_are_the_scans_pages() {
         let newest = &posts[2_996];
         let delete = crate::model::Delete { uri: newest.uri.clone(), did: newest.did.clone(), deleted_at_us: 1 };
         crate::writer::write_rows(lake, "d.parquet", vec![delete]).unwrap();
-        let takedown = crate::model::AccountEvent {
-            did: "did:plc:hidden".into(),
-            seen_at_us: 1,
-            active: Some(false),
-            status: Some("takendown".into()),
-            ..Default::default()
-        };
-        crate::writer::write_rows(lake, "a.parquet", vec![takedown]).unwrap();
+        take_down(lake, "did:plc:hidden");
     }
     reindex(indexed.path(), None, None, false, |_| {}).unwrap();
     let (a, b) = (
