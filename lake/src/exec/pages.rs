@@ -139,8 +139,8 @@ impl Engine {
             return None;
         }
         // Both are of the snapshot, which the caller keeps from moving. While the rollup tables
-        // are being brought up to date (which takes seconds at a month of posts), the statement anti-joins
-        // the deletes rather than wait.
+        // are being brought up to date (which takes seconds at a month of posts), the statement
+        // anti-joins the deletes rather than wait.
         let paths = || self.post_paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (paths, deleted) = match self.rollups.try_read() {
             Ok(tables) => (paths(), tables.deleted_rows()),

@@ -226,14 +226,16 @@ fn probe_deletes(connection: &Connection, files: &[&PathBuf], deletes: &[&Path])
     )
 }
 
+/// Row numbers by data file.
+type RowNumbers = HashMap<PathBuf, Vec<u64>>;
+
 /// The row numbers of the rows in `dead_rows`, by file, sorted: of the deleted posts, and of
 /// all (deleted or of hidden accounts).
-type RowNumbers = HashMap<PathBuf, Vec<u64>>;
 fn dead_row_numbers(connection: &Connection) -> Result<(RowNumbers, RowNumbers)> {
     let mut statement = connection.prepare("SELECT file, file_row, deleted FROM dead_rows")?;
     let mut rows = statement.query([])?;
-    let mut by_file: HashMap<PathBuf, Vec<u64>> = HashMap::new();
-    let mut deleted_by_file: HashMap<PathBuf, Vec<u64>> = HashMap::new();
+    let mut by_file = RowNumbers::new();
+    let mut deleted_by_file = RowNumbers::new();
     while let Some(row) = rows.next()? {
         let file = row
             .get_ref(0)?
