@@ -42,17 +42,17 @@ const MOST_LISTED_ACTORS: usize = 1_024;
 /// (and under a lock of its own): counting likes never waits for the posts' rollups.
 #[derive(Debug, Default)]
 pub(super) struct UndoneInteractions {
-    /// The snapshot's `interactions` data files (with their inodes), `interaction_deletes`
-    /// files and hidden accounts.
+    /// The snapshot's `interactions` data files and `interaction_deletes` files (each with
+    /// its inode: a file replaced under its name is another), and hidden accounts.
     files: HashMap<PathBuf, u64>,
-    deletes: HashSet<PathBuf>,
+    deletes: HashMap<PathBuf, u64>,
     hidden: Arc<HashSet<String>>,
     /// Whether the table holds what the snapshot lists.
     synced: bool,
     /// The data files (and inodes) the table was checked against `applied` and `hidden_applied`
     /// for.
     probed: HashMap<PathBuf, u64>,
-    applied: HashSet<PathBuf>,
+    applied: HashMap<PathBuf, u64>,
     hidden_applied: Arc<HashSet<String>>,
     /// The largest rows of the files' rollups of subjects, kept with the table.
     heads: SubjectHeads,
@@ -140,8 +140,11 @@ impl UndoneInteractions {
         hidden: Arc<HashSet<String>>,
     ) {
         self.generation = generation;
-        self.files = files.iter().map(|path| (path.clone(), super::rollups::inode(path).unwrap_or_default())).collect();
-        self.deletes = deletes.iter().cloned().collect();
+        let with_inodes = |paths: &[PathBuf]| -> HashMap<PathBuf, u64> {
+            paths.iter().map(|path| (path.clone(), super::rollups::inode(path).unwrap_or_default())).collect()
+        };
+        self.files = with_inodes(files);
+        self.deletes = with_inodes(deletes);
         self.hidden = hidden;
         self.synced = false;
     }
@@ -178,7 +181,7 @@ impl UndoneInteractions {
         }
         let started = std::time::Instant::now();
         let (files, deletes, hidden) = (self.files.clone(), self.deletes.clone(), self.hidden.clone());
-        if !self.applied.is_subset(&deletes) {
+        if !self.applied.iter().all(|(path, ino)| deletes.get(path) == Some(ino)) {
             // Every delete is new to the files already checked.
             connection.execute_batch("DELETE FROM dead_interactions WHERE NOT hidden")?;
             self.applied.clear();
@@ -201,8 +204,8 @@ impl UndoneInteractions {
         }
 
         let new_deletes: Vec<&Path> =
-            deletes.iter().filter(|d| !self.applied.contains(*d)).map(PathBuf::as_path).collect();
-        let all_deletes: Vec<&Path> = deletes.iter().map(PathBuf::as_path).collect();
+            deletes.iter().filter(|(d, ino)| self.applied.get(*d) != Some(ino)).map(|(d, _)| d.as_path()).collect();
+        let all_deletes: Vec<&Path> = deletes.keys().map(PathBuf::as_path).collect();
         probe(connection, &old, Taken::Deleted(&new_deletes))?;
         probe(connection, &added, Taken::Deleted(&all_deletes))?;
 
@@ -435,6 +438,13 @@ mod tests {
         model.stored.extend(third.iter().cloned());
         model.undone.extend(later.iter().map(|d| (d.did.clone(), d.kind, d.rkey.clone())));
         check(&model, "new file");
+
+        // A deletes file replaced under its name (another inode): its old deletes count no more.
+        write_rows(lake, "d3.parquet", later[..1].to_vec()).unwrap();
+        for gone in &later[1..] {
+            model.undone.remove(&(gone.did.clone(), gone.kind, gone.rkey.clone()));
+        }
+        check(&model, "a deletes file replaced");
 
         // Compaction leaves the undone rows out of the files and retires their deletes: the
         // deletes files the engine applied go away.
