@@ -31,8 +31,7 @@ pub(super) struct KeyRanges {
 impl KeyRanges {
     /// Brings the table to `files`, the snapshot's `posts` data files.
     pub fn sync(&mut self, connection: &Connection, files: &[PathBuf]) -> Result<()> {
-        let mut now: HashMap<PathBuf, u64> =
-            files.iter().map(|path| (path.clone(), super::rollups::inode(path).unwrap_or_default())).collect();
+        let mut now = super::rollups::with_inodes(files);
         let mut gone = self.loaded.iter().filter(|(path, inode)| now.get(*path) != Some(inode)).peekable();
         if gone.peek().is_some() {
             let list = paths(gone.map(|(path, _)| path));

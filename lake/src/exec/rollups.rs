@@ -47,6 +47,11 @@ pub(super) fn inode(path: &Path) -> Option<u64> {
     std::fs::metadata(path).map(|m| m.ino()).ok()
 }
 
+/// Each of `paths` with its inode (0 for one gone): a file replaced under its name is another.
+pub(super) fn with_inodes(paths: &[PathBuf]) -> HashMap<PathBuf, u64> {
+    paths.iter().map(|path| (path.clone(), inode(path).unwrap_or_default())).collect()
+}
+
 /// What a snapshot lists, as the rollup tables need it: taken whole at each refresh.
 #[derive(Debug, Default)]
 pub(super) struct Listing {
@@ -68,8 +73,7 @@ impl Listing {
     /// hidden accounts.
     pub fn new(posts: &[PathBuf], deletes: &[PathBuf], hidden: Arc<HashSet<String>>) -> Listing {
         let day_of = |path: &PathBuf| partition_day(path);
-        let deletes = deletes.iter().map(|path| (path.clone(), inode(path).unwrap_or_default())).collect();
-        let mut listing = Listing { deletes, hidden, ..Listing::default() };
+        let mut listing = Listing { deletes: with_inodes(deletes), hidden, ..Listing::default() };
         for day in posts.chunk_by(|a, b| day_of(a) == day_of(b)) {
             let cells: Vec<Option<u64>> = day
                 .iter()

@@ -140,11 +140,8 @@ impl UndoneInteractions {
         hidden: Arc<HashSet<String>>,
     ) {
         self.generation = generation;
-        let with_inodes = |paths: &[PathBuf]| -> HashMap<PathBuf, u64> {
-            paths.iter().map(|path| (path.clone(), super::rollups::inode(path).unwrap_or_default())).collect()
-        };
-        self.files = with_inodes(files);
-        self.deletes = with_inodes(deletes);
+        self.files = super::rollups::with_inodes(files);
+        self.deletes = super::rollups::with_inodes(deletes);
         self.hidden = hidden;
         self.synced = false;
     }

@@ -244,8 +244,7 @@ impl Engine {
             return Ok(());
         }
         let mut keyed = self.deleted_keys_of.lock().unwrap_or_else(|p| p.into_inner());
-        let now: HashMap<PathBuf, u64> =
-            deletes.iter().map(|path| (path.clone(), rollups::inode(path).unwrap_or_default())).collect();
+        let now = rollups::with_inodes(deletes);
         if *keyed == now {
             return Ok(());
         }
