@@ -484,6 +484,23 @@ mod tests {
             let found = newest(PostFilter { uris: vec![post(n).uri], ..PostFilter::default() });
             assert_eq!(found, [post(n)], "post {n}");
         }
+        // A text search reads the new file's candidates from their pages, and the old file's,
+        // whose columns are not today's, through DuckDB.
+        for name in ["old.parquet", "new.parquet"] {
+            crate::textindex::build_for_file(&dir.join(name)).unwrap();
+        }
+        let tag1 = crate::search::TextQuery { query: "tag1".into(), mode: crate::search::TextMode::Words };
+        crate::exec::explain_on_this_thread(true);
+        let found = newest(PostFilter { text: vec![tag1], ..PostFilter::default() });
+        let statements: Vec<String> =
+            crate::exec::take_answered().into_iter().flat_map(|a| a.statements).map(|s| s.sql).collect();
+        crate::exec::explain_on_this_thread(false);
+        let tagged: Vec<Post> = expected.iter().filter(|p| p.text.ends_with("#tag1")).cloned().collect();
+        assert_eq!(found, tagged);
+        assert!(found.iter().any(|p| p.rkey.as_str() < "000040") && found.iter().any(|p| p.rkey.as_str() >= "000040"));
+        let read = statements.last().expect("a statement");
+        assert!(read.contains("FROM candidate_rows") && read.contains("old.parquet"), "{read}");
+        assert!(!read.contains("new.parquet"), "{read}");
 
         let report = compact_partition(lake.path(), date(), DEFAULT_TARGET_BYTES, 42, &AtomicBool::new(false)).unwrap();
         assert_eq!((report.files_merged, report.deleted_removed), (2, 2), "{report:?}");

@@ -19,6 +19,12 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("failed to read parquet file {path}")]
+    ParquetRead {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("failed to build arrow batch")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("duckdb query failed")]

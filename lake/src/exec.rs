@@ -95,6 +95,12 @@ pub struct Engine {
     /// forgotten when a new snapshot no longer lists the file; the latter at every snapshot,
     /// since `lake reindex` publishes what it builds).
     text_indexes: Mutex<HashMap<PathBuf, Option<Arc<crate::textindex::TextIndex>>>>,
+    /// The footers of the data files whose rows were read from their pages (`rows`), forgotten
+    /// when a snapshot no longer lists the file.
+    footers: rows::Footers,
+    /// The most candidates of a file read from their pages ([`rows::MAX_ROWS_FROM_PAGES`]; 0
+    /// in tests of DuckDB's reading of them).
+    max_rows_from_pages: std::sync::atomic::AtomicUsize,
     text_index_uses: std::sync::atomic::AtomicU64,
     /// Statements with text searches that scanned instead (no index narrowed them).
     text_scans: std::sync::atomic::AtomicU64,
@@ -332,6 +338,8 @@ impl Engine {
             deleted_keys_of: Mutex::new(HashMap::new()),
             moves: std::sync::RwLock::new(()),
             text_indexes: Mutex::new(HashMap::new()),
+            footers: rows::Footers::default(),
+            max_rows_from_pages: std::sync::atomic::AtomicUsize::new(rows::MAX_ROWS_FROM_PAGES),
             text_index_uses: std::sync::atomic::AtomicU64::new(0),
             text_scans: std::sync::atomic::AtomicU64::new(0),
             text_page_cuts: std::sync::atomic::AtomicU64::new(0),
@@ -613,6 +621,7 @@ mod pages;
 #[cfg(test)]
 mod rollup_tests;
 mod rollups;
+mod rows;
 mod run;
 #[cfg(test)]
 mod tests;

@@ -17,11 +17,16 @@ pub(super) fn counts_interactions(plan: &Plan) -> bool {
 }
 
 impl Engine {
-    /// Runs `sql`, which reads `interaction_counts` or `interaction_received`, under `undone`'s
+    /// Runs `sql` on `connection`; it reads `interaction_counts` or `interaction_received`, under `undone`'s
     /// read lock once it holds the snapshot's undone likes and reposts; with rollups off, over
     /// the likes and reposts themselves, one row each. On the views as they are: the caller
     /// refreshes them.
-    pub(super) fn run_counting<T>(&self, sql: &Sql, read: impl FnMut(&duckdb::Row<'_>) -> Result<T>) -> Result<Vec<T>> {
+    pub(super) fn run_counting<T>(
+        &self,
+        connection: &Connection,
+        sql: &Sql,
+        read: impl FnMut(&duckdb::Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
         if !self.use_rollups {
             let rows = "interaction_counts AS (SELECT kind, subject_did, subject_rkey, \"date\", 1 AS n FROM interactions), \
                         interaction_received AS (FROM interaction_counts)";
@@ -29,11 +34,11 @@ impl Engine {
                 Some(rest) => format!("WITH {rows}, {rest}"),
                 None => format!("WITH {rows}\n{}", sql.text),
             };
-            return self.run_sql_on(&self.unmoved_connection()?, &Sql { text, params: sql.params.clone() }, read);
+            return self.run_sql_on(connection, &Sql { text, params: sql.params.clone() }, read);
         }
         let _undone =
             self.read_synced(&self.undone, undone::UndoneInteractions::synced, undone::UndoneInteractions::sync)?;
-        self.run_sql_on(&self.unmoved_connection()?, sql, read)
+        self.run_sql_on(connection, sql, read)
     }
 
     /// How much of `plan.engagement` each of `plan.uris` got; a post that got none is absent.

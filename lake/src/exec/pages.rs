@@ -41,6 +41,13 @@ pub(super) enum Narrowed {
     Rows(Vec<u64>),
 }
 
+/// The `posts` of a statement narrowed by the text indexes ([`Engine::narrowed_posts`]).
+pub(super) struct NarrowedPosts {
+    pub(super) sql: String,
+    /// The rows of the candidate table ([`rows::CANDIDATE_ROWS`]) it reads, to put in it.
+    pub(super) rows: Vec<arrow::array::RecordBatch>,
+}
+
 /// The candidates a page of a text search looks for first, at least; eight times as many
 /// each time after, up to [`MAX_INDEX_CANDIDATES`].
 pub(super) const TEXT_PAGE_DEPTH: usize = 1_000;
@@ -131,12 +138,16 @@ impl Engine {
     /// anti-join with the lake's deletes would read every one of them (1.8 million at a month
     /// of Bluesky, most of a second) to take out a few rows.
     ///
+    /// A file's few candidates (up to [`rows::MAX_ROWS_FROM_PAGES`]) are read here from the
+    /// pages that hold them, into the candidate table the statement reads
+    /// ([`NarrowedPosts::rows`]); DuckDB would decode their whole row groups.
+    ///
     /// It names the snapshot's files: the caller holds [`Engine::moves`] until it has run.
-    pub(super) fn narrowed_posts_sql(&self, plan: &Plan) -> Option<String> {
-        let filter = plan.filter()?;
+    pub(super) fn narrowed_posts(&self, plan: &Plan) -> Result<Option<NarrowedPosts>> {
+        let Some(filter) = plan.filter() else { return Ok(None) };
         // A ranking counts replies and quotes from every post, not only the matching ones.
         if filter.text.is_empty() || matches!(plan, Plan::RankedPosts(_)) {
-            return None;
+            return Ok(None);
         }
         // Both are of the snapshot, which the caller keeps from moving. While the rollup tables
         // are being brought up to date (which takes seconds at a month of posts), the statement
@@ -150,7 +161,7 @@ impl Engine {
         let window = created_window(plan);
         let (first, last) = crate::sql::partition_days(filter, page_keyset(plan));
         let (mut narrowed, mut whole, mut candidates) = (Vec::new(), Vec::new(), 0_usize);
-        let mut indexed = false;
+        let (mut indexed, mut from_pages) = (false, Vec::new());
         for path in paths.iter() {
             let day = rollups::partition_day(path);
             if day.is_some_and(|day| first.is_some_and(|f| day < f) || last.is_some_and(|l| day > l)) {
@@ -158,7 +169,7 @@ impl Engine {
             }
             let quoted = format!("'{}'", path.to_string_lossy().replace('\'', "''"));
             match self.candidates_in(path, &filter.text, window, MAX_INDEX_CANDIDATES - candidates) {
-                Narrowed::TooMany => return None,
+                Narrowed::TooMany => return Ok(None),
                 Narrowed::Whole => whole.push(quoted),
                 Narrowed::Rows(mut rows) => {
                     indexed = true;
@@ -166,23 +177,33 @@ impl Engine {
                     if let Some(dead) = deleted.as_ref().and_then(|deleted| deleted.get(path)) {
                         rows.retain(|row| dead.binary_search(row).is_err());
                     }
-                    if !rows.is_empty() {
-                        let rows: Vec<String> = rows.iter().map(u64::to_string).collect();
-                        let read = format!(
-                            "read_parquet({quoted}, hive_partitioning = true, hive_types = {{'date': DATE}}, \
-                             file_row_number = true) WHERE file_row_number IN ({})",
-                            rows.join(", ")
-                        );
-                        narrowed.push(format!(
-                            "SELECT * EXCLUDE (file_row_number) FROM ({})",
-                            crate::model::posts_with_uri_sql(&read)
-                        ));
+                    if rows.is_empty() {
+                        continue;
                     }
+                    if rows.len() <= self.max_rows_from_pages.load(Ordering::Relaxed)
+                        && let Some(batch) = self.rows_from_pages(path, &rows)?
+                    {
+                        from_pages.push(batch);
+                        continue;
+                    }
+                    let rows: Vec<String> = rows.iter().map(u64::to_string).collect();
+                    let read = format!(
+                        "read_parquet({quoted}, hive_partitioning = true, hive_types = {{'date': DATE}}, \
+                         file_row_number = true) WHERE file_row_number IN ({})",
+                        rows.join(", ")
+                    );
+                    narrowed.push(format!(
+                        "SELECT * EXCLUDE (file_row_number) FROM ({})",
+                        crate::model::posts_with_uri_sql(&read)
+                    ));
                 }
             }
         }
         if !indexed {
-            return None;
+            return Ok(None);
+        }
+        if !from_pages.is_empty() {
+            narrowed.push(crate::model::posts_with_uri_sql(rows::CANDIDATE_ROWS));
         }
         if !whole.is_empty() {
             let scanned = crate::model::posts_with_uri_sql(&format!(
@@ -197,7 +218,7 @@ impl Engine {
         self.text_index_uses.fetch_add(1, Ordering::Relaxed);
         let files = narrowed.join(" UNION ALL BY NAME ");
         let files = if deleted.is_some() { files } else { self.less_file_deletes(&files) };
-        Some(self.live_posts_sql(&files, true))
+        Ok(Some(NarrowedPosts { sql: self.live_posts_sql(&files, true), rows: from_pages }))
     }
 
     /// The `posts` a statement over a few days reads: the files of those day partitions alone,

@@ -123,6 +123,7 @@ impl Engine {
             // Built for the snapshot of this try, a statement that names its files runs before
             // the views move on: a flush's files and the hot tier it empties move together.
             let mut unmoved = None;
+            let connection = self.unmoved_connection()?;
             if let Some(filter) = plan.filter() {
                 let moves = self.moves.read().unwrap_or_else(|p| p.into_inner());
                 // A count the text indexes answer, plus the rest's from the posts.
@@ -132,9 +133,12 @@ impl Engine {
                     if let Some(answered) = from_posts.as_mut() {
                         answered.from = "text indexes";
                     }
-                } else if let Some(narrowed) = self.narrowed_posts_sql(plan) {
+                } else if let Some(narrowed) = self.narrowed_posts(plan)? {
                     // The statement reads `posts` narrowed by the text indexes instead of the view.
-                    sql.text = format!("WITH posts AS ({narrowed})\n{}", sql.text);
+                    sql.text = format!("WITH posts AS ({})\n{}", narrowed.sql, sql.text);
+                    if !narrowed.rows.is_empty() {
+                        rows::load_candidate_rows(&connection, narrowed.rows)?;
+                    }
                     unmoved = Some(moves);
                 } else {
                     if !filter.text.is_empty() {
@@ -148,9 +152,9 @@ impl Engine {
                 }
             }
             let rows = if counts_interactions(plan) {
-                self.run_counting(&sql, &mut read)?
+                self.run_counting(&connection, &sql, &mut read)?
             } else {
-                self.run_sql_on(&self.unmoved_connection()?, &sql, &mut read)?
+                self.run_sql_on(&connection, &sql, &mut read)?
             };
             drop(unmoved);
             if let Some(answered) = from_posts {

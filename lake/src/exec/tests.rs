@@ -514,7 +514,8 @@ fn deleted_keys_follow_the_deletes_files_as_they_come_and_go() {
 }
 
 /// A statement that names the snapshot's files (a few days' files less their dead rows, the
-/// text indexes' candidates, a count from the indexes) reads the hot tier of the same snapshot: a flush published since
+/// text indexes' candidates, read from their pages, a count from the indexes) reads the hot
+/// tier of the same snapshot: a flush published since
 /// the engine last looked brings its file into the statement as its posts leave the hot tier.
 /// (Built before the engine looked, the statement read the old files and the emptied hot tier,
 /// and missed the flush's posts: seen under `serve` after Redis restarted empty.)
@@ -542,7 +543,7 @@ fn statements_that_name_their_files_count_a_flush_published_meanwhile_once() {
     // Read from the days' files, from the index's candidates, counted from the index.
     let cases = [
         (&tagged, is_tagged, "FROM dead_rows WHERE deleted"),
-        (&water_is, has_water_is, "file_row_number IN"),
+        (&water_is, has_water_is, "FROM candidate_rows"),
         (&water, has_water, "n_posts +"),
     ];
     // Some stored posts are deleted: a few days' files are read less their dead rows only then.

@@ -228,6 +228,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|path, index| index.is_some() && listed_paths.contains(path));
+        self.footers.keep(&listed_paths);
         *self.post_paths.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(posts.paths.clone());
         self.too_common.lock().unwrap_or_else(|p| p.into_inner()).clear();
         *snapshot = Some(Snapshot { state, post_files: posts.files, post_bytes: posts.bytes });
@@ -372,27 +373,7 @@ impl Engine {
             base.execute_batch(&format!(
                 "CREATE OR REPLACE TABLE hot_posts_rows AS SELECT * EXCLUDE (uri, \"date\") FROM (SELECT {POST_COLUMNS_EMPTY}) WHERE false"
             ))?;
-            let batch = <Post as crate::model::TableRow>::to_batch(posts)?;
-            let schema = batch.schema();
-            let columns = schema
-                .fields()
-                .iter()
-                .zip(batch.columns())
-                .map(|(field, column)| match field.data_type() {
-                    arrow::datatypes::DataType::Dictionary(..) => {
-                        arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
-                    }
-                    _ => Ok::<_, arrow::error::ArrowError>(column.clone()),
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let fields: Vec<arrow::datatypes::Field> = schema
-                .fields()
-                .iter()
-                .zip(&columns)
-                .map(|(field, column)| field.as_ref().clone().with_data_type(column.data_type().clone()))
-                .collect();
-            let batch =
-                arrow::record_batch::RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
+            let batch = rows::plain_strings(&<Post as crate::model::TableRow>::to_batch(posts)?)?;
             base.appender("hot_posts_rows")?.append_record_batch(batch)?;
             base.execute_batch(&format!(
                 "CREATE OR REPLACE TABLE hot_posts AS SELECT {} AS uri, *, CAST(created_at AS DATE) AS \"date\" FROM hot_posts_rows;

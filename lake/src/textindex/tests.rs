@@ -382,9 +382,11 @@ fn the_index_path_answers_exactly_as_the_scan() {
     index_all_but_f1(indexed.path(), posts[0].created_at_us);
 
     // `a` takes out the indexed files' deleted rows with an anti-join of the deletes, `c` from
-    // the rollup tables' dead rows, which `c` has brought up to date.
+    // the rollup tables' dead rows, which `c` has brought up to date. `c` reads the candidates
+    // from their pages, `a` through DuckDB.
     let open = |lake: &Path| Engine::open(lake, &EngineConfig::with_threads(1)).unwrap();
     let (a, b, c) = (open(indexed.path()), open(plain.path()), open(indexed.path()));
+    a.read_no_rows_from_pages();
     let hot =
         Post {
             uri: uri(9_999), rkey: rkey(9_999), text: "Rust 水の音 🦋 hot".into(), ..posts_of(&texts)[399].clone()
