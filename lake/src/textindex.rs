@@ -26,7 +26,7 @@
 //! builds the missing ones. The engine narrows a statement's text searches with them, within
 //! the statement's `created_at` range (`Engine::narrowed_posts_sql`), and cuts a page of a
 //! common term at its newest candidates, which each post's `created_at` here gives
-//! ([`TextIndex::first_times`], `Engine::posts`).
+//! ([`TextIndex::first_candidates`], `Engine::posts`).
 
 use std::collections::HashSet;
 use std::fs;
@@ -427,21 +427,33 @@ impl TextIndex {
         Ok(Some(n))
     }
 
-    /// The `created_at` of the `n` newest candidates of [`TextIndex::candidates_up_to`] (the
-    /// oldest, unless `newest`), in that order; fewer if there are not as many. `None` when the
-    /// index cannot narrow the search.
-    pub fn first_times(
+    /// The `created_at` and row of the `n` newest candidates of
+    /// [`TextIndex::candidates_up_to`] (the oldest, unless `newest`), in that order; fewer if
+    /// there are not as many (then every one). `None` when the index cannot narrow the search.
+    pub fn first_candidates(
         &self,
         queries: &[TextQuery],
         window: Window,
         n: usize,
         newest: bool,
-    ) -> Result<Option<Vec<i64>>> {
+    ) -> Result<Option<Vec<(i64, u64)>>> {
         let Some(query) = self.query(queries, window)? else { return Ok(None) };
         let order = if newest { Order::Desc } else { Order::Asc };
         let top = TopDocs::with_limit(n.max(1)).order_by_fast_field::<i64>("created_at", order);
         let found = self.searcher.search(&query, &top).map_err(index_error)?;
-        Ok(Some(found.into_iter().filter_map(|(created_at, _)| created_at).take(n).collect()))
+        let mut rows = Vec::with_capacity(found.len());
+        for segment in self.searcher.segment_readers() {
+            rows.push(segment.fast_fields().u64("row").map_err(index_error)?);
+        }
+        Ok(Some(
+            found
+                .into_iter()
+                .filter_map(|(created_at, address)| {
+                    Some((created_at?, rows[address.segment_ord as usize].first(address.doc_id)?))
+                })
+                .take(n)
+                .collect(),
+        ))
     }
 
     /// What a post must hold to match every one of `queries` and be created in `window`; `None`

@@ -32,6 +32,17 @@ fn files_less_deleted_sql(paths: &[&Path]) -> String {
     )
 }
 
+/// The rows `rows` of the posts file `quoted` (a SQL string), read by DuckDB.
+fn rows_by_number_sql(quoted: &str, rows: &[u64]) -> String {
+    let rows: Vec<String> = rows.iter().map(u64::to_string).collect();
+    let read = format!(
+        "read_parquet({quoted}, hive_partitioning = true, hive_types = {{'date': DATE}}, file_row_number = true) \
+         WHERE file_row_number IN ({})",
+        rows.join(", ")
+    );
+    format!("SELECT * EXCLUDE (file_row_number) FROM ({})", crate::model::posts_with_uri_sql(&read))
+}
+
 /// What the text index of one data file narrows a statement's searches to.
 pub(super) enum Narrowed {
     /// No index narrows them: the file is read whole.
@@ -39,6 +50,60 @@ pub(super) enum Narrowed {
     /// More candidates than the statement may take.
     TooMany,
     Rows(Vec<u64>),
+}
+
+/// `each` of every one of `items`, in order, the items shared among up to `threads` threads
+/// (text index lookups and page reads, a fraction of a millisecond to a few each).
+pub(super) fn on_threads<T: Sync, R: Send>(threads: usize, items: &[T], each: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = threads.min(items.len()).max(1);
+    if workers == 1 {
+        return items.iter().map(each).collect();
+    }
+    let each = &each;
+    let done: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                scope.spawn(move || {
+                    items.iter().enumerate().skip(worker).step_by(workers).map(|(i, item)| (i, each(item))).collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    for (i, result) in done.into_iter().flatten() {
+        out[i] = Some(result);
+    }
+    out.into_iter().map(|result| result.expect("every item was done")).collect()
+}
+
+/// Where a page of a text search is looked for first ([`Engine::text_page_window`]).
+pub(super) enum TextWindow {
+    /// Among the posts created since its `depth`-th newest candidate (until the oldest): the
+    /// plan so cut.
+    Cut(Box<PostsPlan>),
+    /// Every file in its range has an index, and they hold fewer candidates, here: the
+    /// statement that reads them all gives the page.
+    Fewer(Arc<KnownCandidates>),
+    /// The indexes cannot tell: no search they narrow, a range on `indexed_at`, or a file
+    /// without an index.
+    Unknown,
+}
+
+/// Every candidate of a search in some files, as [`Engine::text_page_window`] found them, with
+/// the index of each: the statement of that page reads them rather than ask the indexes again.
+pub(super) struct KnownCandidates {
+    texts: Vec<crate::search::TextQuery>,
+    window: Window,
+    rows: HashMap<PathBuf, (Arc<crate::textindex::TextIndex>, Vec<u64>)>,
+}
+
+thread_local! {
+    /// The candidates known for the page being read on this thread ([`Engine::posts`]).
+    static KNOWN_CANDIDATES: std::cell::RefCell<Option<Arc<KnownCandidates>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The `posts` of a statement narrowed by the text indexes ([`Engine::narrowed_posts`]).
@@ -160,47 +225,67 @@ impl Engine {
         };
         let window = created_window(plan);
         let (first, last) = crate::sql::partition_days(filter, page_keyset(plan));
+        let in_days: Vec<&PathBuf> = paths
+            .iter()
+            .filter(|path| {
+                rollups::partition_day(path)
+                    .is_none_or(|day| first.is_none_or(|f| day >= f) && last.is_none_or(|l| day <= l))
+            })
+            .collect();
+        let quoted = |path: &Path| format!("'{}'", path.to_string_lossy().replace('\'', "''"));
         let (mut narrowed, mut whole, mut candidates) = (Vec::new(), Vec::new(), 0_usize);
-        let (mut indexed, mut from_pages) = (false, Vec::new());
-        for path in paths.iter() {
-            let day = rollups::partition_day(path);
-            if day.is_some_and(|day| first.is_some_and(|f| day < f) || last.is_some_and(|l| day > l)) {
-                continue;
-            }
-            let quoted = format!("'{}'", path.to_string_lossy().replace('\'', "''"));
-            match self.candidates_in(path, &filter.text, window, MAX_INDEX_CANDIDATES - candidates) {
-                Narrowed::TooMany => return Ok(None),
-                Narrowed::Whole => whole.push(quoted),
-                Narrowed::Rows(mut rows) => {
-                    indexed = true;
-                    candidates += rows.len();
-                    if let Some(dead) = deleted.as_ref().and_then(|deleted| deleted.get(path)) {
-                        rows.retain(|row| dead.binary_search(row).is_err());
-                    }
-                    if rows.is_empty() {
+        let (mut indexed, mut few) = (false, Vec::new());
+        // The indexes are asked on the engine's threads, a few files for each at a time, so that
+        // a search with too many candidates stops soon.
+        let known = KNOWN_CANDIDATES
+            .with(|known| known.borrow().clone())
+            .filter(|known| known.texts == filter.text && known.window == window);
+        let known_rows = |path: &Path| {
+            let (index, rows) = known.as_ref()?.rows.get(path)?;
+            self.text_index(path).is_some_and(|current| Arc::ptr_eq(&current, index)).then_some(rows)
+        };
+        for files in in_days.chunks(self.threads.max(1) * 4) {
+            let budget = MAX_INDEX_CANDIDATES - candidates;
+            let found = on_threads(self.threads, files, |path| match known_rows(path) {
+                Some(rows) if rows.len() <= budget => Narrowed::Rows(rows.clone()),
+                Some(_) => Narrowed::TooMany,
+                None => self.candidates_in(path, &filter.text, window, budget),
+            });
+            for (path, found) in files.iter().zip(found) {
+                let mut rows = match found {
+                    Narrowed::TooMany => return Ok(None),
+                    Narrowed::Whole => {
+                        whole.push(quoted(path));
                         continue;
                     }
-                    if rows.len() <= self.max_rows_from_pages.load(Ordering::Relaxed)
-                        && let Some(batch) = self.rows_from_pages(path, &rows)?
-                    {
-                        from_pages.push(batch);
-                        continue;
-                    }
-                    let rows: Vec<String> = rows.iter().map(u64::to_string).collect();
-                    let read = format!(
-                        "read_parquet({quoted}, hive_partitioning = true, hive_types = {{'date': DATE}}, \
-                         file_row_number = true) WHERE file_row_number IN ({})",
-                        rows.join(", ")
-                    );
-                    narrowed.push(format!(
-                        "SELECT * EXCLUDE (file_row_number) FROM ({})",
-                        crate::model::posts_with_uri_sql(&read)
-                    ));
+                    Narrowed::Rows(rows) => rows,
+                };
+                indexed = true;
+                candidates += rows.len();
+                if candidates > MAX_INDEX_CANDIDATES {
+                    return Ok(None);
+                }
+                if let Some(dead) = deleted.as_ref().and_then(|deleted| deleted.get(*path)) {
+                    rows.retain(|row| dead.binary_search(row).is_err());
+                }
+                if rows.len() > self.max_rows_from_pages.load(Ordering::Relaxed) {
+                    narrowed.push(rows_by_number_sql(&quoted(path), &rows));
+                } else if !rows.is_empty() {
+                    few.push((*path, rows));
                 }
             }
         }
         if !indexed {
             return Ok(None);
+        }
+        let read = on_threads(self.threads, &few, |(path, rows)| self.rows_from_pages(path, rows));
+        let mut from_pages = Vec::new();
+        for ((path, rows), read) in few.iter().zip(read) {
+            match read? {
+                Some(batch) => from_pages.push(batch),
+                // A file whose columns are not today's.
+                None => narrowed.push(rows_by_number_sql(&quoted(path), rows)),
+            }
         }
         if !from_pages.is_empty() {
             narrowed.push(crate::model::posts_with_uri_sql(rows::CANDIDATE_ROWS));
@@ -334,27 +419,12 @@ impl Engine {
         }
         // Each index's count is a look through its terms (a substring may lie inside any):
         // about 11 ms for a file of 500,000 posts. The files are shared among the threads.
-        let workers = self.threads.min(with_index.len()).max(1);
-        let counts: Vec<Option<u64>> = std::thread::scope(|scope| {
-            let count_some = |worker: usize| {
-                let (with_index, dead) = (&with_index, &dead);
-                move || -> Option<u64> {
-                    let mut n = 0;
-                    for (path, index) in with_index.iter().skip(worker).step_by(workers) {
-                        let dead = dead.get(*path).map_or(&[][..], Vec::as_slice);
-                        match index.exact_count(text, window, dead) {
-                            Ok(count) => n += count?,
-                            Err(error) => {
-                                tracing::warn!(%error, path = %path.display(), "a text index could not count; counting from the posts");
-                                return None;
-                            }
-                        }
-                    }
-                    Some(n)
-                }
-            };
-            let handles: Vec<_> = (0..workers).map(|worker| scope.spawn(count_some(worker))).collect();
-            handles.into_iter().map(|handle| handle.join().ok().flatten()).collect()
+        let counts = on_threads(self.threads, &with_index, |(path, index)| {
+            let dead = dead.get(*path).map_or(&[][..], Vec::as_slice);
+            index.exact_count(text, window, dead).unwrap_or_else(|error| {
+                tracing::warn!(%error, path = %path.display(), "a text index could not count; counting from the posts");
+                None
+            })
         });
         let indexed: u64 = counts.into_iter().sum::<Option<u64>>()?;
         self.text_index_uses.fetch_add(1, Ordering::Relaxed);
@@ -430,11 +500,22 @@ impl Engine {
         // every one of its rows.
         let mut depth = TEXT_PAGE_DEPTH.max(plan.limit as usize * 8);
         while depth <= MAX_INDEX_CANDIDATES {
-            let Some(nearer) = self.text_page_window(plan, depth)? else { break };
-            let rows = self.posts_within(&nearer)?;
-            if rows.len() == plan.limit as usize {
-                self.text_page_cuts.fetch_add(1, Ordering::Relaxed);
-                return Ok(rows);
+            match self.text_page_window(plan, depth)? {
+                TextWindow::Cut(nearer) => {
+                    let rows = self.posts_within(&nearer)?;
+                    if rows.len() == plan.limit as usize {
+                        self.text_page_cuts.fetch_add(1, Ordering::Relaxed);
+                        return Ok(rows);
+                    }
+                }
+                // One statement reads every candidate: no day is worth trying alone first.
+                TextWindow::Fewer(known) => {
+                    KNOWN_CANDIDATES.with(|candidates| candidates.replace(Some(known)));
+                    let page = self.page(plan);
+                    KNOWN_CANDIDATES.with(|candidates| candidates.take());
+                    return page;
+                }
+                TextWindow::Unknown => break,
             }
             depth *= 8;
         }
@@ -491,12 +572,12 @@ impl Engine {
 
     /// `plan` with its time range cut to the posts created since the `depth`-th newest
     /// candidate of its text searches in the indexed files (until the `depth`-th oldest, for
-    /// OLDEST); `None` when there are fewer, when its filter has no text search the indexes can
-    /// narrow, or when its range is on `indexed_at` (then `created_at` cannot cut it).
-    pub(super) fn text_page_window(&self, plan: &PostsPlan, depth: usize) -> Result<Option<PostsPlan>> {
+    /// OLDEST), or whether there are fewer ([`TextWindow`]). A range on `indexed_at` is not cut:
+    /// `created_at` cannot cut it. A day's indexes are asked on the engine's threads.
+    pub(super) fn text_page_window(&self, plan: &PostsPlan, depth: usize) -> Result<TextWindow> {
         let filter = &plan.filter;
         if filter.text.is_empty() || filter.clock != Clock::CreatedAt {
-            return Ok(None);
+            return Ok(TextWindow::Unknown);
         }
         self.refresh_views(Refresh::IfMoved)?;
         let newest = plan.order == PostOrder::Newest;
@@ -515,13 +596,28 @@ impl Engine {
         }
         let days: Box<dyn Iterator<Item = &Vec<&PathBuf>>> =
             if newest { Box::new(by_day.values().rev()) } else { Box::new(by_day.values()) };
-        let mut times: Vec<i64> = Vec::new();
+        let (mut times, mut every_file_indexed) = (Vec::new(), true);
+        let mut known = KnownCandidates { texts: filter.text.clone(), window, rows: HashMap::new() };
         for files in days {
-            for path in files {
-                let Some(index) = self.text_index(path) else { continue };
-                match index.first_times(&filter.text, window, depth, newest)? {
-                    Some(found) => times.extend(found),
-                    None => return Ok(None),
+            let found = on_threads(self.threads, files, |path| match self.text_index(path) {
+                Some(index) => {
+                    index.first_candidates(&filter.text, window, depth, newest).map(|found| Some((index, found)))
+                }
+                None => Ok(None),
+            });
+            for (path, found) in files.iter().zip(found) {
+                match found? {
+                    Some((index, Some(found))) => {
+                        times.extend(found.iter().map(|(time, _)| *time));
+                        if found.len() < depth {
+                            let mut rows: Vec<u64> = found.into_iter().map(|(_, row)| row).collect();
+                            rows.sort_unstable();
+                            known.rows.insert(path.to_path_buf(), (index, rows));
+                        }
+                    }
+                    // The search gives the index nothing to look for: no file's narrows it.
+                    Some((_, None)) => return Ok(TextWindow::Unknown),
+                    None => every_file_indexed = false,
                 }
             }
             // Every later day's posts are older (newer): the cut is known.
@@ -538,10 +634,10 @@ impl Engine {
                 } else {
                     nearer.filter.until_us = Some(filter.until_us.map_or(cut, |until| until.min(cut)));
                 }
-                return Ok(Some(nearer));
+                return Ok(TextWindow::Cut(Box::new(nearer)));
             }
         }
-        Ok(None)
+        Ok(if every_file_indexed { TextWindow::Fewer(Arc::new(known)) } else { TextWindow::Unknown })
     }
 
     /// A page of `plan` as its statements give it.

@@ -184,10 +184,10 @@ pub(super) fn load_candidate_rows(connection: &Connection, batches: Vec<RecordBa
     connection.execute_batch(&format!(
         "CREATE TEMPORARY TABLE {CANDIDATE_ROWS} AS SELECT * EXCLUDE (uri) FROM (SELECT {POST_COLUMNS_EMPTY}) WHERE false"
     ))?;
+    // One batch: the appender makes a chunk of each.
+    let rows = arrow::compute::concat_batches(&candidate_schema(), &batches)?;
     let mut appender = connection.appender(CANDIDATE_ROWS)?;
-    for batch in batches {
-        appender.append_record_batch(batch)?;
-    }
+    appender.append_record_batch(rows)?;
     appender.flush()?;
     Ok(())
 }

@@ -1069,3 +1069,13 @@ fn trending_ranks_items_by_their_window_rate_against_the_baseline() {
     assert_eq!(engine.trending(&surge.unwrap()).unwrap()[0].item, "surge");
     assert!(TrendPlan::new(TrendKind::Lang, PostFilter::default(), (5, 5), baseline, TrendRank::Ratio, 1, 1).is_err());
 }
+
+#[test]
+fn work_shared_among_threads_comes_back_in_order() {
+    let items: Vec<usize> = (0..37).collect();
+    let squares: Vec<usize> = items.iter().map(|n| n * n).collect();
+    for threads in [1, 2, 5, 64] {
+        assert_eq!(on_threads(threads, &items, |n| n * n), squares, "{threads} threads");
+    }
+    assert!(on_threads(4, &[] as &[usize], |n| *n).is_empty());
+}
