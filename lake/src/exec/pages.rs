@@ -235,8 +235,8 @@ impl Engine {
         let quoted = |path: &Path| format!("'{}'", path.to_string_lossy().replace('\'', "''"));
         let (mut narrowed, mut whole, mut candidates) = (Vec::new(), Vec::new(), 0_usize);
         let (mut indexed, mut few) = (false, Vec::new());
-        // The indexes are asked on the engine's threads, a few files for each at a time, so that
-        // a search with too many candidates stops soon.
+        // The candidates the page's look through the indexes found (`Engine::posts`), if it found
+        // every one, of the same indexes.
         let known = KNOWN_CANDIDATES
             .with(|known| known.borrow().clone())
             .filter(|known| known.texts == filter.text && known.window == window);
@@ -244,6 +244,8 @@ impl Engine {
             let (index, rows) = known.as_ref()?.rows.get(path)?;
             self.text_index(path).is_some_and(|current| Arc::ptr_eq(&current, index)).then_some(rows)
         };
+        // The indexes are asked on the engine's threads, a few files for each at a time, so that
+        // a search with too many candidates stops soon.
         for files in in_days.chunks(self.threads.max(1) * 4) {
             let budget = MAX_INDEX_CANDIDATES - candidates;
             let found = on_threads(self.threads, files, |path| match known_rows(path) {
