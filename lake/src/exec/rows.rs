@@ -19,9 +19,10 @@ use parquet::file::metadata::PageIndexPolicy;
 use super::*;
 
 /// The most candidates of one file read from their pages; a file with more is read by DuckDB.
-/// Measured on a month-tier file of 500,000 posts in pages of 2,048 rows, every column of 20
-/// scattered rows took 18 ms from their pages against 171 ms through DuckDB; of 1,000 rows,
-/// about the same as DuckDB reading only the four columns a page of posts shows.
+/// Measured on a month-tier file of 500,000 posts, every column of 20 scattered rows took 18 ms
+/// from pages of 2,048 rows against 171 ms through DuckDB (54 ms for the four columns a page of
+/// posts shows, which DuckDB alone reads); of 1,000 rows, 155 ms from pages of 1,024 against
+/// DuckDB's 97 to 117 ms for those four. The crossover lies between; 256 is below it.
 pub(super) const MAX_ROWS_FROM_PAGES: usize = 256;
 
 /// The temporary table that holds the rows read from their pages, in a statement's connection.
