@@ -24,7 +24,7 @@
 //! Each `posts` data file that compaction or `skyglass generate` writes gets its index beside it
 //! ([`dir_for`], [`build_for_file`]), its rows the file's row numbers; `skyglass lake reindex`
 //! builds the missing ones. The engine narrows a statement's text searches with them, within
-//! the statement's `created_at` range (`Engine::narrowed_posts_sql`), and cuts a page of a
+//! the statement's `created_at` range (`Engine::narrowed_posts`), and cuts a page of a
 //! common term at its newest candidates, which each post's `created_at` here gives
 //! ([`TextIndex::first_candidates`], `Engine::posts`).
 
