@@ -1,8 +1,8 @@
 //! `skyglass generate`: a synthetic lake written straight through the lake writer, for scale
 //! tiers and benchmarks. Rows are built directly (no JSON) with the synthetic firehose's
 //! vocabulary and realistic shapes: a daily cycle peaking in the evening (UTC), authors whose
-//! activity is heavily skewed, a language mix, hashtag popularity, about 30% replies, quotes,
-//! images, links and mentions. Some posts are deleted later (the `deletes` table) and a few
+//! activity is heavily skewed, a language mix, hashtags with a long tail of popularity (see
+//! [`Tags`]), about 30% replies, quotes, images, links and mentions. Some posts are deleted later (the `deletes` table) and a few
 //! accounts taken down each day (the `accounts` table), as on Bluesky, so that queries pay for
 //! leaving them out. With `likes_per_post`, posts get likes and reposts (the `interactions`
 //! table): a few posts most of them, mostly within hours, some undone later. The same seed
@@ -43,6 +43,19 @@ pub struct GenerateConfig {
     /// Likes and reposts per post, on average (Bluesky has about ten); none by default.
     pub likes_per_post: f64,
 }
+
+/// The share of posts that carry hashtags (one to three). In the real posts of
+/// `../shared/data/real`, 2 of 15 do (two each); the synthetic firehose, which exercises the
+/// pipeline rather than the lake's proportions, tags half its posts.
+const TAGGED_SHARE: f64 = 0.12;
+/// Distinct hashtags a tier draws from: the firehose's 20 named ones at the head, then made-up
+/// words. Used by rank with weight 1/rank (Zipf), the most used takes about a tenth of all uses
+/// and the first ten about a quarter, as a day of Bluesky's hashtags has a few big ones and a
+/// tail of tags used once.
+const TAG_VOCABULARY: usize = 20_000;
+/// Tags of the tail that trend on a given day, and the share of that day's uses they take.
+const TRENDING_PER_DAY: usize = 5;
+const TRENDING_SHARE: f64 = 0.03;
 
 /// The share of likes and reposts undone later.
 const UNDONE_SHARE: f64 = 0.03;
@@ -226,6 +239,55 @@ struct DayPosts {
     /// Earlier posts of the day, for replies and quotes.
     recent: Vec<String>,
     hour_total: u32,
+    /// This day's trending tags (ranks in the tail).
+    trending: [usize; TRENDING_PER_DAY],
+}
+
+/// Hashtag popularity: a tag's rank, drawn with weight 1/rank from [`TAG_VOCABULARY`] tags, and
+/// its name.
+struct Tags {
+    /// Cumulative weights by rank.
+    cumulative: Vec<f64>,
+}
+
+impl Tags {
+    fn get() -> &'static Tags {
+        static TAGS: std::sync::OnceLock<Tags> = std::sync::OnceLock::new();
+        TAGS.get_or_init(|| {
+            let mut total = 0.0;
+            let cumulative = (1..=TAG_VOCABULARY)
+                .map(|rank| {
+                    total += 1.0 / rank as f64;
+                    total
+                })
+                .collect();
+            Tags { cumulative }
+        })
+    }
+
+    fn rank(&self, rng: &mut SmallRng) -> usize {
+        let pick = rng.random::<f64>() * self.cumulative[TAG_VOCABULARY - 1];
+        self.cumulative.partition_point(|&c| c < pick).min(TAG_VOCABULARY - 1)
+    }
+
+    /// The tag of `rank`: a named one of the head, else a made-up word of two or three
+    /// syllables (the rank's digits in base 70, one syllable a digit), unique to the rank.
+    fn name(rank: usize) -> std::borrow::Cow<'static, str> {
+        const CONSONANTS: &[u8] = b"bdfgklmnprstvz";
+        const VOWELS: &[u8] = b"aeiou";
+        let syllables = CONSONANTS.len() * VOWELS.len();
+        if let Some(named) = HASHTAGS.get(rank) {
+            return (*named).into();
+        }
+        let (mut n, mut word) = (rank, String::with_capacity(6));
+        while n > 0 || word.len() < 4 {
+            let syllable = n % syllables;
+            word.push(char::from(CONSONANTS[syllable / VOWELS.len()]));
+            word.push(char::from(VOWELS[syllable % VOWELS.len()]));
+            n /= syllables;
+        }
+        word.into()
+    }
 }
 
 impl DayPosts {
@@ -239,7 +301,33 @@ impl DayPosts {
             n_authors: usize::try_from(posts / 3).unwrap_or(usize::MAX).max(1_000),
             recent: Vec::with_capacity(4_096),
             hour_total: HOURLY_WEIGHTS.iter().sum(),
+            trending: [0; TRENDING_PER_DAY],
         }
+        .with_trending_tags()
+    }
+
+    fn with_trending_tags(mut self) -> DayPosts {
+        for slot in 0..TRENDING_PER_DAY {
+            self.trending[slot] = self.rng.random_range(1_000..TAG_VOCABULARY);
+        }
+        self
+    }
+
+    /// The hashtags of one post, as written in its text: none for most posts.
+    fn hashtags(&mut self) -> Vec<std::borrow::Cow<'static, str>> {
+        if !self.rng.random_bool(TAGGED_SHARE) {
+            return Vec::new();
+        }
+        let count = [1, 1, 1, 2, 2, 3][self.rng.random_range(0..6)];
+        (0..count)
+            .map(|_| {
+                let rank = match self.rng.random_bool(TRENDING_SHARE) {
+                    true => self.trending[self.rng.random_range(0..TRENDING_PER_DAY)],
+                    false => Tags::get().rank(&mut self.rng),
+                };
+                Tags::name(rank)
+            })
+            .collect()
     }
 
     /// A skewed pick in `0..n`: 0 is the most likely, with a long tail.
@@ -290,11 +378,10 @@ impl Iterator for DayPosts {
             links.push(link);
         }
         let mut hashtags: Vec<String> = Vec::new();
-        for _ in 0..[0, 0, 0, 1, 1, 2][self.rng.random_range(0..6)] {
-            let tag = HASHTAGS[self.skewed(HASHTAGS.len())];
+        for tag in self.hashtags() {
             text.push_str(" #");
-            text.push_str(tag);
-            let tag = lake::model::normalise_tag(tag);
+            text.push_str(&tag);
+            let tag = lake::model::normalise_tag(&tag);
             if !hashtags.contains(&tag) {
                 hashtags.push(tag);
             }
@@ -352,6 +439,29 @@ impl Iterator for DayPosts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashtags_have_a_few_big_ones_and_a_long_tail() {
+        let posts: Vec<Post> = DayPosts::new(3, 0, 200_000).collect();
+        let mut uses: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for tag in posts.iter().flat_map(|p| &p.hashtags) {
+            *uses.entry(tag).or_default() += 1;
+        }
+        let tagged = posts.iter().filter(|p| !p.hashtags.is_empty()).count() as f64 / posts.len() as f64;
+        assert!((0.10..0.14).contains(&tagged), "about 12% of posts carry hashtags: {tagged}");
+        let mut counts: Vec<(usize, &str)> = uses.iter().map(|(t, n)| (*n, *t)).collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        let total: usize = counts.iter().map(|c| c.0).sum();
+        let share = |n: usize| counts.iter().take(n).map(|c| c.0).sum::<usize>() as f64 / total as f64;
+        assert_eq!(counts[0].1, "art", "the head is the firehose's named tags: {:?}", &counts[..5]);
+        assert!((0.07..0.13).contains(&share(1)), "the top tag takes about a tenth: {}", share(1));
+        assert!((0.2..0.35).contains(&share(10)), "the top ten about a quarter: {}", share(10));
+        let once = counts.iter().filter(|c| c.0 == 1).count();
+        assert!(counts.len() > 5_000 && once > 1_000, "{} tags, {once} used once", counts.len());
+        assert!(posts.iter().all(|p| p.hashtags.iter().all(|t| p.text.to_lowercase().contains(&format!("#{t}")))));
+        let names: std::collections::HashSet<_> = (0..TAG_VOCABULARY).map(Tags::name).collect();
+        assert_eq!(names.len(), TAG_VOCABULARY, "each rank its own tag");
+    }
 
     #[test]
     fn a_generated_lake_has_every_post_once_and_the_same_seed_repeats_it() {

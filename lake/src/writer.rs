@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -50,16 +50,39 @@ pub struct WrittenFile {
     pub bytes: u64,
 }
 
-fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+/// Whether the values of `column` in `first` (a file's first rows, up to a row group) repeat
+/// enough for a dictionary: at most two in three of them distinct. A dictionary is per row
+/// group, so this looks at one.
+fn repeats(first: &[RecordBatch], column: &str) -> bool {
+    let (mut seen, mut rows) = (std::collections::HashSet::new(), 0_usize);
+    for batch in first {
+        let Some(values) = batch.column_by_name(column).and_then(|c| c.as_string_opt::<i32>()) else { return false };
+        for value in values.iter().flatten().take(ROW_GROUP_ROWS - rows) {
+            seen.insert(value);
+            rows += 1;
+        }
+    }
+    rows > 0 && seen.len() * 3 <= rows * 2
+}
+
+fn writer_properties(schema: &SchemaRef, first: &[RecordBatch]) -> WriterProperties {
     // High-cardinality columns gain nothing from a dictionary; low-cardinality ones do. A
     // dictionary is per row group, and groups of 16 Ki rows hold a dictionary small enough to
     // be kept even for near-unique columns: a flushed file of 200,000 synthetic posts was 6.6%
     // bigger than with 128 Ki-row groups while `did`, the reply, quote and link uris and the
-    // times kept theirs, 3.0% without them. `did` had one until reading a row's `did` from its
-    // page proved to decode the row group's whole dictionary (0.9 ms of a month-tier file's
-    // 1.3 ms a row); it saved 0.2% of the bytes in the ingest bench.
+    // times kept theirs, 3.0% without them.
+    // `did` gets one only where its values repeat (`repeats`): reading one row's `did` from its
+    // page decodes the row group's whole dictionary (0.9 ms of a month-tier file's 1.3 ms a
+    // row), and there, where 84% of a row group's authors are distinct, the dictionary saved
+    // nothing (14.7 against 14.6 bytes a post). In the ingest bench's files, 52% distinct, it
+    // takes `did` from 13.1 to 9.7 bytes a post, and is half as big to decode.
     // zstd level 2: on 300k synthetic posts the same bytes as level 3 (within 0.01%) for 3% less
-    // of ingest's instructions; level 1 was 6% bigger.
+    // of ingest's instructions; level 1 was 6% bigger. But `text` at level 9: on the ingest
+    // bench's 267,050 posts 12.2 → 10.3 bytes a post, for 0.7 µs more a post to write (level 6:
+    // 10.7; 12: 10.0 for 1 µs). Other columns gained nothing from higher levels (`cid`, random,
+    // grew). The times are near-sorted, and their deltas take 0.8 bytes a post less. Nothing
+    // prunes on the page statistics of the columns in `chunk_statistics` (no reader asks their
+    // column index), which took 0.4 bytes a post: they keep their row groups' only.
     let plain = [
         "cid",
         "did",
@@ -72,8 +95,15 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         "created_at",
         "indexed_at",
     ];
+    let chunk_statistics = ["text", "cid", "reply_root", "reply_parent", "quote_uri", "external_uri"];
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(2).expect("2 is a valid zstd level")))
+        .set_column_compression(
+            ColumnPath::from("text"),
+            Compression::ZSTD(ZstdLevel::try_new(9).expect("9 is a valid zstd level")),
+        )
+        .set_column_encoding(ColumnPath::from("created_at"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_encoding(ColumnPath::from("indexed_at"), Encoding::DELTA_BINARY_PACKED)
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -81,7 +111,11 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS);
     for column in plain {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        let dictionary = column == "did" && repeats(first, column);
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), dictionary);
+    }
+    for column in chunk_statistics {
+        builder = builder.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::Chunk);
     }
     // In posts files, a bloom filter on `rkey` lets a lookup by uri (by its record key) skip the
     // row groups that lack it. Measured on 1 M posts, when it was on `uri`: `uri = ?` 77 → 20 ms
@@ -190,8 +224,41 @@ pub fn write_posts(lake: &Path, file_name: &str, posts: Vec<Post>) -> Result<Vec
 pub(crate) struct PendingFile {
     path: PathBuf,
     tmp: TempFile,
-    writer: ArrowWriter<File>,
+    output: Output,
     rows: usize,
+}
+
+/// Where a pending file's batches go: held until a row group's worth has come (or the file is
+/// sealed), for [`writer_properties`] to look at, then to the Parquet writer.
+enum Output {
+    Holding {
+        file: File,
+        schema: SchemaRef,
+        held: Vec<RecordBatch>,
+        rows: usize,
+    },
+    Writing(Box<ArrowWriter<File>>),
+    /// Making the writer failed; the file is good for nothing but to be dropped.
+    Failed,
+}
+
+impl Output {
+    /// The Parquet writer, made first (with properties for the held rows) when it is not yet.
+    fn into_writer(self, path: &Path) -> Result<ArrowWriter<File>> {
+        let error = |source| Error::Parquet { path: path.to_path_buf(), source };
+        match self {
+            Output::Writing(writer) => Ok(*writer),
+            Output::Holding { file, schema, held, .. } => {
+                let properties = writer_properties(&schema, &held);
+                let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(error)?;
+                for batch in &held {
+                    writer.write(batch).map_err(error)?;
+                }
+                Ok(writer)
+            }
+            Output::Failed => Err(error(parquet::errors::ParquetError::General("an earlier write failed".into()))),
+        }
+    }
 }
 
 /// A temporary file, removed when dropped unless [`TempFile::keep`] was called.
@@ -220,16 +287,27 @@ impl PendingFile {
         let tmp = layout::temp_path_for(path);
         let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
         let tmp = TempFile(Some(tmp));
-        let properties = writer_properties(&schema);
-        let writer = ArrowWriter::try_new(file, schema, Some(properties))
-            .map_err(|source| Error::Parquet { path: tmp.path().to_path_buf(), source })?;
-        Ok(PendingFile { path: path.to_path_buf(), tmp, writer, rows: 0 })
+        let output = Output::Holding { file, schema, held: Vec::new(), rows: 0 };
+        Ok(PendingFile { path: path.to_path_buf(), tmp, output, rows: 0 })
     }
 
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).map_err(|source| Error::Parquet { path: self.tmp.path().to_path_buf(), source })?;
         self.rows += batch.num_rows();
-        Ok(())
+        match &mut self.output {
+            Output::Holding { held, rows, .. } => {
+                held.push(batch.clone());
+                *rows += batch.num_rows();
+                if *rows >= ROW_GROUP_ROWS {
+                    let output = std::mem::replace(&mut self.output, Output::Failed);
+                    self.output = Output::Writing(Box::new(output.into_writer(self.tmp.path())?));
+                }
+                Ok(())
+            }
+            Output::Writing(writer) => {
+                writer.write(batch).map_err(|source| Error::Parquet { path: self.tmp.path().to_path_buf(), source })
+            }
+            Output::Failed => Output::Failed.into_writer(self.tmp.path()).map(drop),
+        }
     }
 
     pub(crate) fn rows(&self) -> usize {
@@ -245,8 +323,11 @@ impl PendingFile {
 
     /// Closes and fsyncs the file under its temporary name.
     fn seal(self, date: NaiveDate) -> Result<StagedFile> {
-        let PendingFile { path, tmp, writer, rows } = self;
-        let file = writer.into_inner().map_err(|source| Error::Parquet { path: tmp.path().to_path_buf(), source })?;
+        let PendingFile { path, tmp, output, rows } = self;
+        let file = output
+            .into_writer(tmp.path())?
+            .into_inner()
+            .map_err(|source| Error::Parquet { path: tmp.path().to_path_buf(), source })?;
         file.sync_all().map_err(Error::io("fsync", tmp.path()))?;
         let bytes = file.metadata().map_err(Error::io("stat", tmp.path()))?.len();
         Ok(StagedFile { file: WrittenFile { path, date, rows, bytes }, tmp })
@@ -367,6 +448,37 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert!(crate::rollup::has_rollups(&files[0].path) && crate::rollup::has_rollups(&files[1].path));
+    }
+
+    #[test]
+    fn authors_get_a_dictionary_only_where_they_repeat() {
+        let lake = tempfile::tempdir().unwrap();
+        let file = |name: &str, authors: usize| {
+            // Batches as small as a compaction's, so that the look spans several.
+            let mut pending = PendingFile::create(&lake.path().join(name), Post::schema()).unwrap();
+            let posts: Vec<Post> = (0..20_000)
+                .map(|n| {
+                    let (did, rkey) = (format!("did:plc:{:024}", n % authors), format!("{n:07}"));
+                    let uri = crate::model::post_uri(&did, &rkey);
+                    Post { did, uri, ..post(&rkey, n as i64) }
+                })
+                .collect();
+            for chunk in posts.chunks(2_048) {
+                pending.write(&Post::to_batch(chunk).unwrap()).unwrap();
+            }
+            pending.finish().unwrap();
+            let reader = SerializedFileReader::new(File::open(lake.path().join(name)).unwrap()).unwrap();
+            let did = Post::schema().index_of("did").unwrap();
+            let groups = reader.metadata().row_groups();
+            assert_eq!(groups.iter().map(|g| g.num_rows()).sum::<i64>(), 20_000);
+            let dictionaries: Vec<bool> =
+                groups.iter().map(|g| g.column(did).dictionary_page_offset().is_some()).collect();
+            dictionaries
+        };
+        // Two in three distinct: the most that still gets one.
+        assert_eq!(file("repeating.parquet", 10_922), [true, true]);
+        assert_eq!(file("near-unique.parquet", 10_923), [false, false]);
+        assert_eq!(file("one-each.parquet", 20_000), [false, false]);
     }
 
     #[test]
