@@ -71,18 +71,22 @@ fn writer_properties(schema: &SchemaRef, first: &[RecordBatch]) -> WriterPropert
     // be kept even for near-unique columns: a flushed file of 200,000 synthetic posts was 6.6%
     // bigger than with 128 Ki-row groups while `did`, the reply, quote and link uris and the
     // times kept theirs, 3.0% without them.
-    // `did` gets one only where its values repeat (`repeats`): reading one row's `did` from its
-    // page decodes the row group's whole dictionary (0.9 ms of a month-tier file's 1.3 ms a
-    // row), and there, where 84% of a row group's authors are distinct, the dictionary saved
-    // nothing (14.7 against 14.6 bytes a post). In the ingest bench's files, 52% distinct, it
-    // takes `did` from 13.1 to 9.7 bytes a post, and is half as big to decode.
+    //
+    // A posts file's `did` gets one only where its values repeat ([`repeats`]). Reading one
+    // row's `did` from its page decodes the row group's whole dictionary (0.9 ms of a
+    // month-tier file's 1.3 ms a row), and there, where 84% of a row group's authors are
+    // distinct, it saved nothing (14.7 against 14.6 bytes a post). In the ingest bench's files,
+    // 52% distinct, it takes `did` from 13.1 to 9.7 bytes a post and is half as big to decode.
+    // Likes are sorted by actor, where zstd does better without one (2.2 against 2.8 bytes).
+    //
     // zstd level 2: on 300k synthetic posts the same bytes as level 3 (within 0.01%) for 3% less
     // of ingest's instructions; level 1 was 6% bigger. But `text` at level 9: on the ingest
     // bench's 267,050 posts 12.2 → 10.3 bytes a post, for 0.7 µs more a post to write (level 6:
     // 10.7; 12: 10.0 for 1 µs). Other columns gained nothing from higher levels (`cid`, random,
-    // grew). The times are near-sorted, and their deltas take 0.8 bytes a post less. Nothing
-    // prunes on the page statistics of the columns in `chunk_statistics` (no reader asks their
-    // column index), which took 0.4 bytes a post: they keep their row groups' only.
+    // grew). The times are near-sorted (posts by time, likes by actor and then time): their
+    // deltas take 0.8 bytes a post less, 0.4 a like. Nothing prunes on the page statistics of
+    // the columns in `chunk_statistics` (no reader asks for their column index); they took 0.4
+    // bytes a post and keep their row groups' only.
     let plain = [
         "cid",
         "did",
@@ -111,8 +115,7 @@ fn writer_properties(schema: &SchemaRef, first: &[RecordBatch]) -> WriterPropert
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS);
     for column in plain {
-        let dictionary = column == "did" && repeats(first, column);
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), dictionary);
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
     for column in chunk_statistics {
         builder = builder.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::Chunk);
@@ -125,6 +128,7 @@ fn writer_properties(schema: &SchemaRef, first: &[RecordBatch]) -> WriterPropert
     }
     let rkey = || ColumnPath::from("rkey");
     builder = builder
+        .set_column_dictionary_enabled(ColumnPath::from("did"), repeats(first, "did"))
         .set_column_bloom_filter_enabled(rkey(), true)
         .set_column_bloom_filter_fpp(rkey(), 0.05)
         .set_column_bloom_filter_max_ndv(rkey(), ROW_GROUP_ROWS as u64);
