@@ -366,7 +366,6 @@ impl Engine {
             base.execute_batch(key_ranges::CREATE_TABLE)?;
             base.execute_batch(&undone::counts_view_sql(&[]))?;
             base.execute_batch(&keys::key_files_view_sql(&[]))?;
-            base.execute_batch(&rollups::tag_author_files_view_sql(&[]))?;
         }
         engine.refresh_views(Refresh::IfMoved)?;
         Ok(engine)
@@ -623,6 +622,7 @@ mod rollup_tests;
 mod rollups;
 mod rows;
 mod run;
+mod tag_authors;
 #[cfg(test)]
 mod tests;
 mod undone;

@@ -15,9 +15,9 @@
 //!   read: the cells, tag and domain counts of all files summed, less those of the dead rows
 //!   (each counted once), made again after each change (a table of at most a few cells per hour
 //!   and value, not per file).
-//! - `dead_tag_authors`: the dead rows per day, hashtag and author, which statements counting a
-//!   tag's distinct authors take from the rollups of tag authors (read where they lie, through
-//!   the `tag_author_files` view: [`tag_author_files_view_sql`]), made again with the others.
+//! - `dead_tag_authors`: the dead rows per day, hashtag and author, which the count of a tag's
+//!   distinct authors takes from the rollups of tag authors (read where they lie by
+//!   `tag_authors`), made again with the others.
 //! - Posts per author and day ([`AuthorCounts`]), in memory: a day's change, by differences,
 //!   when one of its files or their dead rows did (`stale_days`).
 //!
@@ -135,23 +135,6 @@ pub(super) fn quoted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
     let list: Vec<String> =
         paths.into_iter().map(|p| format!("'{}'", p.to_string_lossy().replace('\'', "''"))).collect();
     list.join(", ")
-}
-
-/// The `tag_author_files` view (`tag, did, n, "date"`) over the rollups of tag authors of
-/// `rolled` (the snapshot's `posts` data files in the partitions whose files all have rollups,
-/// as [`Listing`] finds them): what they hold, dead rows and all.
-pub(super) fn tag_author_files_view_sql(rolled: &[PathBuf]) -> String {
-    let source = match rolled.is_empty() {
-        true => {
-            "SELECT NULL::VARCHAR AS tag, NULL::VARCHAR AS did, NULL::BIGINT AS n, NULL::DATE AS \"date\" WHERE false"
-                .to_owned()
-        }
-        false => format!(
-            "SELECT tag, did, n, \"date\" FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}})",
-            sidecars(rolled, Kind::TagAuthors)
-        ),
-    };
-    format!("CREATE OR REPLACE VIEW tag_author_files AS {source}")
 }
 
 /// The SQL list of the rollups `kind` of data files `files`.

@@ -232,11 +232,26 @@ impl Engine {
             let Some(sql) = crate::sql::compile_rollup(&posts_only, &scope)? else {
                 return Ok(Some(Err("the range holds no whole hour")));
             };
-            let tags = self.run_sql_on(&connection, &sql, |row| Ok((row.get(0)?, count(row, 1)?)))?;
-            let Some(sql) = crate::sql::compile_rollup_tag_authors(&top.filter, &tags, &scope)? else {
+            let tags: Vec<(String, u64)> =
+                self.run_sql_on(&connection, &sql, |row| Ok((row.get(0)?, count(row, 1)?)))?;
+            let names: Vec<String> = tags.iter().map(|(tag, _)| tag.clone()).collect();
+            let Some(rest) = crate::sql::compile_rollup_tag_authors(&top.filter, &names, &scope)? else {
                 return Ok(Some(Err("the range holds no whole UTC day")));
             };
-            return Ok(Some(Ok(self.run_sql_on(&connection, &sql, read)?)));
+            let rows = self.run_sql_on(&connection, &rest.rest, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            let in_days = |day: chrono::NaiveDate| {
+                rest.first_day.is_none_or(|first| day >= first) && rest.end_day.is_none_or(|end| day < end)
+            };
+            let files: Vec<std::path::PathBuf> = listing
+                .rolled
+                .keys()
+                .filter(|path| rollups::partition_day(path).is_some_and(in_days))
+                .cloned()
+                .collect();
+            let authors = super::tag_authors::count(self.threads, &files, &names, rows)?;
+            let counted: Vec<(String, u64, u64)> =
+                tags.into_iter().zip(authors).map(|((tag, posts), authors)| (tag, posts, authors)).collect();
+            return Ok(Some(Ok(self.run_sql_on(&connection, &tag_rows_of(&counted), read)?)));
         }
         if let Plan::Buckets(buckets) = plan
             && !buckets.filter.authors.is_empty()

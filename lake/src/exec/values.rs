@@ -38,6 +38,29 @@ pub(super) fn rows_of(counts: &[(String, u64)]) -> Sql {
     Sql { text: format!("SELECT did, n_posts FROM (VALUES {rows}) AS t(did, n_posts, i) ORDER BY i"), params }
 }
 
+/// A statement whose rows are `(tag, n_posts, n_authors)` of `counts`, in order, as
+/// [`rows_of`] makes for authors.
+pub(super) fn tag_rows_of(counts: &[(String, u64, u64)]) -> Sql {
+    if counts.is_empty() {
+        return Sql {
+            text: "SELECT NULL::VARCHAR AS tag, 0::BIGINT AS n_posts, 0::BIGINT AS n_authors WHERE false".into(),
+            params: Vec::new(),
+        };
+    }
+    let rows = vec!["(?, ?::BIGINT, ?::BIGINT, ?)"; counts.len()].join(", ");
+    let mut params = Vec::with_capacity(counts.len() * 4);
+    let int = |n: u64| Param::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    for (position, (tag, posts, authors)) in counts.iter().enumerate() {
+        params.extend([Param::Text(tag.clone()), int(*posts), int(*authors), Param::Int(position as i64)]);
+    }
+    Sql {
+        text: format!(
+            "SELECT tag, n_posts, n_authors FROM (VALUES {rows}) AS t(tag, n_posts, n_authors, i) ORDER BY i"
+        ),
+        params,
+    }
+}
+
 pub(super) fn count(row: &duckdb::Row<'_>, index: usize) -> Result<u64> {
     Ok(u64::try_from(int(&row.get::<_, Value>(index)?)).unwrap_or(0))
 }

@@ -217,10 +217,6 @@ impl Engine {
         base.execute_batch(&undone::counts_view_sql(&listed[INTERACTIONS].paths))?;
         undone.moved(state.generation, &listed[INTERACTIONS].paths, &listed[INTERACTION_DELETES].paths, hidden.clone());
         let listing = rollups::Listing::new(&posts.paths, &listed[DELETES].paths, hidden);
-        // Of the files the listing counts as rolled up, so that the two agree.
-        let mut rolled: Vec<PathBuf> = listing.rolled.keys().cloned().collect();
-        rolled.sort_unstable();
-        base.execute_batch(&rollups::tag_author_files_view_sql(&rolled))?;
         rollup_tables.moved(listing);
         *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = posts.partitions.clone();
         let listed_paths: std::collections::HashSet<&PathBuf> = posts.paths.iter().collect();
