@@ -292,7 +292,7 @@ pub fn compile_rollup(plan: &Plan, scope: &RollupScope) -> Result<Option<Sql>> {
         Plan::Trending(trend) => builder.rollup_trending(trend, scope)?,
         Plan::TopHashtags(top) => {
             builder.text.push_str("SELECT tag, sum(n)::BIGINT AS n_posts, 0::BIGINT AS n_authors FROM (\n");
-            builder.units(crate::rollup::Kind::Tags, "", &region);
+            builder.tag_units_by_day(&region);
             builder.text.push_str("\n) AS posts");
             builder.where_clause(&top.filter, None)?;
             builder.text.push_str("\nGROUP BY tag\nHAVING sum(n) > 0\nORDER BY n_posts DESC, tag");
@@ -983,6 +983,37 @@ impl Builder {
         };
         let mut units = vec![stored];
         units.extend(self.rows_outside(&format!("{rows}, 1 AS n"), region));
+        self.text.push_str(&units.join("\nUNION ALL "));
+    }
+
+    /// [`Self::units`] of tag counts, for `topHashtags`: the region's whole UTC days read from
+    /// the counts per day (`rollup_tags_daily_live`), its hours outside them from those per
+    /// hour. A month of a long tail of hashtags holds 4.2 M rows by hour and 0.6 M by day:
+    /// summed by tag, 57 to 70 ms against 12 (DuckDB, 2026-12-03).
+    fn tag_units_by_day(&mut self, region: &Region<'_>) {
+        let whole = PostFilter { since_us: region.start, until_us: region.end, ..PostFilter::default() };
+        let Some(days) = Region::of(&whole, DAY_US, region.scope) else {
+            self.units(crate::rollup::Kind::Tags, "", region);
+            return;
+        };
+        let in_days = self.days_in_region(&days);
+        let mut units = vec![format!(
+            "SELECT CAST(\"date\" AS TIMESTAMP) AS created_at, \"date\", tag, n FROM rollup_tags_daily_live \
+             WHERE {in_days}"
+        )];
+        for (from, to) in [(region.start, days.start), (days.end, region.end)] {
+            let (Some(from), Some(to)) = (from, to) else { continue };
+            if from >= to {
+                continue;
+            }
+            let (from, to) = (self.bind(Param::Timestamp(from)), self.bind(Param::Timestamp(to)));
+            let rolled = self.not_unrolled(region);
+            units.push(format!(
+                "SELECT created_at, \"date\", tag, n FROM rollup_tags_live \
+                 WHERE created_at >= {from} AND created_at < {to}{rolled}"
+            ));
+        }
+        units.extend(self.rows_outside("created_at, \"date\", unnest(list_distinct(hashtags)) AS tag, 1 AS n", region));
         self.text.push_str(&units.join("\nUNION ALL "));
     }
 

@@ -35,7 +35,7 @@ fn lake_of_days(dir: &std::path::Path) {
                     rkey: format!("{day}{i:06}"),
                     created_at_us,
                     indexed_at_us: created_at_us,
-                    text: format!("{} {} {}", word(), word(), word()),
+                    text: format!("{} {} {} {} {}", word(), word(), word(), word(), word()),
                     langs: vec!["en".into()],
                     hashtags: vec![format!("tag{}", i % 13)],
                     did,

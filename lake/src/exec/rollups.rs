@@ -14,7 +14,8 @@
 //! - `rollup_cells_live`, `rollup_tags_live` and `rollup_domains_live`, what rollup statements
 //!   read: the cells, tag and domain counts of all files summed, less those of the dead rows
 //!   (each counted once), made again after each change (a table of at most a few cells per hour
-//!   and value, not per file).
+//!   and value, not per file); and `rollup_tags_daily_live`, the tag counts per day, which top
+//!   hashtags read for whole days.
 //! - `dead_tag_authors`: the dead rows per day, hashtag and author, which the count of a tag's
 //!   distinct authors takes from the rollups of tag authors (read where they lie by
 //!   `tag_authors`), made again with the others.
@@ -128,6 +129,7 @@ CREATE TABLE dead_rows (file VARCHAR, rkey VARCHAR, did VARCHAR, deleted BOOLEAN
 CREATE TABLE dead_tag_authors (\"date\" DATE, tag VARCHAR, did VARCHAR, n BIGINT);
 CREATE TABLE rollup_cells_live AS SELECT * EXCLUDE (file) FROM rollup_cells WHERE false;
 CREATE TABLE rollup_tags_live AS SELECT * EXCLUDE (file) FROM rollup_tags WHERE false;
+CREATE TABLE rollup_tags_daily_live (\"date\" DATE, tag VARCHAR, n BIGINT);
 CREATE TABLE rollup_domains_live AS SELECT * EXCLUDE (file) FROM rollup_domains WHERE false;";
 
 /// `'a', 'b'` for a SQL list of paths (paths come from the lake's listing, never from a user).
@@ -526,6 +528,8 @@ impl RollupTables {
                  SELECT date_trunc('hour', created_at), CAST(created_at AS DATE), unnest(list_distinct(hashtags)), -1
                  FROM dead_once)
                GROUP BY ALL HAVING sum(n) <> 0;
+             CREATE OR REPLACE TABLE rollup_tags_daily_live AS
+               SELECT \"date\", tag, sum(n)::BIGINT AS n FROM rollup_tags_live GROUP BY ALL HAVING sum(n) <> 0;
              CREATE OR REPLACE TABLE rollup_domains_live AS
                SELECT created_at, \"date\", domain, sum(n)::BIGINT AS n FROM (
                  SELECT created_at, \"date\", domain, n FROM rollup_domains
