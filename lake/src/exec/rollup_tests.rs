@@ -291,6 +291,17 @@ proptest! {
     }
 }
 
+/// Whole days without a post: no tags from the rollups, and no count of authors over none.
+#[test]
+fn top_hashtags_with_authors_of_days_without_posts_are_none() {
+    let lakes = fixture();
+    let later = start() + 40 * 24 * HOUR;
+    let filter = PostFilter { since_us: Some(later), until_us: Some(later + 2 * 24 * HOUR), ..PostFilter::default() };
+    take_answered();
+    assert_eq!(lakes.rolled.top_hashtags(&TopPlan::new(filter, 5)).unwrap(), Vec::new());
+    assert_eq!(take_answered().iter().map(|a| a.from).collect::<Vec<_>>(), ["rollups"]);
+}
+
 #[test]
 fn rollups_answer_what_they_can_and_say_which_path_answered() {
     let lakes = fixture();

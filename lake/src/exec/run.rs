@@ -235,6 +235,9 @@ impl Engine {
             let tags: Vec<(String, u64)> =
                 self.run_sql_on(&connection, &sql, |row| Ok((row.get(0)?, count(row, 1)?)))?;
             let names: Vec<String> = tags.iter().map(|(tag, _)| tag.clone()).collect();
+            if names.is_empty() {
+                return Ok(Some(Ok(self.run_sql_on(&connection, &tag_rows_of(&[]), read)?)));
+            }
             let Some(rest) = crate::sql::compile_rollup_tag_authors(&top.filter, &names, &scope)? else {
                 return Ok(Some(Err("the range holds no whole UTC day")));
             };
