@@ -14,10 +14,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use arrow::array::{Array, AsArray, BooleanArray};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::statistics::Statistics;
 
 use super::pages::on_threads;
@@ -149,32 +149,8 @@ fn read_file(path: &Path, tags: &[String], sorted: &[&str]) -> Result<Vec<TagRow
     if groups.is_empty() {
         return Ok(by_tag);
     }
-    // The authors of other tags' rows are skipped, not decoded: the tags are read first.
-    let wanted: std::collections::HashSet<String> = tags.iter().cloned().collect();
-    let of_tags = ArrowPredicateFn::new(ProjectionMask::leaves(schema, [tag]), move |batch| {
-        let tags = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
-            arrow::error::ArrowError::SchemaError("a rollup of tag authors whose tags are not text".into())
-        })?;
-        // Sorted: a run of one tag is looked up once.
-        let mut last: Option<(&str, bool)> = None;
-        let keep = tags.iter().map(|tag| {
-            let tag = tag?;
-            let kept = match last {
-                Some((previous, kept)) if previous == tag => kept,
-                _ => wanted.contains(tag),
-            };
-            last = Some((tag, kept));
-            Some(kept)
-        });
-        Ok(keep.collect::<BooleanArray>())
-    });
     let projection = ProjectionMask::leaves(schema, [tag, did, n]);
-    let reader = builder
-        .with_row_groups(groups)
-        .with_projection(projection)
-        .with_row_filter(RowFilter::new(vec![Box::new(of_tags)]))
-        .build()
-        .map_err(error)?;
+    let reader = builder.with_row_groups(groups).with_projection(projection).build().map_err(error)?;
     let position: HashMap<&str, usize> = tags.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
     for batch in reader {
         let batch = batch.map_err(|e| error(e.into()))?;
