@@ -27,6 +27,11 @@
 //! the statement's `created_at` range (`Engine::narrowed_posts`), and cuts a page of a
 //! common term at its newest candidates, which each post's `created_at` here gives
 //! ([`TextIndex::first_candidates`], `Engine::posts`).
+//!
+//! A word looked for inside terms (or at their start or end) is found in a list of every term
+//! of the index, kept in memory from the first such search ([`TextIndex::terms_holding`]):
+//! `memmem` reads it at gigabytes a second, where walking the term dictionary with a regex
+//! took about 11 ms for a file of 500,000 posts.
 
 use std::collections::HashSet;
 use std::fs;
@@ -34,8 +39,12 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use memchr::memmem;
+
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
-use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, RangeQuery, RegexQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, EmptyQuery, EnableScoring, Occur, Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery,
+};
 use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::{Index, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument, Term};
 
@@ -272,6 +281,17 @@ pub struct TextIndex {
     /// Whether its terms include their pieces between glue characters ([`glue`]), so a word a
     /// text holds whole is one of its terms.
     has_pieces: bool,
+    /// Every term, each after a `\n`, the last followed by one (terms hold no white space):
+    /// made at the first search that looks inside terms ([`TextIndex::terms_holding`]).
+    all_terms: OnceLock<Box<[u8]>>,
+}
+
+/// Where in a term a word is looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Start,
+    End,
+    Anywhere,
 }
 
 /// How an index is built.
@@ -352,7 +372,58 @@ impl TextIndex {
             terms: field("terms")?,
             created_at: field("created_at")?,
             has_pieces: format_of(index)? == Format::Pieces,
+            all_terms: OnceLock::new(),
         })
+    }
+
+    /// The list of every term, made on first use by a walk through each segment's term
+    /// dictionary, and kept.
+    fn all_terms(&self) -> Result<&[u8]> {
+        if let Some(list) = self.all_terms.get() {
+            return Ok(list);
+        }
+        let mut list = vec![b'\n'];
+        for segment in self.searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.terms).map_err(index_error)?;
+            let mut terms = inverted.terms().stream().map_err(|error| index_error(error.into()))?;
+            while terms.advance() {
+                list.extend_from_slice(terms.key());
+                list.push(b'\n');
+            }
+        }
+        Ok(self.all_terms.get_or_init(|| list.into_boxed_slice()))
+    }
+
+    /// The bytes the list of every term takes, if it was made (0 if not).
+    pub fn term_list_bytes(&self) -> usize {
+        self.all_terms.get().map_or(0, |list| list.len())
+    }
+
+    /// The terms that hold `word` at `place` (its start, its end, or anywhere), each once per
+    /// segment that has it.
+    fn terms_holding(&self, word: &str, place: Place) -> Result<Vec<&str>> {
+        let list = self.all_terms()?;
+        let needle = match place {
+            Place::Start => format!("\n{word}"),
+            Place::End => format!("{word}\n"),
+            Place::Anywhere => word.to_owned(),
+        };
+        let finder = memmem::Finder::new(needle.as_bytes());
+        let mut found = Vec::new();
+        let mut from = 0;
+        while let Some(at) = finder.find(&list[from..]) {
+            let word_at = from + at + usize::from(place == Place::Start);
+            let word_end = word_at + word.len();
+            // The list starts and ends with `\n`, and a word holds none.
+            let start = memchr::memrchr(b'\n', &list[..word_at]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(b'\n', &list[word_end..]).map_or(list.len(), |i| word_end + i);
+            // Cut at `\n`s, so within UTF-8 terms.
+            if let Ok(term) = std::str::from_utf8(&list[start..end]) {
+                found.push(term);
+            }
+            from = end;
+        }
+        Ok(found)
     }
 
     /// Whether it is in the format this build writes: with pieces, unless the glue is unknown.
@@ -502,13 +573,18 @@ impl TextIndex {
                 let term = Term::from_field_text(self.terms, term);
                 clauses.push((Occur::Must, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
             }
-            let patterns = needs.prefix.iter().map(|w| format!("{}.*", regex::escape(w)));
-            let patterns = patterns
-                .chain(needs.suffix.iter().map(|w| format!(".*{}", regex::escape(w))))
-                .chain(needs.infix.iter().map(|w| format!(".*{}.*", regex::escape(w))));
-            for pattern in patterns {
-                let query = RegexQuery::from_pattern(&pattern, self.terms).map_err(index_error)?;
-                clauses.push((Occur::Must, Box::new(query)));
+            let words = needs.prefix.iter().map(|w| (w, Place::Start));
+            let words = words
+                .chain(needs.suffix.iter().map(|w| (w, Place::End)))
+                .chain(needs.infix.iter().map(|w| (w, Place::Anywhere)));
+            for (word, place) in words {
+                let terms = self.terms_holding(word, place)?;
+                let query: Box<dyn Query> = if terms.is_empty() {
+                    Box::new(EmptyQuery)
+                } else {
+                    Box::new(TermSetQuery::new(terms.into_iter().map(|t| Term::from_field_text(self.terms, t))))
+                };
+                clauses.push((Occur::Must, query));
             }
         }
         Ok(())

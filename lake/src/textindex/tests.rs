@@ -242,6 +242,33 @@ fn literals_need_exact_terms_inside_and_partial_ones_at_their_edges() {
 }
 
 #[test]
+fn words_inside_terms_are_found_at_their_place_in_the_list_of_terms() {
+    let texts = ["Coffee coffeehouse", "decaf-coffee", "ilovecoffee", "tea"];
+    let index = TextIndex::build_in_memory(texts.iter().enumerate().map(|(row, text)| (row as u64, 0, *text))).unwrap();
+    assert_eq!(index.term_list_bytes(), 0, "made at the first search inside terms");
+    let holding = |word: &str, place: Place| {
+        let mut terms = index.terms_holding(word, place).unwrap();
+        terms.sort_unstable();
+        terms
+    };
+    assert_eq!(holding("coffee", Place::Anywhere), ["coffee", "coffeehouse", "ilovecoffee"]);
+    assert_eq!(holding("coffee", Place::Start), ["coffee", "coffeehouse"]);
+    assert_eq!(holding("coffee", Place::End), ["coffee", "ilovecoffee"]);
+    assert_eq!(holding("ffee", Place::Start), Vec::<&str>::new());
+    // The first and the last term of the list (in byte order: "-", ..., "tea").
+    assert_eq!(holding("-", Place::Start), ["-"]);
+    assert_eq!(holding("tea", Place::End), ["tea"]);
+    assert_eq!(holding("ea", Place::Anywhere), ["tea"]);
+    assert_eq!(holding("e", Place::Anywhere).len(), 5, "every term with an e, once each");
+    assert_eq!(index.term_list_bytes(), "\n-\ncoffee\ncoffeehouse\ndecaf\nilovecoffee\ntea\n".len());
+    // A word no term holds matches no post.
+    let search = |query: &str| index.candidates(&TextQuery { query: query.into(), mode: TextMode::Substring }).unwrap();
+    assert_eq!(search("zebra"), Some(vec![]));
+    assert_eq!(search("love"), Some(vec![2]));
+    assert_eq!(search("f-co"), Some(vec![1]));
+}
+
+#[test]
 fn an_index_in_a_directory_opens_again_with_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
     let texts = ["the Rust book", "水の音", "nothing here"];
