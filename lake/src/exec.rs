@@ -98,6 +98,8 @@ pub struct Engine {
     /// The footers of the data files whose rows were read from their pages (`rows`), forgotten
     /// when a snapshot no longer lists the file.
     footers: rows::Footers,
+    /// The rows of top tags read from the rollups of tag authors, kept between requests.
+    tag_authors: tag_authors::Kept,
     /// The most candidates of a file read from their pages ([`rows::MAX_ROWS_FROM_PAGES`]; 0
     /// in tests of DuckDB's reading of them).
     max_rows_from_pages: std::sync::atomic::AtomicUsize,
@@ -339,6 +341,7 @@ impl Engine {
             moves: std::sync::RwLock::new(()),
             text_indexes: Mutex::new(HashMap::new()),
             footers: rows::Footers::default(),
+            tag_authors: tag_authors::Kept::default(),
             max_rows_from_pages: std::sync::atomic::AtomicUsize::new(rows::MAX_ROWS_FROM_PAGES),
             text_index_uses: std::sync::atomic::AtomicU64::new(0),
             text_scans: std::sync::atomic::AtomicU64::new(0),

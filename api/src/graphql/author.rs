@@ -1,8 +1,13 @@
 //! Authors: resolved lazily from their DID, each field through a data loader so that many
-//! authors in one answer (a page of posts, `topAuthors`) cost one statement per field.
+//! authors in one answer (a page of posts, `topAuthors`) cost one statement per field. An
+//! author asked for alone (`author(did:)`) has nothing to batch with: its fields ask the
+//! loaders' own loaders at once ([`Author::load`]), without a loader's wait for more keys
+//! (a millisecond or two each, before each of its statements).
 
+use std::hash::Hash;
 use std::sync::Arc;
 
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, ID, Object, SimpleObject};
 use lake::exec::{AccountState, Reads, Summary};
 use lake::plan::PostsPlan;
@@ -41,9 +46,45 @@ pub fn validate_did(did: &str) -> async_graphql::Result<()> {
 /// A Bluesky account, known by its DID.
 pub struct Author {
     pub did: String,
+    /// Whether it is alone in its part of the answer (`author(did:)`), not one of many (a
+    /// page of posts, `topAuthors`) whose fields are batched.
+    pub alone: bool,
 }
 
 impl Author {
+    /// One of many authors of an answer.
+    pub fn new(did: String) -> Author {
+        Author { did, alone: false }
+    }
+
+    /// `key` through `loader`: batched with other authors' keys, or, for an author alone,
+    /// asked of its loader at once and fed to its cache, for the fields that ask again. A
+    /// field an answer asks twice under two names is then asked twice.
+    async fn load<K, T>(&self, loader: &RequestLoader<T>, key: K) -> async_graphql::Result<Option<T::Value>>
+    where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        T: Loader<K, Error = async_graphql::Error>,
+    {
+        if !self.alone {
+            return loader.load_one(key).await;
+        }
+        let value = loader.loader().load(std::slice::from_ref(&key)).await?.remove(&key);
+        if let Some(value) = &value {
+            loader.feed_one(key, value.clone()).await;
+        }
+        Ok(value)
+    }
+
+    /// Whether the lake knows this author (a post, or an identity or account event): asked
+    /// first by `author(did:)`, which leaves its answers in the loaders' caches.
+    pub async fn is_known(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let (posts, account) = futures_util::try_join!(
+            self.load(ctx.data::<RequestLoader<PostCounts>>()?, self.did.clone()),
+            self.load(ctx.data::<RequestLoader<Accounts>>()?, self.did.clone())
+        )?;
+        Ok(posts.is_some_and(|n| n > 0) || account.is_some())
+    }
+
     /// This author's posts matching `filter`, summarised; `None` when there are none.
     pub async fn summary(
         &self,
@@ -52,7 +93,7 @@ impl Author {
     ) -> async_graphql::Result<Option<Summary>> {
         let loader = ctx.data::<RequestLoader<AuthorSummaries>>()?;
         let filter = lake::plan::PostFilter { authors: Vec::new(), ..filter };
-        loader.load_one(AuthorKey { did: self.did.clone(), filter }).await
+        self.load(loader, AuthorKey { did: self.did.clone(), filter }).await
     }
 
     /// How many live posts this author has, in all.
@@ -67,7 +108,7 @@ impl Author {
 
     async fn received(&self, ctx: &Context<'_>, engagement: lake::plan::Engagement) -> async_graphql::Result<u64> {
         let loader = ctx.data::<RequestLoader<super::loaders::Received>>()?;
-        Ok(loader.load_one((self.did.clone(), engagement)).await?.unwrap_or(0))
+        Ok(self.load(loader, (self.did.clone(), engagement)).await?.unwrap_or(0))
     }
 
     fn own(&self, filter: Option<PostFilter>) -> async_graphql::Result<lake::plan::PostFilter> {
@@ -176,7 +217,7 @@ impl Author {
                 };
                 let loader = ctx.data::<RequestLoader<AuthorPosts>>()?;
                 let key = AuthorPostsKey { did: self.did.clone(), page };
-                loader.load_one(key).await?.map(|rows| rows.as_ref().clone()).unwrap_or_default()
+                self.load(loader, key).await?.map(|rows| rows.as_ref().clone()).unwrap_or_default()
             }
             Some(after) => {
                 let mut plan = PostsPlan::new((*filter).clone(), order, page_size + 1, columns);
@@ -203,7 +244,7 @@ impl Author {
         let filter = lake::plan::PostFilter { authors: Vec::new(), ..filter.unwrap_or_default().into_plan()? };
         let shape = ActivityShape { filter, interval: interval.into(), zone, measures };
         let loader = ctx.data::<RequestLoader<AuthorActivity>>()?;
-        let buckets = loader.load_one((self.did.clone(), shape)).await?.unwrap_or_default();
+        let buckets = self.load(loader, (self.did.clone(), shape)).await?.unwrap_or_default();
         Ok(buckets.iter().cloned().map(TimeBucket).collect())
     }
 
@@ -218,7 +259,7 @@ impl Author {
         let limit = page_size(ctx, "first", first.or(Some(10)))?;
         let filter = lake::plan::PostFilter { authors: Vec::new(), ..filter.unwrap_or_default().into_plan()? };
         let loader = ctx.data::<RequestLoader<AuthorHashtags>>()?;
-        let tags = loader.load_one((self.did.clone(), filter, limit)).await?.unwrap_or_default();
+        let tags = self.load(loader, (self.did.clone(), filter, limit)).await?.unwrap_or_default();
         Ok(tags.iter().cloned().map(HashtagCount).collect())
     }
 }

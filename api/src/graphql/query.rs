@@ -187,9 +187,8 @@ impl Query {
     /// event of theirs.
     async fn author(&self, ctx: &Context<'_>, did: ID) -> async_graphql::Result<Option<Author>> {
         validate_did(&did)?;
-        let author = Author { did: did.0 };
-        let (posts, account) = futures_util::try_join!(author.post_total(ctx), author.account(ctx))?;
-        Ok((posts > 0 || account.is_some()).then_some(author))
+        let author = Author { did: did.0, alone: true };
+        Ok(author.is_known(ctx).await?.then_some(author))
     }
 
     /// Authors with the most posts matching `filter`, most first.
@@ -205,7 +204,7 @@ impl Query {
         let runner = runner(ctx)?;
         let estimate = runner.estimate(Reads::Scan { filter: &plan.filter, rows: u64::from(limit) });
         let rows = runner.run(estimate, move |engine| engine.top_authors(&plan)).await?;
-        Ok(rows.into_iter().map(|(did, posts)| AuthorCount { author: Author { did }, posts }).collect())
+        Ok(rows.into_iter().map(|(did, posts)| AuthorCount { author: Author::new(did), posts }).collect())
     }
 
     /// Every bucket of `interval` in `timeZone` over the filter's range (from the first to the

@@ -198,7 +198,7 @@ impl PostNode {
         ID(self.0.did.clone())
     }
     async fn author(&self) -> Author {
-        Author { did: self.0.did.clone() }
+        Author::new(self.0.did.clone())
     }
     async fn text(&self) -> &str {
         &self.0.text

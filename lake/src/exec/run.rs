@@ -251,7 +251,7 @@ impl Engine {
                 .filter(|path| rollups::partition_day(path).is_some_and(in_days))
                 .cloned()
                 .collect();
-            let authors = super::tag_authors::count(self.threads, &files, &names, rows)?;
+            let authors = super::tag_authors::count(self.threads, &self.tag_authors, &files, &names, rows)?;
             let counted: Vec<(String, u64, u64)> =
                 tags.into_iter().zip(authors).map(|((tag, posts), authors)| (tag, posts, authors)).collect();
             return Ok(Some(Ok(self.run_sql_on(&connection, &tag_rows_of(&counted), read)?)));

@@ -225,6 +225,7 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|path, index| index.is_some() && listed_paths.contains(path));
         self.footers.keep(&listed_paths);
+        self.tag_authors.keep(&listed_paths);
         *self.post_paths.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(posts.paths.clone());
         self.too_common.lock().unwrap_or_else(|p| p.into_inner()).clear();
         *snapshot = Some(Snapshot { state, post_files: posts.files, post_bytes: posts.bytes });
