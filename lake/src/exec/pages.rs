@@ -419,8 +419,9 @@ impl Engine {
                 None => rest.push(path.as_path()),
             }
         }
-        // Each index's count is a look through its terms (a substring may lie inside any):
-        // about 11 ms for a file of 500,000 posts. The files are shared among the threads.
+        // Each index's count looks for the substring in its list of terms (a `memmem`, made
+        // at the index's first such search) and counts the postings of the terms that hold
+        // it: 100 ms for a month's 180 files. The files are shared among the threads.
         let counts = on_threads(self.threads, &with_index, |(path, index)| {
             let dead = dead.get(*path).map_or(&[][..], Vec::as_slice);
             index.exact_count(text, window, dead).unwrap_or_else(|error| {
