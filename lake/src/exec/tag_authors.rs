@@ -111,8 +111,8 @@ const KEPT_ROWS: usize = 12_000_000;
 /// The rows of tags read from the rollups of tag authors, kept between requests by data file
 /// and tag: the top tags are asked again and again, over ranges of mostly the same days, and
 /// reading them is most of the time (a month: 0.55 to 0.7 s of 1 s). A rollup is replaced,
-/// never changed, so one is known by its inode, size and time of change; past [`KEPT_ROWS`] all are forgotten, and a
-/// file's when a snapshot no longer lists it.
+/// never changed, so one is known by its inode, size and time of change; past [`KEPT_ROWS`]
+/// all are forgotten, and a file's when a snapshot no longer lists it.
 #[derive(Default)]
 pub(super) struct Kept(Mutex<KeptRows>);
 
