@@ -157,15 +157,21 @@ impl Kept {
         sorted.sort_unstable();
         let read: Vec<Arc<TagRows>> = read_file(&rollup, &missing, &sorted)?.into_iter().map(Arc::new).collect();
         let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // A replaced rollup's rows go, and leave the count.
+        let stale = match kept.by_file.get(path) {
+            Some((known, by_tag)) if *known != stamp => Some(by_tag.values().map(|rows| rows.len()).sum::<usize>()),
+            _ => None,
+        };
+        if let Some(stale) = stale {
+            kept.rows = kept.rows.saturating_sub(stale);
+            kept.by_file.remove(path);
+        }
         let adding: usize = read.iter().map(|rows| rows.len()).sum();
         if kept.rows + adding > KEPT_ROWS {
             *kept = KeptRows::default();
         }
         kept.rows += adding;
         let entry = kept.by_file.entry(path.to_path_buf()).or_insert_with(|| (stamp, HashMap::new()));
-        if entry.0 != stamp {
-            *entry = (stamp, HashMap::new());
-        }
         let mut read = missing.into_iter().zip(read);
         for slot in found.iter_mut().filter(|rows| rows.is_none()) {
             if let Some((tag, rows)) = read.next() {
